@@ -1,0 +1,39 @@
+"""Errors every layer may raise; the CLI maps them onto the exit-code contract.
+
+Exit codes (DESIGN.md): 0 all good, 1 a problem was found, 2 could not do the job.
+Messages must never contain a secret: they are printed as they are.
+"""
+
+from __future__ import annotations
+
+
+class SbtcOpsError(Exception):
+    """sbtc-ops could not do the job (exit 2): bad usage, bad config, a dependency unreachable."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class ConfigError(SbtcOpsError):
+    """A configuration file, environment variable or flag is invalid."""
+
+
+class UsageError(SbtcOpsError):
+    """The command line asks for something that cannot be done."""
+
+
+class DependencyError(SbtcOpsError):
+    """Something sbtc-ops needs (a binary, a server, a network endpoint) is unavailable."""
+
+
+class ProblemFound(Exception):
+    """The job ran and found a problem (exit 1); carries a message for the operator."""
+
+    exit_code = 1
