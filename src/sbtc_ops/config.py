@@ -156,8 +156,8 @@ class Settings(BaseModel):
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
-    signer: SignerSettings = Field(default_factory=SignerSettings)
-    serve: ServeSettings = Field(default_factory=ServeSettings)
+    signer: SignerSettings = Field(default_factory=lambda: SignerSettings())
+    serve: ServeSettings = Field(default_factory=lambda: ServeSettings())
     audit: dict[str, Any] = Field(default_factory=dict, description="Audit options (see README).")
     key: dict[str, Any] = Field(default_factory=dict, description="Key custody options.")
 
@@ -329,7 +329,7 @@ def signer_layer(
     if signer.get("network"):
         network = _SIGNER_NETWORKS.get(str(signer["network"]))
         if network is None:
-            where = config_path or "SIGNER_SIGNER__NETWORK"
+            where = str(config_path) if config_path else "SIGNER_SIGNER__NETWORK"
             raise ConfigError(
                 f"{where}: signer.network = {signer['network']!r} is not one of "
                 "mainnet, testnet, regtest"
