@@ -392,7 +392,7 @@ def _prune_none(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def _locate(path: tuple[Any, ...], layers: list[tuple[str, dict[str, Any]]]) -> str:
     """Name the layer (file, env var, flag) a bad key came from, for the error message."""
-    for name, layer in reversed(layers):
+    for layer_name, layer in reversed(layers):
         node: Any = layer
         for part in path:
             if (isinstance(node, Mapping) and part in node) or (
@@ -402,7 +402,7 @@ def _locate(path: tuple[Any, ...], layers: list[tuple[str, dict[str, Any]]]) -> 
             else:
                 break
         else:
-            return name
+            return layer_name
     return "settings"
 
 
