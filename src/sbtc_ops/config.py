@@ -402,7 +402,7 @@ def _locate(path: tuple[Any, ...], layers: list[tuple[str, dict[str, Any]]]) -> 
             else:
                 break
         else:
-            return layer_name
+            return str(layer_name)
     return "settings"
 
 
