@@ -193,13 +193,16 @@ def _default_state_dir() -> Path:
     return Path(base) / "sbtc-ops"
 
 
-def find_config_file(explicit: Path | None) -> Path | None:
+def find_config_file(
+    explicit: Path | None, environ: Mapping[str, str] | None = None
+) -> Path | None:
     """The sbtc-ops.toml to use: --config / $SBTC_OPS_CONFIG must exist; defaults may not."""
+    environ = os.environ if environ is None else environ
     if explicit is not None:
         if not explicit.is_file():
             raise ConfigError(f"config file {explicit} does not exist or is not a file")
         return explicit
-    env = os.environ.get("SBTC_OPS_CONFIG")
+    env = environ.get("SBTC_OPS_CONFIG")
     if env:
         path = Path(env)
         if not path.is_file():
@@ -413,9 +416,7 @@ def load_settings(
 ) -> Settings:
     """Build the effective settings; raises ConfigError naming file, key and problem."""
     environ = os.environ if environ is None else environ
-    file_path = find_config_file(config_path) if environ is os.environ else config_path
-    if file_path is None and environ is not os.environ and environ.get("SBTC_OPS_CONFIG"):
-        file_path = find_config_file(Path(environ["SBTC_OPS_CONFIG"]))
+    file_path = find_config_file(config_path, environ)
     file_doc = read_toml(file_path) if file_path else {}
     env_doc = _env_layer(environ)
     flag_doc = _prune_none(overrides or {})
@@ -425,14 +426,11 @@ def load_settings(
     signer_pre = pre.get("signer", {}) if isinstance(pre.get("signer"), dict) else {}
     signer_cfg = signer_pre.get("config_path")
     signer_env = signer_pre.get("env_file")
-    try:
-        signer_doc = signer_layer(
-            Path(signer_cfg) if signer_cfg else None,
-            Path(signer_env) if signer_env else None,
-            environ,
-        )
-    except ConfigError:
-        raise
+    signer_doc = signer_layer(
+        Path(signer_cfg) if signer_cfg else None,
+        Path(signer_env) if signer_env else None,
+        environ,
+    )
     layers = [
         ("the signer's configuration", signer_doc),
         (str(file_path) if file_path else "sbtc-ops.toml", file_doc),

@@ -1,0 +1,29 @@
+"""Shared fixtures. Area-specific fixtures live in tests/support/ and tests/fakes/."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import CliResult, clean_env, run_cli
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """An empty working directory: no ./sbtc-ops.toml is picked up by accident."""
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def cli(workdir: Path) -> Callable[..., CliResult]:
+    """Run `sbtc-ops ARGS…` as a real process in `workdir` with a private state dir."""
+
+    def _run(*args: str, env: dict[str, str] | None = None, **kwargs: object) -> CliResult:
+        full_env = clean_env(workdir / "state", env)
+        return run_cli(*args, cwd=workdir, env=full_env, **kwargs)  # type: ignore[arg-type]
+
+    return _run
