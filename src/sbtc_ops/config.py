@@ -137,6 +137,38 @@ class SignerSettings(_Section):
     bitcoin_rpc_endpoints: list[SecretStr] = Field(default_factory=list)
 
 
+class AuditSettings(BaseModel):
+    """Options of `sbtc-ops audit`. Areas may read further keys of their own (extra allowed)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    compose_files: list[Path] = Field(
+        default_factory=list, description="docker compose files of the signer and its nodes."
+    )
+    secrets_inventory: Path | None = Field(
+        None, description="secrets.toml: name, location, owner, last_rotated, max_age_days."
+    )
+    roster_file: Path | None = Field(None, description="Administrator roster (TOML).")
+    runbooks: list[Path] = Field(default_factory=list)
+    allowed_ports: list[str] = Field(
+        default_factory=list,
+        description="Extra inbound ports allowed by policy, e.g. '8333', '20444/tcp', '4122/udp'.",
+    )
+    allow_node_p2p: bool = Field(
+        False, description="Also allow Bitcoin P2P 8333 and Stacks P2P 20444 inbound."
+    )
+    ssh_users: list[str] = Field(
+        default_factory=list,
+        description="Administrators to evaluate sshd Match blocks for (sshd -T -C user=…).",
+    )
+    pg_hba_files: list[Path] = Field(default_factory=list)
+    key_backup_max_age_days: int = Field(365, ge=1)
+    rotation_warn_days: int = Field(14, ge=0)
+    concurrency: int = Field(8, ge=1, le=64)
+    check_timeout_s: float = Field(15.0, gt=0)
+    command_timeout_s: float = Field(5.0, gt=0)
+
+
 class ServeSettings(_Section):
     bind: str = "127.0.0.1:9185"
     webhooks: list[SecretStr] = Field(default_factory=list)
@@ -158,7 +190,7 @@ class Settings(BaseModel):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     signer: SignerSettings = Field(default_factory=lambda: SignerSettings())
     serve: ServeSettings = Field(default_factory=lambda: ServeSettings())
-    audit: dict[str, Any] = Field(default_factory=dict, description="Audit options (see README).")
+    audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
     key: dict[str, Any] = Field(default_factory=dict, description="Key custody options.")
 
     # Where the file layer came from, for messages; not a setting.
