@@ -1,0 +1,585 @@
+"""Throwaway PostgreSQL clusters that sbtc-ops creates, owns and removes.
+
+A cluster lives in a private temporary directory (0700, owned by the user that runs it) with
+its data directory, its unix socket directory and its log. The server is a direct child of
+this process (not daemonised by pg_ctl) that the kernel kills if we die (PR_SET_PDEATHSIG),
+so no postgres outlives sbtc-ops, even after a kill -9. Because its data is thrown away it is
+tuned for speed: no fsync, minimal WAL, no autovacuum, generous maintenance memory.
+
+The parent-death signal follows the *thread* that started the server: start clusters from the
+thread that lives as long as the cluster (normally the main thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any, Self
+
+from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
+from sbtc_ops.pg.binaries import ALL_TOOLS, PgBinaries, clean_env, find_binaries
+from sbtc_ops.pg.runas import RunAs, check_can_execute, resolve_run_as
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from sbtc_ops.config import Settings
+
+DIR_PREFIX = "sbtc-pg-"
+UNIX_SOCKET_PORT = 5432  # only names the socket file; the socket directory is private
+MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; PostgreSQL refuses longer paths
+
+# Settings a thrown-away cluster can afford: durability buys nothing when the data is
+# discarded after the run.
+TUNED_SETTINGS: dict[str, str] = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "archive_mode": "off",
+    "autovacuum": "off",
+    "maintenance_work_mem": "256MB",
+    "work_mem": "16MB",
+    "shared_buffers": "128MB",
+    "checkpoint_timeout": "1h",
+    "max_wal_size": "16GB",
+    "jit": "off",
+}
+
+_PR_SET_PDEATHSIG = 1
+_libc_prctl: Any = None
+
+
+def _prctl() -> Any:
+    """libc's prctl, loaded in the parent: loading a library after fork() can deadlock."""
+    global _libc_prctl
+    if _libc_prctl is None:
+        _libc_prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return _libc_prctl
+
+
+def _die_with_parent_preexec() -> Callable[[], None]:
+    """A preexec_fn that makes the child get SIGKILL when the thread that forked it dies.
+
+    CPython runs preexec_fn after switching user/group, which matters: a credential change
+    clears the parent-death signal.
+    """
+    prctl = _prctl()
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _conf_quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+class ThrowawayCluster:
+    """A private PostgreSQL cluster for one run; use as a context manager.
+
+    Unix socket only by default. `tcp_port` (0 picks a free port) also listens on 127.0.0.1
+    with scram-sha-256 password authentication, for test servers that stand in for a
+    signer's database. `keep=True` leaves the cluster running on exit (except after
+    Ctrl-C) and announces how to connect to it and remove it.
+    """
+
+    def __init__(
+        self,
+        binaries: PgBinaries | None = None,
+        *,
+        run_as: RunAs | None = None,
+        parent: Path | None = None,
+        keep: bool = False,
+        tuned: bool = True,
+        tcp_port: int | None = None,
+        superuser: str = "postgres",
+        extra_settings: Mapping[str, str] | None = None,
+        start_timeout_s: float = 60.0,
+        stop_timeout_s: float = 15.0,
+        announce: Callable[[str], None] | None = None,
+    ) -> None:
+        self.binaries = binaries or find_binaries(tool_hint="postgres", need=ALL_TOOLS)
+        self.run_as = run_as or resolve_run_as(None)
+        self.parent = parent
+        self.keep = keep
+        self.tuned = tuned
+        self.tcp_port = tcp_port
+        self.superuser = superuser
+        self.extra_settings = dict(extra_settings or {})
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.announce = announce or _print_to_stderr
+        self.timings: dict[str, float] = {}
+        self._base: Path | None = None
+        self._port = UNIX_SOCKET_PORT
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._previous_sigterm: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> ThrowawayCluster:
+        """A cluster using settings.postgres (bin_dir, run_as); kwargs as for the constructor."""
+        binaries = kwargs.pop("binaries", None) or find_binaries(
+            settings.postgres.bin_dir, tool_hint="postgres", need=ALL_TOOLS
+        )
+        run_as = kwargs.pop("run_as", None) or resolve_run_as(settings.postgres.run_as)
+        return cls(binaries, run_as=run_as, **kwargs)
+
+    # -- where things are ------------------------------------------------------------------
+
+    @property
+    def base_dir(self) -> Path:
+        if self._base is None:
+            raise SbtcOpsError("the throwaway cluster is not started")
+        return self._base
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.base_dir / "sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base_dir / "postgres.log"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def conninfo(self, dbname: str = "postgres", user: str | None = None) -> str:
+        """A libpq keyword string reaching the server over its private unix socket."""
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            host=str(self.socket_dir),
+            port=str(self.port),
+            user=user or self.superuser,
+            dbname=dbname,
+        )
+
+    def tcp_url(self, dbname: str, user: str, password: str) -> str:
+        """postgresql://user:password@127.0.0.1:port/dbname (TCP clusters only)."""
+        from urllib.parse import quote
+
+        if self.tcp_port is None:
+            raise UsageError("this throwaway cluster does not listen on TCP")
+        return (
+            f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
+            f"@127.0.0.1:{self.port}/{quote(dbname, safe='')}"
+        )
+
+    def client_env(self) -> dict[str, str]:
+        """Environment for client programs (psql, pg_restore, pg_amcheck) aimed at this cluster."""
+        return {
+            **clean_env(),
+            "PGHOST": str(self.socket_dir),
+            "PGPORT": str(self.port),
+            "PGUSER": self.superuser,
+        }
+
+    # -- using it --------------------------------------------------------------------------
+
+    def connect(
+        self, dbname: str = "postgres", *, autocommit: bool = True
+    ) -> psycopg.Connection[Any]:
+        import psycopg
+
+        return psycopg.connect(self.conninfo(dbname), autocommit=autocommit)
+
+    def create_database(self, name: str, owner: str | None = None) -> None:
+        from psycopg import sql
+
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
+            sql.Identifier(name)
+        )
+        if owner:
+            statement += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+        with self.connect() as conn:
+            conn.execute(statement)
+
+    def create_role(self, name: str, password: str | None = None, *, login: bool = True) -> None:
+        from psycopg import sql
+
+        statement = sql.SQL("CREATE ROLE {} {}").format(
+            sql.Identifier(name), sql.SQL("LOGIN" if login else "NOLOGIN")
+        )
+        if password is not None:
+            statement += sql.SQL(" PASSWORD {}").format(sql.Literal(password))
+        with self.connect() as conn:
+            conn.execute(statement)
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        if self.keep and self.running and not interrupted:
+            self.announce(self.connection_help())
+            return
+        self.stop()
+
+    def start(self) -> Self:
+        if self._base is not None:
+            raise SbtcOpsError("this throwaway cluster was already started")
+        check_can_execute(self.run_as, self.binaries, "postgres")
+        self._install_sigterm_handler()
+        try:
+            reap_stale_directories(self._choose_parent())
+            self._make_directories()
+            started = time.monotonic()
+            self._initdb()
+            self.timings["initdb"] = time.monotonic() - started
+            self._configure()
+            started = time.monotonic()
+            self._start_server()
+            self.timings["start"] = time.monotonic() - started
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Fast shutdown, SIGKILL after stop_timeout_s, then remove the directory. Idempotent."""
+        started = time.monotonic()
+        interrupted: KeyboardInterrupt | None = None
+        try:
+            self._stop_server()
+        except KeyboardInterrupt as exc:  # a second Ctrl-C: finish the cleanup quickly
+            interrupted = exc
+            self._kill_server()
+        finally:
+            self._remove_directory()
+            if self._base is not None or self._process is not None:
+                self.timings["stop"] = time.monotonic() - started
+            self._process = None
+            self._restore_sigterm_handler()
+        if interrupted is not None:
+            raise interrupted
+
+    def connection_help(self) -> str:
+        user = f"sudo -u {self.run_as.name} " if not self.run_as.is_current else ""
+        return (
+            f"throwaway cluster kept running (pid {self.pid}), data in {self.data_dir}\n"
+            f"  connect: psql {_shell_quote(self.conninfo())}\n"
+            f"  remove:  {user}{self.binaries.pg_ctl} -D {self.data_dir} stop -m fast"
+            f" && rm -rf {self.base_dir}"
+        )
+
+    def _install_sigterm_handler(self) -> None:
+        """Make SIGTERM a KeyboardInterrupt while the cluster runs, unless someone handles it.
+
+        The default action would end the process without cleanup; the kernel would still
+        kill the server (parent-death signal) but its directory would stay behind.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        self._previous_sigterm = signal.SIG_DFL
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+    def _restore_sigterm_handler(self) -> None:
+        if self._previous_sigterm is None:
+            return
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        self._previous_sigterm = None
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _make_directories(self) -> None:
+        parent = self._choose_parent()
+        self._base = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=parent))  # mode 0700
+        self.run_as.chown(self._base)
+        self.socket_dir.mkdir(mode=0o700)
+        self.run_as.chown(self.socket_dir)
+        (self.base_dir / "owner.pid").write_text(f"{os.getpid()}\n")
+
+    def _choose_parent(self) -> Path:
+        parent = (self.parent or Path(tempfile.gettempdir())).resolve()
+        socket_path_len = len(str(parent)) + len(f"/{DIR_PREFIX}xxxxxxxx/sock/.s.PGSQL.65535")
+        if socket_path_len >= MAX_SOCKET_PATH:
+            raise UsageError(
+                f"{parent} is too deep for a PostgreSQL unix socket path (limit about "
+                f"{MAX_SOCKET_PATH} characters): choose a shorter temporary directory"
+            )
+        if not parent.is_dir():
+            raise UsageError(f"temporary directory {parent} does not exist")
+        if not self.run_as.can_traverse(parent):
+            raise DependencyError(
+                f"the user {self.run_as.name!r} that runs PostgreSQL cannot reach {parent}",
+                hint="point TMPDIR (or the cluster's parent) at a directory that user can reach, e.g. /tmp",
+            )
+        return parent
+
+    def _run_as_child(self, argv: list[str], what: str, timeout_s: float) -> None:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            cwd=self.base_dir,
+            env=self._server_env(),
+            timeout=timeout_s,
+            check=False,
+            **self.run_as.popen_kwargs(),
+        )
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            raise DependencyError(
+                f"{what} failed (exit {done.returncode}): {' | '.join(lines[-5:]) or 'no output'}"
+            )
+
+    def _initdb(self) -> None:
+        argv = [
+            str(self.binaries.initdb),
+            "--pgdata",
+            str(self.data_dir),
+            "--username",
+            self.superuser,
+            "--auth",
+            "trust",
+            "--encoding",
+            "UTF8",
+            "--locale",
+            "C",
+            "--no-sync",
+            "--no-instructions",
+        ]
+        self._run_as_child(argv, "initdb", timeout_s=max(self.start_timeout_s, 60.0))
+
+    def _settings(self) -> dict[str, str]:
+        settings = dict(TUNED_SETTINGS) if self.tuned else {}
+        settings.update(
+            {
+                "listen_addresses": "127.0.0.1" if self.tcp_port is not None else "",
+                "port": str(self.port),
+                "unix_socket_directories": str(self.socket_dir),
+                "unix_socket_permissions": "0700",
+                "logging_collector": "off",
+                "lc_messages": "C",
+                "password_encryption": "scram-sha-256",
+            }
+        )
+        settings.update(self.extra_settings)
+        return settings
+
+    def _configure(self) -> None:
+        if self.tcp_port is not None:
+            self._port = self.tcp_port or free_tcp_port()
+        lines = [f"{name} = {_conf_quote(value)}" for name, value in self._settings().items()]
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write("\n# sbtc-ops throwaway cluster\n" + "\n".join(lines) + "\n")
+        hba = ["local all all trust"]  # the socket directory is private to the server's user
+        if self.tcp_port is not None:
+            hba.append("host all all 127.0.0.1/32 scram-sha-256")
+        (self.data_dir / "pg_hba.conf").write_text("\n".join(hba) + "\n")
+
+    def _start_server(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.run_as.chown(self.log_path)
+        preexec = None if self.keep else _die_with_parent_preexec()
+        self._process = subprocess.Popen(
+            [str(self.binaries.postgres), "-D", str(self.data_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.base_dir,
+            env=self._server_env(),
+            start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
+            preexec_fn=preexec,
+            **self.run_as.popen_kwargs(),
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        pid_file = self.data_dir / "postmaster.pid"
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                raise DependencyError(f"PostgreSQL did not start: {self._log_tail()}")
+            with contextlib.suppress(OSError):
+                lines = pid_file.read_text().splitlines()
+                if len(lines) >= 8 and lines[7].strip() == "ready":
+                    return
+            time.sleep(0.01)
+        raise DependencyError(
+            f"PostgreSQL did not become ready within {self.start_timeout_s:.0f} s: {self._log_tail()}"
+        )
+
+    def _log_tail(self, count: int = 5) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no server log"
+        return " | ".join(lines[-count:]) or "empty server log"
+
+    def _server_env(self) -> dict[str, str]:
+        env = clean_env()
+        env["HOME"] = str(self.base_dir)  # the run-as user's home may be unreachable
+        env["LC_ALL"] = "C"
+        return env
+
+    def _stop_server(self) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            process.wait(timeout=self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            self._kill_server()
+
+    def _kill_server(self) -> None:
+        """SIGKILL the postmaster's whole process group (backends included) and reap it."""
+        process = self._process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+
+    def _remove_directory(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._base is not None:
+            shutil.rmtree(self._base, ignore_errors=True)
+            if self._base.exists():
+                self.announce(f"warning: could not remove {self._base}")
+            self._base = None
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def reap_stale_directories(parent: Path) -> list[Path]:
+    """Remove cluster directories in `parent` left by a killed sbtc-ops (kill -9, power loss).
+
+    Only directories sbtc-ops made (named sbtc-pg-*, with an owner.pid file) whose owner
+    process is gone and in which no postgres runs any more are removed.
+    """
+    removed = []
+    for candidate in parent.glob(f"{DIR_PREFIX}*"):
+        try:
+            owner = int((candidate / "owner.pid").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _process_exists(owner) or postgres_processes(under=candidate):
+            continue
+        shutil.rmtree(candidate, ignore_errors=True)
+        removed.append(candidate)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _print_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _shell_quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value)
+
+
+# -- finding postgres processes (tests, and the leftover check) ------------------------------
+
+
+def postgres_processes(under: Path | None = None) -> list[tuple[int, str]]:
+    """(pid, working directory) of live postgres processes whose working directory lies in a
+    throwaway cluster directory (any `sbtc-pg-*`, or only those below `under`).
+
+    PostgreSQL processes work in their data directory, so this finds servers and backends
+    even after their directory was deleted. Needs permission to read /proc/<pid>/cwd (root,
+    or the same user).
+    """
+    found = []
+    for pid, cwd in _process_cwds():
+        if under is not None:
+            if not (cwd + "/").startswith(str(under.resolve()) + "/"):
+                continue
+        elif f"/{DIR_PREFIX}" not in cwd:
+            continue
+        found.append((pid, cwd))
+    return found
+
+
+def _process_cwds() -> Iterator[tuple[int, str]]:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "exe").readlink().name.split(" ")[0] not in (
+                "postgres",
+                "postmaster",
+            ):
+                continue
+            if _is_zombie(entry):
+                continue
+            cwd = str((entry / "cwd").readlink()).removesuffix(" (deleted)")
+        except OSError:
+            continue
+        yield int(entry.name), cwd
+
+
+def _is_zombie(proc_dir: Path) -> bool:
+    for line in (proc_dir / "status").read_text().splitlines():
+        if line.startswith("State:"):
+            return line.split()[1] in ("Z", "X")
+    return False
