@@ -1,0 +1,137 @@
+"""Audit report renderers: terminal (grouped by area), JSON document, self-contained HTML.
+
+Renderers only read findings; findings are already scrubbed of secrets by the runner.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import socket
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from sbtc_ops import __version__
+from sbtc_ops.audit.framework import AuditReport, Finding
+from sbtc_ops.results import Status
+
+_STYLES = {
+    Status.PASS: "green",
+    Status.WARN: "yellow",
+    Status.FAIL: "bold red",
+    Status.ERROR: "red",
+    Status.SKIP: "dim",
+}
+
+
+def _by_area(report: AuditReport) -> list[tuple[str, list[Finding]]]:
+    return [(area, list(items)) for area, items in groupby(report.findings, key=lambda f: f.area)]
+
+
+def render_terminal(report: AuditReport, console: Console) -> None:
+    for area, findings in _by_area(report):
+        console.print(f"\n[bold]{escape(area)}[/]")
+        for finding in findings:
+            style = _STYLES[finding.status]
+            console.print(
+                f"  [{style}]{finding.status.symbol} {finding.status.value:<5}[/] "
+                f"{finding.id}  {escape(finding.title)}: {escape(finding.detail)}"
+            )
+            if finding.remediation:
+                console.print(f"      [dim]fix:[/] {escape(finding.remediation)}")
+    counts = report.counts()
+    summary = ", ".join(f"{counts[s.value]} {s.value}" for s in Status if counts[s.value])
+    score = "n/a" if report.score is None else f"{report.score}/100"
+    console.print(
+        f"\n[bold]{len(report.findings)} checks[/]: {summary}.  "
+        f"Hardening score: [bold]{score}[/]  ({report.duration_s:.2f}s)"
+    )
+
+
+def report_document(report: AuditReport) -> dict[str, Any]:
+    doc = report.to_json()
+    doc["version"] = __version__
+    return doc
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#1d1d1f;max-width:70rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;width:100%}td,th{padding:.35rem .5rem;vertical-align:top;
+border-bottom:1px solid #eee;text-align:left;font-size:.9rem}
+.st{font-weight:600;text-transform:uppercase;font-size:.75rem;white-space:nowrap}
+.pass{color:#1a7f37}.warn{color:#9a6700}.fail{color:#cf222e}.error{color:#cf222e}.skip{color:#6e7781}
+.meta{color:#57606a;font-size:.85rem}.fix{color:#0550ae}.why{color:#57606a;font-size:.8rem}
+.score{font-size:2rem;font-weight:700}.sign td{height:2rem}
+"""
+
+
+def render_html(report: AuditReport) -> str:
+    """One page, no external resources, for handing to a second reviewer (4-eyes)."""
+    esc = html.escape
+    counts = report.counts()
+    score = "n/a" if report.score is None else f"{report.score}/100"
+    parts = [
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        "<title>sbtc-ops audit report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>sbtc-ops host audit</h1>",
+        f"<p class=meta>host {esc(socket.gethostname())} · root {esc(report.root)} · "
+        f"{esc(report.started_at.isoformat(timespec='seconds'))} · sbtc-ops {esc(__version__)}</p>",
+        f"<p><span class=score>{esc(score)}</span> hardening score · ",
+        " · ".join(f"<span class={s.value}>{counts[s.value]} {s.value}</span>" for s in Status),
+        "</p>",
+    ]
+    for area, findings in _by_area(report):
+        parts.append(f"<h2>{esc(area)}</h2><table>")
+        parts.append("<tr><th>status</th><th>id</th><th>check</th><th>finding</th></tr>")
+        for finding in findings:
+            status = finding.status.value
+            details = [f"<div>{esc(finding.detail)}</div>"]
+            if finding.remediation:
+                details.append(f"<div class=fix>Fix: {esc(finding.remediation)}</div>")
+            details.append(
+                f"<div class=why>Why: {esc(finding.rationale)} "
+                f"(best practice: {esc(finding.section or '')}; severity {esc(finding.severity)})"
+                "</div>"
+            )
+            items = finding.data.get("items")
+            if isinstance(items, list) and items:
+                listed = "".join(f"<li>{esc(_item_text(item))}</li>" for item in items[:50])
+                details.append(f"<ul>{listed}</ul>")
+            parts.append(
+                f"<tr><td class='st {status}'>{esc(status)}</td><td>{esc(finding.id)}</td>"
+                f"<td>{esc(finding.title)}</td><td>{''.join(details)}</td></tr>"
+            )
+        parts.append("</table>")
+    parts.append(
+        "<h2>Review (4-eyes)</h2><table class=sign>"
+        "<tr><th>role</th><th>name</th><th>date</th><th>signature</th></tr>"
+        "<tr><td>prepared by</td><td></td><td></td><td></td></tr>"
+        "<tr><td>reviewed by</td><td></td><td></td><td></td></tr></table>"
+        "</body></html>\n"
+    )
+    return "".join(parts)
+
+
+def _item_text(item: Any) -> str:
+    if isinstance(item, dict):
+        return ", ".join(f"{k}: {v}" for k, v in item.items())
+    return str(item)
+
+
+def write_html(report: AuditReport, path: Path) -> None:
+    """Write the report owner-only: it maps the host's weaknesses."""
+    text = render_html(report)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def dumps(report: AuditReport) -> str:
+    return json.dumps(report_document(report), indent=2, default=str)
