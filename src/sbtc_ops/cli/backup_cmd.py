@@ -1,9 +1,182 @@
-"""Commands of this area (placeholder until implemented)."""
+"""`sbtc-ops backup`, `backups`, `prune`, `restore`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from sbtc_ops.cli import _common
+
+TO_OPTION = typer.Option(
+    "--to",
+    help="Backup location: a directory or s3://bucket/prefix (repeatable; default: the config).",
+)
+
+
+def backup(
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="Signer database URL (default: the config's db_endpoint)."),
+    ] = None,
+    to: Annotated[list[str] | None, TO_OPTION] = None,
+    dump_format: Annotated[
+        str | None, typer.Option("--format", help="custom (default) or directory.")
+    ] = None,
+    compression: Annotated[
+        str | None, typer.Option("--compress", help="pg_dump compression, e.g. zstd:1, gzip:6.")
+    ] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", help="Parallel jobs (directory).")] = None,
+    recipient: Annotated[
+        list[str] | None, typer.Option("--recipient", help="age recipient (age1…), repeatable.")
+    ] = None,
+    dkg_only: Annotated[
+        bool, typer.Option("--dkg-only", help="Only the DKG key shares and migrations (kB).")
+    ] = False,
+    json_output: Annotated[bool, _common.JSON_OPTION] = False,
+) -> None:
+    """Take a consistent, checksummed (optionally encrypted) backup of the signer database."""
+    _common.set_json_mode(json_output)
+    from sbtc_ops.backup.service import request_from_settings, run_backup
+
+    settings = _common.load_settings(
+        db={"url": db},
+        backup={
+            "format": dump_format,
+            "compression": compression,
+            "jobs": jobs,
+            "recipients": recipient or None,
+        },
+    )
+    request = request_from_settings(settings, to or None, dkg_only=dkg_only)
+    outcome = run_backup(settings, request)
+    manifest = outcome.manifest
+    if json_output:
+        _common.emit_json(
+            {"ok": True, "backup": manifest.model_dump(mode="json"), "locations": outcome.locations}
+        )
+        return
+    out = _common.out
+    out.print(f"backup {manifest.id} complete ({manifest.kind})", markup=False)
+    out.print(
+        f"  size        {_human(manifest.total_size)} in {len(manifest.files)} file(s)",
+        markup=False,
+    )
+    out.print(f"  duration    {manifest.duration_s:.1f} s", markup=False)
+    key = manifest.newest_verified_aggregate_key or "none (no verified DKG round yet)"
+    out.print(f"  newest key  {key}", markup=False)
+    out.print(f"  encrypted   {'yes (age)' if manifest.encrypted else 'no'}", markup=False)
+    for location in outcome.locations:
+        out.print(f"  stored at   {location}", markup=False)
+
+
+def backups(
+    to: Annotated[list[str] | None, TO_OPTION] = None,
+    json_output: Annotated[bool, _common.JSON_OPTION] = False,
+) -> None:
+    """List backups in every configured location, with their state."""
+    _common.set_json_mode(json_output)
+    from sbtc_ops.backup.service import list_all
+
+    settings = _common.load_settings()
+    rows = list_all(settings, to or None)
+    if json_output:
+        _common.emit_json({"ok": True, "backups": rows})
+        return
+    if not rows:
+        _common.out.print("no backups found", markup=False)
+        return
+    table = _rich_table(("id", "age", "size", "state", "location"))
+    for row in rows:
+        table.add_row(row["id"], row["age"], _human(row["size"]), row["state"], row["location"])
+    _common.out.print(table)
+
+
+def prune(
+    to: Annotated[list[str] | None, TO_OPTION] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, delete nothing.")] = False,
+    json_output: Annotated[bool, _common.JSON_OPTION] = False,
+) -> None:
+    """Apply the retention policy (keep N daily, weekly, monthly) to every location."""
+    _common.set_json_mode(json_output)
+    from sbtc_ops.backup.service import prune_all
+
+    settings = _common.load_settings()
+    report = prune_all(settings, to or None, dry_run=dry_run)
+    if json_output:
+        _common.emit_json({"ok": True, "dry_run": dry_run, "locations": report})
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for location in report:
+        _common.out.print(f"{location['location']}:", markup=False)
+        for backup_id in location["deleted"]:
+            _common.out.print(f"  {verb} {backup_id}", markup=False)
+        for backup_id in location["incomplete_removed"]:
+            _common.out.print(f"  {verb} incomplete {backup_id}", markup=False)
+        _common.out.print(f"  kept {len(location['kept'])} backup(s)", markup=False)
+
+
+def restore(
+    backup_ref: Annotated[str, typer.Argument(metavar="BACKUP", help="Backup id or path.")],
+    target_db: Annotated[
+        str, typer.Option("--target-db", help="URL of the database to restore into.")
+    ],
+    to: Annotated[list[str] | None, TO_OPTION] = None,
+    identity: Annotated[
+        Path | None, typer.Option("--identity", help="age identity file for encrypted backups.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Restore into a database that is not empty.")
+    ] = False,
+    overwrite_live: Annotated[
+        str | None,
+        typer.Option(
+            "--overwrite-live-db",
+            metavar="DBNAME",
+            help="Allow restoring into the live signer database; must repeat its name.",
+        ),
+    ] = None,
+    json_output: Annotated[bool, _common.JSON_OPTION] = False,
+) -> None:
+    """Disaster recovery: check the checksums, decrypt on the fly, pg_restore into a database."""
+    _common.set_json_mode(json_output)
+    from sbtc_ops.backup.restore import RestoreRequest, run_restore_command
+
+    settings = _common.load_settings(backup={"identity_file": identity})
+    result = run_restore_command(
+        settings,
+        RestoreRequest(backup_ref, target_db, to or None, force, overwrite_live),
+    )
+    if json_output:
+        _common.emit_json({"ok": True, **result})
+        return
+    _common.out.print(
+        f"restored {result['backup']} into {result['target']} in {result['duration_s']:.1f} s",
+        markup=False,
+    )
+
+
+def _rich_table(columns: tuple[str, ...]) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    app.command("backup")(backup)
+    app.command("backups")(backups)
+    app.command("prune")(prune)
+    app.command("restore")(restore)

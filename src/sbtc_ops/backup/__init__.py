@@ -1,0 +1,1 @@
+"""Taking, storing, listing, pruning and restoring signer database backups."""

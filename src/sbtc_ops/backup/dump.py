@@ -1,0 +1,127 @@
+"""Running pg_dump: argv without secrets, the password in the child's environment only."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sbtc_ops.backup.crypto import HashingWriter, encrypt_stream
+from sbtc_ops.backup.source import ConnectionTarget
+from sbtc_ops.errors import DependencyError
+from sbtc_ops.pg.binaries import PgBinaries
+
+ARCHIVE_NAME = "signer.dump"  # custom format; the directory format uses "signer.dir/"
+DIRECTORY_NAME = "signer.dir"
+
+
+@dataclass(frozen=True)
+class DumpOptions:
+    format: str  # "custom" | "directory"
+    compression: str
+    jobs: int
+    snapshot: str
+    exclude_table_data: tuple[str, ...] = ()
+
+
+def pg_dump_argv(
+    binaries: PgBinaries, target: ConnectionTarget, options: DumpOptions, output: Path | None
+) -> list[str]:
+    argv = [
+        str(binaries.pg_dump),
+        f"--format={options.format}",
+        f"--compress={options.compression}",
+        f"--snapshot={options.snapshot}",
+        "--no-password",
+        "--no-sync",  # sbtc-ops fsyncs the files itself before the rename
+    ]
+    if options.format == "directory":
+        argv.append(f"--jobs={options.jobs}")
+    argv.extend(f"--exclude-table-data={table}" for table in options.exclude_table_data)
+    if output is not None:
+        argv.append(f"--file={output}")
+    argv.extend(["--dbname", target.conninfo_without_password])
+    return argv
+
+
+def _child_env(target: ConnectionTarget) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(target.child_env)
+    return env
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _raise_on_failure(
+    proc: subprocess.Popen[bytes], stderr: bytes, target: ConnectionTarget
+) -> None:
+    if proc.returncode != 0:
+        message = target.scrub(stderr.decode(errors="replace")) or f"exit status {proc.returncode}"
+        raise DependencyError(f"pg_dump failed: {message}")
+
+
+class _StderrCollector(threading.Thread):
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.data = b""
+
+    def run(self) -> None:
+        self.data = self.stream.read()
+
+
+def dump_to_path(argv: Sequence[str], target: ConnectionTarget) -> None:
+    """pg_dump writes the archive itself (custom file or directory)."""
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=_child_env(target),
+    )
+    try:
+        assert proc.stderr is not None
+        collector = _StderrCollector(proc.stderr)
+        collector.start()
+        proc.wait()
+        collector.join()
+    except BaseException:
+        _stop(proc)
+        raise
+    _raise_on_failure(proc, collector.data, target)
+
+
+def dump_encrypted(
+    argv: Sequence[str], target: ConnectionTarget, output: Path, recipients: list[str]
+) -> tuple[str, int]:
+    """pg_dump to stdout, age-encrypted on the fly into `output`; returns (sha256, size)."""
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_child_env(target),
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        collector = _StderrCollector(proc.stderr)
+        collector.start()
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as raw:
+            writer = HashingWriter(raw)
+            encrypt_stream(proc.stdout, writer, recipients)  # type: ignore[arg-type]
+        proc.wait()
+        collector.join()
+    except BaseException:
+        _stop(proc)
+        raise
+    _raise_on_failure(proc, collector.data, target)
+    return writer.digest.hexdigest(), writer.size

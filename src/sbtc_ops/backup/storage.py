@@ -1,0 +1,424 @@
+"""Where backups live: a local directory and/or S3-compatible object storage.
+
+Layout, the same in both: `<root>/<id>/manifest.json` plus the archive files beside it.
+The manifest is written last, so a backup without one is incomplete (never listed as
+complete, removed by prune). Locally a backup is written under `<id>.partial/` and renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from sbtc_ops.backup.ids import is_backup_id
+from sbtc_ops.backup.manifest import MANIFEST_NAME, Manifest
+from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from sbtc_ops.config import S3Settings
+
+log = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = ".partial"
+Progress = Callable[[int], None]
+
+
+class StorageError(SbtcOpsError):
+    """A storage could not be read or written."""
+
+
+@dataclass(frozen=True)
+class StoredBackup:
+    id: str
+    location: str
+    complete: bool
+    manifest: Manifest | None
+    size: int
+
+
+class Storage(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def check_writable(self) -> None: ...
+
+    def list_backups(self) -> list[StoredBackup]: ...
+
+    def read_manifest(self, backup_id: str) -> Manifest: ...
+
+    def store(
+        self, backup_id: str, source_dir: Path, manifest: Manifest, progress: Progress
+    ) -> None: ...
+
+    def delete(self, backup_id: str) -> None: ...
+
+    def fetch(self, backup_id: str, work_dir: Path, progress: Progress) -> Path: ...
+
+
+# -- local --------------------------------------------------------------------------------
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
+def write_private_atomic(path: Path, data: bytes) -> None:
+    """Write `path` (0600) via a temporary name, fsync it and its directory, rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+    fsync_dir(path.parent)
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class LocalStorage:
+    """A directory on this host (0700), holding one directory per backup."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def name(self) -> str:
+        return str(self.root)
+
+    def ensure(self) -> None:
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create backup directory {self.root}: {exc.strerror}"
+            ) from None
+
+    def check_writable(self) -> None:
+        self.ensure()
+        probe = self.root / f".write-test-{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StorageError(
+                f"backup directory {self.root} is not writable: {exc.strerror}"
+            ) from None
+
+    def begin(self, backup_id: str) -> Path:
+        """A fresh private directory to write a backup's files into."""
+        self.ensure()
+        partial = self.root / f"{backup_id}{PARTIAL_SUFFIX}"
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir(mode=0o700)
+        return partial
+
+    def abort(self, backup_id: str) -> None:
+        shutil.rmtree(self.root / f"{backup_id}{PARTIAL_SUFFIX}", ignore_errors=True)
+
+    def commit(self, backup_id: str, manifest: Manifest) -> Path:
+        """fsync, rename `<id>.partial` → `<id>`, then write the manifest last."""
+        partial = self.root / f"{backup_id}{PARTIAL_SUFFIX}"
+        final = self.root / backup_id
+        fsync_tree(partial)
+        partial.rename(final)
+        fsync_dir(self.root)
+        write_private_atomic(final / MANIFEST_NAME, manifest.to_bytes())
+        return final
+
+    def store(
+        self, backup_id: str, source_dir: Path, manifest: Manifest, progress: Progress
+    ) -> None:
+        partial = self.begin(backup_id)
+        try:
+            for path in sorted(source_dir.rglob("*")):
+                if path.is_file() and path.name != MANIFEST_NAME:
+                    target = partial / path.relative_to(source_dir)
+                    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    shutil.copyfile(path, target)
+                    target.chmod(0o600)
+                    progress(path.stat().st_size)
+            self.commit(backup_id, manifest)
+        except BaseException:
+            self.abort(backup_id)
+            raise
+
+    def list_backups(self) -> list[StoredBackup]:
+        if not self.root.exists():
+            return []
+        try:
+            children = sorted(self.root.iterdir())
+        except OSError as exc:
+            raise StorageError(f"cannot list {self.root}: {exc.strerror}") from None
+        found = []
+        for child in children:
+            backup_id = child.name.removesuffix(PARTIAL_SUFFIX)
+            if not child.is_dir() or not is_backup_id(backup_id):
+                continue
+            manifest_path = child / MANIFEST_NAME
+            manifest = None
+            if not child.name.endswith(PARTIAL_SUFFIX) and manifest_path.is_file():
+                manifest = Manifest.from_bytes(manifest_path.read_bytes(), str(manifest_path))
+            found.append(
+                StoredBackup(
+                    backup_id, str(child), manifest is not None, manifest, _dir_size(child)
+                )
+            )
+        return found
+
+    def read_manifest(self, backup_id: str) -> Manifest:
+        path = self.root / backup_id / MANIFEST_NAME
+        if not path.is_file():
+            raise StorageError(f"backup {backup_id} not found (or incomplete) in {self.root}")
+        return Manifest.from_bytes(path.read_bytes(), str(path))
+
+    def delete(self, backup_id: str) -> None:
+        for name in (backup_id, f"{backup_id}{PARTIAL_SUFFIX}"):
+            path = self.root / name
+            if path.exists():
+                # Remove the manifest first so a half-deleted backup is never "complete".
+                with contextlib.suppress(FileNotFoundError):
+                    (path / MANIFEST_NAME).unlink()
+                shutil.rmtree(path)
+
+    def fetch(self, backup_id: str, work_dir: Path, progress: Progress) -> Path:
+        return self.root / backup_id
+
+
+# -- S3 -----------------------------------------------------------------------------------
+
+# Multipart uploads in parts of this size; the ETag of such an upload is computed locally
+# and compared with the server's, so every byte is checked without downloading it again.
+PART_SIZE = 16 * 1024 * 1024
+
+
+def multipart_etag(path: Path, part_size: int = PART_SIZE) -> str:
+    """The ETag S3 gives an object uploaded from `path` in parts of `part_size`."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        if size < part_size:
+            return hashlib.md5(handle.read(), usedforsecurity=False).hexdigest()
+        digests = []
+        while chunk := handle.read(part_size):
+            digests.append(hashlib.md5(chunk, usedforsecurity=False).digest())
+    combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
+    return f"{combined}-{len(digests)}"
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise UsageError(f"{url!r} is not an S3 location (s3://bucket/prefix)")
+    return parts.netloc, parts.path.strip("/")
+
+
+class S3Storage:
+    """An S3-compatible bucket and prefix (AWS, MinIO, SeaweedFS, …)."""
+
+    def __init__(self, url: str, settings: S3Settings) -> None:
+        self.url = url.rstrip("/")
+        self.bucket, self.prefix = parse_s3_url(url)
+        self.settings = settings
+        self._client: S3Client | None = None
+
+    @property
+    def name(self) -> str:
+        return self.url
+
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            secret = self.settings.secret_access_key
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.settings.endpoint_url,
+                region_name=self.settings.region or "us-east-1",
+                aws_access_key_id=self.settings.access_key_id,
+                aws_secret_access_key=secret.get_secret_value() if secret else None,
+                config=Config(
+                    connect_timeout=10,
+                    read_timeout=60,
+                    retries={"max_attempts": 5, "mode": "standard"},
+                    s3={"addressing_style": "path"},
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                ),
+            )
+        return self._client
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = error.get("Code", "error")
+            message = error.get("Message", "")
+            raise StorageError(f"{self.url}: {action} failed: {code} {message}".strip()) from None
+        except BotoCoreError as exc:
+            raise StorageError(f"{self.url}: {action} failed: {exc}") from None
+
+    def check_writable(self) -> None:
+        with self._errors("checking the bucket"):
+            self.client.head_bucket(Bucket=self.bucket)
+
+    def _list_objects(self) -> dict[str, list[dict[str, Any]]]:
+        by_backup: dict[str, list[dict[str, Any]]] = {}
+        prefix = self._key("") + "/" if self.prefix else ""
+        with self._errors("listing backups"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    rest = obj["Key"][len(prefix) :]
+                    backup_id, _, _name = rest.partition("/")
+                    if is_backup_id(backup_id):
+                        by_backup.setdefault(backup_id, []).append(dict(obj))
+        return by_backup
+
+    def list_backups(self) -> list[StoredBackup]:
+        found = []
+        for backup_id, objects in sorted(self._list_objects().items()):
+            names = {obj["Key"].rsplit("/", 1)[-1] for obj in objects}
+            manifest = self.read_manifest(backup_id) if MANIFEST_NAME in names else None
+            size = sum(int(obj["Size"]) for obj in objects)
+            found.append(
+                StoredBackup(
+                    backup_id, f"{self.url}/{backup_id}", manifest is not None, manifest, size
+                )
+            )
+        return found
+
+    def read_manifest(self, backup_id: str) -> Manifest:
+        key = self._key(backup_id, MANIFEST_NAME)
+        with self._errors(f"reading {key}"):
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return Manifest.from_bytes(body, f"{self.url}/{backup_id}/{MANIFEST_NAME}")
+
+    def _upload(self, path: Path, key: str, progress: Progress) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(
+            multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, max_concurrency=4
+        )
+        with self._errors(f"uploading {key}"):
+            self.client.upload_file(str(path), self.bucket, key, Config=config, Callback=progress)
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        expected_size = path.stat().st_size
+        if head["ContentLength"] != expected_size:
+            raise StorageError(
+                f"{self.url}: {key} has {head['ContentLength']} bytes after upload, "
+                f"expected {expected_size}"
+            )
+        etag = head.get("ETag", "").strip('"')
+        if etag and etag != multipart_etag(path):
+            raise StorageError(f"{self.url}: {key} checksum (ETag) differs from the local file")
+
+    def store(
+        self, backup_id: str, source_dir: Path, manifest: Manifest, progress: Progress
+    ) -> None:
+        try:
+            for path in sorted(source_dir.rglob("*")):
+                if path.is_file() and path.name != MANIFEST_NAME:
+                    key = self._key(backup_id, path.relative_to(source_dir).as_posix())
+                    self._upload(path, key, progress)
+            with self._errors("writing the manifest"):
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._key(backup_id, MANIFEST_NAME),
+                    Body=manifest.to_bytes(),
+                    ContentType="application/json",
+                )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.delete(backup_id)
+            raise
+
+    def delete(self, backup_id: str) -> None:
+        keys = [obj["Key"] for obj in self._list_objects().get(backup_id, [])]
+        # Manifest first: an interrupted delete leaves an incomplete backup, never a
+        # complete-looking one with files missing.
+        keys.sort(key=lambda key: not key.endswith("/" + MANIFEST_NAME))
+        with self._errors(f"deleting {backup_id}"):
+            for key in keys:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def fetch(self, backup_id: str, work_dir: Path, progress: Progress) -> Path:
+        target = work_dir / backup_id
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        prefix = self._key(backup_id) + "/"
+        for obj in self._list_objects().get(backup_id, []):
+            relative = obj["Key"][len(prefix) :]
+            destination = target / relative
+            destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with self._errors(f"downloading {obj['Key']}"):
+                self.client.download_file(
+                    self.bucket, obj["Key"], str(destination), Callback=progress
+                )
+            destination.chmod(0o600)
+        return target
+
+
+# -- selection ----------------------------------------------------------------------------
+
+
+def storage_for(location: str, s3_settings: S3Settings) -> Storage:
+    if location.startswith("s3://"):
+        return S3Storage(location, s3_settings)
+    if "://" in location:
+        raise UsageError(
+            f"unsupported backup location {location!r}: use a directory or s3://bucket/prefix"
+        )
+    return LocalStorage(Path(location))
+
+
+def configured_storages(
+    local_dir: Path | None, s3_url: str | None, s3_settings: S3Settings
+) -> list[Storage]:
+    storages: list[Storage] = []
+    if local_dir is not None:
+        storages.append(LocalStorage(local_dir))
+    if s3_url:
+        storages.append(S3Storage(s3_url, s3_settings))
+    if not storages:
+        raise DependencyError(
+            "no backup location configured",
+            hint="set backup.local_dir and/or backup.s3.url in sbtc-ops.toml, or pass --to DIR|s3://bucket/prefix",
+        )
+    return storages

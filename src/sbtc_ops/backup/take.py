@@ -1,0 +1,297 @@
+"""`sbtc-ops backup`: a consistent, checksummed, optionally encrypted dump of the signer DB.
+
+Order of work, chosen so a failure at any point leaves no complete-looking artifact and never
+touches an earlier backup: check the destinations → take the lock → open a snapshot → pg_dump
+(with the snapshot) into `<id>.partial/` while the manifest facts are read from the same
+snapshot → checksums → fsync + rename → manifest last → copy to the other storages.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from sbtc_ops import __version__
+from sbtc_ops.backup.crypto import AGE_SUFFIX, encrypt_stream
+from sbtc_ops.backup.dump import (
+    ARCHIVE_NAME,
+    DIRECTORY_NAME,
+    DumpOptions,
+    dump_encrypted,
+    dump_to_path,
+    pg_dump_argv,
+)
+from sbtc_ops.backup.ids import new_backup_id
+from sbtc_ops.backup.lock import exclusive_lock
+from sbtc_ops.backup.manifest import (
+    DkgKeyInfo,
+    EncryptionInfo,
+    FileEntry,
+    Manifest,
+    SourceInfo,
+    file_entries,
+)
+from sbtc_ops.backup.source import (
+    MIGRATIONS_TABLE,
+    SIGNER_SCHEMA,
+    ConnectionTarget,
+    SourceFacts,
+    parse_target,
+    snapshot_session,
+)
+from sbtc_ops.backup.storage import LocalStorage, Storage
+from sbtc_ops.pg.binaries import PgBinaries, find_binaries
+from sbtc_ops.progress import byte_progress, watch_growth
+
+log = logging.getLogger(__name__)
+
+DKG_TABLE = f"{SIGNER_SCHEMA}.dkg_shares"
+
+
+@dataclass(frozen=True)
+class BackupRequest:
+    db_url: SecretStr
+    storages: list[Storage]
+    state_dir: Path
+    network: str
+    deployer: str
+    format: str = "custom"
+    compression: str = "zstd:1"
+    jobs: int = 2
+    recipients: list[str] = field(default_factory=list)
+    kind: str = "full"  # "full" | "dkg-only"
+    bin_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    manifest: Manifest
+    locations: list[str]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _unique_id(storages: list[Storage], kind: str) -> str:
+    suffix = "dkg" if kind == "dkg-only" else None
+    existing = {b.id for s in storages if isinstance(s, LocalStorage) for b in s.list_backups()}
+    backup_id = new_backup_id(suffix=suffix)
+    while backup_id in existing:
+        time.sleep(1.0)
+        backup_id = new_backup_id(suffix=suffix)
+    return backup_id
+
+
+def take_backup(request: BackupRequest) -> BackupOutcome:
+    for storage in request.storages:
+        storage.check_writable()
+    with exclusive_lock(request.state_dir, "backup"):
+        return _take_locked(request)
+
+
+def _take_locked(request: BackupRequest) -> BackupOutcome:
+    started = _now()
+    phases: dict[str, float] = {}
+    backup_id = _unique_id(request.storages, request.kind)
+    primary = next((s for s in request.storages if isinstance(s, LocalStorage)), None)
+    staging_root: Path | None = None
+    if primary is not None:
+        work_dir = primary.begin(backup_id)
+    else:
+        staging_root = Path(
+            tempfile.mkdtemp(prefix="sbtc-ops-staging-", dir=_staging_parent(request))
+        )
+        work_dir = staging_root / backup_id
+        work_dir.mkdir(mode=0o700)
+    try:
+        target = parse_target(request.db_url)
+        with snapshot_session(target) as session:
+            facts = session.begin()
+            binaries = find_binaries(
+                request.bin_dir,
+                min_major=facts.server_major,
+                tool_hint="pg_dump",
+                need=("pg_dump",),
+            )
+            count_tables = _tables_to_count(request.kind, facts)
+            options = DumpOptions(
+                format=request.format if request.kind == "full" else "custom",
+                compression=request.compression,
+                jobs=request.jobs,
+                snapshot=session.snapshot_id,
+                exclude_table_data=_excluded_data(request.kind, facts),
+            )
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                # The facts are read from the same snapshot while pg_dump runs.
+                facts_future = pool.submit(session.read_facts, count_tables)
+                _run_dump(binaries, target, options, work_dir, request.recipients)
+                facts = facts_future.result()
+            phases["dump"] = time.perf_counter() - t0
+            dump_version = binaries.version
+        t0 = time.perf_counter()
+        files = _checksums(work_dir)
+        phases["checksums"] = time.perf_counter() - t0
+        manifest = _manifest(
+            request,
+            backup_id,
+            started,
+            facts,
+            files,
+            dump_version,
+            target.describe(),
+            session.snapshot_id,
+            options,
+            phases,
+        )
+        t0 = time.perf_counter()
+        locations = _store_everywhere(request, primary, backup_id, work_dir, manifest)
+        manifest.phases_s["store"] = time.perf_counter() - t0
+    except BaseException:
+        if primary is not None:
+            primary.abort(backup_id)
+        raise
+    finally:
+        if staging_root is not None:
+            shutil.rmtree(staging_root, ignore_errors=True)
+    return BackupOutcome(manifest, locations)
+
+
+def _staging_parent(request: BackupRequest) -> Path:
+    parent = request.state_dir / "staging"
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return parent
+
+
+def _tables_to_count(kind: str, facts: SourceFacts) -> list[str]:
+    if kind == "dkg-only":
+        return [t for t in facts.tables if t in (DKG_TABLE, MIGRATIONS_TABLE)]
+    return list(facts.tables)
+
+
+def _excluded_data(kind: str, facts: SourceFacts) -> tuple[str, ...]:
+    """A DKG-only export keeps the whole schema but the data of dkg_shares and migrations."""
+    if kind != "dkg-only":
+        return ()
+    return tuple(t for t in facts.tables if t not in (DKG_TABLE, MIGRATIONS_TABLE))
+
+
+def _run_dump(
+    binaries: PgBinaries,
+    target: ConnectionTarget,
+    options: DumpOptions,
+    work_dir: Path,
+    recipients: list[str],
+) -> None:
+    if options.format == "directory":
+        out_dir = work_dir / DIRECTORY_NAME
+        with watch_growth("pg_dump", out_dir):
+            dump_to_path(pg_dump_argv(binaries, target, options, out_dir), target)
+        for path in out_dir.rglob("*"):
+            path.chmod(0o700 if path.is_dir() else 0o600)
+        if recipients:
+            _encrypt_tree(out_dir, recipients)
+        return
+    if recipients:
+        output = work_dir / (ARCHIVE_NAME + AGE_SUFFIX)
+        with watch_growth("pg_dump | age", output):
+            dump_encrypted(
+                pg_dump_argv(binaries, target, options, None), target, output, recipients
+            )
+        return
+    output = work_dir / ARCHIVE_NAME
+    with watch_growth("pg_dump", output):
+        dump_to_path(pg_dump_argv(binaries, target, options, output), target)
+    output.chmod(0o600)
+
+
+def _encrypt_tree(root: Path, recipients: list[str]) -> None:
+    """Directory format: each file is encrypted on its own, the clear copy removed at once."""
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        encrypted = path.with_name(path.name + AGE_SUFFIX)
+        with path.open("rb") as reader, encrypted.open("wb") as writer:
+            encrypted.chmod(0o600)
+            encrypt_stream(reader, writer, recipients)
+        path.unlink()
+
+
+def _checksums(work_dir: Path) -> list[FileEntry]:
+    return file_entries(work_dir, (p for p in work_dir.rglob("*") if p.is_file()))
+
+
+def _manifest(
+    request: BackupRequest,
+    backup_id: str,
+    started: datetime,
+    facts: SourceFacts,
+    files: list[FileEntry],
+    dump_version: str,
+    source: dict[str, object],
+    snapshot: str,
+    options: DumpOptions,
+    phases: dict[str, float],
+) -> Manifest:
+    ended = _now()
+    migrations = facts.migrations
+    return Manifest(
+        id=backup_id,
+        kind="dkg-only" if request.kind == "dkg-only" else "full",
+        started_at=started.isoformat(),
+        ended_at=ended.isoformat(),
+        duration_s=round((ended - started).total_seconds(), 3),
+        source=SourceInfo.model_validate(source),
+        server_version=facts.server_version,
+        pg_dump_version=dump_version,
+        format="custom" if options.format == "custom" else "directory",
+        compression=options.compression,
+        files=files,
+        total_size=sum(f.size for f in files),
+        rows=dict(facts.rows),
+        migrations=migrations,
+        newest_migration=migrations[-1] if migrations else None,
+        newest_verified_aggregate_key=facts.newest_verified_key,
+        dkg_keys=[
+            DkgKeyInfo(aggregate_key=k.aggregate_key, status=k.status, created_at=k.created_at)
+            for k in facts.dkg_keys
+        ],
+        network=request.network,
+        deployer=request.deployer,
+        encryption=EncryptionInfo(recipients=list(request.recipients))
+        if request.recipients
+        else None,
+        sbtc_ops_version=__version__,
+        snapshot=snapshot,
+        phases_s={k: round(v, 3) for k, v in phases.items()},
+    )
+
+
+def _store_everywhere(
+    request: BackupRequest,
+    primary: LocalStorage | None,
+    backup_id: str,
+    work_dir: Path,
+    manifest: Manifest,
+) -> list[str]:
+    locations = []
+    if primary is not None:
+        final = primary.commit(backup_id, manifest)
+        locations.append(str(final))
+        source_dir = final
+    else:
+        source_dir = work_dir
+    for storage in request.storages:
+        if storage is primary:
+            continue
+        with byte_progress(f"upload to {storage.name}", total=manifest.total_size) as advance:
+            storage.store(backup_id, source_dir, manifest, advance)
+        locations.append(f"{storage.name}/{backup_id}")
+    return locations
