@@ -460,3 +460,23 @@ def signer_data_from_value(value: ClarityValue) -> SignerData:
         threshold=threshold.value,
         principal=principal_text,
     )
+
+
+def decode_hex_or_answer(text: str) -> ClarityValue:
+    """A Clarity value from hex (with or without 0x) or from a whole call-read JSON answer.
+
+    ClarityError for invalid hex or Clarity data; StacksError for an answer that carries
+    no value (okay:false and its cause, or an unexpected document).
+    """
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            document = json.loads(stripped)
+        except ValueError as exc:
+            raise ClarityError(
+                f"input looks like a JSON answer but is not valid JSON: {exc}"
+            ) from None
+        return decode_call_read_answer(document)
+    if not stripped:
+        raise ClarityError("no input: give the hex of a Clarity value or a call-read answer")
+    return decode(parse_hex("".join(stripped.split())))

@@ -1,9 +1,55 @@
-"""Commands of this area (placeholder until implemented)."""
+"""`sbtc-ops clarity decode`: a serialized Clarity value (or a whole call-read answer) as text."""
 
 from __future__ import annotations
 
+import sys
+from typing import Annotated
+
 import typer
+
+from sbtc_ops.clarity import ClarityError
+from sbtc_ops.cli import _common
+from sbtc_ops.errors import UsageError
+
+clarity_app = typer.Typer(help="Work with Clarity values.", no_args_is_help=True)
+
+
+@clarity_app.command("decode")
+def decode(
+    hex_value: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[HEX]",
+            help="Serialized value as hex (0x optional) or a call-read JSON answer; "
+            "read from stdin when omitted or '-'.",
+        ),
+    ] = None,
+    json_output: Annotated[bool, _common.JSON_OPTION] = False,
+) -> None:
+    """Decode a Clarity value, e.g. the result of `curl …/v2/contracts/call-read/…`."""
+    _common.set_json_mode(json_output)
+    from sbtc_ops.stacks import decode_hex_or_answer
+
+    if hex_value is None or hex_value == "-":
+        if sys.stdin.isatty():
+            raise UsageError("give the hex as an argument, or pipe it (or a call-read answer) in")
+        hex_value = sys.stdin.read()
+    try:
+        value = decode_hex_or_answer(hex_value)
+    except ClarityError as exc:
+        raise UsageError(f"not a valid Clarity value: {exc}") from None
+    if json_output:
+        _common.emit_json(
+            {
+                "type": str(value.clarity_type),
+                "text": value.to_text(),
+                "value": value.to_json(),
+                "hex": value.to_hex(),
+            }
+        )
+        return
+    _common.out.print(value.to_text(), markup=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    app.add_typer(clarity_app, name="clarity")
