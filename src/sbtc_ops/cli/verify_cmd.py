@@ -1,9 +1,105 @@
-"""Commands of this area (placeholder until implemented)."""
+"""`sbtc-ops verify`: the automated restore drill."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from sbtc_ops.cli import _common
+from sbtc_ops.errors import UsageError
+
+
+def _parse_key_hex(text: str) -> bytes:
+    cleaned = text.strip().lower().removeprefix("0x")
+    try:
+        key = bytes.fromhex(cleaned)
+    except ValueError:
+        raise UsageError(f"--expected-key {text!r} is not hex") from None
+    if len(key) != 33 or key[0] not in (2, 3):
+        raise UsageError("--expected-key must be a 33-byte compressed public key (66 hex digits)")
+    return key
+
+
+def _read_signer_secret(path: Path) -> bytes:
+    from sbtc_ops.keys.material import KeySource, parse_private_key, read_key_text, zero
+
+    text = read_key_text(path, f"--signer-key-file {path}")
+    try:
+        with parse_private_key(text, KeySource("key-file", f"--signer-key-file {path}", path)) as key:
+            return key.secret_bytes()
+    finally:
+        zero(text)
+
+
+def verify(
+    backup: Annotated[
+        str | None,
+        typer.Argument(metavar="[BACKUP]", help="Backup id, or a path to any pg_dump output."),
+    ] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="Verify the newest backup.")] = False,
+    expected_key: Annotated[
+        str | None,
+        typer.Option("--expected-key", help="Compare with this key instead of reading the chain."),
+    ] = None,
+    stacks_url: Annotated[
+        list[str] | None, typer.Option("--stacks-url", help="Stacks node RPC URL (repeatable).")
+    ] = None,
+    signer_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--signer-key-file",
+            help="Also decrypt the DKG shares with this key (offline hosts only).",
+        ),
+    ] = None,
+    identity: Annotated[
+        Path | None, typer.Option("--identity", help="age identity for encrypted backups.")
+    ] = None,
+    to: Annotated[
+        list[str] | None, typer.Option("--to", help="Backup location(s) to look the id up in.")
+    ] = None,
+    network: Annotated[
+        str | None, typer.Option("--network", help="mainnet, testnet or devnet.")
+    ] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", help="Parallel restore jobs.")] = None,
+    keep_cluster: Annotated[
+        bool, typer.Option("--keep-cluster", help="Leave the throwaway cluster running.")
+    ] = False,
+    json_output: Annotated[bool, _common.JSON_OPTION] = False,
+) -> None:
+    """Restore a backup into a throwaway PostgreSQL and prove it holds the on-chain key."""
+    _common.set_json_mode(json_output)
+    from sbtc_ops.verify.drill import VerifyRequest, default_jobs, run_verify
+    from sbtc_ops.verify.render import PhaseSpinner, render_terminal
+
+    if backup is None and not latest:
+        raise UsageError("name a BACKUP (id or path) or pass --latest")
+    settings = _common.load_settings(
+        network=network,
+        stacks={"endpoints": stacks_url or None},
+        backup={"identity_file": identity},
+    )
+    request = VerifyRequest(
+        backup_ref=backup,
+        latest=latest,
+        expected_key=_parse_key_hex(expected_key) if expected_key else None,
+        stacks_urls=stacks_url or None,
+        signer_secret=_read_signer_secret(signer_key_file) if signer_key_file else None,
+        keep_cluster=keep_cluster,
+        locations=to or None,
+        jobs=jobs or default_jobs(),
+    )
+    with PhaseSpinner() as spinner:
+        report = run_verify(settings, request, phase=spinner.update)
+    if json_output:
+        _common.emit_json(report.to_json())
+    else:
+        render_terminal(report, _common.out)
+    if report.ok:
+        return
+    raise typer.Exit(2 if report.could_not_run else 1)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    app.command("verify")(verify)

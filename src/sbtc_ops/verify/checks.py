@@ -1,0 +1,441 @@
+"""The checks of the restore drill; each returns a CheckResult and does one thing.
+
+They read the restored database (a psycopg connection), the manifest and the chain readings;
+none of them prints anything. Ids are stable: scripts and alerts match on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from sbtc_ops.backup.manifest import Manifest
+from sbtc_ops.results import CheckResult, Status
+from sbtc_ops.stacks import SignerData
+
+SECTION = "periodically verify backup integrity"
+NONCE_LENGTH = 12
+SIGNER_SCHEMA = "sbtc_signer"
+DKG_COLUMNS = (
+    "aggregate_key",
+    "dkg_shares_status",
+    "created_at",
+    "encrypted_private_shares",
+    "signer_set_public_keys",
+    "signature_share_threshold",
+)
+# The best-practice page's query, verbatim.
+PAGE_QUERY = (
+    "SELECT aggregate_key FROM sbtc_signer.dkg_shares WHERE dkg_shares_status = 'verified' "
+    "ORDER BY created_at DESC"
+)
+
+
+def _result(
+    check_id: str, status: Status, detail: str, remediation: str | None = None, **data: Any
+) -> CheckResult:
+    return CheckResult(
+        check_id, status, detail, remediation if status != Status.PASS else None, SECTION, data=data
+    )
+
+
+def skipped(check_id: str, why: str) -> CheckResult:
+    return _result(check_id, Status.SKIP, why)
+
+
+def database_error(done: dict[str, CheckResult], exc: Exception) -> CheckResult:
+    """A query of the restored database failed: blame the first database check not yet run."""
+    order = (
+        "schema.present",
+        "migrations.present",
+        "rows.match_manifest",
+        "dkg.verified_key_present",
+    )
+    check_id = next((c for c in order if c not in done), "dkg.verified_key_present")
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return _result(
+        check_id,
+        Status.FAIL,
+        f"query on the restored database failed: {message}",
+        "the restored schema is not the signer's; check the backup's origin",
+    )
+
+
+# -- the archive ----------------------------------------------------------------------------
+
+
+def archive_checksum(manifest: Manifest | None, problems: list[str]) -> CheckResult:
+    if manifest is None:
+        return skipped(
+            "archive.checksum",
+            "no sbtc-ops manifest beside this dump: no checksum "
+            "to compare (the restore itself still tests the archive)",
+        )
+    if problems:
+        return _result(
+            "archive.checksum",
+            Status.FAIL,
+            "; ".join(problems[:3]),
+            "the archive changed after it was written: use another backup and "
+            "investigate the storage (disk, bucket, transfer)",
+        )
+    return _result(
+        "archive.checksum",
+        Status.PASS,
+        f"{len(manifest.files)} file(s), {manifest.total_size} bytes match the manifest",
+    )
+
+
+def restore_complete(returncode: int, errors: list[str], tool: str) -> CheckResult:
+    if returncode == 0 and not errors:
+        return _result("restore.complete", Status.PASS, f"{tool} finished with no error")
+    first = "; ".join(errors[:3]) or f"{tool} exited with status {returncode}"
+    return _result(
+        "restore.complete",
+        Status.FAIL,
+        f"{len(errors)} error(s): {first}",
+        "the archive does not restore cleanly: it is truncated, corrupt or not "
+        "from a compatible pg_dump; take a new backup and verify it",
+        errors=errors[:20],
+        returncode=returncode,
+    )
+
+
+def amcheck(returncode: int, output: list[str]) -> CheckResult:
+    if returncode == 0:
+        return _result(
+            "restore.amcheck", Status.PASS, "pg_amcheck found no corruption in tables and indexes"
+        )
+    return _result(
+        "restore.amcheck",
+        Status.FAIL,
+        "; ".join(output[:3]) or f"pg_amcheck exited with status {returncode}",
+        "the restored data is internally inconsistent; do not rely on this backup",
+        output=output[:20],
+    )
+
+
+# -- the restored database ---------------------------------------------------------------------
+
+
+def schema_present(conn: psycopg.Connection[Any]) -> CheckResult:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
+        (SIGNER_SCHEMA,),
+    ).fetchone()
+    tables = int(row[0]) if row else 0
+    has_dkg = conn.execute("SELECT to_regclass('sbtc_signer.dkg_shares') IS NOT NULL").fetchone()
+    if tables and has_dkg and has_dkg[0]:
+        return _result("schema.present", Status.PASS, f"schema sbtc_signer with {tables} tables")
+    return _result(
+        "schema.present",
+        Status.FAIL,
+        "no sbtc_signer schema with a dkg_shares table: not a signer database",
+        "check that the backup was taken from the signer's database (db_endpoint)",
+    )
+
+
+def migrations_present(conn: psycopg.Connection[Any], manifest: Manifest | None) -> CheckResult:
+    exists = conn.execute("SELECT to_regclass('public.__sbtc_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return _result(
+            "migrations.present",
+            Status.FAIL,
+            "public.__sbtc_migrations is missing",
+            "the signer would re-run its migrations on this database; take a backup "
+            "of the complete signer database",
+        )
+    keys = [
+        str(r[0]) for r in conn.execute("SELECT key FROM public.__sbtc_migrations ORDER BY key")
+    ]
+    if not keys:
+        return _result(
+            "migrations.present",
+            Status.FAIL,
+            "no migration applied",
+            "the backup holds an unmigrated database",
+        )
+    if manifest is not None and manifest.migrations and keys != manifest.migrations:
+        return _result(
+            "migrations.present",
+            Status.FAIL,
+            f"{len(keys)} migrations restored, the manifest lists {len(manifest.migrations)}",
+            "the archive does not match its manifest",
+            newest=keys[-1],
+        )
+    return _result(
+        "migrations.present",
+        Status.PASS,
+        f"{len(keys)} migrations, newest {keys[-1]}",
+        newest=keys[-1],
+        count=len(keys),
+    )
+
+
+def rows_match_manifest(conn: psycopg.Connection[Any], manifest: Manifest | None) -> CheckResult:
+    if manifest is None:
+        return skipped("rows.match_manifest", "no manifest: row counts cannot be compared")
+    from psycopg import sql
+
+    differences = []
+    for table, expected in sorted(manifest.rows.items()):
+        schema, name = table.split(".", 1)
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+        if not exists or not exists[0]:
+            differences.append(f"{table}: missing (manifest: {expected} rows)")
+            continue
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(name)
+            )
+        ).fetchone()
+        actual = int(row[0]) if row else 0
+        if actual != expected:
+            differences.append(f"{table}: {actual} rows, manifest says {expected}")
+    if differences:
+        return _result(
+            "rows.match_manifest",
+            Status.FAIL,
+            "; ".join(differences[:3]),
+            "the restored data differs from what was dumped: the archive and its "
+            "manifest do not belong together, or rows were lost",
+            differences=differences,
+        )
+    return _result(
+        "rows.match_manifest",
+        Status.PASS,
+        f"{len(manifest.rows)} tables, {sum(manifest.rows.values())} rows as recorded",
+    )
+
+
+@dataclass(frozen=True)
+class DkgRow:
+    aggregate_key: bytes
+    status: str
+    created_at: str
+    signer_set: list[bytes]
+    threshold: int | None
+
+
+def read_dkg_rows(conn: psycopg.Connection[Any]) -> list[DkgRow]:
+    rows = conn.execute(
+        "SELECT aggregate_key, dkg_shares_status::text, created_at, signer_set_public_keys, "
+        "signature_share_threshold FROM sbtc_signer.dkg_shares ORDER BY created_at DESC"
+    ).fetchall()
+    return [
+        DkgRow(
+            bytes(r[0]),
+            str(r[1]),
+            r[2].isoformat(),
+            [bytes(k) for k in (r[3] or [])],
+            int(r[4]) if r[4] is not None else None,
+        )
+        for r in rows
+    ]
+
+
+def newest_verified_key(conn: psycopg.Connection[Any]) -> bytes | None:
+    """Exactly the page's manual query, first row."""
+    row = conn.execute(PAGE_QUERY).fetchone()
+    return bytes(row[0]) if row else None
+
+
+def verified_key_present(rows: list[DkgRow], newest: bytes | None) -> CheckResult:
+    if not rows:
+        return _result(
+            "dkg.verified_key_present",
+            Status.FAIL,
+            "dkg_shares is empty",
+            "a backup without DKG shares cannot restore a signer's ability to sign",
+        )
+    if newest is None:
+        statuses = ", ".join(sorted({r.status for r in rows}))
+        return _result(
+            "dkg.verified_key_present",
+            Status.FAIL,
+            f"{len(rows)} dkg_shares row(s), none verified ({statuses})",
+            "no verified DKG round is in this backup; back up again after the "
+            "signer's DKG round is verified",
+        )
+    return _result(
+        "dkg.verified_key_present",
+        Status.PASS,
+        f"newest verified key {newest.hex()}",
+        aggregate_key=newest.hex(),
+    )
+
+
+# -- the chain ---------------------------------------------------------------------------------
+
+
+def endpoints_agree(
+    outcomes: list[tuple[str, str | None, str | None]], expected: bytes | None
+) -> CheckResult:
+    """outcomes: (endpoint, value hex or 'not set', error)."""
+    if expected is not None and not outcomes:
+        return skipped("chain.endpoints_agree", "--expected-key given: the chain was not read")
+    answered = [(url, value) for url, value, error in outcomes if error is None]
+    failed = [f"{url}: {error}" for url, _value, error in outcomes if error is not None]
+    if not answered:
+        return _result(
+            "chain.endpoints_agree",
+            Status.ERROR,
+            "no Stacks endpoint answered: " + "; ".join(failed),
+            "check stacks.endpoints / --stacks-url, or pass --expected-key",
+        )
+    values = {value for _url, value in answered}
+    if len(values) > 1:
+        listing = "; ".join(f"{url} → {value}" for url, value in answered)
+        return _result(
+            "chain.endpoints_agree",
+            Status.FAIL,
+            f"endpoints disagree: {listing}",
+            "one node is out of sync or on another network; fix it before trusting either answer",
+            answers=dict(answered),
+        )
+    if failed:
+        return _result(
+            "chain.endpoints_agree",
+            Status.WARN,
+            f"{len(answered)} endpoint(s) agree; unreachable: " + "; ".join(failed),
+            "restore the unreachable endpoint so answers can be cross-checked",
+        )
+    return _result(
+        "chain.endpoints_agree", Status.PASS, f"{len(answered)} endpoint(s) agree on {values.pop()}"
+    )
+
+
+def matches_chain(
+    newest: bytes | None,
+    rows: list[DkgRow],
+    onchain: bytes | None,
+    known_onchain_history: set[bytes],
+) -> tuple[CheckResult, str]:
+    """Returns the check and the verdict: match, stale or mismatch."""
+    if newest is None:
+        return skipped(
+            "dkg.matches_chain", "no verified key in the backup to compare"
+        ), "incomplete"
+    if onchain is None:
+        return _result(
+            "dkg.matches_chain",
+            Status.ERROR,
+            "the on-chain key is not known (not set yet, or no endpoint answered)",
+            "pass --expected-key HEX or fix the Stacks endpoints",
+        ), "error"
+    if newest == onchain:
+        return _result(
+            "dkg.matches_chain",
+            Status.PASS,
+            f"backup's newest verified key equals the on-chain key {onchain.hex()}",
+            db_key=newest.hex(),
+            onchain_key=onchain.hex(),
+        ), "match"
+    older_keys = {r.aggregate_key for r in rows if r.aggregate_key != newest}
+    if onchain in older_keys or newest in known_onchain_history:
+        return _result(
+            "dkg.matches_chain",
+            Status.FAIL,
+            f"stale: backup's newest verified key {newest.hex()} is not the on-chain "
+            f"key {onchain.hex()}, which belongs to another DKG round of this signer",
+            "the backup predates (or postdates) a key rotation; take a new backup "
+            "now so the current key shares are protected",
+            db_key=newest.hex(),
+            onchain_key=onchain.hex(),
+        ), "stale"
+    return _result(
+        "dkg.matches_chain",
+        Status.FAIL,
+        f"mismatch: backup's newest verified key {newest.hex()} is found nowhere on "
+        f"chain (on-chain key {onchain.hex()})",
+        "this backup is not from this signer or this network; check network/deployer "
+        "and the backup's origin",
+        db_key=newest.hex(),
+        onchain_key=onchain.hex(),
+    ), "mismatch"
+
+
+def signer_set_matches(
+    newest: bytes | None, rows: list[DkgRow], chain: SignerData | None, why_no_chain: str
+) -> CheckResult:
+    check_id = "dkg.signer_set_matches_chain"
+    if newest is None:
+        return skipped(check_id, "no verified key in the backup")
+    if chain is None:
+        return skipped(check_id, why_no_chain)
+    row = next((r for r in rows if r.aggregate_key == newest), None)
+    if row is None:
+        return skipped(check_id, "the newest verified row was not found")
+    if chain.aggregate_key != newest:
+        return skipped(check_id, "the backup's key is not the current on-chain key")
+    problems = []
+    if sorted(row.signer_set) != sorted(chain.signer_set):
+        problems.append(
+            f"signer set has {len(row.signer_set)} keys in the backup, "
+            f"{len(chain.signer_set)} on chain, and they differ"
+        )
+    if row.threshold is not None and row.threshold != chain.threshold:
+        problems.append(f"threshold {row.threshold} in the backup, {chain.threshold} on chain")
+    if problems:
+        return _result(
+            check_id,
+            Status.FAIL,
+            "; ".join(problems),
+            "the DKG row does not describe the on-chain signer set",
+        )
+    return _result(
+        check_id,
+        Status.PASS,
+        f"{len(chain.signer_set)} signers, threshold {chain.threshold}, as on chain",
+    )
+
+
+def shares_decrypt(
+    conn: psycopg.Connection[Any], newest: bytes | None, secret: bytes | None
+) -> CheckResult:
+    """AES-256-GCM: 12-byte nonce first, the signer's 32-byte private key as the AES key."""
+    check_id = "dkg.shares_decrypt"
+    if secret is None:
+        return skipped(check_id, "no --signer-key-file: shares not decrypted")
+    if newest is None:
+        return skipped(check_id, "no verified key in the backup")
+    row = conn.execute(
+        "SELECT encrypted_private_shares FROM sbtc_signer.dkg_shares WHERE aggregate_key = %s",
+        (newest,),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return _result(
+            check_id,
+            Status.FAIL,
+            "the newest verified row has no encrypted shares",
+            "the backup cannot restore the ability to sign",
+        )
+    blob = bytes(row[0])
+    if len(blob) <= NONCE_LENGTH + 16:
+        return _result(
+            check_id,
+            Status.FAIL,
+            f"encrypted shares are only {len(blob)} bytes",
+            "the shares are truncated",
+        )
+    try:
+        plain = AESGCM(secret).decrypt(blob[:NONCE_LENGTH], blob[NONCE_LENGTH:], None)
+    except InvalidTag:
+        return _result(
+            check_id,
+            Status.FAIL,
+            "the shares do not decrypt with this private key (authentication failed)",
+            "wrong key file for this signer, or the shares are corrupt",
+        )
+    size = len(plain)
+    del plain
+    return _result(
+        check_id,
+        Status.PASS,
+        f"the newest verified key's shares decrypt ({size} bytes): this backup can sign",
+    )

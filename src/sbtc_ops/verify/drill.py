@@ -1,0 +1,416 @@
+"""The restore drill: the best-practice page's manual verification, automated and deepened.
+
+locate → checksum → decrypt/decompress → throwaway cluster → restore → amcheck, schema,
+migrations, row counts, the newest verified key → compare with the chain → report.
+The chain is read concurrently with the restore. The cluster is removed whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from sbtc_ops.backup.archive import (
+    ArchiveError,
+    LocatedBackup,
+    PreparedArchive,
+    check_checksums,
+    locate,
+    prepare,
+)
+from sbtc_ops.backup.pgrestore import restore_argv, run_restore
+from sbtc_ops.backup.service import storages_for
+from sbtc_ops.config import Settings
+from sbtc_ops.errors import SbtcOpsError, UsageError
+from sbtc_ops.pg.cluster import ThrowawayCluster
+from sbtc_ops.results import CheckResult, Status
+from sbtc_ops.stacks import (
+    AggregateKeyReading,
+    SignerDataReading,
+    read_aggregate_key,
+    read_signer_data,
+)
+from sbtc_ops.state import StateStore
+from sbtc_ops.verify import checks
+
+RESTORED_DB = "signer"
+ALL_CHECK_IDS = (
+    "archive.checksum",
+    "restore.complete",
+    "restore.amcheck",
+    "schema.present",
+    "migrations.present",
+    "rows.match_manifest",
+    "dkg.verified_key_present",
+    "chain.endpoints_agree",
+    "dkg.matches_chain",
+    "dkg.signer_set_matches_chain",
+    "dkg.shares_decrypt",
+)
+CORRUPT_CHECKS = {"archive.checksum", "restore.complete", "restore.amcheck"}
+INCOMPLETE_CHECKS = {
+    "schema.present",
+    "migrations.present",
+    "rows.match_manifest",
+    "dkg.verified_key_present",
+}
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    backup_ref: str | None
+    latest: bool = False
+    expected_key: bytes | None = None
+    stacks_urls: list[str] | None = None
+    signer_secret: bytes | None = None
+    keep_cluster: bool = False
+    locations: list[str] | None = None
+    jobs: int = 2
+
+
+@dataclass
+class VerifyReport:
+    backup: str
+    verdict: str = "error"
+    db_aggregate_key: str | None = None
+    onchain_aggregate_key: str | None = None
+    checks: list[CheckResult] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    manifest: dict[str, Any] | None = None
+    archive: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "match" and not any(c.status.is_problem for c in self.checks)
+
+    @property
+    def could_not_run(self) -> bool:
+        return self.verdict == "error"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "verdict": self.verdict,
+            "backup": self.backup,
+            "db_aggregate_key": self.db_aggregate_key,
+            "onchain_aggregate_key": self.onchain_aggregate_key,
+            "checks": [
+                {
+                    "id": c.id,
+                    "status": c.status.value,
+                    "detail": c.detail,
+                    "remediation": c.remediation,
+                    "duration_s": round(c.duration_s, 3),
+                }
+                for c in self.checks
+            ],
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "archive": self.archive,
+        }
+
+
+Phase = Callable[[str], Any]
+
+
+@dataclass
+class _ChainFutures:
+    key: Future[AggregateKeyReading] | None
+    signer: Future[SignerDataReading] | None
+
+
+class Drill:
+    """One verification run. `run()` returns the report; it never leaves a cluster behind."""
+
+    def __init__(
+        self, settings: Settings, request: VerifyRequest, phase: Callable[[str], Any] | None = None
+    ) -> None:
+        self.settings = settings
+        self.request = request
+        self.phase_hook = phase
+        self.report = VerifyReport(backup=request.backup_ref or "latest")
+        self._results: dict[str, CheckResult] = {}
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        if self.phase_hook:
+            self.phase_hook(name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.report.timings[name] = self.report.timings.get(name, 0.0) + (
+                time.perf_counter() - start
+            )
+
+    def _add(self, result: CheckResult, started: float | None = None) -> None:
+        if started is not None:
+            result = result.timed(time.perf_counter() - started)
+        self._results[result.id] = result
+
+    def _finish_checks(self, why_not_run: str) -> None:
+        for check_id in ALL_CHECK_IDS:
+            if check_id not in self._results:
+                self._results[check_id] = checks.skipped(check_id, why_not_run)
+        self.report.checks = [self._results[i] for i in ALL_CHECK_IDS]
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def run(self) -> VerifyReport:
+        work_dir = Path(tempfile.mkdtemp(prefix="sbtc-ops-verify-"))
+        total = time.perf_counter()
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chain")
+        try:
+            chain = self._start_chain_reads(pool)
+            with self._timed("locate"):
+                located = self._locate(work_dir)
+            self.report.backup = located.backup_id or located.ref
+            if located.manifest is not None:
+                self.report.manifest = located.manifest.model_dump(mode="json")
+            prepared = self._check_archive(located, work_dir)
+            if prepared is not None:
+                self._restore_and_check(located, prepared, chain)
+                self._finish_checks("not run: an earlier check failed")
+            else:
+                self._collect_chain(chain, None, [])
+                self._finish_checks("not run: the archive failed before restore")
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            shutil.rmtree(work_dir, ignore_errors=True)
+            self.report.timings["total"] = time.perf_counter() - total
+        self.report.verdict = self._verdict()
+        self._record()
+        return self.report
+
+    def _locate(self, work_dir: Path) -> LocatedBackup:
+        ref = self.request.backup_ref
+        if ref is None and not self.request.latest:
+            raise UsageError("name a BACKUP (id or path) or pass --latest")
+        storages = (
+            []
+            if ref and Path(ref).exists()
+            else storages_for(self.settings, self.request.locations)
+        )
+        return locate(ref or "", storages, work_dir / "fetched", latest=self.request.latest)
+
+    def _start_chain_reads(self, pool: ThreadPoolExecutor) -> _ChainFutures:
+        if self.request.expected_key is not None:
+            return _ChainFutures(None, None)
+        urls = self.request.stacks_urls or None
+        return _ChainFutures(
+            pool.submit(read_aggregate_key, self.settings, urls),
+            pool.submit(read_signer_data, self.settings, urls),
+        )
+
+    def _check_archive(self, located: LocatedBackup, work_dir: Path) -> PreparedArchive | None:
+        started = time.perf_counter()
+        with self._timed("checksum"):
+            problems = check_checksums(located)
+        self._add(checks.archive_checksum(located.manifest, problems), started)
+        if problems:
+            return None
+        started = time.perf_counter()
+        try:
+            with self._timed("prepare"):
+                prepared = prepare(located, work_dir, self.settings.backup.identity_file)
+        except ArchiveError as exc:
+            self._add(checks.restore_complete(1, [str(exc)], "sbtc-ops"), started)
+            return None
+        self.report.archive = {"format": prepared.format, "steps": prepared.steps}
+        return prepared
+
+    def _restore_and_check(
+        self, located: LocatedBackup, prepared: PreparedArchive, chain: _ChainFutures
+    ) -> None:
+        with (
+            self._timed("cluster"),
+            ThrowawayCluster.from_settings(
+                self.settings, keep=self.request.keep_cluster
+            ) as cluster,
+        ):
+            self.report.timings.update({f"cluster.{k}": v for k, v in cluster.timings.items()})
+            cluster.create_database(RESTORED_DB)
+            started = time.perf_counter()
+            with self._timed("restore"):
+                run = self._restore(cluster, prepared)
+            tool = "psql" if prepared.format == "plain" else "pg_restore"
+            self._add(checks.restore_complete(run.returncode, run.errors, tool), started)
+            amcheck = self._start_amcheck(cluster)
+            with self._timed("checks"), cluster.connect(RESTORED_DB) as conn:
+                try:
+                    rows = self._database_checks(conn, located)
+                    newest = checks.newest_verified_key(conn) if rows is not None else None
+                except psycopg.Error as exc:
+                    self._add(checks.database_error(self._results, exc))
+                    rows, newest = None, None
+                self._collect_chain(chain, newest, rows or [])
+                started = time.perf_counter()
+                self._add(checks.shares_decrypt(conn, newest, self.request.signer_secret), started)
+            with self._timed("amcheck"):
+                self._finish_amcheck(amcheck)
+
+    def _restore(self, cluster: ThrowawayCluster, prepared: PreparedArchive) -> Any:
+        jobs = self.request.jobs if prepared.format in ("custom", "directory") else 1
+        argv = restore_argv(
+            cluster.binaries, prepared, cluster.conninfo(RESTORED_DB), jobs=jobs, strict=False
+        )
+        return run_restore(argv, cluster.client_env())
+
+    def _start_amcheck(
+        self, cluster: ThrowawayCluster
+    ) -> tuple[subprocess.Popen[str], float] | None:
+        if not cluster.binaries.has("pg_amcheck"):
+            self._add(checks.skipped("restore.amcheck", "pg_amcheck is not available"))
+            return None
+        argv = [
+            str(cluster.binaries.pg_amcheck),
+            "--install-missing",
+            "--no-password",
+            f"--jobs={self.request.jobs}",
+            RESTORED_DB,
+        ]
+        env = {**cluster.client_env()}
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        return proc, time.perf_counter()
+
+    def _finish_amcheck(self, started: tuple[subprocess.Popen[str], float] | None) -> None:
+        if started is None:
+            return
+        proc, t0 = started
+        try:
+            output, _ = proc.communicate(timeout=3600)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        lines = [line for line in output.splitlines() if line.strip()]
+        self._add(checks.amcheck(proc.returncode, lines), t0)
+
+    def _database_checks(self, conn: Any, located: LocatedBackup) -> list[checks.DkgRow] | None:
+        started = time.perf_counter()
+        schema = checks.schema_present(conn)
+        self._add(schema, started)
+        if schema.status != Status.PASS:
+            return None
+        started = time.perf_counter()
+        self._add(checks.migrations_present(conn, located.manifest), started)
+        started = time.perf_counter()
+        self._add(checks.rows_match_manifest(conn, located.manifest), started)
+        started = time.perf_counter()
+        rows = checks.read_dkg_rows(conn)
+        newest = checks.newest_verified_key(conn)
+        self._add(checks.verified_key_present(rows, newest), started)
+        return rows
+
+    def _collect_chain(
+        self, chain: _ChainFutures, newest: bytes | None, rows: list[checks.DkgRow]
+    ) -> None:
+        started = time.perf_counter()
+        onchain: bytes | None = self.request.expected_key
+        signer_data = None
+        why_no_chain = "--expected-key given: the signer set was not read"
+        if chain.key is not None and chain.signer is not None:
+            with self._timed("chain"):
+                key_reading = chain.key.result()
+                signer_reading = chain.signer.result()
+            outcomes = [(o.display_url, _key_text(o.value), o.error) for o in key_reading.outcomes]
+            self._add(checks.endpoints_agree(outcomes, None), started)
+            onchain = key_reading.agreed_key
+            signer_data = signer_reading.agreed
+            why_no_chain = "get-current-signer-data: no agreed answer"
+            if key_reading.not_set:
+                why_no_chain = "the registry has no aggregate key yet"
+        else:
+            self._add(checks.endpoints_agree([], self.request.expected_key), started)
+        self.report.onchain_aggregate_key = onchain.hex() if onchain else None
+        self.report.db_aggregate_key = newest.hex() if newest else None
+        if onchain is not None:
+            self._remember_chain_key(onchain)
+        if newest is None and not rows and "dkg.verified_key_present" not in self._results:
+            return
+        started = time.perf_counter()
+        result, self._key_verdict = checks.matches_chain(newest, rows, onchain, self._history())
+        self._add(result, started)
+        self._add(checks.signer_set_matches(newest, rows, signer_data, why_no_chain))
+
+    _key_verdict = "error"
+
+    def _history(self) -> set[bytes]:
+        with StateStore.open(self.settings.state_dir) as store:
+            return {bytes.fromhex(e.subject) for e in store.events("chain-key", limit=1000)}
+
+    def _remember_chain_key(self, key: bytes) -> None:
+        with StateStore.open(self.settings.state_dir) as store:
+            if store.last_event("chain-key", key.hex()) is None:
+                store.record_event("chain-key", key.hex(), "seen")
+
+    # -- verdict and record -------------------------------------------------------------------
+
+    def _verdict(self) -> str:
+        failed = {c.id for c in self.report.checks if c.status.is_problem}
+        if failed & CORRUPT_CHECKS:
+            return "corrupt"
+        if failed & INCOMPLETE_CHECKS:
+            return "incomplete"
+        if self._key_verdict in ("stale", "mismatch"):
+            return self._key_verdict
+        if self._key_verdict == "match":
+            return "match"
+        return "error"
+
+    def _record(self) -> None:
+        report = self.report
+        outcome = "ok" if report.ok else report.verdict
+        with StateStore.open(self.settings.state_dir) as store:
+            store.record_event(
+                "verify",
+                report.backup,
+                outcome,
+                {
+                    "verdict": report.verdict,
+                    "db_aggregate_key": report.db_aggregate_key,
+                    "onchain_aggregate_key": report.onchain_aggregate_key,
+                    "failed_checks": [c.id for c in report.checks if c.status.is_problem],
+                    "duration_s": round(report.timings.get("total", 0.0), 3),
+                },
+            )
+
+
+def _key_text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    return "not set" if value == b"\x00" else value.hex()
+
+
+def run_verify(
+    settings: Settings, request: VerifyRequest, phase: Callable[[str], Any] | None = None
+) -> VerifyReport:
+    if request.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    return Drill(settings, request, phase).run()
+
+
+def default_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+__all__ = ["SbtcOpsError", "VerifyReport", "VerifyRequest", "default_jobs", "run_verify"]
