@@ -46,17 +46,22 @@ class RunAs:
             os.chown(path, self.uid, self.gid)
 
     def can_traverse(self, path: Path) -> bool:
-        """Whether this user may reach `path`: search permission on it and every ancestor."""
+        """Whether this user may reach `path`: search permission on every directory on the way
+        (and on `path` itself when it is a directory)."""
         if self.uid == 0:
             return True
-        current = path.resolve()
-        for directory in [current, *current.parents]:
-            try:
-                info = directory.stat()
-            except OSError:
-                return False
-            if not self._may(info, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH):
-                return False
+        # The directories as written and, through symlinks, as resolved: the kernel checks both.
+        literal = Path(os.path.abspath(path))  # noqa: PTH100  (resolve() follows symlinks)
+        resolved = path.resolve()
+        for start in (literal, resolved):
+            start = start if start.is_dir() else start.parent
+            for directory in [start, *start.parents]:
+                try:
+                    info = directory.stat()
+                except OSError:
+                    return False
+                if not self._may(info, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH):
+                    return False
         return True
 
     def _may(self, info: os.stat_result, user_bit: int, group_bit: int, other_bit: int) -> bool:
