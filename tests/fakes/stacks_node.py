@@ -32,7 +32,7 @@ Failure modes (``node.fail(failure, times=None, on=None)``; ``times=None`` = eve
 ``http_error(status, body)``, ``html_page()``, ``slow(seconds)`` (answers normally after
 the delay, unless the node is stopped first), ``invalid_hex()``, ``okay_false(cause)``,
 ``rate_limited(retry_after)`` (429 with ``Retry-After``), ``wrong_type(value)`` (answers
-with any Clarity value), ``not_json()``. ``node.clear_failures()`` removes them.
+with any Clarity value), ``raw_result("0x…")`` (any result string), ``not_json()``. ``node.clear_failures()`` removes them.
 ``node.require_api_key("k")`` makes it answer 401 unless ``x-api-key: k`` is sent,
 like a hosted API.
 
@@ -106,7 +106,12 @@ def slow(seconds: float) -> Failure:
 
 
 def invalid_hex() -> Failure:
-    return Failure("invalid-hex")
+    return raw_result("0xnot-hex")
+
+
+def raw_result(result: str) -> Failure:
+    """Answer `{"okay": true, "result": <result>}` verbatim (e.g. bytes that are no value)."""
+    return Failure("raw-result", body=result)
 
 
 def okay_false(cause: str = 'Unchecked(NoSuchContract("sbtc-registry"))') -> Failure:
@@ -438,8 +443,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif failure.kind == "html":
             page = "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
             self._send(200, page.encode(), "text/html; charset=utf-8")
-        elif failure.kind == "invalid-hex":
-            self._json(200, {"okay": True, "result": "0xnot-hex"})
+        elif failure.kind == "raw-result":
+            self._json(200, {"okay": True, "result": failure.body})
         elif failure.kind == "okay-false":
             self._json(200, {"okay": False, "cause": failure.body})
         elif failure.kind == "429":
@@ -494,6 +499,7 @@ __all__ = [
     "not_json",
     "okay_false",
     "rate_limited",
+    "raw_result",
     "slow",
     "wrong_type",
 ]
