@@ -169,6 +169,49 @@ class AuditSettings(BaseModel):
     concurrency: int = Field(8, ge=1, le=64)
     check_timeout_s: float = Field(15.0, gt=0)
     command_timeout_s: float = Field(5.0, gt=0)
+    # -- logs, monitoring, nodes, releases, operations (audit II) --
+    network_timeout_s: float = Field(5.0, gt=0, description="Per HTTP/RPC request.")
+    log_retention_days: int = Field(90, ge=1)
+    log_files: list[str] = Field(
+        default_factory=list, description="Globs of the signer's and nodes' local log files."
+    )
+    journald_conf_paths: list[Path] = Field(
+        default_factory=lambda: [
+            Path("/usr/lib/systemd/journald.conf.d"),
+            Path("/etc/systemd/journald.conf"),
+            Path("/etc/systemd/journald.conf.d"),
+            Path("/run/systemd/journald.conf.d"),
+        ]
+    )
+    logrotate_paths: list[Path] = Field(
+        default_factory=lambda: [Path("/etc/logrotate.conf"), Path("/etc/logrotate.d")]
+    )
+    docker_daemon_json: Path = Path("/etc/docker/daemon.json")
+    metrics_url: str | None = Field(
+        None, description="Default: http://127.0.0.1:<port of prometheus_exporter_endpoint>/"
+    )
+    metrics_interval_s: float = Field(1.0, gt=0, le=60, description="Between the two scrapes.")
+    signer_info_url: str | None = Field(
+        None, description="Default: http://127.0.0.1:<port of event_observer.bind>/info"
+    )
+    tip_tolerance_blocks: int = Field(2, ge=0)
+    bitcoin_rpc_url: SecretStr | None = Field(
+        None, description="Default: the signer's first bitcoin.rpc_endpoints entry."
+    )
+    stacks_node_url: str | None = Field(None, description="Default: first stacks.endpoints.")
+    stacks_node_config: Path | None = Field(None, description="The Stacks node's Config.toml.")
+    chainstate_paths: list[Path] = Field(
+        default_factory=list, description="Bitcoin datadir, Stacks working_dir, PostgreSQL data."
+    )
+    github_api_url: str = "https://api.github.com"
+    github_token: SecretStr | None = None
+    release_cache_ttl_s: float = Field(6 * 3600.0, ge=0)
+    release_grace_days: int = Field(14, ge=0)
+    osv_api_url: str = "https://api.osv.dev"
+    osv_python: bool = Field(True, description="Also query sbtc-ops' own Python dependencies.")
+    dpkg_status: Path = Path("/var/lib/dpkg/status")
+    runbook_max_age_days: int = Field(180, ge=1)
+    coverage_min_percent: float = Field(70.0, ge=0, le=100)
 
 
 class ServeSettings(_Section):
