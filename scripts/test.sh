@@ -28,7 +28,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
 
-"$VENV/bin/ruff" check src tests bench
-"$VENV/bin/ruff" format --check src tests bench
+LINT_PATHS=(src tests)
+[ -d bench ] && LINT_PATHS+=(bench)
+"$VENV/bin/ruff" check "${LINT_PATHS[@]}"
+"$VENV/bin/ruff" format --check "${LINT_PATHS[@]}"
 "$VENV/bin/mypy"
 PATH="$VENV/bin:$PATH" "$VENV/bin/pytest" -q "$@"
