@@ -215,9 +215,37 @@ class AuditSettings(BaseModel):
 
 
 class ServeSettings(_Section):
-    bind: str = "127.0.0.1:9185"
-    webhooks: list[SecretStr] = Field(default_factory=list)
+    """`sbtc-ops serve`: schedules (5-field cron, local time; "" disables a job), HTTP, alerts."""
+
+    bind: str = Field("127.0.0.1:9185", description="HOST:PORT for /metrics and the status page.")
+    webhooks: list[SecretStr] = Field(
+        default_factory=list,
+        description="Webhook URLs notified on failure and recovery (Slack and Discord URLs get "
+        "their own body shape; anything else generic JSON).",
+    )
     dkg_poll_interval_s: float = Field(60.0, gt=0)
+    dkg_watch: bool = Field(True, description="Back up new DKG shares as soon as they appear.")
+    backup_cron: str = "17 3 * * *"
+    verify_after_backup: bool = True
+    verify_rotate_cron: str = Field(
+        "41 4 * * 0", description="Weekly verify of an older retained backup, in rotation."
+    )
+    audit_cron: str = "7 * * * *"
+    chain_check_cron: str = "*/10 * * * *"
+    jitter_s: float = Field(120.0, ge=0, description="Random delay added to each scheduled run.")
+    prune_after_backup: bool = Field(True, description="Apply backup.retention after a backup.")
+    verify_jobs: int = Field(2, ge=1, le=64)
+    job_timeout_s: float = Field(6 * 3600.0, gt=0, description="A run is stopped after this.")
+    history_days: int = Field(400, ge=7, description="How long job runs are kept in state.db.")
+
+    @field_validator("backup_cron", "verify_rotate_cron", "audit_cron", "chain_check_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if value.strip() and not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a 5-field cron expression")
+        return value.strip()
 
 
 class Settings(BaseModel):
