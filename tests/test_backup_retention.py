@@ -1,0 +1,205 @@
+"""Retention: grandfather-father-son over backup ids, pure and through `sbtc-ops prune`."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sbtc_ops.backup.ids import new_backup_id
+from sbtc_ops.backup.retention import RetentionPolicy, plan_retention
+from tests.support.backup import write_fake_backups
+from tests.support.cli import CliResult
+
+Cli = Callable[..., CliResult]
+
+
+def ids_for_days(first: date, last: date, hour: int = 3) -> list[str]:
+    days = (last - first).days + 1
+    return [
+        new_backup_id(datetime(first.year, first.month, first.day, hour, tzinfo=UTC) + timedelta(d))
+        for d in range(days)
+    ]
+
+
+def bid(day: date, hour: int = 3) -> str:
+    return new_backup_id(datetime(day.year, day.month, day.day, hour, tzinfo=UTC))
+
+
+# A year of daily backups, 2025-01-01 … 2025-12-31 at 03:00, under the defaults (7/4/12).
+YEAR = ids_for_days(date(2025, 1, 1), date(2025, 12, 31))
+EXPECTED_DAILY = {bid(date(2025, 12, d)) for d in range(25, 32)}
+# 2025-12-31 is a Wednesday of ISO week 2026-W01 (which starts Monday 2025-12-29); the three
+# weeks before end on Sundays 28, 21 and 14 December.
+EXPECTED_WEEKLY = {bid(date(2025, 12, d)) for d in (31, 28, 21, 14)}
+MONTH_ENDS = [date(2025, m + 1, 1) - timedelta(days=1) for m in range(1, 12)] + [date(2025, 12, 31)]
+EXPECTED_MONTHLY = {bid(day) for day in MONTH_ENDS}
+EXPECTED_YEAR_KEPT = EXPECTED_DAILY | EXPECTED_WEEKLY | EXPECTED_MONTHLY
+
+
+def test_a_year_of_daily_backups_keeps_exactly_the_gfs_set() -> None:
+    plan = plan_retention(YEAR, RetentionPolicy())
+    assert set(plan.keep) == EXPECTED_YEAR_KEPT
+    # 7 days; weeks add 21 and 14 December (31 and 28 are already kept); months add 11 ends
+    assert len(EXPECTED_YEAR_KEPT) == 7 + 2 + 11
+    assert set(plan.delete) == set(YEAR) - EXPECTED_YEAR_KEPT
+    assert plan.keep[bid(date(2025, 12, 31))] == ["newest", "daily", "weekly", "monthly"]
+    assert plan.keep[bid(date(2025, 12, 14))] == ["weekly"]
+    assert plan.keep[bid(date(2025, 1, 31))] == ["monthly"]
+
+
+def test_several_backups_a_day_keep_the_newest_of_each_day() -> None:
+    ids = [
+        bid(date(2025, 3, day), hour)
+        for day in range(1, 11)  # 1 … 10 March
+        for hour in (1, 9, 17)
+    ]
+    plan = plan_retention(ids, RetentionPolicy(keep_daily=3, keep_weekly=0, keep_monthly=0))
+    assert set(plan.keep) == {bid(date(2025, 3, d), 17) for d in (8, 9, 10)}
+
+
+def test_periods_without_a_backup_do_not_use_up_the_count() -> None:
+    # Backups only on the 1st and 15th: the 3 daily slots go to the 3 newest such days.
+    ids = [bid(date(2025, m, d)) for m in (1, 2, 3) for d in (1, 15)]
+    plan = plan_retention(ids, RetentionPolicy(keep_daily=3, keep_weekly=0, keep_monthly=0))
+    assert set(plan.keep) == {bid(date(2025, 3, 15)), bid(date(2025, 3, 1)), bid(date(2025, 2, 15))}
+
+
+def test_the_newest_backup_is_kept_whatever_the_policy() -> None:
+    plan = plan_retention(YEAR, RetentionPolicy(keep_daily=0, keep_weekly=0, keep_monthly=0))
+    assert list(plan.keep) == [YEAR[-1]]
+    assert len(plan.delete) == len(YEAR) - 1
+
+
+def test_suffixed_ids_sort_by_their_time() -> None:
+    ids = ["20250102T030000Z-dkg", "20250101T030000Z", "20250103T030000Z"]
+    plan = plan_retention(ids, RetentionPolicy(keep_daily=1, keep_weekly=0, keep_monthly=0))
+    assert list(plan.keep) == ["20250103T030000Z"]
+
+
+def test_no_backups_no_plan() -> None:
+    plan = plan_retention([], RetentionPolicy())
+    assert plan.keep == {} and plan.delete == []
+
+
+EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
+moments = st.integers(0, 10 * 366 * 86400).map(
+    lambda seconds: new_backup_id(EPOCH + timedelta(seconds=seconds))
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ids=st.lists(moments, max_size=60),
+    daily=st.integers(0, 10),
+    weekly=st.integers(0, 6),
+    monthly=st.integers(0, 14),
+)
+def test_plan_partitions_the_ids_and_never_drops_the_newest(
+    ids: list[str], daily: int, weekly: int, monthly: int
+) -> None:
+    plan = plan_retention(ids, RetentionPolicy(daily, weekly, monthly))
+    assert set(plan.keep) | set(plan.delete) == set(ids)
+    assert not set(plan.keep) & set(plan.delete)
+    if ids:
+        assert max(ids) in plan.keep
+        # each rule keeps at most its count, so the plan keeps at most their sum plus one
+        assert len(plan.keep) <= 1 + daily + weekly + monthly
+    # the plan depends on the set of ids only
+    assert plan_retention(list(reversed(ids)), RetentionPolicy(daily, weekly, monthly)) == plan
+
+
+# -- through the CLI ----------------------------------------------------------------------
+
+INCOMPLETE = ["20251231T120000Z", "20250615T120000Z"]
+
+
+def listing(root: Path) -> set[str]:
+    return {path.name for path in root.iterdir()}
+
+
+def test_prune_dry_run_deletes_nothing_and_says_what_it_would(cli: Cli, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_fake_backups(repo, YEAR, INCOMPLETE)
+    before = listing(repo)
+
+    result = cli("prune", "--to", str(repo), "--dry-run", "--json")
+
+    assert result.code == 0, result.stderr
+    assert listing(repo) == before
+    (report,) = result.json()["locations"]
+    assert result.json()["dry_run"] is True
+    assert set(report["deleted"]) == set(YEAR) - EXPECTED_YEAR_KEPT
+    assert set(report["kept"]) == EXPECTED_YEAR_KEPT
+    assert sorted(report["incomplete_removed"]) == sorted(INCOMPLETE)
+
+
+def test_prune_keeps_exactly_the_gfs_set_and_removes_incomplete(cli: Cli, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_fake_backups(repo, YEAR, INCOMPLETE)
+
+    result = cli("prune", "--to", str(repo), "--json")
+
+    assert result.code == 0, result.stderr
+    assert listing(repo) == EXPECTED_YEAR_KEPT
+    listed = cli("backups", "--to", str(repo), "--json").json()["backups"]
+    assert {row["id"] for row in listed} == EXPECTED_YEAR_KEPT
+    assert {row["state"] for row in listed} == {"complete"}
+
+
+def test_prune_never_deletes_the_newest_complete_backup(cli: Cli, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    newest_complete = "20251230T030000Z"
+    write_fake_backups(
+        repo, ["20251201T030000Z", "20251215T030000Z", newest_complete], ["20251231T030000Z"]
+    )
+    zero = {
+        "SBTC_OPS_BACKUP__RETENTION__KEEP_DAILY": "0",
+        "SBTC_OPS_BACKUP__RETENTION__KEEP_WEEKLY": "0",
+        "SBTC_OPS_BACKUP__RETENTION__KEEP_MONTHLY": "0",
+    }
+
+    result = cli("prune", "--to", str(repo), "--json", env=zero)
+
+    assert result.code == 0, result.stderr
+    assert listing(repo) == {newest_complete}
+
+
+def test_prune_deletes_nothing_when_a_listing_fails(cli: Cli, tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    write_fake_backups(good, YEAR, INCOMPLETE)
+    before = listing(good)
+    broken = tmp_path / "broken"
+    broken.write_text("a file where a backup directory should be\n")
+
+    result = cli("prune", "--to", str(good), "--to", str(broken), "--json")
+
+    assert result.code == 2
+    assert listing(good) == before
+    error = result.json()["error"]
+    assert str(broken) in error and "nothing was deleted" in error
+
+
+def test_prune_leaves_incomplete_backups_alone_while_a_backup_runs(
+    cli: Cli, tmp_path: Path, workdir: Path
+) -> None:
+    repo = tmp_path / "repo"
+    write_fake_backups(repo, ["20251201T030000Z"], ["20251231T030000Z"])
+    state = workdir / "state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    # The lock a running `sbtc-ops backup` holds.
+    fd = os.open(state / "backup.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = cli("prune", "--to", str(repo), "--json")
+    finally:
+        os.close(fd)
+
+    assert result.code == 0, result.stderr
+    assert listing(repo) == {"20251201T030000Z", "20251231T030000Z.partial"}
+    assert result.json()["locations"][0]["incomplete_removed"] == []
