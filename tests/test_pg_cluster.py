@@ -15,6 +15,7 @@ import pytest
 from sbtc_ops.errors import DependencyError, UsageError
 from sbtc_ops.pg import ThrowawayCluster, find_binaries, postgres_processes
 from sbtc_ops.pg.cluster import reap_stale_directories
+from sbtc_ops.pg.runas import resolve_run_as
 from tests.support.pg import assert_no_postgres_left, cluster_parent  # noqa: F401
 
 pytestmark = pytest.mark.postgres
@@ -202,8 +203,9 @@ def test_kill_9_of_the_owner_takes_the_server_with_it(cluster_parent: Path) -> N
     child.communicate(timeout=30)
     assert_no_postgres_left(cluster_parent)  # the kernel delivered the parent-death signal
     assert base.exists()  # nobody was left to remove it…
-    assert reap_stale_directories(cluster_parent) == [base]  # …until the next run
-    assert not base.exists()
+    server_user = resolve_run_as(None).uid
+    assert reap_stale_directories(cluster_parent, (os.geteuid(), server_user)) == [base]
+    assert not base.exists()  # …until the next run
 
 
 def test_stale_directories_of_live_owners_are_kept(cluster_parent: Path) -> None:  # noqa: F811
@@ -214,6 +216,12 @@ def test_stale_directories_of_live_owners_are_kept(cluster_parent: Path) -> None
     unrelated.mkdir()
     assert reap_stale_directories(cluster_parent) == []  # no owner.pid: not ours to remove
     assert unrelated.exists()
+    (unrelated / "owner.pid").write_text("999999999\n")  # a pid that cannot exist
+    if os.geteuid() == 0:
+        os.chown(unrelated, 54321, 54321)
+        assert reap_stale_directories(cluster_parent) == []  # someone else's: left alone
+        os.chown(unrelated, 0, 0)
+    assert reap_stale_directories(cluster_parent) == [unrelated]
 
 
 def test_stop_escalates_to_sigkill(cluster_parent: Path) -> None:  # noqa: F811

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -267,7 +268,7 @@ class ThrowawayCluster:
         check_can_execute(self.run_as, self.binaries, "postgres")
         self._install_sigterm_handler()
         try:
-            reap_stale_directories(self._choose_parent())
+            reap_stale_directories(self._choose_parent(), (os.geteuid(), self.run_as.uid))
             self._make_directories()
             started = time.monotonic()
             self._initdb()
@@ -499,15 +500,20 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def reap_stale_directories(parent: Path) -> list[Path]:
+def reap_stale_directories(parent: Path, owners: tuple[int, ...] | None = None) -> list[Path]:
     """Remove cluster directories in `parent` left by a killed sbtc-ops (kill -9, power loss).
 
-    Only directories sbtc-ops made (named sbtc-pg-*, with an owner.pid file) whose owner
-    process is gone and in which no postgres runs any more are removed.
+    Only directories sbtc-ops made (named sbtc-pg-*, real directories owned by one of
+    `owners` (default: us), with an owner.pid file) whose owner process is gone and in which
+    no postgres runs any more are removed.
     """
+    allowed = owners if owners is not None else (os.geteuid(),)
     removed = []
     for candidate in parent.glob(f"{DIR_PREFIX}*"):
         try:
+            info = candidate.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid not in allowed:
+                continue
             owner = int((candidate / "owner.pid").read_text().strip())
         except (OSError, ValueError):
             continue
