@@ -62,19 +62,13 @@ def check_file_mode(facts: KeyFacts) -> CheckResult:
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
         return _result("key.file_mode", Status.ERROR, f"cannot stat {path}: {exc.strerror}")
-    if mode & 0o044:
+    if mode & 0o077:
+        readable = bool(mode & 0o044)
+        exposure = f"readable by {_who(mode)}" if readable else "writable or executable by others"
         return _result(
             "key.file_mode",
-            Status.FAIL,
-            f"{path} holds the key and is readable by {_who(mode)} (mode {mode:04o})",
-            f"chmod 600 {path}",
-            data={"path": str(path), "mode": f"{mode:04o}"},
-        )
-    if mode & 0o033:
-        return _result(
-            "key.file_mode",
-            Status.WARN,
-            f"{path} holds the key and is writable or executable by others (mode {mode:04o})",
+            Status.FAIL if readable else Status.WARN,
+            f"{path} holds the key and is {exposure} (mode {mode:04o})",
             f"chmod 600 {path}",
             data={"path": str(path), "mode": f"{mode:04o}"},
         )

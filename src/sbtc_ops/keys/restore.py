@@ -96,7 +96,8 @@ def _age_stanza_types(head: bytes) -> set[str]:
         if line.startswith(b"-> "):
             parts = line.split(b" ")
             types.add(parts[1].decode("ascii", "replace") if len(parts) > 1 else "")
-    return types
+    # age adds random "…-grease" stanzas that every reader must ignore.
+    return {kind for kind in types if not kind.endswith("-grease")}
 
 
 # -- age -----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,9 @@ from sbtc_ops.results import CheckResult
 from sbtc_ops.state import StateStore
 
 BACKUP_EVENT = "key-backup"
+
+# Log lines carry public keys, sources and paths only.
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +61,7 @@ def check_key(
     options = key_options(settings)
     with locate_signer_key(settings, key_file=key_file) as key:
         facts = KeyFacts(key.public_key_hex, key.source)
+    log.info("signer key found in %s: public key %s", facts.source.description, facts.public_key)
     # The secret is wiped here; the checks only see the public key and where it came from.
     with StateStore.open(settings.state_dir) as store:
         results = run_key_checks(facts, settings, options, store, _chain_reader(settings, offline))
@@ -81,7 +86,10 @@ def backup_key(
             chosen = passphrase()
             require_strong_passphrase(chosen)
             request = replace(request, passphrase=chosen)
+        log.info("backing up the key of %s (%s) to %s", key.public_key_hex, request.method, out_dir)
         report = create_backup(key, out_dir, request)
+    for item in report.files:
+        log.debug("wrote %s (%s, mode %04o)", item.path, item.role, item.mode)
     with StateStore.open(settings.state_dir) as store:
         store.record_event(
             BACKUP_EVENT,
@@ -113,7 +121,12 @@ def verify_key_backups(
         key_file=key_file,
         onchain_reader=_chain_reader(settings, offline),
     )
+    log.info(
+        "comparing backups with %s (%s)", expected.public_key or "the signer set", expected.basis
+    )
     report = verify_backups(files, expected, secrets)
+    for verdict in report.verdicts:
+        log.info("%s %s: %s", verdict.method, verdict.outcome, verdict.detail)
     with StateStore.open(settings.state_dir) as store:
         record_verdicts(store, report)
     return report
