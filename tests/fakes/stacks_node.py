@@ -176,6 +176,7 @@ class FakeStacksNode:
         self.requests: list[RecordedRequest] = []
         self.info: dict[str, Any] = _default_info()
         self._server: ThreadingHTTPServer | None = None
+        self._port: int | None = None
         self._thread: threading.Thread | None = None
         self.set_signer_data(None, [], 0, deployer)
 
@@ -188,6 +189,7 @@ class FakeStacksNode:
         server.daemon_threads = False
         server.block_on_close = True
         self._server = server
+        self._port = int(server.server_address[1])
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -212,8 +214,9 @@ class FakeStacksNode:
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "the fake node is not running"
-        return int(self._server.server_address[1])
+        """The port it listens (or, once stopped, listened) on."""
+        assert self._port is not None, "the fake node was never started"
+        return self._port
 
     @property
     def url(self) -> str:
