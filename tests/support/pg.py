@@ -28,6 +28,7 @@ from sbtc_ops.pg import ThrowawayCluster, find_binaries, postgres_processes
 
 if TYPE_CHECKING:
     import psycopg
+
     from sbtc_ops.devtools.signer_db import GeneratedDb
 
 SIGNER_ROLE = "signer"
@@ -90,13 +91,27 @@ def start_source_server(parent: Path | None = None) -> SourceServer:
     return server
 
 
+# Modules that import the session fixtures each get their own fixture instance; they share
+# one server (and one generated database) through these, stopped when the last one ends.
+_shared_server: SourceServer | None = None
+_shared_users = 0
+_shared_signer_db: tuple[str, GeneratedDb] | None = None
+
+
 @pytest.fixture(scope="session")
 def source_server() -> Iterator[SourceServer]:
-    server = start_source_server()
+    global _shared_server, _shared_users, _shared_signer_db
+    if _shared_server is None or not _shared_server.cluster.running:
+        _shared_server, _shared_signer_db = start_source_server(), None
+    _shared_users += 1
+    server = _shared_server
     try:
         yield server
     finally:
-        server.cluster.stop()
+        _shared_users -= 1
+        if _shared_users == 0:
+            server.cluster.stop()
+            _shared_server, _shared_signer_db = None, None
 
 
 def new_signer_database(
@@ -115,7 +130,12 @@ def new_signer_database(
 def signer_db(source_server: SourceServer) -> tuple[str, GeneratedDb]:
     """A generated signer database (about 3 MB, seed 1) shared by the session: do not modify
     it; use `new_signer_database` for a test that does."""
-    return new_signer_database(source_server, target_mb=3.0, seed=1, dbname="signer_shared")
+    global _shared_signer_db
+    if _shared_signer_db is None:
+        _shared_signer_db = new_signer_database(
+            source_server, target_mb=3.0, seed=1, dbname="signer_shared"
+        )
+    return _shared_signer_db
 
 
 def assert_no_postgres_left(under: Path | None = None, grace_s: float = 5.0) -> None:

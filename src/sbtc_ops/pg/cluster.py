@@ -285,6 +285,7 @@ class ThrowawayCluster:
     def stop(self) -> None:
         """Fast shutdown, SIGKILL after stop_timeout_s, then remove the directory. Idempotent."""
         started = time.monotonic()
+        was_started = self._base is not None or self._process is not None
         interrupted: KeyboardInterrupt | None = None
         try:
             self._stop_server()
@@ -293,7 +294,7 @@ class ThrowawayCluster:
             self._kill_server()
         finally:
             self._remove_directory()
-            if self._base is not None or self._process is not None:
+            if was_started:
                 self.timings["stop"] = time.monotonic() - started
             self._process = None
             self._restore_sigterm_handler()
