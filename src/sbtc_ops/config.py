@@ -64,6 +64,9 @@ class StacksSettings(_Section):
     connect_timeout_s: float = Field(5.0, gt=0)
     timeout_s: float = Field(15.0, gt=0)
     retries: int = Field(3, ge=0, le=10)
+    max_retry_wait_s: float = Field(
+        30.0, ge=0, description="Longest wait before a retry, even if Retry-After asks for more."
+    )
 
 
 class DatabaseSettings(_Section):
