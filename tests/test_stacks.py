@@ -275,8 +275,7 @@ def test_retry_after_is_honoured(node: FakeStacksNode) -> None:
 def test_retry_after_wait_is_capped(node: FakeStacksNode) -> None:
     node.set_aggregate_key(KEY)
     node.fail(rate_limited(retry_after=3600), times=1)
-    policy = RetryPolicy(retries=1, max_wait_s=0.2)
-    reading = read_aggregate_key(make_settings(node.url), policy=policy)
+    reading = read_aggregate_key(make_settings(node.url, retries=1, max_retry_wait_s=0.2))
     assert reading.agreed_key == KEY
     first, second = node.requests
     assert 0.15 <= second.received_at - first.received_at < 3600

@@ -70,7 +70,7 @@ class RetryPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(retries=settings.stacks.retries)
+        return cls(retries=settings.stacks.retries, max_wait_s=settings.stacks.max_retry_wait_s)
 
     def wait_before_retry(self, attempt: int, response: httpx.Response) -> float:
         """Seconds to wait before retry number `attempt` (0-based): Retry-After, else backoff."""
