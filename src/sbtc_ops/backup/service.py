@@ -127,6 +127,7 @@ def list_all(settings: Settings, locations: list[str] | None) -> list[dict[str, 
                         "newest_verified_aggregate_key": manifest.newest_verified_aggregate_key
                         if manifest
                         else None,
+                        "dkg_keys": [k.model_dump() for k in manifest.dkg_keys] if manifest else [],
                     }
                 )
     rows.sort(key=lambda row: (row["id"], row["storage"]), reverse=True)
