@@ -8,6 +8,7 @@ the settings (`SIGNER_SIGNER__PRIVATE_KEY` in the environment or an env file bea
 
 from __future__ import annotations
 
+import getpass
 import os
 from pathlib import Path
 
@@ -60,7 +61,10 @@ def load_key_file(path: Path) -> SignerKey:
 
 
 def load_key_fd(fd: int) -> SignerKey:
+    """One line from descriptor `fd`; on a terminal, asked for without echo."""
     source = KeySource("fd", f"file descriptor {fd}")
+    if os.isatty(fd):
+        return parse_private_key(getpass.getpass("Signer private key (not shown): "), source)
     text = read_line_from_fd(fd, "private key")
     try:
         return parse_private_key(text, source)
