@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -38,7 +39,7 @@ NEWEST_VERIFIED = (
 )
 
 
-def query(url: str, statement: str) -> list[tuple[object, ...]]:
+def query(url: str, statement: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
         return conn.execute(statement.encode()).fetchall()
 
@@ -56,18 +57,18 @@ def test_dkg_shares_hold_real_keys_with_mixed_statuses(signer_db: tuple[str, Gen
     statuses = [row[3] for row in rows]
     assert statuses.count("verified") >= 2 and {"failed", "unverified"} <= set(statuses)
     for row, key in zip(rows, facts.keys, strict=True):
-        aggregate, tweaked, script = (bytes(v) for v in row[:3])  # type: ignore[call-overload]
+        aggregate, tweaked, script = (bytes(v) for v in row[:3])
         assert aggregate == key.aggregate_key and len(aggregate) == 33
         PublicKey(aggregate)  # a valid compressed secp256k1 point
         PublicKey(tweaked)
         assert script == b"\x51\x20" + tweaked[1:]
         assert (row[3], row[4], row[6]) == (key.status, key.created_at, key.threshold)
-        assert [bytes(k) for k in row[5]] == list(key.signer_set_public_keys)  # type: ignore[attr-defined]
-        assert 2_000 <= row[7] <= 8_000 and 2_000 <= row[8] <= 8_000  # type: ignore[operator]
+        assert [bytes(k) for k in row[5]] == list(key.signer_set_public_keys)
+        assert 2_000 <= row[7] <= 8_000 and 2_000 <= row[8] <= 8_000
     verified_times = [row[4] for row in rows if row[3] == "verified"]
     assert len(set(verified_times)) == len(verified_times)
     # The newest row is unverified: the newest *verified* key is another one.
-    assert bytes(query(url, NEWEST_VERIFIED)[0][0]) == facts.newest_verified_key  # type: ignore[call-overload]
+    assert bytes(query(url, NEWEST_VERIFIED)[0][0]) == facts.newest_verified_key
     assert facts.newest_verified_key != facts.keys[-1].aggregate_key
     assert facts.signer_public_key in facts.newest_verified.signer_set_public_keys
 
@@ -79,11 +80,11 @@ def test_encrypted_shares_decrypt_only_with_the_signer_key(
     for aggregate, blob in query(
         url, "SELECT aggregate_key, encrypted_private_shares FROM sbtc_signer.dkg_shares"
     ):
-        plaintext = decrypt_shares(facts.signer_private_key, bytes(blob))  # type: ignore[call-overload]
-        assert plaintext.startswith(SHARES_MAGIC + bytes(aggregate))  # type: ignore[call-overload]
+        plaintext = decrypt_shares(facts.signer_private_key, bytes(blob))
+        assert plaintext.startswith(SHARES_MAGIC + bytes(aggregate))
         wrong = bytes(b ^ 1 for b in facts.signer_private_key)
         with pytest.raises(InvalidTag):
-            decrypt_shares(wrong, bytes(blob))  # type: ignore[call-overload]
+            decrypt_shares(wrong, bytes(blob))
 
 
 def test_counts_migrations_and_references_hold(signer_db: tuple[str, GeneratedDb]) -> None:  # noqa: F811
@@ -103,7 +104,7 @@ def test_counts_migrations_and_references_hold(signer_db: tuple[str, GeneratedDb
         "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
         " WHERE n.nspname = 'sbtc_signer' AND c.contype = 'f'",
     )
-    assert foreign_keys[0][0] >= 4  # type: ignore[operator]
+    assert foreign_keys[0][0] >= 4
     # References the real schema leaves unenforced must hold too.
     dangling = {
         "stacks anchor": "SELECT count(*) FROM sbtc_signer.stacks_blocks s WHERE NOT EXISTS"
@@ -123,6 +124,12 @@ def test_counts_migrations_and_references_hold(signer_db: tuple[str, GeneratedDb
     }
     for name, statement in dangling.items():
         assert query(url, statement) == [(0,)], name
+    # Deposits are locked to the verified key in force when they were made.
+    used = {
+        bytes(row[0])
+        for row in query(url, "SELECT DISTINCT key_set_id FROM sbtc_signer.deposit_requests")
+    }
+    assert used == {k.aggregate_key[1:] for k in facts.keys if k.status == "verified"}
 
 
 def test_same_seed_same_data_other_seed_other_keys(source_server: SourceServer) -> None:  # noqa: F811

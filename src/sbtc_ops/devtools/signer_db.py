@@ -281,7 +281,11 @@ _S = STACKS_BLOCKS_PER_BITCOIN_BLOCK
 _UNITS = "generate_series(%(lo)s::bigint, %(hi)s::bigint) AS u"
 _VOTERS = f"generate_series(0, {SIGNER_COUNT - 1}) AS s"
 _TIME = "(%(start)s::timestamptz + u * interval '10 minutes')"
-_SIGNER_XONLY = "%(key_set)s::bytea"
+# The verified key in force at unit u: deposits, sighashes and the signers' UTXO use the
+# aggregate key of the newest verified DKG round started before them.
+_ACTIVE = "1 + (u >= %(rotation1)s)::int + (u >= %(rotation2)s)::int"
+_SIGNER_XONLY = f"(%(key_sets)s::bytea[])[{_ACTIVE}]"
+_SIGNERS_SCRIPT = f"(%(scripts)s::bytea[])[{_ACTIVE}]"
 
 # Each statement fills one table for the units lo..hi; together they keep every reference
 # (block hashes, request ids, txids) pointing at rows that exist.
@@ -369,7 +373,7 @@ BULK_INSERTS: tuple[tuple[str, str], ...] = (
         SELECT {_h("btx", "u * 2")},
                CASE WHEN t = 0 THEN {_h("btx", "u * 2 - 2")} ELSE {_h("dtx", "u")} END, 0,
                CASE WHEN t = 0 THEN 1000000000 + u ELSE 10000 + (u * 7919) %% 99000000 END,
-               %(signers_script)s::bytea,
+               {_SIGNERS_SCRIPT},
                (CASE WHEN t = 0 THEN 'signers_input' ELSE 'deposit' END)::sbtc_signer.prevout_type,
                {_TIME} + interval '5 minutes'
         FROM {_UNITS}, generate_series(0, 1) AS t""",
@@ -379,7 +383,7 @@ BULK_INSERTS: tuple[tuple[str, str], ...] = (
         f"""INSERT INTO sbtc_signer.bitcoin_tx_outputs
             (txid, output_index, amount, script_pubkey, output_type, created_at)
         SELECT {_h("btx", "u * 2")}, t, CASE WHEN t = 0 THEN 1000000000 + u ELSE 0 END,
-               CASE WHEN t = 0 THEN %(signers_script)s::bytea
+               CASE WHEN t = 0 THEN {_SIGNERS_SCRIPT}
                     ELSE '\\x6a15'::bytea || substr({_h("opr", "u")}, 1, 21) END,
                (CASE WHEN t = 0 THEN 'signers_output' ELSE 'signers_op_return' END)
                    ::sbtc_signer.output_type,
@@ -498,7 +502,7 @@ def _generate(
     plan = _plan(seed, units, signer_private_key)
     newest = _newest_verified(plan)
     create_schema(conn)
-    _insert_bulk(conn, plan, newest, progress)
+    _insert_bulk(conn, plan, progress)
     _insert_small_tables(conn, plan, deployer)
     conn.execute("ANALYZE")
     own = plan.signer_keys[0]
@@ -517,17 +521,19 @@ def _generate(
     )
 
 
-def _insert_bulk(
-    conn: psycopg.Connection[Any], plan: _Plan, newest: DkgKey, progress: Progress | None
-) -> None:
+def _insert_bulk(conn: psycopg.Connection[Any], plan: _Plan, progress: Progress | None) -> None:
+    verified = [key for key, _, _ in plan.rounds if key.status == "verified"]
+    assert len(verified) == 3, "the bulk statements expect three verified rounds"
     params: dict[str, Any] = {
         "seed": str(plan.seed),
         "start": CHAIN_START,
         "btc0": FIRST_BITCOIN_HEIGHT,
         "stx0": FIRST_STACKS_HEIGHT,
         "signers": list(plan.signer_public_keys[:SIGNER_COUNT]),
-        "key_set": newest.aggregate_key[1:],
-        "signers_script": newest.script_pubkey,
+        "key_sets": [key.aggregate_key[1:] for key in verified],
+        "scripts": [key.script_pubkey for key in verified],
+        "rotation1": verified[1].started_at_bitcoin_block_height - FIRST_BITCOIN_HEIGHT,
+        "rotation2": verified[2].started_at_bitcoin_block_height - FIRST_BITCOIN_HEIGHT,
     }
     for lo in range(0, plan.units, BATCH_UNITS):
         params["lo"], params["hi"] = lo, min(lo + BATCH_UNITS, plan.units) - 1
