@@ -38,6 +38,7 @@ from tests.fakes.stacks_node import (
     rate_limited,
     raw_result,
     slow,
+    trickle,
     wrong_type,
 )
 
@@ -251,6 +252,16 @@ def test_slow_endpoint_hits_the_timeout(node: FakeStacksNode, node2: FakeStacksN
     reading = read_aggregate_key(make_settings(node.url, node2.url, timeout_s=0.3))
     assert reading.outcomes[0].error == "timeout: no answer within 0.3 s"
     assert reading.agreed_key == KEY
+
+
+def test_trickling_answer_is_bounded_by_the_total_timeout(node: FakeStacksNode) -> None:
+    node.set_aggregate_key(KEY)
+    node.fail(trickle(4))  # ~90 bytes, one every ~45 ms: no single read times out
+    reading = read_aggregate_key(make_settings(node.url, timeout_s=0.5))
+    assert reading.outcomes[0].error == "timeout: no complete answer within 0.5 s"
+    node.clear_failures()
+    node.fail(trickle(0.2))
+    assert read_aggregate_key(make_settings(node.url, timeout_s=2)).agreed_key == KEY
 
 
 def test_server_errors_are_retried(node: FakeStacksNode) -> None:

@@ -48,6 +48,8 @@ NOT_SET = b"\x00"
 DEFAULT_BACKOFF_S = 0.5
 DEFAULT_MAX_RETRY_WAIT_S = 30.0
 EXCERPT_CHARS = 200
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+"""A call-read answer holds at most a 2 MiB value as hex; anything far larger is wrong."""
 
 T = TypeVar("T")
 
@@ -100,7 +102,11 @@ def retry_after_seconds(header: str | None) -> float | None:
 
 
 def _client(settings: Settings) -> httpx.Client:
-    headers = {"user-agent": f"sbtc-ops/{__version__}", "accept": "application/json"}
+    headers = {
+        "user-agent": f"sbtc-ops/{__version__}",
+        "accept": "application/json",
+        "accept-encoding": "identity",
+    }
     if settings.stacks.api_key is not None:
         headers["x-api-key"] = settings.stacks.api_key.get_secret_value()
     timeout = httpx.Timeout(settings.stacks.timeout_s, connect=settings.stacks.connect_timeout_s)
@@ -137,7 +143,7 @@ def _send(
     attempt = 0
     while True:
         try:
-            response = client.request(method, url, json=body)
+            response = _request_once(client, method, url, settings, body)
         except httpx.HTTPError as exc:
             raise StacksError(_describe_transport_error(exc, settings)) from None
         retryable = response.status_code == 429 or response.status_code >= 500
@@ -145,6 +151,35 @@ def _send(
             return response
         time.sleep(policy.wait_before_retry(attempt, response))
         attempt += 1
+
+
+def _request_once(
+    client: httpx.Client, method: str, url: str, settings: Settings, body: dict[str, Any] | None
+) -> httpx.Response:
+    """The whole answer, within stacks.timeout_s from start to last byte and MAX_ANSWER_BYTES.
+
+    httpx bounds each read, not the total: a server trickling bytes could hold a call
+    (and `verify`) for ever. Bodies are read raw (no compression is asked for).
+    """
+    deadline = time.monotonic() + settings.stacks.timeout_s
+    with client.stream(method, url, json=body) as streamed:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in streamed.iter_raw():
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise StacksError(f"answer larger than {MAX_ANSWER_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise StacksError(
+                    f"timeout: no complete answer within {settings.stacks.timeout_s:g} s"
+                )
+            chunks.append(chunk)
+        return httpx.Response(
+            streamed.status_code,
+            headers=streamed.headers,
+            content=b"".join(chunks),
+            request=streamed.request,
+        )
 
 
 def _json_answer(response: httpx.Response) -> Any:

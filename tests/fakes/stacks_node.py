@@ -30,7 +30,8 @@ Usage::
 Failure modes (``node.fail(failure, times=None, on=None)``; ``times=None`` = every request,
 ``on`` = a function name, ``"/v2/info"``, or None for every request):
 ``http_error(status, body)``, ``html_page()``, ``slow(seconds)`` (answers normally after
-the delay, unless the node is stopped first), ``invalid_hex()``, ``okay_false(cause)``,
+the delay, unless the node is stopped first), ``trickle(seconds)`` (a normal answer whose
+body dribbles in over that time), ``invalid_hex()``, ``okay_false(cause)``,
 ``rate_limited(retry_after)`` (429 with ``Retry-After``), ``wrong_type(value)`` (answers
 with any Clarity value), ``raw_result("0x…")`` (any result string), ``not_json()``. ``node.clear_failures()`` removes them.
 ``node.require_api_key("k")`` makes it answer 401 unless ``x-api-key: k`` is sent,
@@ -103,6 +104,11 @@ def html_page() -> Failure:
 
 def slow(seconds: float) -> Failure:
     return Failure("slow", seconds=seconds)
+
+
+def trickle(seconds: float) -> Failure:
+    """Answer normally, but send the body one byte at a time spread over `seconds`."""
+    return Failure("trickle", seconds=seconds)
 
 
 def invalid_hex() -> Failure:
@@ -341,6 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "stacks-node"
     sys_version = ""
     timeout = 10  # a client that never sends its request cannot pin a thread forever
+    _trickle_s = 0.0
 
     def log_message(self, format: str, *args: Any) -> None:
         return  # keep test output quiet
@@ -357,7 +364,16 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in (extra or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(body)
+            if self._trickle_s and body:
+                self.wfile.flush()
+                gap = self._trickle_s / len(body)
+                for index in range(len(body)):
+                    if self.node._stopping.wait(gap):
+                        return
+                    self.wfile.write(body[index : index + 1])
+                    self.wfile.flush()
+            else:
+                self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test): nothing to answer to
 
@@ -438,6 +454,9 @@ class _Handler(BaseHTTPRequestHandler):
         failure = self.node._next_failure(target)
         if failure is None:
             return False
+        if failure.kind == "trickle":
+            self._trickle_s = failure.seconds
+            return False
         if failure.kind == "slow":
             # Interruptible, so stopping the node never waits for a sleeping handler.
             return bool(self.node._stopping.wait(failure.seconds))
@@ -504,5 +523,6 @@ __all__ = [
     "rate_limited",
     "raw_result",
     "slow",
+    "trickle",
     "wrong_type",
 ]
