@@ -22,12 +22,17 @@ chain_app = typer.Typer(help="Read the sBTC registry contract on chain.", no_arg
 
 NetworkOption = Annotated[
     str | None,
-    typer.Option("--network", help="mainnet, testnet or devnet (default: from configuration)."),
+    typer.Option(
+        "--network",
+        metavar="NETWORK",
+        help="mainnet, testnet or devnet (default: from configuration).",
+    ),
 ]
 StacksUrlOption = Annotated[
     list[str] | None,
     typer.Option(
         "--stacks-url",
+        metavar="URL",
         help="Stacks node RPC URL to read from; repeat for several "
         "(default: the configured endpoints).",
     ),

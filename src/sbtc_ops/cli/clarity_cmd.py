@@ -19,7 +19,7 @@ def decode(
     hex_value: Annotated[
         str | None,
         typer.Argument(
-            metavar="[HEX]",
+            metavar="HEX",
             help="Serialized value as hex (0x optional) or a call-read JSON answer; "
             "read from stdin when omitted or '-'.",
         ),
