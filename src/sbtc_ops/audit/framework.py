@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -133,6 +133,10 @@ class ToolMissing(Skip):
 
 class CommandTimeout(Exception):
     """A command ran past its timeout and was killed."""
+
+
+class EvidenceError(Exception):
+    """Evidence exists but cannot be understood (garbage output, malformed file): an error."""
 
 
 @dataclass(frozen=True)
@@ -225,7 +229,8 @@ def select_checks(only: Iterable[str] | None = None) -> list[Check]:
             f"known areas: {', '.join(known_areas())}"
         )
     checks = [c for c in REGISTRY.values() if not wanted or c.area in wanted]
-    return sorted(checks, key=lambda c: (area_rank(c.area), c.id))
+    # Stable sort: within an area, checks keep the order their module declares them in.
+    return sorted(checks, key=lambda c: area_rank(c.area))
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -394,7 +399,7 @@ class HostContext:
         self._slots: dict[tuple[Any, ...], _Slot] = {}
         self._slots_lock = threading.Lock()
         self._secrets = sorted(
-            {s for s in (*settings_secrets(settings), *extra_secrets) if len(s) >= 4},
+            {s for s in (*settings_secrets(settings), *extra_secrets) if _scrubbable(s)},
             key=len,
             reverse=True,
         )
@@ -428,17 +433,24 @@ class HostContext:
 
     # -- files ------------------------------------------------------------------------------
 
-    def host_path(self, path: str | Path) -> Path:
+    def host_path(self, path: str | PurePath) -> Path:
         """Where a path of the audited host is on this machine (under --root)."""
         path = Path(path)
         if self.live or (path.is_absolute() and path.is_relative_to(self.root)):
             return path
         return self.root / (path.relative_to("/") if path.is_absolute() else path)
 
-    def exists(self, path: str | Path) -> bool:
+    def show(self, path: str | PurePath) -> str:
+        """A path as the audited host names it (settings may point into the --root tree)."""
+        real = Path(path)
+        if not self.live and real.is_absolute() and real.is_relative_to(self.root):
+            return "/" + str(real.relative_to(self.root))
+        return str(path)
+
+    def exists(self, path: str | PurePath) -> bool:
         return self.host_path(path).exists()
 
-    def stat(self, path: str | Path) -> os.stat_result:
+    def stat(self, path: str | PurePath) -> os.stat_result:
         try:
             return self.host_path(path).stat()
         except FileNotFoundError:
@@ -446,7 +458,7 @@ class HostContext:
         except OSError as exc:
             raise HostFileError(f"cannot stat {path}: {_reason(exc)}") from None
 
-    def read_optional(self, path: str | Path) -> str | None:
+    def read_optional(self, path: str | PurePath) -> str | None:
         """The file's text, None when it does not exist; unreadable raises HostFileError."""
         real = self.host_path(path)
         try:
@@ -465,7 +477,7 @@ class HostContext:
         except OSError as exc:
             raise HostFileError(f"cannot read {path}: {_reason(exc)}") from None
 
-    def read_text(self, path: str | Path) -> str:
+    def read_text(self, path: str | PurePath) -> str:
         text = self.read_optional(path)
         if text is None:
             raise HostFileError(f"{path} does not exist")
@@ -483,7 +495,7 @@ class HostContext:
 
     def add_secret(self, value: str) -> None:
         """A secret found while auditing (e.g. a password in a .env) is scrubbed from output."""
-        if len(value) >= 4 and value not in self._secrets:
+        if _scrubbable(value) and value not in self._secrets:
             self._secrets = sorted([*self._secrets, value], key=len, reverse=True)
 
     def scrub(self, text: str) -> str:
@@ -493,6 +505,40 @@ class HostContext:
             elif secret.lower() != secret and secret.lower() in text.lower():
                 text = re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
         return text
+
+
+# Published defaults (the sBTC devenv's postgres:postgres, devnet:devnet, …) are public
+# knowledge; scrubbing them would also blank out every service and scheme named the same.
+PUBLIC_DEFAULT_PASSWORDS = frozenset(
+    {
+        "postgres",
+        "devnet",
+        "password",
+        "passw0rd",
+        "changeme",
+        "secret",
+        "admin",
+        "root",
+        "bitcoin",
+        "bitcoinrpc",
+        "rpcpassword",
+        "signer",
+        "stacks",
+        "testapikey",
+        "test",
+        "example",
+        "123456",
+        "12345678",
+        "123456789",
+        "qwerty",
+        "letmein",
+        "default",
+    }
+)
+
+
+def _scrubbable(value: str) -> bool:
+    return len(value) >= 4 and value.lower() not in PUBLIC_DEFAULT_PASSWORDS
 
 
 def _reason(exc: OSError) -> str:
@@ -648,7 +694,7 @@ def _execute(ctx: HostContext, item: Check) -> Finding:
         outcome = item.func(ctx)
     except Skip as exc:
         outcome = Outcome(Status.SKIP, str(exc))
-    except CommandTimeout as exc:
+    except (CommandTimeout, EvidenceError) as exc:
         outcome = Outcome(Status.ERROR, str(exc))
     except Exception as exc:
         log.debug("check %s raised", item.id, exc_info=True)

@@ -1,0 +1,154 @@
+"""The operator-kept files the audit reads: the secrets inventory and the administrator roster.
+
+secrets.toml (audit.secrets_inventory)::
+
+    [[secret]]
+    name = "postgres password"
+    location = "/opt/sbtc/.env:POSTGRES_PASSWORD"
+    owner = "alice"
+    last_rotated = 2026-01-15      # TOML date (or "YYYY-MM-DD")
+    max_age_days = 180
+
+roster.toml (audit.roster_file)::
+
+    [[admin]]
+    name = "alice"
+    timezone = "Europe/Berlin"
+    hours = "08:00-18:00"
+    contact = "alice@example.org"
+    hardware_key = true
+    added = 2025-01-10
+    removed = 2026-03-01           # only for former administrators
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sbtc_ops.audit.framework import EvidenceError, HostContext, Skip
+
+
+@dataclass(frozen=True)
+class Secret:
+    name: str
+    location: str
+    owner: str
+    last_rotated: date
+    max_age_days: int
+
+
+@dataclass(frozen=True)
+class Admin:
+    name: str
+    timezone: str = ""
+    hours: str = ""
+    contact: str = ""
+    hardware_key: bool = False
+    added: date | None = None
+    removed: date | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SecretsInventory:
+    path: str
+    secrets: list[Secret]
+    problems: list[str]
+
+
+def _date(value: Any) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _load_toml(ctx: HostContext, path: str, what: str) -> dict[str, Any]:
+    text = ctx.read_optional(path)
+    if text is None:
+        raise Skip(f"no {what} at {path}")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise EvidenceError(f"{path}: not valid TOML ({exc})") from None
+
+
+def secrets_inventory(ctx: HostContext) -> SecretsInventory:
+    """The parsed inventory; Skip when not configured or absent."""
+
+    def compute() -> SecretsInventory:
+        configured = ctx.settings.audit.secrets_inventory
+        if configured is None:
+            raise Skip("no secrets inventory configured (audit.secrets_inventory)")
+        path = str(configured)
+        doc = _load_toml(ctx, path, "secrets inventory")
+        inventory = SecretsInventory(path, [], [])
+        for index, entry in enumerate(doc.get("secret") or [], start=1):
+            secret = _secret(entry)
+            if isinstance(secret, str):
+                inventory.problems.append(f"entry {index}: {secret}")
+            else:
+                inventory.secrets.append(secret)
+        return inventory
+
+    return ctx.memo("inventory.secrets", compute)
+
+
+def _secret(entry: Any) -> Secret | str:
+    if not isinstance(entry, dict):
+        return "not a table"
+    name = str(entry.get("name") or "").strip()
+    if not name:
+        return "no name"
+    rotated = _date(entry.get("last_rotated"))
+    if rotated is None:
+        return f"{name}: last_rotated missing or not a date"
+    max_age = entry.get("max_age_days")
+    if not isinstance(max_age, int) or max_age <= 0:
+        return f"{name}: max_age_days missing or not a positive integer"
+    return Secret(
+        name,
+        str(entry.get("location") or ""),
+        str(entry.get("owner") or ""),
+        rotated,
+        max_age,
+    )
+
+
+def roster(ctx: HostContext) -> list[Admin]:
+    """Every administrator in the roster, current and former; Skip when absent."""
+
+    def compute() -> list[Admin]:
+        configured = ctx.settings.audit.roster_file
+        if configured is None:
+            raise Skip("no administrator roster configured (audit.roster_file)")
+        doc = _load_toml(ctx, str(configured), "administrator roster")
+        admins = []
+        known = {"name", "timezone", "hours", "contact", "hardware_key", "added", "removed"}
+        for entry in doc.get("admin") or []:
+            if not isinstance(entry, dict) or not entry.get("name"):
+                continue
+            admins.append(
+                Admin(
+                    str(entry["name"]),
+                    str(entry.get("timezone") or ""),
+                    str(entry.get("hours") or ""),
+                    str(entry.get("contact") or ""),
+                    bool(entry.get("hardware_key", False)),
+                    _date(entry.get("added")),
+                    _date(entry.get("removed")),
+                    {k: v for k, v in entry.items() if k not in known},
+                )
+            )
+        return admins
+
+    return ctx.memo("inventory.roster", compute)
