@@ -80,7 +80,7 @@ def embedded_bin_dir() -> Path | None:
         return None
     for location in spec.submodule_search_locations:
         candidate = Path(location) / "pginstall" / "bin"
-        if candidate.is_dir():
+        if is_dir_safe(candidate):
             return candidate
     return None
 
@@ -188,7 +188,10 @@ def _candidate_dirs(bin_dir: Path | None) -> Iterable[tuple[Path, str]]:
     seen: set[Path] = set()
 
     def fresh(path: Path) -> bool:
-        key = path.resolve() if path.exists() else path
+        try:
+            key = path.resolve(strict=True)
+        except OSError:
+            key = path
         if key in seen:
             return False
         seen.add(key)
@@ -198,7 +201,7 @@ def _candidate_dirs(bin_dir: Path | None) -> Iterable[tuple[Path, str]]:
     if embedded is not None and fresh(embedded):
         yield embedded, "embedded"
     for entry in os.environ.get("PATH", "").split(os.pathsep):
-        if entry and Path(entry).is_dir() and fresh(Path(entry)):
+        if entry and is_dir_safe(Path(entry)) and fresh(Path(entry)):
             yield Path(entry), "system"
     for versioned in _debian_versioned_dirs():
         if fresh(versioned):
@@ -207,17 +210,27 @@ def _candidate_dirs(bin_dir: Path | None) -> Iterable[tuple[Path, str]]:
 
 def _debian_versioned_dirs() -> list[Path]:
     """/usr/lib/postgresql/<major>/bin, newest first (Debian keeps them off PATH)."""
-    if not DEBIAN_VERSIONED_ROOT.is_dir():
+    if not is_dir_safe(DEBIAN_VERSIONED_ROOT):
         return []
     found = []
     for child in DEBIAN_VERSIONED_ROOT.iterdir():
-        if child.name.isdigit() and (child / "bin").is_dir():
+        if child.name.isdigit() and is_dir_safe(child / "bin"):
             found.append((int(child.name), child / "bin"))
     return [path for _, path in sorted(found, reverse=True)]
 
 
 def _is_executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
+    try:
+        return path.is_file() and os.access(path, os.X_OK)
+    except OSError:  # e.g. a PATH entry in a directory we may not enter
+        return False
+
+
+def is_dir_safe(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def clean_env() -> dict[str, str]:

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Self
 
 from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
-from sbtc_ops.pg.binaries import ALL_TOOLS, PgBinaries, clean_env, find_binaries
+from sbtc_ops.pg.binaries import ALL_TOOLS, PgBinaries, clean_env, find_binaries, is_dir_safe
 from sbtc_ops.pg.runas import RunAs, check_can_execute, resolve_run_as
 
 if TYPE_CHECKING:
@@ -348,7 +348,7 @@ class ThrowawayCluster:
                 f"{parent} is too deep for a PostgreSQL unix socket path (limit about "
                 f"{MAX_SOCKET_PATH} characters): choose a shorter temporary directory"
             )
-        if not parent.is_dir():
+        if not is_dir_safe(parent):
             raise UsageError(f"temporary directory {parent} does not exist")
         if not self.run_as.can_traverse(parent):
             raise DependencyError(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sbtc_ops.errors import ConfigError, DependencyError
-from sbtc_ops.pg.binaries import PgBinaries, clean_env
+from sbtc_ops.pg.binaries import PgBinaries, clean_env, is_dir_safe
 
 SERVICE_USER = "sbtc-ops"
 FALLBACK_USER = "nobody"
@@ -54,7 +54,7 @@ class RunAs:
         literal = Path(os.path.abspath(path))  # noqa: PTH100  (resolve() follows symlinks)
         resolved = path.resolve()
         for start in (literal, resolved):
-            start = start if start.is_dir() else start.parent
+            start = start if is_dir_safe(start) else start.parent
             for directory in [start, *start.parents]:
                 try:
                     info = directory.stat()
