@@ -246,3 +246,12 @@ def test_read_back_failure_is_an_error_not_a_success(tmp_path: Path) -> None:
     with pytest.raises(SbtcOpsError, match="restores a different key"):
         backup_module._read_back(report, lambda: signer_key(new_key()))
     assert not report.read_back
+
+
+def test_passphrases_never_show_in_reprs() -> None:
+    from sbtc_ops.keys.verify import Secrets
+
+    secrets = Secrets(passphrase=lambda: PASSPHRASE)
+    assert secrets.get_passphrase() == PASSPHRASE
+    assert PASSPHRASE not in repr(secrets)
+    assert PASSPHRASE not in repr(BackupRequest("age-passphrase", passphrase=PASSPHRASE))

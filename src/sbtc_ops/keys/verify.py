@@ -156,7 +156,7 @@ class Secrets:
 
     passphrase: Callable[[], str]
     identity_files: Sequence[Path] = ()
-    _cached: str | None = None
+    _cached: str | None = field(default=None, repr=False)  # the passphrase, once asked
 
     def get_passphrase(self) -> str:
         if self._cached is None:
