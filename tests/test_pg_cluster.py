@@ -232,3 +232,55 @@ def test_stop_escalates_to_sigkill(cluster_parent: Path) -> None:  # noqa: F811
         os.kill(pid, signal.SIGSTOP)  # a stuck server ignores the fast-shutdown request
     assert not cluster.running
     assert_no_postgres_left(cluster_parent)
+
+
+NON_ROOT_CHILD = textwrap.dedent(
+    """
+    import os
+    from pathlib import Path
+    from sbtc_ops.pg import ThrowawayCluster
+    with ThrowawayCluster(parent=Path(os.environ["PARENT"])) as cluster:
+        assert cluster.run_as.is_current and cluster.run_as.uid == os.geteuid() != 0
+        base = cluster.base_dir
+        with cluster.connect() as conn:
+            print(conn.execute("SELECT current_setting('fsync')").fetchone()[0])
+    print(base.exists())
+    """
+)
+
+
+def test_non_root_invocation_runs_the_server_as_itself(cluster_parent: Path) -> None:  # noqa: F811
+    """sbtc-ops run by an ordinary user, with a PATH holding directories it cannot enter."""
+    system_python = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if os.geteuid() != 0 or not system_python.exists():
+        pytest.skip("needs root and a system Python of this version to become another user")
+    import psycopg as psycopg_module
+
+    site_packages = Path(psycopg_module.__file__).resolve().parents[1]
+    source = Path(__file__).resolve().parents[1] / "src"
+    unreadable = cluster_parent / "private-bin"
+    unreadable.mkdir(mode=0o700)
+    parent = cluster_parent / "nobody"
+    parent.mkdir(mode=0o700)
+    nobody = resolve_run_as("nobody")
+    os.chown(parent, nobody.uid, nobody.gid)  # our own directory, given to the user we become
+    done = subprocess.run(
+        [str(system_python), "-c", NON_ROOT_CHILD],
+        user="nobody",
+        group=nobody.gid,
+        extra_groups=[],
+        cwd="/",
+        env={
+            "PYTHONPATH": f"{source}:{site_packages}",
+            "PATH": f"{unreadable / 'bin'}:/usr/bin:/bin",
+            "PARENT": str(parent),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0 and "ModuleNotFoundError" in done.stderr:
+        pytest.skip(f"the dependencies are not importable as nobody: {done.stderr[-200:]}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["off", "False"]
