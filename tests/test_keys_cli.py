@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +16,7 @@ import pytest
 
 from sbtc_ops.state import StateStore
 from tests.fakes.stacks_node import FakeStacksNode
-from tests.support.cli import CliResult, clean_env, run_cli
+from tests.support.cli import CliResult, clean_env, run_cli, sbtc_ops_executable
 from tests.support.keys import SampleKey, new_key, signer_config, write_private
 
 PASSPHRASE = "correct horse battery staple"
@@ -311,3 +316,63 @@ def test_no_output_channel_or_file_ever_holds_the_key(host: Host) -> None:
         text = data.decode("latin-1")
         assert not [run for run in runs if run in text], f"key hex in {path}"
         assert not [run for run in byte_runs if run in data], f"raw key bytes in {path}"
+
+
+# -- prompts ----------------------------------------------------------------------------------
+
+
+def _read_until(fd: int, marker: bytes, seen: bytearray, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while marker not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise AssertionError(f"no {marker!r} in {bytes(seen)!r}")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            chunk = b""
+        if not chunk:
+            raise AssertionError(f"terminal closed before {marker!r}: {bytes(seen)!r}")
+        seen += chunk
+
+
+def test_passphrase_prompt_on_a_terminal_does_not_echo(host: Host) -> None:
+    out = host.root / "cold"
+    argv = [sbtc_ops_executable(), "key", "backup", "--out", str(out), "--passphrase"]
+    env = host.env()
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: sbtc-ops with this pseudo-terminal as its controlling terminal
+        os.chdir(host.work)
+        os.execve(argv[0], argv, env)  # noqa: S606 - exec without a shell is the point
+    seen = bytearray()
+    try:
+        _read_until(fd, b"Passphrase for the cold backup:", seen)
+        os.write(fd, PASSPHRASE.encode() + b"\n")
+        _read_until(fd, b"Repeat the passphrase:", seen)
+        os.write(fd, PASSPHRASE.encode() + b"\n")
+        _read_until(fd, b"verify-backup FILE", seen)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, bytes(seen)
+    assert PASSPHRASE.encode() not in seen  # typed, never echoed
+    assert b"Read back from disk" in seen
+    (age_file,) = files(out, "*.age")
+    assert pyrage.passphrase.decrypt(Path(age_file).read_bytes(), PASSPHRASE)
+
+
+def test_without_a_terminal_or_descriptor_the_passphrase_is_not_guessed(host: Host) -> None:
+    proc = subprocess.run(
+        [sbtc_ops_executable(), "key", "backup", "--out", str(host.root / "c"), "--passphrase"],
+        cwd=host.work,
+        env=host.env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        start_new_session=True,  # no controlling terminal, as under cron or systemd
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "no terminal to ask for the passphrase" in proc.stderr
+    assert "--passphrase-fd" in proc.stderr
