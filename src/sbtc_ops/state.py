@@ -38,6 +38,13 @@ CREATE TABLE IF NOT EXISTS runs (
     data TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS runs_job ON runs(job, started_at);
+-- Runs removed by pruning still count in the job-runs counter.
+CREATE TABLE IF NOT EXISTS pruned_run_counts (
+    job TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (job, outcome)
+);
 """
 
 
@@ -147,9 +154,10 @@ class StateStore:
     # -- job runs ----------------------------------------------------------------------------
 
     def start_run(self, job: str, at: float | None = None) -> int:
+        """Record a run as 'running', owned by this process (see mark_interrupted)."""
         cursor = self._conn.execute(
-            "INSERT INTO runs(job, started_at, outcome) VALUES (?, ?, 'running')",
-            (job, time.time() if at is None else at),
+            "INSERT INTO runs(job, started_at, outcome, data) VALUES (?, ?, 'running', ?)",
+            (job, time.time() if at is None else at, json.dumps({"owner": process_identity()})),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
@@ -171,10 +179,69 @@ class StateStore:
             ),
         )
 
-    def mark_interrupted(self) -> int:
-        """Runs left 'running' by a process that died: called when a daemon starts."""
+    def mark_interrupted(self, at: float | None = None) -> int:
+        """Runs left 'running' by a process that is gone (kill -9, power loss): called when a
+        daemon starts. Runs of a live process (a daemon next to a timer run) are left alone."""
+        marked = 0
+        with self.transaction() as conn:
+            rows = conn.execute("SELECT id, data FROM runs WHERE outcome = 'running'").fetchall()
+            for run_id, data in rows:
+                owner = json.loads(data).get("owner")
+                if owner is not None and process_alive(owner):
+                    continue
+                conn.execute(
+                    "UPDATE runs SET outcome = 'interrupted', ended_at = COALESCE(ended_at, ?) "
+                    "WHERE id = ?",
+                    (time.time() if at is None else at, run_id),
+                )
+                marked += 1
+        return marked
+
+    def last_run(self, job: str, outcomes: tuple[str, ...] = ()) -> Run | None:
+        """The newest run of a job, optionally only among the given outcomes."""
+        query = "SELECT id, job, started_at, ended_at, outcome, data FROM runs WHERE job = ?"
+        params: list[Any] = [job]
+        if outcomes:
+            query += f" AND outcome IN ({', '.join('?' for _ in outcomes)})"
+            params.extend(outcomes)
+        query += " ORDER BY started_at DESC, id DESC LIMIT 1"
+        row = self._conn.execute(query, params).fetchone()
+        return (
+            None if row is None else Run(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
+        )
+
+    def run_counts(self) -> dict[tuple[str, str], int]:
+        """Runs ever recorded per (job, outcome), pruned ones included."""
+        counts: dict[tuple[str, str], int] = {}
+        for job, outcome, count in self._conn.execute(
+            "SELECT job, outcome, count(*) FROM runs GROUP BY job, outcome "
+            "UNION ALL SELECT job, outcome, count FROM pruned_run_counts"
+        ):
+            counts[(job, outcome)] = counts.get((job, outcome), 0) + count
+        return counts
+
+    def prune_runs(self, job: str, before: float) -> int:
+        """Delete finished runs of `job` that started before `before`, keeping their counts."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO pruned_run_counts(job, outcome, count) "
+                "SELECT job, outcome, count(*) FROM runs "
+                "WHERE job = ? AND started_at < ? AND outcome != 'running' GROUP BY job, outcome "
+                "ON CONFLICT(job, outcome) DO UPDATE SET count = count + excluded.count",
+                (job, before),
+            )
+            cursor = conn.execute(
+                "DELETE FROM runs WHERE job = ? AND started_at < ? AND outcome != 'running'",
+                (job, before),
+            )
+        return cursor.rowcount
+
+    def prune_events(self, kind: str, keep: int) -> int:
+        """Keep only the newest `keep` events of a kind."""
         cursor = self._conn.execute(
-            "UPDATE runs SET outcome = 'interrupted' WHERE outcome = 'running'"
+            "DELETE FROM events WHERE kind = ? AND id NOT IN "
+            "(SELECT id FROM events WHERE kind = ? ORDER BY at DESC, id DESC LIMIT ?)",
+            (kind, kind, keep),
         )
         return cursor.rowcount
 
@@ -190,3 +257,30 @@ class StateStore:
             Run(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
             for row in self._conn.execute(query, params)
         ]
+
+
+def process_identity(pid: int | None = None) -> dict[str, Any]:
+    """A pid plus its start time (from /proc), so a reused pid is not taken for the owner."""
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "start": _process_start(pid)}
+
+
+def process_alive(owner: dict[str, Any]) -> bool:
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return False
+    start = _process_start(pid)
+    return start is not None and start == owner.get("start")
+
+
+def _process_start(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime) counted after the command name, which may contain spaces.
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None

@@ -1,9 +1,106 @@
-"""Commands of this area (placeholder until implemented)."""
+"""`sbtc-ops serve` (the daemon, or `--once JOB` for timers) and `sbtc-ops history`."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
 import typer
+from rich.table import Table
+
+from sbtc_ops.cli import _common
+
+BIND_OPTION = typer.Option(
+    "--bind",
+    help="HOST:PORT for /metrics, /healthz, /readyz and the status page "
+    "(default: serve.bind, 127.0.0.1:9185).",
+)
+ONCE_OPTION = typer.Option(
+    "--once",
+    help="Run this job now as the daemon would (recorded, notified), then exit; repeatable. "
+    "Jobs: backup, verify, verify-rotate, audit, chain-check. For systemd timers or cron.",
+)
+
+
+def serve(
+    bind: Annotated[str | None, BIND_OPTION] = None,
+    once: Annotated[list[str] | None, ONCE_OPTION] = None,
+) -> None:
+    """Run backups, verification, audits and chain checks on schedule; serve metrics and status."""
+    from sbtc_ops.serve.daemon import exit_code, run_once
+    from sbtc_ops.serve.daemon import serve as run_daemon
+
+    settings = _common.load_settings()
+    config_path = _common.current().config_path
+    if once:
+        results = run_once(settings, list(once), config_path)
+        for job, result in zip(once, results, strict=False):
+            colour = "green" if result.outcome == "ok" else "red"
+            _common.err.print(f"{job}: [{colour}]{result.outcome}[/] {result.summary}", markup=True)
+        raise typer.Exit(exit_code(results))
+    raise typer.Exit(run_daemon(settings, bind=bind, config_path=config_path))
+
+
+def history(
+    job: Annotated[str | None, typer.Option("--job", help="Only runs of this job.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs, newest first.")] = 50,
+    json_output: Annotated[bool, _common.JSON_OPTION] = False,
+) -> None:
+    """Job runs recorded in the state database (by serve and serve --once)."""
+    _common.set_json_mode(json_output)
+    from sbtc_ops.state import StateStore
+
+    settings = _common.load_settings()
+    with StateStore.open(settings.state_dir) as store:
+        runs = store.runs(job, limit=limit)
+    rows = [_row(run) for run in runs]
+    if json_output:
+        _common.emit_json({"runs": rows})
+        return
+    if not rows:
+        _common.err.print("no job runs recorded yet (start `sbtc-ops serve`)")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("started", "job", "outcome", "duration", "summary"):
+        table.add_column(column)
+    for row in rows:
+        duration = f"{row['duration_s']:.1f} s" if row["duration_s"] is not None else "-"
+        colour = (
+            "green"
+            if row["outcome"] == "ok"
+            else "yellow"
+            if row["outcome"] == "running"
+            else "red"
+        )
+        table.add_row(
+            row["started_at"].replace("T", " ")[:19],
+            row["job"],
+            f"[{colour}]{row['outcome']}[/]",
+            duration,
+            row["summary"] or "",
+        )
+    _common.out.print(table)
+
+
+def _row(run: Any) -> dict[str, Any]:
+    data = {key: value for key, value in run.data.items() if key not in ("summary", "owner")}
+    return {
+        "id": run.id,
+        "job": run.job,
+        "started_at": _iso(run.started_at),
+        "ended_at": _iso(run.ended_at) if run.ended_at is not None else None,
+        "duration_s": round(run.ended_at - run.started_at, 3) if run.ended_at else None,
+        "outcome": run.outcome,
+        "summary": run.data.get("summary"),
+        "data": data,
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    """Add `serve` and `history` to the main app."""
+    app.command("serve")(serve)
+    app.command("history")(history)

@@ -1,0 +1,165 @@
+"""`sbtc-ops serve`: the scheduler, the HTTP server and the notifier, wired together.
+
+SIGTERM/SIGINT stop it gracefully: no new run starts, running jobs get SIGTERM and clean up
+(a verify removes its throwaway cluster), their runs are recorded as interrupted, then the
+HTTP server stops. `serve --once JOB` runs jobs exactly as the daemon would, for timers.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sqlite3
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import Metric
+
+from sbtc_ops.config import Settings
+from sbtc_ops.errors import SbtcOpsError, UsageError
+from sbtc_ops.serve.http import StatusServer
+from sbtc_ops.serve.jobs import (
+    child_environment,
+    job_specs,
+    settings_secret_values,
+    subprocess_action,
+)
+from sbtc_ops.serve.notify import Notifier
+from sbtc_ops.serve.scheduler import ERROR, OK, PROBLEM, JobResult, Scheduler
+from sbtc_ops.serve.snapshot import Snapshot
+from sbtc_ops.state import StateStore
+
+log = logging.getLogger(__name__)
+STOP_GRACE_S = 90.0
+
+
+def build_scheduler(settings: Settings, config_path: Path | None) -> tuple[Scheduler, Notifier]:
+    notifier = Notifier(settings.serve.webhooks, settings_secret_values(settings))
+    scheduler = Scheduler(
+        job_specs(settings),
+        subprocess_action(child_environment(config_path)),
+        settings.state_dir,
+        jitter_s=settings.serve.jitter_s,
+        on_finish=notifier.on_finish,
+    )
+    return scheduler, notifier
+
+
+class _Signals:
+    """SIGTERM/SIGINT call `on_stop` (no exception in the middle of cleanup); restored on exit."""
+
+    def __init__(self, on_stop: Callable[[], None]) -> None:
+        self.on_stop = on_stop
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.on_stop()
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def serve(
+    settings: Settings,
+    *,
+    bind: str | None = None,
+    config_path: Path | None = None,
+    announce: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True),
+    extra_metrics: Callable[[Snapshot], Iterator[Metric]] | None = None,
+) -> int:
+    scheduler, notifier = build_scheduler(settings, config_path)
+    interrupted = scheduler.start()
+    if interrupted:
+        announce(
+            f"recorded {interrupted} run(s) left unfinished by a stopped daemon as interrupted"
+        )
+    stop = threading.Event()
+    loop = threading.Thread(
+        target=scheduler.run_forever, args=(stop,), name="scheduler", daemon=True
+    )
+
+    def healthy() -> tuple[bool, str]:
+        alive = loop.is_alive() or stop.is_set()
+        return alive, "ok" if alive else "scheduler stopped"
+
+    def ready() -> tuple[bool, str]:
+        if not loop.is_alive():
+            return False, "scheduler not running"
+        try:
+            with StateStore.open(settings.state_dir) as store:
+                store.last_run("backup")
+        except (OSError, sqlite3.Error, SbtcOpsError) as exc:
+            return False, f"state database unreadable: {type(exc).__name__}"
+        return True, "ready"
+
+    server = StatusServer(
+        bind or settings.serve.bind,
+        settings.state_dir,
+        healthy=healthy,
+        ready=ready,
+        extra_metrics=extra_metrics,
+    )
+    host, port = server.start()
+    shown = f"[{host}]" if ":" in host else host
+    jobs = ", ".join(
+        f"{s.name} ({s.cron or 'after ' + str(s.after)})" for s in scheduler.specs.values()
+    )
+    announce(f"sbtc-ops serve: listening on http://{shown}:{port}/ ; jobs: {jobs or 'none'}")
+
+    def request_stop() -> None:
+        stop.set()
+        scheduler.cancel()
+
+    with _Signals(request_stop):
+        loop.start()
+        try:
+            while not stop.wait(1.0):
+                if not loop.is_alive():
+                    log.error("the scheduler stopped unexpectedly")
+                    break
+        finally:
+            stop.set()
+            still = scheduler.shutdown(STOP_GRACE_S)
+            if still:
+                announce(f"jobs still running after {STOP_GRACE_S:g} s: {', '.join(still)}")
+            loop.join(5)
+            server.stop()
+            notifier.wait(5)
+    announce("sbtc-ops serve: stopped")
+    return 0
+
+
+def run_once(settings: Settings, jobs: list[str], config_path: Path | None) -> list[JobResult]:
+    """Run the named jobs one after another, recorded and notified like scheduled runs."""
+    scheduler, notifier = build_scheduler(settings, config_path)
+    unknown = [job for job in jobs if job not in scheduler.specs]
+    if unknown:
+        known = ", ".join(scheduler.specs) or "none (every schedule is disabled)"
+        raise UsageError(f"unknown or disabled job {', '.join(unknown)}; jobs: {known}")
+    scheduler.start()
+    results = []
+    with _Signals(scheduler.cancel):
+        for job in jobs:
+            results.append(scheduler.run_now(job))
+            if scheduler.cancelled:
+                break
+    notifier.wait(30)
+    return results
+
+
+def exit_code(results: list[JobResult]) -> int:
+    outcomes = {result.outcome for result in results}
+    if outcomes <= {OK}:
+        return 0
+    if outcomes <= {OK, PROBLEM}:
+        return 1
+    return 2 if ERROR in outcomes else 1

@@ -1,0 +1,341 @@
+"""The jobs `serve` schedules, and how the daemon runs them.
+
+Each run is a child process (`python -m sbtc_ops.serve.worker JOB`): a crash, a leak or a hang
+stays in that run; SIGTERM reaches it so a verify removes its throwaway cluster; and the
+kernel sends it SIGTERM if the daemon is killed, so it cleans up then too. The child prints
+one JSON line (outcome, summary, key figures) which the daemon records.
+
+The job bodies below run in the child. Chain and audit results live only in their run's data
+(they run often); backups and verifies also record events through their own services.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sbtc_ops.config import Settings, redact_url
+from sbtc_ops.serve.scheduler import (
+    ERROR,
+    INTERRUPTED,
+    OK,
+    PROBLEM,
+    JobAction,
+    JobContext,
+    JobResult,
+    JobSpec,
+)
+
+BACKUP = "backup"
+VERIFY = "verify"
+VERIFY_ROTATE = "verify-rotate"
+AUDIT = "audit"
+CHAIN_CHECK = "chain-check"
+JOB_NAMES = (BACKUP, VERIFY, VERIFY_ROTATE, AUDIT, CHAIN_CHECK)
+AUDIT_EVENT_KEEP = 48  # open findings of the last two days of hourly audits
+
+# Frequent jobs keep a shorter run history so a year stays small (counts survive pruning).
+_SHORT_HISTORY_DAYS = 35.0
+
+
+def job_specs(settings: Settings) -> list[JobSpec]:
+    serve = settings.serve
+    cap = serve.job_timeout_s
+    keep = float(serve.history_days)
+    specs = []
+    if serve.backup_cron:
+        specs.append(JobSpec(BACKUP, serve.backup_cron, timeout_s=cap, keep_days=keep))
+    if serve.verify_after_backup and serve.backup_cron:
+        specs.append(JobSpec(VERIFY, after=BACKUP, timeout_s=cap, keep_days=keep))
+    if serve.verify_rotate_cron:
+        specs.append(
+            JobSpec(VERIFY_ROTATE, serve.verify_rotate_cron, timeout_s=cap, keep_days=keep)
+        )
+    if serve.audit_cron:
+        specs.append(
+            JobSpec(AUDIT, serve.audit_cron, timeout_s=min(cap, 600), keep_days=_SHORT_HISTORY_DAYS)
+        )
+    if serve.chain_check_cron:
+        specs.append(
+            JobSpec(
+                CHAIN_CHECK,
+                serve.chain_check_cron,
+                timeout_s=min(cap, 300),
+                keep_days=_SHORT_HISTORY_DAYS,
+            )
+        )
+    return specs
+
+
+# -- the daemon side: one child process per run ---------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+_STOP_GRACE_S = 60.0
+
+
+def _term_with_parent() -> Callable[[], None]:
+    # libc is loaded before fork: loading a library in the child can deadlock.
+    prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the daemon died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def worker_argv(job: str) -> list[str]:
+    return [sys.executable, "-m", "sbtc_ops.serve.worker", job]
+
+
+def subprocess_action(env: Mapping[str, str] | None = None) -> JobAction:
+    """Run each job as a child process. Call the action from the thread that waits for the
+    child: the parent-death signal follows that thread."""
+
+    def run(ctx: JobContext) -> JobResult:
+        proc = subprocess.Popen(
+            worker_argv(ctx.name),
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,  # a Ctrl-C on the daemon's terminal goes through us
+            preexec_fn=_term_with_parent(),  # prctl only: no locks taken in the child
+        )
+        stdout, why_stopped = _wait(proc, ctx)
+        return result_from_child(stdout, proc.returncode, why_stopped)
+
+    return run
+
+
+def _wait(proc: subprocess.Popen[bytes], ctx: JobContext) -> tuple[bytes, str | None]:
+    deadline = time.monotonic() + ctx.timeout_s
+    while True:
+        try:
+            stdout, _ = proc.communicate(timeout=0.5)
+            return stdout, None
+        except subprocess.TimeoutExpired:
+            pass
+        why = (
+            "stopped by shutdown"
+            if ctx.cancel.is_set()
+            else f"timed out after {ctx.timeout_s:g} s"
+            if time.monotonic() > deadline
+            else None
+        )
+        if why is None:
+            continue
+        _signal_group(proc, signal.SIGTERM)  # the child unwinds: clusters, temp files
+        try:
+            stdout, _ = proc.communicate(timeout=_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            stdout, _ = proc.communicate()
+        return stdout, why
+
+
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signum)
+
+
+def result_from_child(stdout: bytes, returncode: int, why_stopped: str | None) -> JobResult:
+    lines = [line for line in stdout.decode(errors="replace").splitlines() if line.strip()]
+    try:
+        doc = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        doc = None
+    if why_stopped is not None:
+        outcome = INTERRUPTED if why_stopped == "stopped by shutdown" else ERROR
+        data = doc.get("data", {}) if isinstance(doc, dict) else {}
+        return JobResult(outcome, why_stopped, data)
+    if not isinstance(doc, dict) or doc.get("outcome") not in (OK, PROBLEM, ERROR, INTERRUPTED):
+        how = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+        return JobResult(ERROR, f"the job process ended without a result ({how})")
+    return JobResult(str(doc["outcome"]), str(doc.get("summary", "")), dict(doc.get("data", {})))
+
+
+# -- the child side: job bodies -------------------------------------------------------------
+
+
+def run_job(name: str, settings: Settings) -> JobResult:
+    bodies: dict[str, Callable[[Settings], JobResult]] = {
+        BACKUP: backup_job,
+        VERIFY: verify_latest_job,
+        VERIFY_ROTATE: verify_rotate_job,
+        AUDIT: audit_job,
+        CHAIN_CHECK: chain_check_job,
+    }
+    return bodies[name](settings)
+
+
+def backup_job(settings: Settings) -> JobResult:
+    from sbtc_ops.backup.service import prune_all, request_from_settings, run_backup
+
+    outcome = run_backup(settings, request_from_settings(settings, None))
+    manifest = outcome.manifest
+    data: dict[str, Any] = {
+        "backup": manifest.id,
+        "size": manifest.total_size,
+        "duration_s": manifest.duration_s,
+        "locations": len(outcome.locations),
+    }
+    summary = f"{manifest.id}: {manifest.total_size} bytes in {manifest.duration_s:.1f} s"
+    if settings.serve.prune_after_backup:
+        report = prune_all(settings, None, dry_run=False)
+        data["pruned"] = sum(len(r["deleted"]) for r in report)
+    return JobResult(OK, summary, data)
+
+
+def verify_latest_job(settings: Settings) -> JobResult:
+    return _verify(settings, None)
+
+
+def verify_rotate_job(settings: Settings) -> JobResult:
+    """Verify an older retained backup: the one verified longest ago (never, first)."""
+    from sbtc_ops.backup.service import list_all
+    from sbtc_ops.state import StateStore
+
+    rows = [
+        row
+        for row in list_all(settings, None)
+        if row["state"] != "incomplete" and row["kind"] in (None, "full")
+    ]
+    ids = sorted({row["id"] for row in rows}, reverse=True)
+    older = ids[1:]  # the newest is verified after every backup already
+    if not older:
+        return JobResult(OK, "no older backup to verify yet", {})
+    with StateStore.open(settings.state_dir) as store:
+
+        def last_verified(backup_id: str) -> float:
+            event = store.last_event("verify", backup_id)
+            return event.at if event else 0.0
+
+        chosen = min(older, key=lambda backup_id: (last_verified(backup_id), backup_id))
+    return _verify(settings, chosen)
+
+
+def _verify(settings: Settings, backup_id: str | None) -> JobResult:
+    from sbtc_ops.verify.drill import VerifyRequest, run_verify
+
+    request = VerifyRequest(
+        backup_ref=backup_id, latest=backup_id is None, jobs=settings.serve.verify_jobs
+    )
+    report = run_verify(settings, request)
+    failed = [c.id for c in report.checks if c.status.is_problem]
+    data = {"backup": report.backup, "verdict": report.verdict, "failed_checks": failed}
+    summary = f"{report.backup}: {report.verdict}" + (f" ({', '.join(failed)})" if failed else "")
+    if report.ok:
+        return JobResult(OK, summary, data)
+    return JobResult(ERROR if report.could_not_run else PROBLEM, summary, data)
+
+
+def audit_job(settings: Settings) -> JobResult:
+    from sbtc_ops.audit.service import audit_host
+    from sbtc_ops.results import Status
+    from sbtc_ops.state import StateStore
+
+    report = audit_host(settings)
+    counts: dict[str, int] = {}
+    open_findings = []
+    for finding in report.findings:
+        if finding.status in (Status.FAIL, Status.ERROR, Status.WARN):
+            key = f"{finding.area}|{finding.severity}|{finding.status.value}"
+            counts[key] = counts.get(key, 0) + 1
+            open_findings.append(
+                {
+                    "id": finding.id,
+                    "area": finding.area,
+                    "title": finding.title,
+                    "severity": finding.severity,
+                    "status": finding.status.value,
+                    "detail": finding.detail,
+                    "remediation": finding.remediation,
+                }
+            )
+    data = {"score": report.score, "open": counts, "summary_counts": report.counts()}
+    with StateStore.open(settings.state_dir) as store:
+        store.record_event("audit", "host", "ok", {**data, "findings": open_findings})
+        store.prune_events("audit", AUDIT_EVENT_KEEP)
+    problems = sum(1 for f in open_findings if f["status"] != Status.WARN.value)
+    summary = f"score {report.score}, {len(open_findings)} open findings ({problems} failing)"
+    return JobResult(PROBLEM if problems else OK, summary, data)
+
+
+def chain_check_job(settings: Settings) -> JobResult:
+    from sbtc_ops.stacks import NOT_SET, read_aggregate_key
+
+    reading = read_aggregate_key(settings)
+    endpoints = [
+        {
+            "endpoint": endpoint_label(outcome.url),
+            "up": outcome.ok,
+            "elapsed_s": round(outcome.elapsed_s, 3),
+            "error": None if outcome.ok else (outcome.error or "")[:200],
+        }
+        for outcome in reading.outcomes
+    ]
+    key = reading.agreed
+    data = {
+        "endpoints": endpoints,
+        "onchain_aggregate_key": None if key is None or key == NOT_SET else key.hex(),
+        "not_set": reading.not_set,
+        "disagree": reading.disagree,
+    }
+    up = sum(1 for e in endpoints if e["up"])
+    summary = f"{up}/{len(endpoints)} endpoints up" + (
+        ", endpoints disagree" if reading.disagree else ""
+    )
+    if reading.all_failed:
+        return JobResult(ERROR, summary, data)
+    return JobResult(PROBLEM if up < len(endpoints) or reading.disagree else OK, summary, data)
+
+
+def endpoint_label(url: str) -> str:
+    """An endpoint as shown in metrics and pages: no credentials, no query string."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "invalid-url"
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+_URL_WITH_PASSWORD = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/@]+:[^\s/@]+@[^\s'\"]+")
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """Remove secret values and URL passwords from a message."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "**********")
+    return _URL_WITH_PASSWORD.sub(lambda match: redact_url(match.group(0)), text)
+
+
+def settings_secret_values(settings: Settings) -> list[str]:
+    from sbtc_ops.audit.framework import settings_secrets
+
+    values = settings_secrets(settings)
+    values += [hook.get_secret_value() for hook in settings.serve.webhooks]
+    return values
+
+
+def child_environment(config_path: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if config_path is not None:
+        env["SBTC_OPS_CONFIG"] = str(config_path.resolve())
+    return env

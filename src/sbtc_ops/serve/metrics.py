@@ -1,0 +1,262 @@
+"""Prometheus metrics read from the state database by a custom collector: a scrape reads
+what jobs recorded, it never runs one. The same registry is written to a node_exporter
+textfile for timer/cron deployments (`--metrics-textfile`).
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from sbtc_ops import __version__
+from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.serve.snapshot import KEY_STATES, VERDICTS, Snapshot, read_snapshot
+
+PREFIX = "sbtc_ops"
+JOBS = ("backup", "verify", "verify-rotate", "audit", "chain-check", "dkg-backup")
+OUTCOMES = ("ok", "problem", "error", "interrupted")
+SEVERITIES = ("critical", "high", "medium", "low")
+
+
+def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
+    if value is not None:
+        family = GaugeMetricFamily(f"{PREFIX}_{name}", doc)
+        family.add_metric([], value)
+        yield family
+
+
+class StateCollector(Collector):
+    """Every metric comes from one snapshot of the state database."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        clock: Callable[[], float] = time.time,
+        more_metrics: Callable[[Snapshot], Iterator[Metric]] | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        self.clock = clock
+        self.more_metrics = more_metrics
+
+    def collect(self) -> Iterator[Metric]:
+        snap = read_snapshot(self.state_dir, self.clock())
+        info = InfoMetricFamily(f"{PREFIX}_build", "sbtc-ops version and Python runtime.")
+        info.add_metric([], {"version": __version__, "python": platform.python_version()})
+        yield info
+        yield from _backup_metrics(snap)
+        yield from _verify_metrics(snap)
+        yield from _key_metrics(snap)
+        yield from _chain_metrics(snap)
+        yield from _audit_metrics(snap)
+        yield from _job_metrics(snap)
+        if self.more_metrics is not None:
+            yield from self.more_metrics(snap)
+
+
+def _backup_metrics(snap: Snapshot) -> Iterator[Metric]:
+    last = snap.last_backup
+    ok = snap.last_backup_ok
+    if last is not None:
+        yield from _gauge(
+            "last_backup_success",
+            "1 if the latest backup attempt succeeded, else 0.",
+            1.0 if last.outcome == "ok" else 0.0,
+        )
+    if ok is None:
+        return
+    yield from _gauge(
+        "last_backup_success_timestamp_seconds", "When the last successful backup ended.", ok.at
+    )
+    yield from _gauge(
+        "last_backup_success_age_seconds",
+        "Seconds since the last successful backup.",
+        max(0.0, snap.now - ok.at),
+    )
+    yield from _gauge(
+        "last_backup_duration_seconds",
+        "Duration of the last successful backup.",
+        float(ok.data.get("duration_s") or 0.0),
+    )
+    yield from _gauge(
+        "last_backup_size_bytes",
+        "Size of the last successful backup.",
+        float(ok.data.get("size") or 0),
+    )
+
+
+def _verify_metrics(snap: Snapshot) -> Iterator[Metric]:
+    last = snap.last_verify
+    if last is None:
+        return
+    yield from _gauge("last_verify_timestamp_seconds", "When the last verify ended.", last.at)
+    yield from _gauge(
+        "last_verify_success",
+        "1 if the last verify passed every check with a matching key, else 0.",
+        1.0 if last.outcome == "ok" else 0.0,
+    )
+    verdict = GaugeMetricFamily(
+        f"{PREFIX}_last_verify_verdict",
+        "The last verify's verdict (1 for the current one).",
+        labels=["verdict"],
+    )
+    current = snap.last_verdict
+    for name in VERDICTS:
+        verdict.add_metric([name], 1.0 if name == current else 0.0)
+    yield verdict
+    ok = snap.last_verify_ok
+    if ok is not None:
+        yield from _gauge(
+            "last_verify_success_timestamp_seconds", "When the last successful verify ended.", ok.at
+        )
+        yield from _gauge(
+            "last_verify_success_age_seconds",
+            "Seconds since the last successful verify.",
+            max(0.0, snap.now - ok.at),
+        )
+
+
+def _key_metrics(snap: Snapshot) -> Iterator[Metric]:
+    state = snap.key_state
+    yield from _gauge(
+        "aggregate_key_match",
+        "1 if the newest verified key in the backups is the on-chain aggregate key, else 0.",
+        1.0 if state == "match" else 0.0,
+    )
+    family = GaugeMetricFamily(
+        f"{PREFIX}_aggregate_key_state",
+        "Backed-up key versus chain: match, stale (predates a rotation), mismatch, unknown.",
+        labels=["state"],
+    )
+    for name in KEY_STATES:
+        family.add_metric([name], 1.0 if name == state else 0.0)
+    yield family
+
+
+def _chain_metrics(snap: Snapshot) -> Iterator[Metric]:
+    if snap.chain is None:
+        return
+    up = GaugeMetricFamily(
+        f"{PREFIX}_chain_endpoint_up",
+        "1 if the Stacks endpoint answered the last registry read.",
+        labels=["endpoint"],
+    )
+    for endpoint in snap.endpoints:
+        up.add_metric([str(endpoint["endpoint"])], 1.0 if endpoint.get("up") else 0.0)
+    yield up
+    yield from _gauge(
+        "chain_check_timestamp_seconds",
+        "When the on-chain key was last read.",
+        snap.chain.ended_at or snap.chain.started_at,
+    )
+
+
+def _audit_metrics(snap: Snapshot) -> Iterator[Metric]:
+    if snap.audit is None:
+        return
+    score = snap.audit_score
+    if score is not None:
+        yield from _gauge("audit_score", "Audit hardening score, 0-100.", float(score))
+    yield from _gauge("audit_timestamp_seconds", "When the last audit ran.", snap.audit.at)
+    findings = GaugeMetricFamily(
+        f"{PREFIX}_audit_findings",
+        "Open audit findings (warn, fail, error) by area, severity and status.",
+        labels=["area", "severity", "status"],
+    )
+    counts: dict[tuple[str, str, str], int] = {}
+    for finding in snap.open_findings:
+        key = (str(finding["area"]), str(finding["severity"]), str(finding["status"]))
+        counts[key] = counts.get(key, 0) + 1
+    for (area, severity, status), count in sorted(counts.items()):
+        findings.add_metric([area, severity, status], float(count))
+    yield findings
+
+
+def _job_metrics(snap: Snapshot) -> Iterator[Metric]:
+    runs = CounterMetricFamily(
+        f"{PREFIX}_job_runs", "Job runs by job and outcome.", labels=["job", "outcome"]
+    )
+    for (job, outcome), count in sorted(snap.run_counts.items()):
+        if outcome != "running":
+            runs.add_metric([job, outcome], float(count))
+    yield runs
+    running = GaugeMetricFamily(
+        f"{PREFIX}_job_running", "1 while a run of the job is in progress.", labels=["job"]
+    )
+    last = GaugeMetricFamily(
+        f"{PREFIX}_job_last_run_timestamp_seconds",
+        "When the job's last finished run ended.",
+        labels=["job"],
+    )
+    last_ok = GaugeMetricFamily(
+        f"{PREFIX}_job_last_run_success",
+        "1 if the job's last finished run succeeded.",
+        labels=["job"],
+    )
+    for job in sorted(set(snap.last_runs) | set(snap.running)):
+        running.add_metric([job], 1.0 if job in snap.running else 0.0)
+        run = snap.last_runs.get(job)
+        if run is not None:
+            last.add_metric([job], run.ended_at or run.started_at)
+            last_ok.add_metric([job], 1.0 if run.outcome == "ok" else 0.0)
+    yield running
+    yield last
+    yield last_ok
+
+
+def registry_for(
+    state_dir: Path,
+    clock: Callable[[], float] = time.time,
+    more_metrics: Callable[[Snapshot], Iterator[Metric]] | None = None,
+) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateCollector(state_dir, clock, more_metrics))
+    return registry
+
+
+class CachedExposition:
+    """The exposition text, rebuilt at most once per `max_age_s`: fifty scrapers at once
+    cost one read of the database. Ages move by at most that much between rebuilds."""
+
+    def __init__(self, registry: CollectorRegistry, max_age_s: float = 1.0) -> None:
+        self.registry = registry
+        self.max_age_s = max_age_s
+        self._body = b""
+        self._built = float("-inf")
+        self._lock = threading.Lock()
+
+    def get(self) -> bytes:
+        with self._lock:
+            if time.monotonic() - self._built >= self.max_age_s:
+                self._body = generate_latest(self.registry)
+                self._built = time.monotonic()
+            return self._body
+
+
+def write_textfile(path: Path, state_dir: Path) -> None:
+    """Write the metrics for node_exporter's textfile collector atomically (temp + rename)."""
+    write_to_textfile(str(path), registry_for(state_dir))
+
+
+def write_textfile_for_cli(path: Path, load_settings: Callable[[], Any]) -> None:
+    """What `--metrics-textfile` does after a command; raises SbtcOpsError with the reason."""
+    settings = load_settings()
+    try:
+        write_textfile(path, settings.state_dir)
+    except OSError as exc:
+        raise SbtcOpsError(
+            f"cannot write the metrics textfile {path}: {exc.strerror or exc}",
+            hint="node_exporter's textfile directory must exist and be writable by this user",
+        ) from None

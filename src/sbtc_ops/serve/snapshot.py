@@ -1,0 +1,217 @@
+"""What the state database says right now, read once and shared by the metrics, the status
+page and `history`. Reading never runs a job.
+
+Verdicts (green/amber/red) follow the shipped alert rules: a backup older than 26 h, no
+successful verify in 8 days, a failed verify, a stale or mismatched key, an endpoint down,
+failing audit findings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sbtc_ops.state import Event, Run, StateStore
+
+BACKUP_MAX_AGE_S = 26 * 3600
+VERIFY_MAX_AGE_S = 8 * 86400
+VERDICTS = ("match", "stale", "mismatch", "corrupt", "incomplete", "error")
+KEY_STATES = ("match", "stale", "mismatch", "unknown")
+GREEN, AMBER, RED = "green", "amber", "red"
+_RANK = {GREEN: 0, AMBER: 1, RED: 2}
+FINISHED = ("ok", "problem", "error", "interrupted")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    colour: str
+    detail: str
+
+
+@dataclass
+class Snapshot:
+    now: float
+    backups: list[Event] = field(default_factory=list)  # newest first
+    verifies: list[Event] = field(default_factory=list)
+    chain: Run | None = None
+    audit: Event | None = None
+    audit_run: Run | None = None
+    run_counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    last_runs: dict[str, Run] = field(default_factory=dict)
+    running: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- backups ----------------------------------------------------------------------------
+
+    @property
+    def last_backup(self) -> Event | None:
+        return self.backups[0] if self.backups else None
+
+    @property
+    def last_backup_ok(self) -> Event | None:
+        return next((e for e in self.backups if e.outcome == "ok"), None)
+
+    @property
+    def full_backups_ok(self) -> list[Event]:
+        return [e for e in self.backups if e.outcome == "ok" and e.data.get("kind") != "dkg-only"]
+
+    # -- verification -----------------------------------------------------------------------
+
+    @property
+    def last_verify(self) -> Event | None:
+        return self.verifies[0] if self.verifies else None
+
+    @property
+    def last_verify_ok(self) -> Event | None:
+        return next((e for e in self.verifies if e.outcome == "ok"), None)
+
+    @property
+    def last_verdict(self) -> str | None:
+        verify = self.last_verify
+        return None if verify is None else str(verify.data.get("verdict") or verify.outcome)
+
+    # -- keys and chain ---------------------------------------------------------------------
+
+    @property
+    def chain_key(self) -> str | None:
+        return None if self.chain is None else self.chain.data.get("onchain_aggregate_key")
+
+    @property
+    def key_state(self) -> str:
+        """match / stale / mismatch by the last verify, re-judged against a newer chain read:
+        a rotation after that verify makes the backed-up key stale until a backup has it."""
+        verdict = self.last_verdict
+        if verdict in ("stale", "mismatch"):
+            return verdict
+        if verdict != "match" or self.last_verify is None:
+            return "unknown"
+        verified = self.last_verify.data.get("onchain_aggregate_key")
+        chain = self.chain_key
+        if chain is None or chain == verified:
+            return "match"
+        newest = self.last_backup_ok
+        if newest is not None and newest.data.get("newest_verified_aggregate_key") == chain:
+            return "match"
+        return "stale"
+
+    @property
+    def endpoints(self) -> list[dict[str, Any]]:
+        if self.chain is None:
+            return []
+        return list(self.chain.data.get("endpoints", []))
+
+    # -- audit ------------------------------------------------------------------------------
+
+    @property
+    def audit_score(self) -> int | None:
+        return None if self.audit is None else self.audit.data.get("score")
+
+    @property
+    def open_findings(self) -> list[dict[str, Any]]:
+        if self.audit is None:
+            return []
+        findings = list(self.audit.data.get("findings", []))
+        order = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+        return sorted(findings, key=lambda f: (order.get(f.get("severity", ""), 9), f["id"]))
+
+    # -- verdicts ---------------------------------------------------------------------------
+
+    def verdicts(self) -> list[Verdict]:
+        return [
+            self._backup_verdict(),
+            self._verify_verdict(),
+            self._key_verdict(),
+            self._endpoint_verdict(),
+            self._audit_verdict(),
+        ]
+
+    def overall(self) -> str:
+        return max((v.colour for v in self.verdicts()), key=_RANK.__getitem__)
+
+    def _backup_verdict(self) -> Verdict:
+        ok = self.last_backup_ok
+        if ok is None:
+            return Verdict("Backups", RED, "no successful backup recorded")
+        age = self.now - ok.at
+        text = f"last successful backup {ok.subject}, {human_age(age)} ago"
+        if age > BACKUP_MAX_AGE_S:
+            return Verdict("Backups", RED, text + " (older than 26 h)")
+        last = self.last_backup
+        if last is not None and last.outcome != "ok":
+            return Verdict("Backups", AMBER, text + "; the latest attempt failed")
+        return Verdict("Backups", GREEN, text)
+
+    def _verify_verdict(self) -> Verdict:
+        last = self.last_verify
+        if last is None:
+            return Verdict("Verification", AMBER, "no backup verified yet")
+        if last.outcome != "ok":
+            return Verdict(
+                "Verification", RED, f"last verify of {last.subject}: {self.last_verdict}"
+            )
+        age = self.now - last.at
+        if age > VERIFY_MAX_AGE_S:
+            return Verdict("Verification", RED, f"no successful verify for {human_age(age)}")
+        return Verdict("Verification", GREEN, f"{last.subject} verified {human_age(age)} ago")
+
+    def _key_verdict(self) -> Verdict:
+        state = self.key_state
+        details = {
+            "match": (GREEN, "the backed-up key is the on-chain aggregate key"),
+            "stale": (AMBER, "the newest backed-up key predates the on-chain key: back up now"),
+            "mismatch": (RED, "the backed-up key is not the on-chain key"),
+            "unknown": (AMBER, "not compared yet"),
+        }
+        colour, detail = details[state]
+        return Verdict("Aggregate key", colour, detail)
+
+    def _endpoint_verdict(self) -> Verdict:
+        endpoints = self.endpoints
+        if not endpoints:
+            return Verdict("Chain endpoints", AMBER, "not checked yet")
+        down = [e["endpoint"] for e in endpoints if not e.get("up")]
+        if not down:
+            return Verdict("Chain endpoints", GREEN, f"{len(endpoints)} up")
+        colour = RED if len(down) == len(endpoints) else AMBER
+        return Verdict("Chain endpoints", colour, "down: " + ", ".join(down))
+
+    def _audit_verdict(self) -> Verdict:
+        if self.audit is None:
+            return Verdict("Audit", AMBER, "not run yet")
+        findings = self.open_findings
+        failing = [f for f in findings if f.get("status") in ("fail", "error")]
+        text = f"score {self.audit_score}, {len(findings)} open findings"
+        if failing:
+            return Verdict("Audit", RED, text)
+        return Verdict("Audit", AMBER if findings else GREEN, text)
+
+
+def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
+    with StateStore.open(state_dir) as store:
+        snap = Snapshot(now=now)
+        snap.backups = store.events("backup", limit=history)
+        snap.verifies = store.events("verify", limit=history)
+        snap.chain = store.last_run("chain-check", ("ok", "problem", "error"))
+        snap.audit = store.last_event("audit")
+        snap.audit_run = store.last_run("audit", ("ok", "problem"))
+        snap.run_counts = store.run_counts()
+        jobs = {job for job, _ in snap.run_counts}
+        for job in jobs:
+            run = store.last_run(job, FINISHED)
+            if run is not None:
+                snap.last_runs[job] = run
+        snap.running = sorted({run.job for run in store.runs(limit=50) if run.outcome == "running"})
+        return snap
+
+
+def human_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{int(seconds)} s"
+    if seconds < 7200:
+        return f"{int(seconds // 60)} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

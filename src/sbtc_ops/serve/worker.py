@@ -1,0 +1,57 @@
+"""One job run in its own process: `python -m sbtc_ops.serve.worker JOB`.
+
+Prints one JSON line {"outcome", "summary", "data"} on stdout; logs go to stderr (the
+daemon's journal). SIGTERM unwinds like Ctrl-C so throwaway clusters and temp files go.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from typing import NoReturn
+
+from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.serve.jobs import JOB_NAMES, run_job, scrub, settings_secret_values
+from sbtc_ops.serve.scheduler import ERROR, INTERRUPTED, OK, JobResult
+
+_EXIT_CODES = {OK: 0, ERROR: 2, INTERRUPTED: 130}
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str]) -> NoReturn:
+    signal.signal(signal.SIGTERM, _interrupt)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    if len(argv) != 1 or argv[0] not in JOB_NAMES:
+        sys.stderr.write(f"usage: python -m sbtc_ops.serve.worker {{{','.join(JOB_NAMES)}}}\n")
+        sys.exit(2)
+    secrets: list[str] = []
+    try:
+        from sbtc_ops.config import load_settings
+
+        settings = load_settings()
+        secrets = settings_secret_values(settings)
+        result = run_job(argv[0], settings)
+    except SbtcOpsError as exc:
+        result = JobResult(ERROR, str(exc))
+    except KeyboardInterrupt:
+        result = JobResult(INTERRUPTED, "stopped by a signal")
+    except Exception as exc:  # reported as this run's failure, with the type for a bug report
+        logging.getLogger("sbtc_ops.serve").exception("job %s failed", argv[0])
+        result = JobResult(ERROR, f"{type(exc).__name__}: {exc}")
+    document = {
+        "outcome": result.outcome,
+        "summary": scrub(result.summary, secrets),
+        "data": json.loads(scrub(json.dumps(result.data, default=str), secrets)),
+    }
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()
+    sys.exit(_EXIT_CODES.get(result.outcome, 1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
