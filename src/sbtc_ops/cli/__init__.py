@@ -111,6 +111,26 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
+        _run()
+    finally:
+        _write_metrics_textfile()
+
+
+def _write_metrics_textfile() -> None:
+    """--metrics-textfile: after any command, the state's metrics for node_exporter."""
+    path = _common.current().metrics_textfile
+    if path is None:
+        return
+    from sbtc_ops.serve.metrics import write_textfile_for_cli
+
+    try:
+        write_textfile_for_cli(path, _common.load_settings)
+    except SbtcOpsError as exc:
+        _fail(str(exc), exc.exit_code)
+
+
+def _run() -> None:
+    try:
         app()
     except SbtcOpsError as exc:
         _fail(str(exc), exc.exit_code)
