@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -284,3 +285,21 @@ def test_non_root_invocation_runs_the_server_as_itself(cluster_parent: Path) -> 
         pytest.skip(f"the dependencies are not importable as nobody: {done.stderr[-200:]}")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["off", "False"]
+
+
+def test_unusable_tmpdir_falls_back_to_tmp_but_a_given_parent_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() == 0:
+        unreachable = tmp_path  # under pytest's 0700 root directory: the server user can't enter
+    else:
+        unreachable = tmp_path / ("d" * 90)  # too deep for a socket path
+        unreachable.mkdir()
+    with pytest.raises((DependencyError, UsageError)):
+        ThrowawayCluster(parent=unreachable).start()
+    monkeypatch.setattr(tempfile, "tempdir", str(unreachable))
+    with ThrowawayCluster() as cluster:
+        base = cluster.base_dir
+        assert base.parent == Path("/tmp")
+    assert not base.exists()
+    assert_no_postgres_left(base, grace_s=0)

@@ -505,6 +505,7 @@ def _generate(
     _insert_bulk(conn, plan, progress)
     _insert_small_tables(conn, plan, deployer)
     conn.execute("ANALYZE")
+    conn.execute("RESET synchronous_commit")
     own = plan.signer_keys[0]
     return GeneratedDb(
         seed=seed,

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 DIR_PREFIX = "sbtc-pg-"
 UNIX_SOCKET_PORT = 5432  # only names the socket file; the socket directory is private
+# mkdtemp makes a private (0700) directory there, so a shared /tmp is safe.
+FALLBACK_PARENT = Path("/tmp")  # noqa: S108
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; PostgreSQL refuses longer paths
 
 # Settings a thrown-away cluster can afford: durability buys nothing when the data is
@@ -341,7 +343,19 @@ class ThrowawayCluster:
         (self.base_dir / "owner.pid").write_text(f"{os.getpid()}\n")
 
     def _choose_parent(self) -> Path:
-        parent = (self.parent or Path(tempfile.gettempdir())).resolve()
+        """The given parent, else $TMPDIR, else /tmp when $TMPDIR cannot hold a cluster
+        (socket path too long, or unreachable for the server's user)."""
+        if self.parent is not None:
+            return self._check_parent(self.parent.resolve())
+        default = Path(tempfile.gettempdir()).resolve()
+        try:
+            return self._check_parent(default)
+        except SbtcOpsError:
+            if default == FALLBACK_PARENT:
+                raise
+            return self._check_parent(FALLBACK_PARENT)
+
+    def _check_parent(self, parent: Path) -> Path:
         socket_path_len = len(str(parent)) + len(f"/{DIR_PREFIX}xxxxxxxx/sock/.s.PGSQL.65535")
         if socket_path_len >= MAX_SOCKET_PATH:
             raise UsageError(
