@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sbtc_ops.errors import DependencyError
 
@@ -94,18 +95,24 @@ def parse_version(text: str) -> tuple[int, str] | None:
     return major, f"{major}.{match.group(2)}" if match.group(2) is not None else str(major)
 
 
+def run_version(path: Path, **popen: Any) -> subprocess.CompletedProcess[str]:
+    """`<path> --version`, bounded in time, without PG* variables; popen as for subprocess.run."""
+    return subprocess.run(
+        [str(path), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+        env=clean_env(),
+        **popen,
+    )
+
+
 @functools.lru_cache(maxsize=64)
 def tool_version(path: Path) -> tuple[int, str] | None:
     """The version a program reports, or None when it cannot be run or does not say."""
     try:
-        done = subprocess.run(
-            [str(path), "--version"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-            env=clean_env(),
-        )
+        done = run_version(path)
     except (OSError, subprocess.SubprocessError):
         return None
     if done.returncode != 0:

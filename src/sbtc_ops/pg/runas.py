@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sbtc_ops.errors import ConfigError, DependencyError
-from sbtc_ops.pg.binaries import PgBinaries, clean_env, is_dir_safe
+from sbtc_ops.pg.binaries import PgBinaries, is_dir_safe, run_version
 
 SERVICE_USER = "sbtc-ops"
 FALLBACK_USER = "nobody"
@@ -123,16 +123,7 @@ def check_can_execute(run_as: RunAs, binaries: PgBinaries, tool: str = "postgres
     """Run `<tool> --version` as `run_as`; DependencyError with the way out when it fails."""
     path = binaries.tool(tool)
     try:
-        done = subprocess.run(
-            [str(path), "--version"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-            cwd="/",
-            env=clean_env(),
-            **run_as.popen_kwargs(),
-        )
+        done = run_version(path, cwd="/", **run_as.popen_kwargs())
         ok = done.returncode == 0
         why = (done.stderr or done.stdout).strip().splitlines()[-1:] if not ok else []
     except (OSError, subprocess.SubprocessError) as exc:
