@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -100,7 +100,7 @@ class LocalServer:
 
     # lifecycle
 
-    def start(self) -> LocalServer:
+    def start(self) -> Self:
         handler = type("Handler", (_Handler,), {"fake": self, "server_version": self.server_header})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = False
@@ -123,7 +123,7 @@ class LocalServer:
             self._thread.join(timeout=10)
             self._thread = None
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
