@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from sbtc_ops.audit.framework import HostContext, Skip
+from sbtc_ops.audit.framework import EvidenceError, HostContext, Skip
 from sbtc_ops.config import read_env_file
 from sbtc_ops.errors import ConfigError
 
@@ -116,9 +116,9 @@ def _load(ctx: HostContext, path: PurePosixPath) -> ComposeFile:
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
-        raise Skip(f"{path}{line}: not valid YAML") from None
+        raise EvidenceError(f"{path}{line}: not valid YAML") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
-        raise Skip(f"{path}: not a compose file (no services mapping)")
+        raise EvidenceError(f"{path}: not a compose file (no services mapping)")
     services = {
         str(name): _interpolate_tree(body, env) if isinstance(body, dict) else {}
         for name, body in doc["services"].items()

@@ -21,6 +21,7 @@ from sbtc_ops.audit.compose import (
     published_ports,
 )
 from sbtc_ops.audit.framework import (
+    CommandTimeout,
     EvidenceError,
     HostContext,
     Outcome,
@@ -624,7 +625,7 @@ def docker_published(ctx: HostContext) -> Outcome:
     allowed = allowed_ports(ctx)
     try:
         view: FirewallView | None = firewall_view(ctx)
-    except (Skip, EvidenceError):
+    except (Skip, EvidenceError, CommandTimeout):
         view = None  # the published ports are still worth reporting
     filtered_all = view is not None and view.docker_user_all
     filtered = (view.docker_user_ports or set()) if view is not None else set()

@@ -486,7 +486,10 @@ class HostContext:
     def glob(self, pattern: str) -> list[Path]:
         """Host paths (as the host sees them) matching an absolute glob pattern."""
         base = self.host_path("/")
-        matches = sorted(base.glob(pattern.lstrip("/")))
+        try:
+            matches = sorted(base.glob(pattern.lstrip("/")))
+        except OSError as exc:
+            raise HostFileError(f"cannot list {pattern}: {_reason(exc)}") from None
         if self.live:
             return matches
         return [Path("/") / m.relative_to(base) for m in matches]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from sbtc_ops.audit.framework import HostContext, Skip
+from sbtc_ops.audit.framework import CommandTimeout, EvidenceError, HostContext, Skip
 from sbtc_ops.audit.sshd import ssh_ports
 
 SIGNER_P2P_DEFAULT = 4122
@@ -66,8 +66,8 @@ def allowed_ports(ctx: HostContext) -> set[Port]:
         allowed = listen_on_ports(listen_on)
         try:
             allowed |= {(port, "tcp") for port in ssh_ports(ctx)}
-        except Skip:
-            allowed.add((22, "tcp"))
+        except (Skip, EvidenceError, CommandTimeout):
+            allowed.add((22, "tcp"))  # sshd's default port
         if settings.audit.allow_node_p2p:
             allowed |= {(port, "tcp") for port in NODE_P2P_PORTS}
         for spec in settings.audit.allowed_ports:

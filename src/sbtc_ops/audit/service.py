@@ -14,7 +14,13 @@ from sbtc_ops.audit.framework import (
     select_checks,
 )
 from sbtc_ops.audit.ports import allowed_ports
-from sbtc_ops.audit.probe import ProbeSpec, default_probe_ports, parse_target, probe_check
+from sbtc_ops.audit.probe import (
+    ProbeSpec,
+    default_probe_ports,
+    parse_target,
+    probe_check,
+    resolve,
+)
 from sbtc_ops.config import Settings
 
 
@@ -33,6 +39,7 @@ def audit_host(
         return run_audit(ctx, select_checks(areas))
     allowed = {port for port, proto in allowed_ports(ctx) if proto == "tcp"}
     target = parse_target(probe.target, default_probe_ports(allowed))
+    resolve(target.host)  # an unknown host means the probe cannot run: exit 2, not a finding
     check = probe_check(
         target, connect_timeout_s=probe.connect_timeout_s, deadline_s=probe.deadline_s
     )

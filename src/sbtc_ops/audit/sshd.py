@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from sbtc_ops.audit.framework import HostContext, Skip
+from sbtc_ops.audit.framework import CommandTimeout, HostContext, Skip
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _compute_views(ctx: HostContext) -> list[SshdView]:
             for user in users
         ]
         return views
-    except Skip as exc:
+    except (Skip, CommandTimeout) as exc:
         why = str(exc)
     text = ctx.read_optional(SSHD_CONFIG)
     if text is None:
