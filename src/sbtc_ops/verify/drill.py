@@ -7,7 +7,9 @@ The chain is read concurrently with the restore. The cluster is removed whatever
 
 from __future__ import annotations
 
+import mmap
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +31,7 @@ from sbtc_ops.backup.archive import (
     locate,
     prepare,
 )
+from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.pgrestore import restore_argv, run_restore
 from sbtc_ops.backup.service import storages_for
 from sbtc_ops.config import Settings
@@ -96,7 +99,9 @@ class VerifyReport:
 
     @property
     def could_not_run(self) -> bool:
-        return self.verdict == "error"
+        """Exit 2: no verdict and nothing found wrong (e.g. no endpoint answered). Endpoints
+        that answer but disagree are a problem found (exit 1), though no verdict is given."""
+        return self.verdict == "error" and not any(c.status == Status.FAIL for c in self.checks)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -198,9 +203,11 @@ class Drill:
         ref = self.request.backup_ref
         if ref is None and not self.request.latest:
             raise UsageError("name a BACKUP (id or path) or pass --latest")
+        # A path that does not exist and is no backup id is reported as such by locate(),
+        # not as a missing backup location.
         storages = (
             []
-            if ref and Path(ref).exists()
+            if ref and (Path(ref).exists() or not is_backup_id(ref))
             else storages_for(self.settings, self.request.locations)
         )
         return locate(ref or "", storages, work_dir / "fetched", latest=self.request.latest)
@@ -263,6 +270,10 @@ class Drill:
 
     def _restore(self, cluster: ThrowawayCluster, prepared: PreparedArchive) -> Any:
         jobs = self.request.jobs if prepared.format in ("custom", "directory") else 1
+        if prepared.format == "plain":
+            # pg_restore has --no-owner/--no-privileges; a plain dump replayed by psql does
+            # not, so its owners and grantees must exist or every ALTER … OWNER TO fails.
+            _create_roles(cluster, plain_dump_roles(prepared.path))
         argv = restore_argv(
             cluster.binaries, prepared, cluster.conninfo(RESTORED_DB), jobs=jobs, strict=False
         )
@@ -393,6 +404,49 @@ class Drill:
                     "duration_s": round(report.timings.get("total", 0.0), 3),
                 },
             )
+
+
+# Roles a plain dump names: owners, grantees, session authorizations (one per statement,
+# at the start of a line, as pg_dump writes them).
+_ROLE = rb'("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_ROLE_STATEMENTS = re.compile(
+    rb"^(?:ALTER [^\n]* OWNER TO " + _ROLE + rb";"
+    rb"|GRANT [^\n]* TO " + _ROLE + rb"(?: WITH GRANT OPTION)?(?: GRANTED BY [^\n]*)?;"
+    rb"|REVOKE [^\n]* FROM " + _ROLE + rb"(?: GRANTED BY [^\n]*)?;"
+    rb"|SET SESSION AUTHORIZATION '([^'\n]+)';)",
+    re.MULTILINE,
+)
+_NOT_ROLES = {"public", "current_user", "session_user", "current_role"}
+
+
+def plain_dump_roles(path: Path) -> set[str]:
+    """Role names a plain-SQL dump refers to (scanned without reading it into memory)."""
+    roles: set[str] = set()
+    if path.stat().st_size == 0:
+        return roles
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for match in _ROLE_STATEMENTS.finditer(data):
+            raw = next(group for group in match.groups() if group is not None)
+            name = raw.decode("utf-8", "replace")
+            if name.startswith('"'):
+                name = name[1:-1].replace('""', '"')
+            elif name.lower() in _NOT_ROLES:
+                continue
+            else:
+                name = name.lower()
+            roles.add(name)
+    return roles
+
+
+def _create_roles(cluster: ThrowawayCluster, roles: set[str]) -> None:
+    if not roles:
+        return
+    from psycopg import sql
+
+    with cluster.connect() as conn:
+        existing = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
+        for role in sorted(roles - existing):
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
 
 
 def _key_text(value: bytes | None) -> str | None:
