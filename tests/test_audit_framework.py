@@ -241,3 +241,32 @@ def test_settings_secrets_cover_key_and_urls(tmp_path: Path) -> None:
     )
     ctx = HostContext(settings, root=tmp_path, runner=RecordedRunner({}))
     assert ctx.scrub("key " + "ab" * 32 + " pw rpcpass-123456") == "key ********** pw **********"
+
+
+def test_an_area_module_that_fails_to_import_is_an_error_finding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import pkgutil
+
+    from sbtc_ops.audit import framework
+
+    real_iter, real_import = pkgutil.iter_modules, importlib.import_module
+
+    def iter_modules(path: object) -> list[pkgutil.ModuleInfo]:
+        return [*real_iter(path), pkgutil.ModuleInfo(None, "halfwritten", False)]  # type: ignore[arg-type]
+
+    def import_module(name: str) -> object:
+        if name.endswith(".halfwritten"):
+            raise SyntaxError("invalid syntax (halfwritten.py, line 3)")
+        return real_import(name)
+
+    monkeypatch.setattr(framework.pkgutil, "iter_modules", iter_modules)
+    monkeypatch.setattr(framework.importlib, "import_module", import_module)
+    monkeypatch.setattr(framework, "LOAD_ERRORS", {})
+    checks = select_checks()
+    assert any(c.area == "access" for c in checks)  # the others still load
+    ctx = HostContext(Settings(), root=tmp_path, runner=RecordedRunner({}))
+    broken = run_audit(ctx, [c for c in checks if c.id.startswith("LOAD-")]).findings
+    assert [(f.id, f.area, f.status) for f in broken] == [("LOAD-001", "halfwritten", Status.ERROR)]
+    assert "invalid syntax" in broken[0].detail

@@ -201,13 +201,37 @@ def check(
 _NOT_AREAS = {"framework", "render"}
 
 
+# Area modules that failed to import: reported as error findings, never silently dropped.
+LOAD_ERRORS: dict[str, str] = {}
+
+
 def load_areas() -> None:
     """Import every area module of this package (those defining AREA register checks)."""
     package = importlib.import_module("sbtc_ops.audit")
     for info in pkgutil.iter_modules(package.__path__):
         if info.name.startswith("_") or info.name in _NOT_AREAS:
             continue
-        importlib.import_module(f"sbtc_ops.audit.{info.name}")
+        try:
+            importlib.import_module(f"sbtc_ops.audit.{info.name}")
+        except Exception as exc:  # one broken module must not hide the others
+            log.debug("audit module %s failed to import", info.name, exc_info=True)
+            LOAD_ERRORS[info.name] = f"{type(exc).__name__}: {exc}"
+
+
+def _load_error_check(module: str, message: str, number: int) -> Check:
+    def report(ctx: HostContext) -> Outcome:
+        return Outcome(Status.ERROR, f"audit module {module!r} could not be loaded: {message}")
+
+    return Check(
+        f"LOAD-{number:03d}",
+        module,
+        f"Audit module {module} loads",
+        Severity.HIGH,
+        "sbtc-ops itself",
+        "A module that does not load means its checks did not run.",
+        "Reinstall sbtc-ops or report the error; run with -vv for the traceback.",
+        report,
+    )
 
 
 def area_rank(area: str) -> tuple[int, str]:
@@ -229,6 +253,11 @@ def select_checks(only: Iterable[str] | None = None) -> list[Check]:
             f"known areas: {', '.join(known_areas())}"
         )
     checks = [c for c in REGISTRY.values() if not wanted or c.area in wanted]
+    if not wanted:
+        checks += [
+            _load_error_check(module, message, number)
+            for number, (module, message) in enumerate(sorted(LOAD_ERRORS.items()), start=1)
+        ]
     # Stable sort: within an area, checks keep the order their module declares them in.
     return sorted(checks, key=lambda c: area_rank(c.area))
 

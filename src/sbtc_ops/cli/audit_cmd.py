@@ -120,13 +120,17 @@ def _audit_and_exit(
             write_html(report, html)
         except OSError as exc:
             raise UsageError(f"--html {html}: cannot write: {exc.strerror}") from None
+    problems = report.at_or_above(Status(fail_on.value))
     if json_output:
-        _common.emit_json(report_document(report))
+        doc = report_document(report)
+        doc["ok"] = not problems
+        doc["fail_on"] = fail_on.value
+        _common.emit_json(doc)
     else:
         render_terminal(report, _common.out)
         if html is not None:
             _common.err.print(f"HTML report written to {html}", markup=False)
-    if report.at_or_above(Status(fail_on.value)):
+    if problems:
         raise typer.Exit(1)
 
 
