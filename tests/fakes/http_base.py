@@ -94,6 +94,7 @@ class LocalServer:
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._port: int | None = None
 
     def route(self, request: Request) -> Response:
         raise NotImplementedError
@@ -107,6 +108,7 @@ class LocalServer:
         server.block_on_close = True
         self._stopping.clear()
         self._server = server
+        self._port = int(server.server_address[1])
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -131,8 +133,9 @@ class LocalServer:
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "the fake is not running"
-        return int(self._server.server_address[1])
+        """The bound port; still known after stop(), to test a source that went offline."""
+        assert self._port is not None, "the fake was never started"
+        return self._port
 
     @property
     def url(self) -> str:
