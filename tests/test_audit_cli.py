@@ -166,3 +166,15 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_list_describes_every_check(cli: Callable[..., CliResult]) -> None:
+    result = cli("audit", "--list", "--only", MY_AREAS, "--json")
+    assert result.code == 0
+    checks = result.json()["checks"]
+    ids = [c["id"] for c in checks]
+    assert len(ids) == len(set(ids)) == 25
+    assert {c["area"] for c in checks} == set(MY_AREAS.split(","))
+    for entry in checks:
+        assert entry["rationale"] and entry["remediation"] and entry["section"], entry["id"]
+        assert entry["severity"] in ("low", "medium", "high", "critical")

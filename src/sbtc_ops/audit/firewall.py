@@ -192,7 +192,7 @@ class NftRuleset:
                 ports += self._ports(right, key)
                 protocol = str(payload.get("protocol", "any")).replace("th", "any")
             elif payload and payload.get("field") == "saddr":
-                source = json.dumps(right) if not isinstance(right, str) else right
+                source = _address_text(right)
             elif payload and payload.get("protocol") in ("icmp", "icmpv6"):
                 return []
             elif meta and meta.get("key") == "l4proto":
@@ -226,6 +226,18 @@ class NftRuleset:
             else:
                 every = True
         return ports, every
+
+
+def _address_text(value: Any) -> str:
+    """nft JSON addresses: "10.0.0.1", {"prefix": {...}}, {"set": [...]}, {"range": [...]}."""
+    if isinstance(value, dict):
+        if "prefix" in value:
+            return f"{value['prefix'].get('addr')}/{value['prefix'].get('len')}"
+        if "set" in value:
+            return ", ".join(_address_text(item) for item in value["set"])
+        if "range" in value:
+            return "-".join(_address_text(item) for item in value["range"])
+    return str(value)
 
 
 _ICMP = {"icmp", "ipv6-icmp", "icmpv6", "1", "58"}
@@ -520,7 +532,13 @@ def allowed_set(ctx: HostContext) -> Outcome:
         )
         text = f"open to anywhere beyond the allowed set ({data['allowed']}): {listed}"
         return failed(text, **data) if critical else warned(text, **data)
-    opened = sorted({f"{a.port}/{a.protocol}" for a in view.allows if a.port is not None})
+    opened = sorted(
+        {
+            f"{a.port}/{a.protocol}" + (f" from {a.source}" if a.source else "")
+            for a in view.allows
+            if a.port is not None
+        }
+    )
     return passed(
         f"accepted inbound: {', '.join(opened) or 'nothing'} (allowed: {data['allowed']})",
         **data,

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from sbtc_ops import __version__
-from sbtc_ops.audit.framework import AuditReport, Finding
+from sbtc_ops.audit.framework import AuditReport, Check, Finding
 from sbtc_ops.results import Status
 
 _STYLES = {
@@ -53,6 +53,29 @@ def render_terminal(report: AuditReport, console: Console) -> None:
     )
 
 
+def catalogue(checks: list[Check]) -> list[dict[str, str]]:
+    """Every check's fixed description: what `audit --list` prints (and the README uses)."""
+    return [
+        {
+            "id": c.id,
+            "area": c.area,
+            "severity": c.severity.value,
+            "title": c.title,
+            "section": c.section,
+            "rationale": c.rationale,
+            "remediation": c.remediation,
+        }
+        for c in checks
+    ]
+
+
+def render_catalogue(checks: list[Check], console: Console) -> None:
+    for area, items in groupby(checks, key=lambda c: c.area):
+        console.print(f"\n[bold]{escape(area)}[/]")
+        for c in items:
+            console.print(f"  {c.id:<9} {c.severity.value:<8} {escape(c.title)}")
+
+
 def report_document(report: AuditReport) -> dict[str, Any]:
     doc = report.to_json()
     doc["version"] = __version__
@@ -67,7 +90,7 @@ border-bottom:1px solid #eee;text-align:left;font-size:.9rem}
 .st{font-weight:600;text-transform:uppercase;font-size:.75rem;white-space:nowrap}
 .pass{color:#1a7f37}.warn{color:#9a6700}.fail{color:#cf222e}.error{color:#cf222e}.skip{color:#6e7781}
 .meta{color:#57606a;font-size:.85rem}.fix{color:#0550ae}.why{color:#57606a;font-size:.8rem}
-.score{font-size:2rem;font-weight:700}.sign td{height:2rem}
+.score{font-size:2rem;font-weight:700}td:nth-child(2){white-space:nowrap}.sign td{height:2rem}
 """
 
 

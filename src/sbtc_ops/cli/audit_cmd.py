@@ -53,6 +53,9 @@ def audit(
     html: Annotated[Path | None, HTML_OPTION] = None,
     fail_on: Annotated[FailOn, FAIL_ON_OPTION] = FailOn.FAIL,
     root: Annotated[Path, ROOT_OPTION] = Path("/"),
+    list_checks: Annotated[
+        bool, typer.Option("--list", help="List the checks (id, area, severity, title); run none.")
+    ] = False,
 ) -> None:
     """Run the audit (all areas, or --only some)."""
     if ctx.invoked_subcommand is not None:
@@ -60,6 +63,9 @@ def audit(
         return
     _common.set_json_mode(json_output)
     areas = [a for a in (only or "").split(",") if a.strip()]
+    if list_checks:
+        _list(areas, json_output)
+        return
     _audit_and_exit(areas, json_output, html, fail_on, root, probe=None)
 
 
@@ -98,6 +104,17 @@ def firewall(
         root or parent.get("root") or Path("/"),
         probe=spec,
     )
+
+
+def _list(areas: list[str], json_output: bool) -> None:
+    from sbtc_ops.audit.framework import select_checks
+    from sbtc_ops.audit.render import catalogue, render_catalogue
+
+    checks = select_checks(areas)
+    if json_output:
+        _common.emit_json({"checks": catalogue(checks)})
+    else:
+        render_catalogue(checks, _common.out)
 
 
 def _audit_and_exit(
