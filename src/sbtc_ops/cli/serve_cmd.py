@@ -34,7 +34,7 @@ def serve(
     config_path = _common.current().config_path
     if once:
         results = run_once(settings, list(once), config_path)
-        for job, result in zip(once, results, strict=False):
+        for job, result in results:
             colour = "green" if result.outcome == "ok" else "red"
             _common.err.print(f"{job}: [{colour}]{result.outcome}[/] {result.summary}", markup=True)
         raise typer.Exit(exit_code(results))

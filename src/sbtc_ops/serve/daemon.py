@@ -138,7 +138,9 @@ def serve(
     return 0
 
 
-def run_once(settings: Settings, jobs: list[str], config_path: Path | None) -> list[JobResult]:
+def run_once(
+    settings: Settings, jobs: list[str], config_path: Path | None
+) -> list[tuple[str, JobResult]]:
     """Run the named jobs one after another, recorded and notified like scheduled runs."""
     scheduler, notifier = build_scheduler(settings, config_path)
     unknown = [job for job in jobs if job not in scheduler.specs]
@@ -147,17 +149,25 @@ def run_once(settings: Settings, jobs: list[str], config_path: Path | None) -> l
         raise UsageError(f"unknown or disabled job {', '.join(unknown)}; jobs: {known}")
     scheduler.start()
     results = []
+    queue = list(dict.fromkeys(jobs))
     with _Signals(scheduler.cancel):
-        for job in jobs:
-            results.append(scheduler.run_now(job))
-            if scheduler.cancelled:
-                break
+        while queue and not scheduler.cancelled:
+            job = queue.pop(0)
+            result = scheduler.run_now(job)
+            results.append((job, result))
+            if result.outcome == OK:
+                # As in the daemon: a backup is followed by its verify.
+                queue += [
+                    s.name
+                    for s in scheduler.specs.values()
+                    if s.after == job and s.name not in queue
+                ]
     notifier.wait(30)
     return results
 
 
-def exit_code(results: list[JobResult]) -> int:
-    outcomes = {result.outcome for result in results}
+def exit_code(results: list[tuple[str, JobResult]]) -> int:
+    outcomes = {result.outcome for _, result in results}
     if outcomes <= {OK}:
         return 0
     if outcomes <= {OK, PROBLEM}:
