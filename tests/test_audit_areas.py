@@ -260,3 +260,23 @@ def test_ufw_live_and_config_files(tmp_path: Path) -> None:
     assert found["FW-001"].data["backend"] == "ufw (config files)"
     assert found["FW-005"].status.value == "skip"
     assert "not run when auditing a directory tree" in found["FW-005"].detail
+
+
+def test_ipv6_gap_matters_only_with_a_global_ipv6_address(tmp_path: Path) -> None:
+    ruleset = (FIXTURES / "firewall/nft-v4only-docker-user.json").read_text()
+    link_local_only = (
+        '[{"ifname":"lo","addr_info":[{"family":"inet6","local":"::1","scope":"host"}]},'
+        '{"ifname":"eth0","addr_info":[{"family":"inet","local":"10.0.0.5","scope":"global"},'
+        '{"family":"inet6","local":"fe80::1","scope":"link"}]}]'
+    )
+    with_global = link_local_only.replace(
+        '"fe80::1","scope":"link"', '"2001:db8::5","scope":"global"'
+    )
+    for addresses, expected in ((link_local_only, "pass"), (with_global, "warn")):
+        outputs: dict[str, str | CommandResult] = {
+            "nft -j list ruleset": ruleset,
+            "ip -j addr show": addresses,
+        }
+        found = by_id(run_audit(firewall_context(tmp_path, outputs), select(["firewall"])))
+        assert found["FW-002"].status.value == expected
+    assert "2001:db8::5" in found["FW-002"].detail

@@ -123,6 +123,8 @@ def lab() -> Iterator[Lab]:
             ("link", "set", veth_probe, "netns", lab.probe_ns),
             ("-n", lab.host_ns, "addr", "add", f"{HOST_ADDR}/24", "dev", veth_host),
             ("-n", lab.probe_ns, "addr", "add", f"{PROBE_ADDR}/24", "dev", veth_probe),
+            # A global (ULA) IPv6 address: the host is reachable over IPv6 too.
+            ("-n", lab.host_ns, "-6", "addr", "add", "fd13:7::1/64", "dev", veth_host, "nodad"),
             ("-n", lab.host_ns, "link", "set", veth_host, "up"),
             ("-n", lab.probe_ns, "link", "set", veth_probe, "up"),
             ("-n", lab.host_ns, "link", "set", "lo", "up"),
@@ -195,6 +197,7 @@ def test_accept_policy_is_caught_by_rules_and_by_the_probe(lab: Lab, tmp_path: P
     found = _host_audit(lab)
     assert found["FW-001"] == "fail"
     assert found["FW-002"] == "fail"
+    assert "fd13:7::1" in found["FW-002.detail"]
     assert found["FW-003"] == "fail"  # 8801 accepted from anywhere
     assert "8801/tcp (signer event observer)" in found["FW-003.detail"]
 

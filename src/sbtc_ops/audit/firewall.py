@@ -488,9 +488,33 @@ def ipv6_default_deny(ctx: HostContext) -> Outcome:
     view = firewall_view(ctx)
     if view.v6_deny:
         return passed(f"IPv6 input is dropped unless allowed ({view.backend})")
+    addresses = _global_ipv6(ctx)
+    if addresses == []:
+        return passed(f"IPv6 not default-deny ({view.backend}), but no global IPv6 address")
+    where = f" while the host has {', '.join(addresses)}" if addresses else ""
     if not view.v4_deny:
-        return failed(f"no IPv6 (nor IPv4) default deny ({view.backend})")
-    return warned(f"IPv4 is default-deny but IPv6 is not ({view.backend})")
+        return failed(f"no IPv6 (nor IPv4) default deny ({view.backend}){where}")
+    return warned(f"IPv4 is default-deny but IPv6 is not ({view.backend}){where}")
+
+
+def _global_ipv6(ctx: HostContext) -> list[str] | None:
+    """Global IPv6 addresses from `ip -j addr show`; None when that cannot be told."""
+    try:
+        result = ctx.run(["ip", "-j", "addr", "show"])
+        interfaces = json.loads(result.stdout) if result.ok else None
+    except (Skip, CommandTimeout, ValueError):
+        return None
+    if not isinstance(interfaces, list):
+        return None
+    return [
+        str(info.get("local"))
+        for interface in interfaces
+        if isinstance(interface, dict)
+        for info in interface.get("addr_info") or []
+        if isinstance(info, dict)
+        and info.get("family") == "inet6"
+        and info.get("scope") == "global"
+    ]
 
 
 @check(
