@@ -504,9 +504,12 @@ def db_role(ctx: HostContext) -> Outcome:
     if url is None:
         raise Skip("signer database not configured (db.url or the signer's db_endpoint)")
     try:
-        user = urlsplit(url).username or ""
+        parts = urlsplit(url)
+        user, password = parts.username or "", parts.password
     except ValueError:
         raise Skip("the database URL cannot be parsed") from None
+    if password:
+        ctx.add_secret(password)  # a driver error may echo the connection string
     if user == "postgres":
         return failed("the signer connects as `postgres`, the server's bootstrap superuser")
     if not ctx.live:
