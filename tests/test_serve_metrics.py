@@ -1,0 +1,362 @@
+"""Metrics, status verdicts, the status page HTML, `--metrics-textfile`, `history` and
+webhooks, from state recorded directly through StateStore (no job needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from sbtc_ops.serve.jobs import endpoint_label, result_from_child, scrub
+from sbtc_ops.serve.metrics import registry_for
+from sbtc_ops.serve.notify import FAILURE, RECOVERY, Notifier, transition
+from sbtc_ops.serve.page import render_page
+from sbtc_ops.serve.scheduler import JobResult
+from sbtc_ops.serve.snapshot import read_snapshot
+from sbtc_ops.state import StateStore
+from tests.support.cli import CliResult
+
+NOW = 1_790_000_000.0
+KEY_A = "02" + "aa" * 32
+KEY_B = "03" + "bb" * 32
+
+
+def record_run(store: StateStore, job: str, outcome: str, at: float, **data: Any) -> None:
+    run = store.start_run(job, at=at)
+    store.finish_run(run, outcome, {"summary": f"{job} {outcome}", **data}, at=at + 5)
+
+
+def populate(state_dir: Path, *, verify_outcome: str = "ok", chain_key: str = KEY_A) -> None:
+    """A week of daily backups and verifies, a chain check and an audit."""
+    with StateStore.open(state_dir) as store:
+        for day in range(7):
+            at = NOW - (7 - day) * 86400 + 3600
+            backup_id = f"20260101T0{day}0000Z"
+            store.record_event(
+                "backup",
+                backup_id,
+                "ok",
+                {
+                    "kind": "full",
+                    "size": 1_000_000 + day * 50_000,
+                    "duration_s": 10.0 + day,
+                    "newest_verified_aggregate_key": KEY_A,
+                },
+                at=at,
+            )
+            record_run(store, "backup", "ok", at - 20)
+            verdict = "match" if day < 6 or verify_outcome == "ok" else verify_outcome
+            store.record_event(
+                "verify",
+                backup_id,
+                "ok" if verdict == "match" else verdict,
+                {
+                    "verdict": verdict,
+                    "db_aggregate_key": KEY_A,
+                    "onchain_aggregate_key": KEY_A,
+                    "failed_checks": [] if verdict == "match" else ["dkg.matches_chain"],
+                    "duration_s": 30.0,
+                },
+                at=at + 60,
+            )
+            record_run(store, "verify", "ok" if verdict == "match" else "problem", at + 10)
+        record_run(
+            store,
+            "chain-check",
+            "problem",
+            NOW - 300,
+            endpoints=[
+                {"endpoint": "http://stacks-node:20443", "up": True},
+                {"endpoint": "https://api.hiro.so", "up": False},
+            ],
+            onchain_aggregate_key=chain_key,
+        )
+        findings = [
+            {"id": "ACC-001", "area": "access", "title": "Root login", "severity": "critical",
+             "status": "fail", "detail": "PermitRootLogin yes <script>", "remediation": "set no"},
+            {"id": "FW-002", "area": "firewall", "title": "Policy", "severity": "high",
+             "status": "warn", "detail": "input policy accept", "remediation": None},
+        ]  # fmt: skip
+        store.record_event("audit", "host", "ok", {"score": 71, "findings": findings}, at=NOW - 600)
+        record_run(store, "audit", "problem", NOW - 620, score=71)
+
+
+def metrics(state_dir: Path) -> dict[str, list[tuple[dict[str, str], float]]]:
+    text = generate_latest(registry_for(state_dir, lambda: NOW)).decode()
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return found
+
+
+def value(found: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+    matches = [v for lab, v in found[name] if all(lab.get(k) == w for k, w in labels.items())]
+    assert len(matches) == 1, (name, labels, found.get(name))
+    return matches[0]
+
+
+def test_metrics_from_recorded_state(tmp_path: Path) -> None:
+    populate(tmp_path)
+    found = metrics(tmp_path)
+    newest_backup = NOW - 86400 + 3600
+    assert value(found, "sbtc_ops_last_backup_success_timestamp_seconds") == newest_backup
+    assert value(found, "sbtc_ops_last_backup_success_age_seconds") == pytest.approx(82800)
+    assert value(found, "sbtc_ops_last_backup_size_bytes") == 1_300_000
+    assert value(found, "sbtc_ops_last_backup_duration_seconds") == 16.0
+    assert value(found, "sbtc_ops_last_backup_success") == 1
+    assert value(found, "sbtc_ops_last_verify_success") == 1
+    assert value(found, "sbtc_ops_last_verify_verdict", verdict="match") == 1
+    assert value(found, "sbtc_ops_last_verify_verdict", verdict="mismatch") == 0
+    assert value(found, "sbtc_ops_last_verify_success_age_seconds") == pytest.approx(82740)
+    assert value(found, "sbtc_ops_aggregate_key_match") == 1
+    assert value(found, "sbtc_ops_aggregate_key_state", state="match") == 1
+    assert value(found, "sbtc_ops_chain_endpoint_up", endpoint="http://stacks-node:20443") == 1
+    assert value(found, "sbtc_ops_chain_endpoint_up", endpoint="https://api.hiro.so") == 0
+    assert value(found, "sbtc_ops_audit_score") == 71
+    assert value(found, "sbtc_ops_audit_findings", area="access", severity="critical") == 1
+    assert value(found, "sbtc_ops_job_runs_total", job="backup", outcome="ok") == 7
+    assert value(found, "sbtc_ops_job_runs_total", job="chain-check", outcome="problem") == 1
+    assert value(found, "sbtc_ops_job_last_run_success", job="audit") == 0
+    assert value(found, "sbtc_ops_build_info") == 1
+
+
+def test_a_failed_verify_and_a_rotated_key(tmp_path: Path) -> None:
+    populate(tmp_path, verify_outcome="mismatch")
+    found = metrics(tmp_path)
+    assert value(found, "sbtc_ops_last_verify_success") == 0
+    assert value(found, "sbtc_ops_last_verify_verdict", verdict="mismatch") == 1
+    assert value(found, "sbtc_ops_aggregate_key_state", state="mismatch") == 1
+    assert value(found, "sbtc_ops_aggregate_key_match") == 0
+    # The successful verify before it is still reported for the 8-day rule.
+    assert value(found, "sbtc_ops_last_verify_success_timestamp_seconds") < NOW - 86400
+
+    rotated = tmp_path / "rotated"
+    populate(rotated, chain_key=KEY_B)
+    found = metrics(rotated)
+    assert value(found, "sbtc_ops_aggregate_key_state", state="stale") == 1
+    assert value(found, "sbtc_ops_aggregate_key_match") == 0
+    snap = read_snapshot(rotated, NOW)
+    assert {v.name: v.colour for v in snap.verdicts()}["Aggregate key"] == "amber"
+
+
+def test_empty_state_has_build_info_and_no_backup_series(tmp_path: Path) -> None:
+    found = metrics(tmp_path)
+    assert "sbtc_ops_build_info" in found
+    assert "sbtc_ops_last_backup_success_timestamp_seconds" not in found
+    assert value(found, "sbtc_ops_aggregate_key_state", state="unknown") == 1
+    assert read_snapshot(tmp_path, NOW).overall() == "red"
+
+
+def test_verdicts_and_page(tmp_path: Path) -> None:
+    populate(tmp_path)
+    snap = read_snapshot(tmp_path, NOW)
+    colours = {v.name: v.colour for v in snap.verdicts()}
+    assert colours == {
+        "Backups": "green",
+        "Verification": "green",
+        "Aggregate key": "green",
+        "Chain endpoints": "amber",
+        "Audit": "red",
+    }
+    html = render_page(snap)
+    assert "data-verdict='red'" in html
+    assert "<svg id='backup-chart'" in html and html.count("<circle") == 7
+    assert "&lt;script&gt;" in html and "<script" not in html
+    assert "20260101T060000Z" in html
+    old = read_snapshot(tmp_path, NOW + 3 * 86400)
+    assert {v.name: v.colour for v in old.verdicts()}["Backups"] == "red"
+
+
+def test_metrics_textfile_after_a_command(cli: Callable[..., CliResult], workdir: Path) -> None:
+    state = workdir / "state"
+    populate(state)
+    target = workdir / "textfile" / "sbtc-ops.prom"
+    target.parent.mkdir()
+    result = cli("--metrics-textfile", str(target), "history", "--json")
+    assert result.code == 0, result.stderr
+    runs = json.loads(result.stdout)["runs"]
+    assert runs[0]["job"] == "chain-check" and runs[0]["outcome"] == "problem"
+    text = target.read_text()
+    families = {f.name for f in text_string_to_metric_families(text)}
+    assert {
+        "sbtc_ops_last_backup_success_timestamp_seconds",
+        "sbtc_ops_chain_endpoint_up",
+    } <= families
+    assert os.listdir(target.parent) == ["sbtc-ops.prom"]  # written via a temp file + rename
+
+    # A failing command still writes the file; an unwritable path is exit 2 with a message.
+    target.unlink()
+    failed = cli("--metrics-textfile", str(target), "history", "--limit", "0")
+    assert failed.code == 2 and target.exists()
+    bad = cli("--metrics-textfile", str(workdir / "missing-dir" / "x.prom"), "history")
+    assert bad.code == 2
+    assert "cannot write the metrics textfile" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_history_table_and_filters(cli: Callable[..., CliResult], workdir: Path) -> None:
+    populate(workdir / "state")
+    table = cli("history", "--job", "verify", "--limit", "3")
+    assert table.code == 0, table.stderr
+    lines = [line for line in table.stdout.splitlines() if "verify" in line]
+    assert len(lines) == 3
+    doc = cli("history", "--json", "--job", "audit").json()
+    assert [r["job"] for r in doc["runs"]] == ["audit"]
+    assert doc["runs"][0]["data"] == {"score": 71}
+    assert doc["runs"][0]["duration_s"] == 5
+    empty = cli("history", env={"SBTC_OPS_STATE_DIR": str(workdir / "empty")})
+    assert empty.code == 0 and "no job runs recorded yet" in empty.stderr
+
+
+def test_state_db_is_private(tmp_path: Path) -> None:
+    populate(tmp_path / "state")
+    mode = stat.S_IMODE((tmp_path / "state" / "state.db").stat().st_mode)
+    assert mode == 0o600
+
+
+# -- job plumbing -------------------------------------------------------------------------
+
+
+def test_child_results_are_parsed_and_a_crash_is_an_error() -> None:
+    ok = result_from_child(
+        b'log line\n{"outcome": "ok", "summary": "s", "data": {"n": 1}}\n', 0, None
+    )
+    assert (ok.outcome, ok.summary, ok.data) == ("ok", "s", {"n": 1})
+    crashed = result_from_child(b"", -9, None)
+    assert crashed.outcome == "error" and "signal 9" in crashed.summary
+    garbage = result_from_child(b"Traceback ...", 1, None)
+    assert garbage.outcome == "error" and "exit code 1" in garbage.summary
+    stopped = result_from_child(b"", -15, "stopped by shutdown")
+    assert stopped.outcome == "interrupted"
+    late = result_from_child(b"", -15, "timed out after 5 s")
+    assert (late.outcome, late.summary) == ("error", "timed out after 5 s")
+
+
+def test_endpoint_labels_and_scrubbing_never_carry_secrets() -> None:
+    assert endpoint_label("https://user:hunter22@node.example:20443/?key=abc") == (
+        "https://node.example:20443"
+    )
+    text = "connect to postgresql://signer:s3cret-pw@db:5432/signer failed; key=topsecretvalue"
+    cleaned = scrub(text, ["topsecretvalue"])
+    assert "s3cret-pw" not in cleaned and "topsecretvalue" not in cleaned
+    assert "postgresql://signer:" in cleaned
+
+
+# -- webhooks -----------------------------------------------------------------------------
+
+
+class WebhookSink:
+    """A local HTTP server recording webhook POSTs; answers from a script of statuses."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.bodies: list[tuple[str, dict[str, Any]]] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                sink.bodies.append((self.path, json.loads(self.rfile.read(length))))
+                status = sink.statuses.pop(0) if sink.statuses else 204
+                self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "0")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookSink:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+
+@pytest.fixture
+def sink() -> Iterator[WebhookSink]:
+    with WebhookSink([]) as server:
+        yield server
+
+
+def test_transitions() -> None:
+    assert transition(None, "error") == FAILURE
+    assert transition("ok", "problem") == FAILURE
+    assert transition("problem", "error") is None  # still failing: no repeat
+    assert transition("error", "ok") == RECOVERY
+    assert transition("ok", "ok") is None
+    assert transition("ok", "interrupted") is None
+
+
+def test_failure_and_recovery_are_posted_retried_and_scrubbed(sink: WebhookSink) -> None:
+    sink.statuses = [503, 429, 200]
+    sleeps: list[float] = []
+    notifier = Notifier(
+        [SecretStr(sink.url("/hook/token-123"))],
+        ["db-password-1"],
+        sleep=sleeps.append,
+        backoff_s=0.5,
+        host="signer-1",
+    )
+    notifier.on_finish(
+        "backup", JobResult("error", "pg_dump: password db-password-1 refused"), "ok"
+    )
+    notifier.wait(10)
+    assert len(sink.bodies) == 3 and sleeps == [0.5, 0.0]
+    path, body = sink.bodies[-1]
+    assert path == "/hook/token-123"
+    assert (body["event"], body["job"], body["outcome"], body["host"]) == (
+        "failure", "backup", "error", "signer-1"
+    )  # fmt: skip
+    assert "db-password-1" not in json.dumps(body) and "**********" in body["summary"]
+    notifier.on_finish("backup", JobResult("error", "again"), "error")  # no repeat
+    notifier.on_finish("backup", JobResult("ok", "20260101T000000Z"), "error")
+    notifier.wait(10)
+    assert [b["event"] for _, b in sink.bodies[3:]] == ["recovery"]
+
+
+def test_a_refused_webhook_is_not_retried_and_never_logged_with_its_url(
+    sink: WebhookSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink.statuses = [404]
+    notifier = Notifier([SecretStr(sink.url("/hook/secret-token"))], [], sleep=lambda s: None)
+    notifier.on_finish("audit", JobResult("problem", "score 40"), None)
+    notifier.wait(10)
+    assert len(sink.bodies) == 1
+    assert "secret-token" not in caplog.text and "HTTP 404" in caplog.text
+
+
+def test_slack_and_discord_bodies() -> None:
+    from sbtc_ops.serve.notify import Notification, body_for, webhook_kind
+
+    note = Notification(
+        "failure", "verify", "problem", "20260101T000000Z: mismatch", time.time(), "h"
+    )
+    assert webhook_kind("https://hooks.slack.com/services/T/B/X") == "slack"
+    assert webhook_kind("https://discord.com/api/webhooks/1/abc") == "discord"
+    assert webhook_kind("https://alerts.example/hook") == "json"
+    slack = body_for("slack", note)
+    assert list(slack) == ["text"] and "verify failed (problem)" in slack["text"]
+    discord = body_for("discord", note)
+    assert set(discord) == {"content", "username"} and "mismatch" in discord["content"]
