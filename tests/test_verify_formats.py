@@ -1,0 +1,359 @@
+"""`sbtc-ops verify` on clean backups: every format passes (no false positives), the page's
+manual procedure agrees with what verify reports, --expected-key mode, and the outcome is
+recorded for `sbtc-ops backups`.
+
+One generated signer database, its backups and dumps are made once for the module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyrage
+import pytest
+
+from sbtc_ops.devtools.signer_db import GeneratedDb
+from sbtc_ops.pg import find_binaries
+from tests.fakes.stacks_node import FakeStacksNode
+from tests.support.cli import clean_env, run_cli
+from tests.support.pg import (
+    SourceServer,
+    assert_no_postgres_left,
+    new_signer_database,
+    source_server,  # noqa: F401  (pytest fixture)
+)
+from tests.support.verify import (
+    PAGE_QUERY,
+    Verifier,
+    VerifyRun,
+    gzip_file,
+    operator_dump,
+    private_tmpdir,
+    random_public_key,
+    stacks_node_for,
+    take_backup,
+    write_key_file,
+    zstd_file,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+DBNAME = "verify_formats"
+
+
+@dataclass
+class Area:
+    """Everything the module's cases share."""
+
+    root: Path
+    facts: GeneratedDb
+    node: FakeStacksNode
+    repo: Path
+    backup_state: Path  # the state directory the backups were taken with
+    custom_id: str
+    directory_id: str
+    encrypted_id: str
+    identity_file: Path
+    key_file: Path
+    dumps: dict[str, Path]
+    verify: Verifier
+
+
+@pytest.fixture(scope="module")
+def area(
+    source_server: SourceServer,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Area]:
+    root = tmp_path_factory.mktemp("verify-formats")
+    url, facts = new_signer_database(source_server, target_mb=3.0, seed=41, dbname=DBNAME)
+    repo, state = root / "repo", root / "backup-state"
+    custom_id, _ = take_backup(url, repo, state)
+    directory_id, _ = take_backup(url, repo, state, "--format", "directory")
+    identity = pyrage.x25519.Identity.generate()
+    identity_file = root / "identity.txt"
+    write_secret(identity_file, str(identity))
+    encrypted_id, _ = take_backup(url, repo, state, "--recipient", str(identity.to_public()))
+    dumps_dir = root / "dumps"
+    dumps_dir.mkdir()
+    plain = operator_dump(source_server, DBNAME, dumps_dir / "signer.sql")
+    dumps = {
+        "plain": plain,
+        "plain.gz": gzip_file(plain, dumps_dir / "signer.sql.gz"),
+        "plain.zst": zstd_file(plain, dumps_dir / "signer.sql.zst"),
+        "custom": operator_dump(source_server, DBNAME, dumps_dir / "signer.dump", "-Fc"),
+        "tar": operator_dump(source_server, DBNAME, dumps_dir / "signer.tar", "-Ft"),
+        "directory": operator_dump(source_server, DBNAME, dumps_dir / "signer.dir", "-Fd"),
+    }
+    key_file = write_key_file(root / "signer.key", facts.signer_private_key)
+    with stacks_node_for(facts) as node:
+        yield Area(
+            root,
+            facts,
+            node,
+            repo,
+            state,
+            custom_id,
+            directory_id,
+            encrypted_id,
+            identity_file,
+            key_file,
+            dumps,
+            Verifier(root / "work"),
+        )
+
+
+def write_secret(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text + "\n")
+
+
+def assert_clean_match(run: VerifyRun, facts: GeneratedDb) -> None:
+    run.expect(code=0, verdict="match")
+    doc = run.doc
+    assert doc["db_aggregate_key"] == facts.newest_verified_key.hex()
+    assert doc["onchain_aggregate_key"] == facts.newest_verified_key.hex()
+    for must_pass in (
+        "restore.complete",
+        "restore.amcheck",
+        "schema.present",
+        "migrations.present",
+        "dkg.verified_key_present",
+        "chain.endpoints_agree",
+        "dkg.matches_chain",
+        "dkg.signer_set_matches_chain",
+    ):
+        assert run.check(must_pass)["status"] == "pass", run.check(must_pass)
+    assert facts.migrations[-1] in run.check("migrations.present")["detail"]
+    assert all(c["remediation"] is None for c in doc["checks"] if c["status"] == "pass")
+    assert {"restore", "checks", "amcheck", "total"} <= set(doc["timings"])
+
+
+# -- sbtc-ops' own backups -----------------------------------------------------------------
+
+
+def test_sbtc_ops_custom_backup_by_id_passes_every_check(area: Area) -> None:
+    run = area.verify(
+        area.custom_id,
+        "--to",
+        str(area.repo),
+        "--stacks-url",
+        area.node.url,
+        "--signer-key-file",
+        str(area.key_file),
+    )
+    assert_clean_match(run, area.facts)
+    # With a manifest and a key file nothing is skipped.
+    assert {c["status"] for c in run.doc["checks"]} == {"pass"}
+    assert run.doc["backup"] == area.custom_id
+    assert run.doc["archive"]["format"] == "custom"
+    # The private key never appears anywhere.
+    secret = area.facts.signer_private_key.hex()
+    assert secret not in run.result.stdout and secret not in run.result.stderr
+
+
+@pytest.mark.parametrize(
+    ("which", "fmt", "step"),
+    [("directory", "directory", None), ("encrypted", "custom", "decrypted (age)")],
+)
+def test_sbtc_ops_directory_and_encrypted_backups_pass(
+    area: Area, which: str, fmt: str, step: str | None
+) -> None:
+    backup_id = area.directory_id if which == "directory" else area.encrypted_id
+    run = area.verify(
+        str(area.repo / backup_id),
+        "--identity",
+        str(area.identity_file),
+        "--stacks-url",
+        area.node.url,
+    )
+    assert_clean_match(run, area.facts)
+    assert run.check("archive.checksum")["status"] == "pass"
+    assert run.check("rows.match_manifest")["status"] == "pass"
+    assert run.doc["archive"]["format"] == fmt
+    assert run.doc["archive"]["steps"] == ([step] if step else [])
+
+
+def test_encrypted_backup_without_identity_is_a_usage_problem(area: Area) -> None:
+    run = area.verify(area.encrypted_id, "--to", str(area.repo), "--stacks-url", area.node.url)
+    assert run.code == 2
+    assert "identity" in run.result.stderr
+    assert run.doc["ok"] is False
+
+
+# -- dumps an operator already has ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "steps"),
+    [
+        ("plain", "plain", []),
+        ("plain.gz", "plain", ["decompressed (gzip)"]),
+        ("plain.zst", "plain", ["decompressed (zstd)"]),
+        ("custom", "custom", []),
+        ("tar", "tar", []),
+        ("directory", "directory", []),
+    ],
+)
+def test_operator_pg_dump_outputs_pass(area: Area, name: str, fmt: str, steps: list[str]) -> None:
+    run = area.verify(str(area.dumps[name]), "--stacks-url", area.node.url)
+    assert_clean_match(run, area.facts)
+    assert run.doc["archive"] == {"format": fmt, "steps": steps}
+    # No manifest beside an operator's dump: nothing to compare, said so, not failed.
+    assert run.check("archive.checksum")["status"] == "skip"
+    assert run.check("rows.match_manifest")["status"] == "skip"
+
+
+# -- the page's manual procedure, reproduced ------------------------------------------------------
+
+
+def test_manual_procedure_on_kept_cluster_agrees_with_verify(area: Area) -> None:
+    tmpdir = private_tmpdir()
+    pid = None
+    try:
+        env = area.verify.env(area.verify.fresh_state(), tmpdir, None)
+        result = run_cli(
+            "verify",
+            area.custom_id,
+            "--to",
+            str(area.repo),
+            "--stacks-url",
+            area.node.url,
+            "--keep-cluster",
+            "--json",
+            cwd=area.verify.workdir,
+            env=env,
+        )
+        assert result.code == 0, result.stderr
+        kept = re.search(r"kept running \(pid (\d+)\)", result.stderr)
+        connect = re.search(r"connect: psql (.+)", result.stderr)
+        assert kept and connect, result.stderr
+        pid = int(kept.group(1))
+        (conninfo,) = shlex.split(connect.group(1))
+        # The operator's step, exactly as the page writes it; dbname of the restored copy.
+        page = subprocess.run(
+            [
+                str(find_binaries(tool_hint="psql").psql),
+                "-X",
+                "-A",
+                "-t",
+                "--no-password",
+                "-d",
+                conninfo.replace("dbname=postgres", "dbname=signer"),
+                "-c",
+                PAGE_QUERY,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert page.returncode == 0, page.stderr
+        first_row = page.stdout.splitlines()[0].strip()
+        # psql prints bytea as \x…; the operator strips the prefix by eye.
+        assert first_row == "\\x" + result.json()["db_aggregate_key"]
+        assert result.json()["db_aggregate_key"] == area.facts.newest_verified_key.hex()
+    finally:
+        if pid is not None:
+            stop_postmaster(pid)
+        assert_no_postgres_left(tmpdir)
+        subprocess.run(["rm", "-rf", str(tmpdir)], check=False)
+
+
+def stop_postmaster(pid: int, timeout_s: float = 20.0) -> None:
+    """Fast shutdown of the kept cluster's postmaster (SIGINT), then wait for it to go."""
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
+# -- --expected-key, no chain ---------------------------------------------------------------------
+
+
+def test_expected_key_mode_reads_no_chain(area: Area) -> None:
+    before = len(area.node.requests)
+    run = area.verify(
+        area.custom_id,
+        "--to",
+        str(area.repo),
+        "--expected-key",
+        "0x" + area.facts.newest_verified_key.hex().upper(),
+    )
+    run.expect(code=0, verdict="match")
+    assert run.check("chain.endpoints_agree")["status"] == "skip"
+    assert run.check("dkg.signer_set_matches_chain")["status"] == "skip"
+    assert run.doc["onchain_aggregate_key"] == area.facts.newest_verified_key.hex()
+    assert len(area.node.requests) == before
+
+
+def test_expected_key_that_differs_is_a_mismatch(area: Area) -> None:
+    other = random_public_key()
+    run = area.verify(area.custom_id, "--to", str(area.repo), "--expected-key", other.hex())
+    check = run.expect(code=1, verdict="mismatch", failing="dkg.matches_chain")
+    assert other.hex() in check["detail"]
+
+
+@pytest.mark.parametrize("bad", ["zz", "02" + "00" * 31, "04" + "11" * 32])
+def test_malformed_expected_key_is_a_usage_error(area: Area, bad: str) -> None:
+    run = area.verify(area.custom_id, "--to", str(area.repo), "--expected-key", bad)
+    assert run.code == 2
+    assert "--expected-key" in run.result.stderr
+    assert run.doc == {"ok": False, "error": run.doc["error"]}
+
+
+# -- the terminal report and the recorded outcome ---------------------------------------------------
+
+
+def test_terminal_report_is_a_checklist_with_timings(area: Area) -> None:
+    run = area.verify(
+        area.custom_id, "--to", str(area.repo), "--stacks-url", area.node.url, json_output=False
+    )
+    assert run.code == 0, run.result.stderr
+    lines = run.result.stdout.splitlines()
+    assert lines[0] == f"verify {area.custom_id}"
+    assert any(line.strip().startswith("✓ restore.complete") for line in lines)
+    assert any(line.strip().startswith("- dkg.shares_decrypt") for line in lines)
+    assert "verdict: match" in run.result.stdout
+    assert re.search(r"timings: .*restore \d+\.\ds", run.result.stdout)
+
+
+def test_outcome_is_recorded_for_backups_listing(area: Area) -> None:
+    state = area.root / "record-state"
+    # A failing verification first, then a passing one: the newest outcome is shown.
+    failed = area.verify(
+        area.directory_id,
+        "--to",
+        str(area.repo),
+        "--expected-key",
+        random_public_key().hex(),
+        state_dir=state,
+    )
+    assert failed.code == 1
+    ok = area.verify(
+        area.custom_id, "--to", str(area.repo), "--stacks-url", area.node.url, state_dir=state
+    )
+    assert ok.code == 0
+    listing = run_cli(
+        "backups", "--to", str(area.repo), "--json", cwd=area.root, env=clean_env(state)
+    )
+    assert listing.code == 0, listing.stderr
+    states = {row["id"]: row["state"] for row in listing.json()["backups"]}
+    assert states[area.custom_id] == "verified-ok"
+    assert states[area.directory_id] == "verified-failed"
+    assert states[area.encrypted_id] == "complete"
