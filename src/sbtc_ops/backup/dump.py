@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import threading
@@ -14,6 +15,9 @@ from sbtc_ops.backup.crypto import HashingWriter, encrypt_stream
 from sbtc_ops.backup.source import ConnectionTarget
 from sbtc_ops.errors import DependencyError
 from sbtc_ops.pg.binaries import PgBinaries
+from sbtc_ops.pg.cluster import _die_with_parent_preexec
+
+log = logging.getLogger(__name__)
 
 ARCHIVE_NAME = "signer.dump"  # custom format; the directory format uses "signer.dir/"
 DIRECTORY_NAME = "signer.dir"
@@ -45,6 +49,7 @@ def pg_dump_argv(
     if output is not None:
         argv.append(f"--file={output}")
     argv.extend(["--dbname", target.conninfo_without_password])
+    log.debug("pg_dump command: %s (password in the environment only)", " ".join(argv))
     return argv
 
 
@@ -86,6 +91,8 @@ def dump_to_path(argv: Sequence[str], target: ConnectionTarget) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=_child_env(target),
+        # A kill -9 of sbtc-ops must not leave pg_dump writing into the partial backup.
+        preexec_fn=_die_with_parent_preexec(),
     )
     try:
         assert proc.stderr is not None
@@ -109,6 +116,8 @@ def dump_encrypted(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_child_env(target),
+        # A kill -9 of sbtc-ops must not leave pg_dump writing into the partial backup.
+        preexec_fn=_die_with_parent_preexec(),
     )
     try:
         assert proc.stdout is not None and proc.stderr is not None
