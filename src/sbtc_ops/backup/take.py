@@ -114,8 +114,15 @@ def _take_locked(request: BackupRequest) -> BackupOutcome:
         work_dir.mkdir(mode=0o700)
     try:
         target = parse_target(request.db_url)
+        log.info("backup %s of %s into %s", backup_id, target.shown, work_dir)
         with snapshot_session(target) as session:
             facts = session.begin()
+            log.info(
+                "snapshot %s exported (server %s, %d tables)",
+                session.snapshot_id,
+                facts.server_version,
+                len(facts.tables),
+            )
             binaries = find_binaries(
                 request.bin_dir,
                 min_major=facts.server_major,
@@ -141,6 +148,9 @@ def _take_locked(request: BackupRequest) -> BackupOutcome:
         t0 = time.perf_counter()
         files = _checksums(work_dir)
         phases["checksums"] = time.perf_counter() - t0
+        log.info(
+            "dumped %d file(s), %d bytes, checksums taken", len(files), sum(f.size for f in files)
+        )
         manifest = _manifest(
             request,
             backup_id,
@@ -156,7 +166,9 @@ def _take_locked(request: BackupRequest) -> BackupOutcome:
         t0 = time.perf_counter()
         locations = _store_everywhere(request, primary, backup_id, work_dir, manifest)
         manifest.phases_s["store"] = time.perf_counter() - t0
+        log.info("backup %s complete at %s", backup_id, ", ".join(locations))
     except BaseException:
+        log.info("backup %s failed; removing its partial files", backup_id)
         if primary is not None:
             primary.abort(backup_id)
         raise
@@ -169,6 +181,10 @@ def _take_locked(request: BackupRequest) -> BackupOutcome:
 def _staging_parent(request: BackupRequest) -> Path:
     parent = request.state_dir / "staging"
     parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # We hold the backup lock: anything still here was left by a backup that was killed.
+    for stale in parent.iterdir():
+        log.info("removing %s, left by an interrupted backup", stale)
+        shutil.rmtree(stale, ignore_errors=True)
     return parent
 
 
