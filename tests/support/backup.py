@@ -5,7 +5,7 @@ Fixtures (import them into a test module):
 
     from tests.support.backup import medium_db  # noqa: F401
 
-`medium_db` (session): a generated signer database of about 40 MB on the session's source
+`medium_db` (session): a generated signer database of about 24 MB on the session's source
 server, large enough for pg_dump to run a few hundred milliseconds and for an uncompressed
 archive to need a multipart upload (> 16 MiB). Do not modify it.
 """
@@ -33,7 +33,7 @@ from tests.support.pg import SourceServer, new_signer_database
 if TYPE_CHECKING:
     from sbtc_ops.devtools.signer_db import GeneratedDb
 
-MEDIUM_DB_MB = 40.0
+MEDIUM_DB_MB = 24.0
 
 
 @pytest.fixture(scope="session")
@@ -129,12 +129,28 @@ def pids() -> Iterator[int]:
             yield int(entry)
 
 
-def wait_for_child(parent: subprocess.Popen[str], name: str, timeout_s: float = 60.0) -> int:
-    """The pid of `parent`'s child process called `name`, as soon as it exists."""
+def _argv(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def wait_for_child(
+    parent: subprocess.Popen[str], name: str, timeout_s: float = 60.0, with_arg: str = ""
+) -> int:
+    """The pid of `parent`'s child process called `name` (with an argument starting with
+    `with_arg`, to tell e.g. the real pg_dump from a `pg_dump --version` probe), as soon as
+    it exists."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for pid in pids():
-            if _ppid(pid) == parent.pid and process_name(pid) == name:
+            if (
+                _ppid(pid) == parent.pid
+                and process_name(pid) == name
+                and any(arg.startswith(with_arg) for arg in _argv(pid))
+            ):
                 return pid
         if parent.poll() is not None:
             _, stderr = parent.communicate()
@@ -145,14 +161,7 @@ def wait_for_child(parent: subprocess.Popen[str], name: str, timeout_s: float = 
 
 def cmdlines() -> dict[int, list[str]]:
     """argv of every process on the host, as `ps` would show it to anyone."""
-    found = {}
-    for pid in pids():
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        found[pid] = [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-    return found
+    return {pid: _argv(pid) for pid in pids()}
 
 
 def process_alive(pid: int) -> bool:
@@ -261,3 +270,8 @@ def parse_json_output(code: int, stdout: str, stderr: str) -> BackupRun:
     except ValueError as exc:
         raise AssertionError(f"stdout is not one JSON document: {stdout!r} / {stderr}") from exc
     return BackupRun(code, stdout, stderr, doc)
+
+
+def wait_for_dump(backup: subprocess.Popen[str]) -> int:
+    """The pid of the pg_dump that dumps the snapshot (not a `pg_dump --version` probe)."""
+    return wait_for_child(backup, "pg_dump", with_arg="--snapshot=")

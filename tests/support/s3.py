@@ -56,6 +56,10 @@ class S3Server:
     data_dir: Path
     log_path: Path
 
+    @property
+    def port(self) -> int:
+        return int(self.endpoint_url.rsplit(":", 1)[1])
+
     def client(self) -> Any:
         import boto3
         from botocore.config import Config
@@ -216,3 +220,66 @@ def s3_server() -> Iterator[S3Server]:
         stop_s3_server(server)
         assert server.process.returncode is not None, "weed is still running"
         assert not process_group_alive(server.process.pid), "a weed process outlived the tests"
+
+
+class FreezingProxy:
+    """A TCP proxy in front of the S3 server that freezes all traffic towards it once a
+    request contains `trigger` (e.g. b"partNumber=" mid-multipart, b"manifest.json" just
+    before the manifest): the client then hangs at a known point, to be killed there."""
+
+    def __init__(self, upstream_port: int, trigger: bytes) -> None:
+        import socket
+        import threading
+
+        self.upstream_port = upstream_port
+        self.trigger = trigger
+        self.frozen = threading.Event()
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: Any, sink: Any, towards_server: bool) -> None:
+        tail = b""
+        try:
+            while chunk := source.recv(65536):
+                if towards_server:
+                    if self.trigger in tail + chunk:
+                        self.frozen.set()
+                    tail = chunk[-len(self.trigger) :]
+                    if self.frozen.is_set():
+                        self._closed.wait()  # hold everything until the test is done
+                        return
+                sink.sendall(chunk)
+        except OSError:
+            return
+
+    def wait_frozen(self, timeout_s: float = 60.0) -> None:
+        if not self.frozen.wait(timeout_s):
+            raise AssertionError(f"no request with {self.trigger!r} within {timeout_s} s")
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()

@@ -1,0 +1,207 @@
+"""kill -9 of `sbtc-ops backup` at several points: during the dump, during the upload, just
+before the manifest. Nothing complete-looking is left, earlier backups stay intact and still
+restore, the next backup succeeds, and `prune` removes what the killed one left."""
+
+# Fixtures imported from tests/support are taken as parameters by name, as pytest intends.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.support.backup import (
+    fresh_database,
+    medium_db,  # noqa: F401  (fixture)
+    sbtc_ops_popen,
+    table_counts,
+    wait_for_dump,
+    wait_gone,
+)
+from tests.support.cli import CliResult
+from tests.support.pg import SourceServer, source_server  # noqa: F401  (fixture)
+from tests.support.s3 import FreezingProxy, S3Server, s3_server  # noqa: F401  (fixture)
+
+if TYPE_CHECKING:
+    from sbtc_ops.devtools.signer_db import GeneratedDb
+
+Cli = Callable[..., CliResult]
+
+
+def process_status(pid: int) -> str:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "gone"
+    return " ".join(
+        line for line in lines if line.startswith(("State", "PPid", "SigPnd", "ShdPnd"))
+    )
+
+
+def states(cli: Cli, location: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    result = cli("backups", "--to", location, "--json", env=env)
+    assert result.code == 0, result.stderr
+    return {row["id"]: row["state"] for row in result.json()["backups"]}
+
+
+def backup(cli: Cli, url: str, location: str, env: dict[str, str] | None = None) -> str:
+    result = cli("backup", "--db", url, "--to", location, "--json", env=env)
+    assert result.code == 0, result.stderr
+    backup_id: str = result.json()["backup"]["id"]
+    return backup_id
+
+
+def assert_restores(
+    cli: Cli, server: SourceServer, ref: str, name: str, *extra: str, env: Any = None
+) -> None:
+    target = fresh_database(server, name)
+    result = cli("restore", ref, "--target-db", target, "--json", *extra, env=env)
+    assert result.code == 0, result.stderr
+    listed = cli("backups", *extra, "--json", env=env).json()["backups"]
+    manifest_rows = next(row for row in listed if row["id"] == result.json()["backup"])
+    assert manifest_rows["state"] == "complete"
+    assert table_counts(target)["sbtc_signer.dkg_shares"] > 0
+
+
+def test_kill_during_the_dump(
+    cli: Cli,
+    tmp_path: Path,
+    workdir: Path,
+    source_server: SourceServer,
+    medium_db: tuple[str, GeneratedDb],
+) -> None:
+    url, _ = medium_db
+    repo = tmp_path / "repo"
+    earlier = backup(cli, url, str(repo))
+    earlier_files = {p: p.read_bytes() for p in (repo / earlier).iterdir()}
+
+    proc = sbtc_ops_popen(
+        "backup", "--db", url, "--to", str(repo), state_dir=workdir / "state", cwd=workdir
+    )
+    pg_dump = wait_for_dump(proc)
+    os.kill(pg_dump, signal.SIGSTOP)  # hold the dump mid-way, then kill sbtc-ops there
+    try:
+        partials = [p.name for p in repo.iterdir() if p.name.endswith(".partial")]
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        gone = wait_gone(pg_dump)
+        assert gone, f"pg_dump outlived the killed backup: {process_status(pg_dump)}"
+    finally:
+        if not wait_gone(pg_dump, 0):
+            os.kill(pg_dump, signal.SIGKILL)
+    assert len(partials) == 1
+    listed = states(cli, str(repo))
+    killed = partials[0].removesuffix(".partial")
+    assert listed == {earlier: "complete", killed: "incomplete"}
+    assert {p: p.read_bytes() for p in (repo / earlier).iterdir()} == earlier_files
+    assert_restores(cli, source_server, earlier, "after_dump_kill", "--to", str(repo))
+
+    following = backup(cli, url, str(repo))
+    assert states(cli, str(repo))[following] == "complete"
+    pruned = cli("prune", "--to", str(repo), "--json")
+    assert pruned.code == 0, pruned.stderr
+    assert pruned.json()["locations"][0]["incomplete_removed"] == [killed]
+    # `earlier` goes too: the daily rule keeps the newest backup of the day.
+    assert [p.name for p in repo.iterdir()] == [following]
+
+
+def test_a_backup_without_its_manifest_is_incomplete_and_pruned(
+    cli: Cli, tmp_path: Path, medium_db: tuple[str, GeneratedDb]
+) -> None:
+    """The state a kill between the rename and the manifest write leaves (a window too short
+    to hit from outside): the files are all there, the manifest is not."""
+    url, _ = medium_db
+    repo = tmp_path / "repo"
+    first = backup(cli, url, str(repo), env={"SBTC_OPS_BACKUP__COMPRESSION": "none"})
+    cut = "20200101T000000Z"
+    shutil.copytree(repo / first, repo / cut)
+    (repo / cut / "manifest.json").unlink()
+
+    assert states(cli, str(repo)) == {first: "complete", cut: "incomplete"}
+    pruned = cli("prune", "--to", str(repo), "--json")
+    assert pruned.json()["locations"][0]["incomplete_removed"] == [cut]
+    assert [p.name for p in repo.iterdir()] == [first]
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server) -> str:
+    return s3_server.create_bucket("crash")
+
+
+@pytest.fixture
+def proxy_factory(s3_server: S3Server) -> Iterator[Callable[[bytes], FreezingProxy]]:
+    proxies: list[FreezingProxy] = []
+
+    def make(trigger: bytes) -> FreezingProxy:
+        proxies.append(FreezingProxy(s3_server.port, trigger))
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+@pytest.mark.parametrize(
+    ("trigger", "point"),
+    [(b"partNumber=", "during the upload"), (b"manifest.json", "before the manifest")],
+)
+def test_kill_during_the_s3_upload(
+    cli: Cli,
+    workdir: Path,
+    source_server: SourceServer,
+    medium_db: tuple[str, GeneratedDb],
+    s3_server: S3Server,
+    bucket: str,
+    proxy_factory: Callable[[bytes], FreezingProxy],
+    trigger: bytes,
+    point: str,
+) -> None:
+    url, _ = medium_db
+    location = f"s3://{bucket}/signer"
+    direct = s3_server.env()
+    # Uncompressed, the archive (> 16 MiB) goes up in several parts.
+    direct["SBTC_OPS_BACKUP__COMPRESSION"] = "none"
+    earlier = backup(cli, url, location, env=direct)
+    earlier_keys = s3_server.keys(bucket, f"signer/{earlier}/")
+
+    proxy = proxy_factory(trigger)
+    state = workdir / "state"
+    proc = sbtc_ops_popen(
+        "backup",
+        "--db",
+        url,
+        "--to",
+        location,
+        state_dir=state,
+        cwd=workdir,
+        env={**direct, "SBTC_OPS_BACKUP__S3__ENDPOINT_URL": proxy.endpoint_url},
+    )
+    proxy.wait_frozen()
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+    listed = states(cli, location, env=direct)
+    assert listed[earlier] == "complete", point
+    killed = [backup_id for backup_id in listed if backup_id != earlier]
+    assert [listed[backup_id] for backup_id in killed] in ([], ["incomplete"]), point
+    if point == "before the manifest":
+        assert killed, "the archive was uploaded, so the killed backup is listed"
+    assert s3_server.keys(bucket, f"signer/{earlier}/") == earlier_keys
+    assert_restores(
+        cli, source_server, earlier, f"after_s3_kill_{len(point)}", "--to", location, env=direct
+    )
+
+    following = backup(cli, url, location, env=direct)
+    assert states(cli, location, env=direct)[following] == "complete"
+    staging = state / "staging"
+    assert not staging.exists() or list(staging.iterdir()) == [], "stale staging left behind"
+    pruned = cli("prune", "--to", location, "--json", env=direct)
+    assert pruned.code == 0, pruned.stderr
+    assert pruned.json()["locations"][0]["incomplete_removed"] == killed
+    assert set(states(cli, location, env=direct)) == {following}
