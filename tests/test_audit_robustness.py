@@ -188,3 +188,29 @@ def test_unreadable_files_as_an_unprivileged_user(shared_tmp: Path) -> None:
     assert found["DB-002"][0] == "skip"  # pg_hba.conf under a 0700 directory
     assert found["SSH-004"][0] == "skip"
     assert found["KEY-002"][0] == "fail"  # what is readable is still audited
+
+
+def test_a_check_abandoned_at_its_timeout_leaves_no_process(tmp_path: Path) -> None:
+    from sbtc_ops.audit.framework import Check, Outcome, Severity, passed
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    pidfile = tmp_path / "slow.pid"
+    script = bindir / "slowtool"
+    script.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 60\n")
+    script.chmod(0o755)
+
+    def waits_on_a_slow_tool(ctx: HostContext) -> Outcome:
+        return passed(ctx.run(["slowtool"], timeout=60).stdout)
+
+    check = Check("T-001", "test", "slow", Severity.LOW, "s", "r", "fix", waits_on_a_slow_tool, 0.5)
+    ctx = HostContext(
+        load_scenario("hardened", tmp_path / "s").settings(),
+        root=tmp_path,
+        runner=SubprocessRunner(path_prepend=[bindir]),
+    )
+    (finding,) = run_audit(ctx, [check]).findings
+    assert (finding.status.value, finding.detail) == ("error", "did not finish within 0.5s")
+    pid = int(pidfile.read_text())
+    time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists() or _zombie(pid)

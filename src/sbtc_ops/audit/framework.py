@@ -295,6 +295,8 @@ class SubprocessRunner:
     def __init__(self, prefix: Sequence[str] = (), path_prepend: Sequence[Path] = ()) -> None:
         self.prefix = tuple(prefix)
         self.env = dict(os.environ, LC_ALL="C", LANG="C")
+        self._live: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
         if path_prepend:
             joined = os.pathsep.join(str(p) for p in path_prepend)
             self.env["PATH"] = f"{joined}{os.pathsep}{self.env.get('PATH', '')}"
@@ -314,6 +316,8 @@ class SubprocessRunner:
             )
         except OSError as exc:
             raise ToolMissing(f"cannot run {argv[0]}: {exc.strerror}") from None
+        with self._lock:
+            self._live.add(proc)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -321,12 +325,27 @@ class SubprocessRunner:
             raise CommandTimeout(
                 f"`{' '.join(argv)}` did not finish within {timeout:g}s (killed)"
             ) from None
+        finally:
+            with self._lock:
+                self._live.discard(proc)
         return CommandResult(
             tuple(argv),
             proc.returncode,
             out.decode("utf-8", "replace"),
             err.decode("utf-8", "replace"),
         )
+
+    def kill_all(self) -> None:
+        """Kill commands still running (a check abandoned at its timeout, an interrupt)."""
+        with self._lock:
+            live = list(self._live)
+        for proc in live:
+            # Signal only: the thread waiting in communicate() reaps it (two readers of the
+            # same pipes would race).
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                proc.kill()
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -675,49 +694,70 @@ def run_audit(
     """Run checks concurrently, each bounded by its timeout; never raises for a check."""
     started_at = datetime.now(UTC)
     start = time.perf_counter()
-    limit = concurrency or ctx.settings.audit.concurrency
-    default_timeout = check_timeout_s or ctx.settings.audit.check_timeout_s
-    results: dict[str, Finding] = {}
-    cond = threading.Condition()
-
-    def worker(item: Check) -> None:
-        finding = _execute(ctx, item)
-        with cond:
-            results.setdefault(item.id, finding)
-            cond.notify_all()
-
-    pending = deque(checks)
-    active: dict[str, tuple[Check, float]] = {}
-    with cond:
-        while pending or active:
-            while pending and len(active) < limit:
-                item = pending.popleft()
-                active[item.id] = (item, time.monotonic())
-                # Daemon threads: a check stuck past its timeout must not keep the CLI alive.
-                threading.Thread(
-                    target=worker, args=(item,), name=f"audit-{item.id}", daemon=True
-                ).start()
-            now = time.monotonic()
-            next_deadline = now + 1.0
-            for check_id, (item, began) in list(active.items()):
-                timeout = item.timeout_s or default_timeout
-                if check_id in results:
-                    del active[check_id]
-                elif now - began >= timeout:
-                    results[check_id] = _finding(
-                        ctx,
-                        item,
-                        Outcome(Status.ERROR, f"did not finish within {timeout:g}s"),
-                        now - began,
-                    )
-                    del active[check_id]
-                else:
-                    next_deadline = min(next_deadline, began + timeout)
-            if active and not any(cid in results for cid in active):
-                cond.wait(timeout=max(0.0, next_deadline - now))
-    findings = [results[item.id] for item in checks]
+    run = _Run(
+        ctx,
+        concurrency or ctx.settings.audit.concurrency,
+        check_timeout_s or ctx.settings.audit.check_timeout_s,
+    )
+    try:
+        run.supervise(checks)
+    finally:
+        # Nothing outlives the audit: commands of abandoned checks, or all on Ctrl-C.
+        kill_all = getattr(ctx.runner, "kill_all", None)
+        if callable(kill_all):
+            kill_all()
+    findings = [run.results[item.id] for item in checks]
     areas = sorted({item.area for item in checks}, key=area_rank)
     return AuditReport(findings, str(ctx.root), started_at, time.perf_counter() - start, areas)
+
+
+class _Run:
+    """Starts checks up to the concurrency limit; turns those past their timeout into errors."""
+
+    def __init__(self, ctx: HostContext, limit: int, default_timeout: float) -> None:
+        self.ctx = ctx
+        self.limit = limit
+        self.default_timeout = default_timeout
+        self.results: dict[str, Finding] = {}
+        self.cond = threading.Condition()
+
+    def worker(self, item: Check) -> None:
+        finding = _execute(self.ctx, item)
+        with self.cond:
+            self.results.setdefault(item.id, finding)  # a late result after a timeout is dropped
+            self.cond.notify_all()
+
+    def supervise(self, checks: Sequence[Check]) -> None:
+        pending = deque(checks)
+        active: dict[str, tuple[Check, float]] = {}
+        with self.cond:
+            while pending or active:
+                while pending and len(active) < self.limit:
+                    item = pending.popleft()
+                    active[item.id] = (item, time.monotonic())
+                    # Daemon threads: a check stuck past its timeout must not keep the CLI alive.
+                    threading.Thread(
+                        target=self.worker, args=(item,), name=f"audit-{item.id}", daemon=True
+                    ).start()
+                next_deadline = self._reap(active)
+                if active and not any(cid in self.results for cid in active):
+                    self.cond.wait(timeout=max(0.0, next_deadline - time.monotonic()))
+
+    def _reap(self, active: dict[str, tuple[Check, float]]) -> float:
+        """Drop finished checks, time out overdue ones; returns the next deadline."""
+        now = time.monotonic()
+        next_deadline = now + 1.0
+        for check_id, (item, began) in list(active.items()):
+            timeout = item.timeout_s or self.default_timeout
+            if check_id in self.results:
+                del active[check_id]
+            elif now - began >= timeout:
+                outcome = Outcome(Status.ERROR, f"did not finish within {timeout:g}s")
+                self.results[check_id] = _finding(self.ctx, item, outcome, now - began)
+                del active[check_id]
+            else:
+                next_deadline = min(next_deadline, began + timeout)
+        return next_deadline
 
 
 def _execute(ctx: HostContext, item: Check) -> Finding:
