@@ -1,0 +1,206 @@
+"""`sbtc-ops restore`: round trips (custom, directory, encrypted), and the refusals that protect
+an operator from restoring over the wrong database or from a damaged archive."""
+
+# Fixtures imported from tests/support are taken as parameters by name, as pytest intends.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psycopg
+import pyrage
+import pytest
+
+from tests.support.backup import dkg_rows, fresh_database, table_counts
+from tests.support.cli import CliResult
+from tests.support.pg import (
+    SourceServer,
+    signer_db,  # noqa: F401  (fixture)
+    source_server,  # noqa: F401  (fixture)
+)
+
+if TYPE_CHECKING:
+    from sbtc_ops.devtools.signer_db import GeneratedDb
+
+Cli = Callable[..., CliResult]
+_targets = itertools.count(1)
+
+
+def new_target(server: SourceServer) -> str:
+    return fresh_database(server, f"restore_target_{next(_targets)}")
+
+
+def take(cli: Cli, url: str, repo: Path, *extra: str) -> str:
+    result = cli("backup", "--db", url, "--to", str(repo), "--json", *extra)
+    assert result.code == 0, result.stderr
+    backup_id: str = result.json()["backup"]["id"]
+    return backup_id
+
+
+def user_tables(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN "
+            "('pg_catalog', 'information_schema')"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("fmt", ["custom", "directory"])
+def test_round_trip_gives_the_same_rows(
+    cli: Cli,
+    tmp_path: Path,
+    source_server: SourceServer,
+    signer_db: tuple[str, GeneratedDb],
+    fmt: str,
+) -> None:
+    url, _ = signer_db
+    repo = tmp_path / "repo"
+    backup_id = take(cli, url, repo, "--format", fmt, "--jobs", "2")
+    target = new_target(source_server)
+
+    result = cli("restore", backup_id, "--to", str(repo), "--target-db", target, "--json")
+
+    assert result.code == 0, result.stderr
+    assert result.json()["backup"] == backup_id and result.json()["format"] == fmt
+    assert table_counts(target) == table_counts(url)
+    assert dkg_rows(target) == dkg_rows(url)
+    assert target.split("@")[0].split(":")[-1] not in result.stdout  # no password shown
+
+
+@pytest.fixture
+def age_identity(tmp_path: Path) -> tuple[Path, str]:
+    identity = pyrage.x25519.Identity.generate()
+    path = tmp_path / "backup.key"
+    path.write_text(f"# test identity\n{identity}\n")
+    path.chmod(0o600)
+    return path, str(identity.to_public())
+
+
+@pytest.mark.parametrize("fmt", ["custom", "directory"])
+def test_encrypted_round_trip_needs_the_identity(
+    cli: Cli,
+    tmp_path: Path,
+    source_server: SourceServer,
+    signer_db: tuple[str, GeneratedDb],
+    age_identity: tuple[Path, str],
+    fmt: str,
+) -> None:
+    url, _ = signer_db
+    identity_file, recipient = age_identity
+    repo = tmp_path / "repo"
+    backup_id = take(cli, url, repo, "--recipient", recipient, "--format", fmt)
+
+    backup_dir = repo / backup_id
+    manifest = cli("backups", "--to", str(repo), "--json").json()["backups"][0]
+    assert manifest["encrypted"] is True
+    data_files = [p for p in backup_dir.rglob("*") if p.is_file() and p.name != "manifest.json"]
+    assert data_files and all(p.name.endswith(".age") for p in data_files)
+    for path in data_files:
+        assert path.read_bytes().startswith(b"age-encryption.org/v1")
+    assert (
+        str(identity_file.read_text()).split()[-1] not in (backup_dir / "manifest.json").read_text()
+    )
+
+    target = new_target(source_server)
+    refused = cli("restore", str(backup_dir), "--target-db", target, "--json")
+    assert refused.code == 2
+    assert "no age identity" in refused.json()["error"]
+    assert user_tables(target) == 0
+
+    result = cli(
+        "restore", str(backup_dir), "--target-db", target, "--identity", str(identity_file)
+    )
+    assert result.code == 0, result.stderr
+    assert table_counts(target) == table_counts(url)
+    assert dkg_rows(target) == dkg_rows(url)
+
+
+def test_restore_refuses_a_non_empty_target_unless_forced(
+    cli: Cli, tmp_path: Path, source_server: SourceServer, signer_db: tuple[str, GeneratedDb]
+) -> None:
+    url, _ = signer_db
+    repo = tmp_path / "repo"
+    backup_id = take(cli, url, repo)
+    target = new_target(source_server)
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (line TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('precious')")
+
+    refused = cli("restore", str(repo / backup_id), "--target-db", target, "--json")
+
+    assert refused.code == 2
+    assert "is not empty (1 tables); nothing was restored" in refused.json()["error"]
+    assert user_tables(target) == 1
+
+    forced = cli("restore", str(repo / backup_id), "--target-db", target, "--force")
+    assert forced.code == 0, forced.stderr
+    assert table_counts(target) == table_counts(url)
+    with psycopg.connect(target, autocommit=True) as conn:
+        assert conn.execute("SELECT line FROM notes").fetchall() == [("precious",)]
+
+
+def test_restore_refuses_the_live_database_unless_named(
+    cli: Cli, tmp_path: Path, source_server: SourceServer, signer_db: tuple[str, GeneratedDb]
+) -> None:
+    """Disaster recovery into the signer's own database (recreated empty): the configured
+    db_endpoint is refused unless --overwrite-live-db repeats its name."""
+    url, _ = signer_db
+    repo = tmp_path / "repo"
+    backup_id = take(cli, url, repo)
+    live_name = "live_signer"
+    live = fresh_database(source_server, live_name)
+    config = {"SBTC_OPS_DB__URL": live}
+    # The same database, spelled differently (localhost instead of 127.0.0.1).
+    spelled = live.replace("127.0.0.1", "localhost")
+
+    for wrong in ([], ["--overwrite-live-db", "signer"]):
+        refused = cli(
+            "restore", str(repo / backup_id), "--target-db", spelled, "--json", *wrong, env=config
+        )
+        assert refused.code == 2
+        error = refused.json()["error"]
+        assert "is the live signer database" in error
+        assert f"--overwrite-live-db {live_name}" in refused.stderr + error
+        assert user_tables(live) == 0
+
+    allowed = cli(
+        "restore",
+        str(repo / backup_id),
+        "--target-db",
+        spelled,
+        "--overwrite-live-db",
+        live_name,
+        env=config,
+    )
+    assert allowed.code == 0, allowed.stderr
+    assert table_counts(live) == table_counts(url)
+
+
+def test_a_corrupted_archive_is_refused_and_nothing_restored(
+    cli: Cli, tmp_path: Path, source_server: SourceServer, signer_db: tuple[str, GeneratedDb]
+) -> None:
+    url, _ = signer_db
+    repo = tmp_path / "repo"
+    backup_id = take(cli, url, repo)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(repo / backup_id, damaged)
+    archive = damaged / "signer.dump"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit, in the middle of the table data
+    archive.write_bytes(bytes(data))
+    target = new_target(source_server)
+
+    result = cli("restore", str(damaged), "--target-db", target, "--json")
+
+    assert result.code == 2
+    error = result.json()["error"]
+    assert "fails its checksum, nothing was restored" in error and "signer.dump" in error
+    assert user_tables(target) == 0
+    assert cli("restore", str(repo / backup_id), "--target-db", target).code == 0
