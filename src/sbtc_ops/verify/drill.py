@@ -178,9 +178,11 @@ class Drill:
         total = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chain")
         try:
-            chain = self._start_chain_reads(pool)
             with self._timed("locate"):
                 located = self._locate(work_dir)
+            # Only once the backup is found: a bad argument must not wait for (or cause) a
+            # read from every configured Stacks endpoint.
+            chain = self._start_chain_reads(pool)
             self.report.backup = located.backup_id or located.ref
             if located.manifest is not None:
                 self.report.manifest = located.manifest.model_dump(mode="json")
