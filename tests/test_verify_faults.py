@@ -337,9 +337,12 @@ def test_single_endpoint_that_cannot_answer_means_could_not_verify(
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(
-    area: Area, args: tuple[str, ...], message: str
+    area_with_chain: Area, args: tuple[str, ...], message: str
 ) -> None:
-    run = area.verify(*args)
+    area = area_with_chain
+    before = len(area.node.requests)
+    run = area.verify(*args, "--stacks-url", area.node.url)
     assert run.code == 2
     assert message in run.result.stderr
     assert run.doc["ok"] is False and message in run.doc["error"]
+    assert len(area.node.requests) == before  # the chain is not read for nothing

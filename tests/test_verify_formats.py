@@ -189,6 +189,23 @@ def test_encrypted_backup_without_identity_is_a_usage_problem(area: Area) -> Non
     assert run.doc["ok"] is False
 
 
+def test_encrypted_backup_with_the_wrong_identity_is_a_usage_problem(area: Area) -> None:
+    wrong = area.root / "wrong-identity.txt"
+    write_secret(wrong, str(pyrage.x25519.Identity.generate()))
+    run = area.verify(
+        area.encrypted_id,
+        "--to",
+        str(area.repo),
+        "--identity",
+        str(wrong),
+        "--expected-key",
+        area.facts.newest_verified_key.hex(),
+    )
+    assert run.code == 2
+    assert "cannot decrypt the backup" in run.doc["error"]
+    assert "AGE-SECRET-KEY" not in run.result.stdout + run.result.stderr
+
+
 # -- dumps an operator already has ------------------------------------------------------------
 
 
