@@ -9,16 +9,20 @@ secrets.toml (audit.secrets_inventory)::
     last_rotated = 2026-01-15      # TOML date (or "YYYY-MM-DD")
     max_age_days = 180
 
-roster.toml (audit.roster_file)::
+roster.toml (audit.roster_file), shared with the operations area (see operations.py)::
 
-    [[admin]]
+    [[administrator]]
     name = "alice"
     timezone = "Europe/Berlin"
-    hours = "08:00-18:00"
+    working_hours = ["Mon-Fri 08:00-18:00"]
     contact = "alice@example.org"
     hardware_key = true
-    added = 2025-01-10
-    removed = 2026-03-01           # only for former administrators
+
+    [[former_administrator]]       # people who had access and left
+    name = "carol"
+    removed = 2026-02-01
+
+An `[[administrator]]` entry with a `removed` date counts as a former administrator too.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from datetime import date, datetime
 from typing import Any
 
 from sbtc_ops.audit.framework import EvidenceError, HostContext, Skip
+
+ROSTER_TABLES = ("administrator", "administrators", "former_administrator", "former_administrators")
 
 
 @dataclass(frozen=True)
@@ -133,15 +139,21 @@ def roster(ctx: HostContext) -> list[Admin]:
             raise Skip("no administrator roster configured (audit.roster_file)")
         doc = _load_toml(ctx, str(configured), "administrator roster")
         admins = []
-        known = {"name", "timezone", "hours", "contact", "hardware_key", "added", "removed"}
-        for entry in doc.get("admin") or []:
+        known = {"name", "timezone", "working_hours", "contact", "hardware_key", "added", "removed"}
+        entries = [
+            entry
+            for table in ROSTER_TABLES
+            if isinstance(doc.get(table), list)
+            for entry in doc[table]
+        ]
+        for entry in entries:
             if not isinstance(entry, dict) or not entry.get("name"):
                 continue
             admins.append(
                 Admin(
                     str(entry["name"]),
                     str(entry.get("timezone") or ""),
-                    str(entry.get("hours") or ""),
+                    str(entry.get("working_hours") or ""),
                     str(entry.get("contact") or ""),
                     bool(entry.get("hardware_key", False)),
                     _date(entry.get("added")),
