@@ -7,6 +7,7 @@ rpcallowip=0.0.0.0/0, accept-policy nftables). `hardened`: the same stack done r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,21 @@ def test_ipv6_gap_matters_only_with_a_global_ipv6_address(tmp_path: Path) -> Non
         found = by_id(run_audit(firewall_context(tmp_path, outputs), select(["firewall"])))
         assert found["FW-002"].status.value == expected
     assert "2001:db8::5" in found["FW-002"].detail
+
+
+def test_docker_user_rules_nft_cannot_translate_are_not_credited(tmp_path: Path) -> None:
+    """iptables-nft rules with matches nft cannot express show up as `xt` expressions; such a
+    DROP must not be read as 'drops every port'."""
+    doc = json.loads((FIXTURES / "firewall/nft-v4only-docker-user.json").read_text())
+    for item in doc["nftables"]:
+        rule = item.get("rule")
+        if rule and rule["chain"] == "DOCKER-USER" and {"drop": None} in rule["expr"]:
+            rule["expr"] = [
+                {"xt": {"type": "match", "name": "conntrack"}},
+                {"counter": {"packets": 0, "bytes": 0}},
+                {"drop": None},
+            ]
+    outputs: dict[str, str | CommandResult] = {"nft -j list ruleset": json.dumps(doc)}
+    found = by_id(run_audit(firewall_context(tmp_path, outputs), select(["firewall"])))
+    published = " ".join(i["published"] for i in found["FW-004"].data["items"])
+    assert ":8332->" in published and ":20443->" in published

@@ -210,6 +210,8 @@ class NftRuleset:
         for expr in self.rules.get(key) or []:
             if _verdict(expr) not in ("drop", "reject"):
                 continue
+            if any(isinstance(entry, dict) and "xt" in entry for entry in expr):
+                continue  # an iptables match nft cannot show: do not credit what we cannot read
             matched = []
             for entry in expr:
                 match = entry.get("match") if isinstance(entry, dict) else None
