@@ -102,6 +102,20 @@ def test_missing_and_stale_runbooks(tmp_path: Path, tree: Path) -> None:
     assert statuses(findings)["OPS-004"] == "pass"
 
 
+def test_former_administrators_do_not_count(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        ROSTER,
+        admin("alice", "UTC", "Mon-Fri 08:00-17:00")
+        + admin("bob", "UTC", "Mon-Fri 08:00-17:00")
+        + "removed = 2026-02-01\n"
+        + '[[former_administrator]]\nname = "carol"\nremoved = 2025-01-01\n',
+    )
+    findings = run_area("operations", settings(tmp_path, runbooks=[]), root=tmp_path)
+    assert statuses(findings)["OPS-001"] == "fail"
+    assert findings["OPS-001"].detail == "1 administrator(s) on the roster: alice"
+
+
 def test_no_roster_and_broken_roster(tmp_path: Path) -> None:
     findings = run_area("operations", make_settings(tmp_path), root=tmp_path)
     assert statuses(findings) == {

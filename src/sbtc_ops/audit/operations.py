@@ -9,6 +9,9 @@ Evidence: the administrator roster (``audit.roster_file``, TOML) and the runbook
     working_hours = ["Mon-Fri 08:00-17:00", "Sat 10:00-12:00"]
     contact = "alice@example.org / +41 …"
     hardware_key = true                   # FIDO key enrolled for SSH and cloud consoles
+    # removed = 2026-02-01                # from that day on, a former administrator
+
+``[[former_administrator]]`` tables (the secrets audit reads them) are not counted.
 
 Hours ranges may wrap past midnight (``Mon-Fri 22:00-06:00``); days are Mon…Sun, ranges
 (``Mon-Fri``), lists (``Mon,Wed``) or ``daily``. Coverage is counted over the 168 hours of the
@@ -20,7 +23,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -143,9 +146,20 @@ def roster(ctx: HostContext) -> list[Administrator]:
         entries = document.get("administrator", document.get("administrators", []))
         if not isinstance(entries, list):
             raise EvidenceError(f"{path}: [[administrator]] must be an array of tables")
-        return [_administrator(e, i) for i, e in enumerate(entries) if isinstance(e, dict)]
+        today = ctx.now.date()
+        current = [
+            e for e in entries if isinstance(e, dict) and not _removed_by(e.get("removed"), today)
+        ]
+        return [_administrator(e, i) for i, e in enumerate(current)]
 
     return ctx.memo("operations.roster", load)
+
+
+def _removed_by(value: Any, today: date) -> bool:
+    """An entry with `removed = <date>` on or before today is a former administrator."""
+    if isinstance(value, datetime):
+        value = value.date()
+    return isinstance(value, date) and value <= today
 
 
 @check(
