@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from typing import NoReturn
@@ -50,7 +51,10 @@ def main(argv: list[str]) -> NoReturn:
     }
     sys.stdout.write(json.dumps(document) + "\n")
     sys.stdout.flush()
-    sys.exit(_EXIT_CODES.get(result.outcome, 1))
+    sys.stderr.flush()
+    # Every cleanup (clusters, temp files) ran while the job unwound. Do not wait at exit for
+    # a worker thread still blocked on a network read after a signal.
+    os._exit(_EXIT_CODES.get(result.outcome, 1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,190 @@
+"""Run a real `sbtc-ops serve` process for tests, on a free loopback port, always stopped."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sbtc_ops.state import Run, StateStore
+from tests.support.cli import clean_env, sbtc_ops_executable
+
+# Every job disabled: a test enables what it needs.
+NO_JOBS = {
+    "backup_cron": "",
+    "verify_rotate_cron": "",
+    "audit_cron": "",
+    "chain_check_cron": "",
+    "jitter_s": 0,
+}
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]], **top: Any) -> Path:
+    lines = [f"{key} = {toml_value(value)}" for key, value in top.items()]
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Daemon:
+    """`sbtc-ops --config CONFIG serve --bind 127.0.0.1:0`, its stderr collected."""
+
+    def __init__(self, config: Path, state_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.env = clean_env(state_dir, env)
+        self.stderr: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+        self._reader: threading.Thread | None = None
+
+    def start(self, timeout_s: float = 20.0) -> Daemon:
+        self.proc = subprocess.Popen(
+            [sbtc_ops_executable(), "--config", str(self.config), "serve", "--bind", "127.0.0.1:0"],
+            cwd=self.config.parent,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        wait_until(lambda: self._listening() is not None, timeout_s, self.describe)
+        self.port = self._listening() or 0
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+
+    def _listening(self) -> int | None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"serve exited early: {self.describe()}")
+        for line in list(self.stderr):
+            match = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", line)
+            if match:
+                return int(match.group(1))
+        return None
+
+    def describe(self) -> str:
+        code = self.proc.poll() if self.proc else None
+        return f"exit={code} stderr={''.join(self.stderr)[-3000:]!r}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def get(self, path: str) -> tuple[int, str, dict[str, str]]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as response:  # noqa: S310
+                return response.status, response.read().decode(), dict(response.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(), dict(exc.headers)
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout_s)
+        if self._reader is not None:
+            self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def runs(self, job: str | None = None) -> list[Run]:
+        with StateStore.open(self.state_dir) as store:
+            return store.runs(job)
+
+
+@contextmanager
+def running_daemon(
+    config: Path, state_dir: Path, env: dict[str, str] | None = None
+) -> Iterator[Daemon]:
+    daemon = Daemon(config, state_dir, env).start()
+    try:
+        yield daemon
+    finally:
+        daemon.kill()
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout_s: float, describe: Callable[[], str] = lambda: ""
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s; {describe()}")
+        time.sleep(0.1)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def processes_with(fragment: str) -> list[int]:
+    """Live processes whose command line contains `fragment`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if fragment in cmdline and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found

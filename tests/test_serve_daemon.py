@@ -1,0 +1,236 @@
+"""A real `sbtc-ops serve` process: jobs in child processes, HTTP endpoints, graceful
+SIGTERM, kill -9 during a job, `serve --once`, and a real backup + verify against a real
+PostgreSQL to a local directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.fakes.stacks_node import FakeStacksNode, slow
+from tests.support.cli import CliResult, clean_env, run_cli
+from tests.support.pg import (
+    SourceServer,
+    assert_no_postgres_left,
+    new_signer_database,
+    source_server,  # noqa: F401  (pytest fixture)
+)
+from tests.support.serve import (
+    NO_JOBS,
+    Daemon,
+    alive,
+    children,
+    running_daemon,
+    wait_until,
+    write_config,
+)
+from tests.support.verify import private_tmpdir, serve_facts
+
+pytestmark = pytest.mark.timeout(180)
+
+KEY = bytes.fromhex("03" + "5d" * 32)
+DEAD_ENDPOINT = "http://127.0.0.1:9"  # discard port: connection refused
+
+
+@pytest.fixture
+def node() -> Iterator[FakeStacksNode]:
+    with FakeStacksNode() as fake:
+        fake.set_aggregate_key(KEY)
+        yield fake
+
+
+def chain_config(tmp_path: Path, endpoints: list[str], timeout_s: float = 3.0) -> Path:
+    return write_config(
+        tmp_path / "sbtc-ops.toml",
+        {
+            "stacks": {"endpoints": endpoints, "timeout_s": timeout_s, "retries": 0,
+                       "connect_timeout_s": 1},
+            "serve": {**NO_JOBS, "chain_check_cron": "*/10 * * * *"},
+        },
+    )  # fmt: skip
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_serve_runs_the_chain_check_and_serves_metrics_health_and_status(
+    tmp_path: Path, node: FakeStacksNode
+) -> None:
+    config = chain_config(tmp_path, [node.url, DEAD_ENDPOINT])
+    with running_daemon(config, tmp_path / "state") as daemon:
+        # Never ran here: the check runs at start-up.
+        run = wait_until(
+            lambda: next((r for r in daemon.runs("chain-check") if r.outcome != "running"), None),
+            30,
+            daemon.describe,
+        )
+        assert run.outcome == "problem"
+        assert run.data["onchain_aggregate_key"] == KEY.hex()
+        status, body, headers = daemon.get("/metrics")
+        assert status == 200 and headers["Content-Type"].startswith("text/plain; version=")
+        found = samples(body)
+        up = "sbtc_ops_chain_endpoint_up"
+        assert found[(up, (("endpoint", node.url),))] == 1
+        assert found[(up, (("endpoint", DEAD_ENDPOINT),))] == 0
+        runs_key = ("sbtc_ops_job_runs_total", (("job", "chain-check"), ("outcome", "problem")))
+        assert found[runs_key] == 1
+        # A scrape never runs a job.
+        for _ in range(5):
+            daemon.get("/metrics")
+        assert len(daemon.runs("chain-check")) == 1
+        assert daemon.get("/healthz")[:2] == (200, "ok\n")
+        assert daemon.get("/readyz")[:2] == (200, "ready\n")
+        status, page, headers = daemon.get("/")
+        assert status == 200 and "Chain endpoints: ATTENTION" in page
+        assert "default-src 'none'" in headers["Content-Security-Policy"]
+        assert daemon.get("/nope")[0] == 404
+        code = daemon.terminate()
+        assert code == 0, daemon.describe()
+        assert "sbtc-ops serve: stopped" in "".join(daemon.stderr)
+
+
+def hung_chain_check(tmp_path: Path, node: FakeStacksNode) -> tuple[Path, int]:
+    node.fail(slow(60), on="get-current-aggregate-pubkey")
+    return chain_config(tmp_path, [node.url], timeout_s=90), 0
+
+
+def wait_for_running_job(daemon: Daemon) -> int:
+    """The worker process of a chain check that is in progress."""
+    wait_until(
+        lambda: any(r.outcome == "running" for r in daemon.runs("chain-check")),
+        30,
+        daemon.describe,
+    )
+    workers = wait_until(lambda: children(daemon.pid), 10, daemon.describe)
+    assert len(workers) == 1
+    return int(workers[0])
+
+
+def test_sigterm_stops_a_running_job_and_records_it_interrupted(
+    tmp_path: Path, node: FakeStacksNode
+) -> None:
+    config, _ = hung_chain_check(tmp_path, node)
+    with running_daemon(config, tmp_path / "state") as daemon:
+        worker = wait_for_running_job(daemon)
+        assert daemon.terminate(timeout_s=30) == 0, daemon.describe()
+        assert not alive(worker)
+        (run,) = daemon.runs("chain-check")
+        assert run.outcome == "interrupted" and run.ended_at is not None
+        assert run.data["summary"] == "stopped by shutdown"
+
+
+def test_kill_9_during_a_job_leaves_an_intact_db_and_an_interrupted_run(
+    tmp_path: Path, node: FakeStacksNode
+) -> None:
+    config, _ = hung_chain_check(tmp_path, node)
+    state = tmp_path / "state"
+    daemon = Daemon(config, state).start()
+    try:
+        worker = wait_for_running_job(daemon)
+        os.kill(daemon.pid, signal.SIGKILL)
+        daemon.proc.wait(10)  # type: ignore[union-attr]
+        # The job process is told (parent-death signal) and goes too, without waiting out
+        # its network read.
+        wait_until(lambda: not alive(worker), 15, lambda: f"worker {worker} still alive")
+    finally:
+        daemon.kill()
+    with sqlite3.connect(state / "state.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT outcome FROM runs").fetchall() == [("running",)]
+    node.clear_failures()
+    with running_daemon(config, state) as again:
+        assert "recorded 1 run(s) left unfinished" in "".join(again.stderr)
+        first = min(again.runs("chain-check"), key=lambda r: r.id)
+        assert first.outcome == "interrupted"
+        assert first.ended_at is not None
+        body = again.get("/metrics")[1]
+        interrupted = (
+            "sbtc_ops_job_runs_total",
+            (("job", "chain-check"), ("outcome", "interrupted")),
+        )
+        assert samples(body)[interrupted] == 1
+        assert again.terminate() == 0
+
+
+def test_serve_once_for_timers_writes_the_textfile(tmp_path: Path, node: FakeStacksNode) -> None:
+    config = chain_config(tmp_path, [node.url])
+    textfile = tmp_path / "sbtc-ops.prom"
+    env = clean_env(tmp_path / "state")
+    result = run_cli(
+        "--config", str(config), "--metrics-textfile", str(textfile), "serve", "--once",
+        "chain-check", cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert "chain-check: ok 1/1 endpoints up" in result.stderr
+    found = samples(textfile.read_text())
+    assert found[("sbtc_ops_chain_endpoint_up", (("endpoint", node.url),))] == 1
+    unknown = run_cli("--config", str(config), "serve", "--once", "backup", cwd=tmp_path, env=env)
+    assert unknown.code == 2
+    assert "unknown or disabled job backup" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+
+def test_bad_bind_is_a_usage_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "sbtc-ops.toml", {"serve": NO_JOBS})
+    env = clean_env(tmp_path / "state")
+    result: CliResult = run_cli(
+        "--config", str(config), "serve", "--bind", "localhost", cwd=tmp_path, env=env
+    )
+    assert result.code == 2 and "is not HOST:PORT" in result.stderr
+
+
+@pytest.mark.postgres
+def test_serve_takes_a_real_backup_then_verifies_it(
+    tmp_path: Path,
+    source_server: SourceServer,  # noqa: F811
+) -> None:
+    url, facts = new_signer_database(source_server, target_mb=2.0, seed=71)
+    run_tmp = private_tmpdir("ssv-")
+    try:
+        with FakeStacksNode(deployer=facts.deployer) as node:
+            serve_facts(node, facts)
+            config = write_config(
+                tmp_path / "sbtc-ops.toml",
+                {
+                    "db": {"url": url},
+                    "backup": {"local_dir": str(tmp_path / "repo")},
+                    "stacks": {"endpoints": [node.url], "retries": 0},
+                    "serve": {**NO_JOBS, "backup_cron": "17 3 * * *"},
+                },
+            )
+            state = tmp_path / "state"
+            with running_daemon(config, state, {"TMPDIR": str(run_tmp)}) as daemon:
+                verify = wait_until(
+                    lambda: next(
+                        (r for r in daemon.runs("verify") if r.outcome != "running"), None
+                    ),
+                    150,
+                    daemon.describe,
+                )
+                (backup,) = daemon.runs("backup")
+                assert backup.outcome == "ok", backup.data
+                assert verify.outcome == "ok", verify.data
+                assert verify.data["verdict"] == "match"
+                assert verify.data["backup"] == backup.data["backup"]
+                assert (tmp_path / "repo" / backup.data["backup"]).is_dir()
+                found = samples(daemon.get("/metrics")[1])
+                assert found[("sbtc_ops_last_backup_size_bytes", ())] > 0
+                assert found[("sbtc_ops_aggregate_key_match", ())] == 1
+                assert found[("sbtc_ops_last_verify_verdict", (("verdict", "match"),))] == 1
+                assert url.split(":")[2].split("@")[0] not in "".join(daemon.stderr)
+                assert daemon.terminate() == 0
+        assert_no_postgres_left(under=run_tmp)
+    finally:
+        shutil.rmtree(run_tmp, ignore_errors=True)
