@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
-from sbtc_ops.backup.manifest import MANIFEST_NAME, Manifest, SourceInfo
 from tests.fakes.http_base import http_error, not_json, slow
 from tests.fakes.prom_endpoint import FakeMetrics
 from tests.fakes.signer_info import AGGREGATE_KEY, FakeSignerInfo
-from tests.support.audit2 import make_settings, run_area, statuses, write
+from tests.support.audit2 import make_settings, run_area, statuses, store_backup, write
 
 MON_IDS = [f"MON-00{i}" for i in range(1, 10)]
 OTHER_KEY = "03" + "7e" * 32
@@ -28,32 +27,6 @@ def metrics() -> Iterator[FakeMetrics]:
 def info() -> Iterator[FakeSignerInfo]:
     with FakeSignerInfo() as fake:
         yield fake
-
-
-def store_backup(directory: Path, backup_id: str, key: str | None, complete: bool = True) -> None:
-    folder = directory / (backup_id if complete else f"{backup_id}.partial")
-    folder.mkdir(parents=True)
-    manifest = Manifest(
-        id=backup_id,
-        started_at="2026-11-24T00:00:00Z",
-        ended_at="2026-11-24T00:01:00Z",
-        duration_s=60.0,
-        source=SourceInfo(),
-        server_version="16.4",
-        pg_dump_version="18.0",
-        format="custom",
-        compression="gzip:1",
-        files=[],
-        total_size=0,
-        rows={},
-        migrations=[],
-        newest_verified_aggregate_key=key,
-        network="mainnet",
-        deployer="SM3VDXK3WZZSA84XXFKAFAF15NNZX32CTSG82JFQ4",
-        sbtc_ops_version="0.1.0",
-    )
-    if complete:
-        (folder / MANIFEST_NAME).write_bytes(manifest.to_bytes())
 
 
 def settings_for(

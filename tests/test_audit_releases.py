@@ -14,7 +14,7 @@ import pytest
 from sbtc_ops.audit.framework import HostContext
 from sbtc_ops.audit.releases import debian_packages, python_packages
 from tests.fakes.bitcoind import FakeBitcoind, default_network_info
-from tests.fakes.github_releases import FakeGitHub, make_release
+from tests.fakes.github_releases import FakeGitHub, reference_releases
 from tests.fakes.http_base import http_error, not_json, slow
 from tests.fakes.osv import FakeOSV, make_record
 from tests.fakes.stacks_node import FakeStacksNode
@@ -25,38 +25,10 @@ REL_IDS = [f"REL-00{i}" for i in range(1, 6)]
 TOKEN = "ghp_TestToken1234567890abcdef"
 
 
-def standard_releases(github: FakeGitHub) -> None:
-    github.set_releases(
-        "stacks-sbtc/sbtc",
-        [
-            make_release("v1.3.3", "2026-10-01T10:00:00Z", number=3),
-            make_release("v1.3.2", "2026-09-01T10:00:00Z", number=2),
-            make_release("v1.4.0-rc1", "2026-11-20T10:00:00Z", prerelease=True, number=4),
-            make_release("v1.5.0", "2026-11-22T10:00:00Z", draft=True, number=5),
-        ],
-    )
-    github.set_releases(
-        "stacks-network/stacks-core",
-        [
-            make_release("signer-3.1.0.0.5.1", "2026-11-21T10:00:00Z", number=12),
-            make_release("3.1.0.0.5", "2026-11-21T10:00:00Z", number=11),
-            make_release("3.1.0.0.4", "2026-09-10T10:00:00Z", number=10),
-        ],
-    )
-    github.set_releases(
-        "bitcoin/bitcoin",
-        [
-            make_release("v28.1", "2026-01-07T10:00:00Z", number=21),
-            make_release("v27.2", "2025-11-18T10:00:00Z", number=20),
-            make_release("v28.0", "2025-10-02T10:00:00Z", number=19),
-        ],
-    )
-
-
 @pytest.fixture
 def github() -> Iterator[FakeGitHub]:
     with FakeGitHub() as fake:
-        standard_releases(fake)
+        reference_releases(fake)
         yield fake
 
 
@@ -227,7 +199,7 @@ def test_rate_limit_exhausted_and_empty_release_list(
     assert "rate limiting requests: HTTP 403" in findings["REL-001"].detail
 
     with FakeGitHub() as github:
-        standard_releases(github)
+        reference_releases(github)
         github.set_releases("stacks-sbtc/sbtc", [])
         findings = run_area("releases", settings_for(tmp_path, github, osv), root=tree)
     assert statuses(findings)["REL-001"] == "skip"

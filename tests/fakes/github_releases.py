@@ -113,3 +113,33 @@ class FakeGitHub(LocalServer):
         visible = [r for r in releases if not r["draft"]]
         chunk = visible[(page - 1) * per_page : page * per_page]
         return json_response(200, chunk, self._rate_headers())
+
+
+def reference_releases(github: FakeGitHub) -> None:
+    """Releases as of late 2026 (tests pin `now` to 2026-11-24): sbtc v1.3.3, stacks-core
+    3.1.0.0.5 (3 days old) next to its signer tag, Bitcoin Core v28.1."""
+    github.set_releases(
+        "stacks-sbtc/sbtc",
+        [
+            make_release("v1.3.3", "2026-10-01T10:00:00Z", number=3),
+            make_release("v1.3.2", "2026-09-01T10:00:00Z", number=2),
+            make_release("v1.4.0-rc1", "2026-11-20T10:00:00Z", prerelease=True, number=4),
+            make_release("v1.5.0", "2026-11-22T10:00:00Z", draft=True, number=5),
+        ],
+    )
+    github.set_releases(
+        "stacks-network/stacks-core",
+        [
+            make_release("signer-3.1.0.0.5.1", "2026-11-21T10:00:00Z", number=12),
+            make_release("3.1.0.0.5", "2026-11-21T10:00:00Z", number=11),
+            make_release("3.1.0.0.4", "2026-09-10T10:00:00Z", number=10),
+        ],
+    )
+    github.set_releases(
+        "bitcoin/bitcoin",
+        [
+            make_release("v28.1", "2026-01-07T10:00:00Z", number=21),
+            make_release("v27.2", "2025-11-18T10:00:00Z", number=20),
+            make_release("v28.0", "2025-10-02T10:00:00Z", number=19),
+        ],
+    )

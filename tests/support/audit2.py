@@ -15,6 +15,7 @@ from sbtc_ops.audit.framework import (
     run_audit,
     select_checks,
 )
+from sbtc_ops.backup.manifest import MANIFEST_NAME, Manifest, SourceInfo
 from sbtc_ops.config import Settings
 from sbtc_ops.results import Status
 
@@ -58,3 +59,29 @@ def write(root: Path, path: str, text: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     return target
+
+
+def store_backup(directory: Path, backup_id: str, key: str | None, complete: bool = True) -> None:
+    folder = directory / (backup_id if complete else f"{backup_id}.partial")
+    folder.mkdir(parents=True)
+    manifest = Manifest(
+        id=backup_id,
+        started_at="2026-11-24T00:00:00Z",
+        ended_at="2026-11-24T00:01:00Z",
+        duration_s=60.0,
+        source=SourceInfo(),
+        server_version="16.4",
+        pg_dump_version="18.0",
+        format="custom",
+        compression="gzip:1",
+        files=[],
+        total_size=0,
+        rows={},
+        migrations=[],
+        newest_verified_aggregate_key=key,
+        network="mainnet",
+        deployer="SM3VDXK3WZZSA84XXFKAFAF15NNZX32CTSG82JFQ4",
+        sbtc_ops_version="0.1.0",
+    )
+    if complete:
+        (folder / MANIFEST_NAME).write_bytes(manifest.to_bytes())
