@@ -25,31 +25,12 @@ from sbtc_ops.audit.framework import (
     passed,
     warned,
 )
+from sbtc_ops.keys.wellknown import well_known
 
 AREA = "keys"
 SECTION = "Protect the private key; keep an offline cold-storage backup"
 
-# Private keys published in stacks-sbtc/sbtc, by the compressed public key they derive
-# (the public half is what we keep here; the check derives and compares).
-WELL_KNOWN_KEYS: dict[str, str] = {
-    "035249137286c077ccee65ecc43e724b9b9e5a588e3d7f51e3b62f9624c2a49e46": (
-        "the signer's built-in default key (stacks-sbtc/sbtc signer/src/config/default.toml; "
-        "devenv sbtc-signer-1 in docker/docker-compose.yml)"
-    ),
-    "031a4d9f4903da97498945a4e01a5023a1d53bc96ad670bfe03adf8a06c52e6380": (
-        "devenv sbtc-signer-2 (stacks-sbtc/sbtc docker/docker-compose.yml)"
-    ),
-    "02007311430123d4cad97f4f7e86e023b28143130a18099ecf094d36fef0f6135c": (
-        "devenv sbtc-signer-3 (stacks-sbtc/sbtc docker/docker-compose.yml)"
-    ),
-    "025fa7693cfe4b7c7beccdd9e4bfe77f77a3779d5a58faeb69ead7d1ba94d64f76": (
-        "the devenv deployer account (stacks-sbtc/sbtc docker/sbtc/signer/README.md)"
-    ),
-    "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798": (
-        "the placeholder key 0x…01 (stacks-sbtc/sbtc docker/mainnet/sbtc-signer/"
-        "signer-config.toml sample)"
-    ),
-}
+# Private keys published in stacks-sbtc/sbtc: one table, kept with key custody.
 KEY_BACKUP_EVENT = "key-backup-verify"
 _HEX_KEY = re.compile(r"^[0-9a-f]{64}(01)?$")
 
@@ -154,7 +135,8 @@ def key_file_modes(ctx: HostContext) -> Outcome:
 )
 def not_well_known(ctx: HostContext) -> Outcome:
     key = signer_key(ctx)
-    origin = WELL_KNOWN_KEYS.get(key.public_hex)
+    known = well_known(key.public_hex)
+    origin = known.origin if known else None
     if origin is not None:
         return failed(
             f"the key (public key {key.public_hex}) is published: {origin}",
