@@ -84,7 +84,7 @@ def test_serve_runs_the_chain_check_and_serves_metrics_health_and_status(
         up = "sbtc_ops_chain_endpoint_up"
         assert found[(up, (("endpoint", node.url),))] == 1
         assert found[(up, (("endpoint", DEAD_ENDPOINT),))] == 0
-        runs_key = ("sbtc_ops_job_runs_total", (("job", "chain-check"), ("outcome", "problem")))
+        runs_key = ("sbtc_ops_job_runs_total", (("outcome", "problem"), ("task", "chain-check")))
         assert found[runs_key] == 1
         # A scrape never runs a job.
         for _ in range(5):
@@ -158,7 +158,7 @@ def test_kill_9_during_a_job_leaves_an_intact_db_and_an_interrupted_run(
         body = again.get("/metrics")[1]
         interrupted = (
             "sbtc_ops_job_runs_total",
-            (("job", "chain-check"), ("outcome", "interrupted")),
+            (("outcome", "interrupted"), ("task", "chain-check")),
         )
         assert samples(body)[interrupted] == 1
         assert again.terminate() == 0

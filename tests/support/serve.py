@@ -188,3 +188,72 @@ def processes_with(fragment: str) -> list[int]:
         if fragment in cmdline and alive(int(entry.name)):
             found.append(int(entry.name))
     return found
+
+
+# -- recorded state for tests that need no real job ---------------------------------------
+
+NOW = 1_790_000_000.0
+KEY_A = "02" + "aa" * 32
+KEY_B = "03" + "bb" * 32
+
+
+def record_run(store: StateStore, job: str, outcome: str, at: float, **data: Any) -> None:
+    run = store.start_run(job, at=at)
+    store.finish_run(run, outcome, {"summary": f"{job} {outcome}", **data}, at=at + 5)
+
+
+def populate(
+    state_dir: Path, *, verify_outcome: str = "ok", chain_key: str = KEY_A, now: float = NOW
+) -> None:
+    """A week of daily backups and verifies, a chain check and an audit."""
+    with StateStore.open(state_dir) as store:
+        for day in range(7):
+            at = now - (7 - day) * 86400 + 3600
+            backup_id = f"20260101T0{day}0000Z"
+            store.record_event(
+                "backup",
+                backup_id,
+                "ok",
+                {
+                    "kind": "full",
+                    "size": 1_000_000 + day * 50_000,
+                    "duration_s": 10.0 + day,
+                    "newest_verified_aggregate_key": KEY_A,
+                },
+                at=at,
+            )
+            record_run(store, "backup", "ok", at - 20)
+            verdict = "match" if day < 6 or verify_outcome == "ok" else verify_outcome
+            store.record_event(
+                "verify",
+                backup_id,
+                "ok" if verdict == "match" else verdict,
+                {
+                    "verdict": verdict,
+                    "db_aggregate_key": KEY_A,
+                    "onchain_aggregate_key": KEY_A,
+                    "failed_checks": [] if verdict == "match" else ["dkg.matches_chain"],
+                    "duration_s": 30.0,
+                },
+                at=at + 60,
+            )
+            record_run(store, "verify", "ok" if verdict == "match" else "problem", at + 10)
+        record_run(
+            store,
+            "chain-check",
+            "problem",
+            now - 300,
+            endpoints=[
+                {"endpoint": "http://stacks-node:20443", "up": True},
+                {"endpoint": "https://api.hiro.so", "up": False},
+            ],
+            onchain_aggregate_key=chain_key,
+        )
+        findings = [
+            {"id": "ACC-001", "area": "access", "title": "Root login", "severity": "critical",
+             "status": "fail", "detail": "PermitRootLogin yes <script>", "remediation": "set no"},
+            {"id": "FW-002", "area": "firewall", "title": "Policy", "severity": "high",
+             "status": "warn", "detail": "input policy accept", "remediation": None},
+        ]  # fmt: skip
+        store.record_event("audit", "host", "ok", {"score": 71, "findings": findings}, at=now - 600)
+        record_run(store, "audit", "problem", now - 620, score=71)

@@ -186,24 +186,26 @@ def _audit_metrics(snap: Snapshot) -> Iterator[Metric]:
 
 def _job_metrics(snap: Snapshot) -> Iterator[Metric]:
     runs = CounterMetricFamily(
-        f"{PREFIX}_job_runs", "Job runs by job and outcome.", labels=["job", "outcome"]
+        f"{PREFIX}_job_runs",
+        "Job runs by task (the sbtc-ops job: backup, verify, …) and outcome.",
+        labels=["task", "outcome"],
     )
     for (job, outcome), count in sorted(snap.run_counts.items()):
         if outcome != "running":
             runs.add_metric([job, outcome], float(count))
     yield runs
     running = GaugeMetricFamily(
-        f"{PREFIX}_job_running", "1 while a run of the job is in progress.", labels=["job"]
+        f"{PREFIX}_job_running", "1 while a run of the job is in progress.", labels=["task"]
     )
     last = GaugeMetricFamily(
         f"{PREFIX}_job_last_run_timestamp_seconds",
         "When the job's last finished run ended.",
-        labels=["job"],
+        labels=["task"],
     )
     last_ok = GaugeMetricFamily(
         f"{PREFIX}_job_last_run_success",
         "1 if the job's last finished run succeeded.",
-        labels=["job"],
+        labels=["task"],
     )
     for job in sorted(set(snap.last_runs) | set(snap.running)):
         running.add_metric([job], 1.0 if job in snap.running else 0.0)

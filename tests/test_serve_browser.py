@@ -1,0 +1,85 @@
+"""The status page in headless Chromium: it loads, shows the verdicts and the chart; a
+screenshot is saved under test-artifacts/. Chromium is gone afterwards."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.serve import NO_JOBS, populate, processes_with, running_daemon, write_config
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="chromium is not installed (Debian: chromium)"
+    ),
+]
+
+
+def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        deadline = time.monotonic() + 10
+        while processes_with(str(profile)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def test_status_page_renders_verdicts_and_chart_in_chromium(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    populate(state, now=time.time())
+    config = write_config(tmp_path / "sbtc-ops.toml", {"serve": NO_JOBS})
+    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "serve-status-page.png"
+    screenshot.unlink(missing_ok=True)
+    with running_daemon(config, state) as daemon:
+        dom = chromium(profile, "--dump-dom", daemon.url + "/")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        shot = chromium(
+            profile, f"--screenshot={screenshot}", "--window-size=1280,1700", daemon.url + "/"
+        )
+        assert shot.returncode == 0, shot.stderr[-2000:]
+        assert daemon.terminate() == 0
+    html = dom.stdout
+    overall = re.search(r'id="overall" data-verdict="(\w+)"', html)
+    assert overall is not None and overall.group(1) == "red"  # a critical audit finding
+    cards = dict(re.findall(r"<b>([A-Za-z ]+): (OK|ATTENTION|PROBLEM)</b>", html))
+    assert cards == {
+        "Backups": "OK",
+        "Verification": "OK",
+        "Aggregate key": "OK",
+        "Chain endpoints": "ATTENTION",
+        "Audit": "PROBLEM",
+    }
+    chart = re.search(r'<svg id="backup-chart".*?</svg>', html, re.S)
+    assert chart is not None
+    points = re.search(r'id="size-line"[^>]*points="([^"]+)"', chart.group(0))
+    assert points is not None and len(points.group(1).split()) == 7
+    assert "20260101T060000Z" in html  # the latest backups table
+    assert "ACC-001" in html  # the open audit finding
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert screenshot.stat().st_size > 20_000
+    assert not processes_with(str(profile)), "chromium outlived its run"
