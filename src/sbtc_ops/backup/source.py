@@ -189,3 +189,20 @@ def snapshot_session(target: ConnectionTarget) -> Iterator[SnapshotSession]:
         ) from None
     finally:
         conn.close()
+
+
+# The DKG watch's poll: cheap (dkg_shares has a handful of rows), and it changes on a new
+# round (max created_at, count) and on a status change (counts per status).
+DKG_FINGERPRINT_QUERY = (
+    "SELECT count(*), max(created_at), "
+    "count(*) FILTER (WHERE dkg_shares_status = 'verified'), "
+    "count(*) FILTER (WHERE dkg_shares_status = 'unverified'), "
+    "count(*) FILTER (WHERE dkg_shares_status = 'failed') "
+    "FROM sbtc_signer.dkg_shares"
+)
+
+
+def dkg_fingerprint(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
+    """A value that changes whenever a DKG round is added or changes status."""
+    row = conn.execute(DKG_FINGERPRINT_QUERY).fetchone()
+    return tuple(row) if row else ()
