@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,7 +75,7 @@ def test_frozen_counters_no_peers_and_restart(
     findings = run_area("monitoring", settings_for(tmp_path, metrics, info), root=tmp_path)
     assert statuses(findings)["MON-004"] == "fail"
     assert statuses(findings)["MON-005"] == "warn"
-    assert "no block observed in 0.2s" in findings["MON-005"].detail
+    assert "no block observed within 0.2s" in findings["MON-005"].detail
 
     metrics.frozen = False
     metrics.advance = {"bitcoin": -500, "stacks": -100}
@@ -81,6 +84,38 @@ def test_frozen_counters_no_peers_and_restart(
     assert statuses(findings)["MON-005"] == "warn"
     assert "restarted" in findings["MON-005"].detail
     assert statuses(findings)["MON-004"] == "warn"
+
+
+def test_the_next_audit_compares_with_the_previous_scrape(
+    tmp_path: Path, metrics: FakeMetrics, info: FakeSignerInfo
+) -> None:
+    settings = settings_for(tmp_path, metrics, info)
+    run_area("monitoring", settings, root=tmp_path)
+    assert metrics.paths().count("/metrics") == 2
+    state = tmp_path / "state" / "audit-metrics-scrape.json"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    time.sleep(0.25)  # more than audit.metrics_interval_s: the saved scrape is usable
+    findings = run_area("monitoring", settings, root=tmp_path)
+    assert metrics.paths().count("/metrics") == 3  # one scrape, no waiting
+    assert statuses(findings)["MON-005"] == "pass"
+    assert "since the previous audit" in findings["MON-005"].detail
+
+
+def test_no_bitcoin_block_for_hours_fails(
+    tmp_path: Path, metrics: FakeMetrics, info: FakeSignerInfo
+) -> None:
+    metrics.advance = {"bitcoin": 0, "stacks": 3}
+    saved = {
+        "url": f"{metrics.url}/metrics",
+        "at": time.time() - 4 * 3600,
+        "blocks": {"bitcoin": metrics.observed["bitcoin"], "stacks": 10},
+    }
+    write(tmp_path, "/state/audit-metrics-scrape.json", json.dumps(saved))
+    findings = run_area("monitoring", settings_for(tmp_path, metrics, info), root=tmp_path)
+    assert statuses(findings)["MON-005"] == "fail"
+    assert "no Bitcoin block observed since the previous audit 4.0 h ago" in (
+        findings["MON-005"].detail
+    )
 
 
 def test_not_prometheus_or_not_the_signer(

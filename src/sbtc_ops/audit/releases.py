@@ -16,8 +16,6 @@ and fixed version.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -25,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from sbtc_ops.audit.framework import (
@@ -42,6 +39,7 @@ from sbtc_ops.audit.framework import (
 from sbtc_ops.audit.netsource import Malformed, fetch, require_mapping
 from sbtc_ops.audit.nodes import bitcoin_rpc, stacks_info
 from sbtc_ops.audit.roles import BITCOIN, SIGNER, STACKS, image_tag, role_services
+from sbtc_ops.audit.statefiles import read_state, write_state
 
 AREA = "releases"
 SECTION = "Monitor releases, patch CVEs"
@@ -104,31 +102,6 @@ class ReleaseList:
     note: str = ""
 
 
-def _cache_path(ctx: HostContext) -> Path:
-    return ctx.settings.state_dir / CACHE_FILE
-
-
-def _read_cache(ctx: HostContext) -> dict[str, Any]:
-    try:
-        document = json.loads(_cache_path(ctx).read_text())
-    except (OSError, ValueError):
-        return {}
-    return document if isinstance(document, dict) else {}
-
-
-def _write_cache(ctx: HostContext, document: dict[str, Any]) -> None:
-    path = _cache_path(ctx)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle)
-        temporary.replace(path)
-    except OSError:
-        pass  # the cache is an optimisation: an unwritable state dir costs only requests
-
-
 def _trim(release: Any) -> dict[str, Any] | None:
     if not isinstance(release, dict) or not isinstance(release.get("tag_name"), str):
         return None
@@ -161,7 +134,7 @@ def release_lists(ctx: HostContext) -> dict[str, ReleaseList | Exception]:
 
 
 def _release_lists(ctx: HostContext) -> dict[str, ReleaseList | Exception]:
-    cache = _read_cache(ctx)
+    cache = read_state(ctx, CACHE_FILE)
     ttl = ctx.settings.audit.release_cache_ttl_s
     now = time.time()
     results: dict[str, ReleaseList | Exception] = {}
@@ -192,7 +165,7 @@ def _release_lists(ctx: HostContext) -> dict[str, ReleaseList | Exception]:
         cache[repo] = {"fetched_at": now, "releases": releases}
         changed = True
     if changed:
-        _write_cache(ctx, cache)
+        write_state(ctx, CACHE_FILE, cache)
     return results
 
 
