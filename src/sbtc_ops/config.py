@@ -191,9 +191,11 @@ class AuditSettings(BaseModel):
     )
     docker_daemon_json: Path = Path("/etc/docker/daemon.json")
     metrics_url: str | None = Field(
-        None, description="Default: http://127.0.0.1:<port of prometheus_exporter_endpoint>/"
+        None, description="Default: http://127.0.0.1:<port of prometheus_exporter_endpoint>/metrics"
     )
-    metrics_interval_s: float = Field(1.0, gt=0, le=60, description="Between the two scrapes.")
+    metrics_interval_s: float = Field(
+        0.5, gt=0, le=60, description="Between two scrapes when no previous audit's is usable."
+    )
     signer_info_url: str | None = Field(
         None, description="Default: http://127.0.0.1:<port of event_observer.bind>/info"
     )
