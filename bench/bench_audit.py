@@ -14,6 +14,7 @@ secrets inventory and roster copied to a temporary directory and referenced by a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -48,6 +49,42 @@ def prepare(workdir: Path) -> Path:
     return config
 
 
+def start_local_sources(stack: contextlib.ExitStack, workdir: Path) -> str:
+    """Issue 6's network sources, all local (fakes on 127.0.0.1): extra config lines.
+
+    Bitcoin Core RPC, the Stacks node, GitHub releases, OSV, the signer's metrics (two scrapes
+    audit.metrics_interval_s = 1 s apart, the default) and its /info, plus a local backup.
+    """
+    sys.path.insert(0, str(REPO))
+    from tests.fakes.bitcoind import FakeBitcoind
+    from tests.fakes.github_releases import FakeGitHub, reference_releases
+    from tests.fakes.osv import FakeOSV
+    from tests.fakes.prom_endpoint import FakeMetrics
+    from tests.fakes.signer_info import AGGREGATE_KEY, FakeSignerInfo
+    from tests.fakes.stacks_node import FakeStacksNode
+    from tests.support.audit2 import store_backup
+
+    bitcoind = stack.enter_context(FakeBitcoind())
+    stacks = stack.enter_context(FakeStacksNode())
+    github = stack.enter_context(FakeGitHub(limit=10_000))
+    reference_releases(github)
+    osv = stack.enter_context(FakeOSV())
+    metrics = stack.enter_context(FakeMetrics())
+    info = stack.enter_context(FakeSignerInfo())
+    store_backup(workdir / "backups", "20261124T000000Z", AGGREGATE_KEY)
+    return (
+        f'bitcoin_rpc_url = "{bitcoind.rpc_url()}"\n'
+        f'stacks_node_url = "{stacks.url}"\n'
+        f'github_api_url = "{github.url}"\n'
+        f'osv_api_url = "{osv.url}"\n'
+        f'metrics_url = "{metrics.url}/metrics"\n'
+        f'signer_info_url = "{info.url}/info"\n'
+        'chainstate_paths = ["/"]\n'
+        'log_files = ["/var/log/*.log"]\n'
+        f'[backup]\nlocal_dir = "{workdir / "backups"}"\n'
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
@@ -56,9 +93,12 @@ def main() -> int:
     if shutil.which("hyperfine") is None:
         print("hyperfine is not installed", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp, contextlib.ExitStack() as fakes:
         workdir = Path(tmp)
         config = prepare(workdir)
+        if args.all_areas:
+            with config.open("a") as handle:
+                handle.write(start_local_sources(fakes, workdir))
         only = "" if args.all_areas else " --only access,firewall,secrets,keys"
         command = f"{SBTC_OPS} --config {config} audit{only} --json > /dev/null"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SBTC_OPS_", "SIGNER_"))}
