@@ -145,3 +145,13 @@ def test_hours_grammar(text: str, count: int) -> None:
 
 def test_now_is_a_tuesday() -> None:
     assert NOW.weekday() == 1  # the coverage week of these tests starts Mon 2026-11-23
+
+
+def test_every_check_of_these_areas_is_documented() -> None:
+    from sbtc_ops.audit.framework import select_checks
+
+    docs = (Path(__file__).parent.parent / "docs" / "audit-checks.md").read_text()
+    areas = ["logs", "monitoring", "nodes", "releases", "operations"]
+    ids = [c.id for c in select_checks(areas)]
+    assert len(ids) == 34
+    assert [i for i in ids if f"| {i} |" not in docs] == []
