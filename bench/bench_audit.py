@@ -89,6 +89,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--all-areas", action="store_true", help="every registered area")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="forget the previous metrics scrape before each run (MON-005 then waits "
+        "audit.metrics_interval_s for a second scrape, as on a first audit)",
+    )
     args = parser.parse_args()
     if shutil.which("hyperfine") is None:
         print("hyperfine is not installed", file=sys.stderr)
@@ -127,6 +133,11 @@ def main() -> int:
                 "--ignore-failure",  # exit 1 = findings, expected for the weak fixture
                 "--export-json",
                 str(export),
+                *(
+                    ["--prepare", f"rm -f {workdir}/state/audit-metrics-scrape.json"]
+                    if args.cold
+                    else []
+                ),
                 command,
             ],
             env=env,
