@@ -88,6 +88,19 @@ def _days(seconds: float) -> str:
     return f"{seconds / DAY:.0f} days"
 
 
+def combine(verdicts: list[tuple[str, str]], note: str = "", **data: Any) -> Outcome:
+    """One outcome for several items (services, rules, files): the worst status, every text."""
+    detail = "; ".join(text for _, text in verdicts) + note
+    worst = {status for status, _ in verdicts}
+    if "fail" in worst:
+        return failed(detail, **data)
+    if "error" in worst:
+        raise EvidenceError(detail)
+    if "warn" in worst:
+        return warned(detail, **data)
+    return passed(detail, **data)
+
+
 # -- journald -------------------------------------------------------------------------------
 
 
@@ -401,13 +414,7 @@ def docker_log_retention(ctx: HostContext) -> Outcome:
         if missing
         else ""
     )
-    detail = "; ".join(d for _, d in verdicts) + note
-    statuses = {s for s, _ in verdicts}
-    if "fail" in statuses:
-        return failed(detail, **data)
-    if "warn" in statuses:
-        return warned(detail, **data)
-    return passed(detail, **data)
+    return combine(verdicts, note, **data)
 
 
 # -- log shipping (vector) ------------------------------------------------------------------
@@ -629,13 +636,7 @@ def logrotate_retention(ctx: HostContext) -> Outcome:
             verdicts.append(("fail", f"{paths}: kept ~{kept:g} days ({rule.source})"))
         else:
             verdicts.append(("pass", f"{paths}: kept ~{kept:g} days"))
-    detail = "; ".join(text for _, text in verdicts)
-    worst = {s for s, _ in verdicts}
-    if "fail" in worst:
-        return failed(detail)
-    if "warn" in worst:
-        return warned(detail)
-    return passed(detail)
+    return combine(verdicts)
 
 
 # -- local log files ------------------------------------------------------------------------
@@ -726,10 +727,4 @@ def local_log_age(ctx: HostContext) -> Outcome:
                 f"{pattern}: oldest line {age} days old ({oldest:%Y-%m-%d})",
             )
         )
-    detail = "; ".join(text for _, text in verdicts)
-    worst = {s for s, _ in verdicts}
-    if "fail" in worst:
-        return failed(detail, **data)
-    if "error" in worst:
-        raise EvidenceError(detail)
-    return passed(detail, **data)
+    return combine(verdicts, **data)
