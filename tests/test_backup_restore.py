@@ -16,13 +16,15 @@ import psycopg
 import pyrage
 import pytest
 
-from tests.support.backup import dkg_rows, fresh_database, table_counts
-from tests.support.cli import CliResult
-from tests.support.pg import (
-    SourceServer,
-    signer_db,  # noqa: F401  (fixture)
-    source_server,  # noqa: F401  (fixture)
+from tests.support.backup import (
+    backup_server,  # noqa: F401  (fixture)
+    dkg_rows,
+    fresh_database,
+    small_db,  # noqa: F401  (fixture)
+    table_counts,
 )
+from tests.support.cli import CliResult
+from tests.support.pg import SourceServer
 
 if TYPE_CHECKING:
     from sbtc_ops.devtools.signer_db import GeneratedDb
@@ -56,14 +58,14 @@ def user_tables(url: str) -> int:
 def test_round_trip_gives_the_same_rows(
     cli: Cli,
     tmp_path: Path,
-    source_server: SourceServer,
-    signer_db: tuple[str, GeneratedDb],
+    backup_server: SourceServer,
+    small_db: tuple[str, GeneratedDb],
     fmt: str,
 ) -> None:
-    url, _ = signer_db
+    url, _ = small_db
     repo = tmp_path / "repo"
     backup_id = take(cli, url, repo, "--format", fmt, "--jobs", "2")
-    target = new_target(source_server)
+    target = new_target(backup_server)
 
     result = cli("restore", backup_id, "--to", str(repo), "--target-db", target, "--json")
 
@@ -87,12 +89,12 @@ def age_identity(tmp_path: Path) -> tuple[Path, str]:
 def test_encrypted_round_trip_needs_the_identity(
     cli: Cli,
     tmp_path: Path,
-    source_server: SourceServer,
-    signer_db: tuple[str, GeneratedDb],
+    backup_server: SourceServer,
+    small_db: tuple[str, GeneratedDb],
     age_identity: tuple[Path, str],
     fmt: str,
 ) -> None:
-    url, _ = signer_db
+    url, _ = small_db
     identity_file, recipient = age_identity
     repo = tmp_path / "repo"
     backup_id = take(cli, url, repo, "--recipient", recipient, "--format", fmt)
@@ -108,7 +110,7 @@ def test_encrypted_round_trip_needs_the_identity(
         str(identity_file.read_text()).split()[-1] not in (backup_dir / "manifest.json").read_text()
     )
 
-    target = new_target(source_server)
+    target = new_target(backup_server)
     refused = cli("restore", str(backup_dir), "--target-db", target, "--json")
     assert refused.code == 2
     assert "no age identity" in refused.json()["error"]
@@ -123,12 +125,12 @@ def test_encrypted_round_trip_needs_the_identity(
 
 
 def test_restore_refuses_a_non_empty_target_unless_forced(
-    cli: Cli, tmp_path: Path, source_server: SourceServer, signer_db: tuple[str, GeneratedDb]
+    cli: Cli, tmp_path: Path, backup_server: SourceServer, small_db: tuple[str, GeneratedDb]
 ) -> None:
-    url, _ = signer_db
+    url, _ = small_db
     repo = tmp_path / "repo"
     backup_id = take(cli, url, repo)
-    target = new_target(source_server)
+    target = new_target(backup_server)
     with psycopg.connect(target, autocommit=True) as conn:
         conn.execute("CREATE TABLE notes (line TEXT)")
         conn.execute("INSERT INTO notes VALUES ('precious')")
@@ -147,15 +149,15 @@ def test_restore_refuses_a_non_empty_target_unless_forced(
 
 
 def test_restore_refuses_the_live_database_unless_named(
-    cli: Cli, tmp_path: Path, source_server: SourceServer, signer_db: tuple[str, GeneratedDb]
+    cli: Cli, tmp_path: Path, backup_server: SourceServer, small_db: tuple[str, GeneratedDb]
 ) -> None:
     """Disaster recovery into the signer's own database (recreated empty): the configured
     db_endpoint is refused unless --overwrite-live-db repeats its name."""
-    url, _ = signer_db
+    url, _ = small_db
     repo = tmp_path / "repo"
     backup_id = take(cli, url, repo)
     live_name = "live_signer"
-    live = fresh_database(source_server, live_name)
+    live = fresh_database(backup_server, live_name)
     config = {"SBTC_OPS_DB__URL": live}
     # The same database, spelled differently (localhost instead of 127.0.0.1).
     spelled = live.replace("127.0.0.1", "localhost")
@@ -184,9 +186,9 @@ def test_restore_refuses_the_live_database_unless_named(
 
 
 def test_a_corrupted_archive_is_refused_and_nothing_restored(
-    cli: Cli, tmp_path: Path, source_server: SourceServer, signer_db: tuple[str, GeneratedDb]
+    cli: Cli, tmp_path: Path, backup_server: SourceServer, small_db: tuple[str, GeneratedDb]
 ) -> None:
-    url, _ = signer_db
+    url, _ = small_db
     repo = tmp_path / "repo"
     backup_id = take(cli, url, repo)
     damaged = tmp_path / "damaged"
@@ -195,7 +197,7 @@ def test_a_corrupted_archive_is_refused_and_nothing_restored(
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0x01  # one bit, in the middle of the table data
     archive.write_bytes(bytes(data))
-    target = new_target(source_server)
+    target = new_target(backup_server)
 
     result = cli("restore", str(damaged), "--target-db", target, "--json")
 

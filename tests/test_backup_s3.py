@@ -17,17 +17,15 @@ import pytest
 from sbtc_ops.backup.manifest import MANIFEST_NAME
 from sbtc_ops.backup.storage import PART_SIZE, multipart_etag
 from tests.support.backup import (
+    backup_server,  # noqa: F401  (fixture)
     fake_manifest,
     fresh_database,
     medium_db,  # noqa: F401  (fixture)
+    small_db,  # noqa: F401  (fixture)
     table_counts,
 )
 from tests.support.cli import CliResult
-from tests.support.pg import (
-    SourceServer,
-    signer_db,  # noqa: F401  (fixture)
-    source_server,  # noqa: F401  (fixture)
-)
+from tests.support.pg import SourceServer
 from tests.support.s3 import S3Server, s3_server  # noqa: F401  (fixture)
 
 if TYPE_CHECKING:
@@ -44,12 +42,12 @@ def bucket(s3_server: S3Server) -> str:
 def test_local_and_s3_copies_at_once_and_restore_from_the_bucket(
     cli: Cli,
     tmp_path: Path,
-    source_server: SourceServer,
-    signer_db: tuple[str, GeneratedDb],
+    backup_server: SourceServer,
+    small_db: tuple[str, GeneratedDb],
     s3_server: S3Server,
     bucket: str,
 ) -> None:
-    url, _ = signer_db
+    url, _ = small_db
     repo = tmp_path / "repo"
     location = f"s3://{bucket}/signer-1"
     env = s3_server.env()
@@ -78,7 +76,7 @@ def test_local_and_s3_copies_at_once_and_restore_from_the_bucket(
         (f"{location}/{backup_id}", "complete"),
     }
 
-    target = fresh_database(source_server, "restored_from_s3")
+    target = fresh_database(backup_server, "restored_from_s3")
     restored = cli("restore", backup_id, "--to", location, "--target-db", target, env=env)
     assert restored.code == 0, restored.stderr
     assert table_counts(target) == table_counts(url)
@@ -111,12 +109,12 @@ def test_a_multipart_upload_is_checked_by_its_etag(
 
 def test_a_damaged_object_in_the_bucket_is_refused_at_restore(
     cli: Cli,
-    source_server: SourceServer,
-    signer_db: tuple[str, GeneratedDb],
+    backup_server: SourceServer,
+    small_db: tuple[str, GeneratedDb],
     s3_server: S3Server,
     bucket: str,
 ) -> None:
-    url, _ = signer_db
+    url, _ = small_db
     location = f"s3://{bucket}/x"
     env = s3_server.env()
     backup = cli("backup", "--db", url, "--to", location, "--json", env=env)
@@ -127,7 +125,7 @@ def test_a_damaged_object_in_the_bucket_is_refused_at_restore(
     data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     data[-100] ^= 0xFF
     client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
-    target = fresh_database(source_server, "restore_damaged_s3")
+    target = fresh_database(backup_server, "restore_damaged_s3")
 
     result = cli("restore", backup_id, "--to", location, "--target-db", target, "--json", env=env)
 
@@ -139,10 +137,10 @@ def test_a_damaged_object_in_the_bucket_is_refused_at_restore(
 def test_missing_bucket_exits_2_and_leaves_nothing(
     cli: Cli,
     workdir: Path,
-    signer_db: tuple[str, GeneratedDb],
+    small_db: tuple[str, GeneratedDb],
     s3_server: S3Server,
 ) -> None:
-    url, _ = signer_db
+    url, _ = small_db
     missing = "no-such-bucket-here"
 
     result = cli("backup", "--db", url, "--to", f"s3://{missing}/p", "--json", env=s3_server.env())
@@ -157,9 +155,9 @@ def test_missing_bucket_exits_2_and_leaves_nothing(
 
 
 def test_wrong_credentials_exit_2_without_showing_the_secret(
-    cli: Cli, signer_db: tuple[str, GeneratedDb], s3_server: S3Server, bucket: str
+    cli: Cli, small_db: tuple[str, GeneratedDb], s3_server: S3Server, bucket: str
 ) -> None:
-    url, _ = signer_db
+    url, _ = small_db
     wrong_secret = "not-the-secret-" + "x" * 20
     env = {**s3_server.env(), "SBTC_OPS_BACKUP__S3__SECRET_ACCESS_KEY": wrong_secret}
 

@@ -19,6 +19,7 @@ import pytest
 
 from sbtc_ops.pg.cluster import free_tcp_port
 from tests.support.backup import (
+    backup_server,  # noqa: F401  (fixture)
     cmdlines,
     fresh_database,
     manifest_of,
@@ -27,17 +28,13 @@ from tests.support.backup import (
     newest_verified_key,
     parse_json_output,
     sbtc_ops_popen,
+    small_db,  # noqa: F401  (fixture)
     stopped,
     table_counts,
     wait_for_dump,
 )
 from tests.support.cli import CliResult
-from tests.support.pg import (
-    SourceServer,
-    new_signer_database,
-    signer_db,  # noqa: F401  (fixture)
-    source_server,  # noqa: F401  (fixture)
-)
+from tests.support.pg import SourceServer, new_signer_database
 
 if TYPE_CHECKING:
     from sbtc_ops.devtools.signer_db import GeneratedDb
@@ -58,9 +55,9 @@ def only_backup(repo: Path) -> Path:
 
 
 def test_manifest_describes_exactly_what_the_source_holds(
-    cli: Cli, tmp_path: Path, signer_db: tuple[str, GeneratedDb]
+    cli: Cli, tmp_path: Path, small_db: tuple[str, GeneratedDb]
 ) -> None:
-    url, facts = signer_db
+    url, facts = small_db
     repo = tmp_path / "repo"
 
     result = cli("backup", "--db", url, "--to", str(repo), "--json")
@@ -75,7 +72,7 @@ def test_manifest_describes_exactly_what_the_source_holds(
     assert on_disk["newest_verified_aggregate_key"] == facts.newest_verified_key.hex()
     assert on_disk["migrations"] == sorted(facts.migrations)
     assert on_disk["newest_migration"] == sorted(facts.migrations)[-1]
-    assert on_disk["source"]["dbname"] == "signer_shared"
+    assert on_disk["source"]["dbname"] == "small"
     assert on_disk["format"] == "custom" and on_disk["encryption"] is None
     assert on_disk["pg_dump_version"].split(".")[0] >= on_disk["server_version"].split(".")[0]
     for entry in on_disk["files"]:
@@ -89,9 +86,9 @@ def test_manifest_describes_exactly_what_the_source_holds(
 
 
 def test_repository_directories_are_0700_and_files_0600(
-    cli: Cli, tmp_path: Path, signer_db: tuple[str, GeneratedDb]
+    cli: Cli, tmp_path: Path, small_db: tuple[str, GeneratedDb]
 ) -> None:
-    url, _ = signer_db
+    url, _ = small_db
     repo = tmp_path / "repo"
     backup_json(cli, url, repo)
     backup_json(cli, url, repo, "--format", "directory", "--jobs", "2")
@@ -156,8 +153,8 @@ class Writer(threading.Thread):
 
 
 @pytest.fixture
-def writer_db(source_server: SourceServer) -> Iterator[tuple[str, Writer]]:
-    url, _ = new_signer_database(source_server, target_mb=12.0, seed=3)
+def writer_db(backup_server: SourceServer) -> Iterator[tuple[str, Writer]]:
+    url, _ = new_signer_database(backup_server, target_mb=12.0, seed=3)
     writer = Writer(url)
     writer.start()
     try:
@@ -168,7 +165,7 @@ def writer_db(source_server: SourceServer) -> Iterator[tuple[str, Writer]]:
 
 
 def test_manifest_matches_the_snapshot_while_the_signer_keeps_writing(
-    cli: Cli, tmp_path: Path, source_server: SourceServer, writer_db: tuple[str, Writer]
+    cli: Cli, tmp_path: Path, backup_server: SourceServer, writer_db: tuple[str, Writer]
 ) -> None:
     url, writer = writer_db
     while writer.keys < 2 and writer.is_alive():  # the signer is busy before the backup starts
@@ -197,7 +194,7 @@ def test_manifest_matches_the_snapshot_while_the_signer_keeps_writing(
     )
     assert blocks_at_end > 0
     # … and what was restored is exactly what the manifest says was dumped.
-    target = fresh_database(source_server, "restored_snapshot")
+    target = fresh_database(backup_server, "restored_snapshot")
     restored = cli("restore", str(only_backup(repo)), "--target-db", target, "--json")
     assert restored.code == 0, restored.stderr
     assert table_counts(target) == manifest["rows"]
@@ -232,40 +229,40 @@ def test_unreachable_server(cli: Cli, tmp_path: Path, workdir: Path) -> None:
 
 
 def test_wrong_password(
-    cli: Cli, tmp_path: Path, workdir: Path, source_server: SourceServer
+    cli: Cli, tmp_path: Path, workdir: Path, backup_server: SourceServer
 ) -> None:
     wrong = "wrong-" + secrets.token_hex(8)
-    url = source_server.url_for("signer_shared", password=wrong)
+    url = backup_server.url_for("small", password=wrong)
     error = failed_backup(cli, url, tmp_path / "repo", workdir)
     assert "cannot connect" in error and "password authentication failed" in error
     assert wrong not in error
 
 
 def test_database_without_the_signer_schema(
-    cli: Cli, tmp_path: Path, workdir: Path, source_server: SourceServer
+    cli: Cli, tmp_path: Path, workdir: Path, backup_server: SourceServer
 ) -> None:
-    url = fresh_database(source_server, "not_a_signer_db")
+    url = fresh_database(backup_server, "not_a_signer_db")
     error = failed_backup(cli, url, tmp_path / "repo", workdir)
     assert "has no schema sbtc_signer" in error
 
 
 def test_destination_not_writable(
-    cli: Cli, tmp_path: Path, workdir: Path, signer_db: tuple[str, GeneratedDb]
+    cli: Cli, tmp_path: Path, workdir: Path, small_db: tuple[str, GeneratedDb]
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory\n")
-    error = failed_backup(cli, signer_db[0], blocker / "repo", workdir)
+    error = failed_backup(cli, small_db[0], blocker / "repo", workdir)
     assert f"cannot create backup directory {blocker / 'repo'}" in error
     assert blocker.read_text() == "not a directory\n"
 
 
 def test_no_suitable_pg_dump_is_said_clearly(
-    cli: Cli, tmp_path: Path, workdir: Path, signer_db: tuple[str, GeneratedDb]
+    cli: Cli, tmp_path: Path, workdir: Path, small_db: tuple[str, GeneratedDb]
 ) -> None:
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()
     env = {"SBTC_OPS_POSTGRES__BIN_DIR": str(empty_bin)}
-    error = failed_backup(cli, signer_db[0], tmp_path / "repo", workdir, env=env)
+    error = failed_backup(cli, small_db[0], tmp_path / "repo", workdir, env=env)
     assert "pg_dump" in error and str(empty_bin) in error
 
 
@@ -273,10 +270,10 @@ def test_no_suitable_pg_dump_is_said_clearly(
 
 
 def test_password_never_in_argv_logs_manifest_or_output(
-    tmp_path: Path, workdir: Path, source_server: SourceServer, medium_db: tuple[str, GeneratedDb]
+    tmp_path: Path, workdir: Path, backup_server: SourceServer, medium_db: tuple[str, GeneratedDb]
 ) -> None:
     url, _ = medium_db
-    password = source_server.signer_password
+    password = backup_server.signer_password
     assert password in url
     repo = tmp_path / "repo"
     state = workdir / "state"
@@ -338,7 +335,7 @@ def test_a_second_backup_while_one_runs_exits_2_already_running(
 
 
 def test_dkg_only_backup_holds_only_dkg_shares_and_migrations(
-    cli: Cli, tmp_path: Path, source_server: SourceServer, medium_db: tuple[str, GeneratedDb]
+    cli: Cli, tmp_path: Path, backup_server: SourceServer, medium_db: tuple[str, GeneratedDb]
 ) -> None:
     url, facts = medium_db
     repo = tmp_path / "repo"
@@ -350,7 +347,7 @@ def test_dkg_only_backup_holds_only_dkg_shares_and_migrations(
     assert set(manifest["rows"]) == {"sbtc_signer.dkg_shares", "public.__sbtc_migrations"}
     assert manifest["rows"]["sbtc_signer.dkg_shares"] == facts.row_counts["dkg_shares"]
     assert manifest["total_size"] < 200_000  # kB, not the 24 MB of the database
-    target = fresh_database(source_server, "restored_dkg_only")
+    target = fresh_database(backup_server, "restored_dkg_only")
     restored = cli("restore", str(repo / manifest["id"]), "--target-db", target, "--json")
     assert restored.code == 0, restored.stderr
     counts = table_counts(target)

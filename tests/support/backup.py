@@ -3,11 +3,12 @@ repositories to prune.
 
 Fixtures (import them into a test module):
 
-    from tests.support.backup import medium_db  # noqa: F401
+    from tests.support.backup import backup_server, medium_db, small_db  # noqa: F401
 
-`medium_db` (session): a generated signer database of about 24 MB on the session's source
-server, large enough for pg_dump to run a few hundred milliseconds and for an uncompressed
-archive to need a multipart upload (> 16 MiB). Do not modify it.
+`backup_server` (session): one TCP+password PostgreSQL server for every backup test module.
+`small_db` (session): a generated signer database of about 3 MB. `medium_db` (session): about
+24 MB, large enough for pg_dump to run a few hundred milliseconds and for an uncompressed
+archive to need a multipart upload (> 16 MiB). Do not modify them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import pytest
 
 from sbtc_ops.backup.manifest import MANIFEST_NAME, Manifest
 from tests.support.cli import clean_env, sbtc_ops_executable
-from tests.support.pg import SourceServer, new_signer_database
+from tests.support.pg import SourceServer, new_signer_database, start_source_server
+from tests.support.shared import shared_resource
 
 if TYPE_CHECKING:
     from sbtc_ops.devtools.signer_db import GeneratedDb
@@ -36,9 +38,41 @@ if TYPE_CHECKING:
 MEDIUM_DB_MB = 24.0
 
 
+def _no_stop(_: object) -> None:
+    """Databases go away with their server."""
+
+
 @pytest.fixture(scope="session")
-def medium_db(source_server: SourceServer) -> tuple[str, GeneratedDb]:
-    return new_signer_database(source_server, target_mb=MEDIUM_DB_MB, seed=7, dbname="medium")
+def backup_server() -> Iterator[SourceServer]:
+    """The source server of the backup tests: one for the run, however many modules import
+    it (tests/support/pg.py's `source_server` is started again by each importing module)."""
+    with shared_resource("backup-source", start_source_server, _stop_server) as server:
+        yield server
+
+
+def _stop_server(server: SourceServer) -> None:
+    server.cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def small_db(backup_server: SourceServer) -> Iterator[tuple[str, GeneratedDb]]:
+    """A generated signer database of about 3 MB (seed 1). Do not modify it."""
+    with shared_resource(
+        "backup-small",
+        lambda: new_signer_database(backup_server, target_mb=3.0, seed=1, dbname="small"),
+        _no_stop,
+    ) as db:
+        yield db
+
+
+@pytest.fixture(scope="session")
+def medium_db(backup_server: SourceServer) -> Iterator[tuple[str, GeneratedDb]]:
+    with shared_resource(
+        "backup-medium",
+        lambda: new_signer_database(backup_server, target_mb=MEDIUM_DB_MB, seed=7, dbname="medium"),
+        _no_stop,
+    ) as db:
+        yield db
 
 
 # -- databases ----------------------------------------------------------------------------

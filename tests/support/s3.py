@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from sbtc_ops.pg.cluster import free_tcp_port
+from tests.support.shared import shared_resource
 
 START_TIMEOUT_S = 90.0
 # weed finishes its own shutdown in ~15 s (an internal wait after every service stopped);
@@ -211,15 +212,17 @@ def process_group_alive(pgid: int) -> bool:
     return True
 
 
+def _stop_and_check(server: S3Server) -> None:
+    stop_s3_server(server)
+    assert server.process.returncode is not None, "weed is still running"
+    assert not process_group_alive(server.process.pid), "a weed process outlived the tests"
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    server = start_s3_server()
-    try:
+    """One weed server for the whole run, however many modules import this fixture."""
+    with shared_resource("weed-s3", start_s3_server, _stop_and_check) as server:
         yield server
-    finally:
-        stop_s3_server(server)
-        assert server.process.returncode is not None, "weed is still running"
-        assert not process_group_alive(server.process.pid), "a weed process outlived the tests"
 
 
 class FreezingProxy:
