@@ -126,6 +126,10 @@ def test_journal_history_short_empty_or_garbled(tmp_path: Path, tree: Path) -> N
         "logs", settings(tmp_path), root=tree, outputs={UNTIL: "-- No entries --\n", BOOTS: "[]"}
     )
     assert statuses(findings)["LOG-003"] == "fail"
+    argv = tuple(UNTIL.split())
+    no_files = CommandResult(argv, 0, "-- No entries --\n", "No journal files were found.\n")
+    findings = run_area("logs", settings(tmp_path), root=tree, outputs={UNTIL: no_files})
+    assert statuses(findings)["LOG-003"] == "skip"
     findings = run_area("logs", settings(tmp_path), root=tree, outputs={UNTIL: "{garbage"})
     assert statuses(findings)["LOG-003"] == "error"
     findings = run_area("logs", settings(tmp_path), root=tree, outputs={})

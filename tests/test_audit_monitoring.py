@@ -241,3 +241,43 @@ def test_nothing_configured(tmp_path: Path) -> None:
     findings = run_area("monitoring", make_settings(tmp_path), root=tmp_path)
     assert statuses(findings)["MON-001"] == "fail"
     assert {statuses(findings)[i] for i in MON_IDS[1:]} == {"skip"}
+
+
+NFT_RULESET = (
+    Path(__file__).parent / "fixtures" / "audit" / "firewall" / "nft-v4only-docker-user.json"
+)
+
+
+def _exporter_on_all_interfaces(tmp_path: Path, ruleset: dict[str, Any]) -> Any:
+    settings = make_settings(tmp_path, signer={"prometheus_exporter_endpoint": "0.0.0.0:9184"})
+    return run_area(
+        "monitoring", settings, root=tmp_path, outputs={"nft -j list ruleset": json.dumps(ruleset)}
+    )
+
+
+def test_wildcard_exporter_judged_by_the_host_firewall(tmp_path: Path) -> None:
+    """Real `nft -j` output (ip filter INPUT: 22, 4122, 8801 accepted, then reject)."""
+    ruleset = json.loads(NFT_RULESET.read_text())
+    findings = _exporter_on_all_interfaces(tmp_path, ruleset)
+    assert statuses(findings)["MON-006"] == "pass"
+    assert "closed by the default-deny firewall (nftables" in findings["MON-006"].detail
+
+    accept_9184 = next(
+        item for item in ruleset["nftables"] if item.get("rule", {}).get("handle") == 7
+    )
+    accept_9184["rule"]["expr"][0]["match"]["right"] = 9184
+    findings = _exporter_on_all_interfaces(tmp_path, ruleset)
+    assert statuses(findings)["MON-006"] == "warn"
+    assert "accepts port 9184: 9184/tcp from anywhere" in findings["MON-006"].detail
+
+    permissive = {
+        "nftables": [
+            item
+            for item in ruleset["nftables"]
+            if item.get("rule", {}).get("handle") != 8  # no terminal reject; policy accept
+        ]
+    }
+    accept_9184["rule"]["expr"][0]["match"]["right"] = 8801
+    findings = _exporter_on_all_interfaces(tmp_path, permissive)
+    assert statuses(findings)["MON-006"] == "warn"
+    assert "no default-deny inbound policy" in findings["MON-006"].detail

@@ -257,6 +257,8 @@ def journal_history(ctx: HostContext) -> Outcome:
         ["journalctl", "--output=json", "--no-pager", "--lines=1",
          f"--until=@{int(cutoff.timestamp())}"]
     )  # fmt: skip
+    if "No journal files were found" in result.stderr + result.stdout:
+        raise Skip("no journal files on this host (is systemd-journald running?)")
     lines = [line for line in result.stdout.splitlines() if line.strip().startswith("{")]
     if lines:
         entry = _journal_entry_time(lines[-1])

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from sbtc_ops.audit.firewall import FirewallView, firewall_view
 from sbtc_ops.audit.framework import (
     EvidenceError,
     HostContext,
@@ -319,19 +320,38 @@ def metrics_port_exposure(ctx: HostContext) -> Outcome:
     allowed = {number for number, proto in allowed_ports(ctx) if proto == "tcp"}
     if port in allowed:
         return passed(f"metrics port {port} is in the allowed inbound set by policy")
+    view = _firewall(ctx)
     exposed = _published_publicly(ctx, port)
     if exposed:
+        if view is not None and (view.docker_user_all or port in (view.docker_user_ports or ())):
+            return passed(f"metrics port {port} is published but dropped in DOCKER-USER")
         return warned(
-            f"metrics port {port} published on all interfaces: {'; '.join(exposed)}",
+            f"metrics port {port} published on all interfaces (docker bypasses the host "
+            f"firewall): {'; '.join(exposed)}",
             published=exposed,
         )
     host = endpoint.split("://")[-1].rpartition(":")[0].strip("[]")
     if host.startswith("127.") or host in ("::1", "localhost"):
         return passed(f"exporter binds {endpoint} (loopback only)")
-    return passed(
-        f"metrics port {port} is not published publicly and not in the allowed inbound set "
-        "(the firewall's default deny covers it: see FW-001)"
-    )
+    if view is None:
+        return passed(
+            f"metrics port {port} is not published by docker; the host firewall could not be "
+            "read (see FW-001)"
+        )
+    opened = [a.describe() for a in view.allows if a.port in (None, port) and a.protocol != "udp"]
+    if opened:
+        return warned(f"the firewall ({view.backend}) accepts port {port}: {'; '.join(opened)}")
+    if not view.v4_deny:
+        return warned(f"no default-deny inbound policy ({view.backend}): port {port} is open")
+    return passed(f"metrics port {port} is closed by the default-deny firewall ({view.backend})")
+
+
+def _firewall(ctx: HostContext) -> FirewallView | None:
+    """The firewall area's view of the rules (None when it cannot be read)."""
+    try:
+        return firewall_view(ctx)
+    except (Skip, EvidenceError):
+        return None
 
 
 def _published_publicly(ctx: HostContext, port: int) -> list[str]:
