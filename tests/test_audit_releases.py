@@ -279,3 +279,23 @@ def test_dpkg_parsing_and_non_debian(tmp_path: Path, tree: Path) -> None:
     assert statuses(findings)["REL-004"] == "skip"
     assert "not alpine" in findings["REL-004"].detail
     assert any(p.name == "pydantic" for p in python_packages())
+
+
+def test_osv_records_cached_until_modified(
+    tmp_path: Path, tree: Path, github: FakeGitHub, osv: FakeOSV
+) -> None:
+    record = make_record("DSA-6001-1", "Debian:12", "curl", "7.88.1-10+deb12u9", severity="high")
+    osv.add_vuln("Debian:12", "curl", ["7.88.1-10+deb12u8"], record)
+    settings = settings_for(tmp_path, github, osv, osv_python=False)
+    run_area("releases", settings, root=tree)
+    assert osv.paths().count("/v1/vulns/DSA-6001-1") == 1
+    cache = tmp_path / "state" / "audit-osv-records.json"
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    findings = run_area("releases", settings, root=tree)
+    assert osv.paths().count("/v1/vulns/DSA-6001-1") == 1  # from the cache
+    assert findings["REL-004"].data["advisories"][0]["fixed"] == "7.88.1-10+deb12u9"
+    record["modified"] = "2026-11-01T00:00:00Z"
+    record["affected"][0]["ranges"][0]["events"][1]["fixed"] = "7.88.1-10+deb12u10"
+    findings = run_area("releases", settings, root=tree)
+    assert osv.paths().count("/v1/vulns/DSA-6001-1") == 2  # modified: fetched again
+    assert findings["REL-004"].data["advisories"][0]["fixed"] == "7.88.1-10+deb12u10"

@@ -17,6 +17,7 @@ and fixed version.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,8 +49,12 @@ SBTC_REPO = "stacks-sbtc/sbtc"
 STACKS_REPO = "stacks-network/stacks-core"
 BITCOIN_REPO = "bitcoin/bitcoin"
 CACHE_FILE = "audit-github-releases.json"
+OSV_CACHE_FILE = "audit-osv-records.json"
 OSV_BATCH_LIMIT = 1000
 MAX_ADVISORY_DETAILS = 200
+# A Debian host can have hundreds of advisories (most "unimportant"): details are fetched 8 at
+# a time the first time, then come from the cache.
+OSV_CHECK_TIMEOUT_S = 60.0
 SHOWN_ADVISORIES = 8
 # Bitcoin Core maintains the newest few major versions with point releases.
 BITCOIN_MAINTAINED_MAJORS = 3
@@ -453,16 +458,18 @@ class Advisory:
 
 def osv_advisories(ctx: HostContext, packages: list[Package]) -> list[Advisory]:
     base = ctx.settings.audit.osv_api_url.rstrip("/")
-    hits: list[tuple[Package, str]] = []
+    hits: list[tuple[Package, str, str]] = []
     for start in range(0, len(packages), OSV_BATCH_LIMIT):
         chunk = packages[start : start + OSV_BATCH_LIMIT]
         hits += _query_batch(ctx, f"{base}/v1/querybatch", chunk)
-    ids = sorted({vuln_id for _, vuln_id in hits})
-    records = _records(ctx, base, ids[:MAX_ADVISORY_DETAILS])
-    return [_advisory(package, vuln_id, records.get(vuln_id)) for package, vuln_id in hits]
+    wanted = dict(sorted({(vuln_id, modified) for _, vuln_id, modified in hits}))
+    records = _records(ctx, base, dict(list(wanted.items())[:MAX_ADVISORY_DETAILS]))
+    return [_advisory(package, vuln_id, records.get(vuln_id)) for package, vuln_id, _ in hits]
 
 
-def _query_batch(ctx: HostContext, url: str, chunk: list[Package]) -> list[tuple[Package, str]]:
+def _query_batch(
+    ctx: HostContext, url: str, chunk: list[Package]
+) -> list[tuple[Package, str, str]]:
     body = {
         "queries": [
             {"package": {"ecosystem": p.ecosystem, "name": p.name}, "version": p.version}
@@ -478,11 +485,51 @@ def _query_batch(ctx: HostContext, url: str, chunk: list[Package]) -> list[tuple
     for package, result in zip(chunk, results, strict=True):
         for vuln in (result or {}).get("vulns") or []:
             if isinstance(vuln, dict) and isinstance(vuln.get("id"), str):
-                hits.append((package, vuln["id"]))
+                hits.append((package, vuln["id"], str(vuln.get("modified", ""))))
     return hits
 
 
-def _records(ctx: HostContext, base: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+class RecordCache:
+    """OSV records by id, kept in the state directory and reused while `modified` matches."""
+
+    def __init__(self, ctx: HostContext) -> None:
+        self.ctx = ctx
+        self.lock = threading.Lock()
+        self.entries = read_state(ctx, OSV_CACHE_FILE)
+
+    def get(self, vuln_id: str, modified: str) -> dict[str, Any] | None:
+        with self.lock:
+            entry = self.entries.get(vuln_id)
+        if isinstance(entry, dict) and modified and entry.get("modified") == modified:
+            record = entry.get("record")
+            return record if isinstance(record, dict) else None
+        return None
+
+    def put_all(self, records: dict[str, tuple[str, dict[str, Any]]]) -> None:
+        if not records:
+            return
+        with self.lock:
+            for vuln_id, (modified, record) in records.items():
+                self.entries[vuln_id] = {"modified": modified, "record": _trim_record(record)}
+            write_state(self.ctx, OSV_CACHE_FILE, self.entries)
+
+
+def _trim_record(record: dict[str, Any]) -> dict[str, Any]:
+    """What _advisory reads; per-version lists and long texts are dropped."""
+    keep = ("package", "ranges", "database_specific", "ecosystem_specific")
+    affected = [
+        {k: a.get(k) for k in keep if k in a}
+        for a in record.get("affected") or []
+        if isinstance(a, dict)
+    ]
+    top = ("id", "summary", "severity", "database_specific")
+    return {**{k: record[k] for k in top if k in record}, "affected": affected}
+
+
+def _records(ctx: HostContext, base: str, wanted: dict[str, str]) -> dict[str, dict[str, Any]]:
+    cache: RecordCache = ctx.memo("releases.osv-cache", lambda: RecordCache(ctx))
+    found = {i: r for i, m in wanted.items() if (r := cache.get(i, m)) is not None}
+
     def one(vuln_id: str) -> tuple[str, dict[str, Any] | None]:
         what = f"OSV record {vuln_id}"
         try:
@@ -491,10 +538,13 @@ def _records(ctx: HostContext, base: str, ids: list[str]) -> dict[str, dict[str,
         except (Skip, EvidenceError):
             return vuln_id, None  # the id alone is still a finding
 
-    if not ids:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(8, len(ids))) as pool:
-        return {k: v for k, v in pool.map(one, ids) if v is not None}
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        with ThreadPoolExecutor(max_workers=min(8, len(missing))) as pool:
+            fetched = {k: v for k, v in pool.map(one, missing) if v is not None}
+        cache.put_all({k: (wanted[k], v) for k, v in fetched.items()})
+        found.update(fetched)
+    return found
 
 
 def _advisory(package: Package, vuln_id: str, record: dict[str, Any] | None) -> Advisory:
@@ -564,6 +614,7 @@ def judge_advisories(what: str, packages: Iterable[Package], advisories: list[Ad
 @check(
     "REL-004",
     area=AREA,
+    timeout_s=OSV_CHECK_TIMEOUT_S,
     title="No known vulnerabilities in the host's packages (OSV)",
     severity=Severity.HIGH,
     section=SECTION,
@@ -582,6 +633,7 @@ def host_package_vulnerabilities(ctx: HostContext) -> Outcome:
 @check(
     "REL-005",
     area=AREA,
+    timeout_s=OSV_CHECK_TIMEOUT_S,
     title="No known vulnerabilities in sbtc-ops' Python dependencies (OSV)",
     severity=Severity.MEDIUM,
     section=SECTION,
