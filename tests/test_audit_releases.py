@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sbtc_ops.audit.framework import HostContext
-from sbtc_ops.audit.releases import debian_packages, python_packages
+from sbtc_ops.audit.releases import OCI_VERSION, debian_packages, python_packages
 from tests.fakes.bitcoind import FakeBitcoind, default_network_info
 from tests.fakes.github_releases import FakeGitHub, reference_releases
 from tests.fakes.http_base import http_error, not_json, slow
@@ -122,6 +122,34 @@ def test_versions_from_image_tags_when_nodes_are_down(
     assert findings["REL-002"].data["source"] == "compose image tag 3.1.0.0.5"
     assert statuses(findings)["REL-003"] == "pass"
     assert findings["REL-003"].data["source"] == "image tag 28.1"
+
+
+def test_signer_version_from_a_digest_only_image_label_or_docker_ps(
+    tmp_path: Path, tree: Path, github: FakeGitHub, osv: FakeOSV
+) -> None:
+    compose = tree / "srv/signer/docker-compose.yml"
+    text = compose.read_text()
+    digest_only = text.replace(":signer-${SIGNER_VERSION:-1.3.3}@", "@")
+    compose.write_text(digest_only)
+    image = "ghcr.io/stacks-sbtc/sbtc@" + digest_only.split("sbtc@", 1)[1].split()[0]
+    inspect = f"docker image inspect --format {OCI_VERSION} {image}"
+    settings = settings_for(tmp_path, github, osv, osv_python=False)
+    findings = run_area("releases", settings, root=tree, outputs={inspect: "1.3.2\n"})
+    assert statuses(findings)["REL-001"] == "fail"
+    assert findings["REL-001"].data["source"] == (
+        "image label org.opencontainers.image.version=1.3.2"
+    )
+    findings = run_area("releases", settings, root=tree, outputs={inspect: "<no value>\n"})
+    assert statuses(findings)["REL-001"] == "skip"
+    assert "names no version" in findings["REL-001"].detail
+
+    no_compose = settings_for(tmp_path, github, osv, osv_python=False, compose_files=[])
+    docker_ps = {
+        "docker ps --format {{.Image}}": "postgres:16\nghcr.io/stacks-sbtc/sbtc:signer-1.3.3\n"
+    }
+    findings = run_area("releases", no_compose, root=tree, outputs=docker_ps)
+    assert statuses(findings)["REL-001"] == "pass"
+    assert findings["REL-001"].data["source"] == "docker ps tag signer-1.3.3"
 
 
 def test_cache_ttl_and_offline_fallback(

@@ -223,12 +223,16 @@ def judge_version(
 # -- running versions -----------------------------------------------------------------------
 
 
-def _role_tags(ctx: HostContext, role: str) -> list[str]:
+def _role_images(ctx: HostContext, role: str) -> list[str]:
     try:
         services = role_services(ctx)
     except Skip:
         return []
-    return [tag for s in services if s.role == role and (tag := image_tag(s.image))]
+    return [s.image for s in services if s.role == role and s.image]
+
+
+def _role_tags(ctx: HostContext, role: str) -> list[str]:
+    return [tag for image in _role_images(ctx, role) if (tag := image_tag(image))]
 
 
 def _docker_images(ctx: HostContext) -> list[str]:
@@ -239,18 +243,40 @@ def _docker_images(ctx: HostContext) -> list[str]:
     return result.stdout.split() if result.ok else []
 
 
+OCI_VERSION = '{{index .Config.Labels "org.opencontainers.image.version"}}'
+
+
+def _label_version(ctx: HostContext, image: str) -> str | None:
+    """The image's OCI version label (set by the release workflow), for digest-only pins."""
+    try:
+        result = ctx.run(["docker", "image", "inspect", "--format", OCI_VERSION, image])
+    except Skip:
+        return None
+    label = result.stdout.strip()
+    return label if result.ok and label and label != "<no value>" else None
+
+
+def _sbtc_version(text: str) -> Version | None:
+    return SBTC_TRACK.version(text.removeprefix("signer-").removesuffix("-debian"))
+
+
 def signer_version(ctx: HostContext) -> tuple[Version, str]:
-    tags = _role_tags(ctx, SIGNER)
-    source = "compose image tag"
-    if not tags:
-        tags = [t for image in _docker_images(ctx) if "sbtc" in image and (t := image_tag(image))]
+    images = _role_images(ctx, SIGNER)
+    source = "compose image"
+    if not images:
+        images = [image for image in _docker_images(ctx) if "sbtc" in image]
         source = "docker ps"
-    for tag in tags:
-        version = SBTC_TRACK.version(tag.removeprefix("signer-").removesuffix("-debian"))
+    for image in images:
+        tag = image_tag(image)
+        version = _sbtc_version(tag) if tag else None
         if version is not None:
-            return version, f"{source} {tag}"
-    if tags:
-        raise Skip(f"the signer image tag {tags[0]!r} names no version (pin a release tag)")
+            return version, f"{source} tag {tag}"
+        label = _label_version(ctx, image)
+        version = _sbtc_version(label) if label else None
+        if version is not None:
+            return version, f"image label org.opencontainers.image.version={label}"
+    if images:
+        raise Skip(f"the signer image {images[0]!r} names no version (pin a release tag)")
     raise Skip("no sBTC signer image found (audit.compose_files or a running container)")
 
 
