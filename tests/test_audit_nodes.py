@@ -148,6 +148,16 @@ def test_wrong_rpc_password_is_an_error_and_never_printed(
     assert wrong not in dumped
 
 
+def test_percent_encoded_rpc_password(tmp_path: Path, stacks: FakeStacksNode) -> None:
+    host_tree(tmp_path)
+    with FakeBitcoind(password="p@ss:w/rd%") as bitcoind:
+        url = f"http://bitcoin:p%40ss%3Aw%2Frd%25@127.0.0.1:{bitcoind.port}"
+        findings = run_area(
+            "nodes", settings_for(tmp_path, None, stacks, bitcoin_rpc_url=url), root=tmp_path
+        )
+    assert statuses(findings)["NODE-001"] == "pass"
+
+
 def test_offline_slow_and_malformed_sources(tmp_path: Path, stacks: FakeStacksNode) -> None:
     host_tree(tmp_path)
     stopped = FakeBitcoind().start()

@@ -20,7 +20,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -93,7 +93,8 @@ def fetch(
     shown = public_url(url)
     parts = urlsplit(url)
     if parts.username is not None and auth is None:
-        auth = (parts.username, parts.password or "")
+        # userinfo is percent-encoded in URLs (a password with '@' or ':' must be)
+        auth = (unquote(parts.username), unquote(parts.password or ""))
     if auth is not None and auth[1]:
         ctx.add_secret(auth[1])
     clean = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], *parts[2:]))
