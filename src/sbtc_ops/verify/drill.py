@@ -13,13 +13,14 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import psycopg
 
@@ -48,6 +49,7 @@ from sbtc_ops.state import StateStore
 from sbtc_ops.verify import checks
 
 RESTORED_DB = "signer"
+T = TypeVar("T")
 ALL_CHECK_IDS = (
     "archive.checksum",
     "restore.complete",
@@ -186,9 +188,10 @@ class Drill:
             self.report.backup = located.backup_id or located.ref
             if located.manifest is not None:
                 self.report.manifest = located.manifest.model_dump(mode="json")
-            prepared = self._check_archive(located, work_dir)
-            if prepared is not None:
-                self._restore_and_check(located, prepared, chain)
+            # Hashing the archive (read-only) overlaps creating the cluster; nothing is
+            # restored before the checksum has passed.
+            checksum = _InBackground(lambda: self._checksum(located))
+            if self._restore_and_check(located, work_dir, checksum, chain):
                 self._finish_checks("not run: an earlier check failed")
             else:
                 self._collect_chain(chain, None, [])
@@ -223,12 +226,21 @@ class Drill:
             pool.submit(read_signer_data, self.settings, urls),
         )
 
-    def _check_archive(self, located: LocatedBackup, work_dir: Path) -> PreparedArchive | None:
+    def _checksum(self, located: LocatedBackup) -> CheckResult:
         started = time.perf_counter()
-        with self._timed("checksum"):
-            problems = check_checksums(located)
-        self._add(checks.archive_checksum(located.manifest, problems), started)
-        if problems:
+        problems = check_checksums(located)
+        return checks.archive_checksum(located.manifest, problems).timed(
+            time.perf_counter() - started
+        )
+
+    def _check_archive(
+        self, located: LocatedBackup, work_dir: Path, checksum: _InBackground[CheckResult]
+    ) -> PreparedArchive | None:
+        with self._timed("checksum"):  # the wait for the background hashing
+            result = checksum.result()
+        self.report.timings["checksum.hashing"] = result.duration_s
+        self._add(result)
+        if result.status.is_problem:
             return None
         started = time.perf_counter()
         try:
@@ -241,8 +253,13 @@ class Drill:
         return prepared
 
     def _restore_and_check(
-        self, located: LocatedBackup, prepared: PreparedArchive, chain: _ChainFutures
-    ) -> None:
+        self,
+        located: LocatedBackup,
+        work_dir: Path,
+        checksum: _InBackground[CheckResult],
+        chain: _ChainFutures,
+    ) -> bool:
+        """False when the archive failed before anything was restored."""
         with (
             self._timed("cluster"),
             ThrowawayCluster.from_settings(
@@ -250,6 +267,10 @@ class Drill:
             ) as cluster,
         ):
             self.report.timings.update({f"cluster.{k}": v for k, v in cluster.timings.items()})
+            prepared = self._check_archive(located, work_dir, checksum)
+            if prepared is None:
+                cluster.keep = False  # nothing was restored: nothing worth keeping
+                return False
             cluster.create_database(RESTORED_DB)
             started = time.perf_counter()
             with self._timed("restore"):
@@ -269,6 +290,7 @@ class Drill:
                 self._add(checks.shares_decrypt(conn, newest, self.request.signer_secret), started)
             with self._timed("amcheck"):
                 self._finish_amcheck(amcheck)
+        return True
 
     def _restore(self, cluster: ThrowawayCluster, prepared: PreparedArchive) -> Any:
         jobs = self.request.jobs if prepared.format in ("custom", "directory") else 1
@@ -449,6 +471,29 @@ def _create_roles(cluster: ThrowawayCluster, roles: set[str]) -> None:
         existing = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
         for role in sorted(roles - existing):
             conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+
+
+class _InBackground(Generic[T]):
+    """`fn()` in a daemon thread, for read-only work that may simply die with the process
+    (Ctrl-C must not wait for it). `result()` waits and re-raises its exception."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], T]) -> None:
+        try:
+            self._result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._result)
 
 
 def _key_text(value: bytes | None) -> str | None:
