@@ -198,6 +198,13 @@ def test_token_is_sent_and_never_shown(
     [
         (http_error(500, '{"message": "Server Error"}'), "error", "HTTP 500"),
         (http_error(429, "", {"Retry-After": "60"}), "skip", "retry after 60"),
+        (
+            http_error(
+                403, '{"message": "Resource not accessible"}', {"x-ratelimit-remaining": "59"}
+            ),
+            "error",
+            "rejected the credentials: HTTP 403",
+        ),
         (not_json(), "error", "not JSON"),
         (slow(3), "skip", "did not answer within 0.5s"),
     ],
