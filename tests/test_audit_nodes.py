@@ -278,3 +278,23 @@ def test_http_error_helper_shapes(tmp_path: Path, bitcoind: FakeBitcoind) -> Non
     findings = run_area("nodes", settings_for(tmp_path, bitcoind, None), root=tmp_path)
     assert statuses(findings)["NODE-001"] == "error"
     assert "HTTP 503" in findings["NODE-001"].detail
+
+
+@pytest.mark.parametrize(
+    ("name", "image", "role"),
+    [
+        ("sbtc-signer", "ghcr.io/stacks-sbtc/sbtc:signer-1.3.3@sha256:ab", "signer"),
+        ("blocklist", "ghcr.io/stacks-sbtc/sbtc:blocklist-client-1.3.3", None),
+        ("anything", "blockstack/stacks-core:3.1.0.0.5", "stacks"),
+        ("api", "hirosystems/stacks-blockchain-api:8.0.0", None),
+        ("signer-for-stacks", "blockstack/stacks-signer:3.1.0.0.5.0", None),
+        ("btc", "lncm/bitcoind:v28.0", "bitcoin"),
+        ("btc", "bitcoin/bitcoin:28.1", "bitcoin"),
+        ("bitcoin", "registry.local/custom-node:1", "bitcoin"),  # by the reference name
+        ("postgres", "postgres:16", None),
+    ],
+)
+def test_service_roles(name: str, image: str, role: str | None) -> None:
+    from sbtc_ops.audit.roles import service_role
+
+    assert service_role(name, {"image": image}) == role
