@@ -56,5 +56,14 @@ class FakeMetrics(LocalServer):
             f'signing_round_duration_seconds_sum{{{app},blockchain="bitcoin"}} 2.25',
             f'signing_round_duration_seconds_count{{{app},blockchain="bitcoin"}} 4',
             "",
+            # The signer also emits this histogram's name as a counter
+            # (transaction_coordinator.rs): parsers must tolerate it.
+            "# TYPE validation_duration_seconds histogram",
+            f'validation_duration_seconds_bucket{{{app},le="+Inf"}} 2',
+            f"validation_duration_seconds_sum{{{app}}} 0.01",
+            f"validation_duration_seconds_count{{{app}}} 2",
+            "# TYPE validation_duration_seconds counter",
+            f'validation_duration_seconds{{{app},blockchain="stacks"}} 7',
+            "",
         ]
         return "\n".join(lines) + "\n"
