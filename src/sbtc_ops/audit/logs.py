@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from sbtc_ops.audit.compose import compose_files
 from sbtc_ops.audit.framework import (
     EvidenceError,
     HostContext,
@@ -437,8 +438,6 @@ def _shipper_config(ctx: HostContext) -> tuple[str, PurePosixPath] | None:
 
 
 def _all_services(ctx: HostContext) -> list[tuple[str, dict[str, Any], PurePosixPath]]:
-    from sbtc_ops.audit.compose import compose_files
-
     return [
         (name, body, compose.directory)
         for compose in compose_files(ctx)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from sbtc_ops.audit.compose import compose_files, published_ports
 from sbtc_ops.audit.firewall import FirewallView, firewall_view
 from sbtc_ops.audit.framework import (
     EvidenceError,
@@ -355,8 +356,6 @@ def _firewall(ctx: HostContext) -> FirewallView | None:
 
 
 def _published_publicly(ctx: HostContext, port: int) -> list[str]:
-    from sbtc_ops.audit.compose import compose_files, published_ports
-
     try:
         ports = published_ports(compose_files(ctx))
     except Skip:
