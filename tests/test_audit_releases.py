@@ -334,3 +334,44 @@ def test_osv_records_cached_until_modified(
     findings = run_area("releases", settings, root=tree)
     assert osv.paths().count("/v1/vulns/DSA-6001-1") == 2  # modified: fetched again
     assert findings["REL-004"].data["advisories"][0]["fixed"] == "7.88.1-10+deb12u10"
+
+
+def test_cli_never_prints_the_token_or_rpc_password(
+    tmp_path: Path, tree: Path, github: FakeGitHub, osv: FakeOSV
+) -> None:
+    from tests.support.cli import clean_env, run_cli
+
+    github.require_token(TOKEN)
+    password = "Rpc-Secret-9f8e7d"
+    with FakeBitcoind(password=password) as bitcoind, FakeStacksNode() as stacks:
+        bitcoind.network = default_network_info(240100)  # unmaintained: REL-003 fails
+        config = tmp_path / "sbtc-ops.toml"
+        config.write_text(
+            f'state_dir = "{tmp_path / "state"}"\n'
+            "[audit]\n"
+            f'compose_files = ["{tree}/srv/signer/docker-compose.yml"]\n'
+            f'github_api_url = "{github.url}"\n'
+            f'github_token = "{TOKEN}"\n'
+            f'osv_api_url = "{osv.url}"\n'
+            "osv_python = false\n"
+            f'dpkg_status = "{tree}/var/lib/dpkg/status"\n'
+            f'bitcoin_rpc_url = "{bitcoind.rpc_url()}"\n'
+            f'stacks_node_url = "{stacks.url}"\n'
+        )
+        env = clean_env(tmp_path / "state")
+        html = tmp_path / "report.html"
+        runs = [
+            run_cli("--config", str(config), "audit", "--only", "releases,nodes", "--json",
+                    cwd=tmp_path, env=env),
+            run_cli("--config", str(config), "audit", "--only", "releases,nodes", "--html",
+                    str(html), cwd=tmp_path, env=env),
+        ]  # fmt: skip
+    assert [r.code for r in runs] == [1, 1]
+    found = {f["id"]: f["status"] for f in runs[0].json()["findings"]}
+    assert found["REL-003"] == "fail"
+    assert found["REL-001"] == "pass"  # the token was accepted
+    assert found["NODE-001"] == "pass"  # so was the password
+    for text in [r.stdout + r.stderr for r in runs] + [html.read_text()]:
+        assert TOKEN not in text
+        assert password not in text
+    assert github.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
