@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS events_kind_subject ON events(kind, subject, at);
+CREATE INDEX IF NOT EXISTS events_kind_at ON events(kind, at);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     job TEXT NOT NULL,
@@ -38,6 +39,8 @@ CREATE TABLE IF NOT EXISTS runs (
     data TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS runs_job ON runs(job, started_at);
+CREATE INDEX IF NOT EXISTS runs_started ON runs(started_at);
+CREATE INDEX IF NOT EXISTS runs_outcome ON runs(outcome);
 -- Runs removed by pruning still count in the job-runs counter.
 CREATE TABLE IF NOT EXISTS pruned_run_counts (
     job TEXT NOT NULL,
@@ -209,6 +212,11 @@ class StateStore:
         return (
             None if row is None else Run(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
         )
+
+    def running_jobs(self) -> list[str]:
+        """Jobs with a run recorded as in progress."""
+        rows = self._conn.execute("SELECT DISTINCT job FROM runs WHERE outcome = 'running'")
+        return sorted(row[0] for row in rows)
 
     def run_counts(self) -> dict[tuple[str, str], int]:
         """Runs ever recorded per (job, outcome), pruned ones included."""

@@ -76,6 +76,9 @@ def serve(
     announce: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True),
     extra_metrics: Callable[[Snapshot], Iterator[Metric]] | None = None,
 ) -> int:
+    # Many scraper threads wait for the GIL; a shorter switch interval keeps their tail
+    # latency low (the daemon's own threads mostly sleep or wait on child processes).
+    sys.setswitchinterval(0.0005)
     scheduler, notifier = build_scheduler(settings, config_path)
     interrupted = scheduler.start()
     if interrupted:

@@ -229,22 +229,41 @@ def registry_for(
 
 
 class CachedExposition:
-    """The exposition text, rebuilt at most once per `max_age_s`: fifty scrapers at once
-    cost one read of the database. Ages move by at most that much between rebuilds."""
+    """The exposition text, rebuilt at most once per `max_age_s` by a background thread while
+    scrapers get the previous text: fifty scrapers at once cost one read of the database, and
+    none waits for it. Ages move by at most about `max_age_s` between rebuilds."""
 
     def __init__(self, registry: CollectorRegistry, max_age_s: float = 1.0) -> None:
         self.registry = registry
         self.max_age_s = max_age_s
-        self._body = b""
+        self._body: bytes | None = None
         self._built = float("-inf")
+        self._refreshing = False
         self._lock = threading.Lock()
 
     def get(self) -> bytes:
         with self._lock:
-            if time.monotonic() - self._built >= self.max_age_s:
-                self._body = generate_latest(self.registry)
-                self._built = time.monotonic()
-            return self._body
+            body = self._body
+            stale = time.monotonic() - self._built >= self.max_age_s
+            start_refresh = stale and body is not None and not self._refreshing
+            if start_refresh:
+                self._refreshing = True
+        if body is None:
+            return self._rebuild()
+        if start_refresh:
+            threading.Thread(target=self._rebuild, name="metrics", daemon=True).start()
+        return body
+
+    def _rebuild(self) -> bytes:
+        try:
+            body = generate_latest(self.registry)
+        finally:
+            with self._lock:
+                self._refreshing = False
+        with self._lock:
+            self._body = body
+            self._built = time.monotonic()
+        return body
 
 
 def write_textfile(path: Path, state_dir: Path) -> None:

@@ -202,7 +202,7 @@ def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
             run = store.last_run(job, FINISHED)
             if run is not None:
                 snap.last_runs[job] = run
-        snap.running = sorted({run.job for run in store.runs(limit=50) if run.outcome == "running"})
+        snap.running = store.running_jobs()
         return snap
 
 
