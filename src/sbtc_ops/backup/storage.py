@@ -11,8 +11,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -221,6 +222,13 @@ class LocalStorage:
 PART_SIZE = 16 * 1024 * 1024
 
 
+# What S3 (and SeaweedFS, MinIO) return for objects stored as sent: the MD5 of the object,
+# or for a multipart upload the MD5 of the parts' MD5s and the number of parts. Other ETags
+# (SSE-KMS/SSE-C on AWS, some gateways) are opaque and cannot be recomputed here.
+STANDARD_ETAG = re.compile(r"^[0-9a-f]{32}(-[0-9]+)?$")
+SHA256_METADATA = "sha256"
+
+
 def multipart_etag(path: Path, part_size: int = PART_SIZE) -> str:
     """The ETag S3 gives an object uploaded from `path` in parts of `part_size`."""
     size = path.stat().st_size
@@ -232,6 +240,28 @@ def multipart_etag(path: Path, part_size: int = PART_SIZE) -> str:
             digests.append(hashlib.md5(chunk, usedforsecurity=False).digest())
     combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
     return f"{combined}-{len(digests)}"
+
+
+def check_uploaded(
+    url: str, key: str, path: Path, head: Mapping[str, Any], sha256: str | None
+) -> None:
+    """After an upload: the size must match; a standard ETag must equal the one computed
+    from the local file (every byte checked without downloading it again); an opaque ETag
+    falls back to the SHA-256 recorded in the object's metadata at upload."""
+    expected_size = path.stat().st_size
+    if head["ContentLength"] != expected_size:
+        raise StorageError(
+            f"{url}: {key} has {head['ContentLength']} bytes after upload, expected {expected_size}"
+        )
+    etag = str(head.get("ETag", "")).strip('"')
+    if STANDARD_ETAG.match(etag):
+        if etag != multipart_etag(path):
+            raise StorageError(f"{url}: {key} checksum (ETag) differs from the local file")
+        return
+    log.debug("%s: %s has a non-standard ETag %r; checking size and metadata", url, key, etag)
+    stored = head.get("Metadata", {}).get(SHA256_METADATA)
+    if sha256 and stored != sha256:
+        raise StorageError(f"{url}: {key} SHA-256 metadata differs from the local file")
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -331,33 +361,30 @@ class S3Storage:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         return Manifest.from_bytes(body, f"{self.url}/{backup_id}/{MANIFEST_NAME}")
 
-    def _upload(self, path: Path, key: str, progress: Progress) -> None:
+    def _upload(self, path: Path, key: str, sha256: str | None, progress: Progress) -> None:
         from boto3.s3.transfer import TransferConfig
 
         config = TransferConfig(
             multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, max_concurrency=4
         )
+        extra = {"Metadata": {SHA256_METADATA: sha256}} if sha256 else None
         with self._errors(f"uploading {key}"):
-            self.client.upload_file(str(path), self.bucket, key, Config=config, Callback=progress)
-            head = self.client.head_object(Bucket=self.bucket, Key=key)
-        expected_size = path.stat().st_size
-        if head["ContentLength"] != expected_size:
-            raise StorageError(
-                f"{self.url}: {key} has {head['ContentLength']} bytes after upload, "
-                f"expected {expected_size}"
+            self.client.upload_file(
+                str(path), self.bucket, key, ExtraArgs=extra, Config=config, Callback=progress
             )
-        etag = head.get("ETag", "").strip('"')
-        if etag and etag != multipart_etag(path):
-            raise StorageError(f"{self.url}: {key} checksum (ETag) differs from the local file")
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        check_uploaded(self.url, key, path, head, sha256)
 
     def store(
         self, backup_id: str, source_dir: Path, manifest: Manifest, progress: Progress
     ) -> None:
+        digests = {entry.path: entry.sha256 for entry in manifest.files}
         try:
             for path in sorted(source_dir.rglob("*")):
                 if path.is_file() and path.name != MANIFEST_NAME:
-                    key = self._key(backup_id, path.relative_to(source_dir).as_posix())
-                    self._upload(path, key, progress)
+                    relative = path.relative_to(source_dir).as_posix()
+                    key = self._key(backup_id, relative)
+                    self._upload(path, key, digests.get(relative), progress)
             with self._errors("writing the manifest"):
                 self.client.put_object(
                     Bucket=self.bucket,
