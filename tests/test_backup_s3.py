@@ -8,6 +8,7 @@ and the failures an operator meets (missing bucket, wrong credentials)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from sbtc_ops.backup.manifest import MANIFEST_NAME
-from sbtc_ops.backup.storage import PART_SIZE, multipart_etag
+from sbtc_ops.backup.storage import PART_SIZE, StorageError, check_uploaded, multipart_etag
 from tests.support.backup import (
     backup_server,  # noqa: F401  (fixture)
     fake_manifest,
@@ -105,6 +106,8 @@ def test_a_multipart_upload_is_checked_by_its_etag(
     assert head["ETag"].strip('"') == multipart_etag(archive)
     assert head["ETag"].strip('"').endswith(f"-{parts}")
     assert head["ContentLength"] == archive.stat().st_size
+    manifest = json.loads((backup_dir / MANIFEST_NAME).read_text())
+    assert head["Metadata"]["sha256"] == manifest["files"][0]["sha256"]
 
 
 def test_a_damaged_object_in_the_bucket_is_refused_at_restore(
@@ -210,3 +213,35 @@ def test_prune_applies_retention_in_the_bucket(
     assert sorted(report["deleted"]) == days[:7]
     kept = {key.split("/")[1] for key in s3_server.keys(bucket)}
     assert kept == set(days[7:])
+
+
+# -- the upload check, for servers whose ETag is not an MD5 ---------------------------------
+
+
+def head_answer(size: int, etag: str, sha256: str | None = None) -> dict[str, object]:
+    """The fields of a HeadObject answer that the check reads."""
+    return {
+        "ContentLength": size,
+        "ETag": f'"{etag}"',
+        "Metadata": {"sha256": sha256} if sha256 else {},
+    }
+
+
+def test_upload_check_uses_a_standard_etag_and_falls_back_to_sha256_metadata(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "archive"
+    path.write_bytes(b"x" * 1000)
+    size = path.stat().st_size
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    good_etag = multipart_etag(path)
+
+    check_uploaded("s3://b", "k", path, head_answer(size, good_etag), digest)
+    with pytest.raises(StorageError, match="checksum \\(ETag\\) differs"):
+        check_uploaded("s3://b", "k", path, head_answer(size, "0" * 32), digest)
+    with pytest.raises(StorageError, match="999 bytes after upload, expected 1000"):
+        check_uploaded("s3://b", "k", path, head_answer(999, good_etag), digest)
+    # An opaque ETag (e.g. SSE-KMS): size and the SHA-256 recorded at upload decide.
+    check_uploaded("s3://b", "k", path, head_answer(size, "opaque/etag", digest), digest)
+    with pytest.raises(StorageError, match="SHA-256 metadata differs"):
+        check_uploaded("s3://b", "k", path, head_answer(size, "opaque/etag", "0" * 64), digest)
