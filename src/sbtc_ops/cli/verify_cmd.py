@@ -27,7 +27,9 @@ def _read_signer_secret(path: Path) -> bytes:
 
     text = read_key_text(path, f"--signer-key-file {path}")
     try:
-        with parse_private_key(text, KeySource("key-file", f"--signer-key-file {path}", path)) as key:
+        with parse_private_key(
+            text, KeySource("key-file", f"--signer-key-file {path}", path)
+        ) as key:
             return key.secret_bytes()
     finally:
         zero(text)
