@@ -168,6 +168,7 @@ def wrk(port: int, duration: int) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="wrk seconds")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs, one after another")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -181,7 +182,11 @@ def main() -> None:
                 body = r.read()
             time.sleep(10)  # idle
             idle = rss_kb(proc.pid)
-            result = wrk(port, args.duration)
+            rounds = []
+            for _ in range(args.rounds):
+                load = os.getloadavg()[0]
+                rounds.append({"load_before": round(load, 2), **wrk(port, args.duration)})
+            result = rounds[-1]
             after = rss_kb(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -192,7 +197,7 @@ def main() -> None:
                     "metrics_bytes": len(body),
                     "idle_rss_mb": round(idle / 1024, 1),
                     "rss_after_load_mb": round(after / 1024, 1),
-                    "wrk": {k: v for k, v in result.items() if k != "raw"},
+                    "wrk": [{k: v for k, v in r.items() if k != "raw"} for r in rounds],
                 }
             )
         )
