@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -263,7 +264,7 @@ class Drill:
         with (
             self._timed("cluster"),
             ThrowawayCluster.from_settings(
-                self.settings, keep=self.request.keep_cluster
+                self.settings, keep=self.request.keep_cluster, announce=_announce_kept
             ) as cluster,
         ):
             self.report.timings.update({f"cluster.{k}": v for k, v in cluster.timings.items()})
@@ -471,6 +472,15 @@ def _create_roles(cluster: ThrowawayCluster, roles: set[str]) -> None:
         existing = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
         for role in sorted(roles - existing):
             conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+
+
+def _announce_kept(connection_help: str) -> None:
+    """--keep-cluster: how to reach the cluster, and which database holds the backup."""
+    print(
+        f"{connection_help}\n  the restored backup is the database {RESTORED_DB!r} "
+        f"(connect with dbname={RESTORED_DB})",
+        file=sys.stderr,
+    )
 
 
 class _InBackground(Generic[T]):
