@@ -291,6 +291,16 @@ def test_endpoints_that_disagree(area_with_chain: Area) -> None:
     assert run.doc["onchain_aggregate_key"] is None
 
 
+def test_registry_without_a_key_yet_means_could_not_verify(area_with_chain: Area) -> None:
+    area = area_with_chain
+    area.node.set_aggregate_key(None)  # 0x00: before the first DKG round on chain
+    run = area.verify_backup()
+    check = run.expect(code=2, verdict="error", failing="dkg.matches_chain", status="error")
+    assert "not set" in check["detail"]
+    assert run.check("chain.endpoints_agree")["status"] == "pass"
+    assert "not set" in run.check("chain.endpoints_agree")["detail"]
+
+
 def _down() -> str:
     return f"http://127.0.0.1:{free_tcp_port()}"
 

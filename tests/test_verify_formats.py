@@ -252,10 +252,11 @@ def test_manual_procedure_on_kept_cluster_agrees_with_verify(area: Area) -> None
         assert result.code == 0, result.stderr
         kept = re.search(r"kept running \(pid (\d+)\)", result.stderr)
         connect = re.search(r"connect: psql (.+)", result.stderr)
-        assert kept and connect, result.stderr
+        restored = re.search(r"the restored backup is the database '(\w+)'", result.stderr)
+        assert kept and connect and restored, result.stderr
         pid = int(kept.group(1))
         (conninfo,) = shlex.split(connect.group(1))
-        # The operator's step, exactly as the page writes it; dbname of the restored copy.
+        # The operator's step, exactly as the page writes it, on the restored copy.
         page = subprocess.run(
             [
                 str(find_binaries(tool_hint="psql").psql),
@@ -264,7 +265,7 @@ def test_manual_procedure_on_kept_cluster_agrees_with_verify(area: Area) -> None
                 "-t",
                 "--no-password",
                 "-d",
-                conninfo.replace("dbname=postgres", "dbname=signer"),
+                f"{conninfo} dbname={restored.group(1)}",
                 "-c",
                 PAGE_QUERY,
             ],
