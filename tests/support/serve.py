@@ -25,6 +25,7 @@ NO_JOBS = {
     "audit_cron": "",
     "chain_check_cron": "",
     "jitter_s": 0,
+    "dkg_watch": False,
 }
 
 

@@ -20,6 +20,7 @@ from prometheus_client.core import Metric
 
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
+from sbtc_ops.serve.dkgwatch import DkgWatch
 from sbtc_ops.serve.http import StatusServer
 from sbtc_ops.serve.jobs import (
     child_environment,
@@ -114,16 +115,24 @@ def serve(
     host, port = server.start()
     shown = f"[{host}]" if ":" in host else host
     jobs = ", ".join(
-        f"{s.name} ({s.cron or 'after ' + str(s.after)})" for s in scheduler.specs.values()
+        f"{s.name} ({s.cron or (f'after {s.after}' if s.after else 'on demand')})"
+        for s in scheduler.specs.values()
     )
+
     announce(f"sbtc-ops serve: listening on http://{shown}:{port}/ ; jobs: {jobs or 'none'}")
 
     def request_stop() -> None:
         stop.set()
         scheduler.cancel()
 
+    watch = _dkg_watch(settings, scheduler, announce)
+    watcher = threading.Thread(
+        target=watch.run if watch else lambda stop: None, args=(stop,), name="dkg-watch"
+    )
+    watcher.daemon = True
     with _Signals(request_stop):
         loop.start()
+        watcher.start()
         try:
             while not stop.wait(1.0):
                 if not loop.is_alive():
@@ -135,10 +144,22 @@ def serve(
             if still:
                 announce(f"jobs still running after {STOP_GRACE_S:g} s: {', '.join(still)}")
             loop.join(5)
+            watcher.join(5)
             server.stop()
             notifier.wait(5)
     announce("sbtc-ops serve: stopped")
     return 0
+
+
+def _dkg_watch(
+    settings: Settings, scheduler: Scheduler, announce: Callable[[str], None]
+) -> DkgWatch | None:
+    if not settings.serve.dkg_watch:
+        return None
+    if settings.effective_db_url is None:
+        announce("DKG watch off: no signer database configured (db.url or signer.config_path)")
+        return None
+    return DkgWatch(settings, scheduler.request, scheduler.is_running, announce=announce)
 
 
 def run_once(

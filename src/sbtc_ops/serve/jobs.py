@@ -44,7 +44,8 @@ VERIFY = "verify"
 VERIFY_ROTATE = "verify-rotate"
 AUDIT = "audit"
 CHAIN_CHECK = "chain-check"
-JOB_NAMES = (BACKUP, VERIFY, VERIFY_ROTATE, AUDIT, CHAIN_CHECK)
+DKG_BACKUP = "dkg-backup"
+JOB_NAMES = (BACKUP, VERIFY, VERIFY_ROTATE, AUDIT, CHAIN_CHECK, DKG_BACKUP)
 AUDIT_EVENT_KEEP = 48  # open findings of the last two days of hourly audits
 
 # Frequent jobs keep a shorter run history so a year stays small (counts survive pruning).
@@ -77,6 +78,9 @@ def job_specs(settings: Settings) -> list[JobSpec]:
                 keep_days=_SHORT_HISTORY_DAYS,
             )
         )
+    if serve.dkg_watch:
+        # No schedule of its own: the DKG watch asks for it (or a timer: serve --once).
+        specs.append(JobSpec(DKG_BACKUP, timeout_s=min(cap, 900), keep_days=keep))
     return specs
 
 
@@ -179,14 +183,20 @@ def run_job(name: str, settings: Settings) -> JobResult:
         VERIFY_ROTATE: verify_rotate_job,
         AUDIT: audit_job,
         CHAIN_CHECK: chain_check_job,
+        DKG_BACKUP: dkg_backup_job,
     }
     return bodies[name](settings)
 
 
-def backup_job(settings: Settings) -> JobResult:
+def dkg_backup_job(settings: Settings) -> JobResult:
+    """`backup --dkg-only` to every configured storage: kilobytes, seconds."""
+    return backup_job(settings, dkg_only=True)
+
+
+def backup_job(settings: Settings, *, dkg_only: bool = False) -> JobResult:
     from sbtc_ops.backup.service import prune_all, request_from_settings, run_backup
 
-    outcome = run_backup(settings, request_from_settings(settings, None))
+    outcome = run_backup(settings, request_from_settings(settings, None, dkg_only=dkg_only))
     manifest = outcome.manifest
     data: dict[str, Any] = {
         "backup": manifest.id,
@@ -194,8 +204,10 @@ def backup_job(settings: Settings) -> JobResult:
         "duration_s": manifest.duration_s,
         "locations": len(outcome.locations),
     }
+    if manifest.dkg_keys:
+        data["newest_dkg_key"] = manifest.dkg_keys[0].aggregate_key
     summary = f"{manifest.id}: {manifest.total_size} bytes in {manifest.duration_s:.1f} s"
-    if settings.serve.prune_after_backup:
+    if settings.serve.prune_after_backup and not dkg_only:
         report = prune_all(settings, None, dry_run=False)
         data["pruned"] = sum(len(r["deleted"]) for r in report)
     return JobResult(OK, summary, data)

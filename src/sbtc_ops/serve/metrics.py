@@ -62,6 +62,7 @@ class StateCollector(Collector):
         yield from _chain_metrics(snap)
         yield from _audit_metrics(snap)
         yield from _job_metrics(snap)
+        yield from _dkg_metrics(snap)
         if self.more_metrics is not None:
             yield from self.more_metrics(snap)
 
@@ -182,6 +183,20 @@ def _audit_metrics(snap: Snapshot) -> Iterator[Metric]:
     for (area, severity, status), count in sorted(counts.items()):
         findings.add_metric([area, severity, status], float(count))
     yield findings
+
+
+def _dkg_metrics(snap: Snapshot) -> Iterator[Metric]:
+    up = snap.dkg_watch_up
+    if up is None:
+        return  # no DKG watch here
+    yield from _gauge(
+        "dkg_watch_up", "1 if the DKG watch's last poll of the signer DB succeeded.", float(up)
+    )
+    yield from _gauge(
+        "dkg_unprotected_seconds",
+        "Seconds the newest DKG shares have existed without a backup containing them (0: safe).",
+        snap.dkg_unprotected_s,
+    )
 
 
 def _job_metrics(snap: Snapshot) -> Iterator[Metric]:

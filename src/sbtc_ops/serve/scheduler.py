@@ -168,6 +168,12 @@ class Scheduler:
             started.append(name)
         return started
 
+    def request(self, name: str) -> None:
+        """Run a job as soon as possible (once, after the current run if one is going)."""
+        if name in self.specs and not self._cancel.is_set():
+            self.due[name] = self.clock.now()
+            self.wake.set()
+
     def next_due(self) -> float | None:
         times = [due for name, due in self.due.items() if due is not None]
         return min(times) if times else None

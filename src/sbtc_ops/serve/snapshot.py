@@ -16,6 +16,7 @@ from sbtc_ops.state import Event, Run, StateStore
 
 BACKUP_MAX_AGE_S = 26 * 3600
 VERIFY_MAX_AGE_S = 8 * 86400
+DKG_MAX_UNPROTECTED_S = 15 * 60
 VERDICTS = ("match", "stale", "mismatch", "corrupt", "incomplete", "error")
 KEY_STATES = ("match", "stale", "mismatch", "unknown")
 GREEN, AMBER, RED = "green", "amber", "red"
@@ -41,7 +42,8 @@ class Snapshot:
     run_counts: dict[tuple[str, str], int] = field(default_factory=dict)
     last_runs: dict[str, Run] = field(default_factory=dict)
     running: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    dkg_watch: Event | None = None  # the newest watch event that saw dkg_shares
+    dkg_watch_last: Event | None = None  # the newest watch event (may be an error)
 
     # -- backups ----------------------------------------------------------------------------
 
@@ -116,16 +118,32 @@ class Snapshot:
         order = {"critical": 0, "high": 1, "medium": 2, "low": 3}
         return sorted(findings, key=lambda f: (order.get(f.get("severity", ""), 9), f["id"]))
 
+    # -- DKG shares ---------------------------------------------------------------------------
+
+    @property
+    def dkg_unprotected_s(self) -> float | None:
+        from sbtc_ops.serve.dkgwatch import unprotected_seconds
+
+        return unprotected_seconds(self.dkg_watch, self.backups, self.now)
+
+    @property
+    def dkg_watch_up(self) -> bool | None:
+        last = self.dkg_watch_last
+        return None if last is None else last.outcome == "ok"
+
     # -- verdicts ---------------------------------------------------------------------------
 
     def verdicts(self) -> list[Verdict]:
-        return [
+        verdicts = [
             self._backup_verdict(),
             self._verify_verdict(),
             self._key_verdict(),
             self._endpoint_verdict(),
             self._audit_verdict(),
         ]
+        if self.dkg_watch_last is not None:
+            verdicts.append(self._dkg_verdict())
+        return verdicts
 
     def overall(self) -> str:
         return max((v.colour for v in self.verdicts()), key=_RANK.__getitem__)
@@ -187,6 +205,20 @@ class Snapshot:
             return Verdict("Audit", RED, text)
         return Verdict("Audit", AMBER if findings else GREEN, text)
 
+    def _dkg_verdict(self) -> Verdict:
+        seconds = self.dkg_unprotected_s
+        if self.dkg_watch_up is False:
+            error = self.dkg_watch_last.data.get("error") if self.dkg_watch_last else None
+            return Verdict("DKG shares", AMBER, f"the watch cannot read the signer DB: {error}")
+        if seconds is None:
+            return Verdict("DKG shares", AMBER, "not observed yet")
+        if seconds == 0:
+            return Verdict("DKG shares", GREEN, "the newest DKG shares are in a backup")
+        colour = RED if seconds > DKG_MAX_UNPROTECTED_S else AMBER
+        return Verdict(
+            "DKG shares", colour, f"the newest DKG shares are in no backup for {human_age(seconds)}"
+        )
+
 
 def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
     with StateStore.open(state_dir) as store:
@@ -203,6 +235,9 @@ def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
             if run is not None:
                 snap.last_runs[job] = run
         snap.running = store.running_jobs()
+        watch_events = store.events("dkg-watch", "live", limit=20)
+        snap.dkg_watch_last = watch_events[0] if watch_events else None
+        snap.dkg_watch = next((e for e in watch_events if "row" in e.data), None)
         return snap
 
 
