@@ -148,11 +148,33 @@ def proxy_factory(s3_server: S3Server) -> Iterator[Callable[[bytes], FreezingPro
         proxy.close()
 
 
-@pytest.mark.parametrize(
-    ("trigger", "point"),
-    [(b"partNumber=", "during the upload"), (b"manifest.json", "before the manifest")],
-)
-def test_kill_during_the_s3_upload(
+def kill_when_frozen(
+    proxy: FreezingProxy, url: str, location: str, workdir: Path, env: dict[str, str]
+) -> None:
+    """Start a backup to S3 through `proxy`, kill -9 it once the proxy froze its traffic."""
+    proc = sbtc_ops_popen(
+        "backup",
+        "--db",
+        url,
+        "--to",
+        location,
+        state_dir=workdir / "state",
+        cwd=workdir,
+        env={
+            **env,
+            "SBTC_OPS_BACKUP__S3__ENDPOINT_URL": proxy.endpoint_url,
+            # Uncompressed, the archive (> 16 MiB) goes up in several parts.
+            "SBTC_OPS_BACKUP__COMPRESSION": "none",
+        },
+    )
+    try:
+        proxy.wait_frozen()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+
+
+def test_kill_during_the_s3_upload_and_before_the_manifest(
     cli: Cli,
     workdir: Path,
     backup_server: SourceServer,
@@ -161,8 +183,6 @@ def test_kill_during_the_s3_upload(
     s3_server: S3Server,
     bucket: str,
     proxy_factory: Callable[[bytes], FreezingProxy],
-    trigger: bytes,
-    point: str,
 ) -> None:
     small_url, _ = small_db
     location = f"s3://{bucket}/signer"
@@ -170,38 +190,20 @@ def test_kill_during_the_s3_upload(
     earlier = backup(cli, small_url, location, env=direct)
     earlier_keys = s3_server.keys(bucket, f"signer/{earlier}/")
 
-    proxy = proxy_factory(trigger)
-    state = workdir / "state"
-    proc = sbtc_ops_popen(
-        "backup",
-        "--db",
-        medium_db[0],
-        "--to",
-        location,
-        state_dir=state,
-        cwd=workdir,
-        env={
-            **direct,
-            "SBTC_OPS_BACKUP__S3__ENDPOINT_URL": proxy.endpoint_url,
-            # Uncompressed, the archive (> 16 MiB) goes up in several parts.
-            "SBTC_OPS_BACKUP__COMPRESSION": "none",
-        },
-    )
-    proxy.wait_frozen()
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
-
+    # Mid-multipart: the archive never completes, so nothing of it is listed.
+    kill_when_frozen(proxy_factory(b"partNumber="), medium_db[0], location, workdir, direct)
+    assert states(cli, location, env=direct) == {earlier: "complete"}
+    # Every file uploaded, the manifest not: listed, as incomplete.
+    kill_when_frozen(proxy_factory(b"manifest.json"), medium_db[0], location, workdir, direct)
     listed = states(cli, location, env=direct)
-    assert listed[earlier] == "complete", point
-    killed = [backup_id for backup_id in listed if backup_id != earlier]
-    assert [listed[backup_id] for backup_id in killed] in ([], ["incomplete"]), point
-    if point == "before the manifest":
-        assert killed, "the archive was uploaded, so the killed backup is listed"
+    killed = sorted(set(listed) - {earlier})
+    assert listed == {earlier: "complete", **{backup_id: "incomplete" for backup_id in killed}}
+    assert len(killed) == 1
     assert s3_server.keys(bucket, f"signer/{earlier}/") == earlier_keys
     assert_restores(cli, backup_server, small_url, earlier, "--to", location, env=direct)
 
     following = backup(cli, small_url, location, env=direct)
-    staging = state / "staging"
+    staging = workdir / "state" / "staging"
     assert not staging.exists() or list(staging.iterdir()) == [], "stale staging left behind"
     pruned = cli("prune", "--to", location, "--json", env=direct)
     assert pruned.code == 0, pruned.stderr

@@ -36,7 +36,7 @@ from tests.support.shared import shared_resource
 START_TIMEOUT_S = 90.0
 # weed finishes its own shutdown in ~15 s (an internal wait after every service stopped);
 # its data is thrown away, so a short grace then SIGKILL keeps the suite fast.
-STOP_TIMEOUT_S = 3.0
+STOP_TIMEOUT_S = 1.0
 _PR_SET_PDEATHSIG = 1
 
 
