@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import secrets
 import shutil
 import statistics
@@ -267,6 +268,16 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(descendants, this process) user+system CPU seconds. Descendants count once reaped,
+    and postgres backends are reaped by their postmaster, which is reaped by its parent:
+    after a case its whole process tree is in. A measure of work that other jobs on a
+    shared host do not inflate as much as they inflate wall time."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return children.ru_utime + children.ru_stime, own.ru_utime + own.ru_stime
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -298,9 +309,16 @@ def main() -> int:
         for round_index in range(args.rounds):
             order = cases[round_index % 3 :] + cases[: round_index % 3]
             for name, case in order:
+                before = cpu_seconds()
                 measured = case()
+                used = [after - prior for after, prior in zip(cpu_seconds(), before, strict=True)]
+                # verify: its whole process tree; (a), (b): this process's part too
+                measured["cpu_s"] = used[0] + (0.0 if name == "verify" else used[1])
                 results[name].append(measured)
-                log(f"round {round_index + 1} {name}: {measured['total']:.2f} s")
+                log(
+                    f"round {round_index + 1} {name}: {measured['total']:.2f} s, "
+                    f"{measured['cpu_s']:.1f} CPU-s"
+                )
     summary = summarize(results)
     document = {"machine": machine, "data": facts, "summary": summary, "runs": results}
     document["machine"]["loadavg_after"] = os.getloadavg()
@@ -310,6 +328,12 @@ def main() -> int:
     if args.data is None:
         shutil.rmtree(data, ignore_errors=True)
     return 0
+
+
+def cpu_ratio(results: dict[str, list[Any]], other: str) -> float:
+    return median([r["cpu_s"] for r in results["verify"]]) / median(
+        [r["cpu_s"] for r in results[other]]
+    )
 
 
 def per_round(results: dict[str, list[Any]], other: str) -> dict[str, Any]:
@@ -339,6 +363,9 @@ def summarize(results: dict[str, list[Any]]) -> dict[str, Any]:
         "verify_s": verify,
         "verify_over_manual": verify / manual,
         "verify_over_floor": verify / floor,
+        "cpu_s": {k: median([r["cpu_s"] for r in v]) for k, v in results.items()},
+        "cpu_verify_over_manual": cpu_ratio(results, "manual"),
+        "cpu_verify_over_floor": cpu_ratio(results, "floor"),
         # Paired within each round (the three ran back to back): steadier on a shared host.
         "per_round_verify_over_manual": per_round(results, "manual"),
         "per_round_verify_over_floor": per_round(results, "floor"),
