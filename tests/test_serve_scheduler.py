@@ -326,3 +326,23 @@ def test_problem_outcome_is_recorded_with_key_figures(tmp_path: Path) -> None:
     assert run is not None
     assert (run.outcome, run.data["summary"], run.data["up"]) == (PROBLEM, "1/2 endpoints up", 1)
     assert run.started_at == at("2026-03-02T10:00:00")
+
+
+def test_jobs_of_one_group_never_overlap_and_a_request_runs_after(tmp_path: Path) -> None:
+    rec = Recorder()
+    gate = rec.gates["backup"] = threading.Event()
+    entered = rec.entered["backup"] = threading.Event()
+    specs = [JobSpec("backup", "17 3 * * *", group="backup"), JobSpec("dkg-backup", group="backup")]
+    sched, _, _ = make(tmp_path, specs, at("2026-03-02T03:17:00"), recorder=rec)
+    sched.start()
+    assert sched.tick() == ["backup"]
+    assert entered.wait(5)
+    sched.request("dkg-backup")  # e.g. the DKG watch, while the full backup holds the lock
+    assert sched.tick() == []
+    gate.set()
+    assert sched.wait_idle(5)
+    assert sched.tick() == ["dkg-backup"]
+    assert sched.wait_idle(5)
+    assert rec.names() == ["backup", "dkg-backup"]
+    sched.request("unknown-job")  # ignored
+    assert sched.tick() == []

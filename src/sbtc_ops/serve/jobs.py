@@ -58,7 +58,9 @@ def job_specs(settings: Settings) -> list[JobSpec]:
     keep = float(serve.history_days)
     specs = []
     if serve.backup_cron:
-        specs.append(JobSpec(BACKUP, serve.backup_cron, timeout_s=cap, keep_days=keep))
+        specs.append(
+            JobSpec(BACKUP, serve.backup_cron, timeout_s=cap, keep_days=keep, group=BACKUP)
+        )
     if serve.verify_after_backup and serve.backup_cron:
         specs.append(JobSpec(VERIFY, after=BACKUP, timeout_s=cap, keep_days=keep))
     if serve.verify_rotate_cron:
@@ -80,7 +82,7 @@ def job_specs(settings: Settings) -> list[JobSpec]:
         )
     if serve.dkg_watch:
         # No schedule of its own: the DKG watch asks for it (or a timer: serve --once).
-        specs.append(JobSpec(DKG_BACKUP, timeout_s=min(cap, 900), keep_days=keep))
+        specs.append(JobSpec(DKG_BACKUP, timeout_s=min(cap, 900), keep_days=keep, group=BACKUP))
     return specs
 
 

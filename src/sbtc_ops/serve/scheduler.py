@@ -57,6 +57,7 @@ class JobSpec:
     after: str | None = None
     timeout_s: float = 3600.0
     keep_days: float = 400.0
+    group: str | None = None  # jobs of one group never run at once (they share a lock)
 
     def next_fire(self, after: float) -> float | None:
         if not self.cron:
@@ -158,7 +159,7 @@ class Scheduler:
         for name, due in sorted(self.due.items(), key=lambda item: (item[1] or 0, item[0])):
             if due is None or due > now or self._cancel.is_set():
                 continue
-            if self.is_running(name) or self._running_elsewhere(name):
+            if self._blocked(name) or self._running_elsewhere(name):
                 # Coalesce: it stays due and starts once the current run ends.
                 self.skipped[name] += 1
                 continue
@@ -193,6 +194,14 @@ class Scheduler:
         with self._lock:
             thread = self._running.get(name)
             return thread is not None and thread.is_alive()
+
+    def _blocked(self, name: str) -> bool:
+        """Running itself, or another job of its group is."""
+        group = self.specs[name].group
+        return any(
+            other == name or (group is not None and self.specs[other].group == group)
+            for other in self.running()
+        )
 
     def running(self) -> list[str]:
         with self._lock:
