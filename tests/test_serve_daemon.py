@@ -28,6 +28,7 @@ from tests.support.serve import (
     alive,
     children,
     running_daemon,
+    signer_config,
     wait_until,
     write_config,
 )
@@ -201,15 +202,7 @@ def test_serve_takes_a_real_backup_then_verifies_it(
     try:
         with FakeStacksNode(deployer=facts.deployer) as node:
             serve_facts(node, facts)
-            config = write_config(
-                tmp_path / "sbtc-ops.toml",
-                {
-                    "db": {"url": url},
-                    "backup": {"local_dir": str(tmp_path / "repo")},
-                    "stacks": {"endpoints": [node.url], "retries": 0},
-                    "serve": {**NO_JOBS, "backup_cron": "17 3 * * *"},
-                },
-            )
+            config = signer_config(tmp_path, url, node.url, backup_cron="17 3 * * *")
             state = tmp_path / "state"
             with running_daemon(config, state, {"TMPDIR": str(run_tmp)}) as daemon:
                 verify = wait_until(

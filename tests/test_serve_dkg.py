@@ -18,7 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from sbtc_ops.state import Run, StateStore
 from tests.fakes.stacks_node import FakeStacksNode
 from tests.support.pg import SourceServer, new_signer_database, start_source_server
-from tests.support.serve import NO_JOBS, Daemon, running_daemon, wait_until, write_config
+from tests.support.serve import (
+    NO_JOBS,
+    Daemon,
+    running_daemon,
+    signer_config,
+    wait_until,
+    write_config,
+)
 from tests.support.verify import private_tmpdir, serve_facts
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
@@ -98,20 +105,14 @@ def test_new_rounds_and_status_changes_are_backed_up_within_two_intervals(
     try:
         with FakeStacksNode(deployer=facts.deployer) as node:
             serve_facts(node, facts)
-            config = write_config(
-                tmp_path / "sbtc-ops.toml",
-                {
-                    "db": {"url": url},
-                    "backup": {"local_dir": str(tmp_path / "repo")},
-                    "stacks": {"endpoints": [node.url], "retries": 0},
-                    "serve": {
-                        **NO_JOBS,
-                        "backup_cron": "17 3 * * *",
-                        "verify_after_backup": False,
-                        "dkg_watch": True,
-                        "dkg_poll_interval_s": INTERVAL_S,
-                    },
-                },
+            config = signer_config(
+                tmp_path,
+                url,
+                node.url,
+                backup_cron="17 3 * * *",
+                verify_after_backup=False,
+                dkg_watch=True,
+                dkg_poll_interval_s=INTERVAL_S,
             )
             with running_daemon(config, state, {"TMPDIR": str(run_tmp)}) as daemon:
                 _run_scenario(daemon, own_server, node, tmp_path)

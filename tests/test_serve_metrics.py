@@ -24,8 +24,9 @@ from sbtc_ops.serve.notify import FAILURE, RECOVERY, Notifier, transition
 from sbtc_ops.serve.page import render_page
 from sbtc_ops.serve.scheduler import JobResult
 from sbtc_ops.serve.snapshot import read_snapshot
+from sbtc_ops.state import StateStore
 from tests.support.cli import CliResult
-from tests.support.serve import KEY_B, NOW, populate
+from tests.support.serve import KEY_A, KEY_B, NOW, populate
 
 
 def metrics(state_dir: Path) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -296,3 +297,56 @@ def test_slack_and_discord_bodies() -> None:
     assert list(slack) == ["text"] and "verify failed (problem)" in slack["text"]
     discord = body_for("discord", note)
     assert set(discord) == {"content", "username"} and "mismatch" in discord["content"]
+
+
+# -- DKG protection -------------------------------------------------------------------------
+
+
+def watch_and_backup(state: Path, *, status: str, backed_up_as: str | None) -> None:
+    """The watch saw a row created at NOW-1200; maybe a backup taken at NOW-600 holds it."""
+    with StateStore.open(state) as store:
+        row = {"key": KEY_B, "created_at": NOW - 1200, "status": status}
+        store.record_event(
+            "dkg-watch", "live", "ok", {"row": row, "since": NOW - 1200}, at=NOW - 1190
+        )
+        if backed_up_as is not None:
+            store.record_event(
+                "backup", "20260101T000000Z-dkg", "ok",
+                {"kind": "dkg-only", "size": 9000, "duration_s": 0.3,
+                 "dkg_created_at": "2026-09-21T13:53:20+00:00",  # NOW - 1200
+                 "newest_verified_aggregate_key": backed_up_as},
+                at=NOW - 600,
+            )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "backed_up_as", "expected", "colour"),
+    [
+        ("unverified", None, 1200.0, "red"),  # 20 min in no backup: past the 15 min rule
+        ("unverified", KEY_A, 0.0, "green"),  # the row is in the backup (unverified then)
+        ("verified", KEY_A, 1200.0, "red"),  # verified since, the backup has the older key
+        ("verified", KEY_B, 0.0, "green"),
+    ],
+)
+def test_dkg_unprotected_seconds_and_card(
+    tmp_path: Path, status: str, backed_up_as: str | None, expected: float, colour: str
+) -> None:
+    watch_and_backup(tmp_path, status=status, backed_up_as=backed_up_as)
+    found = metrics(tmp_path)
+    assert value(found, "sbtc_ops_dkg_unprotected_seconds") == expected
+    assert value(found, "sbtc_ops_dkg_watch_up") == 1
+    cards = {v.name: v.colour for v in read_snapshot(tmp_path, NOW).verdicts()}
+    assert cards["DKG shares"] == colour
+
+
+def test_dkg_watch_down_keeps_the_last_observation(tmp_path: Path) -> None:
+    watch_and_backup(tmp_path, status="unverified", backed_up_as=None)
+    with StateStore.open(tmp_path) as store:
+        store.record_event(
+            "dkg-watch", "live", "error", {"error": "connection refused"}, at=NOW - 60
+        )
+    found = metrics(tmp_path)
+    assert value(found, "sbtc_ops_dkg_watch_up") == 0
+    assert value(found, "sbtc_ops_dkg_unprotected_seconds") == 1200.0
+    card = next(v for v in read_snapshot(tmp_path, NOW).verdicts() if v.name == "DKG shares")
+    assert card.colour == "amber" and "connection refused" in card.detail

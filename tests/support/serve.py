@@ -258,3 +258,17 @@ def populate(
         ]  # fmt: skip
         store.record_event("audit", "host", "ok", {"score": 71, "findings": findings}, at=now - 600)
         record_run(store, "audit", "problem", now - 620, score=71)
+
+
+def signer_config(root: Path, db_url: str, stacks_url: str, **serve: Any) -> Path:
+    """sbtc-ops.toml for a real signer database, a local backup repository under `root`
+    and one Stacks endpoint; every job off except those given in `serve`."""
+    return write_config(
+        root / "sbtc-ops.toml",
+        {
+            "db": {"url": db_url},
+            "backup": {"local_dir": str(root / "repo")},
+            "stacks": {"endpoints": [stacks_url], "retries": 0},
+            "serve": {**NO_JOBS, **serve},
+        },
+    )
