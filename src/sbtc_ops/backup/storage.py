@@ -55,6 +55,8 @@ class Storage(Protocol):
 
     def list_backups(self) -> list[StoredBackup]: ...
 
+    def backup_ids(self) -> set[str]: ...
+
     def read_manifest(self, backup_id: str) -> Manifest: ...
 
     def store(
@@ -195,6 +197,13 @@ class LocalStorage:
                 )
             )
         return found
+
+    def backup_ids(self) -> set[str]:
+        """Ids present in any state (complete, incomplete), without reading manifests."""
+        if not self.root.is_dir():
+            return set()
+        names = (child.name.removesuffix(PARTIAL_SUFFIX) for child in self.root.iterdir())
+        return {name for name in names if is_backup_id(name)}
 
     def read_manifest(self, backup_id: str) -> Manifest:
         path = self.root / backup_id / MANIFEST_NAME
@@ -354,6 +363,10 @@ class S3Storage:
                 )
             )
         return found
+
+    def backup_ids(self) -> set[str]:
+        """Ids present in any state (complete, incomplete), without reading manifests."""
+        return set(self._list_objects())
 
     def read_manifest(self, backup_id: str) -> Manifest:
         key = self._key(backup_id, MANIFEST_NAME)

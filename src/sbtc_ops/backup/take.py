@@ -82,8 +82,10 @@ def _now() -> datetime:
 
 
 def _unique_id(storages: list[Storage], kind: str) -> str:
+    """A new id (UTC second) used by no backup in any storage: a backup that reused one,
+    even in S3 only, would overwrite the earlier backup's objects."""
     suffix = "dkg" if kind == "dkg-only" else None
-    existing = {b.id for s in storages if isinstance(s, LocalStorage) for b in s.list_backups()}
+    existing = {backup_id for s in storages for backup_id in s.backup_ids()}
     backup_id = new_backup_id(suffix=suffix)
     while backup_id in existing:
         time.sleep(1.0)
