@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from sbtc_ops.backup.ids import new_backup_id
 from sbtc_ops.backup.manifest import MANIFEST_NAME
 from sbtc_ops.backup.storage import PART_SIZE, StorageError, check_uploaded, multipart_etag
 from tests.support.backup import (
@@ -245,3 +247,27 @@ def test_upload_check_uses_a_standard_etag_and_falls_back_to_sha256_metadata(
     check_uploaded("s3://b", "k", path, head_answer(size, "opaque/etag", digest), digest)
     with pytest.raises(StorageError, match="SHA-256 metadata differs"):
         check_uploaded("s3://b", "k", path, head_answer(size, "opaque/etag", "0" * 64), digest)
+
+
+def test_a_backup_never_reuses_an_id_already_in_the_bucket(
+    cli: Cli, small_db: tuple[str, GeneratedDb], s3_server: S3Server, bucket: str
+) -> None:
+    """Ids are UTC seconds: the ids of the next few seconds are taken, so the backup must
+    wait for a free one rather than overwrite a backup with the same id."""
+    now = datetime.now(UTC)
+    taken = [new_backup_id(now + timedelta(seconds=s)) for s in range(3)]
+    for backup_id in taken:
+        put_fake_backup(s3_server, bucket, "p", backup_id, complete=True)
+    before = {
+        key: s3_server.client().get_object(Bucket=bucket, Key=key)["ETag"]
+        for key in s3_server.keys(bucket)
+    }
+
+    result = cli(
+        "backup", "--db", small_db[0], "--to", f"s3://{bucket}/p", "--json", env=s3_server.env()
+    )
+
+    assert result.code == 0, result.stderr
+    assert result.json()["backup"]["id"] not in taken
+    after = {key: s3_server.client().get_object(Bucket=bucket, Key=key)["ETag"] for key in before}
+    assert after == before
