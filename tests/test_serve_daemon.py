@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sbtc_ops.pg import postgres_processes
 from tests.fakes.stacks_node import FakeStacksNode, slow
 from tests.support.cli import CliResult, clean_env, run_cli
 from tests.support.pg import (
@@ -225,5 +226,36 @@ def test_serve_takes_a_real_backup_then_verifies_it(
                 assert url.split(":")[2].split("@")[0] not in "".join(daemon.stderr)
                 assert daemon.terminate() == 0
         assert_no_postgres_left(under=run_tmp)
+    finally:
+        shutil.rmtree(run_tmp, ignore_errors=True)
+
+
+@pytest.mark.postgres
+def test_sigterm_during_a_verify_removes_its_throwaway_cluster(
+    tmp_path: Path,
+    source_server: SourceServer,  # noqa: F811
+) -> None:
+    url, facts = new_signer_database(source_server, target_mb=1.0, seed=72)
+    run_tmp = private_tmpdir("ssg-")
+    try:
+        with FakeStacksNode(deployer=facts.deployer) as node:
+            serve_facts(node, facts)
+            # The chain read hangs, so the verify waits with its cluster up.
+            node.fail(slow(10), on="get-current-aggregate-pubkey")
+            config = signer_config(tmp_path, url, node.url, backup_cron="17 3 * * *")
+            with running_daemon(config, tmp_path / "state", {"TMPDIR": str(run_tmp)}) as daemon:
+                wait_until(
+                    lambda: (
+                        any(r.outcome == "running" for r in daemon.runs("verify"))
+                        and postgres_processes(under=run_tmp)
+                    ),
+                    90,
+                    daemon.describe,
+                )
+                assert daemon.terminate(timeout_s=60) == 0, daemon.describe()
+                (verify,) = daemon.runs("verify")
+                assert verify.outcome == "interrupted"
+        assert_no_postgres_left(under=run_tmp)
+        assert not list(run_tmp.glob("sbtc-pg-*")), "the cluster directory was left behind"
     finally:
         shutil.rmtree(run_tmp, ignore_errors=True)
