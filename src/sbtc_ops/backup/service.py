@@ -141,24 +141,32 @@ def prune_all(
     nothing at all is deleted."""
     policy = RetentionPolicy(**settings.backup.retention.model_dump())
     storages = storages_for(settings, locations)
-    listings: list[tuple[Storage, list[StoredBackup]]] = []
+    # A backup being written right now is incomplete too: leave those alone while one runs.
+    backup_running = is_locked(settings.state_dir, "backup")
+    listings: list[tuple[Storage, list[StoredBackup], list[str]]] = []
     for storage in storages:
         try:
-            listings.append((storage, storage.list_backups()))
+            abandoned = [] if backup_running else storage.clean_abandoned(dry_run=True)
+            listings.append((storage, storage.list_backups(), abandoned))
         except StorageError as exc:
             raise StorageError(f"{exc.message}; nothing was deleted") from None
-    backup_running = is_locked(settings.state_dir, "backup")
-    report = []
-    for storage, backups in listings:
-        report.append(
-            _prune_one(storage, backups, policy, dry_run=dry_run, keep_incomplete=backup_running)
+    return [
+        _prune_one(
+            storage,
+            backups,
+            abandoned,
+            policy,
+            dry_run=dry_run,
+            keep_incomplete=backup_running,
         )
-    return report
+        for storage, backups, abandoned in listings
+    ]
 
 
 def _prune_one(
     storage: Storage,
     backups: list[StoredBackup],
+    abandoned: list[str],
     policy: RetentionPolicy,
     *,
     dry_run: bool,
@@ -171,9 +179,10 @@ def _prune_one(
         plan = plan_retention(complete, policy)
         kept.update(plan.keep)
         deleted.extend(plan.delete)
-    # A backup being written right now is incomplete too: leave those alone while one runs.
     incomplete = [] if keep_incomplete else [b.id for b in backups if not b.complete]
     if not dry_run:
+        if abandoned:
+            storage.clean_abandoned(dry_run=False)
         for backup_id in [*deleted, *incomplete]:
             storage.delete(backup_id)
     return {
@@ -181,6 +190,7 @@ def _prune_one(
         "kept": kept,
         "deleted": sorted(deleted),
         "incomplete_removed": sorted(incomplete),
+        "abandoned_uploads": abandoned,
     }
 
 

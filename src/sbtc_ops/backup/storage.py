@@ -57,6 +57,8 @@ class Storage(Protocol):
 
     def backup_ids(self) -> set[str]: ...
 
+    def clean_abandoned(self, *, dry_run: bool) -> list[str]: ...
+
     def read_manifest(self, backup_id: str) -> Manifest: ...
 
     def store(
@@ -204,6 +206,10 @@ class LocalStorage:
             return set()
         names = (child.name.removesuffix(PARTIAL_SUFFIX) for child in self.root.iterdir())
         return {name for name in names if is_backup_id(name)}
+
+    def clean_abandoned(self, *, dry_run: bool) -> list[str]:
+        """Nothing to do: an interrupted local backup is an incomplete `<id>.partial`."""
+        return []
 
     def read_manifest(self, backup_id: str) -> Manifest:
         path = self.root / backup_id / MANIFEST_NAME
@@ -367,6 +373,26 @@ class S3Storage:
     def backup_ids(self) -> set[str]:
         """Ids present in any state (complete, incomplete), without reading manifests."""
         return set(self._list_objects())
+
+    def clean_abandoned(self, *, dry_run: bool) -> list[str]:
+        """Abort the multipart uploads a killed backup left under the prefix: invisible in
+        listings, their parts still take space (and cost money) until aborted."""
+        prefix = self._key("") + "/" if self.prefix else ""
+        found: list[tuple[str, str]] = []
+        with self._errors("listing unfinished uploads"):
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    key = upload.get("Key", "")
+                    if is_backup_id(key[len(prefix) :].partition("/")[0]):
+                        found.append((key, upload.get("UploadId", "")))
+        if not dry_run:
+            with self._errors("aborting unfinished uploads"):
+                for key, upload_id in found:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id
+                    )
+        return sorted(key for key, _ in found)
 
     def read_manifest(self, backup_id: str) -> Manifest:
         key = self._key(backup_id, MANIFEST_NAME)

@@ -114,6 +114,8 @@ def prune(
             _common.out.print(f"  {verb} {backup_id}", markup=False)
         for backup_id in location["incomplete_removed"]:
             _common.out.print(f"  {verb} incomplete {backup_id}", markup=False)
+        for key in location["abandoned_uploads"]:
+            _common.out.print(f"  {verb} unfinished upload {key}", markup=False)
         _common.out.print(f"  kept {len(location['kept'])} backup(s)", markup=False)
 
 
