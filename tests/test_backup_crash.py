@@ -205,7 +205,18 @@ def test_kill_during_the_s3_upload_and_before_the_manifest(
     following = backup(cli, small_url, location, env=direct)
     staging = workdir / "state" / "staging"
     assert not staging.exists() or list(staging.iterdir()) == [], "stale staging left behind"
+    # The multipart upload cut short is invisible in listings but holds its parts.
+    assert len(unfinished_uploads(s3_server, bucket)) == 1
+    dry = cli("prune", "--to", location, "--dry-run", "--json", env=direct)
+    assert dry.json()["locations"][0]["abandoned_uploads"] == unfinished_uploads(s3_server, bucket)
     pruned = cli("prune", "--to", location, "--json", env=direct)
     assert pruned.code == 0, pruned.stderr
-    assert pruned.json()["locations"][0]["incomplete_removed"] == killed
+    report = pruned.json()["locations"][0]
+    assert report["incomplete_removed"] == killed and len(report["abandoned_uploads"]) == 1
+    assert unfinished_uploads(s3_server, bucket) == []
     assert states(cli, location, env=direct) == {following: "complete"}
+
+
+def unfinished_uploads(s3: S3Server, bucket: str) -> list[str]:
+    uploads = s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    return sorted(upload["Key"] for upload in uploads)
