@@ -350,3 +350,15 @@ def test_dkg_watch_down_keeps_the_last_observation(tmp_path: Path) -> None:
     assert value(found, "sbtc_ops_dkg_unprotected_seconds") == 1200.0
     card = next(v for v in read_snapshot(tmp_path, NOW).verdicts() if v.name == "DKG shares")
     assert card.colour == "amber" and "connection refused" in card.detail
+
+
+def test_config_show_never_prints_a_webhook_token(
+    cli: Callable[..., CliResult], workdir: Path
+) -> None:
+    (workdir / "sbtc-ops.toml").write_text(
+        '[serve]\nwebhooks = ["https://hooks.slack.com/services/T0/B0/tok-SECRET-42"]\n'
+    )
+    shown = cli("config", "show")
+    assert shown.code == 0, shown.stderr
+    assert "tok-SECRET-42" not in shown.stdout + shown.stderr
+    assert "https://hooks.slack.com/**********" in shown.stdout

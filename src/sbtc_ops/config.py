@@ -601,7 +601,7 @@ def redact_url(url: str) -> str:
 def _show_value(value: Any) -> Any:
     if isinstance(value, SecretStr):
         secret = value.get_secret_value()
-        return redact_url(secret) if "://" in secret else REDACTED
+        return _show_secret_url(secret) if "://" in secret else REDACTED
     if isinstance(value, BaseModel):
         return {name: _show_value(getattr(value, name)) for name in type(value).model_fields}
     if isinstance(value, dict):
@@ -613,6 +613,18 @@ def _show_value(value: Any) -> Any:
     if isinstance(value, str) and "://" in value:
         return redact_url(value)
     return value
+
+
+def _show_secret_url(url: str) -> str:
+    """A secret URL without a password carries its credential in the path or query (webhook
+    tokens): show only where it points."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    if parts.password is not None or not (parts.path.strip("/") or parts.query):
+        return redact_url(url)
+    return f"{parts.scheme}://{parts.netloc}/{REDACTED}"
 
 
 def _looks_secret(name: str) -> bool:
