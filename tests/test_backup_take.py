@@ -6,8 +6,13 @@ failures that leave nothing behind, secrets, permissions and the lock."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import pty
+import re
 import secrets
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -33,7 +38,7 @@ from tests.support.backup import (
     table_counts,
     wait_for_dump,
 )
-from tests.support.cli import CliResult
+from tests.support.cli import CliResult, clean_env, sbtc_ops_executable
 from tests.support.pg import SourceServer, new_signer_database
 
 if TYPE_CHECKING:
@@ -354,3 +359,46 @@ def test_dkg_only_backup_holds_only_dkg_shares_and_migrations(
     assert counts["sbtc_signer.dkg_shares"] == facts.row_counts["dkg_shares"]
     assert counts["public.__sbtc_migrations"] == len(facts.migrations)
     assert counts["sbtc_signer.bitcoin_blocks"] == 0  # the schema is there, the bulk is not
+
+
+# -- progress ------------------------------------------------------------------------------
+
+
+def test_progress_on_a_terminal_and_only_json_on_stdout(
+    tmp_path: Path, workdir: Path, medium_db: tuple[str, GeneratedDb]
+) -> None:
+    """stderr is a terminal: the dump's progress (bytes written) is drawn there; stdout, a
+    pipe, still carries the JSON document alone."""
+    repo = tmp_path / "r"
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sbtc_ops_executable(), "backup", "--db", medium_db[0], "--to", str(repo), "--json"],
+        cwd=workdir,
+        env=clean_env(workdir / "state", {"TERM": "xterm", "COLUMNS": "120"}),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    drawn = bytearray()
+
+    def read_terminal() -> None:
+        with contextlib.suppress(OSError):  # EIO once the process closed the terminal
+            while chunk := os.read(controller, 65536):
+                drawn.extend(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    pg_dump = wait_for_dump(proc)
+    while not any(p.stat().st_size for p in repo.rglob("signer.dump")):
+        threading.Event().wait(0.01)
+    with stopped(pg_dump):  # hold the dump with bytes written: the display polls twice a second
+        threading.Event().wait(2.0)
+    stdout, _ = proc.communicate(timeout=120)
+    reader.join(10)
+    os.close(controller)
+
+    screen = drawn.decode(errors="replace")
+    assert proc.returncode == 0, screen
+    assert re.search(r"pg_dump .*?[1-9][0-9.]*/\? (kB|MB)", screen), screen
+    assert parse_json_output(0, stdout.decode(), screen).doc["ok"] is True

@@ -172,7 +172,7 @@ def _argv(pid: int) -> list[str]:
 
 
 def wait_for_child(
-    parent: subprocess.Popen[str], name: str, timeout_s: float = 60.0, with_arg: str = ""
+    parent: subprocess.Popen[Any], name: str, timeout_s: float = 60.0, with_arg: str = ""
 ) -> int:
     """The pid of `parent`'s child process called `name` (with an argument starting with
     `with_arg`, to tell e.g. the real pg_dump from a `pg_dump --version` probe), as soon as
@@ -306,6 +306,6 @@ def parse_json_output(code: int, stdout: str, stderr: str) -> BackupRun:
     return BackupRun(code, stdout, stderr, doc)
 
 
-def wait_for_dump(backup: subprocess.Popen[str]) -> int:
+def wait_for_dump(backup: subprocess.Popen[Any]) -> int:
     """The pid of the pg_dump that dumps the snapshot (not a `pg_dump --version` probe)."""
     return wait_for_child(backup, "pg_dump", with_arg="--snapshot=")
