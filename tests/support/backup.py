@@ -29,7 +29,12 @@ import pytest
 
 from sbtc_ops.backup.manifest import MANIFEST_NAME, Manifest
 from tests.support.cli import clean_env, sbtc_ops_executable
-from tests.support.pg import SourceServer, new_signer_database, start_source_server
+from tests.support.pg import (
+    SourceServer,
+    assert_no_postgres_left,
+    new_signer_database,
+    start_source_server,
+)
 from tests.support.shared import shared_resource
 
 if TYPE_CHECKING:
@@ -51,7 +56,9 @@ def backup_server() -> Iterator[SourceServer]:
 
 
 def _stop_server(server: SourceServer) -> None:
+    base = server.cluster.base_dir
     server.cluster.stop()
+    assert_no_postgres_left(base)
 
 
 @pytest.fixture(scope="session")
