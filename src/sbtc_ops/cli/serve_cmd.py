@@ -18,7 +18,7 @@ BIND_OPTION = typer.Option(
 ONCE_OPTION = typer.Option(
     "--once",
     help="Run this job now as the daemon would (recorded, notified), then exit; repeatable. "
-    "Jobs: backup, verify, verify-rotate, audit, chain-check. For systemd timers or cron.",
+    "Jobs: backup, verify, verify-rotate, audit, chain-check, dkg-backup. For systemd timers or cron.",
 )
 
 
