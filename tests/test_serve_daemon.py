@@ -26,6 +26,7 @@ from tests.support.pg import (
 from tests.support.serve import (
     NO_JOBS,
     Daemon,
+    WebhookSink,
     alive,
     children,
     running_daemon,
@@ -48,13 +49,15 @@ def node() -> Iterator[FakeStacksNode]:
         yield fake
 
 
-def chain_config(tmp_path: Path, endpoints: list[str], timeout_s: float = 3.0) -> Path:
+def chain_config(
+    tmp_path: Path, endpoints: list[str], timeout_s: float = 3.0, webhooks: tuple[str, ...] = ()
+) -> Path:
     return write_config(
         tmp_path / "sbtc-ops.toml",
         {
             "stacks": {"endpoints": endpoints, "timeout_s": timeout_s, "retries": 0,
                        "connect_timeout_s": 1},
-            "serve": {**NO_JOBS, "chain_check_cron": "*/10 * * * *"},
+            "serve": {**NO_JOBS, "chain_check_cron": "*/10 * * * *", "webhooks": list(webhooks)},
         },
     )  # fmt: skip
 
@@ -70,7 +73,14 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_serve_runs_the_chain_check_and_serves_metrics_health_and_status(
     tmp_path: Path, node: FakeStacksNode
 ) -> None:
-    config = chain_config(tmp_path, [node.url, DEAD_ENDPOINT])
+    with WebhookSink([]) as sink:
+        config = chain_config(tmp_path, [node.url, DEAD_ENDPOINT], webhooks=(sink.url("/t0k"),))
+        _chain_check_scenario(config, tmp_path, node, sink)
+
+
+def _chain_check_scenario(
+    config: Path, tmp_path: Path, node: FakeStacksNode, sink: WebhookSink
+) -> None:
     with running_daemon(config, tmp_path / "state") as daemon:
         # Never ran here: the check runs at start-up.
         run = wait_until(
@@ -98,9 +108,18 @@ def test_serve_runs_the_chain_check_and_serves_metrics_health_and_status(
         assert status == 200 and "Chain endpoints: ATTENTION" in page
         assert "default-src 'none'" in headers["Content-Security-Policy"]
         assert daemon.get("/nope")[0] == 404
+        # The failing check was announced once on the webhook, without its URL in the logs.
+        path, body = wait_until(lambda: sink.bodies, 15)[0]
+        assert path == "/t0k"
+        assert (body["event"], body["job"], body["outcome"]) == (
+            "failure",
+            "chain-check",
+            "problem",
+        )
         code = daemon.terminate()
         assert code == 0, daemon.describe()
         assert "sbtc-ops serve: stopped" in "".join(daemon.stderr)
+        assert "/t0k" not in "".join(daemon.stderr)
 
 
 def hung_chain_check(tmp_path: Path, node: FakeStacksNode) -> tuple[Path, int]:
@@ -257,5 +276,35 @@ def test_sigterm_during_a_verify_removes_its_throwaway_cluster(
                 assert verify.outcome == "interrupted"
         assert_no_postgres_left(under=run_tmp)
         assert not list(run_tmp.glob("sbtc-pg-*")), "the cluster directory was left behind"
+    finally:
+        shutil.rmtree(run_tmp, ignore_errors=True)
+
+
+@pytest.mark.postgres
+def test_serve_once_backup_is_followed_by_its_verify(
+    tmp_path: Path,
+    source_server: SourceServer,  # noqa: F811
+) -> None:
+    url, facts = new_signer_database(source_server, target_mb=1.0, seed=73)
+    run_tmp = private_tmpdir("sso-")
+    try:
+        with FakeStacksNode(deployer=facts.deployer) as node:
+            serve_facts(node, facts)
+            config = signer_config(tmp_path, url, node.url, backup_cron="17 3 * * *")
+            env = clean_env(tmp_path / "state", {"TMPDIR": str(run_tmp)})
+            once = run_cli(
+                "--config", str(config), "serve", "--once", "backup", cwd=tmp_path, env=env,
+                timeout=120,
+            )  # fmt: skip
+        assert once.code == 0, once.stderr
+        reported = [
+            line for line in once.stderr.splitlines() if line.startswith(("backup:", "verify:"))
+        ]
+        assert [line.split(":")[0] for line in reported] == ["backup", "verify"]
+        assert reported[1].endswith(": match")
+        history = run_cli("--config", str(config), "history", "--json", cwd=tmp_path, env=env)
+        runs = [(r["job"], r["outcome"]) for r in history.json()["runs"]]
+        assert runs == [("verify", "ok"), ("backup", "ok")]
+        assert_no_postgres_left(under=run_tmp)
     finally:
         shutil.rmtree(run_tmp, ignore_errors=True)

@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -26,7 +23,7 @@ from sbtc_ops.serve.scheduler import JobResult
 from sbtc_ops.serve.snapshot import read_snapshot
 from sbtc_ops.state import StateStore
 from tests.support.cli import CliResult
-from tests.support.serve import KEY_A, KEY_B, NOW, populate
+from tests.support.serve import KEY_A, KEY_B, NOW, WebhookSink, populate
 
 
 def metrics(state_dir: Path) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -191,44 +188,6 @@ def test_endpoint_labels_and_scrubbing_never_carry_secrets() -> None:
 
 
 # -- webhooks -----------------------------------------------------------------------------
-
-
-class WebhookSink:
-    """A local HTTP server recording webhook POSTs; answers from a script of statuses."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.bodies: list[tuple[str, dict[str, Any]]] = []
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                sink.bodies.append((self.path, json.loads(self.rfile.read(length))))
-                status = sink.statuses.pop(0) if sink.statuses else 204
-                self.send_response(status)
-                if status == 429:
-                    self.send_header("Retry-After", "0")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> WebhookSink:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
 
 
 @pytest.fixture
