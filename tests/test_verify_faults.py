@@ -47,7 +47,7 @@ from tests.support.verify import (
     write_key_file,
 )
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 
 DBNAME = "verify_faults"
 

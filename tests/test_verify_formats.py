@@ -44,7 +44,7 @@ from tests.support.verify import (
     zstd_file,
 )
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 
 DBNAME = "verify_formats"
 

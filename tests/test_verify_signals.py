@@ -25,7 +25,7 @@ from tests.support.pg import (
 )
 from tests.support.verify import FAST_CHAIN_ENV, private_tmpdir, take_backup
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 @dataclass
