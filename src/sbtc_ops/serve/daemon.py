@@ -130,13 +130,15 @@ def serve(
         target=watch.run if watch else lambda stop: None, args=(stop,), name="dkg-watch"
     )
     watcher.daemon = True
+    code = 0
     with _Signals(request_stop):
         loop.start()
         watcher.start()
         try:
             while not stop.wait(1.0):
                 if not loop.is_alive():
-                    log.error("the scheduler stopped unexpectedly")
+                    announce("sbtc-ops serve: the scheduler stopped unexpectedly; exiting")
+                    code = 2  # systemd's Restart=on-failure starts a new daemon
                     break
         finally:
             stop.set()
@@ -148,7 +150,7 @@ def serve(
             server.stop()
             notifier.wait(5)
     announce("sbtc-ops serve: stopped")
-    return 0
+    return code
 
 
 def _dkg_watch(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 
 from croniter import croniter
 
+from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.state import StateStore, process_alive
 
 log = logging.getLogger(__name__)
@@ -183,7 +185,11 @@ class Scheduler:
         if not self.started:
             self.start()
         while not stop.is_set():
-            self.tick()
+            try:
+                self.tick()
+            except (sqlite3.Error, OSError, SbtcOpsError):
+                # The state DB is busy or briefly unreadable: try again on the next pass.
+                log.exception("scheduler pass failed")
             now = self.clock.now()
             upcoming = self.next_due()
             sleep = max_sleep_s if upcoming is None else min(max_sleep_s, upcoming - now)
