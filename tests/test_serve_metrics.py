@@ -9,6 +9,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -321,3 +322,27 @@ def test_config_show_never_prints_a_webhook_token(
     assert shown.code == 0, shown.stderr
     assert "tok-SECRET-42" not in shown.stdout + shown.stderr
     assert "https://hooks.slack.com/**********" in shown.stdout
+
+
+def test_the_weekly_verify_rotates_through_older_backups() -> None:
+    from sbtc_ops.serve.jobs import choose_rotation
+
+    def row(backup_id: str, state: str = "complete", kind: str | None = "full") -> dict[str, Any]:
+        return {"id": backup_id, "state": state, "kind": kind, "storage": "local"}
+
+    rows = [
+        row("20260105T031700Z"),  # newest: verified after its backup, not here
+        row("20260104T031700Z"),
+        row("20260104T031700Z"),  # the same backup in a second storage
+        row("20260103T031700Z", state="verified-ok"),
+        row("20260102T031700Z", state="incomplete"),
+        row("20260104T120000Z-dkg", kind="dkg-only"),
+        row("20260101T031700Z", kind=None),  # an old manifest without a kind
+    ]
+    verified = {"20260104T031700Z": 300.0, "20260103T031700Z": 100.0, "20260101T031700Z": 200.0}
+    assert choose_rotation(rows, lambda b: verified.get(b, 0.0)) == "20260103T031700Z"
+    verified["20260103T031700Z"] = 400.0
+    assert choose_rotation(rows, lambda b: verified.get(b, 0.0)) == "20260101T031700Z"
+    del verified["20260104T031700Z"]  # never verified comes first
+    assert choose_rotation(rows, lambda b: verified.get(b, 0.0)) == "20260104T031700Z"
+    assert choose_rotation(rows[:1], lambda b: 0.0) is None

@@ -224,23 +224,36 @@ def verify_rotate_job(settings: Settings) -> JobResult:
     from sbtc_ops.backup.service import list_all
     from sbtc_ops.state import StateStore
 
-    rows = [
-        row
-        for row in list_all(settings, None)
-        if row["state"] != "incomplete" and row["kind"] in (None, "full")
-    ]
-    ids = sorted({row["id"] for row in rows}, reverse=True)
-    older = ids[1:]  # the newest is verified after every backup already
-    if not older:
-        return JobResult(OK, "no older backup to verify yet", {})
+    rows = list_all(settings, None)
     with StateStore.open(settings.state_dir) as store:
 
         def last_verified(backup_id: str) -> float:
             event = store.last_event("verify", backup_id)
             return event.at if event else 0.0
 
-        chosen = min(older, key=lambda backup_id: (last_verified(backup_id), backup_id))
+        chosen = choose_rotation(rows, last_verified)
+    if chosen is None:
+        return JobResult(OK, "no older backup to verify yet", {})
     return _verify(settings, chosen)
+
+
+def choose_rotation(
+    rows: list[dict[str, Any]], last_verified: Callable[[str], float]
+) -> str | None:
+    """Among complete full backups except the newest (verified after every backup anyway),
+    the one whose last verify is oldest; never verified comes first, then the oldest id."""
+    ids: list[str] = sorted(
+        {
+            str(row["id"])
+            for row in rows
+            if row["state"] != "incomplete" and row.get("kind") in (None, "full")
+        },
+        reverse=True,
+    )
+    older = ids[1:]
+    if not older:
+        return None
+    return min(older, key=lambda backup_id: (last_verified(backup_id), backup_id))
 
 
 def _verify(settings: Settings, backup_id: str | None) -> JobResult:
