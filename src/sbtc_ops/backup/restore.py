@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sbtc_ops.backup.archive import check_checksums, locate, prepare
+from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.pgrestore import restore_argv, run_restore
 from sbtc_ops.backup.service import storages_for
 from sbtc_ops.backup.source import ConnectionTarget, parse_target
@@ -122,4 +123,9 @@ def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str
 def storages_for_restore(settings: Settings, request: RestoreRequest) -> list[Any]:
     if Path(request.backup_ref).exists():
         return []
+    if not is_backup_id(request.backup_ref):
+        # Say what is wrong with BACKUP before complaining about missing locations.
+        raise UsageError(
+            f"{request.backup_ref!r} is neither an existing file or directory nor a backup id"
+        )
     return storages_for(settings, request.locations)
