@@ -272,6 +272,31 @@ def test_no_suitable_pg_dump_is_said_clearly(
     assert "pg_dump" in error and str(empty_bin) in error
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["backup", "--to", "REPO"], "no signer database configured"),
+        (["backup", "--db", "DB", "--to", "ftp://host/x"], "unsupported backup location"),
+        (["backup", "--db", "DB", "--to", "REPO", "--format", "tar"], "backup.format"),
+        (["backup", "--db", "DB", "--to", "REPO", "--recipient", "nope"], "'nope' is not an age"),
+        (["backup", "--db", "x=== y", "--to", "REPO"], "not a valid PostgreSQL URL"),
+        (["backups"], "no backup location configured"),
+        (["restore", "/no/such/backup", "--target-db", "DB"], "neither an existing file"),
+        (["restore", "20250101T000000Z", "--to", "REPO", "--target-db", "DB"], "not found"),
+    ],
+)
+def test_bad_usage_exits_2_naming_what_is_wrong(
+    cli: Cli, tmp_path: Path, args: list[str], message: str
+) -> None:
+    db = f"postgresql://signer:pw@127.0.0.1:{free_tcp_port()}/signer"
+    argv = [{"REPO": str(tmp_path / "repo"), "DB": db}.get(arg, arg) for arg in args]
+    result = cli(*argv, "--json")
+    assert result.code == 2
+    assert message in result.json()["error"]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "repo").exists() or list((tmp_path / "repo").iterdir()) == []
+
+
 # -- secrets -------------------------------------------------------------------------------
 
 
