@@ -343,11 +343,17 @@ def matches_chain(
         ), "match"
     older_keys = {r.aggregate_key for r in rows if r.aggregate_key != newest}
     if onchain in older_keys or newest in known_onchain_history:
+        why = (
+            f"the on-chain key {onchain.hex()} is an earlier DKG round in this backup, whose "
+            f"newest verified key {newest.hex()} is not on chain (yet)"
+            if onchain in older_keys
+            else f"the backup's newest verified key {newest.hex()} was on chain before; the "
+            f"chain has moved on to {onchain.hex()} (a key rotation after this backup)"
+        )
         return _result(
             "dkg.matches_chain",
             Status.FAIL,
-            f"stale: backup's newest verified key {newest.hex()} is not the on-chain "
-            f"key {onchain.hex()}, which belongs to another DKG round of this signer",
+            f"stale: {why}",
             "the backup predates (or postdates) a key rotation; take a new backup "
             "now so the current key shares are protected",
             db_key=newest.hex(),
