@@ -259,7 +259,7 @@ def test_onchain_key_equal_to_an_older_row_is_stale(area_with_chain: Area) -> No
     serve_facts(area.node, area.facts, older)
     run = area.verify_backup()
     check = run.expect(code=1, verdict="stale", failing="dkg.matches_chain")
-    assert check["detail"].startswith("stale")
+    assert check["detail"].startswith(f"stale: the on-chain key {older.hex()} is an earlier")
     assert run.doc["onchain_aggregate_key"] == older.hex()
 
 
@@ -272,7 +272,8 @@ def test_backup_key_seen_on_chain_before_a_rotation_is_stale(area_with_chain: Ar
     first.expect(code=0, verdict="match")
     area.node.set_aggregate_key(random_public_key())
     later = area.verify_backup(state_dir=state)
-    later.expect(code=1, verdict="stale", failing="dkg.matches_chain")
+    check = later.expect(code=1, verdict="stale", failing="dkg.matches_chain")
+    assert "was on chain before; the chain has moved on" in check["detail"]
 
 
 def test_endpoints_that_disagree(area_with_chain: Area) -> None:
