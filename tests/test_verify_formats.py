@@ -7,9 +7,11 @@ One generated signer database, its backups and dumps are made once for the modul
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -23,7 +25,7 @@ import pytest
 from sbtc_ops.devtools.signer_db import GeneratedDb
 from sbtc_ops.pg import find_binaries
 from tests.fakes.stacks_node import FakeStacksNode
-from tests.support.cli import clean_env, run_cli
+from tests.support.cli import clean_env, run_cli, sbtc_ops_executable
 from tests.support.pg import (
     SourceServer,
     assert_no_postgres_left,
@@ -349,6 +351,44 @@ def test_terminal_report_is_a_checklist_with_timings(area: Area) -> None:
     assert any(line.strip().startswith("- dkg.shares_decrypt") for line in lines)
     assert "verdict: match" in run.result.stdout
     assert re.search(r"timings: .*restore \d+\.\ds", run.result.stdout)
+
+
+def test_progress_on_a_terminal_names_the_phases(area: Area) -> None:
+    """On a terminal (a pty as stderr) a spinner names the running phase; the report still
+    goes to stdout alone."""
+    tmpdir = private_tmpdir()
+    primary, secondary = os.openpty()
+    try:
+        env = area.verify.env(area.verify.fresh_state(), tmpdir, {"TERM": "xterm"})
+        proc = subprocess.Popen(
+            [sbtc_ops_executable(), "verify", area.custom_id, "--to", str(area.repo),
+             "--stacks-url", area.node.url, "--json"],
+            cwd=area.verify.workdir, env=env, stdout=subprocess.PIPE, stderr=secondary,
+            stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        os.close(secondary)
+        terminal = read_until_closed(primary)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        os.close(primary)
+        assert_no_postgres_left(tmpdir)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    assert proc.returncode == 0, terminal
+    assert json.loads(stdout)["verdict"] == "match"
+    assert "verify: restore" in terminal and "verify: amcheck" in terminal
+
+
+def read_until_closed(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: every writer closed the pty
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def test_outcome_is_recorded_for_backups_listing(area: Area) -> None:
