@@ -9,7 +9,10 @@ import shutil
 import signal
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -212,41 +215,60 @@ def test_bad_bind_is_a_usage_error(tmp_path: Path) -> None:
     assert result.code == 2 and "is not HOST:PORT" in result.stderr
 
 
+@dataclass
+class LiveSigner:
+    config: Path
+    url: str
+    node: FakeStacksNode
+    run_tmp: Path  # TMPDIR of the daemon and its jobs: throwaway clusters live here
+
+
+@contextmanager
+def live_signer(
+    tmp_path: Path, server: SourceServer, seed: int, **serve: Any
+) -> Iterator[LiveSigner]:
+    """A generated signer database, a call-read server serving its key, and a config for
+    them; afterwards no throwaway-cluster postgres may be left in the run's TMPDIR."""
+    url, facts = new_signer_database(server, target_mb=1.0, seed=seed)
+    run_tmp = private_tmpdir("ssv-")
+    try:
+        with FakeStacksNode(deployer=facts.deployer) as node:
+            serve_facts(node, facts)
+            config = signer_config(tmp_path, url, node.url, backup_cron="17 3 * * *", **serve)
+            yield LiveSigner(config, url, node, run_tmp)
+        assert_no_postgres_left(under=run_tmp)
+    finally:
+        shutil.rmtree(run_tmp, ignore_errors=True)
+
+
 @pytest.mark.postgres
 def test_serve_takes_a_real_backup_then_verifies_it(
     tmp_path: Path,
     source_server: SourceServer,  # noqa: F811
 ) -> None:
-    url, facts = new_signer_database(source_server, target_mb=2.0, seed=71)
-    run_tmp = private_tmpdir("ssv-")
-    try:
-        with FakeStacksNode(deployer=facts.deployer) as node:
-            serve_facts(node, facts)
-            config = signer_config(tmp_path, url, node.url, backup_cron="17 3 * * *")
-            state = tmp_path / "state"
-            with running_daemon(config, state, {"TMPDIR": str(run_tmp)}) as daemon:
-                verify = wait_until(
-                    lambda: next(
-                        (r for r in daemon.runs("verify") if r.outcome != "running"), None
-                    ),
-                    150,
-                    daemon.describe,
-                )
-                (backup,) = daemon.runs("backup")
-                assert backup.outcome == "ok", backup.data
-                assert verify.outcome == "ok", verify.data
-                assert verify.data["verdict"] == "match"
-                assert verify.data["backup"] == backup.data["backup"]
-                assert (tmp_path / "repo" / backup.data["backup"]).is_dir()
-                found = samples(daemon.get("/metrics")[1])
-                assert found[("sbtc_ops_last_backup_size_bytes", ())] > 0
-                assert found[("sbtc_ops_aggregate_key_match", ())] == 1
-                assert found[("sbtc_ops_last_verify_verdict", (("verdict", "match"),))] == 1
-                assert url.split(":")[2].split("@")[0] not in "".join(daemon.stderr)
-                assert daemon.terminate() == 0
-        assert_no_postgres_left(under=run_tmp)
-    finally:
-        shutil.rmtree(run_tmp, ignore_errors=True)
+    with (
+        live_signer(tmp_path, source_server, seed=71) as signer,
+        running_daemon(
+            signer.config, tmp_path / "state", {"TMPDIR": str(signer.run_tmp)}
+        ) as daemon,
+    ):
+        verify = wait_until(
+            lambda: next((r for r in daemon.runs("verify") if r.outcome != "running"), None),
+            150,
+            daemon.describe,
+        )
+        (backup,) = daemon.runs("backup")
+        assert backup.outcome == "ok", backup.data
+        assert verify.outcome == "ok", verify.data
+        assert verify.data["verdict"] == "match"
+        assert verify.data["backup"] == backup.data["backup"]
+        assert (tmp_path / "repo" / backup.data["backup"]).is_dir()
+        found = samples(daemon.get("/metrics")[1])
+        assert found[("sbtc_ops_last_backup_size_bytes", ())] > 0
+        assert found[("sbtc_ops_aggregate_key_match", ())] == 1
+        assert found[("sbtc_ops_last_verify_verdict", (("verdict", "match"),))] == 1
+        assert signer.url.split(":")[2].split("@")[0] not in "".join(daemon.stderr)
+        assert daemon.terminate() == 0
 
 
 @pytest.mark.postgres
@@ -254,30 +276,24 @@ def test_sigterm_during_a_verify_removes_its_throwaway_cluster(
     tmp_path: Path,
     source_server: SourceServer,  # noqa: F811
 ) -> None:
-    url, facts = new_signer_database(source_server, target_mb=1.0, seed=72)
-    run_tmp = private_tmpdir("ssg-")
-    try:
-        with FakeStacksNode(deployer=facts.deployer) as node:
-            serve_facts(node, facts)
-            # The chain read hangs, so the verify waits with its cluster up.
-            node.fail(slow(10), on="get-current-aggregate-pubkey")
-            config = signer_config(tmp_path, url, node.url, backup_cron="17 3 * * *")
-            with running_daemon(config, tmp_path / "state", {"TMPDIR": str(run_tmp)}) as daemon:
-                wait_until(
-                    lambda: (
-                        any(r.outcome == "running" for r in daemon.runs("verify"))
-                        and postgres_processes(under=run_tmp)
-                    ),
-                    90,
-                    daemon.describe,
-                )
-                assert daemon.terminate(timeout_s=60) == 0, daemon.describe()
-                (verify,) = daemon.runs("verify")
-                assert verify.outcome == "interrupted"
-        assert_no_postgres_left(under=run_tmp)
-        assert not list(run_tmp.glob("sbtc-pg-*")), "the cluster directory was left behind"
-    finally:
-        shutil.rmtree(run_tmp, ignore_errors=True)
+    with live_signer(tmp_path, source_server, seed=72) as signer:
+        # The chain read hangs, so the verify waits with its cluster up.
+        signer.node.fail(slow(10), on="get-current-aggregate-pubkey")
+        env = {"TMPDIR": str(signer.run_tmp)}
+        with running_daemon(signer.config, tmp_path / "state", env) as daemon:
+            wait_until(
+                lambda: (
+                    any(r.outcome == "running" for r in daemon.runs("verify"))
+                    and postgres_processes(under=signer.run_tmp)
+                ),
+                90,
+                daemon.describe,
+            )
+            assert daemon.terminate(timeout_s=60) == 0, daemon.describe()
+            (verify,) = daemon.runs("verify")
+            assert verify.outcome == "interrupted"
+        assert_no_postgres_left(under=signer.run_tmp)
+        assert not list(signer.run_tmp.glob("sbtc-pg-*")), "the cluster directory was left"
 
 
 @pytest.mark.postgres
@@ -285,26 +301,17 @@ def test_serve_once_backup_is_followed_by_its_verify(
     tmp_path: Path,
     source_server: SourceServer,  # noqa: F811
 ) -> None:
-    url, facts = new_signer_database(source_server, target_mb=1.0, seed=73)
-    run_tmp = private_tmpdir("sso-")
-    try:
-        with FakeStacksNode(deployer=facts.deployer) as node:
-            serve_facts(node, facts)
-            config = signer_config(tmp_path, url, node.url, backup_cron="17 3 * * *")
-            env = clean_env(tmp_path / "state", {"TMPDIR": str(run_tmp)})
-            once = run_cli(
-                "--config", str(config), "serve", "--once", "backup", cwd=tmp_path, env=env,
-                timeout=120,
-            )  # fmt: skip
+    with live_signer(tmp_path, source_server, seed=73) as signer:
+        env = clean_env(tmp_path / "state", {"TMPDIR": str(signer.run_tmp)})
+        config = str(signer.config)
+        once = run_cli("--config", config, "serve", "--once", "backup", cwd=tmp_path, env=env,
+                       timeout=120)  # fmt: skip
         assert once.code == 0, once.stderr
         reported = [
             line for line in once.stderr.splitlines() if line.startswith(("backup:", "verify:"))
         ]
         assert [line.split(":")[0] for line in reported] == ["backup", "verify"]
         assert reported[1].endswith(": match")
-        history = run_cli("--config", str(config), "history", "--json", cwd=tmp_path, env=env)
+        history = run_cli("--config", config, "history", "--json", cwd=tmp_path, env=env)
         runs = [(r["job"], r["outcome"]) for r in history.json()["runs"]]
         assert runs == [("verify", "ok"), ("backup", "ok")]
-        assert_no_postgres_left(under=run_tmp)
-    finally:
-        shutil.rmtree(run_tmp, ignore_errors=True)
