@@ -276,6 +276,22 @@ def test_backup_key_seen_on_chain_before_a_rotation_is_stale(area_with_chain: Ar
     assert "was on chain before; the chain has moved on" in check["detail"]
 
 
+def test_signer_set_or_threshold_different_on_chain(area_with_chain: Area) -> None:
+    area = area_with_chain
+    newest = area.facts.newest_verified
+    other_set = [*newest.signer_set_public_keys[:-1], random_public_key()]
+    area.node.set_signer_data(newest.aggregate_key, other_set, threshold=newest.threshold - 1)
+    run = area.verify_backup()
+    # The key matches; the DKG row does not describe the on-chain signer set.
+    check = run.expect(code=1, verdict="match", failing="dkg.signer_set_matches_chain")
+    assert "they differ" in check["detail"]
+    assert (
+        f"threshold {newest.threshold} in the backup, {newest.threshold - 1} on chain"
+        in (check["detail"])
+    )
+    assert run.problems() == {"dkg.signer_set_matches_chain"}
+
+
 def test_endpoints_that_disagree(area_with_chain: Area) -> None:
     area = area_with_chain
     with FakeStacksNode(deployer=area.facts.deployer) as other:

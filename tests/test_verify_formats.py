@@ -63,6 +63,7 @@ class Area:
     custom_id: str
     directory_id: str
     encrypted_id: str
+    dkg_only_id: str
     identity_file: Path
     key_file: Path
     dumps: dict[str, Path]
@@ -83,6 +84,7 @@ def area(
     identity_file = root / "identity.txt"
     write_secret(identity_file, str(identity))
     encrypted_id, _ = take_backup(url, repo, state, "--recipient", str(identity.to_public()))
+    dkg_only_id, _ = take_backup(url, repo, state, "--dkg-only")
     dumps_dir = root / "dumps"
     dumps_dir.mkdir()
     plain = operator_dump(source_server, DBNAME, dumps_dir / "signer.sql")
@@ -105,6 +107,7 @@ def area(
             custom_id,
             directory_id,
             encrypted_id,
+            dkg_only_id,
             identity_file,
             key_file,
             dumps,
@@ -182,6 +185,13 @@ def test_sbtc_ops_directory_and_encrypted_backups_pass(
     assert run.check("rows.match_manifest")["status"] == "pass"
     assert run.doc["archive"]["format"] == fmt
     assert run.doc["archive"]["steps"] == ([step] if step else [])
+
+
+def test_dkg_only_export_passes(area: Area) -> None:
+    run = area.verify(area.dkg_only_id, "--to", str(area.repo), "--stacks-url", area.node.url)
+    assert_clean_match(run, area.facts)
+    rows = run.check("rows.match_manifest")
+    assert rows["status"] == "pass" and "DKG-only export" in rows["detail"]
 
 
 def test_encrypted_backup_without_identity_is_a_usage_problem(area: Area) -> None:
