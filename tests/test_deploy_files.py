@@ -17,6 +17,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sbtc_ops.serve.metrics import registry_for
+from tests.support.cli import sbtc_ops_executable
 from tests.support.serve import NOW, populate
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -166,7 +167,7 @@ def test_timers_start_the_job_template_and_catch_up() -> None:
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
 def test_systemd_analyze_accepts_the_units(tmp_path: Path) -> None:
     assert SYSTEMD_ANALYZE is not None
-    executable = shutil.which("sbtc-ops") or str(Path(shutil.which("python3") or "").parent)
+    executable = sbtc_ops_executable()  # ExecStart must name an existing executable
     for source in (DEPLOY / "systemd").iterdir():
         text = source.read_text().replace("/usr/local/bin/sbtc-ops", executable)
         (tmp_path / source.name).write_text(text)
