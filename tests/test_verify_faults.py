@@ -285,10 +285,8 @@ def test_signer_set_or_threshold_different_on_chain(area_with_chain: Area) -> No
     # The key matches; the DKG row does not describe the on-chain signer set.
     check = run.expect(code=1, verdict="match", failing="dkg.signer_set_matches_chain")
     assert "they differ" in check["detail"]
-    assert (
-        f"threshold {newest.threshold} in the backup, {newest.threshold - 1} on chain"
-        in (check["detail"])
-    )
+    threshold = f"threshold {newest.threshold} in the backup, {newest.threshold - 1} on chain"
+    assert threshold in check["detail"]
     assert run.problems() == {"dkg.signer_set_matches_chain"}
 
 
