@@ -29,6 +29,8 @@ from tests.support.pg import SourceServer
 if TYPE_CHECKING:
     from sbtc_ops.devtools.signer_db import GeneratedDb
 
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
+
 Cli = Callable[..., CliResult]
 _targets = itertools.count(1)
 

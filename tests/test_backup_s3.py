@@ -34,6 +34,8 @@ from tests.support.s3 import S3Server, s3_server  # noqa: F401  (fixture)
 if TYPE_CHECKING:
     from sbtc_ops.devtools.signer_db import GeneratedDb
 
+pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.timeout(300)]
+
 Cli = Callable[..., CliResult]
 
 

@@ -44,6 +44,8 @@ from tests.support.pg import SourceServer, new_signer_database
 if TYPE_CHECKING:
     from sbtc_ops.devtools.signer_db import GeneratedDb
 
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
+
 Cli = Callable[..., CliResult]
 
 
