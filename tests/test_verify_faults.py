@@ -224,6 +224,20 @@ def test_backup_without_a_verified_key(
     assert run.doc["onchain_aggregate_key"] == area.facts.newest_verified_key.hex()
 
 
+def test_signer_schema_of_another_shape_is_reported_not_crashed(area_with_chain: Area) -> None:
+    area = area_with_chain
+    url = area.derived_database(
+        "verify_other_shape",
+        "ALTER TABLE sbtc_signer.dkg_shares DROP COLUMN signer_set_public_keys",
+    )
+    repo = area.root / "repo-other-shape"
+    take_backup(url, repo, area.state)
+    run = area.verify("--latest", "--to", str(repo), "--stacks-url", area.node.url)
+    check = run.expect(code=1, verdict="incomplete", failing="dkg.verified_key_present")
+    assert "query on the restored database failed" in check["detail"]
+    assert "signer_set_public_keys" in check["detail"]
+
+
 def test_wrong_signer_key_does_not_decrypt_the_shares(area_with_chain: Area) -> None:
     area = area_with_chain
     wrong = write_key_file(area.root / "wrong.key", bytes.fromhex("11" * 32))
