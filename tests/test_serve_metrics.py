@@ -346,3 +346,12 @@ def test_the_weekly_verify_rotates_through_older_backups() -> None:
     del verified["20260104T031700Z"]  # never verified comes first
     assert choose_rotation(rows, lambda b: verified.get(b, 0.0)) == "20260104T031700Z"
     assert choose_rotation(rows[:1], lambda b: 0.0) is None
+
+
+def test_an_unwritable_textfile_keeps_stdout_one_json_document(
+    cli: Callable[..., CliResult], workdir: Path
+) -> None:
+    result = cli("--metrics-textfile", str(workdir / "no-such-dir" / "m.prom"), "history", "--json")
+    assert result.code == 2
+    assert result.json() == {"runs": []}  # json.loads fails on a second document
+    assert "cannot write the metrics textfile" in result.stderr

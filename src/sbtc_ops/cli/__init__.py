@@ -126,7 +126,9 @@ def _write_metrics_textfile() -> None:
     try:
         write_textfile_for_cli(path, _common.load_settings)
     except SbtcOpsError as exc:
-        _fail(str(exc), exc.exit_code)
+        # stderr only: with --json the command's one document is already on stdout.
+        _common.err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(exc.exit_code)
 
 
 def _run() -> None:
