@@ -19,6 +19,7 @@ import pytest
 from tests.support.backup import (
     backup_server,  # noqa: F401  (fixture)
     fresh_database,
+    kill_if_alive,
     medium_db,  # noqa: F401  (fixture)
     sbtc_ops_popen,
     small_db,  # noqa: F401  (fixture)
@@ -97,8 +98,7 @@ def test_kill_during_the_dump(
         gone = wait_gone(pg_dump)
         assert gone, f"pg_dump outlived the killed backup: {process_status(pg_dump)}"
     finally:
-        if not wait_gone(pg_dump, 0):
-            os.kill(pg_dump, signal.SIGKILL)
+        kill_if_alive(pg_dump)
     assert len(partials) == 1
     killed = partials[0].removesuffix(".partial")
     assert states(cli, str(repo)) == {earlier: "complete", killed: "incomplete"}
@@ -222,3 +222,27 @@ def test_kill_during_the_s3_upload_and_before_the_manifest(
 def unfinished_uploads(s3: S3Server, bucket: str) -> list[str]:
     uploads = s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     return sorted(upload["Key"] for upload in uploads)
+
+
+def test_sigterm_during_the_dump_cleans_up(
+    cli: Cli, tmp_path: Path, workdir: Path, medium_db: tuple[str, GeneratedDb]
+) -> None:
+    """A polite stop (systemd, docker stop) unwinds: pg_dump stopped, partial files removed."""
+    repo = tmp_path / "repo"
+    proc = sbtc_ops_popen(
+        "backup", "--db", medium_db[0], "--to", str(repo), state_dir=workdir / "state", cwd=workdir
+    )
+    pg_dump = wait_for_dump(proc)
+    os.kill(pg_dump, signal.SIGSTOP)  # mid-dump, deterministically
+    try:
+        assert [p.name.endswith(".partial") for p in repo.iterdir()] == [True]
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        assert wait_gone(pg_dump), f"pg_dump outlived the stopped backup: {process_status(pg_dump)}"
+    finally:
+        kill_if_alive(pg_dump)
+
+    assert proc.returncode != 0
+    assert "Traceback" not in stderr
+    assert list(repo.iterdir()) == []
+    assert states(cli, str(repo)) == {}

@@ -13,6 +13,7 @@ archive to need a multipart upload (> 16 MiB). Do not modify them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -214,12 +215,20 @@ def process_alive(pid: int) -> bool:
 
 
 def wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
+    """True once `pid` is gone (or a zombie), checking at least once."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not process_alive(pid):
-            return True
+    while process_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
-    return False
+    return True
+
+
+def kill_if_alive(pid: int) -> None:
+    """Cleanup after a failed assertion: never leave a (stopped) process behind."""
+    if process_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @contextmanager
