@@ -6,7 +6,8 @@ import logging
 import os
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -83,12 +84,15 @@ class _StderrCollector(threading.Thread):
         self.data = self.stream.read()
 
 
-def dump_to_path(argv: Sequence[str], target: ConnectionTarget) -> None:
-    """pg_dump writes the archive itself (custom file or directory)."""
+@contextmanager
+def _pg_dump(
+    argv: Sequence[str], target: ConnectionTarget, *, pipe_stdout: bool
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run pg_dump; the body consumes stdout if piped. Waits, then raises on failure."""
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if pipe_stdout else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=_child_env(target),
         # A kill -9 of sbtc-ops must not leave pg_dump writing into the partial backup.
@@ -98,39 +102,29 @@ def dump_to_path(argv: Sequence[str], target: ConnectionTarget) -> None:
         assert proc.stderr is not None
         collector = _StderrCollector(proc.stderr)
         collector.start()
+        yield proc
         proc.wait()
         collector.join()
     except BaseException:
         _stop(proc)
         raise
     _raise_on_failure(proc, collector.data, target)
+
+
+def dump_to_path(argv: Sequence[str], target: ConnectionTarget) -> None:
+    """pg_dump writes the archive itself (custom file or directory)."""
+    with _pg_dump(argv, target, pipe_stdout=False):
+        pass
 
 
 def dump_encrypted(
     argv: Sequence[str], target: ConnectionTarget, output: Path, recipients: list[str]
 ) -> tuple[str, int]:
     """pg_dump to stdout, age-encrypted on the fly into `output`; returns (sha256, size)."""
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=_child_env(target),
-        # A kill -9 of sbtc-ops must not leave pg_dump writing into the partial backup.
-        preexec_fn=_die_with_parent_preexec(),
-    )
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        collector = _StderrCollector(proc.stderr)
-        collector.start()
+    with _pg_dump(argv, target, pipe_stdout=True) as proc:
+        assert proc.stdout is not None
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as raw:
             writer = HashingWriter(raw)
             encrypt_stream(proc.stdout, writer, recipients)  # type: ignore[arg-type]
-        proc.wait()
-        collector.join()
-    except BaseException:
-        _stop(proc)
-        raise
-    _raise_on_failure(proc, collector.data, target)
     return writer.digest.hexdigest(), writer.size
