@@ -101,6 +101,9 @@ def _chain_check_scenario(
         assert found[(up, (("endpoint", DEAD_ENDPOINT),))] == 0
         runs_key = ("sbtc_ops_job_runs_total", (("outcome", "problem"), ("task", "chain-check")))
         assert found[runs_key] == 1
+        # The next slot is on the ten-minute grid.
+        next_run = found[("sbtc_ops_job_next_run_timestamp_seconds", (("task", "chain-check"),))]
+        assert next_run > run.started_at and next_run % 600 == 0
         # A scrape never runs a job.
         for _ in range(5):
             daemon.get("/metrics")
@@ -109,6 +112,8 @@ def _chain_check_scenario(
         assert daemon.get("/readyz")[:2] == (200, "ready\n")
         status, page, headers = daemon.get("/")
         assert status == 200 and "Chain endpoints: ATTENTION" in page
+        schedule = page[page.index("<table id='schedule'>") :]
+        assert "<td>chain-check</td><td>problem</td>" in schedule
         assert "default-src 'none'" in headers["Content-Security-Policy"]
         assert daemon.get("/nope")[0] == 404
         # The failing check was announced once on the webhook, without its URL in the logs.

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.core import Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
@@ -105,12 +105,18 @@ def serve(
             return False, f"state database unreadable: {type(exc).__name__}"
         return True, "ready"
 
+    def more_metrics(snap: Snapshot) -> Iterator[Metric]:
+        yield schedule_metric(scheduler)
+        if extra_metrics is not None:
+            yield from extra_metrics(snap)
+
     server = StatusServer(
         bind or settings.serve.bind,
         settings.state_dir,
         healthy=healthy,
         ready=ready,
-        extra_metrics=extra_metrics,
+        extra_metrics=more_metrics,
+        schedule=lambda: dict(scheduler.due),
     )
     host, port = server.start()
     shown = f"[{host}]" if ":" in host else host
@@ -151,6 +157,18 @@ def serve(
             notifier.wait(5)
     announce("sbtc-ops serve: stopped")
     return code
+
+
+def schedule_metric(scheduler: Scheduler) -> Metric:
+    family = GaugeMetricFamily(
+        "sbtc_ops_job_next_run_timestamp_seconds",
+        "When the daemon will next start the job (scheduled jobs only).",
+        labels=["task"],
+    )
+    for name, due in sorted(dict(scheduler.due).items()):
+        if due is not None:
+            family.add_metric([name], due)
+    return family
 
 
 def _dkg_watch(

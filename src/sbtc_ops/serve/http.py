@@ -60,6 +60,7 @@ class StatusServer:
         healthy: Probe,
         ready: Probe,
         extra_metrics: Callable[[Snapshot], Iterator[Metric]] | None = None,
+        schedule: Callable[[], dict[str, float | None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.address = parse_bind(bind)
@@ -67,6 +68,7 @@ class StatusServer:
         self.healthy = healthy
         self.ready = ready
         self.clock = clock
+        self.schedule = schedule
         self.metrics = CachedExposition(registry_for(state_dir, clock, extra_metrics))
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -111,7 +113,8 @@ class StatusServer:
                 task.cancel()
 
     def page(self) -> bytes:
-        return render_page(read_snapshot(self.state_dir, self.clock())).encode()
+        next_runs = self.schedule() if self.schedule is not None else None
+        return render_page(read_snapshot(self.state_dir, self.clock()), next_runs).encode()
 
     # -- one connection ---------------------------------------------------------------------
 

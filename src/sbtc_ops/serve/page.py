@@ -30,7 +30,7 @@ th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #d0d7de;vertic
 """
 
 
-def render_page(snap: Snapshot) -> str:
+def render_page(snap: Snapshot, next_runs: dict[str, float | None] | None = None) -> str:
     overall = snap.overall()
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -54,6 +54,7 @@ def render_page(snap: Snapshot) -> str:
         _verifies_table(snap),
         "<h2>Open audit findings</h2>",
         _findings_table(snap),
+        _schedule_table(snap, next_runs),
         f"<p class='muted'>sbtc-ops {escape(__version__)} · "
         "<a href='/metrics'>metrics</a> · <a href='/healthz'>healthz</a></p>",
         "</body></html>",
@@ -146,6 +147,22 @@ def _findings_table(snap: Snapshot) -> str:
         "<th>fix</th></tr>"
     )
     return f"<table id='findings'>{head}{''.join(rows)}</table>"
+
+
+def _schedule_table(snap: Snapshot, next_runs: dict[str, float | None] | None) -> str:
+    if not next_runs:
+        return ""
+    rows = []
+    for job, due in sorted(next_runs.items()):
+        last = snap.last_runs.get(job)
+        state = "running" if job in snap.running else (last.outcome if last else "never ran")
+        when = _when(due) if due is not None else "on demand"
+        rows.append(
+            f"<tr><td>{escape(job)}</td><td>{escape(state)}</td>"
+            f"<td>{_when(last.started_at) if last else '-'}</td><td>{when}</td></tr>"
+        )
+    head = "<tr><th>job</th><th>last outcome</th><th>last run</th><th>next run</th></tr>"
+    return f"<h2>Schedule</h2><table id='schedule'>{head}{''.join(rows)}</table>"
 
 
 # -- the chart ------------------------------------------------------------------------------
