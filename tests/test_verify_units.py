@@ -66,3 +66,26 @@ def test_endpoint_agreement() -> None:
     assert split.status == Status.FAIL and "disagree" in split.detail
     none = checks.endpoints_agree([("a", None, "refused")], None)
     assert none.status == Status.ERROR
+
+
+def test_amcheck_failure_quotes_the_first_findings() -> None:
+    findings = [
+        'heap table "signer.sbtc_signer.dkg_shares", block 0, offset 3:',
+        "    line pointer redirection to item at offset 9 exceeds maximum offset 8",
+    ]
+    result = checks.amcheck(2, findings)
+    assert result.status == Status.FAIL
+    assert result.detail.startswith('heap table "signer.sbtc_signer.dkg_shares"')
+    assert result.remediation
+    assert checks.amcheck(0, []).status == Status.PASS
+
+
+def test_restore_errors_are_quoted_and_counted() -> None:
+    errors = [f"pg_restore: error: could not execute query: ERROR:  thing {n}" for n in range(5)]
+    result = checks.restore_complete(1, errors, "pg_restore")
+    assert result.status == Status.FAIL
+    assert result.detail.startswith("5 error(s): pg_restore: error:")
+    assert "thing 2" in result.detail and "thing 3" not in result.detail  # the first three
+    # "errors ignored on restore" with exit 0 is still a failure.
+    ignored = checks.restore_complete(0, ["pg_restore: errors ignored on restore: 2"], "pg_restore")
+    assert ignored.status == Status.FAIL
