@@ -203,3 +203,20 @@ def test_prune_leaves_incomplete_backups_alone_while_a_backup_runs(
     assert result.code == 0, result.stderr
     assert listing(repo) == {"20251201T030000Z", "20251231T030000Z.partial"}
     assert result.json()["locations"][0]["incomplete_removed"] == []
+
+
+def test_a_verify_that_could_not_run_does_not_mark_a_backup_failed(tmp_path: Path) -> None:
+    from sbtc_ops.backup.service import backup_state
+    from sbtc_ops.backup.storage import StoredBackup
+    from sbtc_ops.state import StateStore
+
+    backup = StoredBackup("20261124T010203Z", str(tmp_path), True, None, 1)
+    with StateStore.open(tmp_path / "state") as store:
+        assert backup_state(backup, store) == "complete"
+        store.record_event("verify", backup.id, "error", at=1.0)
+        assert backup_state(backup, store) == "complete"
+        store.record_event("verify", backup.id, "ok", at=2.0)
+        store.record_event("verify", backup.id, "error", at=3.0)
+        assert backup_state(backup, store) == "verified-ok"
+        store.record_event("verify", backup.id, "mismatch", at=4.0)
+        assert backup_state(backup, store) == "verified-failed"

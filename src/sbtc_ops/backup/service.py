@@ -102,10 +102,12 @@ def _age(backup_id: str) -> str:
 def backup_state(backup: StoredBackup, store: StateStore) -> str:
     if not backup.complete:
         return "incomplete"
-    verification = store.last_event("verify", backup.id)
-    if verification is None:
+    # A verify that could not run (verdict "error": chain unreachable, no binaries) says
+    # nothing about the backup itself.
+    verdicts = [e for e in store.events("verify", backup.id, limit=20) if e.outcome != "error"]
+    if not verdicts:
         return "complete"
-    return "verified-ok" if verification.outcome == "ok" else "verified-failed"
+    return "verified-ok" if verdicts[0].outcome == "ok" else "verified-failed"
 
 
 def list_all(settings: Settings, locations: list[str] | None) -> list[dict[str, Any]]:
