@@ -132,12 +132,20 @@ def _write_metrics_textfile() -> None:
 
 
 def _run() -> None:
+    # Not standalone: typer would turn Ctrl-C/SIGTERM into its own exit before we could
+    # report it (and print the JSON error document with --json).
     try:
-        app()
+        result = app(standalone_mode=False)
     except SbtcOpsError as exc:
         _fail(str(exc), exc.exit_code)
     except ProblemFound as exc:
         _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
+        if _common.current().json_mode:
+            _common.emit_json({"ok": False, "error": "interrupted"})
         _common.err.print("interrupted; cleaned up", markup=False)
         sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: exit 2 with click's message
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(result if isinstance(result, int) else 0)
