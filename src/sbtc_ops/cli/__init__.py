@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from typer._click.exceptions import ClickException  # typer vendors click
 
 from sbtc_ops import __version__
 from sbtc_ops.cli import _common
@@ -145,7 +146,7 @@ def _run() -> None:
             _common.emit_json({"ok": False, "error": "interrupted"})
         _common.err.print("interrupted; cleaned up", markup=False)
         sys.exit(130)
-    except typer.TyperException as exc:  # usage errors: exit 2 with click's message
+    except ClickException as exc:  # usage errors: exit 2 with click's message
         exc.show()
         sys.exit(exc.exit_code)
     sys.exit(result if isinstance(result, int) else 0)
