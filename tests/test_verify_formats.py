@@ -165,6 +165,25 @@ def test_sbtc_ops_custom_backup_by_id_passes_every_check(area: Area) -> None:
     assert secret not in run.result.stdout and secret not in run.result.stderr
 
 
+def test_archive_file_inside_a_backup_uses_its_manifest(area: Area, tmp_path: Path) -> None:
+    """Pointing at repo/<id>/signer.dump still checks it against <id>/manifest.json."""
+    run = area.verify(
+        str(area.repo / area.custom_id / "signer.dump"), "--stacks-url", area.node.url
+    )
+    assert_clean_match(run, area.facts)
+    assert run.check("archive.checksum")["status"] == "pass"
+    assert run.check("rows.match_manifest")["status"] == "pass"
+    # A copy with one byte flipped, next to a copy of the manifest, is caught before restore.
+    copy = tmp_path / area.custom_id
+    shutil.copytree(area.repo / area.custom_id, copy)
+    dump = copy / "signer.dump"
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    dump.write_bytes(bytes(data))
+    corrupt = area.verify(str(dump), "--stacks-url", area.node.url)
+    corrupt.expect(code=1, verdict="corrupt", failing="archive.checksum")
+
+
 @pytest.mark.parametrize(
     ("which", "fmt", "step"),
     [("directory", "directory", None), ("encrypted", "custom", "decrypted (age)")],

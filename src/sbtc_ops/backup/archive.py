@@ -57,11 +57,7 @@ def locate(
     if not latest:
         path = Path(ref)
         if path.exists():
-            manifest_path = path / MANIFEST_NAME if path.is_dir() else None
-            manifest = None
-            if manifest_path is not None and manifest_path.is_file():
-                manifest = Manifest.from_bytes(manifest_path.read_bytes(), str(manifest_path))
-            return LocatedBackup(ref, manifest.id if manifest else None, path, manifest)
+            return _locate_path(ref, path)
         if not is_backup_id(ref):
             raise UsageError(f"{ref!r} is neither an existing file or directory nor a backup id")
     for storage in storages:
@@ -77,6 +73,22 @@ def locate(
     if latest:
         raise UsageError(f"no complete backup found in {where}")
     raise UsageError(f"backup {ref} not found (or incomplete) in {where}")
+
+
+def _locate_path(ref: str, path: Path) -> LocatedBackup:
+    """A backup directory, or an archive file inside one (its manifest then applies), or any
+    pg_dump output with no manifest."""
+    root = path
+    manifest_path = path / MANIFEST_NAME if path.is_dir() else path.parent / MANIFEST_NAME
+    manifest = None
+    if manifest_path.is_file():
+        manifest = Manifest.from_bytes(manifest_path.read_bytes(), str(manifest_path))
+        if path.is_file():
+            if all(entry.path != path.name for entry in manifest.files):
+                manifest = None  # a stray file next to a backup: not covered by its manifest
+            else:
+                root = path.parent
+    return LocatedBackup(ref, manifest.id if manifest else None, root, manifest)
 
 
 def check_checksums(located: LocatedBackup) -> list[str]:
