@@ -25,9 +25,22 @@ class Status(StrEnum):
         return _SYMBOLS[self]
 
     @property
+    def style(self) -> str:
+        """The rich style terminal renderers show this status in."""
+        return _STYLES[self]
+
+    @property
     def is_problem(self) -> bool:
         return self in (Status.FAIL, Status.ERROR)
 
+
+_STYLES = {
+    Status.PASS: "green",
+    Status.WARN: "yellow",
+    Status.FAIL: "bold red",
+    Status.ERROR: "red",
+    Status.SKIP: "dim",
+}
 
 _SYMBOLS = {
     Status.PASS: "✓",

@@ -20,14 +20,6 @@ from sbtc_ops import __version__
 from sbtc_ops.audit.framework import AuditReport, Check, Finding
 from sbtc_ops.results import Status
 
-_STYLES = {
-    Status.PASS: "green",
-    Status.WARN: "yellow",
-    Status.FAIL: "bold red",
-    Status.ERROR: "red",
-    Status.SKIP: "dim",
-}
-
 
 def _by_area(report: AuditReport) -> list[tuple[str, list[Finding]]]:
     return [(area, list(items)) for area, items in groupby(report.findings, key=lambda f: f.area)]
@@ -37,7 +29,7 @@ def render_terminal(report: AuditReport, console: Console) -> None:
     for area, findings in _by_area(report):
         console.print(f"\n[bold]{escape(area)}[/]")
         for finding in findings:
-            style = _STYLES[finding.status]
+            style = finding.status.style
             console.print(
                 f"  [{style}]{finding.status.symbol} {finding.status.value:<5}[/] "
                 f"{finding.id}  {escape(finding.title)}: {escape(finding.detail)}"

@@ -25,13 +25,6 @@ key_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_STYLES = {
-    Status.PASS: "green",
-    Status.WARN: "yellow",
-    Status.FAIL: "bold red",
-    Status.ERROR: "red",
-    Status.SKIP: "dim",
-}
 
 KEY_FILE_OPTION = typer.Option(
     "--key-file",
@@ -68,7 +61,7 @@ def _render_check(report: CheckReport) -> None:
     out.print(f"public key  {report.public_key}", markup=False)
     out.print(f"source      {report.source}\n", markup=False)
     for result in report.results:
-        style = _STYLES[result.status]
+        style = result.status.style
         out.print(
             f"  [{style}]{result.status.symbol} {result.status.value:<5}[/] "
             f"{result.id}  {escape(result.detail)}"

@@ -12,20 +12,13 @@ from rich.status import Status as RichStatus
 from sbtc_ops.results import Status
 from sbtc_ops.verify.drill import VerifyReport
 
-_STYLE = {
-    Status.PASS: "green",
-    Status.WARN: "yellow",
-    Status.FAIL: "red",
-    Status.ERROR: "red",
-    Status.SKIP: "dim",
-}
 _VERDICT_STYLE = {"match": "bold green", "stale": "bold yellow"}
 
 
 def render_terminal(report: VerifyReport, console: Console) -> None:
     console.print(f"verify {report.backup}", markup=False)
     for check in report.checks:
-        style = _STYLE[check.status]
+        style = check.status.style
         timing = f" ({check.duration_s:.2f} s)" if check.duration_s >= 0.005 else ""
         console.print(f"  [{style}]{check.status.symbol}[/] {check.id:<30} ", end="")
         console.print(f"{check.detail}{timing}", markup=False)
