@@ -82,28 +82,22 @@ class _Armed:
     on: str | None
 
 
-class LocalServer:
-    """Subclass and implement route(); use as a context manager."""
-
-    server_header = "fake"
+class ThreadedHttpServer:
+    """The lifecycle of a fake: a ThreadingHTTPServer on 127.0.0.1 (random port) served from a
+    thread, whose handler threads are joined on stop. Subclasses give the handler class."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests: list[Request] = []
-        self._failures: list[_Armed] = []
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # wakes handlers that wait (slow answers)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
 
-    def route(self, request: Request) -> Response:
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         raise NotImplementedError
 
-    # lifecycle
-
     def start(self) -> Self:
-        handler = type("Handler", (_Handler,), {"fake": self, "server_version": self.server_header})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        # Handler threads are joined on close (slow answers wake up when stopping).
         server.daemon_threads = False
         server.block_on_close = True
         self._stopping.clear()
@@ -144,6 +138,24 @@ class LocalServer:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+
+class LocalServer(ThreadedHttpServer):
+    """Subclass and implement route(); use as a context manager."""
+
+    server_header = "fake"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.requests: list[Request] = []
+        self._failures: list[_Armed] = []
+
+    def route(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return type("Handler", (_Handler,), {"fake": self, "server_version": self.server_header})
 
     # failures
 

@@ -50,7 +50,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -65,6 +65,7 @@ from sbtc_ops.clarity import (
     decode_hex,
     principal_from_text,
 )
+from tests.fakes.http_base import ThreadedHttpServer
 
 MAINNET_DEPLOYER = "SM3VDXK3WZZSA84XXFKAFAF15NNZX32CTSG82JFQ4"
 TESTNET_DEPLOYER = "SNGWPN3XDAQE673MXYXF81016M50NHF5X5PWWM70"
@@ -168,69 +169,23 @@ class _Contract:
     functions: dict[str, ClarityValue] = field(default_factory=dict)
 
 
-class FakeStacksNode:
+class FakeStacksNode(ThreadedHttpServer):
     """A call-read + /v2/info server on 127.0.0.1; use as a context manager."""
 
     def __init__(self, deployer: str = MAINNET_DEPLOYER, contract: str = REGISTRY) -> None:
+        super().__init__()
         self.deployer = deployer
         self.contract = contract
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self._contracts: dict[tuple[str, str], _Contract] = {(deployer, contract): _Contract()}
         self._failures: list[_Armed] = []
         self._api_key: str | None = None
         self.requests: list[RecordedRequest] = []
         self.info: dict[str, Any] = _default_info()
-        self._server: ThreadingHTTPServer | None = None
-        self._port: int | None = None
-        self._thread: threading.Thread | None = None
         self.set_signer_data(None, [], 0, deployer)
 
-    # lifecycle
-
-    def start(self) -> FakeStacksNode:
-        handler = type("Handler", (_Handler,), {"node": self})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        # Handler threads are joined on close (slow answers wake up when stopping).
-        server.daemon_threads = False
-        server.block_on_close = True
-        self._server = server
-        self._port = int(server.server_address[1])
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def __enter__(self) -> FakeStacksNode:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The port it listens (or, once stopped, listened) on."""
-        assert self._port is not None, "the fake node was never started"
-        return self._port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return type("Handler", (_Handler,), {"node": self})
 
     # configuration
 
