@@ -178,6 +178,25 @@ def test_secrets_are_scrubbed_from_every_string(tmp_path: Path) -> None:
     assert "**********" in text
 
 
+def test_secrets_added_by_concurrent_checks_are_all_kept(tmp_path: Path) -> None:
+    ctx = HostContext(Settings(), root=tmp_path, runner=RecordedRunner({}))
+    found = [f"found-secret-{thread}-{n:03d}" for thread in range(8) for n in range(200)]
+    start = threading.Barrier(8)
+
+    def add(thread: int) -> None:
+        start.wait()
+        for value in found[thread * 200 : (thread + 1) * 200]:
+            ctx.add_secret(value)
+
+    workers = [threading.Thread(target=add, args=(t,)) for t in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    leaked = [value for value in found if value in ctx.scrub(" ".join(found))]
+    assert leaked == []
+
+
 def test_file_reads_honour_root_and_refuse_special_files(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "thing.conf").write_bytes(b"ok \xff\xfe garbage")

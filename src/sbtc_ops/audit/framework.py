@@ -446,6 +446,9 @@ class HostContext:
         self.privileged = self.live and os.geteuid() == 0
         self._slots: dict[tuple[Any, ...], _Slot] = {}
         self._slots_lock = threading.Lock()
+        # Checks run concurrently and may find secrets at the same time: adding one is a
+        # read-modify-write of the list, so it is serialised; scrub reads one snapshot.
+        self._secrets_lock = threading.Lock()
         self._secrets = sorted(
             {s for s in (*settings_secrets(settings), *extra_secrets) if _scrubbable(s)},
             key=len,
@@ -546,11 +549,14 @@ class HostContext:
 
     def add_secret(self, value: str) -> None:
         """A secret found while auditing (e.g. a password in a .env) is scrubbed from output."""
-        if _scrubbable(value) and value not in self._secrets:
-            self._secrets = sorted([*self._secrets, value], key=len, reverse=True)
+        if not _scrubbable(value):
+            return
+        with self._secrets_lock:
+            if value not in self._secrets:
+                self._secrets = sorted([*self._secrets, value], key=len, reverse=True)
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in self._secrets:  # the list is replaced, never mutated: a safe snapshot
             if secret in text:
                 text = text.replace(secret, REDACTED)
             elif secret.lower() != secret and secret.lower() in text.lower():
