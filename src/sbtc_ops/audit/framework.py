@@ -39,6 +39,7 @@ import stat as stat_module
 import subprocess
 import threading
 import time
+import tomllib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -596,6 +597,14 @@ PUBLIC_DEFAULT_PASSWORDS = frozenset(
 
 def _scrubbable(value: str) -> bool:
     return len(value) >= 4 and value.lower() not in PUBLIC_DEFAULT_PASSWORDS
+
+
+def parse_toml(text: str, where: str | PurePath) -> dict[str, Any]:
+    """A TOML document read from the host; invalid TOML is evidence that cannot be used."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise EvidenceError(f"{where}: not valid TOML: {exc}") from None
 
 
 def _reason(exc: OSError) -> str:

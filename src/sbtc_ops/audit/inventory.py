@@ -27,12 +27,11 @@ An `[[administrator]]` entry with a `removed` date counts as a former administra
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sbtc_ops.audit.framework import EvidenceError, HostContext, Skip
+from sbtc_ops.audit.framework import HostContext, Skip, parse_toml
 
 ROSTER_TABLES = ("administrator", "administrators", "former_administrator", "former_administrators")
 
@@ -82,10 +81,7 @@ def _load_toml(ctx: HostContext, path: str, what: str) -> dict[str, Any]:
     text = ctx.read_optional(path)
     if text is None:
         raise Skip(f"no {what} at {path}")
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise EvidenceError(f"{path}: not valid TOML ({exc})") from None
+    return parse_toml(text, path)
 
 
 def secrets_inventory(ctx: HostContext) -> SecretsInventory:

@@ -33,6 +33,7 @@ from sbtc_ops.audit.framework import (
 from sbtc_ops.audit.netsource import (
     Malformed,
     Unreachable,
+    failed_if_unreachable,
     fetch,
     fetch_json,
     loopback_url,
@@ -158,9 +159,7 @@ def exporter_configured(ctx: HostContext) -> Outcome:
 def endpoint_answers(ctx: HostContext) -> Outcome:
     try:
         scrape = first_scrape(ctx)
-    except Unreachable as exc:
-        return failed(str(exc))
-    except Malformed as exc:
+    except (Unreachable, Malformed) as exc:
         return failed(str(exc))
     count = sum(len(v) for v in scrape.samples.values())
     return passed(f"{metrics_url(ctx)} answered {count} samples", samples=count)
@@ -390,14 +389,11 @@ def signer_info(ctx: HostContext) -> dict[str, Any]:
 
 
 def _info_or_fail(ctx: HostContext) -> dict[str, Any] | Outcome:
-    try:
-        return signer_info(ctx)
-    except Unreachable as exc:
-        return failed(
-            str(exc),
-            "Check the signer runs and its event observer port (8801) is "
-            "reachable from this host (published on 127.0.0.1 only).",
-        )
+    return failed_if_unreachable(
+        lambda: signer_info(ctx),
+        "Check the signer runs and its event observer port (8801) is "
+        "reachable from this host (published on 127.0.0.1 only).",
+    )
 
 
 def _section(info: dict[str, Any], name: str) -> dict[str, Any]:

@@ -17,14 +17,16 @@ Messages name the host and path only: a URL's userinfo (RPC credentials) never a
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from sbtc_ops.audit.framework import EvidenceError, HostContext, Skip
+from sbtc_ops.audit.framework import EvidenceError, HostContext, Outcome, Skip, failed
+
+T = TypeVar("T")
 
 
 class Unreachable(Skip):
@@ -135,6 +137,14 @@ def fetch_json(ctx: HostContext, url: str, *, what: str, **kwargs: Any) -> Any:
         f"http-json:{url}",
         lambda: fetch(ctx, "GET", url, what=what, **kwargs).json(what),
     )
+
+
+def failed_if_unreachable(read: Callable[[], T], remediation: str) -> T | Outcome:
+    """The source's answer, or a failure for checks whose criterion is "the service answers"."""
+    try:
+        return read()
+    except Unreachable as exc:
+        return failed(str(exc), remediation)
 
 
 def require_mapping(value: Any, what: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ Stacks node's ``GET /v2/info`` at ``audit.stacks_node_url`` (default: the first 
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,12 +22,13 @@ from sbtc_ops.audit.framework import (
     Skip,
     check,
     failed,
+    parse_toml,
     passed,
     warned,
 )
 from sbtc_ops.audit.netsource import (
     HttpStatus,
-    Unreachable,
+    failed_if_unreachable,
     fetch,
     fetch_json,
     loopback_url,
@@ -126,9 +126,10 @@ def bitcoin_rpc(ctx: HostContext, method: str) -> dict[str, Any]:
 
 def _bitcoin_or_fail(ctx: HostContext, method: str) -> dict[str, Any] | Outcome:
     try:
-        return bitcoin_rpc(ctx, method)
-    except Unreachable as exc:
-        return failed(str(exc), "Start Bitcoin Core (or fix audit.bitcoin_rpc_url) and re-run.")
+        return failed_if_unreachable(
+            lambda: bitcoin_rpc(ctx, method),
+            "Start Bitcoin Core (or fix audit.bitcoin_rpc_url) and re-run.",
+        )
     except RpcError as exc:
         if exc.code == RPC_IN_WARMUP:
             return warned(f"{exc} (the node is starting)", "Wait for the node to finish starting.")
@@ -241,10 +242,9 @@ def stacks_info(ctx: HostContext) -> dict[str, Any]:
 
 
 def _stacks_or_fail(ctx: HostContext) -> dict[str, Any] | Outcome:
-    try:
-        return stacks_info(ctx)
-    except Unreachable as exc:
-        return failed(str(exc), "Start the Stacks node (or fix audit.stacks_node_url).")
+    return failed_if_unreachable(
+        lambda: stacks_info(ctx), "Start the Stacks node (or fix audit.stacks_node_url)."
+    )
 
 
 @check(
@@ -335,10 +335,7 @@ def stacks_dedicated(ctx: HostContext) -> Outcome:
     path = ctx.settings.audit.stacks_node_config
     if path is None:
         raise Skip("the Stacks node's Config.toml is not configured (audit.stacks_node_config)")
-    try:
-        config = tomllib.loads(ctx.read_text(path))
-    except tomllib.TOMLDecodeError as exc:
-        raise EvidenceError(f"{path}: not valid TOML: {exc}") from None
+    config = parse_toml(ctx.read_text(path), path)
     observers = [o for o in config.get("events_observer") or [] if isinstance(o, dict)]
     port = _observer_port(ctx)
     ours = [o for o in observers if _endpoint_port(str(o.get("endpoint", ""))) == port]

@@ -21,7 +21,6 @@ current week in UTC (so daylight-saving shifts are those of this week).
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -35,6 +34,7 @@ from sbtc_ops.audit.framework import (
     Skip,
     check,
     failed,
+    parse_toml,
     passed,
     warned,
 )
@@ -139,10 +139,7 @@ def roster(ctx: HostContext) -> list[Administrator]:
         path = ctx.settings.audit.roster_file
         if path is None:
             raise Skip("no administrator roster configured (audit.roster_file)")
-        try:
-            document = tomllib.loads(ctx.read_text(path))
-        except tomllib.TOMLDecodeError as exc:
-            raise EvidenceError(f"{path}: not valid TOML: {exc}") from None
+        document = parse_toml(ctx.read_text(path), path)
         entries = document.get("administrator", document.get("administrators", []))
         if not isinstance(entries, list):
             raise EvidenceError(f"{path}: [[administrator]] must be an array of tables")
