@@ -343,18 +343,15 @@ def _check_issuer(version: int, hash160: bytes) -> None:
 
 
 @dataclass(frozen=True)
-class StandardPrincipal(ClarityValue):
+class _Principal(ClarityValue):
+    """standard / contract principal: an issuer (version + hash160) and its c32 address."""
+
     version: int
     hash160: bytes
-    type_id: ClassVar[int] = 0x05
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hash160", bytes(self.hash160))
         _check_issuer(self.version, self.hash160)
-
-    @classmethod
-    def from_address(cls, address: str) -> StandardPrincipal:
-        return cls(*c32_decode(address))
 
     @property
     def address(self) -> str:
@@ -363,6 +360,15 @@ class StandardPrincipal(ClarityValue):
     @property
     def clarity_type(self) -> ClarityType:
         return PRINCIPAL_TYPE
+
+
+@dataclass(frozen=True)
+class StandardPrincipal(_Principal):
+    type_id: ClassVar[int] = 0x05
+
+    @classmethod
+    def from_address(cls, address: str) -> StandardPrincipal:
+        return cls(*c32_decode(address))
 
     def _payload(self) -> bytes:
         return bytes([self.version]) + self.hash160
@@ -375,15 +381,12 @@ class StandardPrincipal(ClarityValue):
 
 
 @dataclass(frozen=True)
-class ContractPrincipal(ClarityValue):
-    version: int
-    hash160: bytes
+class ContractPrincipal(_Principal):
     name: str
     type_id: ClassVar[int] = 0x06
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hash160", bytes(self.hash160))
-        _check_issuer(self.version, self.hash160)
+        super().__post_init__()
         if not _CONTRACT_NAME.fullmatch(self.name):
             raise ClarityError(f"invalid contract name {self.name!r}")
 
@@ -394,14 +397,6 @@ class ContractPrincipal(ClarityValue):
         if not dot:
             raise ClarityError(f"{text!r} is not a contract principal (ADDRESS.name)")
         return cls(*c32_decode(address), name)
-
-    @property
-    def address(self) -> str:
-        return c32_address(self.version, self.hash160)
-
-    @property
-    def clarity_type(self) -> ClarityType:
-        return PRINCIPAL_TYPE
 
     def _payload(self) -> bytes:
         name = self.name.encode("ascii")
@@ -422,13 +417,14 @@ def principal_from_text(text: str) -> StandardPrincipal | ContractPrincipal:
     return StandardPrincipal.from_address(text)
 
 
+@dataclass(frozen=True)
 class _Wrapper(ClarityValue):
     """ok / err / some: one inner value."""
 
     value: ClarityValue
     label: ClassVar[str]
 
-    def _validate(self) -> None:
+    def __post_init__(self) -> None:
         if not isinstance(self.value, ClarityValue):
             raise ClarityError(f"{self.label} needs a Clarity value, not {self.value!r}")
         _check_size(self.clarity_type, f"({self.label} …)")
@@ -448,12 +444,8 @@ class _Wrapper(ClarityValue):
 
 @dataclass(frozen=True)
 class ResponseOk(_Wrapper):
-    value: ClarityValue
     type_id: ClassVar[int] = 0x07
     label: ClassVar[str] = "ok"
-
-    def __post_init__(self) -> None:
-        self._validate()
 
     @property
     def clarity_type(self) -> ClarityType:
@@ -462,12 +454,8 @@ class ResponseOk(_Wrapper):
 
 @dataclass(frozen=True)
 class ResponseErr(_Wrapper):
-    value: ClarityValue
     type_id: ClassVar[int] = 0x08
     label: ClassVar[str] = "err"
-
-    def __post_init__(self) -> None:
-        self._validate()
 
     @property
     def clarity_type(self) -> ClarityType:
@@ -494,12 +482,8 @@ class OptionalNone(ClarityValue):
 
 @dataclass(frozen=True)
 class OptionalSome(_Wrapper):
-    value: ClarityValue
     type_id: ClassVar[int] = 0x0A
     label: ClassVar[str] = "some"
-
-    def __post_init__(self) -> None:
-        self._validate()
 
     @property
     def clarity_type(self) -> ClarityType:
@@ -639,9 +623,30 @@ def _escape_ascii(byte: int) -> str:
 
 
 @dataclass(frozen=True)
-class StringAscii(ClarityValue):
+class _String(ClarityValue):
+    """string-ascii / string-utf8: the type's name and the text's encoding set them apart."""
+
     text: str
+    type_name: ClassVar[str]
+    encoding: ClassVar[str]
+
+    @property
+    def clarity_type(self) -> ClarityType:
+        return ClarityType(self.type_name, len(self.text))
+
+    def _payload(self) -> bytes:
+        data = self.text.encode(self.encoding)
+        return len(data).to_bytes(4, "big") + data
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type_name, "value": self.text}
+
+
+@dataclass(frozen=True)
+class StringAscii(_String):
     type_id: ClassVar[int] = 0x0D
+    type_name: ClassVar[str] = "string-ascii"
+    encoding: ClassVar[str] = "ascii"
 
     def __post_init__(self) -> None:
         for index, char in enumerate(self.text):
@@ -650,25 +655,15 @@ class StringAscii(ClarityValue):
         if len(self.text) > MAX_VALUE_SIZE:
             raise ClarityError(f"string-ascii of {len(self.text)} bytes exceeds {MAX_VALUE_SIZE}")
 
-    @property
-    def clarity_type(self) -> ClarityType:
-        return ClarityType("string-ascii", len(self.text))
-
-    def _payload(self) -> bytes:
-        data = self.text.encode("ascii")
-        return len(data).to_bytes(4, "big") + data
-
     def to_text(self) -> str:
         return '"' + "".join(_escape_ascii(ord(char)) for char in self.text) + '"'
 
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "string-ascii", "value": self.text}
-
 
 @dataclass(frozen=True)
-class StringUtf8(ClarityValue):
-    text: str
+class StringUtf8(_String):
     type_id: ClassVar[int] = 0x0E
+    type_name: ClassVar[str] = "string-utf8"
+    encoding: ClassVar[str] = "utf-8"
 
     def __post_init__(self) -> None:
         try:
@@ -678,14 +673,6 @@ class StringUtf8(ClarityValue):
         if len(self.text) > MAX_UTF8_CHARS or len(data) > MAX_VALUE_SIZE:
             raise ClarityError(f"string-utf8 of {len(self.text)} characters is too long")
 
-    @property
-    def clarity_type(self) -> ClarityType:
-        return ClarityType("string-utf8", len(self.text))
-
-    def _payload(self) -> bytes:
-        data = self.text.encode("utf-8")
-        return len(data).to_bytes(4, "big") + data
-
     def to_text(self) -> str:
         parts = []
         for char in self.text:
@@ -694,9 +681,6 @@ class StringUtf8(ClarityValue):
             else:
                 parts.append("\\u{" + char.encode("utf-8").hex() + "}")
         return 'u"' + "".join(parts) + '"'
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "string-utf8", "value": self.text}
 
 
 TRUE = Bool(True)
@@ -828,16 +812,13 @@ def _read_contract(reader: _Reader, depth: int) -> ClarityValue:
     return ContractPrincipal(version, hash160, reader.name("contract name", _CONTRACT_NAME))
 
 
-def _read_ok(reader: _Reader, depth: int) -> ClarityValue:
-    return ResponseOk(reader.value(depth + 1))
+def _wrapper_reader(kind: type[_Wrapper]) -> Callable[[_Reader, int], ClarityValue]:
+    """The decoder of ok / err / some: the inner value, one level deeper."""
 
+    def read(reader: _Reader, depth: int) -> ClarityValue:
+        return kind(reader.value(depth + 1))
 
-def _read_err(reader: _Reader, depth: int) -> ClarityValue:
-    return ResponseErr(reader.value(depth + 1))
-
-
-def _read_some(reader: _Reader, depth: int) -> ClarityValue:
-    return OptionalSome(reader.value(depth + 1))
+    return read
 
 
 def _read_list(reader: _Reader, depth: int) -> ClarityValue:
@@ -901,10 +882,10 @@ _HANDLERS = {
     0x04: lambda reader, depth: FALSE,
     0x05: _read_standard,
     0x06: _read_contract,
-    0x07: _read_ok,
-    0x08: _read_err,
+    0x07: _wrapper_reader(ResponseOk),
+    0x08: _wrapper_reader(ResponseErr),
     0x09: lambda reader, depth: NONE,
-    0x0A: _read_some,
+    0x0A: _wrapper_reader(OptionalSome),
     0x0B: _read_list,
     0x0C: _read_tuple,
     0x0D: _read_ascii,
