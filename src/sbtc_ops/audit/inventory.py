@@ -126,14 +126,27 @@ def _secret(entry: Any) -> Secret | str:
     )
 
 
+def roster_document(ctx: HostContext) -> dict[str, Any]:
+    """The roster file, parsed once per audit for every area reading it; Skip when absent.
+
+    Each area takes its own view: operations counts the current administrators' hours,
+    secrets asks who ever had access (former administrators included).
+    """
+
+    def load() -> dict[str, Any]:
+        configured = ctx.settings.audit.roster_file
+        if configured is None:
+            raise Skip("no administrator roster configured (audit.roster_file)")
+        return _load_toml(ctx, str(configured), "administrator roster")
+
+    return ctx.memo("inventory.roster-document", load)
+
+
 def roster(ctx: HostContext) -> list[Admin]:
     """Every administrator in the roster, current and former; Skip when absent."""
 
     def compute() -> list[Admin]:
-        configured = ctx.settings.audit.roster_file
-        if configured is None:
-            raise Skip("no administrator roster configured (audit.roster_file)")
-        doc = _load_toml(ctx, str(configured), "administrator roster")
+        doc = roster_document(ctx)
         admins = []
         known = {"name", "timezone", "working_hours", "contact", "hardware_key", "added", "removed"}
         entries = [

@@ -34,10 +34,10 @@ from sbtc_ops.audit.framework import (
     Skip,
     check,
     failed,
-    parse_toml,
     passed,
     warned,
 )
+from sbtc_ops.audit.inventory import roster_document
 
 AREA = "operations"
 SECTION = "Redundancy in operations"
@@ -136,12 +136,10 @@ def _administrator(entry: dict[str, Any], index: int) -> Administrator:
 
 def roster(ctx: HostContext) -> list[Administrator]:
     def load() -> list[Administrator]:
-        path = ctx.settings.audit.roster_file
-        if path is None:
-            raise Skip("no administrator roster configured (audit.roster_file)")
-        document = parse_toml(ctx.read_text(path), path)
+        document = roster_document(ctx)
         entries = document.get("administrator", document.get("administrators", []))
         if not isinstance(entries, list):
+            path = ctx.settings.audit.roster_file
             raise EvidenceError(f"{path}: [[administrator]] must be an array of tables")
         today = ctx.now.date()
         current = [
