@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -41,22 +42,16 @@ def _is_fido(algorithm: str) -> bool:
     return algorithm.startswith(FIDO_PREFIXES)
 
 
-def _per_view(
-    ctx: HostContext, judge: Any
-) -> tuple[list[SshdView], list[tuple[str, str, SshdView]]]:
-    """Run judge(view) -> (status, text) on every view; keep the non-passing ones."""
+def _verdict(
+    ctx: HostContext, judge: Callable[[SshdView], tuple[str, str]], ok_text: str
+) -> Outcome:
+    """Run judge(view) -> (status, text) on every sshd view; the worst of them decides."""
     views = effective_views(ctx)
     problems = []
     for view in views:
         status, text = judge(view)
         if status != "pass":
             problems.append((status, text, view))
-    return views, problems
-
-
-def _verdict(
-    views: list[SshdView], problems: list[tuple[str, str, SshdView]], ok_text: str
-) -> Outcome:
     source = views[0].source
     if not problems:
         return passed(f"{ok_text} ({source})")
@@ -92,7 +87,7 @@ def password_auth(ctx: HostContext) -> Outcome:
             return "fail", "permitemptypasswords yes"
         return "pass", ""
 
-    return _verdict(*_per_view(ctx, judge), "password authentication is off")
+    return _verdict(ctx, judge, "password authentication is off")
 
 
 def _pam_u2f(ctx: HostContext) -> bool:
@@ -122,7 +117,7 @@ def kbd_interactive(ctx: HostContext) -> Outcome:
             return "warn", "keyboard-interactive after publickey with pam_u2f: verify manually"
         return "fail", "kbdinteractiveauthentication yes"
 
-    return _verdict(*_per_view(ctx, judge), "keyboard-interactive authentication is off")
+    return _verdict(ctx, judge, "keyboard-interactive authentication is off")
 
 
 @check(
@@ -144,7 +139,7 @@ def root_login(ctx: HostContext) -> Outcome:
             return "warn", f"permitrootlogin {value} (root may log in with a key)"
         return "fail", f"permitrootlogin {value}"
 
-    return _verdict(*_per_view(ctx, judge), "root login is off")
+    return _verdict(ctx, judge, "root login is off")
 
 
 @check(
@@ -176,7 +171,7 @@ def fido_algorithms(ctx: HostContext) -> Outcome:
             "; non-FIDO authorized keys exist" if software_keys else "; keys not inventoried"
         )
 
-    return _verdict(*_per_view(ctx, judge), "only FIDO algorithms are accepted")
+    return _verdict(ctx, judge, "only FIDO algorithms are accepted")
 
 
 def _software_keys_present(ctx: HostContext) -> bool | None:
@@ -401,7 +396,7 @@ def secondary_paths(ctx: HostContext) -> Outcome:
                 return "fail", f"authenticationmethods {methods} allows a login without a key"
         return "pass", ""
 
-    return _verdict(*_per_view(ctx, judge), "host-based off; every method chain needs a key")
+    return _verdict(ctx, judge, "host-based off; every method chain needs a key")
 
 
 @check(

@@ -15,10 +15,11 @@ import gzip
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -35,6 +36,8 @@ from sbtc_ops.audit.framework import (
     warned,
 )
 from sbtc_ops.audit.roles import ROLE_NAMES, RoleService, role_services
+
+T = TypeVar("T")
 
 AREA = "logs"
 SECTION = "Keep 90 days of logs"
@@ -118,6 +121,13 @@ class JournaldConfig:
         entry = self.values.get(key)
         return entry[1] if entry else "default"
 
+    def parsed(self, key: str, parse: Callable[[str], T]) -> T:
+        """parse(value of key); a value journald would reject is evidence naming its file."""
+        try:
+            return parse(self.get(key) or "")
+        except ValueError as exc:
+            raise EvidenceError(f"{self.where(key)}: {exc}") from None
+
 
 def journald_config(ctx: HostContext) -> JournaldConfig:
     return ctx.memo("logs.journald", lambda: _journald_config(ctx))
@@ -196,10 +206,7 @@ def journald_retention(ctx: HostContext) -> Outcome:
     problems, notes = [], []
     retention = config.get("MaxRetentionSec")
     if retention:
-        try:
-            seconds = parse_timespan(retention)
-        except ValueError as exc:
-            raise EvidenceError(f"{config.where('MaxRetentionSec')}: {exc}") from None
+        seconds = config.parsed("MaxRetentionSec", parse_timespan)
         data["max_retention_s"] = seconds
         if 0 < seconds < need:
             problems.append(
@@ -210,10 +217,7 @@ def journald_retention(ctx: HostContext) -> Outcome:
             notes.append(f"MaxRetentionSec={retention}")
     cap_text = config.get("SystemMaxUse")
     if cap_text:
-        try:
-            cap = parse_size(cap_text)
-        except ValueError as exc:
-            raise EvidenceError(f"{config.where('SystemMaxUse')}: {exc}") from None
+        cap = config.parsed("SystemMaxUse", parse_size)
         data["system_max_use"] = cap
         notes.append(f"SystemMaxUse={cap_text}")
         if cap < SMALL_JOURNAL_BYTES:
