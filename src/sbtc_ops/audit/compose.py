@@ -95,6 +95,19 @@ def compose_files(ctx: HostContext) -> list[ComposeFile]:
     return ctx.memo("compose.files", lambda: _load_all(ctx))
 
 
+def compose_paths_with_env(ctx: HostContext) -> list[str]:
+    """Each compose file and the .env beside it (compose reads both); none when not configured."""
+    try:
+        files = compose_files(ctx)
+    except Skip:
+        return []
+    return [
+        path
+        for compose in files
+        for path in (str(compose.path), str(PurePosixPath(compose.path).parent / ".env"))
+    ]
+
+
 def _load_all(ctx: HostContext) -> list[ComposeFile]:
     paths = ctx.settings.audit.compose_files
     if not paths:

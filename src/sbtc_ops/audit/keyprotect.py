@@ -9,14 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
-from typing import Any
 
-from sbtc_ops.audit.compose import compose_files
+from sbtc_ops.audit.compose import compose_paths_with_env
 from sbtc_ops.audit.framework import (
     EvidenceError,
     HostContext,
-    HostFileError,
     Outcome,
     Severity,
     Skip,
@@ -25,6 +22,7 @@ from sbtc_ops.audit.framework import (
     passed,
     warned,
 )
+from sbtc_ops.audit.secrets import files_holding
 from sbtc_ops.keys.wellknown import well_known
 
 AREA = "keys"
@@ -77,11 +75,7 @@ def _load_key(ctx: HostContext) -> SignerKey:
 def _key_files(ctx: HostContext) -> list[str]:
     signer = ctx.settings.signer
     paths = [str(p) for p in (signer.config_path, signer.env_file, signer.key_file) if p]
-    try:
-        for compose in compose_files(ctx):
-            paths += [str(compose.path), str(PurePosixPath(compose.path).parent / ".env")]
-    except Skip:
-        pass
+    paths += compose_paths_with_env(ctx)
     return list(dict.fromkeys(ctx.show(path) for path in paths))
 
 
@@ -98,20 +92,14 @@ def _key_files(ctx: HostContext) -> list[str]:
 )
 def key_file_modes(ctx: HostContext) -> Outcome:
     key = signer_key(ctx)
-    exposed: list[dict[str, Any]] = []
-    private: list[str] = []
-    for path in _key_files(ctx):
-        try:
-            text = ctx.read_optional(path)
-            if text is None or key.secret_hex not in text.lower():
-                continue
-            mode = ctx.stat(path).st_mode & 0o777
-        except HostFileError as exc:
-            raise Skip(f"cannot inspect {path}: {exc}") from None
-        if mode & 0o077:
-            exposed.append({"file": path, "mode": f"{mode:o}"})
-        else:
-            private.append(f"{path} ({mode:o})")
+    found, unreadable = files_holding(
+        ctx, _key_files(ctx), lambda text: "the key" if key.secret_hex in text.lower() else None
+    )
+    if unreadable:
+        path, exc = unreadable[0]
+        raise Skip(f"cannot inspect {path}: {exc}")
+    exposed = [{"file": f.path, "mode": f"{f.mode:o}"} for f in found if f.exposed]
+    private = [f"{f.path} ({f.mode:o})" for f in found if not f.exposed]
     if exposed:
         listed = ", ".join(f"{e['file']} (mode {e['mode']})" for e in exposed)
         return failed(

@@ -6,13 +6,12 @@ No secret value is ever put in a finding: findings name where a secret is and wh
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import PurePosixPath
-from typing import Any
 from urllib.parse import urlsplit
 
-from sbtc_ops.audit.compose import compose_files, service_environment
+from sbtc_ops.audit.compose import compose_files, compose_paths_with_env, service_environment
 from sbtc_ops.audit.framework import (
     PUBLIC_DEFAULT_PASSWORDS,
     HostContext,
@@ -198,14 +197,36 @@ def secret_files(ctx: HostContext) -> list[str]:
     candidates += list(settings.source_files)
     if settings.backup.identity_file is not None:
         candidates.append(str(settings.backup.identity_file))
-    try:
-        files = compose_files(ctx)
-    except Skip:
-        files = []
-    for compose in files:
-        candidates.append(str(compose.path))
-        candidates.append(str(PurePosixPath(compose.path).parent / ".env"))
+    candidates += compose_paths_with_env(ctx)
     return list(dict.fromkeys(ctx.show(path) for path in candidates))
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    path: str
+    mode: int  # permission bits
+    holds: str  # what secret it holds, never the value
+
+    @property
+    def exposed(self) -> bool:
+        return bool(self.mode & 0o077)
+
+
+def files_holding(
+    ctx: HostContext, paths: list[str], holds: Callable[[str], str | None]
+) -> tuple[list[SecretFile], list[tuple[str, HostFileError]]]:
+    """The existing files in which holds(text) names a secret, and those that cannot be read."""
+    found: list[SecretFile] = []
+    unreadable: list[tuple[str, HostFileError]] = []
+    for path in paths:
+        try:
+            text = ctx.read_optional(path)
+            what = None if text is None else holds(text)
+            if what is not None:
+                found.append(SecretFile(path, ctx.stat(path).st_mode & 0o777, what))
+        except HostFileError as exc:
+            unreadable.append((path, exc))
+    return found, unreadable
 
 
 _ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z0-9_.\-]+)\s*[=:]\s*(.*)$")
@@ -241,24 +262,12 @@ def holds_secret(text: str) -> str | None:
     remediation="`chmod 600` each listed file (owned by the account that runs the service).",
 )
 def secret_file_modes(ctx: HostContext) -> Outcome:
-    exposed: list[dict[str, Any]] = []
-    private, unreadable = [], []
-    for path in secret_files(ctx):
-        try:
-            text = ctx.read_optional(path)
-            if text is None:
-                continue
-            mode = ctx.stat(path).st_mode & 0o777
-        except HostFileError as exc:
-            unreadable.append(str(exc))
-            continue
-        what = holds_secret(text)
-        if what is None:
-            continue
-        if mode & 0o077:
-            exposed.append({"file": path, "mode": f"{mode:o}", "holds": what})
-        else:
-            private.append(path)
+    found, errors = files_holding(ctx, secret_files(ctx), holds_secret)
+    exposed = [
+        {"file": f.path, "mode": f"{f.mode:o}", "holds": f.holds} for f in found if f.exposed
+    ]
+    private = [f.path for f in found if not f.exposed]
+    unreadable = [str(exc) for _, exc in errors]
     if exposed:
         listed = "; ".join(f"{e['file']} (mode {e['mode']}, {e['holds']})" for e in exposed)
         return failed(f"secrets readable beyond the owner: {listed}", items=exposed)
