@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sbtc_ops.audit.framework import (
+    EvidenceError,
     HostContext,
     Outcome,
     Severity,
@@ -26,17 +27,29 @@ MAX_BACKUP_AGE = timedelta(hours=26)
 MAX_VERIFY_AGE = timedelta(days=8)
 
 
-def _backups(ctx: HostContext) -> list[dict[str, Any]]:
-    from sbtc_ops.backup.service import list_all
+def backup_configured(ctx: HostContext) -> bool:
+    return ctx.settings.backup.local_dir is not None or bool(ctx.settings.backup.s3.url)
 
-    backup = ctx.settings.backup
-    if backup.local_dir is None and not backup.s3.url:
+
+def backup_rows(ctx: HostContext) -> list[dict[str, Any]]:
+    """Every backup in the configured locations (newest first), listed once per audit."""
+    if not backup_configured(ctx):
         raise Skip("no backup location configured (backup.local_dir / backup.s3.url)")
-    return ctx.memo("backups.list", lambda: list_all(ctx.settings, None))
+    return ctx.memo("backups.list", lambda: _list_backups(ctx))
+
+
+def _list_backups(ctx: HostContext) -> list[dict[str, Any]]:
+    from sbtc_ops.backup.service import list_all
+    from sbtc_ops.errors import SbtcOpsError
+
+    try:
+        return list_all(ctx.settings, None)
+    except SbtcOpsError as exc:
+        raise EvidenceError(f"cannot list backups: {exc}") from None
 
 
 def _complete_full(ctx: HostContext) -> list[dict[str, Any]]:
-    rows = [r for r in _backups(ctx) if r["state"] != "incomplete" and r["kind"] == "full"]
+    rows = [r for r in backup_rows(ctx) if r["state"] != "incomplete" and r["kind"] == "full"]
     return sorted(rows, key=lambda r: r["id"], reverse=True)
 
 
@@ -162,7 +175,7 @@ def newest_dkg_backed_up(ctx: HostContext) -> Outcome:
     key, created_at = newest
     backed_up = {
         k["aggregate_key"]
-        for r in _backups(ctx)
+        for r in backup_rows(ctx)
         if r["state"] != "incomplete"
         for k in r.get("dkg_keys", [])
     }

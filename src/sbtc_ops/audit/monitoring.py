@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from sbtc_ops.audit.backups import backup_configured, backup_rows
 from sbtc_ops.audit.compose import compose_files, published_ports
 from sbtc_ops.audit.firewall import FirewallView, firewall_view
 from sbtc_ops.audit.framework import (
@@ -494,8 +495,7 @@ def dkg_matches_contract(ctx: HostContext) -> Outcome:
     remediation="Take a backup now (`sbtc-ops backup`) and verify it (`sbtc-ops verify`).",
 )
 def backup_has_current_key(ctx: HostContext) -> Outcome:
-    backup = ctx.settings.backup
-    if backup.local_dir is None and not backup.s3.url:
+    if not backup_configured(ctx):
         raise Skip("no backup storage configured (backup.local_dir / backup.s3.url)")
     info = _info_or_fail(ctx)
     if isinstance(info, Outcome):
@@ -519,12 +519,5 @@ def backup_has_current_key(ctx: HostContext) -> Outcome:
 
 
 def _newest_complete_backup(ctx: HostContext) -> dict[str, Any] | None:
-    from sbtc_ops.backup.service import list_all
-    from sbtc_ops.errors import SbtcOpsError
-
-    try:
-        rows = list_all(ctx.settings, None)
-    except SbtcOpsError as exc:
-        raise EvidenceError(f"cannot list backups: {exc}") from None
-    complete = [row for row in rows if row.get("state") != "incomplete"]
+    complete = [row for row in backup_rows(ctx) if row.get("state") != "incomplete"]
     return complete[0] if complete else None
