@@ -17,7 +17,11 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from sbtc_ops.audit.compose import compose_files, service_environment
+from sbtc_ops.audit.compose import (
+    compose_files,
+    compose_files_if_configured,
+    service_environment,
+)
 from sbtc_ops.audit.framework import (
     HostContext,
     HostFileError,
@@ -514,7 +518,7 @@ def db_role(ctx: HostContext) -> Outcome:
 
 def _compose_db_endpoint(ctx: HostContext) -> str | None:
     """The reference compose builds SIGNER_SIGNER__DB_ENDPOINT from .env values."""
-    for compose in _compose_or_empty(ctx):
+    for compose in compose_files_if_configured(ctx):
         for service in compose.services.values():
             value = service_environment(service).get("SIGNER_SIGNER__DB_ENDPOINT")
             if value:
@@ -559,11 +563,7 @@ _PG_DATA = "/var/lib/postgresql/data"
 def pg_hba_candidates(ctx: HostContext) -> list[str]:
     paths = [str(p) for p in ctx.settings.audit.pg_hba_files]
     paths += [str(p) for p in ctx.glob("/etc/postgresql/*/main/pg_hba.conf")]
-    try:
-        files = compose_files(ctx)
-    except Skip:
-        files = []
-    for compose in files:
+    for compose in compose_files_if_configured(ctx):
         for service in compose.services.values():
             for volume in service.get("volumes") or []:
                 source, _, target = str(volume).partition(":")
@@ -597,7 +597,7 @@ def _is_loopback(address: str) -> bool:
 )
 def pg_hba_trust(ctx: HostContext) -> Outcome:
     problems: list[dict[str, Any]] = []
-    for compose in _compose_or_empty(ctx):
+    for compose in compose_files_if_configured(ctx):
         for name, service in compose.services.items():
             if service_environment(service).get("POSTGRES_HOST_AUTH_METHOD") == "trust":
                 problems.append({"file": str(compose.path), "rule": f"{name}: trust for all"})
@@ -620,13 +620,6 @@ def pg_hba_trust(ctx: HostContext) -> Outcome:
     if not read:
         raise Skip("no pg_hba.conf found (set audit.pg_hba_files)")
     return passed(f"no network trust lines in {', '.join(read)}")
-
-
-def _compose_or_empty(ctx: HostContext) -> list[Any]:
-    try:
-        return compose_files(ctx)
-    except Skip:
-        return []
 
 
 @check(

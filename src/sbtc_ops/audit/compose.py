@@ -95,15 +95,19 @@ def compose_files(ctx: HostContext) -> list[ComposeFile]:
     return ctx.memo("compose.files", lambda: _load_all(ctx))
 
 
-def compose_paths_with_env(ctx: HostContext) -> list[str]:
-    """Each compose file and the .env beside it (compose reads both); none when not configured."""
+def compose_files_if_configured(ctx: HostContext) -> list[ComposeFile]:
+    """Like compose_files, but none (not a Skip) when none is configured or readable."""
     try:
-        files = compose_files(ctx)
+        return compose_files(ctx)
     except Skip:
         return []
+
+
+def compose_paths_with_env(ctx: HostContext) -> list[str]:
+    """Each compose file and the .env beside it (compose reads both); none when not configured."""
     return [
         path
-        for compose in files
+        for compose in compose_files_if_configured(ctx)
         for path in (str(compose.path), str(PurePosixPath(compose.path).parent / ".env"))
     ]
 

@@ -18,6 +18,7 @@ from sbtc_ops.audit.compose import (
     PublishedPort,
     command_text,
     compose_files,
+    compose_files_if_configured,
     published_ports,
 )
 from sbtc_ops.audit.framework import (
@@ -637,12 +638,8 @@ def _exposed_ports(ctx: HostContext) -> tuple[list[PublishedPort], list[str]]:
 
 def _rpc_open_to_all(ctx: HostContext) -> set[str]:
     """Compose services whose bitcoind accepts RPC from any address."""
-    try:
-        files = compose_files(ctx)
-    except Skip:
-        return set()
     names = set()
-    for compose in files:
+    for compose in compose_files_if_configured(ctx):
         for name, service in compose.services.items():
             text = command_text(service)
             if re.search(r"-?rpcallowip=(0\.0\.0\.0/0|::/0)", text):

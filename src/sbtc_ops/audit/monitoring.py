@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from prometheus_client.parser import text_string_to_metric_families
 
 from sbtc_ops.audit.backups import backup_configured, backup_rows
-from sbtc_ops.audit.compose import compose_files, published_ports
+from sbtc_ops.audit.compose import compose_files_if_configured, published_ports
 from sbtc_ops.audit.firewall import FirewallView, firewall_view
 from sbtc_ops.audit.framework import (
     EvidenceError,
@@ -356,13 +356,9 @@ def _firewall(ctx: HostContext) -> FirewallView | None:
 
 
 def _published_publicly(ctx: HostContext, port: int) -> list[str]:
-    try:
-        ports = published_ports(compose_files(ctx))
-    except Skip:
-        return []
     return [
         p.describe()
-        for p in ports
+        for p in published_ports(compose_files_if_configured(ctx))
         if (p.published == port or (p.published is None and p.target == port))
         and not p.loopback
         and p.protocol == "tcp"

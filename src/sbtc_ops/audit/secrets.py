@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from sbtc_ops.audit.compose import compose_files, compose_paths_with_env, service_environment
+from sbtc_ops.audit.compose import (
+    compose_files_if_configured,
+    compose_paths_with_env,
+    service_environment,
+)
 from sbtc_ops.audit.framework import (
     PUBLIC_DEFAULT_PASSWORDS,
     HostContext,
@@ -128,11 +132,7 @@ def credentials(ctx: HostContext) -> list[Credential]:
         cred = _from_url("Bitcoin RPC endpoint", endpoint.get_secret_value())
         if cred:
             found.append(cred)
-    try:
-        files = compose_files(ctx)
-    except Skip:
-        files = []
-    for compose in files:
+    for compose in compose_files_if_configured(ctx):
         for name, service in compose.services.items():
             for key, value in service_environment(service).items():
                 where = f"{compose.path} {name}.{key}"
