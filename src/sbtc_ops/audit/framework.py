@@ -343,17 +343,19 @@ class SubprocessRunner:
         for proc in live:
             # Signal only: the thread waiting in communicate() reaps it (two readers of the
             # same pipes would race).
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                proc.kill()
+            _signal_group(proc)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _signal_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the command's process group (its children too), else the command itself."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         proc.kill()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    _signal_group(proc)
     try:
         proc.communicate(timeout=2)
     except subprocess.TimeoutExpired:

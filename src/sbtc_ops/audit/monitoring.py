@@ -37,7 +37,7 @@ from sbtc_ops.audit.netsource import (
     failed_if_unreachable,
     fetch,
     fetch_json,
-    loopback_url,
+    local_source_url,
     require_mapping,
 )
 from sbtc_ops.audit.ports import allowed_ports
@@ -74,12 +74,12 @@ class Scrape:
 
 
 def metrics_url(ctx: HostContext) -> str:
-    url = ctx.settings.audit.metrics_url or loopback_url(
-        ctx.settings.signer.prometheus_exporter_endpoint, "/metrics"
+    return local_source_url(
+        ctx.settings.audit.metrics_url,
+        ctx.settings.signer.prometheus_exporter_endpoint,
+        "/metrics",
+        "the signer's prometheus_exporter_endpoint is not configured",
     )
-    if url is None:
-        raise Skip("the signer's prometheus_exporter_endpoint is not configured")
-    return url
 
 
 def parse_exposition(text: str, what: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -369,15 +369,13 @@ def _published_publicly(ctx: HostContext, port: int) -> list[str]:
 
 
 def signer_info_url(ctx: HostContext) -> str:
-    url = ctx.settings.audit.signer_info_url or loopback_url(
-        ctx.settings.signer.event_observer_bind, "/info"
+    return local_source_url(
+        ctx.settings.audit.signer_info_url,
+        ctx.settings.signer.event_observer_bind,
+        "/info",
+        "the signer's event observer address is not configured "
+        "(signer event_observer.bind or audit.signer_info_url)",
     )
-    if url is None:
-        raise Skip(
-            "the signer's event observer address is not configured "
-            "(signer event_observer.bind or audit.signer_info_url)"
-        )
-    return url
 
 
 def signer_info(ctx: HostContext) -> dict[str, Any]:

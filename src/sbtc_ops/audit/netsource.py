@@ -153,6 +153,14 @@ def require_mapping(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def local_source_url(configured: str | None, bind: str | None, path: str, missing: str) -> str:
+    """The configured URL, else the service's bind address reached over loopback; else Skip."""
+    url = configured or loopback_url(bind, path)
+    if url is None:
+        raise Skip(missing)
+    return url
+
+
 def loopback_url(bind: str | None, path: str) -> str | None:
     """`0.0.0.0:9184` → `http://127.0.0.1:9184{path}` (what the host itself can reach)."""
     if not bind:

@@ -280,16 +280,19 @@ def signer_version(ctx: HostContext) -> tuple[Version, str]:
     raise Skip("no sBTC signer image found (audit.compose_files or a running container)")
 
 
+_STACKS_VERSION = re.compile(r"(\d+\.\d+\.\d+\.\d+\.\d+)")  # stacks-core 3.1.0.0.7
+
+
 def stacks_version(ctx: HostContext) -> tuple[Version, str]:
     try:
         server = str(stacks_info(ctx).get("server_version", ""))
-        match = re.search(r"(\d+\.\d+\.\d+\.\d+\.\d+)", server)
+        match = _STACKS_VERSION.search(server)
         if match:
             return STACKS_TRACK.version(match.group(1)) or (), f"/v2/info {server[:60]}"
     except (Skip, EvidenceError):
         pass
     for tag in _role_tags(ctx, STACKS):
-        match = re.search(r"(\d+\.\d+\.\d+\.\d+\.\d+)", tag)
+        match = _STACKS_VERSION.search(tag)
         if match:
             return STACKS_TRACK.version(match.group(1)) or (), f"compose image tag {tag}"
     raise Skip("Stacks node version unknown (no /v2/info answer and no versioned image)")
