@@ -27,7 +27,7 @@ An `[[administrator]]` entry with a `removed` date counts as a former administra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -47,14 +47,10 @@ class Secret:
 
 @dataclass(frozen=True)
 class Admin:
+    """Who had access and until when (hours, contacts and keys: operations.Administrator)."""
+
     name: str
-    timezone: str = ""
-    hours: str = ""
-    contact: str = ""
-    hardware_key: bool = False
-    added: date | None = None
     removed: date | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -147,29 +143,16 @@ def roster(ctx: HostContext) -> list[Admin]:
 
     def compute() -> list[Admin]:
         doc = roster_document(ctx)
-        admins = []
-        known = {"name", "timezone", "working_hours", "contact", "hardware_key", "added", "removed"}
         entries = [
             entry
             for table in ROSTER_TABLES
             if isinstance(doc.get(table), list)
             for entry in doc[table]
         ]
-        for entry in entries:
-            if not isinstance(entry, dict) or not entry.get("name"):
-                continue
-            admins.append(
-                Admin(
-                    str(entry["name"]),
-                    str(entry.get("timezone") or ""),
-                    str(entry.get("working_hours") or ""),
-                    str(entry.get("contact") or ""),
-                    bool(entry.get("hardware_key", False)),
-                    _date(entry.get("added")),
-                    _date(entry.get("removed")),
-                    {k: v for k, v in entry.items() if k not in known},
-                )
-            )
-        return admins
+        return [
+            Admin(str(entry["name"]), _date(entry.get("removed")))
+            for entry in entries
+            if isinstance(entry, dict) and entry.get("name")
+        ]
 
     return ctx.memo("inventory.roster", compute)
