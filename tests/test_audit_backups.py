@@ -13,7 +13,7 @@ from sbtc_ops.backup.service import request_from_settings, run_backup
 from sbtc_ops.config import Settings, load_settings
 from sbtc_ops.results import Status
 from sbtc_ops.state import StateStore
-from tests.support.pg import SourceServer, new_signer_database, source_server  # noqa: F401
+from tests.support.pg import SourceServer, new_signer_database
 
 pytestmark = pytest.mark.postgres
 
@@ -41,7 +41,7 @@ def test_no_location_skips_everything(tmp_path: Path) -> None:
     assert found["BAK-005"] == Status.SKIP
 
 
-def test_backup_lifecycle_findings(tmp_path: Path, source_server: SourceServer) -> None:  # noqa: F811
+def test_backup_lifecycle_findings(tmp_path: Path, source_server: SourceServer) -> None:
     url, facts = new_signer_database(source_server, target_mb=2, seed=11)
     settings = settings_for(tmp_path, url)
 

@@ -10,7 +10,7 @@ import pytest
 
 from sbtc_ops.audit.framework import REGISTRY, HostContext, RecordedRunner, load_areas, run_audit
 from sbtc_ops.config import Settings
-from tests.support.pg import SourceServer, source_server  # noqa: F401 - pytest fixture
+from tests.support.pg import SourceServer
 
 pytestmark = pytest.mark.postgres
 
@@ -32,7 +32,7 @@ def role_url(server: SourceServer, attributes: str) -> tuple[str, str]:
 
 
 def test_signer_role_without_privileges_passes(
-    source_server: SourceServer,  # noqa: F811
+    source_server: SourceServer,
     tmp_path: Path,
 ) -> None:
     status, detail = db_role_finding(source_server.signer_url, tmp_path)
@@ -50,7 +50,7 @@ def test_signer_role_without_privileges_passes(
     ],
 )
 def test_privileged_roles_are_flagged_without_leaking_the_password(
-    source_server: SourceServer,  # noqa: F811
+    source_server: SourceServer,
     tmp_path: Path,
     attributes: str,
     expected: str,

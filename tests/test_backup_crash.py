@@ -2,9 +2,6 @@
 before the manifest. Nothing complete-looking is left, earlier backups stay intact and still
 restore, the next backup succeeds, and `prune` removes what the killed one left."""
 
-# Fixtures imported from tests/support are taken as parameters by name, as pytest intends.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import os
@@ -17,19 +14,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.support.backup import (
-    backup_server,  # noqa: F401  (fixture)
     fresh_database,
     kill_if_alive,
-    medium_db,  # noqa: F401  (fixture)
     sbtc_ops_popen,
-    small_db,  # noqa: F401  (fixture)
     table_counts,
     wait_for_dump,
     wait_gone,
 )
 from tests.support.cli import CliResult
 from tests.support.pg import SourceServer
-from tests.support.s3 import FreezingProxy, S3Server, s3_server  # noqa: F401  (fixture)
+from tests.support.s3 import FreezingProxy, S3Server
 
 if TYPE_CHECKING:
     from sbtc_ops.devtools.signer_db import GeneratedDb

@@ -1,9 +1,6 @@
 """`sbtc-ops restore`: round trips (custom, directory, encrypted), and the refusals that protect
 an operator from restoring over the wrong database or from a damaged archive."""
 
-# Fixtures imported from tests/support are taken as parameters by name, as pytest intends.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import itertools
@@ -17,10 +14,8 @@ import pyrage
 import pytest
 
 from tests.support.backup import (
-    backup_server,  # noqa: F401  (fixture)
     dkg_rows,
     fresh_database,
-    small_db,  # noqa: F401  (fixture)
     table_counts,
 )
 from tests.support.cli import CliResult

@@ -2,9 +2,6 @@
 off-site copies at once, multipart uploads checked by ETag, restore from the bucket, prune,
 and the failures an operator meets (missing bucket, wrong credentials)."""
 
-# Fixtures imported from tests/support are taken as parameters by name, as pytest intends.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import hashlib
@@ -20,16 +17,13 @@ from sbtc_ops.backup.ids import new_backup_id
 from sbtc_ops.backup.manifest import MANIFEST_NAME
 from sbtc_ops.backup.storage import PART_SIZE, StorageError, check_uploaded, multipart_etag
 from tests.support.backup import (
-    backup_server,  # noqa: F401  (fixture)
     fake_manifest,
     fresh_database,
-    medium_db,  # noqa: F401  (fixture)
-    small_db,  # noqa: F401  (fixture)
     table_counts,
 )
 from tests.support.cli import CliResult
 from tests.support.pg import SourceServer
-from tests.support.s3 import S3Server, s3_server  # noqa: F401  (fixture)
+from tests.support.s3 import S3Server
 
 if TYPE_CHECKING:
     from sbtc_ops.devtools.signer_db import GeneratedDb

@@ -1,9 +1,6 @@
 """`sbtc-ops backup` against a real PostgreSQL server: the manifest, consistency under writes,
 failures that leave nothing behind, secrets, permissions and the lock."""
 
-# Fixtures imported from tests/support are taken as parameters by name, as pytest intends.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import contextlib
@@ -24,16 +21,13 @@ import pytest
 
 from sbtc_ops.pg.cluster import free_tcp_port
 from tests.support.backup import (
-    backup_server,  # noqa: F401  (fixture)
     cmdlines,
     fresh_database,
     manifest_of,
-    medium_db,  # noqa: F401  (fixture)
     modes_under,
     newest_verified_key,
     parse_json_output,
     sbtc_ops_popen,
-    small_db,  # noqa: F401  (fixture)
     stopped,
     table_counts,
     wait_for_dump,

@@ -23,11 +23,9 @@ from sbtc_ops.devtools.signer_db import (
     row_counts,
 )
 from sbtc_ops.errors import UsageError
-from tests.support.pg import (  # noqa: F401  (pytest fixtures)
+from tests.support.pg import (
     SourceServer,
     new_signer_database,
-    signer_db,
-    source_server,
 )
 
 pytestmark = pytest.mark.postgres
@@ -44,7 +42,7 @@ def query(url: str, statement: str) -> list[tuple[Any, ...]]:
         return conn.execute(statement.encode()).fetchall()
 
 
-def test_dkg_shares_hold_real_keys_with_mixed_statuses(signer_db: tuple[str, GeneratedDb]) -> None:  # noqa: F811
+def test_dkg_shares_hold_real_keys_with_mixed_statuses(signer_db: tuple[str, GeneratedDb]) -> None:
     url, facts = signer_db
     rows = query(
         url,
@@ -74,7 +72,7 @@ def test_dkg_shares_hold_real_keys_with_mixed_statuses(signer_db: tuple[str, Gen
 
 
 def test_encrypted_shares_decrypt_only_with_the_signer_key(
-    signer_db: tuple[str, GeneratedDb],  # noqa: F811
+    signer_db: tuple[str, GeneratedDb],
 ) -> None:
     url, facts = signer_db
     for aggregate, blob in query(
@@ -87,7 +85,7 @@ def test_encrypted_shares_decrypt_only_with_the_signer_key(
             decrypt_shares(wrong, bytes(blob))
 
 
-def test_counts_migrations_and_references_hold(signer_db: tuple[str, GeneratedDb]) -> None:  # noqa: F811
+def test_counts_migrations_and_references_hold(signer_db: tuple[str, GeneratedDb]) -> None:
     url, facts = signer_db
     with psycopg.connect(url) as conn:
         assert row_counts(conn) == facts.row_counts
@@ -132,7 +130,7 @@ def test_counts_migrations_and_references_hold(signer_db: tuple[str, GeneratedDb
     assert used == {k.aggregate_key[1:] for k in facts.keys if k.status == "verified"}
 
 
-def test_same_seed_same_data_other_seed_other_keys(source_server: SourceServer) -> None:  # noqa: F811
+def test_same_seed_same_data_other_seed_other_keys(source_server: SourceServer) -> None:
     fingerprint = (
         "SELECT md5(string_agg(block_hash::text || parent_hash::text, ',' ORDER BY block_height))"
         " FROM sbtc_signer.bitcoin_blocks"
@@ -148,7 +146,7 @@ def test_same_seed_same_data_other_seed_other_keys(source_server: SourceServer) 
     assert {k.aggregate_key for k in other.keys}.isdisjoint(k.aggregate_key for k in first.keys)
 
 
-def test_size_follows_the_target(source_server: SourceServer) -> None:  # noqa: F811
+def test_size_follows_the_target(source_server: SourceServer) -> None:
     _, small = new_signer_database(source_server, target_mb=2, seed=3)
     _, large = new_signer_database(source_server, target_mb=12, seed=3)
     for facts, target_mb in ((small, 2), (large, 12)):
@@ -156,7 +154,7 @@ def test_size_follows_the_target(source_server: SourceServer) -> None:  # noqa: 
     assert large.units > 5 * small.units
 
 
-def test_existing_schema_is_refused_unless_replaced(source_server: SourceServer) -> None:  # noqa: F811
+def test_existing_schema_is_refused_unless_replaced(source_server: SourceServer) -> None:
     url, first = new_signer_database(source_server, target_mb=1, seed=5)
     with pytest.raises(UsageError, match="already has a sbtc_signer schema"):
         generate(url, target_mb=1, seed=5)
@@ -167,7 +165,7 @@ def test_existing_schema_is_refused_unless_replaced(source_server: SourceServer)
 
 
 def test_command_line_entry_writes_facts_and_a_private_key_file(
-    source_server: SourceServer,  # noqa: F811
+    source_server: SourceServer,
     tmp_path: Path,
 ) -> None:
     url = source_server.create_signer_database("signer_cli")

@@ -17,7 +17,7 @@ from sbtc_ops.errors import DependencyError, UsageError
 from sbtc_ops.pg import ThrowawayCluster, find_binaries, postgres_processes
 from sbtc_ops.pg.cluster import reap_stale_directories
 from sbtc_ops.pg.runas import resolve_run_as
-from tests.support.pg import assert_no_postgres_left, cluster_parent  # noqa: F401
+from tests.support.pg import assert_no_postgres_left
 
 pytestmark = pytest.mark.postgres
 
@@ -61,7 +61,7 @@ def socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def test_cluster_is_private_unprivileged_socket_only_and_removed(cluster_parent: Path) -> None:  # noqa: F811
+def test_cluster_is_private_unprivileged_socket_only_and_removed(cluster_parent: Path) -> None:
     with ThrowawayCluster(parent=cluster_parent) as cluster:
         base, pid = cluster.base_dir, cluster.pid
         assert pid is not None
@@ -91,13 +91,13 @@ def test_cluster_is_private_unprivileged_socket_only_and_removed(cluster_parent:
     assert_no_postgres_left(base, grace_s=0)
 
 
-def test_untuned_cluster_keeps_postgres_defaults(cluster_parent: Path) -> None:  # noqa: F811
+def test_untuned_cluster_keeps_postgres_defaults(cluster_parent: Path) -> None:
     with ThrowawayCluster(parent=cluster_parent, tuned=False) as cluster, cluster.connect() as conn:
         row = conn.execute("SELECT current_setting('fsync'), current_setting('wal_level')")
         assert row.fetchone() == ("on", "replica")
 
 
-def test_exception_inside_stops_and_removes(cluster_parent: Path) -> None:  # noqa: F811
+def test_exception_inside_stops_and_removes(cluster_parent: Path) -> None:
     with pytest.raises(RuntimeError, match="boom"), ThrowawayCluster(parent=cluster_parent) as c:
         base = c.base_dir
         raise RuntimeError("boom")
@@ -105,7 +105,7 @@ def test_exception_inside_stops_and_removes(cluster_parent: Path) -> None:  # no
     assert_no_postgres_left(cluster_parent)
 
 
-def test_keyboard_interrupt_stops_even_a_kept_cluster(cluster_parent: Path) -> None:  # noqa: F811
+def test_keyboard_interrupt_stops_even_a_kept_cluster(cluster_parent: Path) -> None:
     with pytest.raises(KeyboardInterrupt), ThrowawayCluster(parent=cluster_parent, keep=True) as c:
         base = c.base_dir
         raise KeyboardInterrupt
@@ -113,7 +113,7 @@ def test_keyboard_interrupt_stops_even_a_kept_cluster(cluster_parent: Path) -> N
     assert_no_postgres_left(cluster_parent)
 
 
-def test_keep_leaves_it_running_and_says_how_to_connect(cluster_parent: Path) -> None:  # noqa: F811
+def test_keep_leaves_it_running_and_says_how_to_connect(cluster_parent: Path) -> None:
     messages: list[str] = []
     cluster = ThrowawayCluster(parent=cluster_parent, keep=True, announce=messages.append)
     try:
@@ -128,7 +128,7 @@ def test_keep_leaves_it_running_and_says_how_to_connect(cluster_parent: Path) ->
     assert_no_postgres_left(cluster_parent)
 
 
-def test_failed_start_reports_the_server_log_and_cleans_up(cluster_parent: Path) -> None:  # noqa: F811
+def test_failed_start_reports_the_server_log_and_cleans_up(cluster_parent: Path) -> None:
     cluster = ThrowawayCluster(parent=cluster_parent, extra_settings={"shared_buffers": "lots"})
     with pytest.raises(DependencyError, match=r"PostgreSQL did not start.*shared_buffers"):
         cluster.start()
@@ -144,7 +144,7 @@ def test_socket_path_limit_is_checked_before_anything_is_made(tmp_path: Path) ->
     assert list(deep.iterdir()) == []
 
 
-def test_tcp_mode_requires_the_password(cluster_parent: Path) -> None:  # noqa: F811
+def test_tcp_mode_requires_the_password(cluster_parent: Path) -> None:
     with ThrowawayCluster(parent=cluster_parent, tcp_port=0) as cluster:
         cluster.create_role("signer", "s3cret:/@pw")
         cluster.create_database("signer", owner="signer")
@@ -188,7 +188,7 @@ def start_child_with_cluster(parent: Path) -> tuple[subprocess.Popen[str], Path,
     return child, base, pid
 
 
-def test_sigterm_of_the_owner_stops_and_removes(cluster_parent: Path) -> None:  # noqa: F811
+def test_sigterm_of_the_owner_stops_and_removes(cluster_parent: Path) -> None:
     child, base, _ = start_child_with_cluster(cluster_parent)
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=30)
@@ -198,7 +198,7 @@ def test_sigterm_of_the_owner_stops_and_removes(cluster_parent: Path) -> None:  
     assert_no_postgres_left(cluster_parent)
 
 
-def test_kill_9_of_the_owner_takes_the_server_with_it(cluster_parent: Path) -> None:  # noqa: F811
+def test_kill_9_of_the_owner_takes_the_server_with_it(cluster_parent: Path) -> None:
     child, base, _ = start_child_with_cluster(cluster_parent)
     child.kill()
     child.communicate(timeout=30)
@@ -209,7 +209,7 @@ def test_kill_9_of_the_owner_takes_the_server_with_it(cluster_parent: Path) -> N
     assert not base.exists()  # …until the next run
 
 
-def test_stale_directories_of_live_owners_are_kept(cluster_parent: Path) -> None:  # noqa: F811
+def test_stale_directories_of_live_owners_are_kept(cluster_parent: Path) -> None:
     with ThrowawayCluster(parent=cluster_parent) as cluster:
         assert reap_stale_directories(cluster_parent) == []
         assert cluster.base_dir.exists()
@@ -225,7 +225,7 @@ def test_stale_directories_of_live_owners_are_kept(cluster_parent: Path) -> None
     assert reap_stale_directories(cluster_parent) == [unrelated]
 
 
-def test_stop_escalates_to_sigkill(cluster_parent: Path) -> None:  # noqa: F811
+def test_stop_escalates_to_sigkill(cluster_parent: Path) -> None:
     cluster = ThrowawayCluster(parent=cluster_parent, stop_timeout_s=0.5)
     with cluster:
         pid = cluster.pid
@@ -250,7 +250,7 @@ NON_ROOT_CHILD = textwrap.dedent(
 )
 
 
-def test_non_root_invocation_runs_the_server_as_itself(cluster_parent: Path) -> None:  # noqa: F811
+def test_non_root_invocation_runs_the_server_as_itself(cluster_parent: Path) -> None:
     """sbtc-ops run by an ordinary user, with a PATH holding directories it cannot enter."""
     system_python = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
     if os.geteuid() != 0 or not system_python.exists():

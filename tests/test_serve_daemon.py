@@ -24,7 +24,6 @@ from tests.support.pg import (
     SourceServer,
     assert_no_postgres_left,
     new_signer_database,
-    source_server,  # noqa: F401  (pytest fixture)
 )
 from tests.support.serve import (
     NO_JOBS,
@@ -249,7 +248,7 @@ def live_signer(
 @pytest.mark.postgres
 def test_serve_takes_a_real_backup_then_verifies_it(
     tmp_path: Path,
-    source_server: SourceServer,  # noqa: F811
+    source_server: SourceServer,
 ) -> None:
     with (
         live_signer(tmp_path, source_server, seed=71) as signer,
@@ -279,7 +278,7 @@ def test_serve_takes_a_real_backup_then_verifies_it(
 @pytest.mark.postgres
 def test_sigterm_during_a_verify_removes_its_throwaway_cluster(
     tmp_path: Path,
-    source_server: SourceServer,  # noqa: F811
+    source_server: SourceServer,
 ) -> None:
     with live_signer(tmp_path, source_server, seed=72) as signer:
         # The chain read hangs, so the verify waits with its cluster up.
@@ -304,7 +303,7 @@ def test_sigterm_during_a_verify_removes_its_throwaway_cluster(
 @pytest.mark.postgres
 def test_serve_once_backup_is_followed_by_its_verify(
     tmp_path: Path,
-    source_server: SourceServer,  # noqa: F811
+    source_server: SourceServer,
 ) -> None:
     with live_signer(tmp_path, source_server, seed=73) as signer:
         env = clean_env(tmp_path / "state", {"TMPDIR": str(signer.run_tmp)})

@@ -12,17 +12,16 @@ from tests.support.cli import clean_env, run_cli
 from tests.support.pg import (
     SourceServer,
     new_signer_database,
-    source_server,  # noqa: F401  (pytest fixture)
 )
-from tests.support.s3 import S3Server, s3_server  # noqa: F401  (pytest fixture)
+from tests.support.s3 import S3Server
 from tests.support.verify import Verifier, random_public_key, stacks_node_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.timeout(300)]
 
 
 def test_backup_in_s3_is_fetched_verified_and_its_copy_removed(
-    source_server: SourceServer,  # noqa: F811
-    s3_server: S3Server,  # noqa: F811
+    source_server: SourceServer,
+    s3_server: S3Server,
     tmp_path: Path,
 ) -> None:
     url, facts = new_signer_database(source_server, target_mb=3.0, seed=44)

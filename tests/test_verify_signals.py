@@ -21,7 +21,6 @@ from tests.support.pg import (
     SourceServer,
     assert_no_postgres_left,
     new_signer_database,
-    source_server,  # noqa: F401  (pytest fixture)
 )
 from tests.support.verify import FAST_CHAIN_ENV, private_tmpdir, take_backup
 
@@ -38,7 +37,7 @@ class BigBackup:
 
 @pytest.fixture(scope="module")
 def big_backup(
-    source_server: SourceServer,  # noqa: F811
+    source_server: SourceServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> BigBackup:
     """A signer database big enough (about 40 MB) that its restore takes a moment."""

@@ -1,9 +1,8 @@
 """Helpers for the backup tests: processes to catch mid-flight, databases to compare, fake
 repositories to prune.
 
-Fixtures (import them into a test module):
-
-    from tests.support.backup import backup_server, medium_db, small_db  # noqa: F401
+Fixtures (they reach every test module through `pytest_plugins` in tests/conftest.py: take
+them as parameters, do not import them):
 
 `backup_server` (session): one TCP+password PostgreSQL server for every backup test module.
 `small_db` (session): a generated signer database of about 3 MB. `medium_db` (session): about
@@ -36,7 +35,6 @@ from tests.support.pg import (
     new_signer_database,
     start_source_server,
 )
-from tests.support.shared import shared_resource
 
 if TYPE_CHECKING:
     from sbtc_ops.devtools.signer_db import GeneratedDb
@@ -44,43 +42,28 @@ if TYPE_CHECKING:
 MEDIUM_DB_MB = 24.0
 
 
-def _no_stop(_: object) -> None:
-    """Databases go away with their server."""
-
-
 @pytest.fixture(scope="session")
 def backup_server() -> Iterator[SourceServer]:
-    """The source server of the backup tests: one for the run, however many modules import
-    it (tests/support/pg.py's `source_server` is started again by each importing module)."""
-    with shared_resource("backup-source", start_source_server, _stop_server) as server:
+    """The source server of the backup tests, apart from tests/support/pg.py's `source_server`
+    so that the backup tests' databases and what they assert about them stay their own."""
+    server = start_source_server()
+    try:
         yield server
-
-
-def _stop_server(server: SourceServer) -> None:
-    base = server.cluster.base_dir
-    server.cluster.stop()
-    assert_no_postgres_left(base)
+    finally:
+        base = server.cluster.base_dir
+        server.cluster.stop()
+        assert_no_postgres_left(base)
 
 
 @pytest.fixture(scope="session")
-def small_db(backup_server: SourceServer) -> Iterator[tuple[str, GeneratedDb]]:
+def small_db(backup_server: SourceServer) -> tuple[str, GeneratedDb]:
     """A generated signer database of about 3 MB (seed 1). Do not modify it."""
-    with shared_resource(
-        "backup-small",
-        lambda: new_signer_database(backup_server, target_mb=3.0, seed=1, dbname="small"),
-        _no_stop,
-    ) as db:
-        yield db
+    return new_signer_database(backup_server, target_mb=3.0, seed=1, dbname="small")
 
 
 @pytest.fixture(scope="session")
-def medium_db(backup_server: SourceServer) -> Iterator[tuple[str, GeneratedDb]]:
-    with shared_resource(
-        "backup-medium",
-        lambda: new_signer_database(backup_server, target_mb=MEDIUM_DB_MB, seed=7, dbname="medium"),
-        _no_stop,
-    ) as db:
-        yield db
+def medium_db(backup_server: SourceServer) -> tuple[str, GeneratedDb]:
+    return new_signer_database(backup_server, target_mb=MEDIUM_DB_MB, seed=7, dbname="medium")
 
 
 # -- databases ----------------------------------------------------------------------------

@@ -1,8 +1,7 @@
 """Real PostgreSQL for tests: a source server that stands in for a signer's database.
 
-Import the fixtures into a conftest or a test module:
-
-    from tests.support.pg import source_server, signer_db  # noqa: F401  (pytest fixtures)
+Its fixtures reach every test module through `pytest_plugins` in tests/conftest.py: take
+them as parameters, do not import them (an import makes a per-module copy of the fixture).
 
 `source_server` (session) is a ThrowawayCluster listening on 127.0.0.1 with scram-sha-256
 password auth and a `signer` role, so backups exercise a real `postgresql://signer:PW@…`
@@ -91,27 +90,13 @@ def start_source_server(parent: Path | None = None) -> SourceServer:
     return server
 
 
-# Modules that import the session fixtures each get their own fixture instance; they share
-# one server (and one generated database) through these, stopped when the last one ends.
-_shared_server: SourceServer | None = None
-_shared_users = 0
-_shared_signer_db: tuple[str, GeneratedDb] | None = None
-
-
 @pytest.fixture(scope="session")
 def source_server() -> Iterator[SourceServer]:
-    global _shared_server, _shared_users, _shared_signer_db
-    if _shared_server is None or not _shared_server.cluster.running:
-        _shared_server, _shared_signer_db = start_source_server(), None
-    _shared_users += 1
-    server = _shared_server
+    server = start_source_server()
     try:
         yield server
     finally:
-        _shared_users -= 1
-        if _shared_users == 0:
-            server.cluster.stop()
-            _shared_server, _shared_signer_db = None, None
+        server.cluster.stop()
 
 
 def new_signer_database(
@@ -130,12 +115,7 @@ def new_signer_database(
 def signer_db(source_server: SourceServer) -> tuple[str, GeneratedDb]:
     """A generated signer database (about 3 MB, seed 1) shared by the session: do not modify
     it; use `new_signer_database` for a test that does."""
-    global _shared_signer_db
-    if _shared_signer_db is None:
-        _shared_signer_db = new_signer_database(
-            source_server, target_mb=3.0, seed=1, dbname="signer_shared"
-        )
-    return _shared_signer_db
+    return new_signer_database(source_server, target_mb=3.0, seed=1, dbname="signer_shared")
 
 
 def assert_no_postgres_left(under: Path | None = None, grace_s: float = 5.0) -> None:

