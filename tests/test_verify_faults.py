@@ -20,7 +20,6 @@ import psycopg
 import pytest
 
 from sbtc_ops.clarity import UInt
-from sbtc_ops.devtools.signer_db import GeneratedDb
 from sbtc_ops.pg.cluster import free_tcp_port
 from tests.fakes.stacks_node import (
     Failure,
@@ -34,10 +33,10 @@ from tests.fakes.stacks_node import (
 from tests.support.pg import (
     SourceServer,
     new_signer_database,
-    source_server,  # noqa: F401  (pytest fixture)
 )
 from tests.support.verify import (
     Verifier,
+    VerifyArea,
     VerifyRun,
     operator_dump,
     random_public_key,
@@ -53,16 +52,10 @@ DBNAME = "verify_faults"
 
 
 @dataclass
-class Area:
-    root: Path
+class Area(VerifyArea):
     server: SourceServer
-    facts: GeneratedDb
-    node: FakeStacksNode
-    repo: Path
     backup_id: str
     backup_dir: Path
-    state: Path
-    verify: Verifier
 
     def derived_database(self, name: str, *statements: str) -> str:
         """A copy of the module's database changed by `statements`; returns its URL."""
@@ -87,7 +80,7 @@ class Area:
 
 @pytest.fixture(scope="module")
 def area(
-    source_server: SourceServer,  # noqa: F811
+    source_server: SourceServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Area]:
     root = tmp_path_factory.mktemp("verify-faults")
@@ -96,7 +89,15 @@ def area(
     backup_id, backup_dir = take_backup(url, repo, state)
     with stacks_node_for(facts) as node:
         yield Area(
-            root, source_server, facts, node, repo, backup_id, backup_dir, state, Verifier(root)
+            root=root,
+            facts=facts,
+            node=node,
+            repo=repo,
+            state=state,
+            verify=Verifier(root),
+            server=source_server,
+            backup_id=backup_id,
+            backup_dir=backup_dir,
         )
 
 

@@ -24,17 +24,16 @@ import pytest
 
 from sbtc_ops.devtools.signer_db import GeneratedDb
 from sbtc_ops.pg import find_binaries
-from tests.fakes.stacks_node import FakeStacksNode
 from tests.support.cli import clean_env, run_cli, sbtc_ops_executable
 from tests.support.pg import (
     SourceServer,
     assert_no_postgres_left,
     new_signer_database,
-    source_server,  # noqa: F401  (pytest fixture)
 )
 from tests.support.verify import (
     PAGE_QUERY,
     Verifier,
+    VerifyArea,
     VerifyRun,
     gzip_file,
     operator_dump,
@@ -52,14 +51,9 @@ DBNAME = "verify_formats"
 
 
 @dataclass
-class Area:
+class Area(VerifyArea):
     """Everything the module's cases share."""
 
-    root: Path
-    facts: GeneratedDb
-    node: FakeStacksNode
-    repo: Path
-    backup_state: Path  # the state directory the backups were taken with
     custom_id: str
     directory_id: str
     encrypted_id: str
@@ -67,12 +61,11 @@ class Area:
     identity_file: Path
     key_file: Path
     dumps: dict[str, Path]
-    verify: Verifier
 
 
 @pytest.fixture(scope="module")
 def area(
-    source_server: SourceServer,  # noqa: F811
+    source_server: SourceServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Area]:
     root = tmp_path_factory.mktemp("verify-formats")
@@ -99,19 +92,19 @@ def area(
     key_file = write_key_file(root / "signer.key", facts.signer_private_key)
     with stacks_node_for(facts) as node:
         yield Area(
-            root,
-            facts,
-            node,
-            repo,
-            state,
-            custom_id,
-            directory_id,
-            encrypted_id,
-            dkg_only_id,
-            identity_file,
-            key_file,
-            dumps,
-            Verifier(root / "work"),
+            root=root,
+            facts=facts,
+            node=node,
+            repo=repo,
+            state=state,
+            verify=Verifier(root / "work"),
+            custom_id=custom_id,
+            directory_id=directory_id,
+            encrypted_id=encrypted_id,
+            dkg_only_id=dkg_only_id,
+            identity_file=identity_file,
+            key_file=key_file,
+            dumps=dumps,
         )
 
 

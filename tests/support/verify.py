@@ -128,6 +128,20 @@ class Verifier:
         return VerifyRun(result, leftovers)
 
 
+@dataclass
+class VerifyArea:
+    """What a verify test module sets up once: a generated database (`facts`) backed up into
+    `repo` with the state directory `state`, a fake node serving its chain, and a Verifier.
+    Test modules subclass it with their own backups."""
+
+    root: Path
+    facts: GeneratedDb
+    node: FakeStacksNode
+    repo: Path
+    state: Path  # the state directory the backups were taken with
+    verify: Verifier
+
+
 def take_backup(
     db_url: str, repo: Path, state_dir: Path, *extra: str, cwd: Path | None = None
 ) -> tuple[str, Path]:
