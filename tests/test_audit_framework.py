@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -188,12 +189,18 @@ def test_secrets_added_by_concurrent_checks_are_all_kept(tmp_path: Path) -> None
         for value in found[thread * 200 : (thread + 1) * 200]:
             ctx.add_secret(value)
 
-    workers = [threading.Thread(target=add, args=(t,)) for t in range(8)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    leaked = [value for value in found if value in ctx.scrub(" ".join(found))]
+    # Switch threads often so that unsynchronised read-modify-writes would lose secrets.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        workers = [threading.Thread(target=add, args=(t,)) for t in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    leaked = [value for value in found if ctx.scrub(value) == value]
     assert leaked == []
 
 
