@@ -116,6 +116,19 @@ def test_former_administrators_do_not_count(tmp_path: Path) -> None:
     assert findings["OPS-001"].detail == "1 administrator(s) on the roster: alice"
 
 
+def test_removed_date_written_as_a_string_counts_too(tmp_path: Path) -> None:
+    """The secrets inventory accepts "YYYY-MM-DD" strings; the roster check agrees."""
+    write(
+        tmp_path,
+        ROSTER,
+        admin("alice", "UTC", "Mon-Fri 08:00-17:00")
+        + admin("bob", "UTC", "Mon-Fri 08:00-17:00")
+        + 'removed = "2026-02-01"\n',
+    )
+    findings = run_area("operations", settings(tmp_path, runbooks=[]), root=tmp_path)
+    assert findings["OPS-001"].detail == "1 administrator(s) on the roster: alice"
+
+
 def test_no_roster_and_broken_roster(tmp_path: Path) -> None:
     findings = run_area("operations", make_settings(tmp_path), root=tmp_path)
     assert statuses(findings) == {

@@ -60,7 +60,7 @@ class SecretsInventory:
     problems: list[str]
 
 
-def _date(value: Any) -> date | None:
+def parse_roster_date(value: Any) -> date | None:
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
@@ -107,7 +107,7 @@ def _secret(entry: Any) -> Secret | str:
     name = str(entry.get("name") or "").strip()
     if not name:
         return "no name"
-    rotated = _date(entry.get("last_rotated"))
+    rotated = parse_roster_date(entry.get("last_rotated"))
     if rotated is None:
         return f"{name}: last_rotated missing or not a date"
     max_age = entry.get("max_age_days")
@@ -150,7 +150,7 @@ def roster(ctx: HostContext) -> list[Admin]:
             for entry in doc[table]
         ]
         return [
-            Admin(str(entry["name"]), _date(entry.get("removed")))
+            Admin(str(entry["name"]), parse_roster_date(entry.get("removed")))
             for entry in entries
             if isinstance(entry, dict) and entry.get("name")
         ]

@@ -37,7 +37,7 @@ from sbtc_ops.audit.framework import (
     passed,
     warned,
 )
-from sbtc_ops.audit.inventory import roster_document
+from sbtc_ops.audit.inventory import parse_roster_date, roster_document
 
 AREA = "operations"
 SECTION = "Redundancy in operations"
@@ -151,10 +151,10 @@ def roster(ctx: HostContext) -> list[Administrator]:
 
 
 def _removed_by(value: Any, today: date) -> bool:
-    """An entry with `removed = <date>` on or before today is a former administrator."""
-    if isinstance(value, datetime):
-        value = value.date()
-    return isinstance(value, date) and value <= today
+    """An entry with `removed = <date>` on or before today is a former administrator; the
+    date may be a TOML date or a "YYYY-MM-DD" string, as the secrets inventory reads it."""
+    removed = parse_roster_date(value)
+    return removed is not None and removed <= today
 
 
 @check(
