@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from sbtc_ops.errors import UsageError
+from sbtc_ops.proc import signal_group
 from sbtc_ops.results import CheckResult, Status
 
 if TYPE_CHECKING:
@@ -348,10 +349,7 @@ class SubprocessRunner:
 
 def _signal_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the command's process group (its children too), else the command itself."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
+    signal_group(proc, signal.SIGKILL)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -16,7 +16,7 @@ from sbtc_ops.backup.crypto import HashingWriter, encrypt_stream
 from sbtc_ops.backup.source import ConnectionTarget
 from sbtc_ops.errors import DependencyError
 from sbtc_ops.pg.binaries import PgBinaries
-from sbtc_ops.pg.cluster import _die_with_parent_preexec
+from sbtc_ops.proc import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _pg_dump(
         stderr=subprocess.PIPE,
         env=_child_env(target),
         # A kill -9 of sbtc-ops must not leave pg_dump writing into the partial backup.
-        preexec_fn=_die_with_parent_preexec(),
+        preexec_fn=die_with_parent(),
     )
     try:
         assert proc.stderr is not None

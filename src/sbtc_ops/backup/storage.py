@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.manifest import MANIFEST_NAME, Manifest
 from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
+from sbtc_ops.files import fsync_dir, write_private_atomic
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -73,14 +74,6 @@ class Storage(Protocol):
 # -- local --------------------------------------------------------------------------------
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_tree(root: Path) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
@@ -90,19 +83,6 @@ def fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(dirpath))
-
-
-def write_private_atomic(path: Path, data: bytes) -> None:
-    """Write `path` (0600) via a temporary name, fsync it and its directory, rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    fsync_dir(path.parent)
 
 
 def _dir_size(path: Path) -> int:

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 from sbtc_ops.errors import UsageError
+from sbtc_ops.files import create_private, fsync_dir, write_all
 
 
 def prepare_private_dir(path: Path) -> None:
@@ -36,13 +37,10 @@ def write_new_private_file(path: Path, data: bytes) -> None:
     if path.exists():
         raise UsageError(f"{path} already exists; sbtc-ops never overwrites a backup")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = create_private(tmp)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -51,7 +49,7 @@ def write_new_private_file(path: Path, data: bytes) -> None:
         raise UsageError(f"{path} already exists; sbtc-ops never overwrites a backup") from None
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _link_into_place(tmp: Path, path: Path) -> None:
@@ -66,14 +64,6 @@ def _link_into_place(tmp: Path, path: Path) -> None:
         if path.exists():
             raise FileExistsError(path) from None
         tmp.rename(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def file_mode(path: Path) -> int:

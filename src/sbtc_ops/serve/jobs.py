@@ -11,8 +11,6 @@ The job bodies below run in the child. Chain and audit results live only in thei
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import re
@@ -27,6 +25,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from sbtc_ops.config import Settings, redact_url
+from sbtc_ops.proc import die_with_parent, signal_group
 from sbtc_ops.serve.scheduler import (
     ERROR,
     INTERRUPTED,
@@ -88,21 +87,7 @@ def job_specs(settings: Settings) -> list[JobSpec]:
 
 # -- the daemon side: one child process per run ---------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 60.0
-
-
-def _term_with_parent() -> Callable[[], None]:
-    # libc is loaded before fork: loading a library in the child can deadlock.
-    prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the daemon died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
 
 
 def worker_argv(job: str) -> list[str]:
@@ -120,7 +105,7 @@ def subprocess_action(env: Mapping[str, str] | None = None) -> JobAction:
             stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else None,
             start_new_session=True,  # a Ctrl-C on the daemon's terminal goes through us
-            preexec_fn=_term_with_parent(),  # prctl only: no locks taken in the child
+            preexec_fn=die_with_parent(signal.SIGTERM),  # prctl only: no locks taken in the child
         )
         stdout, why_stopped = _wait(proc, ctx)
         return result_from_child(stdout, proc.returncode, why_stopped)
@@ -145,18 +130,13 @@ def _wait(proc: subprocess.Popen[bytes], ctx: JobContext) -> tuple[bytes, str | 
         )
         if why is None:
             continue
-        _signal_group(proc, signal.SIGTERM)  # the child unwinds: clusters, temp files
+        signal_group(proc, signal.SIGTERM)  # the child unwinds: clusters, temp files
         try:
             stdout, _ = proc.communicate(timeout=_STOP_GRACE_S)
         except subprocess.TimeoutExpired:
-            _signal_group(proc, signal.SIGKILL)
+            signal_group(proc, signal.SIGKILL)
             stdout, _ = proc.communicate()
         return stdout, why
-
-
-def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signum)
 
 
 def result_from_child(stdout: bytes, returncode: int, why_stopped: str | None) -> JobResult:

@@ -14,14 +14,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -39,6 +38,7 @@ from sbtc_ops.backup.service import storages_for
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.cluster import ThrowawayCluster
+from sbtc_ops.proc import InBackground
 from sbtc_ops.results import CheckResult, Status
 from sbtc_ops.stacks import (
     AggregateKeyReading,
@@ -191,7 +191,7 @@ class Drill:
                 self.report.manifest = located.manifest.model_dump(mode="json")
             # Hashing the archive (read-only) overlaps creating the cluster; nothing is
             # restored before the checksum has passed.
-            checksum = _InBackground(lambda: self._checksum(located))
+            checksum = InBackground(lambda: self._checksum(located))
             if self._restore_and_check(located, work_dir, checksum, chain):
                 self._finish_checks("not run: an earlier check failed")
             else:
@@ -235,7 +235,7 @@ class Drill:
         )
 
     def _check_archive(
-        self, located: LocatedBackup, work_dir: Path, checksum: _InBackground[CheckResult]
+        self, located: LocatedBackup, work_dir: Path, checksum: InBackground[CheckResult]
     ) -> PreparedArchive | None:
         if self.phase_hook:
             self.phase_hook("checksum")
@@ -262,7 +262,7 @@ class Drill:
         self,
         located: LocatedBackup,
         work_dir: Path,
-        checksum: _InBackground[CheckResult],
+        checksum: InBackground[CheckResult],
         chain: _ChainFutures,
     ) -> bool:
         """False when the archive failed before anything was restored."""
@@ -507,29 +507,6 @@ def _announce_kept(connection_help: str) -> None:
         f"(connect with dbname={RESTORED_DB})",
         file=sys.stderr,
     )
-
-
-class _InBackground(Generic[T]):
-    """`fn()` in a daemon thread, for read-only work that may simply die with the process
-    (Ctrl-C must not wait for it). `result()` waits and re-raises its exception."""
-
-    def __init__(self, fn: Callable[[], T]) -> None:
-        self._result: T | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Callable[[], T]) -> None:
-        try:
-            self._result = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-            self._error = exc
-
-    def result(self) -> T:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return cast(T, self._result)
 
 
 def _key_text(value: bytes | None) -> str | None:

@@ -1,0 +1,108 @@
+"""Private files, once: complete-or-fail atomic writes, fsync, and reads that neither follow
+symlinks nor block on special files nor read without bound.
+
+sbtc-ops runs as root next to the signer's key and reads paths other users may control (a
+cluster directory handed to the unprivileged server user, a backup location, an audited
+tree). Every such write and read goes through here. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+from sbtc_ops.errors import SbtcOpsError
+
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+class UnsafeFileError(SbtcOpsError):
+    """A path is not the regular file it should be (a symlink, FIFO, device), or too big."""
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """os.write until every byte is written: a short write (full disk, signal) is not done."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:  # pragma: no cover - os.write raises instead on Linux
+            raise OSError("write made no progress")
+        view = view[written:]
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def create_private(path: Path, mode: int = PRIVATE_FILE_MODE) -> int:
+    """A new file (O_EXCL: never an existing one, never through a symlink); its fd."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+
+
+def write_private_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` (0600), all or nothing: a fresh temporary file in the same
+    directory, every byte written and fsynced, renamed over `path`, directory fsynced.
+
+    On any failure the temporary file is removed and `path` is untouched."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover of a killed run of ours with the same pid
+    fd = create_private(tmp)
+    try:
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def open_regular(path: Path, *, dir_fd: int | None = None) -> int:
+    """Open an existing regular file read-only without following a final symlink and without
+    blocking on a FIFO; UnsafeFileError when it is anything but a regular file."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: a symlink
+            raise UnsafeFileError(f"{path} is a symbolic link") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise UnsafeFileError(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_capped(path: Path, max_bytes: int, *, dir_fd: int | None = None) -> bytes:
+    """The bytes of a regular file of at most `max_bytes` (see open_regular)."""
+    fd = open_regular(path, dir_fd=dir_fd)
+    try:
+        if os.fstat(fd).st_size > max_bytes:
+            raise UnsafeFileError(f"{path} is larger than {max_bytes} bytes")
+        chunks = []
+        remaining = max_bytes + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise UnsafeFileError(f"{path} is larger than {max_bytes} bytes")
+    return data

@@ -1,0 +1,116 @@
+"""Child processes, once: children that die with their parent, process-group termination,
+bounded stops, and background threads whose exceptions reach the waiting thread.
+
+Everything that starts a program goes through these helpers, so "nothing outlives a run"
+is implemented (and tested) in one place. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar, cast
+
+T = TypeVar("T")
+
+_PR_SET_PDEATHSIG = 1
+_libc_prctl: Any = None
+
+# What a program we start may inherit from our environment when it must not see our secrets
+# (the signer's key, S3 and database passwords live in the environment of a service).
+SAFE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _prctl() -> Any:
+    """libc's prctl, loaded in the parent: loading a library after fork() can deadlock."""
+    global _libc_prctl
+    if _libc_prctl is None:
+        _libc_prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return _libc_prctl
+
+
+def die_with_parent(signum: int = signal.SIGKILL) -> Callable[[], None]:
+    """A preexec_fn: the child gets `signum` when the thread that forked it dies.
+
+    CPython runs preexec_fn after switching user/group, which matters: a credential change
+    clears the parent-death signal. The parent-death signal follows the *thread* that
+    started the child: start long-lived children from a thread that lives as long as they do.
+    """
+    prctl = _prctl()
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signum)
+
+    return preexec
+
+
+def signal_group(proc: subprocess.Popen[Any], signum: int = signal.SIGKILL) -> None:
+    """Signal the child's process group (its own children too), else the child itself.
+
+    Children started with start_new_session=True lead their own group."""
+    try:
+        os.killpg(proc.pid, signum)
+    except PermissionError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+    except ProcessLookupError:
+        pass
+
+
+def stop(proc: subprocess.Popen[Any], *, grace_s: float = 5.0, signum: int = signal.SIGTERM) -> int:
+    """Ask the child's group to stop, SIGKILL it after `grace_s`, reap it; its exit status."""
+    if proc.poll() is not None:
+        return proc.returncode
+    signal_group(proc, signum)
+    try:
+        return proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        signal_group(proc, signal.SIGKILL)
+        return proc.wait()
+
+
+def minimal_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An allow-listed environment: locale and a standard PATH, nothing of ours (no secrets,
+    no PG* redirections), plus `extra`."""
+    env = {key: os.environ[key] for key in SAFE_ENV_KEYS if key in os.environ}
+    env["PATH"] = SAFE_PATH
+    env.update(extra or {})
+    return env
+
+
+class InBackground(Generic[T]):
+    """`fn()` in a daemon thread; `result()` waits and re-raises its exception.
+
+    For work that may simply die with the process (Ctrl-C must not wait for it)."""
+
+    def __init__(self, fn: Callable[[], T], name: str = "background") -> None:
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], T]) -> None:
+        try:
+            self._result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self._error = exc
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self, timeout: float | None = None) -> T:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError("background work still running")
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._result)
