@@ -66,9 +66,15 @@ def test_cluster_is_private_unprivileged_socket_only_and_removed(cluster_parent:
         base, pid = cluster.base_dir, cluster.pid
         assert pid is not None
         assert base.parent == cluster_parent.resolve()
-        assert base.stat().st_mode & 0o777 == 0o700
-        assert cluster.socket_dir.stat().st_mode & 0o777 == 0o700
-        assert base.stat().st_uid == cluster.run_as.uid
+        # The base stays ours (nothing of the server's user can be planted where we write);
+        # the server's user may only pass through it to its own data and socket directories.
+        handed_over = not cluster.run_as.is_current
+        assert base.stat().st_mode & 0o777 == (0o711 if handed_over else 0o700)
+        assert base.stat().st_uid == os.geteuid()
+        for own in (cluster.socket_dir, cluster.data_dir):
+            assert own.stat().st_mode & 0o777 == 0o700
+            assert own.stat().st_uid == cluster.run_as.uid
+        assert (base / "owner.pid").stat().st_uid == os.geteuid()
         if os.geteuid() == 0:
             assert process_uid(pid) == cluster.run_as.uid != 0
         assert not socket_inodes(pid) & listening_tcp_inodes(), "a TCP listener is open"

@@ -106,6 +106,13 @@ class BackupSettings(_Section):
         None, description="age identity file, needed only by verify and restore."
     )
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    max_expanded_mb: int | None = Field(
+        None,
+        ge=1,
+        description="Cap on what a compressed dump may expand to during verify/restore "
+        "(decompression bombs); default 100x its compressed size, at least 64 MiB.",
+        examples=[4096],
+    )
 
     @field_validator("recipients")
     @classmethod

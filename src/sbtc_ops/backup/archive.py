@@ -4,12 +4,17 @@ archive: fetched, checksum-checked, decrypted and decompressed, its format detec
 Accepted: sbtc-ops backups (custom or directory format, optionally age-encrypted), and any
 pg_dump output an operator already has — plain SQL, custom, directory or tar, optionally
 gzip- or zstd-compressed or age-encrypted.
+
+Everything here treats the archive as hostile (docs/threat-model.md): files are staged and
+hashed before use (backup/staging.py); decompression runs in the sandbox, its output capped;
+only the finished archive is handed to the sandbox user that restores it.
 """
 
 from __future__ import annotations
 
-import gzip
+import os
 import shutil
+import subprocess
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +22,23 @@ from typing import Any, Literal
 
 from sbtc_ops.backup.crypto import AGE_MAGIC, AGE_SUFFIX, decrypt_file, load_identities
 from sbtc_ops.backup.ids import is_backup_id
-from sbtc_ops.backup.manifest import MANIFEST_NAME, Manifest, verify_files
+from sbtc_ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
+from sbtc_ops.backup.staging import Staging, stage_manifest_files, stage_unlisted
 from sbtc_ops.backup.storage import Storage
 from sbtc_ops.errors import SbtcOpsError, UsageError
+from sbtc_ops.files import create_private, read_capped, write_all
+from sbtc_ops.pg.sandbox import Sandbox
 
 ArchiveFormat = Literal["custom", "directory", "tar", "plain"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CUSTOM_MAGIC = b"PGDMP"
+# Decompressed output may be this many times the compressed input, and at least the floor:
+# plain SQL compresses 5-10x, a bomb 1000x. Overridden by backup.max_expanded_mb.
+EXPANSION_RATIO = 100
+EXPANSION_FLOOR = 64 << 20
+FREE_SPACE_MARGIN = 256 << 20
 
 
 class ArchiveError(SbtcOpsError):
@@ -48,6 +61,24 @@ class PreparedArchive:
     path: Path
     format: ArchiveFormat
     steps: list[str] = field(default_factory=list)  # what was done: decrypted, decompressed…
+
+
+@dataclass
+class StagedBackup:
+    """A backup's files copied into the staging directory, and what their check found."""
+
+    root: Path
+    problems: list[str]
+
+
+def stage(located: LocatedBackup, staging: Staging) -> StagedBackup:
+    """Copy the backup into `staging`, checking each file against its manifest while copying
+    (files fetched from S3 are already there and are hashed in place)."""
+    if located.manifest is None:
+        return StagedBackup(stage_unlisted(located.root, staging), [])
+    in_place = located.root.resolve().is_relative_to(staging.root.resolve())
+    problems = stage_manifest_files(located.root, located.manifest, staging, in_place=in_place)
+    return StagedBackup(located.root if in_place else staging.archive, problems)
 
 
 def locate(
@@ -82,7 +113,9 @@ def _locate_path(ref: str, path: Path) -> LocatedBackup:
     manifest_path = path / MANIFEST_NAME if path.is_dir() else path.parent / MANIFEST_NAME
     manifest = None
     if manifest_path.is_file():
-        manifest = Manifest.from_bytes(manifest_path.read_bytes(), str(manifest_path))
+        manifest = Manifest.from_bytes(
+            read_capped(manifest_path, MAX_MANIFEST_BYTES), str(manifest_path)
+        )
         if path.is_file():
             if all(entry.path != path.name for entry in manifest.files):
                 manifest = None  # a stray file next to a backup: not covered by its manifest
@@ -91,25 +124,42 @@ def _locate_path(ref: str, path: Path) -> LocatedBackup:
     return LocatedBackup(ref, manifest.id if manifest else None, root, manifest)
 
 
-def check_checksums(located: LocatedBackup) -> list[str]:
-    """Problems with the files against the manifest; empty when they match."""
-    if located.manifest is None:
-        return []
-    return verify_files(located.root, located.manifest.files)
+@dataclass
+class _Preparing:
+    """What prepare() needs along the way."""
+
+    staging: Staging
+    sandbox: Sandbox
+    identity_file: Path | None
+    max_expanded: int | None
+    steps: list[str] = field(default_factory=list)
+    _identities: list[Any] | None = None
+
+    def identities(self) -> list[Any]:
+        if self._identities is None:
+            self._identities = load_identities(self.identity_file)
+        return self._identities
 
 
-def prepare(located: LocatedBackup, work_dir: Path, identity_file: Path | None) -> PreparedArchive:
-    """Decrypt and decompress into `work_dir` as needed; detect the archive format."""
-    steps: list[str] = []
-    identities: list[Any] | None = None
+def prepare(
+    staged: StagedBackup,
+    staging: Staging,
+    identity_file: Path | None,
+    *,
+    max_expanded_bytes: int | None = None,
+) -> PreparedArchive:
+    """Decrypt and decompress inside `staging` as needed, detect the archive format, and hand
+    the result to the sandbox user. Call only once the staged files passed their check."""
+    ctx = _Preparing(staging, Sandbox(staging.run_as), identity_file, max_expanded_bytes)
+    prepared = _prepare(staged.root, ctx)
+    staging.hand_over(prepared.path)
+    return prepared
 
-    def identities_once() -> list[Any]:
-        nonlocal identities
-        if identities is None:
-            identities = load_identities(identity_file)
-        return identities
 
-    root = located.root
+def _prepare(root: Path, ctx: _Preparing) -> PreparedArchive:
+    work_dir = ctx.staging.root
+    steps = ctx.steps
+    identities_once = ctx.identities
     if root.is_dir():
         directory = _dump_directory(root)
         encrypted = [p for p in directory.rglob(f"*{AGE_SUFFIX}") if p.is_file()]
@@ -131,8 +181,8 @@ def prepare(located: LocatedBackup, work_dir: Path, identity_file: Path | None) 
         if (directory / "toc.dat").is_file():
             return PreparedArchive(directory, "directory", steps)
         single = _single_dump_file(directory)
-        return _prepare_file(single, work_dir, identities_once, steps)
-    return _prepare_file(root, work_dir, identities_once, steps)
+        return _prepare_file(single, ctx)
+    return _prepare_file(root, ctx)
 
 
 def _dump_directory(root: Path) -> Path:
@@ -156,46 +206,85 @@ def _magic(path: Path, size: int = 512) -> bytes:
         return handle.read(size)
 
 
-def _prepare_file(path: Path, work_dir: Path, identities: Any, steps: list[str]) -> PreparedArchive:
+def _prepare_file(path: Path, ctx: _Preparing) -> PreparedArchive:
+    work_dir, steps = ctx.staging.root, ctx.steps
     current = path
     for _ in range(3):  # age → compression → dump, in that order at most
         head = _magic(current)
         if head.startswith(AGE_MAGIC):
             target = work_dir / f"decrypted-{len(steps)}"
-            decrypt_file(current, target, identities())
+            decrypt_file(current, target, ctx.identities())
             steps.append("decrypted (age)")
             current = target
-        elif head.startswith(GZIP_MAGIC):
-            target = work_dir / f"gunzipped-{len(steps)}"
-            _decompress_gzip(current, target)
-            steps.append("decompressed (gzip)")
-            current = target
-        elif head.startswith(ZSTD_MAGIC):
-            target = work_dir / f"unzstd-{len(steps)}"
-            _decompress_zstd(current, target)
-            steps.append("decompressed (zstd)")
+        elif head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
+            kind = "gzip" if head.startswith(GZIP_MAGIC) else "zstd"
+            target = work_dir / f"expanded-{len(steps)}"
+            _expand(kind, current, target, ctx)
+            steps.append(f"decompressed ({kind})")
             current = target
         else:
             break
     return PreparedArchive(current, _detect_format(current), steps)
 
 
-def _decompress_gzip(source: Path, target: Path) -> None:
+def expansion_limit(source_size: int, configured: int | None, free_bytes: int) -> int:
+    """How many bytes a compressed file may expand to: the configured cap, else a generous
+    multiple of its size; never more than the free space (less a margin) allows."""
+    limit = configured or max(EXPANSION_RATIO * source_size, EXPANSION_FLOOR)
+    return max(0, min(limit, free_bytes - FREE_SPACE_MARGIN))
+
+
+def _expand(kind: str, source: Path, target: Path, ctx: _Preparing) -> None:
+    """Decompress `source` into `target` in the sandbox (the decompressor parses hostile
+    bytes; it gets them on stdin and has no file access of its own); we only copy its
+    output, counting, and stop it at the limit."""
+    free = shutil.disk_usage(target.parent).free
+    limit = expansion_limit(source.stat().st_size, ctx.max_expanded, free)
+    tool = shutil.which("gzip" if kind == "gzip" else "zstd")
+    if tool is None:
+        raise ArchiveError(
+            f"{source.name} is {kind}-compressed and no `{'gzip' if kind == 'gzip' else 'zstd'}` "
+            "program is installed to expand it in the sandbox",
+            hint=f"install it (Debian: apt-get install {kind}), or decompress the file yourself",
+        )
+    with source.open("rb") as reader:
+        proc = ctx.sandbox.popen(
+            [tool, "-dc"], stdin=reader, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
     try:
-        with gzip.open(source, "rb") as reader, target.open("wb") as writer:
-            shutil.copyfileobj(reader, writer, 1 << 20)
-    except (OSError, EOFError) as exc:
-        raise ArchiveError(f"{source.name}: gzip data is corrupt: {exc}") from None
+        written = _copy_capped(proc, target, limit)
+        _, stderr = proc.communicate()
+    except BaseException:
+        ctx.sandbox.kill(proc)
+        proc.wait()
+        target.unlink(missing_ok=True)
+        raise
+    if written is None:
+        raise ArchiveError(
+            f"{source.name}: decompressed data exceeds {limit >> 20} MiB (from "
+            f"{source.stat().st_size} bytes compressed): refusing it as a decompression bomb",
+            hint="if the archive is genuine, raise backup.max_expanded_mb, or free disk space",
+        )
+    if proc.returncode != 0:
+        detail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        raise ArchiveError(f"{source.name}: {kind} data is corrupt: {detail[0]}")
 
 
-def _decompress_zstd(source: Path, target: Path) -> None:
-    import zstandard
-
+def _copy_capped(proc: subprocess.Popen[bytes], target: Path, limit: int) -> int | None:
+    """Copy the child's stdout into `target`; None (child killed) past `limit` bytes."""
+    assert proc.stdout is not None
+    out = create_private(target)
+    written = 0
     try:
-        with source.open("rb") as reader, target.open("wb") as writer:
-            zstandard.ZstdDecompressor().copy_stream(reader, writer)
-    except zstandard.ZstdError as exc:
-        raise ArchiveError(f"{source.name}: zstd data is corrupt: {exc}") from None
+        while chunk := proc.stdout.read(1 << 20):
+            written += len(chunk)
+            if written > limit:
+                proc.kill()
+                return None
+            write_all(out, chunk)
+    finally:
+        os.close(out)
+    return written
 
 
 def _detect_format(path: Path) -> ArchiveFormat:

@@ -8,25 +8,45 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sbtc_ops.errors import SbtcOpsError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 HASH_CHUNK = 1 << 20
+MAX_MANIFEST_BYTES = 4 << 20  # a manifest of a real backup is a few kB
+MAX_MEMBER_DEPTH = 2  # "signer.dump", or "signer.dir/toc.dat" for directory-format dumps
+_MEMBER_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def member_parts(name: str) -> tuple[str, ...]:
+    """The components of a file name a manifest gives, or ValueError when it could leave the
+    backup's directory or name something odd: an absolute path, `..`, an empty component, a
+    NUL, a hidden file, more than MAX_MEMBER_DEPTH levels. A manifest is hostile input."""
+    parts = tuple(name.split("/"))
+    if len(parts) > MAX_MEMBER_DEPTH or not all(_MEMBER_PART.fullmatch(p) for p in parts):
+        raise ValueError(f"unsafe file name {name!r} in manifest")
+    return parts
 
 
 class FileEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     path: str  # relative to the backup directory, '/'-separated
-    size: int
-    sha256: str
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("path")
+    @classmethod
+    def _safe_path(cls, value: str) -> str:
+        member_parts(value)
+        return value
 
 
 class SourceInfo(BaseModel):
@@ -84,6 +104,8 @@ class Manifest(BaseModel):
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> Manifest:
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise SbtcOpsError(f"{where}: larger than {MAX_MANIFEST_BYTES} bytes: not a manifest")
         try:
             return cls.model_validate(json.loads(data))
         except (ValueError, ValidationError) as exc:

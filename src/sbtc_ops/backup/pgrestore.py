@@ -1,19 +1,32 @@
-"""Running pg_restore / psql on a prepared archive, collecting every error line."""
+"""Running pg_restore / psql on a prepared archive, in the sandbox, collecting every error.
+
+A plain-SQL dump is replayed by psql reading its standard input, which we feed: first a
+`\\restrict` with a key the dump cannot know, so every psql meta-command in the dump (`\\!`
+runs a shell, `\\o` and `\\copy` write files, `\\connect` switches databases) is refused;
+the dump's own `\\restrict`/`\\unrestrict` lines (pg_dump ≥ 17.6 writes them) are dropped.
+"""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
+import secrets
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from sbtc_ops.backup.archive import PreparedArchive
 from sbtc_ops.pg.binaries import PgBinaries
+from sbtc_ops.pg.sandbox import Sandbox
 
-_ERROR_LINE = re.compile(r"(pg_restore: error:|ERROR:|FATAL:|psql:.*ERROR)")
+_ERROR_LINE = re.compile(r"(pg_restore: error:|ERROR:|FATAL:|psql:.*(ERROR|error))")
 _IGNORED = re.compile(r"errors ignored on restore: (\d+)")
+_RESTRICT_LINE = re.compile(rb"^\\(un)?restrict(\s.*)?$")
+_COPY_START = re.compile(rb"^COPY .* FROM stdin;\s*$")
+_COPY_END = b"\\."
 
 
 @dataclass
@@ -32,7 +45,7 @@ def restore_argv(
     binaries: PgBinaries, archive: PreparedArchive, conninfo: str, *, jobs: int, strict: bool
 ) -> list[str]:
     """strict=True stops at the first error (disaster recovery); otherwise every error is
-    collected, so a verification report can quote them."""
+    collected, so a verification report can quote them. A plain dump comes on stdin."""
     if archive.format == "plain":
         return [
             str(binaries.psql),
@@ -42,7 +55,7 @@ def restore_argv(
             "-v",
             f"ON_ERROR_STOP={1 if strict else 0}",
             "-f",
-            str(archive.path),
+            "-",
             "--dbname",
             conninfo,
         ]
@@ -63,30 +76,74 @@ def restore_argv(
     return argv
 
 
-def run_restore(argv: list[str], env_extra: dict[str, str]) -> RestoreRun:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(env_extra)
+def feed_plain_sql(source: Path, sink: IO[bytes], key: str) -> None:
+    """Write `source` to psql's stdin behind a `\\restrict KEY`, without the dump's own
+    restrict lines (outside COPY data, where they would be meta-commands)."""
+    sink.write(f"\\restrict {key}\n".encode())
+    in_copy = False
+    with source.open("rb") as reader:
+        for line in reader:
+            bare = line.rstrip(b"\r\n")
+            if in_copy:
+                in_copy = bare != _COPY_END
+            elif _COPY_START.match(bare):
+                in_copy = True
+            elif _RESTRICT_LINE.match(bare):
+                continue
+            sink.write(line)
+
+
+def run_restore(
+    argv: list[str],
+    env_extra: dict[str, str],
+    sandbox: Sandbox,
+    plain_source: Path | None = None,
+) -> RestoreRun:
     start = time.perf_counter()
-    proc = subprocess.Popen(
+    proc = sandbox.popen(
         argv,
-        stdin=subprocess.DEVNULL,
+        env=env_extra,
+        stdin=subprocess.PIPE if plain_source is not None else subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env=env,
-        text=True,
-        errors="replace",
     )
+    feeder = _start_feeder(proc, plain_source)
     try:
-        _, stderr = proc.communicate()
+        assert proc.stderr is not None
+        stderr = proc.stderr.read().decode(errors="replace")
+        proc.wait()
+        if feeder is not None:
+            feeder.join()
     except BaseException:
-        proc.kill()
+        sandbox.kill(proc)
         proc.wait()
         raise
+    sandbox.sweep(proc)
     errors = [line.strip() for line in stderr.splitlines() if _ERROR_LINE.search(line)]
     ignored = _IGNORED.search(stderr)
     if ignored and not errors:
         errors.append(f"pg_restore: errors ignored on restore: {ignored.group(1)}")
     return RestoreRun(proc.returncode, errors, time.perf_counter() - start, argv)
+
+
+def _start_feeder(proc: subprocess.Popen[bytes], source: Path | None) -> threading.Thread | None:
+    if source is None:
+        return None
+    stdin = proc.stdin
+    assert stdin is not None
+    key = secrets.token_hex(16)
+
+    def feed() -> None:
+        # psql may stop reading (ON_ERROR_STOP, killed): its exit status says why.
+        with contextlib.suppress(OSError):
+            try:
+                feed_plain_sql(source, stdin, key)
+            finally:
+                stdin.close()
+
+    thread = threading.Thread(target=feed, name="psql-feed", daemon=True)
+    thread.start()
+    return thread
 
 
 def archive_size(path: Path) -> int:

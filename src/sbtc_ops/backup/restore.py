@@ -6,20 +6,21 @@ signer database unless --overwrite-live-db repeats its name.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sbtc_ops.backup.archive import check_checksums, locate, prepare
+from sbtc_ops.backup.archive import locate, prepare, stage
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.pgrestore import restore_argv, run_restore
 from sbtc_ops.backup.service import storages_for
 from sbtc_ops.backup.source import ConnectionTarget, parse_target
+from sbtc_ops.backup.staging import Staging, StagingError
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.binaries import find_binaries
+from sbtc_ops.pg.runas import resolve_run_as
+from sbtc_ops.pg.sandbox import Sandbox
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,16 @@ def _pg_major(version: str | None) -> int | None:
 def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str, Any]:
     target = parse_target(request.target_db, what="--target-db")
     _refuse_live(target, settings, request.overwrite_live)
-    work_dir = Path(tempfile.mkdtemp(prefix="sbtc-ops-restore-"))
-    try:
-        located = locate(request.backup_ref, storages_for_restore(settings, request), work_dir)
-        problems = check_checksums(located)
+    run_as = resolve_run_as(settings.postgres.run_as)
+    with Staging(run_as, prefix="sbtc-ops-restore-") as staging:
+        located = locate(
+            request.backup_ref, storages_for_restore(settings, request), staging.root / "fetched"
+        )
+        try:
+            staged = stage(located, staging)
+            problems = staged.problems
+        except StagingError as exc:
+            problems = [str(exc)]
         if problems:
             raise SbtcOpsError(
                 f"backup {located.ref} fails its checksum, nothing was restored: "
@@ -93,7 +100,13 @@ def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str
                 f"{target.shown} is not empty ({tables} tables); nothing was restored",
                 hint="restore into a new empty database, or add --force",
             )
-        archive = prepare(located, work_dir, settings.backup.identity_file)
+        max_mb = settings.backup.max_expanded_mb
+        archive = prepare(
+            staged,
+            staging,
+            settings.backup.identity_file,
+            max_expanded_bytes=max_mb << 20 if max_mb else None,
+        )
         manifest = located.manifest
         binaries = find_binaries(
             settings.postgres.bin_dir,
@@ -105,7 +118,8 @@ def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str
         argv = restore_argv(
             binaries, archive, target.conninfo_without_password, jobs=jobs, strict=True
         )
-        run = run_restore(argv, target.child_env)
+        plain = archive.path if archive.format == "plain" else None
+        run = run_restore(argv, target.child_env, Sandbox(run_as), plain)
         if not run.ok:
             detail = "; ".join(target.scrub(e) for e in run.errors[:5]) or f"exit {run.returncode}"
             raise SbtcOpsError(f"restore into {target.shown} failed: {detail}")
@@ -116,8 +130,6 @@ def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str
             "steps": archive.steps,
             "duration_s": round(run.duration_s, 3),
         }
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def storages_for_restore(settings: Settings, request: RestoreRequest) -> list[Any]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from sbtc_ops.backup.ids import is_backup_id
-from sbtc_ops.backup.manifest import MANIFEST_NAME, Manifest
+from sbtc_ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, member_parts
 from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
 from sbtc_ops.files import fsync_dir, write_private_atomic
 
@@ -83,6 +83,18 @@ def fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(dirpath))
+
+
+def confined_path(base: Path, parts: tuple[str, ...]) -> Path:
+    """base/parts…, its parent directories created (0700), refusing anything that would
+    resolve outside `base` (a checked name cannot, but the directory tree might hold a link)."""
+    destination = base.joinpath(*parts)
+    destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not destination.parent.resolve().is_relative_to(base.resolve()):
+        raise SbtcOpsError(f"{'/'.join(parts)} would be written outside {base}")
+    if destination.is_symlink():
+        destination.unlink()
+    return destination
 
 
 def _dir_size(path: Path) -> int:
@@ -377,7 +389,9 @@ class S3Storage:
     def read_manifest(self, backup_id: str) -> Manifest:
         key = self._key(backup_id, MANIFEST_NAME)
         with self._errors(f"reading {key}"):
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(
+                MAX_MANIFEST_BYTES + 1
+            )
         return Manifest.from_bytes(body, f"{self.url}/{backup_id}/{MANIFEST_NAME}")
 
     def _upload(self, path: Path, key: str, sha256: str | None, progress: Progress) -> None:
@@ -426,17 +440,23 @@ class S3Storage:
                 self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def fetch(self, backup_id: str, work_dir: Path, progress: Progress) -> Path:
+        """Download exactly the files the manifest names (each name checked, each kept
+        under `work_dir`, none larger than the manifest says); other objects under the
+        backup's prefix are never fetched, whatever their keys."""
+        if not is_backup_id(backup_id):
+            raise UsageError(f"{backup_id!r} is not a backup id")
+        manifest = self.read_manifest(backup_id)
         target = work_dir / backup_id
         target.mkdir(mode=0o700, parents=True, exist_ok=True)
-        prefix = self._key(backup_id) + "/"
-        for obj in self._list_objects().get(backup_id, []):
-            relative = obj["Key"][len(prefix) :]
-            destination = target / relative
-            destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with self._errors(f"downloading {obj['Key']}"):
-                self.client.download_file(
-                    self.bucket, obj["Key"], str(destination), Callback=progress
-                )
+        for entry in manifest.files:
+            destination = confined_path(target, member_parts(entry.path))
+            key = self._key(backup_id, entry.path)
+            with self._errors(f"downloading {key}"):
+                size = int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+                if size != entry.size:
+                    # Not downloaded: the checksum check reports the missing file.
+                    continue
+                self.client.download_file(self.bucket, key, str(destination), Callback=progress)
             destination.chmod(0o600)
         return target
 

@@ -13,7 +13,6 @@ thread that lives as long as the cluster (normally the main thread).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -30,8 +29,10 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Self
 
 from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
-from sbtc_ops.pg.binaries import ALL_TOOLS, PgBinaries, clean_env, find_binaries, is_dir_safe
+from sbtc_ops.files import UnsafeFileError, create_private, read_capped, write_all
+from sbtc_ops.pg.binaries import ALL_TOOLS, PgBinaries, find_binaries, is_dir_safe
 from sbtc_ops.pg.runas import RunAs, check_can_execute, resolve_run_as
+from sbtc_ops.pg.sandbox import Sandbox
 
 if TYPE_CHECKING:
     import psycopg
@@ -62,43 +63,11 @@ TUNED_SETTINGS: dict[str, str] = {
     "jit": "off",
 }
 
-_PR_SET_PDEATHSIG = 1
-_libc_prctl: Any = None
-
-
-def _prctl() -> Any:
-    """libc's prctl, loaded in the parent: loading a library after fork() can deadlock."""
-    global _libc_prctl
-    if _libc_prctl is None:
-        _libc_prctl = ctypes.CDLL(None, use_errno=True).prctl
-    return _libc_prctl
-
-
-def _die_with_parent_preexec() -> Callable[[], None]:
-    """A preexec_fn that makes the child get SIGKILL when the thread that forked it dies.
-
-    CPython runs preexec_fn after switching user/group, which matters: a credential change
-    clears the parent-death signal.
-    """
-    prctl = _prctl()
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return preexec
-
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
-
-
-def _conf_quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 class ThrowawayCluster:
@@ -142,6 +111,7 @@ class ThrowawayCluster:
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._previous_sigterm: Any = None
+        self.sandbox = Sandbox(self.run_as)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> ThrowawayCluster:
@@ -173,12 +143,17 @@ class ThrowawayCluster:
         return self.base_dir / "postgres.log"
 
     @property
+    def hba_path(self) -> Path:
+        return self.base_dir / "pg_hba.conf"
+
+    @property
     def port(self) -> int:
         return self._port
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        """The postmaster's pid (inside a sandbox namespace: its pid as this host sees it)."""
+        return self.sandbox.main_pid(self._process) if self._process is not None else None
 
     @property
     def running(self) -> bool:
@@ -206,23 +181,35 @@ class ThrowawayCluster:
             f"@127.0.0.1:{self.port}/{quote(dbname, safe='')}"
         )
 
-    def client_env(self) -> dict[str, str]:
-        """Environment for client programs (psql, pg_restore, pg_amcheck) aimed at this cluster."""
-        return {
-            **clean_env(),
-            "PGHOST": str(self.socket_dir),
-            "PGPORT": str(self.port),
-            "PGUSER": self.superuser,
-        }
+    def client_env(self, user: str | None = None) -> dict[str, str]:
+        """Environment for client programs (psql, pg_restore, pg_amcheck) aimed at this
+        cluster: only what they need (see Sandbox.env), nothing of ours."""
+        return self.sandbox.env(
+            {
+                "PGHOST": str(self.socket_dir),
+                "PGPORT": str(self.port),
+                "PGUSER": user or self.superuser,
+            }
+        )
 
     # -- using it --------------------------------------------------------------------------
 
     def connect(
-        self, dbname: str = "postgres", *, autocommit: bool = True
+        self,
+        dbname: str = "postgres",
+        *,
+        autocommit: bool = True,
+        user: str | None = None,
+        options: str | None = None,
     ) -> psycopg.Connection[Any]:
         import psycopg
 
-        return psycopg.connect(self.conninfo(dbname), autocommit=autocommit)
+        conninfo = self.conninfo(dbname, user)
+        if options:
+            from psycopg.conninfo import make_conninfo
+
+            conninfo = make_conninfo(conninfo, options=options)
+        return psycopg.connect(conninfo, autocommit=autocommit)
 
     def create_database(self, name: str, owner: str | None = None) -> None:
         from psycopg import sql
@@ -304,12 +291,12 @@ class ThrowawayCluster:
             raise interrupted
 
     def connection_help(self) -> str:
-        user = f"sudo -u {self.run_as.name} " if not self.run_as.is_current else ""
+        server = self.pid
         return (
-            f"throwaway cluster kept running (pid {self.pid}), data in {self.data_dir}\n"
+            f"throwaway cluster kept running (pid {server}, as user {self.run_as.name}), "
+            f"data in {self.data_dir}\n"
             f"  connect: psql {_shell_quote(self.conninfo())}\n"
-            f"  remove:  {user}{self.binaries.pg_ctl} -D {self.data_dir} stop -m fast"
-            f" && rm -rf {self.base_dir}"
+            f"  remove:  kill -INT {server} && sleep 2 && rm -rf {self.base_dir}"
         )
 
     def _install_sigterm_handler(self) -> None:
@@ -335,12 +322,21 @@ class ThrowawayCluster:
     # -- steps -----------------------------------------------------------------------------
 
     def _make_directories(self) -> None:
+        """The base directory stays ours: everything sbtc-ops itself writes (owner.pid, the
+        log, pg_hba.conf) lives there, where the server's user cannot plant a symlink or a
+        FIFO. Only data/ and sock/ are handed over, created empty by us before that."""
         parent = self._choose_parent()
         self._base = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=parent))  # mode 0700
-        self.run_as.chown(self._base)
-        self.socket_dir.mkdir(mode=0o700)
-        self.run_as.chown(self.socket_dir)
-        (self.base_dir / "owner.pid").write_text(f"{os.getpid()}\n")
+        if not self.run_as.is_current:
+            self._base.chmod(0o711)  # the server's user may pass through, not list or write
+        fd = create_private(self.base_dir / "owner.pid")
+        try:
+            write_all(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        for handed_over in (self.data_dir, self.socket_dir):
+            handed_over.mkdir(mode=0o700)
+            self.run_as.chown(handed_over)
 
     def _choose_parent(self) -> Path:
         """The given parent, else $TMPDIR, else /tmp when $TMPDIR cannot hold a cluster
@@ -372,17 +368,7 @@ class ThrowawayCluster:
         return parent
 
     def _run_as_child(self, argv: list[str], what: str, timeout_s: float) -> None:
-        done = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            cwd=self.base_dir,
-            env=self._server_env(),
-            timeout=timeout_s,
-            check=False,
-            **self.run_as.popen_kwargs(),
-        )
+        done = self.sandbox.run(argv, timeout_s=timeout_s, cwd=self.data_dir)
         if done.returncode != 0:
             lines = (done.stderr or done.stdout).strip().splitlines()
             raise DependencyError(
@@ -424,30 +410,36 @@ class ThrowawayCluster:
         return settings
 
     def _configure(self) -> None:
+        """pg_hba.conf in our own directory (readable, not writable, by the server's user);
+        settings go on the server's command line (no secret among them)."""
         if self.tcp_port is not None:
             self._port = self.tcp_port or free_tcp_port()
-        lines = [f"{name} = {_conf_quote(value)}" for name, value in self._settings().items()]
-        with (self.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write("\n# sbtc-ops throwaway cluster\n" + "\n".join(lines) + "\n")
         hba = ["local all all trust"]  # the socket directory is private to the server's user
         if self.tcp_port is not None:
             hba.append("host all all 127.0.0.1/32 scram-sha-256")
-        (self.data_dir / "pg_hba.conf").write_text("\n".join(hba) + "\n")
+        fd = create_private(self.hba_path, 0o644)
+        try:
+            write_all(fd, ("\n".join(hba) + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def _server_argv(self) -> list[str]:
+        settings = {**self._settings(), "hba_file": str(self.hba_path)}
+        argv = [str(self.binaries.postgres), "-D", str(self.data_dir)]
+        for name, value in settings.items():
+            argv += ["-c", f"{name}={value}"]
+        return argv
 
     def _start_server(self) -> None:
-        self._log = self.log_path.open("ab")
-        self.run_as.chown(self.log_path)
-        preexec = None if self.keep else _die_with_parent_preexec()
-        self._process = subprocess.Popen(
-            [str(self.binaries.postgres), "-D", str(self.data_dir)],
+        # Opened by us in our own directory; the server only gets the descriptor.
+        self._log = os.fdopen(create_private(self.log_path), "ab")
+        self._process = self.sandbox.popen(
+            self._server_argv(),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            cwd=self.base_dir,
-            env=self._server_env(),
-            start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
-            preexec_fn=preexec,
-            **self.run_as.popen_kwargs(),
+            cwd=self.data_dir,
+            die_with_us=not self.keep,
         )
         self._wait_ready()
 
@@ -457,8 +449,9 @@ class ThrowawayCluster:
         while time.monotonic() < deadline:
             if self._process is None or self._process.poll() is not None:
                 raise DependencyError(f"PostgreSQL did not start: {self._log_tail()}")
-            with contextlib.suppress(OSError):
-                lines = pid_file.read_text().splitlines()
+            with contextlib.suppress(OSError, UnsafeFileError):
+                # In the server user's directory: never follow a link, never block on a FIFO.
+                lines = read_capped(pid_file, 4096).decode(errors="replace").splitlines()
                 if len(lines) >= 8 and lines[7].strip() == "ready":
                     return
             time.sleep(0.01)
@@ -473,32 +466,37 @@ class ThrowawayCluster:
             return "no server log"
         return " | ".join(lines[-count:]) or "empty server log"
 
-    def _server_env(self) -> dict[str, str]:
-        env = clean_env()
-        env["HOME"] = str(self.base_dir)  # the run-as user's home may be unreachable
-        env["LC_ALL"] = "C"
-        return env
-
     def _stop_server(self) -> None:
         process = self._process
         if process is None or process.poll() is not None:
+            self._sweep()
             return
         with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGINT)  # fast shutdown
+            os.kill(self.sandbox.main_pid(process), signal.SIGINT)  # fast shutdown
         try:
             process.wait(timeout=self.stop_timeout_s)
         except subprocess.TimeoutExpired:
             self._kill_server()
+        self._sweep()
 
     def _kill_server(self) -> None:
-        """SIGKILL the postmaster's whole process group (backends included) and reap it."""
+        """SIGKILL the server's container (namespace or process group) and reap it."""
         process = self._process
         if process is None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        self.sandbox.kill(process)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=10)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Whatever still runs in the cluster's directory (a backend, or a process a restored
+        payload started) is killed: nothing outlives the run."""
+        if self._base is None or self.keep:
+            return
+        for pid, _cwd in postgres_processes(under=self._base):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     def _remove_directory(self) -> None:
         if self._log is not None:
@@ -529,8 +527,9 @@ def reap_stale_directories(parent: Path, owners: tuple[int, ...] | None = None) 
             info = candidate.lstat()
             if not stat.S_ISDIR(info.st_mode) or info.st_uid not in allowed:
                 continue
-            owner = int((candidate / "owner.pid").read_text().strip())
-        except (OSError, ValueError):
+            # Possibly planted by the server's user: no symlink, no FIFO, a few bytes at most.
+            owner = int(read_capped(candidate / "owner.pid", 64).decode().strip())
+        except (OSError, ValueError, UnsafeFileError):
             continue
         if _process_exists(owner) or postgres_processes(under=candidate):
             continue

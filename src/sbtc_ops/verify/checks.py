@@ -7,6 +7,7 @@ none of them prints anything. Ids are stable: scripts and alerts match on them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import psycopg
@@ -35,6 +36,58 @@ PAGE_QUERY = (
 )
 
 
+class Verdict(StrEnum):
+    """The one-word outcome of a drill (README "Verify"; docs/threat-model.md for tampered)."""
+
+    MATCH = "match"
+    STALE = "stale"
+    MISMATCH = "mismatch"
+    TAMPERED = "tampered"
+    CORRUPT = "corrupt"
+    INCOMPLETE = "incomplete"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A check of the drill: its stable id, what passing it proves, and the verdict its
+    failure implies (None: the comparison decides the verdict)."""
+
+    id: str
+    proves: str
+    failure: Verdict | None
+
+
+# Every check of the drill, in report order. A failure's verdict: the first in this order of
+# severity wins (see verdict_for_failures).
+CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec("archive.checksum", "the files match the manifest's SHA-256", Verdict.CORRUPT),
+    CheckSpec("restore.complete", "the restore finished with no error", Verdict.CORRUPT),
+    CheckSpec("restore.amcheck", "no corruption in restored tables and indexes", Verdict.CORRUPT),
+    CheckSpec(
+        "schema.unexpected_objects",
+        "nothing a signer database never holds (functions, triggers, …)",
+        Verdict.TAMPERED,
+    ),
+    CheckSpec("schema.present", "the signer's schema and dkg_shares table", Verdict.INCOMPLETE),
+    CheckSpec("migrations.present", "the applied-migrations table", Verdict.INCOMPLETE),
+    CheckSpec("rows.match_manifest", "row counts recorded at backup time", Verdict.INCOMPLETE),
+    CheckSpec("dkg.verified_key_present", "a verified DKG row exists", Verdict.INCOMPLETE),
+    CheckSpec("chain.endpoints_agree", "every Stacks endpoint returns the same key", None),
+    CheckSpec("dkg.matches_chain", "the newest verified key equals the reference key", None),
+    CheckSpec("dkg.signer_set_matches_chain", "signer set and threshold match the chain", None),
+    CheckSpec("dkg.shares_decrypt", "the shares decrypt with the signer's key", None),
+)
+CHECK_IDS = tuple(spec.id for spec in CHECKS)
+_SEVERITY = (Verdict.TAMPERED, Verdict.CORRUPT, Verdict.INCOMPLETE)
+
+
+def verdict_for_failures(failed: set[str]) -> Verdict | None:
+    """The verdict the failed checks imply by themselves, or None (the key comparison says)."""
+    implied = {spec.failure for spec in CHECKS if spec.id in failed and spec.failure}
+    return next((v for v in _SEVERITY if v in implied), None)
+
+
 def _result(
     check_id: str, status: Status, detail: str, remediation: str | None = None, **data: Any
 ) -> CheckResult:
@@ -49,12 +102,7 @@ def skipped(check_id: str, why: str) -> CheckResult:
 
 def database_error(done: dict[str, CheckResult], exc: Exception) -> CheckResult:
     """A query of the restored database failed: blame the first database check not yet run."""
-    order = (
-        "schema.present",
-        "migrations.present",
-        "rows.match_manifest",
-        "dkg.verified_key_present",
-    )
+    order = [spec.id for spec in CHECKS if spec.failure == Verdict.INCOMPLETE]
     check_id = next((c for c in order if c not in done), "dkg.verified_key_present")
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return _result(
@@ -120,6 +168,90 @@ def amcheck(returncode: int, output: list[str]) -> CheckResult:
 
 
 # -- the restored database ---------------------------------------------------------------------
+
+# What the signer's migrations (0001-0022) create besides tables, indexes and enum types.
+SIGNER_FUNCTIONS = (
+    "bitcoin_blockchain_of",
+    "bitcoin_blockchain_until",
+    "stacks_blockchain_of",
+    "reverse_bytea",
+)
+OUR_SCHEMAS = ("sbtc_ops_amcheck",)  # made by the drill itself, before the restore
+_EXPECTED_SCHEMAS = ("pg_catalog", "information_schema", "public", SIGNER_SCHEMA, *OUR_SCHEMAS)
+# Every kind of object through which restored data could run code or change behaviour,
+# outside what a signer database holds. Read as the unprivileged reader role.
+UNEXPECTED_OBJECTS_QUERY = """
+SELECT 'function ' || p.oid::pg_catalog.regprocedure::text
+  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])
+   AND NOT (n.nspname = 'sbtc_signer' AND p.proname = ANY (%(functions)s))
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                    WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                      AND d.objid = p.oid AND d.deptype = 'e')
+UNION ALL
+SELECT 'trigger ' || t.tgname || ' on ' || t.tgrelid::pg_catalog.regclass::text
+  FROM pg_catalog.pg_trigger t WHERE NOT t.tgisinternal
+UNION ALL
+SELECT 'event trigger ' || e.evtname FROM pg_catalog.pg_event_trigger e
+UNION ALL
+SELECT CASE c.relkind WHEN 'm' THEN 'materialized view ' WHEN 'v' THEN 'view '
+                      ELSE 'foreign table ' END || c.oid::pg_catalog.regclass::text
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('m', 'v', 'f')
+   AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])
+UNION ALL
+SELECT 'rule ' || r.rulename || ' on ' || r.ev_class::pg_catalog.regclass::text
+  FROM pg_catalog.pg_rewrite r WHERE r.rulename <> '_RETURN'
+UNION ALL
+SELECT 'extension ' || x.extname FROM pg_catalog.pg_extension x
+  JOIN pg_catalog.pg_namespace n ON n.oid = x.extnamespace
+ WHERE x.extname <> 'plpgsql' AND NOT (x.extname = 'amcheck' AND n.nspname = ANY (%(ours)s))
+UNION ALL
+SELECT 'language ' || l.lanname FROM pg_catalog.pg_language l
+ WHERE l.lanname <> ALL (ARRAY['internal', 'c', 'sql', 'plpgsql'])
+UNION ALL
+SELECT 'publication ' || pb.pubname FROM pg_catalog.pg_publication pb
+UNION ALL
+SELECT 'foreign server ' || fs.srvname FROM pg_catalog.pg_foreign_server fs
+UNION ALL
+SELECT 'schema ' || n.nspname FROM pg_catalog.pg_namespace n
+ WHERE n.nspname <> ALL (%(schemas)s) AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+UNION ALL
+SELECT 'database setting ' || pg_catalog.array_to_string(s.setconfig, ', ')
+  FROM pg_catalog.pg_db_role_setting s
+ WHERE s.setdatabase = (SELECT oid FROM pg_catalog.pg_database
+                         WHERE datname = pg_catalog.current_database())
+ORDER BY 1
+"""
+
+
+def unexpected_objects(conn: psycopg.Connection[Any]) -> CheckResult:
+    """Objects no signer database contains: how a crafted backup would run code. Their
+    presence means the backup was altered (or is not a signer's): verdict `tampered`."""
+    rows = conn.execute(
+        UNEXPECTED_OBJECTS_QUERY,
+        {
+            "functions": list(SIGNER_FUNCTIONS),
+            "ours": list(OUR_SCHEMAS),
+            "schemas": list(_EXPECTED_SCHEMAS),
+        },
+    ).fetchall()
+    found = [str(row[0]) for row in rows]
+    if not found:
+        return _result(
+            "schema.unexpected_objects",
+            Status.PASS,
+            "no functions, triggers, views, extensions or settings beyond the signer's own",
+        )
+    shown = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+    return _result(
+        "schema.unexpected_objects",
+        Status.FAIL,
+        f"{len(found)} object(s) a signer database never holds: {shown}",
+        "treat this backup as tampered with: do not restore it onto a signer; find who "
+        "could write to the backup location, and verify an older backup",
+        objects=found[:50],
+    )
 
 
 def schema_present(conn: psycopg.Connection[Any]) -> CheckResult:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import mmap
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,16 +26,19 @@ from sbtc_ops.backup.archive import (
     ArchiveError,
     LocatedBackup,
     PreparedArchive,
-    check_checksums,
+    StagedBackup,
     locate,
     prepare,
+    stage,
 )
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.pgrestore import restore_argv, run_restore
 from sbtc_ops.backup.service import storages_for
+from sbtc_ops.backup.staging import Staging, StagingError
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.cluster import ThrowawayCluster
+from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.proc import InBackground
 from sbtc_ops.results import CheckResult, Status
 from sbtc_ops.stacks import (
@@ -51,26 +52,17 @@ from sbtc_ops.verify import checks
 
 RESTORED_DB = "signer"
 T = TypeVar("T")
-ALL_CHECK_IDS = (
-    "archive.checksum",
-    "restore.complete",
-    "restore.amcheck",
-    "schema.present",
-    "migrations.present",
-    "rows.match_manifest",
-    "dkg.verified_key_present",
-    "chain.endpoints_agree",
-    "dkg.matches_chain",
-    "dkg.signer_set_matches_chain",
-    "dkg.shares_decrypt",
-)
-CORRUPT_CHECKS = {"archive.checksum", "restore.complete", "restore.amcheck"}
-INCOMPLETE_CHECKS = {
-    "schema.present",
-    "migrations.present",
-    "rows.match_manifest",
-    "dkg.verified_key_present",
-}
+# The drill's roles in the throwaway cluster (docs/threat-model.md). The archive is restored
+# by RESTORE_ROLE, which owns the database and nothing else: no superuser, no membership in
+# pg_execute_server_program / pg_read_server_files / pg_write_server_files, so restored code
+# cannot run programs or touch files. The drill's own queries and pg_amcheck run as
+# READER_ROLE (pg_read_all_data, EXECUTE on amcheck), with search_path pinned to pg_catalog.
+ADMIN_ROLE = "sbtc_ops_admin"
+RESTORE_ROLE = "sbtc_ops_restore"
+READER_ROLE = "sbtc_ops_reader"
+OUR_ROLES = (ADMIN_ROLE, RESTORE_ROLE, READER_ROLE)
+AMCHECK_SCHEMA = checks.OUR_SCHEMAS[0]
+READER_OPTIONS = "-c search_path=pg_catalog"
 
 
 @dataclass(frozen=True)
@@ -148,6 +140,9 @@ class Drill:
         self.phase_hook = phase
         self.report = VerifyReport(backup=request.backup_ref or "latest")
         self._results: dict[str, CheckResult] = {}
+        self._key_verdict = "error"
+        # The unprivileged user the server and every client that reads the archive run as.
+        self.run_as = resolve_run_as(settings.postgres.run_as)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -169,43 +164,42 @@ class Drill:
         self._results[result.id] = result
 
     def _finish_checks(self, why_not_run: str) -> None:
-        for check_id in ALL_CHECK_IDS:
+        for check_id in checks.CHECK_IDS:
             if check_id not in self._results:
                 self._results[check_id] = checks.skipped(check_id, why_not_run)
-        self.report.checks = [self._results[i] for i in ALL_CHECK_IDS]
+        self.report.checks = [self._results[i] for i in checks.CHECK_IDS]
 
     # -- the run --------------------------------------------------------------------------------
 
     def run(self) -> VerifyReport:
-        work_dir = Path(tempfile.mkdtemp(prefix="sbtc-ops-verify-"))
         total = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chain")
         try:
-            with self._timed("locate"):
-                located = self._locate(work_dir)
-            # Only once the backup is found: a bad argument must not wait for (or cause) a
-            # read from every configured Stacks endpoint.
-            chain = self._start_chain_reads(pool)
-            self.report.backup = located.backup_id or located.ref
-            if located.manifest is not None:
-                self.report.manifest = located.manifest.model_dump(mode="json")
-            # Hashing the archive (read-only) overlaps creating the cluster; nothing is
-            # restored before the checksum has passed.
-            checksum = InBackground(lambda: self._checksum(located))
-            if self._restore_and_check(located, work_dir, checksum, chain):
-                self._finish_checks("not run: an earlier check failed")
-            else:
-                self._collect_chain(chain, None, [])
-                self._finish_checks("not run: the archive failed before restore")
+            with Staging(self.run_as, prefix="sbtc-ops-verify-") as staging:
+                with self._timed("locate"):
+                    located = self._locate(staging.root / "fetched")
+                # Only once the backup is found: a bad argument must not wait for (or cause)
+                # a read from every configured Stacks endpoint.
+                chain = self._start_chain_reads(pool)
+                self.report.backup = located.backup_id or located.ref
+                if located.manifest is not None:
+                    self.report.manifest = located.manifest.model_dump(mode="json")
+                # Staging the archive (copied and hashed in one pass) overlaps creating the
+                # cluster; nothing is restored before the checksum has passed.
+                staged = InBackground(lambda: self._stage(located, staging), name="stage")
+                if self._restore_and_check(located, staging, staged, chain):
+                    self._finish_checks("not run: an earlier check failed")
+                else:
+                    self._collect_chain(chain, None, [])
+                    self._finish_checks("not run: the archive failed before restore")
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-            shutil.rmtree(work_dir, ignore_errors=True)
             self.report.timings["total"] = time.perf_counter() - total
         self.report.verdict = self._verdict()
         self._record()
         return self.report
 
-    def _locate(self, work_dir: Path) -> LocatedBackup:
+    def _locate(self, fetch_dir: Path) -> LocatedBackup:
         ref = self.request.backup_ref
         if ref is None and not self.request.latest:
             raise UsageError("name a BACKUP (id or path) or pass --latest")
@@ -216,7 +210,7 @@ class Drill:
             if ref and (Path(ref).exists() or not is_backup_id(ref))
             else storages_for(self.settings, self.request.locations)
         )
-        return locate(ref or "", storages, work_dir / "fetched", latest=self.request.latest)
+        return locate(ref or "", storages, fetch_dir, latest=self.request.latest)
 
     def _start_chain_reads(self, pool: ThreadPoolExecutor) -> _ChainFutures:
         if self.request.expected_key is not None:
@@ -227,20 +221,27 @@ class Drill:
             pool.submit(read_signer_data, self.settings, urls),
         )
 
-    def _checksum(self, located: LocatedBackup) -> CheckResult:
+    def _stage(self, located: LocatedBackup, staging: Staging) -> tuple[CheckResult, StagedBackup]:
         started = time.perf_counter()
-        problems = check_checksums(located)
-        return checks.archive_checksum(located.manifest, problems).timed(
-            time.perf_counter() - started
-        )
+        staged = stage(located, staging)
+        result = checks.archive_checksum(located.manifest, staged.problems)
+        return result.timed(time.perf_counter() - started), staged
 
     def _check_archive(
-        self, located: LocatedBackup, work_dir: Path, checksum: InBackground[CheckResult]
+        self,
+        located: LocatedBackup,
+        staging: Staging,
+        staging_work: InBackground[tuple[CheckResult, StagedBackup]],
     ) -> PreparedArchive | None:
         if self.phase_hook:
             self.phase_hook("checksum")
         waited = time.perf_counter()
-        result = checksum.result()
+        try:
+            result, staged = staging_work.result()
+        except StagingError as exc:
+            result = checks.archive_checksum(located.manifest, [str(exc)])
+            self._add(result)
+            return None
         # "checksum" is the hashing (alongside initdb); the wait for it once the cluster
         # is up is usually nil.
         self.report.timings["checksum"] = result.duration_s
@@ -251,41 +252,59 @@ class Drill:
         started = time.perf_counter()
         try:
             with self._timed("prepare"):
-                prepared = prepare(located, work_dir, self.settings.backup.identity_file)
+                prepared = prepare(
+                    staged,
+                    staging,
+                    self.settings.backup.identity_file,
+                    max_expanded_bytes=self._max_expanded(),
+                )
         except ArchiveError as exc:
             self._add(checks.restore_complete(1, [str(exc)], "sbtc-ops"), started)
             return None
         self.report.archive = {"format": prepared.format, "steps": prepared.steps}
         return prepared
 
+    def _max_expanded(self) -> int | None:
+        mb = self.settings.backup.max_expanded_mb
+        return mb << 20 if mb else None
+
     def _restore_and_check(
         self,
         located: LocatedBackup,
-        work_dir: Path,
-        checksum: InBackground[CheckResult],
+        staging: Staging,
+        staging_work: InBackground[tuple[CheckResult, StagedBackup]],
         chain: _ChainFutures,
     ) -> bool:
         """False when the archive failed before anything was restored."""
         with (
             self._timed("cluster"),
             ThrowawayCluster.from_settings(
-                self.settings, keep=self.request.keep_cluster, announce=_announce_kept
+                self.settings,
+                run_as=self.run_as,
+                superuser=ADMIN_ROLE,
+                keep=self.request.keep_cluster,
+                announce=_announce_kept,
             ) as cluster,
         ):
             self.report.timings.update({f"cluster.{k}": v for k, v in cluster.timings.items()})
-            prepared = self._check_archive(located, work_dir, checksum)
+            prepared = self._check_archive(located, staging, staging_work)
             if prepared is None:
                 cluster.keep = False  # nothing was restored: nothing worth keeping
                 return False
-            cluster.create_database(RESTORED_DB)
+            has_amcheck = _prepare_database(cluster)
             started = time.perf_counter()
             with self._timed("restore"):
                 run = self._restore(cluster, prepared)
             tool = "psql" if prepared.format == "plain" else "pg_restore"
             self._add(checks.restore_complete(run.returncode, run.errors, tool), started)
-            amcheck = self._start_amcheck(cluster)
-            with self._timed("checks"), cluster.connect(RESTORED_DB) as conn:
+            amcheck = self._start_amcheck(cluster, has_amcheck)
+            with (
+                self._timed("checks"),
+                cluster.connect(RESTORED_DB, user=READER_ROLE, options=READER_OPTIONS) as conn,
+            ):
                 try:
+                    started = time.perf_counter()
+                    self._add(checks.unexpected_objects(conn), started)
                     rows = self._database_checks(conn, located)
                     newest = checks.newest_verified_key(conn) if rows is not None else None
                 except psycopg.Error as exc:
@@ -295,55 +314,56 @@ class Drill:
                 started = time.perf_counter()
                 self._add(checks.shares_decrypt(conn, newest, self.request.signer_secret), started)
             with self._timed("amcheck"):
-                self._finish_amcheck(amcheck)
+                self._finish_amcheck(cluster, amcheck)
         return True
 
     def _restore(self, cluster: ThrowawayCluster, prepared: PreparedArchive) -> Any:
         jobs = self.request.jobs if prepared.format in ("custom", "directory") else 1
-        if prepared.format == "plain":
+        plain = prepared.path if prepared.format == "plain" else None
+        if plain is not None:
             # pg_restore has --no-owner/--no-privileges; a plain dump replayed by psql does
             # not, so its owners and grantees must exist or every ALTER … OWNER TO fails.
-            _create_roles(cluster, plain_dump_roles(prepared.path))
-        argv = restore_argv(
-            cluster.binaries, prepared, cluster.conninfo(RESTORED_DB), jobs=jobs, strict=False
-        )
-        return run_restore(argv, cluster.client_env())
+            _create_roles(cluster, plain_dump_roles(plain))
+        conninfo = cluster.conninfo(RESTORED_DB, user=RESTORE_ROLE)
+        argv = restore_argv(cluster.binaries, prepared, conninfo, jobs=jobs, strict=False)
+        return run_restore(argv, cluster.client_env(RESTORE_ROLE), cluster.sandbox, plain)
 
     def _start_amcheck(
-        self, cluster: ThrowawayCluster
-    ) -> tuple[subprocess.Popen[str], float] | None:
-        if not cluster.binaries.has("pg_amcheck"):
-            self._add(checks.skipped("restore.amcheck", "pg_amcheck is not available"))
+        self, cluster: ThrowawayCluster, has_amcheck: bool
+    ) -> tuple[subprocess.Popen[bytes], float] | None:
+        if not cluster.binaries.has("pg_amcheck") or not has_amcheck:
+            self._add(checks.skipped("restore.amcheck", "pg_amcheck or amcheck is not available"))
             return None
         argv = [
             str(cluster.binaries.pg_amcheck),
-            "--install-missing",
             "--no-password",
             f"--jobs={self.request.jobs}",
-            RESTORED_DB,
+            f"--dbname={cluster.conninfo(RESTORED_DB, user=READER_ROLE)}",
         ]
-        env = {**cluster.client_env()}
-        proc = subprocess.Popen(
+        proc = cluster.sandbox.popen(
             argv,
+            env=cluster.client_env(READER_ROLE),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
         )
         return proc, time.perf_counter()
 
-    def _finish_amcheck(self, started: tuple[subprocess.Popen[str], float] | None) -> None:
+    def _finish_amcheck(
+        self, cluster: ThrowawayCluster, started: tuple[subprocess.Popen[bytes], float] | None
+    ) -> None:
         if started is None:
             return
         proc, t0 = started
         try:
             output, _ = proc.communicate(timeout=3600)
         except BaseException:
-            proc.kill()
+            cluster.sandbox.kill(proc)
             proc.wait()
             raise
-        lines = [line for line in output.splitlines() if line.strip()]
+        cluster.sandbox.sweep(proc)
+        text = output.decode(errors="replace")
+        lines = [line for line in text.splitlines() if line.strip()]
         self._add(checks.amcheck(proc.returncode, lines), t0)
 
     def _database_checks(self, conn: Any, located: LocatedBackup) -> list[checks.DkgRow] | None:
@@ -393,8 +413,6 @@ class Drill:
         self._add(result, started)
         self._add(checks.signer_set_matches(newest, rows, signer_data, why_no_chain))
 
-    _key_verdict = "error"
-
     def _history(self) -> set[bytes]:
         with StateStore.open(self.settings.state_dir) as store:
             return {bytes.fromhex(e.subject) for e in store.events("chain-key", limit=1000)}
@@ -408,14 +426,11 @@ class Drill:
 
     def _verdict(self) -> str:
         failed = {c.id for c in self.report.checks if c.status.is_problem}
-        if failed & CORRUPT_CHECKS:
-            return "corrupt"
-        if failed & INCOMPLETE_CHECKS:
-            return "incomplete"
-        if self._key_verdict in ("stale", "mismatch"):
+        implied = checks.verdict_for_failures(failed)
+        if implied is not None:
+            return implied.value
+        if self._key_verdict in ("stale", "mismatch", "match"):
             return self._key_verdict
-        if self._key_verdict == "match":
-            return "match"
         return "error"
 
     def _record(self) -> None:
@@ -489,15 +504,60 @@ def _outside_copy_data(data: mmap.mmap) -> Iterator[tuple[int, int]]:
         position = end + 3
 
 
+def _prepare_database(cluster: ThrowawayCluster) -> bool:
+    """The drill's roles, the database the archive goes into (owned by the restore role) and
+    amcheck, installed before anything is restored (so nothing restored can interfere) in a
+    schema of ours. Whether amcheck is available."""
+    from psycopg import sql
+
+    with cluster.connect() as conn:
+        for role in (RESTORE_ROLE, READER_ROLE):
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(
+                    sql.Identifier(role)
+                )
+            )
+        conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(READER_ROLE)))
+    cluster.create_database(RESTORED_DB, owner=RESTORE_ROLE)
+    with cluster.connect(RESTORED_DB) as conn:
+        try:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(AMCHECK_SCHEMA)))
+            conn.execute(
+                sql.SQL("CREATE EXTENSION amcheck SCHEMA {}").format(sql.Identifier(AMCHECK_SCHEMA))
+            )
+        except psycopg.Error:
+            return False
+        for grant in (
+            "GRANT USAGE ON SCHEMA {} TO {}",
+            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {} TO {}",
+        ):
+            conn.execute(
+                sql.SQL(grant).format(sql.Identifier(AMCHECK_SCHEMA), sql.Identifier(READER_ROLE))
+            )
+    return True
+
+
 def _create_roles(cluster: ThrowawayCluster, roles: set[str]) -> None:
+    """The roles a plain dump names, as plain NOLOGIN roles the restore role may act as (and
+    that may create in `public`), so its ALTER … OWNER TO and GRANTs succeed. Roles of ours
+    are never granted: a dump naming them fails on that statement."""
     if not roles:
         return
     from psycopg import sql
 
     with cluster.connect() as conn:
         existing = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
-        for role in sorted(roles - existing):
-            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+        for role in sorted(roles - existing - set(OUR_ROLES)):
+            name = sql.Identifier(role)
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(name))
+            conn.execute(sql.SQL("GRANT {} TO {}").format(name, sql.Identifier(RESTORE_ROLE)))
+    with cluster.connect(RESTORED_DB) as conn:
+        for role in sorted(roles - set(OUR_ROLES)):
+            if role.startswith("pg_"):
+                continue
+            conn.execute(
+                sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role))
+            )
 
 
 def _announce_kept(connection_help: str) -> None:

@@ -1,0 +1,264 @@
+"""The private working directory of one verify or restore, and how archives get into it.
+
+A backup's files are hostile input (docs/threat-model.md). Before anything reads them:
+
+- only the files its manifest names are taken, each name checked (manifest.member_parts),
+  each copied with no symlink followed, hashed *while copied*, so the bytes that are
+  restored are exactly the bytes that were checked (no swap between check and use);
+- everything lands in a staging directory of ours (0700, or 0711 when a sandbox user must
+  pass through), with an owner.pid: a run killed with -9 leaves it behind, and the next run
+  removes it, decrypted archive included;
+- only once checked is the archive handed to the sandbox user that restores it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from sbtc_ops.backup.manifest import HASH_CHUNK, FileEntry, Manifest, member_parts
+from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.files import UnsafeFileError, create_private, read_capped, write_all
+from sbtc_ops.pg.runas import RunAs
+
+STAGING_PREFIXES = ("sbtc-ops-verify-", "sbtc-ops-restore-")
+OWNER_FILE = "owner.pid"
+ARCHIVE_DIR = "archive"
+
+
+class StagingError(SbtcOpsError):
+    """A file could not be staged safely (symlink, special file, unsafe name, too large)."""
+
+
+@dataclass
+class Staging:
+    """One run's staging directory; a context manager that removes it whatever happens."""
+
+    run_as: RunAs
+    prefix: str = "sbtc-ops-verify-"
+    parent: Path | None = None
+    root: Path = field(init=False)
+
+    def __enter__(self) -> Self:
+        parent = self.parent or Path(tempfile.gettempdir())
+        reap_stale_staging(parent)
+        self.root = Path(tempfile.mkdtemp(prefix=self.prefix, dir=parent))  # 0700, ours
+        if not self.run_as.is_current:
+            self.root.chmod(0o711)  # the sandbox user may reach what is handed to it
+        fd = create_private(self.root / OWNER_FILE)
+        try:
+            write_all(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        self.archive.mkdir(mode=0o700)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def archive(self) -> Path:
+        return self.root / ARCHIVE_DIR
+
+    def new_dir(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(mode=0o700)
+        return path
+
+    def hand_over(self, path: Path) -> None:
+        """Give a checked file or directory tree to the sandbox user (no link followed)."""
+        if self.run_as.is_current:
+            return
+        for item in _tree(path):
+            os.chown(item, self.run_as.uid, self.run_as.gid, follow_symlinks=False)
+        # Our directories on the way may be passed through (not listed) by that user.
+        for directory in path.parents:
+            if directory == self.root or not directory.is_relative_to(self.root):
+                break
+            directory.chmod(0o711)
+
+
+def _tree(path: Path) -> Iterator[Path]:
+    yield path
+    if path.is_dir() and not path.is_symlink():
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in [*dirnames, *filenames]:
+                yield Path(dirpath) / name
+
+
+def reap_stale_staging(parent: Path) -> list[Path]:
+    """Remove staging directories whose sbtc-ops process is gone (kill -9, power loss): a
+    decrypted archive must not outlive the run that made it."""
+    removed = []
+    for prefix in STAGING_PREFIXES:
+        for candidate in parent.glob(f"{prefix}*"):
+            try:
+                info = candidate.lstat()
+                if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+                    continue
+                owner = int(read_capped(candidate / OWNER_FILE, 64).decode().strip())
+            except (OSError, ValueError, UnsafeFileError):
+                continue
+            if _alive(owner):
+                continue
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- copying in --------------------------------------------------------------------------------
+
+
+def _open_member(root: Path, parts: tuple[str, ...]) -> int:
+    """Open root/parts… read-only, following no symlink below `root`, never blocking on a
+    FIFO; the fd of a regular file or StagingError."""
+    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                next_fd = os.open(
+                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
+                )
+            except OSError as exc:
+                raise StagingError(f"{'/'.join(parts)}: {exc.strerror}") from None
+            os.close(dir_fd)
+            dir_fd = next_fd
+        fd = os.open(
+            parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
+        )
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StagingError(f"{'/'.join(parts)}: {exc.strerror}") from None
+    finally:
+        os.close(dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StagingError(f"{'/'.join(parts)}: not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _destination(base: Path, parts: tuple[str, ...]) -> Path:
+    target = base.joinpath(*parts)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not target.resolve().is_relative_to(base.resolve()):
+        raise StagingError(f"{'/'.join(parts)} would leave the staging directory")
+    return target
+
+
+def copy_hashed(source_fd: int, target: Path, max_bytes: int) -> tuple[str, int]:
+    """Copy an open file into a new private file; (sha256, size) of the bytes copied."""
+    digest = hashlib.sha256()
+    size = 0
+    out = create_private(target)
+    try:
+        while chunk := os.read(source_fd, HASH_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise StagingError(f"{target.name}: larger than expected ({max_bytes} bytes)")
+            digest.update(chunk)
+            write_all(out, chunk)
+    finally:
+        os.close(out)
+    return digest.hexdigest(), size
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        while chunk := os.read(fd, HASH_CHUNK):
+            size += len(chunk)
+            digest.update(chunk)
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), size
+
+
+def _compare(entry: FileEntry, digest: str, size: int) -> str | None:
+    if size != entry.size:
+        return f"{entry.path}: size {size} bytes, manifest says {entry.size}"
+    if digest != entry.sha256:
+        return f"{entry.path}: SHA-256 {digest[:16]}… does not match the manifest"
+    return None
+
+
+def stage_manifest_files(
+    source_root: Path, manifest: Manifest, staging: Staging, *, in_place: bool
+) -> list[str]:
+    """Copy (or, for files already fetched into the staging directory, hash in place) every
+    file the manifest names; the problems found, empty when all match."""
+    problems = []
+    for entry in manifest.files:
+        parts = member_parts(entry.path)
+        try:
+            if in_place:
+                digest, size = hash_file(source_root.joinpath(*parts))
+            else:
+                target = _destination(staging.archive, parts)
+                fd = _open_member(source_root, parts)
+                try:
+                    # A few bytes of slack: the size mismatch is then reported as such.
+                    digest, size = copy_hashed(fd, target, entry.size + 1)
+                finally:
+                    os.close(fd)
+        except FileNotFoundError:
+            problems.append(f"{entry.path}: missing")
+            continue
+        except StagingError as exc:
+            problems.append(str(exc))
+            continue
+        problem = _compare(entry, digest, size)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def stage_unlisted(path: Path, staging: Staging) -> Path:
+    """A dump the operator named, with no manifest: a file, or a directory-format dump (its
+    regular files, one level). Copied as is; the operator chose it, so the path itself may
+    be a symlink, but nothing inside a directory is followed."""
+    if path.is_dir():
+        target = staging.archive / "dump.dir"
+        target.mkdir(mode=0o700)
+        for child in sorted(path.iterdir()):
+            if child.is_symlink() or not child.is_file():
+                continue
+            with contextlib.suppress(ValueError):
+                member_parts(child.name)
+                fd = _open_member(path, (child.name,))
+                try:
+                    copy_hashed(fd, target / child.name, 1 << 62)
+                finally:
+                    os.close(fd)
+        return target
+    target = staging.archive / "dump"
+    with path.open("rb") as handle:
+        copy_hashed(handle.fileno(), target, 1 << 62)
+    return target
