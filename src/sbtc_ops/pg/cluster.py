@@ -293,7 +293,7 @@ class ThrowawayCluster:
     def connection_help(self) -> str:
         server = self.pid
         return (
-            f"throwaway cluster kept running (pid {server}, as user {self.run_as.name}), "
+            f"throwaway cluster kept running (pid {server}), as user {self.run_as.name}, "
             f"data in {self.data_dir}\n"
             f"  connect: psql {_shell_quote(self.conninfo())}\n"
             f"  remove:  kill -INT {server} && sleep 2 && rm -rf {self.base_dir}"

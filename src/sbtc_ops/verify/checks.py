@@ -201,7 +201,9 @@ SELECT CASE c.relkind WHEN 'm' THEN 'materialized view ' WHEN 'v' THEN 'view '
    AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])
 UNION ALL
 SELECT 'rule ' || r.rulename || ' on ' || r.ev_class::pg_catalog.regclass::text
-  FROM pg_catalog.pg_rewrite r WHERE r.rulename <> '_RETURN'
+  FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE r.rulename <> '_RETURN' AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])
 UNION ALL
 SELECT 'extension ' || x.extname FROM pg_catalog.pg_extension x
   JOIN pg_catalog.pg_namespace n ON n.oid = x.extnamespace

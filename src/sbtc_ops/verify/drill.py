@@ -338,7 +338,7 @@ class Drill:
             str(cluster.binaries.pg_amcheck),
             "--no-password",
             f"--jobs={self.request.jobs}",
-            f"--dbname={cluster.conninfo(RESTORED_DB, user=READER_ROLE)}",
+            RESTORED_DB,  # reached as READER_ROLE over the socket (client_env)
         ]
         proc = cluster.sandbox.popen(
             argv,
