@@ -11,12 +11,15 @@ Clean backups of every format are covered by tests/test_verify_formats.py.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyrage
 import pytest
@@ -54,7 +57,9 @@ from tests.support.hostile import (
     world_writable_dir,
     zstd_bomb,
 )
+from tests.support.hostile_s3 import HostileS3Proxy
 from tests.support.pg import SourceServer, assert_no_postgres_left, new_signer_database
+from tests.support.s3 import S3Server
 from tests.support.verify import Verifier, VerifyRun, take_backup
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]
@@ -339,3 +344,69 @@ def test_kill_9_mid_verify_leaves_no_clear_archive_after_the_next_run(
 
 def restoring(pid: int) -> bool:
     return any(process_comm(child) in ("pg_restore", "psql") for child in descendants(pid))
+
+
+# -- S3 object keys and manifest names -------------------------------------------------------------
+
+EVIL_ID = "29991231T235959Z"  # newest: what `verify --latest` (and `serve`'s weekly job) picks
+
+
+def outside(canary_dir: Path, name: str) -> tuple[str, str]:
+    """Two ways for a relative name to land in `canary_dir`: `..` up to / and an absolute
+    path (after `pfx/ID/` it makes the empty segment of `pfx/ID//tmp/x`)."""
+    dotdot = "../" * 16 + str(canary_dir.relative_to("/")) + f"/{name}-dotdot"
+    return dotdot, f"{canary_dir}/{name}-abs"
+
+
+@pytest.mark.s3
+def test_s3_keys_and_manifest_names_never_write_outside_the_staging_dir(
+    corpus: Corpus, s3_server: S3Server
+) -> None:
+    bucket = s3_server.create_bucket("hostile")
+    location = f"s3://{bucket}/pfx"
+    canary_dir = world_writable_dir("sbtc-canary-s3-")
+    try:
+        backup = run_cli(
+            "backup", "--db", corpus.server.url_for(BASE_DB), "--to", location, "--json",
+            cwd=corpus.verify.workdir, env=clean_env(corpus.verify.fresh_state(), s3_server.env()),
+        )  # fmt: skip
+        assert backup.code == 0, backup.stderr
+        good_id = backup.json()["backup"]["id"]
+        payload = b"written by a hostile object key\n"
+        extra = {f"pfx/{good_id}/{name}": payload for name in outside(canary_dir, "key")}
+        evil_names = [*outside(canary_dir, "manifest"), "a\x00b"]
+        extra |= {f"pfx/{EVIL_ID}/{name}": payload for name in evil_names}
+        upload_evil_manifest(s3_server, bucket, good_id, evil_names, payload)
+        with HostileS3Proxy(s3_server.endpoint_url, bucket, extra) as proxy:
+            env = {**s3_server.env(), "SBTC_OPS_BACKUP__S3__ENDPOINT_URL": proxy.endpoint_url}
+            by_id = corpus.verify(good_id, "--to", location, "--expected-key", corpus.key, env=env)
+            assert_dir_empty(canary_dir, by_id)
+            latest = corpus.verify("--latest", "--to", location, "--expected-key", corpus.key, env=env)  # fmt: skip
+            assert_dir_empty(canary_dir, latest)
+    finally:
+        remove_tree(canary_dir)
+    assert latest.code in (1, 2), latest.result.stdout + latest.result.stderr
+    assert latest.doc.get("verdict") != "match"
+
+
+def upload_evil_manifest(
+    s3_server: S3Server, bucket: str, good_id: str, names: list[str], data: bytes
+) -> None:
+    """A complete-looking backup whose manifest names files outside its directory."""
+    client = s3_server.client()
+    body = client.get_object(Bucket=bucket, Key=f"pfx/{good_id}/manifest.json")["Body"].read()
+    manifest: dict[str, Any] = json.loads(body)
+    digest = hashlib.sha256(data).hexdigest()
+    manifest["id"] = EVIL_ID
+    manifest["files"] = [{"path": name, "size": len(data), "sha256": digest} for name in names]
+    manifest["total_size"] = len(data) * len(names)
+    client.put_object(
+        Bucket=bucket, Key=f"pfx/{EVIL_ID}/manifest.json", Body=json.dumps(manifest).encode()
+    )
+
+
+def assert_dir_empty(directory: Path, run: VerifyRun) -> None:
+    written = sorted(str(p) for p in directory.iterdir())
+    assert not written, (
+        f"verify wrote outside its staging dir: {written} ({run.result.stderr[-1500:]})"
+    )
