@@ -454,8 +454,10 @@ def matches_chain(
     rows: list[DkgRow],
     onchain: bytes | None,
     known_onchain_history: set[bytes],
+    reference: str = "on-chain",
 ) -> tuple[CheckResult, str]:
-    """Returns the check and the verdict: match, stale or mismatch."""
+    """Returns the check and the verdict: match, stale or mismatch. `reference` names where
+    the compared key came from: "on-chain", or "expected" (--expected-key, no chain read)."""
     if newest is None:
         return skipped(
             "dkg.matches_chain", "no verified key in the backup to compare"
@@ -464,21 +466,21 @@ def matches_chain(
         return _result(
             "dkg.matches_chain",
             Status.ERROR,
-            "the on-chain key is not known (not set yet, or no endpoint answered)",
+            f"the {reference} key is not known (not set yet, or no endpoint answered)",
             "pass --expected-key HEX or fix the Stacks endpoints",
         ), "error"
     if newest == onchain:
         return _result(
             "dkg.matches_chain",
             Status.PASS,
-            f"backup's newest verified key equals the on-chain key {onchain.hex()}",
+            f"backup's newest verified key equals the {reference} key {onchain.hex()}",
             db_key=newest.hex(),
             onchain_key=onchain.hex(),
         ), "match"
     older_keys = {r.aggregate_key for r in rows if r.aggregate_key != newest}
     if onchain in older_keys or newest in known_onchain_history:
         why = (
-            f"the on-chain key {onchain.hex()} is an earlier DKG round in this backup, whose "
+            f"the {reference} key {onchain.hex()} is an earlier DKG round in this backup, whose "
             f"newest verified key {newest.hex()} is not on chain (yet)"
             if onchain in older_keys
             else f"the backup's newest verified key {newest.hex()} was on chain before; the "
@@ -497,7 +499,7 @@ def matches_chain(
         "dkg.matches_chain",
         Status.FAIL,
         f"mismatch: backup's newest verified key {newest.hex()} is found nowhere on "
-        f"chain (on-chain key {onchain.hex()})",
+        f"chain ({reference} key {onchain.hex()})",
         "this backup is not from this signer or this network; check network/deployer "
         "and the backup's origin",
         db_key=newest.hex(),

@@ -87,10 +87,23 @@ class VerifyReport:
     timings: dict[str, float] = field(default_factory=dict)
     manifest: dict[str, Any] | None = None
     archive: dict[str, Any] = field(default_factory=dict)
+    key_source: str = "chain"  # or "expected" (--expected-key: no chain read)
 
     @property
     def ok(self) -> bool:
         return self.verdict == "match" and not any(c.status.is_problem for c in self.checks)
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [c.id for c in self.checks if c.status.is_problem]
+
+    @property
+    def summary(self) -> str:
+        """One line: the verdict and every check that did not pass."""
+        failed = self.failed_checks
+        if not failed:
+            return self.verdict
+        return f"{self.verdict}; not passed: {', '.join(failed)}"
 
     @property
     def could_not_run(self) -> bool:
@@ -105,6 +118,8 @@ class VerifyReport:
             "backup": self.backup,
             "db_aggregate_key": self.db_aggregate_key,
             "onchain_aggregate_key": self.onchain_aggregate_key,
+            "key_source": self.key_source,
+            "summary": self.summary,
             "checks": [
                 {
                     "id": c.id,
@@ -139,6 +154,8 @@ class Drill:
         self.request = request
         self.phase_hook = phase
         self.report = VerifyReport(backup=request.backup_ref or "latest")
+        if request.expected_key is not None:
+            self.report.key_source = "expected"
         self._results: dict[str, CheckResult] = {}
         self._key_verdict = "error"
         # The unprivileged user the server and every client that reads the archive run as.
@@ -409,7 +426,10 @@ class Drill:
         if newest is None and not rows and "dkg.verified_key_present" not in self._results:
             return
         started = time.perf_counter()
-        result, self._key_verdict = checks.matches_chain(newest, rows, onchain, self._history())
+        reference = "on-chain" if self.request.expected_key is None else "expected"
+        result, self._key_verdict = checks.matches_chain(
+            newest, rows, onchain, self._history(), reference
+        )
         self._add(result, started)
         self._add(checks.signer_set_matches(newest, rows, signer_data, why_no_chain))
 

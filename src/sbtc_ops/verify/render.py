@@ -26,9 +26,12 @@ def render_terminal(report: VerifyReport, console: Console) -> None:
             console.print(f"      → {check.remediation}", markup=False, style="dim")
     verdict_style = _VERDICT_STYLE.get(report.verdict, "bold red")
     console.print(f"verdict: [{verdict_style}]{report.verdict}[/]")
+    if report.failed_checks:
+        console.print(f"  not passed: {', '.join(report.failed_checks)}", markup=False)
     if report.db_aggregate_key or report.onchain_aggregate_key:
+        label = "expected key" if report.key_source == "expected" else "on-chain key"
         console.print(f"  backup key   {report.db_aggregate_key or '-'}", markup=False)
-        console.print(f"  on-chain key {report.onchain_aggregate_key or '-'}", markup=False)
+        console.print(f"  {label:<12} {report.onchain_aggregate_key or '-'}", markup=False)
     phases = ", ".join(
         f"{name} {seconds:.1f}s" for name, seconds in report.timings.items() if "." not in name
     )
