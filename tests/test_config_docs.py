@@ -4,6 +4,7 @@ sample written from it round-trips, and `config check` names the layer of each p
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,35 @@ def test_check_exits_2_when_a_file_cannot_be_read(
     write(workdir / "sbtc-ops.toml", '[signer]\nconfig_path = "/nonexistent/signer.toml"\n')
     unreadable = check(cli)
     assert unreadable.code == 2 and "cannot read" in unreadable.stderr
+
+
+# -- the hand-written examples in the documentation -----------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def toml_blocks() -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every ```toml block (and `cat > …sbtc-ops.toml <<'EOF'` in a shell block) of the
+    documentation that is (part of) an sbtc-ops.toml: its top-level keys are all settings
+    (secrets inventories and rosters are other files)."""
+    pattern = r"```toml\n(.*?)```|cat > \S*sbtc-ops\.toml <<'EOF'\n(.*?)\nEOF"
+    for path in DOCS:
+        text = path.read_text()
+        found = re.findall(pattern, text, re.DOTALL)
+        for number, block in enumerate(toml or shell for toml, shell in found):
+            doc = tomllib.loads(block)
+            if doc and set(doc) <= set(Settings.model_fields):
+                yield f"{path.name}#{number}", doc
+
+
+DOC_BLOCKS = list(toml_blocks())
+
+
+def test_the_documentation_has_settings_examples() -> None:
+    assert len(DOC_BLOCKS) >= 3
+
+
+@pytest.mark.parametrize(("where", "doc"), DOC_BLOCKS, ids=[w for w, _ in DOC_BLOCKS])
+def test_documented_settings_are_valid(where: str, doc: dict[str, Any]) -> None:
+    Settings.model_validate(doc)  # an unknown or misspelt key fails here
