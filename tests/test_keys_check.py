@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sbtc_ops.config import Settings, load_settings
+from sbtc_ops.config import KeySettings, Settings, load_settings
 from sbtc_ops.errors import ConfigError
 from sbtc_ops.keys.chain import read_onchain_signer_set
 from sbtc_ops.keys.check import (
@@ -22,7 +22,6 @@ from sbtc_ops.keys.check import (
     check_owner,
 )
 from sbtc_ops.keys.material import KeySource
-from sbtc_ops.keys.options import KeyOptions, key_options
 from sbtc_ops.keys.service import check_key
 from sbtc_ops.results import Status
 from sbtc_ops.state import StateStore
@@ -72,26 +71,24 @@ def test_file_mode(tmp_path: Path, mode: int, status: Status) -> None:
 def test_key_from_the_environment_has_no_file_to_check() -> None:
     facts = KeyFacts(new_key().public_key, KeySource("environment", "SIGNER_SIGNER__PRIVATE_KEY"))
     assert check_file_mode(facts).status is Status.SKIP
-    assert check_owner(facts, KeyOptions()).status is Status.SKIP
+    assert check_owner(facts, KeySettings()).status is Status.SKIP
 
 
 def test_owner(tmp_path: Path) -> None:
     sample = new_key()
     path = write_private(tmp_path / "key", sample.hex)
     facts = file_facts(sample, path)
-    assert check_owner(facts, KeyOptions()).status is Status.PASS
-    assert check_owner(facts, KeyOptions(expected_owner="root")).status is Status.PASS
-    wrong = check_owner(facts, KeyOptions(expected_owner="nobody"))
+    assert check_owner(facts, KeySettings()).status is Status.PASS
+    assert check_owner(facts, KeySettings(expected_owner="root")).status is Status.PASS
+    wrong = check_owner(facts, KeySettings(expected_owner="nobody"))
     assert wrong.status is Status.FAIL and "not nobody" in wrong.detail
 
 
-def test_key_options_are_validated(tmp_path: Path) -> None:
-    assert (
-        key_options(settings_for(tmp_path, key={"backup_max_age_days": 30})).backup_max_age_days
-        == 30
-    )
+def test_key_options_are_validated_when_settings_load(tmp_path: Path) -> None:
+    assert settings_for(tmp_path, key={"backup_max_age_days": 30}).key.backup_max_age_days == 30
+    # A typo under [key] stops every command, not only the key commands.
     with pytest.raises(ConfigError, match=r"key\.backup_max_age_dayz: unknown setting"):
-        key_options(settings_for(tmp_path, key={"backup_max_age_dayz": 30}))
+        settings_for(tmp_path, key={"backup_max_age_dayz": 30})
 
 
 # -- which key it is ---------------------------------------------------------------------------
@@ -162,24 +159,24 @@ def test_cold_backup_age(tmp_path: Path) -> None:
     facts = KeyFacts(sample.public_key, KeySource("fd", "fd 3"))
     now = time.time()
     with StateStore.open(tmp_path / "state") as store:
-        never = check_cold_backup(facts, store, KeyOptions(), now)
+        never = check_cold_backup(facts, store, KeySettings(), now)
         assert never.status is Status.WARN and "no verified cold backup" in never.detail
         store.record_event(VERIFY_EVENT, new_key().public_key, "ok", at=now)  # another key
-        assert check_cold_backup(facts, store, KeyOptions(), now).status is Status.WARN
+        assert check_cold_backup(facts, store, KeySettings(), now).status is Status.WARN
         store.record_event(VERIFY_EVENT, sample.public_key, "ok", at=now - 100 * DAY)
-        old = check_cold_backup(facts, store, KeyOptions(), now)
+        old = check_cold_backup(facts, store, KeySettings(), now)
         assert old.status is Status.WARN and "100 days ago" in old.detail
         assert (
-            check_cold_backup(facts, store, KeyOptions(backup_max_age_days=120), now).status
+            check_cold_backup(facts, store, KeySettings(backup_max_age_days=120), now).status
             is Status.PASS
         )
         store.record_event(VERIFY_EVENT, sample.public_key, "ok", at=now - 10 * DAY)
-        recent = check_cold_backup(facts, store, KeyOptions(), now)
+        recent = check_cold_backup(facts, store, KeySettings(), now)
         assert recent.status is Status.PASS and recent.data["age_days"] == 10.0
         store.record_event(VERIFY_EVENT, sample.public_key, "wrong-passphrase", at=now - DAY)
-        assert check_cold_backup(facts, store, KeyOptions(), now).status is Status.PASS
+        assert check_cold_backup(facts, store, KeySettings(), now).status is Status.PASS
         store.record_event(VERIFY_EVENT, sample.public_key, "mismatch", at=now)
-        assert check_cold_backup(facts, store, KeyOptions(), now).status is Status.FAIL
+        assert check_cold_backup(facts, store, KeySettings(), now).status is Status.FAIL
 
 
 # -- all together ------------------------------------------------------------------------------

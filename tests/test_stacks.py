@@ -268,7 +268,8 @@ def test_server_errors_are_retried(node: FakeStacksNode) -> None:
     node.set_aggregate_key(KEY)
     node.fail(http_error(502, "bad gateway"), times=2)
     reading = read_aggregate_key(
-        make_settings(node.url, retries=2), policy=RetryPolicy(retries=2, backoff_s=0.01)
+        make_settings(node.url, retries=2),
+        policy=RetryPolicy(retries=2, max_wait_s=30.0, backoff_s=0.01),
     )
     assert reading.agreed_key == KEY
     assert len(node.requests) == 3

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 
 from sbtc_ops.errors import ConfigError
 
@@ -25,6 +27,42 @@ Network = Literal["mainnet", "testnet", "devnet"]
 DEFAULT_CONFIG_PATHS = (Path("sbtc-ops.toml"), Path("/etc/sbtc-ops/sbtc-ops.toml"))
 ENV_PREFIX = "SBTC_OPS_"
 SIGNER_ENV_PREFIX = "SIGNER_"
+# Marks a setting whose default depends on the host (not written as a value by `config sample`).
+COMPUTED_DEFAULT: dict[str, Any] = {"computed_default": True}
+
+
+def is_computed_default(field: FieldInfo) -> bool:
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and extra.get("computed_default") is True
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One bad setting: the layer it came from (a file, an environment variable, the signer's
+    configuration, the command line), its dotted key ("" for the whole file) and what is wrong."""
+
+    layer: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.layer}: {self.key}: {self.message}"
+            if self.key
+            else f"{self.layer}: {self.message}"
+        )
+
+    def to_json(self) -> dict[str, str]:
+        return {"layer": self.layer, "key": self.key, "message": self.message}
+
+
+class InvalidConfig(ConfigError):
+    """The configuration could be read but is wrong. Commands exit 2 as for any ConfigError;
+    `config check` reports the problems and exits 1 (a file it cannot read stays exit 2)."""
+
+    def __init__(self, message: str, problems: list[ConfigProblem]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class NetworkPreset(BaseModel):
@@ -58,54 +96,107 @@ class _Section(BaseModel):
 class StacksSettings(_Section):
     endpoints: list[str] = Field(
         default_factory=list,
-        description="Stacks node RPC endpoints to read the registry from (own node and a public API).",
+        description="Stacks node RPC endpoints to read the registry from (own node and a public "
+        "API); they must agree. Default: the network preset's public API.",
+        examples=[["http://stacks-node:20443", "https://api.hiro.so"]],
     )
-    api_key: SecretStr | None = Field(None, description="x-api-key header for hosted APIs.")
-    connect_timeout_s: float = Field(5.0, gt=0)
-    timeout_s: float = Field(15.0, gt=0)
-    retries: int = Field(3, ge=0, le=10)
+    api_key: SecretStr | None = Field(
+        None, description="x-api-key header for hosted APIs.", examples=["<hiro api key>"]
+    )
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="Seconds to wait for a TCP/TLS connection.", examples=[3.0]
+    )
+    timeout_s: float = Field(
+        15.0, gt=0, description="Seconds to wait for one whole request.", examples=[30.0]
+    )
+    retries: int = Field(
+        3, ge=0, le=10, description="Retries after a 429 or 5xx answer (0-10).", examples=[5]
+    )
     max_retry_wait_s: float = Field(
-        30.0, ge=0, description="Longest wait before a retry, even if Retry-After asks for more."
+        30.0,
+        ge=0,
+        description="Longest wait before a retry, even if Retry-After asks for more.",
+        examples=[10.0],
     )
 
 
 class DatabaseSettings(_Section):
     url: SecretStr | None = Field(
-        None, description="The signer database (libpq URL). Default: the signer's db_endpoint."
+        None,
+        description="The signer database (libpq URL). Default: the signer's db_endpoint.",
+        examples=["postgresql://signer:<password>@127.0.0.1:5432/signer"],
     )
 
 
 class S3Settings(_Section):
-    url: str | None = Field(None, description="s3://bucket/prefix")
-    endpoint_url: str | None = None
-    region: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: SecretStr | None = None
+    url: str | None = Field(
+        None,
+        description="Bucket and prefix for backups: s3://bucket/prefix.",
+        examples=["s3://my-bucket/signer-1"],
+    )
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint; default: AWS.",
+        examples=["https://s3.example.com"],
+    )
+    region: str | None = Field(None, description="Bucket region.", examples=["eu-central-1"])
+    access_key_id: str | None = Field(
+        None,
+        description="Access key id; default: the AWS credential chain (env, profile, role).",
+        examples=["AKIAEXAMPLE"],
+    )
+    secret_access_key: SecretStr | None = Field(
+        None, description="Secret access key (with access_key_id).", examples=["<secret>"]
+    )
 
 
 class RetentionSettings(_Section):
-    keep_daily: int = Field(7, ge=0)
-    keep_weekly: int = Field(4, ge=0)
-    keep_monthly: int = Field(12, ge=0)
+    keep_daily: int = Field(
+        7, ge=0, description="Keep the newest backup of each of this many days.", examples=[14]
+    )
+    keep_weekly: int = Field(
+        4, ge=0, description="Keep the newest backup of each of this many weeks.", examples=[8]
+    )
+    keep_monthly: int = Field(
+        12, ge=0, description="Keep the newest backup of each of this many months.", examples=[24]
+    )
 
 
 class BackupSettings(_Section):
-    local_dir: Path | None = Field(None, description="Local backup repository directory.")
-    s3: S3Settings = Field(default_factory=S3Settings)
-    format: Literal["custom", "directory"] = "custom"
+    local_dir: Path | None = Field(
+        None, description="Local backup repository directory.", examples=["/var/backups/sbtc-ops"]
+    )
+    s3: S3Settings = Field(
+        default_factory=S3Settings, description="A copy of every backup in S3-compatible storage."
+    )
+    format: Literal["custom", "directory"] = Field(
+        "custom",
+        description="pg_dump format: custom (one file) or directory (parallel dump with jobs).",
+        examples=["directory"],
+    )
     compression: str = Field(
         "gzip:1",
         description="pg_dump --compress value; gzip:1 is ~3x faster than pg_dump's default "
         "and within ~7% of its size. zstd/lz4 only if your pg_dump build supports them.",
+        examples=["zstd:3"],
     )
-    jobs: int = Field(2, ge=1, le=64, description="Parallel dump jobs (directory format only).")
+    jobs: int = Field(
+        2, ge=1, le=64, description="Parallel dump jobs (directory format only).", examples=[4]
+    )
     recipients: list[str] = Field(
-        default_factory=list, description="age X25519 recipients (age1…) to encrypt backups to."
+        default_factory=list,
+        description="age X25519 recipients (age1…) to encrypt backups to.",
+        examples=[["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]],
     )
     identity_file: Path | None = Field(
-        None, description="age identity file, needed only by verify and restore."
+        None,
+        description="age identity file, needed only by verify and restore.",
+        examples=["/root/sbtc-ops-backup.agekey"],
     )
-    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings,
+        description="What `prune` keeps (daily/weekly/monthly; the newest backup always stays).",
+    )
     max_expanded_mb: int | None = Field(
         None,
         ge=1,
@@ -125,65 +216,153 @@ class BackupSettings(_Section):
 
 class PostgresSettings(_Section):
     bin_dir: Path | None = Field(
-        None, description="Directory with initdb/pg_ctl/pg_dump/pg_restore. Default: embedded."
+        None,
+        description="Directory with initdb/pg_ctl/pg_dump/pg_restore. Default: embedded.",
+        examples=["/usr/lib/postgresql/18/bin"],
     )
     run_as: str | None = Field(
-        None, description="Unprivileged user that runs throwaway servers when invoked as root."
+        None,
+        description="Unprivileged user that runs throwaway servers when invoked as root. "
+        "Default: a `sbtc-ops` user if one exists, else nobody.",
+        examples=["sbtc-ops"],
     )
 
 
 class SignerSettings(_Section):
     """What sbtc-ops knows of the signer, mostly imported from its own config."""
 
-    config_path: Path | None = Field(None, description="The signer's signer-config.toml.")
-    env_file: Path | None = Field(None, description="An env file with SIGNER_* variables (.env).")
-    db_endpoint: SecretStr | None = None
-    private_key: SecretStr | None = None
-    private_key_source: str | None = Field(None, description="Where the private key was found.")
-    key_file: Path | None = Field(None, description="A file holding the signer's private key.")
-    public_key: str | None = Field(None, description="The signer's compressed public key (hex).")
-    bootstrap_signing_set: list[str] = Field(default_factory=list)
-    prometheus_exporter_endpoint: str | None = None
-    listen_on: list[str] = Field(default_factory=list)
-    event_observer_bind: str | None = None
-    bitcoin_rpc_endpoints: list[SecretStr] = Field(default_factory=list)
+    config_path: Path | None = Field(
+        None,
+        description="The signer's signer-config.toml; the settings below are read from it.",
+        examples=["/opt/signer/signer-config.toml"],
+    )
+    env_file: Path | None = Field(
+        None,
+        description="An env file with SIGNER_* variables (.env), as docker compose uses.",
+        examples=["/opt/signer/.env"],
+    )
+    db_endpoint: SecretStr | None = Field(
+        None,
+        description="The signer's [signer] db_endpoint (usually imported, not set here).",
+        examples=["postgresql://signer:<password>@postgres:5432/signer"],
+    )
+    private_key: SecretStr | None = Field(
+        None,
+        description="The signer's private key (usually imported; prefer key_file).",
+        examples=["<64 hex digits>"],
+    )
+    private_key_source: str | None = Field(
+        None,
+        description="Where the private key was found; set by sbtc-ops when it imports the key.",
+        examples=["/opt/signer/signer-config.toml [signer] private_key"],
+    )
+    key_file: Path | None = Field(
+        None,
+        description="A file holding the signer's private key.",
+        examples=["/etc/sbtc-signer/private.key"],
+    )
+    public_key: str | None = Field(
+        None,
+        description="The signer's compressed public key (hex).",
+        examples=["02" + "ab" * 32],
+    )
+    bootstrap_signing_set: list[str] = Field(
+        default_factory=list,
+        description="Public keys of the bootstrap signer set (usually imported).",
+        examples=[["02" + "ab" * 32, "03" + "cd" * 32]],
+    )
+    prometheus_exporter_endpoint: str | None = Field(
+        None,
+        description="HOST:PORT of the signer's Prometheus exporter (usually imported).",
+        examples=["0.0.0.0:9184"],
+    )
+    listen_on: list[str] = Field(
+        default_factory=list,
+        description="The signer's P2P listen addresses, [signer.p2p] listen_on (usually imported).",
+        examples=[["tcp://0.0.0.0:4122", "quic-v1://0.0.0.0:4122"]],
+    )
+    event_observer_bind: str | None = Field(
+        None,
+        description="The signer's event observer, [signer.event_observer] bind (usually imported).",
+        examples=["0.0.0.0:8801"],
+    )
+    bitcoin_rpc_endpoints: list[SecretStr] = Field(
+        default_factory=list,
+        description="The signer's [bitcoin] rpc_endpoints (usually imported).",
+        examples=[["http://user:<password>@bitcoind:8332"]],
+    )
 
 
-class AuditSettings(BaseModel):
-    """Options of `sbtc-ops audit`. Areas may read further keys of their own (extra allowed)."""
-
-    model_config = ConfigDict(extra="allow")
+class AuditSettings(_Section):
+    """Options of `sbtc-ops audit`."""
 
     compose_files: list[Path] = Field(
-        default_factory=list, description="docker compose files of the signer and its nodes."
+        default_factory=list,
+        description="docker compose files of the signer and its nodes.",
+        examples=[["/opt/sbtc/docker-compose.yml"]],
     )
     secrets_inventory: Path | None = Field(
-        None, description="secrets.toml: name, location, owner, last_rotated, max_age_days."
+        None,
+        description="secrets.toml: name, location, owner, last_rotated, max_age_days.",
+        examples=["/etc/sbtc-ops/secrets.toml"],
     )
-    roster_file: Path | None = Field(None, description="Administrator roster (TOML).")
-    runbooks: list[Path] = Field(default_factory=list)
+    roster_file: Path | None = Field(
+        None, description="Administrator roster (TOML).", examples=["/etc/sbtc-ops/roster.toml"]
+    )
+    runbooks: list[Path] = Field(
+        default_factory=list,
+        description="Runbooks, each with a 'Last reviewed: YYYY-MM-DD' line.",
+        examples=[["/etc/sbtc-ops/runbooks/restore.md"]],
+    )
     allowed_ports: list[str] = Field(
         default_factory=list,
         description="Extra inbound ports allowed by policy, e.g. '8333', '20444/tcp', '4122/udp'.",
+        examples=[["8333", "4122/udp"]],
     )
     allow_node_p2p: bool = Field(
-        False, description="Also allow Bitcoin P2P 8333 and Stacks P2P 20444 inbound."
+        False,
+        description="Also allow Bitcoin P2P 8333 and Stacks P2P 20444 inbound.",
+        examples=[True],
     )
     ssh_users: list[str] = Field(
         default_factory=list,
         description="Administrators to evaluate sshd Match blocks for (sshd -T -C user=…).",
+        examples=[["alice", "bob"]],
     )
-    pg_hba_files: list[Path] = Field(default_factory=list)
-    key_backup_max_age_days: int = Field(365, ge=1)
-    rotation_warn_days: int = Field(14, ge=0)
-    concurrency: int = Field(8, ge=1, le=64)
-    check_timeout_s: float = Field(15.0, gt=0)
-    command_timeout_s: float = Field(5.0, gt=0)
+    pg_hba_files: list[Path] = Field(
+        default_factory=list,
+        description="pg_hba.conf files besides /etc/postgresql/*/main and compose volumes.",
+        examples=[["/srv/postgres/pg_hba.conf"]],
+    )
+    key_backup_max_age_days: int = Field(
+        365,
+        ge=1,
+        description="Warn (KEY checks) when the last verified cold key backup is older.",
+        examples=[180],
+    )
+    rotation_warn_days: int = Field(
+        14, ge=0, description="Warn this many days before a secret is due.", examples=[30]
+    )
+    concurrency: int = Field(
+        8, ge=1, le=64, description="Checks run at the same time.", examples=[4]
+    )
+    check_timeout_s: float = Field(
+        15.0, gt=0, description="A check still running after this is an error.", examples=[30.0]
+    )
+    command_timeout_s: float = Field(
+        5.0, gt=0, description="Per command a check runs (sshd -T, nft …).", examples=[10.0]
+    )
     # -- logs, monitoring, nodes, releases, operations (audit II) --
-    network_timeout_s: float = Field(5.0, gt=0, description="Per HTTP/RPC request.")
-    log_retention_days: int = Field(90, ge=1)
+    network_timeout_s: float = Field(
+        5.0, gt=0, description="Per HTTP/RPC request.", examples=[10.0]
+    )
+    log_retention_days: int = Field(
+        90, ge=1, description="Logs must reach back this many days.", examples=[180]
+    )
     log_files: list[str] = Field(
-        default_factory=list, description="Globs of the signer's and nodes' local log files."
+        default_factory=list,
+        description="Globs of the signer's and nodes' local log files.",
+        examples=[["/var/log/bitcoin/debug.log*"]],
     )
     journald_conf_paths: list[Path] = Field(
         default_factory=lambda: [
@@ -191,64 +370,159 @@ class AuditSettings(BaseModel):
             Path("/etc/systemd/journald.conf"),
             Path("/etc/systemd/journald.conf.d"),
             Path("/run/systemd/journald.conf.d"),
-        ]
+        ],
+        description="journald configuration, read in this order (later wins; *.d = drop-ins).",
+        examples=[["/etc/systemd/journald.conf"]],
     )
     logrotate_paths: list[Path] = Field(
-        default_factory=lambda: [Path("/etc/logrotate.conf"), Path("/etc/logrotate.d")]
+        default_factory=lambda: [Path("/etc/logrotate.conf"), Path("/etc/logrotate.d")],
+        description="logrotate configuration files and directories.",
+        examples=[["/etc/logrotate.conf", "/etc/logrotate.d"]],
     )
-    docker_daemon_json: Path = Path("/etc/docker/daemon.json")
+    docker_daemon_json: Path = Field(
+        Path("/etc/docker/daemon.json"),
+        description="Docker daemon configuration (default log driver).",
+        examples=["/etc/docker/daemon.json"],
+    )
     metrics_url: str | None = Field(
-        None, description="Default: http://127.0.0.1:<port of prometheus_exporter_endpoint>/metrics"
+        None,
+        description="Default: http://127.0.0.1:<port of prometheus_exporter_endpoint>/metrics",
+        examples=["http://127.0.0.1:9184/metrics"],
     )
     metrics_interval_s: float = Field(
-        0.5, gt=0, le=60, description="Between two scrapes when no previous audit's is usable."
+        0.5,
+        gt=0,
+        le=60,
+        description="Between two scrapes when no previous audit's is usable.",
+        examples=[2.0],
     )
     signer_info_url: str | None = Field(
-        None, description="Default: http://127.0.0.1:<port of event_observer.bind>/info"
+        None,
+        description="Default: http://127.0.0.1:<port of event_observer.bind>/info",
+        examples=["http://127.0.0.1:8801/info"],
     )
-    tip_tolerance_blocks: int = Field(2, ge=0)
+    tip_tolerance_blocks: int = Field(
+        2, ge=0, description="How far a node's tip may trail the reference.", examples=[3]
+    )
     bitcoin_rpc_url: SecretStr | None = Field(
-        None, description="Default: the signer's first bitcoin.rpc_endpoints entry."
+        None,
+        description="Default: the signer's first bitcoin.rpc_endpoints entry.",
+        examples=["http://user:<password>@127.0.0.1:8332"],
     )
-    stacks_node_url: str | None = Field(None, description="Default: first stacks.endpoints.")
-    stacks_node_config: Path | None = Field(None, description="The Stacks node's Config.toml.")
+    stacks_node_url: str | None = Field(
+        None, description="Default: first stacks.endpoints.", examples=["http://127.0.0.1:20443"]
+    )
+    stacks_node_config: Path | None = Field(
+        None,
+        description="The Stacks node's Config.toml.",
+        examples=["/opt/sbtc/nodes/stacks/Config.toml"],
+    )
     chainstate_paths: list[Path] = Field(
-        default_factory=list, description="Bitcoin datadir, Stacks working_dir, PostgreSQL data."
+        default_factory=list,
+        description="Bitcoin datadir, Stacks working_dir, PostgreSQL data.",
+        examples=[["/srv/bitcoin", "/srv/stacks", "/srv/postgres"]],
     )
-    github_api_url: str = "https://api.github.com"
-    github_token: SecretStr | None = None
-    release_cache_ttl_s: float = Field(6 * 3600.0, ge=0)
-    release_grace_days: int = Field(14, ge=0)
-    osv_api_url: str = "https://api.osv.dev"
-    osv_python: bool = Field(True, description="Also query sbtc-ops' own Python dependencies.")
-    dpkg_status: Path = Path("/var/lib/dpkg/status")
-    runbook_max_age_days: int = Field(180, ge=1)
-    coverage_min_percent: float = Field(70.0, ge=0, le=100)
+    github_api_url: str = Field(
+        "https://api.github.com",
+        description="GitHub API for the latest releases.",
+        examples=["https://github.example.com/api/v3"],
+    )
+    github_token: SecretStr | None = Field(
+        None,
+        description="Raises GitHub's rate limit (60 requests/hour without).",
+        examples=["<github token>"],
+    )
+    release_cache_ttl_s: float = Field(
+        6 * 3600.0,
+        ge=0,
+        description="How long fetched releases are reused from the state directory.",
+        examples=[3600.0],
+    )
+    release_grace_days: int = Field(
+        14,
+        ge=0,
+        description="Days a newer release may be out before running an older one fails.",
+        examples=[7],
+    )
+    osv_api_url: str = Field(
+        "https://api.osv.dev",
+        description="OSV vulnerability database API.",
+        examples=["https://api.osv.dev"],
+    )
+    osv_python: bool = Field(
+        True, description="Also query sbtc-ops' own Python dependencies.", examples=[False]
+    )
+    dpkg_status: Path = Field(
+        Path("/var/lib/dpkg/status"),
+        description="dpkg status file listing the host's packages.",
+        examples=["/var/lib/dpkg/status"],
+    )
+    runbook_max_age_days: int = Field(
+        180, ge=1, description="A runbook must have been reviewed within this.", examples=[90]
+    )
+    coverage_min_percent: float = Field(
+        70.0,
+        ge=0,
+        le=100,
+        description="Share of the week's hours at least one administrator covers.",
+        examples=[100.0],
+    )
 
 
 class ServeSettings(_Section):
     """`sbtc-ops serve`: schedules (5-field cron, local time; "" disables a job), HTTP, alerts."""
 
-    bind: str = Field("127.0.0.1:9185", description="HOST:PORT for /metrics and the status page.")
+    bind: str = Field(
+        "127.0.0.1:9185",
+        description="HOST:PORT for /metrics and the status page.",
+        examples=["0.0.0.0:9185"],
+    )
     webhooks: list[SecretStr] = Field(
         default_factory=list,
         description="Webhook URLs notified on failure and recovery (Slack and Discord URLs get "
         "their own body shape; anything else generic JSON).",
+        examples=[["https://hooks.slack.com/services/<token>"]],
     )
-    dkg_poll_interval_s: float = Field(60.0, gt=0)
-    dkg_watch: bool = Field(True, description="Back up new DKG shares as soon as they appear.")
-    backup_cron: str = "17 3 * * *"
-    verify_after_backup: bool = True
+    dkg_poll_interval_s: float = Field(
+        60.0, gt=0, description="How often the DKG watch polls the signer DB.", examples=[30.0]
+    )
+    dkg_watch: bool = Field(
+        True, description="Back up new DKG shares as soon as they appear.", examples=[False]
+    )
+    backup_cron: str = Field(
+        "17 3 * * *", description="When to take a backup.", examples=["17 */6 * * *"]
+    )
+    verify_after_backup: bool = Field(
+        True, description="Verify each new backup right after it is taken.", examples=[False]
+    )
     verify_rotate_cron: str = Field(
-        "41 4 * * 0", description="Weekly verify of an older retained backup, in rotation."
+        "41 4 * * 0",
+        description="Weekly verify of an older retained backup, in rotation.",
+        examples=[""],
     )
-    audit_cron: str = "7 * * * *"
-    chain_check_cron: str = "*/10 * * * *"
-    jitter_s: float = Field(120.0, ge=0, description="Random delay added to each scheduled run.")
-    prune_after_backup: bool = Field(True, description="Apply backup.retention after a backup.")
-    verify_jobs: int = Field(2, ge=1, le=64)
-    job_timeout_s: float = Field(6 * 3600.0, gt=0, description="A run is stopped after this.")
-    history_days: int = Field(400, ge=7, description="How long job runs are kept in state.db.")
+    audit_cron: str = Field(
+        "7 * * * *", description="When to audit the host.", examples=["7 6 * * *"]
+    )
+    chain_check_cron: str = Field(
+        "*/10 * * * *",
+        description="When to compare the newest backup's key with the chain.",
+        examples=["*/30 * * * *"],
+    )
+    jitter_s: float = Field(
+        120.0, ge=0, description="Random delay added to each scheduled run.", examples=[0.0]
+    )
+    prune_after_backup: bool = Field(
+        True, description="Apply backup.retention after a backup.", examples=[False]
+    )
+    verify_jobs: int = Field(
+        2, ge=1, le=64, description="Parallel restore jobs of a scheduled verify.", examples=[4]
+    )
+    job_timeout_s: float = Field(
+        6 * 3600.0, gt=0, description="A run is stopped after this.", examples=[3600.0]
+    )
+    history_days: int = Field(
+        400, ge=7, description="How long job runs are kept in state.db.", examples=[90]
+    )
 
     @field_validator("backup_cron", "verify_rotate_cron", "audit_cron", "chain_check_cron")
     @classmethod
@@ -260,23 +534,72 @@ class ServeSettings(_Section):
         return value.strip()
 
 
+class KeySettings(_Section):
+    """Key custody: `sbtc-ops key check|backup|verify-backup`."""
+
+    backup_max_age_days: float = Field(
+        90.0,
+        gt=0,
+        description="Warn when the last verified cold backup is older than this.",
+        examples=[30.0],
+    )
+    expected_owner: str | None = Field(
+        None,
+        description="User that must own files holding the key (default: root or you).",
+        examples=["sbtc-signer"],
+    )
+
+
 class Settings(BaseModel):
     """The effective settings. Layers are merged by load_settings (not by pydantic), so the
     documented precedence is the only one and every bad key can be traced to its layer."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    network: Network = "mainnet"
-    deployer: str | None = Field(None, description="sbtc-registry deployer; default per network.")
-    state_dir: Path = Field(default_factory=lambda: _default_state_dir())
-    stacks: StacksSettings = Field(default_factory=StacksSettings)
-    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    backup: BackupSettings = Field(default_factory=BackupSettings)
-    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
-    signer: SignerSettings = Field(default_factory=lambda: SignerSettings())
-    serve: ServeSettings = Field(default_factory=lambda: ServeSettings())
-    audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
-    key: dict[str, Any] = Field(default_factory=dict, description="Key custody options.")
+    network: Network = Field(
+        "mainnet",
+        description="mainnet, testnet or devnet; selects the presets.",
+        examples=["testnet"],
+    )
+    deployer: str | None = Field(
+        None,
+        description="sbtc-registry deployer; default per network.",
+        examples=["SM3VDXK3WZZSA84XXFKAFAF15NNZX32CTSG82JFQ4"],
+    )
+    state_dir: Path = Field(
+        default_factory=lambda: _default_state_dir(),
+        description="sbtc-ops' own state (state.db, locks, caches). Default: /var/lib/sbtc-ops "
+        "as root, else $XDG_STATE_HOME/sbtc-ops.",
+        examples=["/var/lib/sbtc-ops"],
+        json_schema_extra=COMPUTED_DEFAULT,
+    )
+    stacks: StacksSettings = Field(
+        default_factory=StacksSettings, description="Reading the sbtc-registry from Stacks nodes."
+    )
+    db: DatabaseSettings = Field(
+        default_factory=DatabaseSettings, description="The signer database to back up."
+    )
+    backup: BackupSettings = Field(
+        default_factory=BackupSettings,
+        description="`backup`, `prune`, `restore`: where backups go and how they are made.",
+    )
+    postgres: PostgresSettings = Field(
+        default_factory=PostgresSettings,
+        description="PostgreSQL binaries and the throwaway servers of verify and restore.",
+    )
+    signer: SignerSettings = Field(
+        default_factory=lambda: SignerSettings(),
+        description="The signer: where its configuration is; values imported from it.",
+    )
+    serve: ServeSettings = Field(
+        default_factory=lambda: ServeSettings(),
+        description='`serve`: schedules (5-field cron, local time; "" disables a job), HTTP, '
+        "alerts.",
+    )
+    audit: AuditSettings = Field(
+        default_factory=lambda: AuditSettings(), description="`audit`: what the host audit reads."
+    )
+    key: KeySettings = Field(default_factory=KeySettings, description="Key custody options.")
 
     # Where the file layer came from, for messages; not a setting.
     source_files: list[str] = Field(default_factory=list, exclude=True)
@@ -336,7 +659,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        problem = ConfigProblem(str(path), "", f"not valid TOML: {exc}")
+        raise InvalidConfig(str(problem), [problem]) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
@@ -450,10 +774,12 @@ def signer_layer(
         network = _SIGNER_NETWORKS.get(str(signer["network"]))
         if network is None:
             where = str(config_path) if config_path else "SIGNER_SIGNER__NETWORK"
-            raise ConfigError(
-                f"{where}: signer.network = {signer['network']!r} is not one of "
-                "mainnet, testnet, regtest"
+            problem = ConfigProblem(
+                where,
+                "signer.network",
+                f"{signer['network']!r} is not one of mainnet, testnet, regtest",
             )
+            raise InvalidConfig(f"{where}: signer.network = {problem.message}", [problem])
         layer["network"] = network
     if signer.get("deployer"):
         layer["deployer"] = str(signer["deployer"])
@@ -510,8 +836,11 @@ def _prune_none(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+ENV_LAYER = "environment"
+
+
 def _locate(path: tuple[Any, ...], layers: list[tuple[str, dict[str, Any]]]) -> str:
-    """Name the layer (file, env var, flag) a bad key came from, for the error message."""
+    """Name the layer (file, env, flag) a bad key came from, for the error message."""
     for layer_name, layer in reversed(layers):
         node: Any = layer
         for part in path:
@@ -526,12 +855,33 @@ def _locate(path: tuple[Any, ...], layers: list[tuple[str, dict[str, Any]]]) -> 
     return "settings"
 
 
+def _env_variable(path: tuple[Any, ...], environ: Mapping[str, str]) -> str | None:
+    """The SBTC_OPS_* variable that set `path` (or the table or list holding it)."""
+    keys = tuple(str(part) for part in path)
+    for name in environ:
+        if not name.startswith(ENV_PREFIX) or name == "SBTC_OPS_CONFIG":
+            continue
+        parts = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        if keys[: len(parts)] == parts:
+            return name
+    return None
+
+
+def _signer_layer_name(config_path: Path | None, env_file: Path | None) -> str:
+    if config_path is not None:
+        return f"the signer's configuration ({config_path})"
+    if env_file is not None:
+        return f"the signer's environment ({env_file})"
+    return "the signer's environment (SIGNER_*)"
+
+
 def load_settings(
     config_path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build the effective settings; raises ConfigError naming file, key and problem."""
+    """Build the effective settings; raises ConfigError naming file, key and problem
+    (InvalidConfig, with every problem and its layer, when what was read is wrong)."""
     environ = os.environ if environ is None else environ
     file_path = find_config_file(config_path, environ)
     file_doc = read_toml(file_path) if file_path else {}
@@ -541,17 +891,13 @@ def load_settings(
     # The signer config's location can be set in any layer above it.
     pre = deep_merge(deep_merge(file_doc, env_doc), flag_doc)
     signer_pre = pre.get("signer", {}) if isinstance(pre.get("signer"), dict) else {}
-    signer_cfg = signer_pre.get("config_path")
-    signer_env = signer_pre.get("env_file")
-    signer_doc = signer_layer(
-        Path(signer_cfg) if signer_cfg else None,
-        Path(signer_env) if signer_env else None,
-        environ,
-    )
+    signer_cfg = Path(signer_pre["config_path"]) if signer_pre.get("config_path") else None
+    signer_env = Path(signer_pre["env_file"]) if signer_pre.get("env_file") else None
+    signer_doc = signer_layer(signer_cfg, signer_env, environ)
     layers = [
-        ("the signer's configuration", signer_doc),
+        (_signer_layer_name(signer_cfg, signer_env), signer_doc),
         (str(file_path) if file_path else "sbtc-ops.toml", file_doc),
-        ("environment (SBTC_OPS_*)", env_doc),
+        (ENV_LAYER, env_doc),
         ("command line", flag_doc),
     ]
     merged: dict[str, Any] = {}
@@ -561,25 +907,26 @@ def load_settings(
         # Everything is passed as init values so the precedence above is the only one.
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_describe_validation_error(exc, layers)) from None
+        problems = _problems(exc, layers, environ)
+        lines = ["invalid configuration:", *(f"  {problem}" for problem in problems)]
+        raise InvalidConfig("\n".join(lines), problems) from None
     if file_path:
         settings.source_files.append(str(file_path))
     return settings
 
 
-def _describe_validation_error(
-    exc: ValidationError, layers: list[tuple[str, dict[str, Any]]]
-) -> str:
-    lines = ["invalid configuration:"]
+def _problems(
+    exc: ValidationError, layers: list[tuple[str, dict[str, Any]]], environ: Mapping[str, str]
+) -> list[ConfigProblem]:
+    problems = []
     for error in exc.errors():
         location = tuple(error["loc"])
-        key = ".".join(str(part) for part in location)
         origin = _locate(location, layers)
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown setting"
-        lines.append(f"  {origin}: {key}: {message}")
-    return "\n".join(lines)
+        if origin == ENV_LAYER:
+            origin = f"environment {_env_variable(location, environ) or '(SBTC_OPS_*)'}"
+        message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(ConfigProblem(origin, ".".join(str(p) for p in location), message))
+    return problems
 
 
 # -- showing -----------------------------------------------------------------------------

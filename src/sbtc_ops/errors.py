@@ -1,6 +1,6 @@
 """Errors every layer may raise; the CLI maps them onto the exit-code contract.
 
-Exit codes (DESIGN.md): 0 all good, 1 a problem was found, 2 could not do the job.
+Exit codes (docs/architecture.md, "Contracts"): 0 all good, 1 a problem was found, 2 could not do the job.
 Messages must never contain a secret: they are printed as they are.
 """
 
@@ -31,9 +31,3 @@ class UsageError(SbtcOpsError):
 
 class DependencyError(SbtcOpsError):
     """Something sbtc-ops needs (a binary, a server, a network endpoint) is unavailable."""
-
-
-class ProblemFound(Exception):
-    """The job ran and found a problem (exit 1); carries a message for the operator."""
-
-    exit_code = 1

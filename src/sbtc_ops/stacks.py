@@ -46,7 +46,6 @@ NOT_SET = b"\x00"
 """The registry's initial aggregate key: a 1-byte buffer meaning "no key set yet"."""
 
 DEFAULT_BACKOFF_S = 0.5
-DEFAULT_MAX_RETRY_WAIT_S = 30.0
 EXCERPT_CHARS = 200
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 """A call-read answer holds at most a 2 MiB value as hex; anything far larger is wrong."""
@@ -62,13 +61,14 @@ class WrongValueError(StacksError):
     """The node answered with a Clarity value of a type or shape the registry never returns."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
-    """How often and how long to wait before retrying a 429 or 5xx answer."""
+    """How often and how long to wait before retrying a 429 or 5xx answer. `retries` and
+    `max_wait_s` are settings (stacks.retries, stacks.max_retry_wait_s): no defaults here."""
 
-    retries: int = 3
+    retries: int
+    max_wait_s: float
     backoff_s: float = DEFAULT_BACKOFF_S
-    max_wait_s: float = DEFAULT_MAX_RETRY_WAIT_S
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:

@@ -27,8 +27,9 @@ from sbtc_ops.audit.framework import (
 from sbtc_ops.config import Settings, load_settings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "audit"
-# The fixtures' "today": rotation dates and backup ages are relative to it.
-FIXTURE_NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+# The one "today" of every audit test (support/audit2.py uses it too): rotation dates, backup
+# and log ages, release dates of the fake GitHub and the fixtures' files are relative to it.
+FIXTURE_NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 @dataclass

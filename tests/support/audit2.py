@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ from sbtc_ops.audit.framework import (
 from sbtc_ops.backup.manifest import MANIFEST_NAME, Manifest, SourceInfo
 from sbtc_ops.config import Settings
 from sbtc_ops.results import Status
+from tests.support.audit import FIXTURE_NOW
 
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+NOW = FIXTURE_NOW  # the audit tests share one fixed "now" (a Tuesday)
 
 
 def make_settings(tmp_path: Path, **sections: Any) -> Settings:

@@ -13,7 +13,7 @@ from sbtc_ops.audit.sshd import ssh_ports
 
 SIGNER_P2P_DEFAULT = 4122
 
-# Reference ports of a signer host (DESIGN.md, audit catalogue).
+# Reference ports of a signer host (the main ones: docs/architecture.md, "Signer host facts").
 SERVICE_NAMES: dict[int, str] = {
     22: "ssh",
     3032: "blocklist client",

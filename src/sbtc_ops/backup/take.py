@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,19 +56,22 @@ log = logging.getLogger(__name__)
 DKG_TABLE = f"{SIGNER_SCHEMA}.dkg_shares"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BackupRequest:
+    """One backup to take. No defaults of its own: the values come from the settings
+    (backup.service.request_from_settings), whose model is the only place defaults live."""
+
     db_url: SecretStr
     storages: list[Storage]
     state_dir: Path
     network: str
     deployer: str
-    format: str = "custom"
-    compression: str = "zstd:1"
-    jobs: int = 2
-    recipients: list[str] = field(default_factory=list)
-    kind: str = "full"  # "full" | "dkg-only"
-    bin_dir: Path | None = None
+    format: str
+    compression: str
+    jobs: int
+    recipients: list[str]
+    kind: str  # "full" | "dkg-only"
+    bin_dir: Path | None
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from typer._click.exceptions import ClickException  # typer vendors click
 
 from sbtc_ops import __version__
 from sbtc_ops.cli import _common
-from sbtc_ops.errors import ProblemFound, SbtcOpsError
+from sbtc_ops.errors import SbtcOpsError
 
 app = typer.Typer(
     name="sbtc-ops",
@@ -139,14 +138,23 @@ def _run() -> None:
         result = app(standalone_mode=False)
     except SbtcOpsError as exc:
         _fail(str(exc), exc.exit_code)
-    except ProblemFound as exc:
-        _fail(str(exc), exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         if _common.current().json_mode:
             _common.emit_json({"ok": False, "error": "interrupted"})
         _common.err.print("interrupted; cleaned up", markup=False)
         sys.exit(130)
-    except ClickException as exc:  # usage errors: exit 2 with click's message
-        exc.show()
+    except typer.TyperException as exc:  # usage errors: exit 2 with the parser's message
+        _show_usage_error(exc)
         sys.exit(exc.exit_code)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _show_usage_error(exc: typer.TyperException) -> None:
+    """The parser's own rendering (usage line, hint, message) when it has one. typer's public
+    base class has no `show`; the click-derived errors it raises (typer vendors click, and its
+    module path is private) do."""
+    show = getattr(exc, "show", None)
+    if callable(show):
+        show()
+    else:
+        typer.echo(f"Error: {exc.format_message()}", err=True)

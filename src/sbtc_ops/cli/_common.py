@@ -1,7 +1,7 @@
 """What every command shares: the run context, output on the right stream, JSON documents.
 
-Contract (DESIGN.md): with --json, stdout carries one JSON document and nothing else;
-logs, progress and messages go to stderr.
+Contract (docs/architecture.md, "Contracts"): with --json, stdout carries one JSON document
+and nothing else; logs, progress and messages go to stderr.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ class RunContext:
     verbose: int = 0
     json_mode: bool = False
     metrics_textfile: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _CURRENT = RunContext()
@@ -61,10 +60,6 @@ def load_settings(**overrides: Any) -> Any:
     from sbtc_ops.config import load_settings as _load
 
     return _load(config_path=_CURRENT.config_path, overrides=overrides)
-
-
-def exit_with(code: int) -> None:
-    raise typer.Exit(code)
 
 
 def configure_logging(verbose: int) -> None:

@@ -14,11 +14,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sbtc_ops.config import Settings
+from sbtc_ops.config import KeySettings, Settings
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.keys.chain import OnchainSignerSet
 from sbtc_ops.keys.material import KeySource
-from sbtc_ops.keys.options import KeyOptions
 from sbtc_ops.keys.wellknown import well_known
 from sbtc_ops.results import CheckResult, Status, run_timed
 from sbtc_ops.state import StateStore
@@ -85,7 +84,7 @@ def _who(mode: int) -> str:
     return " and ".join(readers)
 
 
-def check_owner(facts: KeyFacts, options: KeyOptions) -> CheckResult:
+def check_owner(facts: KeyFacts, options: KeySettings) -> CheckResult:
     path = facts.source.path
     if path is None:
         return _result("key.owner", Status.SKIP, "no file holds the key")
@@ -229,7 +228,7 @@ def check_not_well_known(facts: KeyFacts) -> CheckResult:
 
 
 def check_cold_backup(
-    facts: KeyFacts, store: StateStore, options: KeyOptions, now: float | None = None
+    facts: KeyFacts, store: StateStore, options: KeySettings, now: float | None = None
 ) -> CheckResult:
     now = time.time() if now is None else now
     events = store.events(VERIFY_EVENT, facts.public_key, limit=200)
@@ -278,7 +277,7 @@ def _date(at: float) -> str:
 def run_key_checks(
     facts: KeyFacts,
     settings: Settings,
-    options: KeyOptions,
+    options: KeySettings,
     store: StateStore,
     onchain_reader: Callable[[], OnchainSignerSet] | None,
 ) -> list[CheckResult]:

@@ -14,7 +14,6 @@ from sbtc_ops.keys.backup import BackupReport, BackupRequest, create_backup, val
 from sbtc_ops.keys.chain import OnchainSignerSet, read_onchain_signer_set
 from sbtc_ops.keys.check import KeyFacts, run_key_checks
 from sbtc_ops.keys.locate import locate_signer_key
-from sbtc_ops.keys.options import key_options
 from sbtc_ops.keys.secretio import require_strong_passphrase
 from sbtc_ops.keys.verify import (
     Secrets,
@@ -58,13 +57,14 @@ def _chain_reader(settings: Settings, offline: bool) -> Callable[[], OnchainSign
 def check_key(
     settings: Settings, *, key_file: Path | None = None, offline: bool = False
 ) -> CheckReport:
-    options = key_options(settings)
     with locate_signer_key(settings, key_file=key_file) as key:
         facts = KeyFacts(key.public_key_hex, key.source)
     log.info("signer key found in %s: public key %s", facts.source.description, facts.public_key)
     # The secret is wiped here; the checks only see the public key and where it came from.
     with StateStore.open(settings.state_dir) as store:
-        results = run_key_checks(facts, settings, options, store, _chain_reader(settings, offline))
+        results = run_key_checks(
+            facts, settings, settings.key, store, _chain_reader(settings, offline)
+        )
     return CheckReport(facts.public_key, facts.source.description, results)
 
 

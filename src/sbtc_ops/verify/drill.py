@@ -74,7 +74,8 @@ class VerifyRequest:
     signer_secret: bytes | None = None
     keep_cluster: bool = False
     locations: list[str] | None = None
-    jobs: int = 2
+    # Parallel restore jobs: no default here; the caller picks (serve.verify_jobs, --jobs).
+    jobs: int = field(kw_only=True)
 
 
 @dataclass
