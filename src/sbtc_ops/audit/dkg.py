@@ -97,7 +97,7 @@ def unverified_window(ctx: HostContext) -> Outcome:
     tip = bitcoin_height(ctx)
     waited = state.unverified_blocks(tip) or 0
     window = _window(ctx)
-    data = {"blocks_unverified": waited, "window": window, "bitcoin_tip": tip}
+    data: dict[str, Any] = {"blocks_unverified": waited, "window": window, "bitcoin_tip": tip}
     text = (
         f"newest shares unverified for {waited} Bitcoin blocks (started at "
         f"{newest.started_height}, tip {tip}; window {window})"
