@@ -77,6 +77,7 @@ def _register_commands() -> None:
         config_cmd,
         key_cmd,
         serve_cmd,
+        upgrade_cmd,
         verify_cmd,
     )
 
@@ -89,6 +90,7 @@ def _register_commands() -> None:
         audit_cmd,
         key_cmd,
         serve_cmd,
+        upgrade_cmd,
     ):
         module.register(app)
 
