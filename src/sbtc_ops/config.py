@@ -237,13 +237,20 @@ class ServeSettings(_Section):
     )
     audit_cron: str = "7 * * * *"
     chain_check_cron: str = "*/10 * * * *"
+    signer_check_cron: str = Field(
+        "*/5 * * * *",
+        description="DKG state, DB size and growth, event lag, and a backup when the signer's "
+        "image or build revision changes.",
+    )
     jitter_s: float = Field(120.0, ge=0, description="Random delay added to each scheduled run.")
     prune_after_backup: bool = Field(True, description="Apply backup.retention after a backup.")
     verify_jobs: int = Field(2, ge=1, le=64)
     job_timeout_s: float = Field(6 * 3600.0, gt=0, description="A run is stopped after this.")
     history_days: int = Field(400, ge=7, description="How long job runs are kept in state.db.")
 
-    @field_validator("backup_cron", "verify_rotate_cron", "audit_cron", "chain_check_cron")
+    @field_validator(
+        "backup_cron", "verify_rotate_cron", "audit_cron", "chain_check_cron", "signer_check_cron"
+    )
     @classmethod
     def _cron(cls, value: str) -> str:
         from croniter import croniter
