@@ -18,8 +18,6 @@ from tests.support.pg import SourceServer, new_signer_database
 
 pytestmark = pytest.mark.postgres
 
-DATA = "/srv/postgres/data"
-
 
 def df(avail: int, size: int = 100 * 10**9) -> str:
     return f"Mounted on 1B-blocks Avail\n/srv {size} {avail}\n"
@@ -28,12 +26,14 @@ def df(avail: int, size: int = 100 * 10**9) -> str:
 def audit_db(
     tmp_path: Path, url: str, version: str = "1.3.3", avail: int = 50 * 10**9, days: float = 0
 ) -> dict[str, Finding]:
+    data = tmp_path / "pgdata"  # df itself is a recorded answer: sizes of our choosing
+    data.mkdir(exist_ok=True)
     settings = make_settings(
         tmp_path,
         db={"url": url},
-        audit={"signer_version": version, "db_data_path": DATA},
+        audit={"signer_version": version, "db_data_path": str(data)},
     )
-    outputs = {f"df -B1 --output=target,size,avail {DATA}": df(avail)}
+    outputs = {f"df -B1 --output=target,size,avail {data}": df(avail)}
     return run_area(
         "database", settings, root=Path("/"), outputs=outputs, now=NOW + timedelta(days=days)
     )

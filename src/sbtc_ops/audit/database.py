@@ -103,7 +103,11 @@ def _volumes(ctx: HostContext) -> list[tuple[str, str]]:
 
 
 def _free(ctx: HostContext, path: str) -> tuple[str, int, int]:
-    result = ctx.run_ok(["df", "-B1", "--output=target,size,avail", path])
+    where = PurePosixPath(path)
+    # A backup directory not created yet will live on its nearest existing parent's volume.
+    while not ctx.exists(where) and where != where.parent:
+        where = where.parent
+    result = ctx.run_ok(["df", "-B1", "--output=target,size,avail", str(where)])
     lines = result.stdout.strip().splitlines()
     fields = lines[-1].split() if len(lines) >= 2 else []
     if len(fields) != 3 or not fields[1].isdigit() or not fields[2].isdigit():
