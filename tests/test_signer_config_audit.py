@@ -268,3 +268,28 @@ def test_registry_and_min_height_judged_with_the_signer_database(
     assert finding.status.value == "warn"
     assert "no DKG round started after it" in finding.detail
     assert "db-secret-pw" not in finding.detail
+
+
+@pytest.mark.parametrize(
+    ("observer", "expected", "words"),
+    [
+        ("timeout_ms = 10_000\n", "pass", "timeout_ms = 10000"),
+        ("timeout_ms = 1_000\n", "warn", "below the reference 10000"),
+        ("", "warn", "sets no timeout_ms"),
+    ],
+)
+def test_the_stacks_nodes_observer_timeout_for_the_signer(
+    tmp_path: Path, observer: str, expected: str, words: str
+) -> None:
+    node_config = write(
+        tmp_path,
+        "/stacks/Config.toml",
+        '[[events_observer]]\nendpoint = "sbtc-signer:8801"\n'
+        'events_keys = ["SM3VDXK3WZZSA84XXFKAFAF15NNZX32CTSG82JFQ4.sbtc-registry::print"]\n'
+        + observer,
+    )
+    found = audit_config(
+        tmp_path, config_for("1.3.3"), audit={"stacks_node_config": str(node_config)}
+    )
+    assert found["CFG-007"].status.value == expected
+    assert words in found["CFG-007"].detail

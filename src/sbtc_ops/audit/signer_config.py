@@ -293,3 +293,43 @@ def dkg_min_height(ctx: HostContext) -> Outcome:
         "pending",
         **data,
     )
+
+
+REFERENCE_TIMEOUT_MS = 10_000  # docker/mainnet/nodes/stacks/Config.toml.in
+
+
+@check(
+    "CFG-007",
+    area=AREA,
+    title="The Stacks node's events observer for the signer has a long enough timeout",
+    severity=Severity.MEDIUM,
+    section=SECTION,
+    rationale="The Stacks node blocks while an events observer is slow and retries a failed "
+    "delivery forever (sbtc #1519, #2084); the reference node config gives the signer's "
+    "observer timeout_ms = 10_000 (docker/mainnet/nodes/stacks/Config.toml.in). Endpoint and "
+    "events_keys are NODE-006.",
+    remediation="In the Stacks node's Config.toml, set timeout_ms = 10_000 in the "
+    "[[events_observer]] whose endpoint is the signer's event observer, then restart the node.",
+)
+def events_observer_timeout(ctx: HostContext) -> Outcome:
+    from sbtc_ops.audit.framework import parse_toml
+    from sbtc_ops.audit.nodes import _endpoint_port, _observer_port
+
+    path = ctx.settings.audit.stacks_node_config
+    if path is None:
+        raise Skip("the Stacks node's Config.toml is not configured (audit.stacks_node_config)")
+    config = parse_toml(ctx.read_text(path), path)
+    port = _observer_port(ctx)
+    observers = [o for o in config.get("events_observer") or [] if isinstance(o, dict)]
+    ours = [o for o in observers if _endpoint_port(str(o.get("endpoint", ""))) == port]
+    if not ours:
+        raise Skip(f"no [[events_observer]] points at the signer (port {port}); see NODE-006")
+    timeout = ours[0].get("timeout_ms")
+    data = {"endpoint": str(ours[0].get("endpoint")), "timeout_ms": timeout}
+    if not isinstance(timeout, int) or isinstance(timeout, bool):
+        return warned(f"{path}: the signer's observer sets no timeout_ms", **data)
+    if timeout < REFERENCE_TIMEOUT_MS:
+        return warned(
+            f"{path}: timeout_ms = {timeout}, below the reference {REFERENCE_TIMEOUT_MS}", **data
+        )
+    return passed(f"{path}: timeout_ms = {timeout} for {data['endpoint']}", **data)
