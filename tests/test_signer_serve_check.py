@@ -18,9 +18,11 @@ from sbtc_ops.signer.knowledge import load
 from sbtc_ops.state import StateStore
 from tests.fakes.bitcoind import FakeBitcoind
 from tests.fakes.signer_info import FakeSignerInfo
+from tests.fakes.stacks_node import FakeStacksNode
 from tests.support.cli import CliResult
 from tests.support.pg import SourceServer, new_signer_database
 from tests.support.serve import NO_JOBS, write_config
+from tests.support.verify import serve_facts
 
 pytestmark = pytest.mark.postgres
 
@@ -32,7 +34,7 @@ def write_compose(path: Path, version: str) -> None:
 
 
 def setup(
-    workdir: Path, url: str, bitcoind: FakeBitcoind, info: FakeSignerInfo
+    workdir: Path, url: str, bitcoind: FakeBitcoind, info: FakeSignerInfo, node: FakeStacksNode
 ) -> tuple[Path, Path]:
     compose = workdir / "docker-compose.yml"
     write_compose(compose, "1.2.0")
@@ -44,6 +46,7 @@ def setup(
         {
             "db": {"url": url},
             "backup": {"local_dir": str(workdir / "repo")},
+            "stacks": {"endpoints": [node.url], "retries": 0},
             "serve": serve,
             "audit": {
                 "compose_files": [str(compose)],
@@ -77,7 +80,7 @@ def last_check(state_dir: Path) -> dict[str, Any]:
 def test_an_image_change_takes_and_records_a_backup_and_metrics_follow(
     cli: Callable[..., CliResult], workdir: Path, source_server: SourceServer
 ) -> None:
-    url, _ = new_signer_database(source_server, target_mb=0.5, seed=41)
+    url, facts = new_signer_database(source_server, target_mb=0.5, seed=41)
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "SELECT started_at_bitcoin_block_height, dkg_shares_status::text "
@@ -85,11 +88,12 @@ def test_an_image_change_takes_and_records_a_backup_and_metrics_follow(
         ).fetchone()
     assert row is not None and row[1] == "unverified"  # the generator's newest round
     state = workdir / "state"
-    with FakeBitcoind() as bitcoind, FakeSignerInfo() as info:
+    with FakeBitcoind() as bitcoind, FakeSignerInfo() as info, FakeStacksNode() as node:
+        serve_facts(node, facts)
         bitcoind.blockchain["blocks"] = int(row[0]) + 4
         info.info["build_info"]["git_revision"] = load().release("1.2.0").commit
         info.set_tips("stacks", 1000, 1012)
-        config, compose = setup(workdir, url, bitcoind, info)
+        config, compose = setup(workdir, url, bitcoind, info, node)
 
         first = run_check(cli, config)
         data = last_check(state)
@@ -97,6 +101,7 @@ def test_an_image_change_takes_and_records_a_backup_and_metrics_follow(
         assert data["errors"] == {}
         assert (data["dkg_newest_status"], data["dkg_unverified_blocks"]) == ("unverified", 4)
         assert data["stacks_event_lag_blocks"] == 12
+        assert data["dkg_registry_key_state"] == "match"
         assert data["image_changed"] is False
         (baseline,) = image_events(state)
         assert baseline["first_seen"] and baseline["image"] == IMAGE.format("1.2.0")
@@ -122,6 +127,7 @@ def test_an_image_change_takes_and_records_a_backup_and_metrics_follow(
     text = generate_latest(registry_for(state)).decode()
     assert 'sbtc_ops_dkg_newest_status{status="unverified"} 1.0' in text
     assert "sbtc_ops_dkg_unverified_blocks 4.0" in text
+    assert 'sbtc_ops_dkg_registry_key_state{state="match"} 1.0' in text
     assert "sbtc_ops_stacks_event_lag_blocks 12.0" in text
     assert "sbtc_ops_db_size_bytes " in text
     assert "sbtc_ops_db_volume_free_bytes{" in text
@@ -131,11 +137,10 @@ def test_an_image_change_takes_and_records_a_backup_and_metrics_follow(
 def test_an_unreachable_database_is_named_and_the_other_parts_still_report(
     cli: Callable[..., CliResult], workdir: Path
 ) -> None:
-    with FakeBitcoind() as bitcoind, FakeSignerInfo() as info:
+    with FakeBitcoind() as bitcoind, FakeSignerInfo() as info, FakeStacksNode() as node:
         info.set_tips("stacks", 500, 501)
-        config, _ = setup(
-            workdir, "postgresql://signer:pw-x1y2z3@127.0.0.1:1/signer", bitcoind, info
-        )
+        down = "postgresql://signer:pw-x1y2z3@127.0.0.1:1/signer"
+        config, _ = setup(workdir, down, bitcoind, info, node)
         result = run_check(cli, config)
     assert result.code == 1, result.stderr
     data = last_check(workdir / "state")

@@ -13,6 +13,7 @@ SIGNER_CHECK_DATA: dict[str, Any] = {
     "dkg_rows": 6,
     "dkg_verification_window": 10,
     "dkg_unverified_blocks": 4,
+    "dkg_registry_key_state": "match",
     "db_bytes": 3_500_000_000,
     "db_growth_bytes_per_day": 25_000_000.0,
     "db_volumes": {"/srv": {"roles": ["database", "backups"], "size": 10**12, "avail": 10**11,

@@ -46,7 +46,7 @@ def _query(ctx: HostContext) -> dbfacts.Query:
     return lambda sql, params: db_rows(ctx, sql, params)
 
 
-def _size(ctx: HostContext) -> int:
+def database_size_bytes(ctx: HostContext) -> int:
     return ctx.memo("database.size", lambda: dbfacts.database_bytes(_query(ctx)))
 
 
@@ -70,7 +70,7 @@ def _mb(size: float) -> str:
     "dropped) and upgrade when it ships; keep autovacuum on (DB-005).",
 )
 def database_size(ctx: HostContext) -> Outcome:
-    size = _size(ctx)
+    size = database_size_bytes(ctx)
     top = _relations(ctx)[:5]
     data: dict[str, Any] = {
         "database_bytes": size,
@@ -83,7 +83,7 @@ def database_size(ctx: HostContext) -> Outcome:
     return passed(text, **data)
 
 
-def _volumes(ctx: HostContext) -> list[tuple[str, str]]:
+def data_volumes(ctx: HostContext) -> list[tuple[str, str]]:
     """(role, path) of the volumes holding the data and the backups."""
     found: list[tuple[str, str]] = []
     extra = getattr(ctx.settings.audit, "db_data_path", None)
@@ -102,7 +102,7 @@ def _volumes(ctx: HostContext) -> list[tuple[str, str]]:
     return found
 
 
-def _free(ctx: HostContext, path: str) -> tuple[str, int, int]:
+def volume_free(ctx: HostContext, path: str) -> tuple[str, int, int]:
     where = PurePosixPath(path)
     # A backup directory not created yet will live on its nearest existing parent's volume.
     while not ctx.exists(where) and where != where.parent:
@@ -128,12 +128,12 @@ def _free(ctx: HostContext, path: str) -> tuple[str, int, int]:
     "set audit.db_data_path to the PostgreSQL data directory if it is not found from compose.",
 )
 def growth_and_free_space(ctx: HostContext) -> Outcome:
-    size = _size(ctx)
+    size = database_size_bytes(ctx)
     now = ctx.now.timestamp()
     state_dir = ctx.settings.state_dir
     dbfacts.record_size(state_dir, now, size)
     per_day = dbfacts.growth_per_day(dbfacts.size_history(state_dir), now)
-    volumes = _volumes(ctx)
+    volumes = data_volumes(ctx)
     data: dict[str, Any] = {"database_bytes": size, "growth_bytes_per_day": per_day}
     if not volumes:
         raise Skip(
@@ -142,7 +142,7 @@ def growth_and_free_space(ctx: HostContext) -> Outcome:
         )
     seen: dict[str, dict[str, Any]] = {}
     for role, path in volumes:
-        target, total, avail = _free(ctx, path)
+        target, total, avail = volume_free(ctx, path)
         entry = seen.setdefault(target, {"roles": [], "size": total, "avail": avail})
         entry["roles"].append(role)
         entry["days_until_full"] = dbfacts.days_until_full(avail, per_day)

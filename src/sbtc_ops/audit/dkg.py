@@ -31,7 +31,7 @@ def dkg_state(ctx: HostContext) -> DkgState:
     return ctx.memo("dkg.state", lambda: state_from_rows(db_rows(ctx, DKG_ROWS_QUERY)))
 
 
-def _window(ctx: HostContext) -> int:
+def window_of(ctx: HostContext) -> int:
     try:
         return verification_window(signer_config(ctx).get("signer.dkg_verification_window"))
     except Skip:
@@ -96,7 +96,7 @@ def unverified_window(ctx: HostContext) -> Outcome:
         return passed(f"no unverified round pending (newest: {state.newest_status})")
     tip = bitcoin_height(ctx)
     waited = state.unverified_blocks(tip) or 0
-    window = _window(ctx)
+    window = window_of(ctx)
     data: dict[str, Any] = {"blocks_unverified": waited, "window": window, "bitcoin_tip": tip}
     text = (
         f"newest shares unverified for {waited} Bitcoin blocks (started at "

@@ -76,30 +76,50 @@ Part = Callable[[Any, Settings, float], dict[str, Any]]
 
 
 def _dkg_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
-    from sbtc_ops.audit.dkg import _window, dkg_state
+    from sbtc_ops.audit.dkg import dkg_state, window_of
     from sbtc_ops.audit.signerside import bitcoin_height
 
     state = dkg_state(ctx)
     out: dict[str, Any] = {"dkg_newest_status": state.newest_status, "dkg_rows": len(state.rows)}
-    out["dkg_verification_window"] = _window(ctx)
+    out["dkg_verification_window"] = window_of(ctx)
     if state.newest_status == "unverified":
         out["dkg_unverified_blocks"] = state.unverified_blocks(bitcoin_height(ctx))
     else:
         out["dkg_unverified_blocks"] = 0
+    out["dkg_registry_key_state"] = _registry_key_state(ctx, state)
     return out
 
 
+def _registry_key_state(ctx: Any, state: Any) -> str:
+    """match / pending (the registry holds an older verified key) / missing (the registry's
+    key is not among the shares: a missed round) / unknown (registry unreadable or unset)."""
+    from sbtc_ops.audit.framework import EvidenceError, Skip
+    from sbtc_ops.audit.signerside import registry_signer_data
+
+    try:
+        key = registry_signer_data(ctx).aggregate_key
+    except (Skip, EvidenceError):
+        return "unknown"
+    if key is None:
+        return "unknown"
+    verified = state.newest_verified
+    if verified is not None and verified.key == key.hex():
+        return "match"
+    held = state.find(key.hex())
+    return "pending" if held is not None and held.status == "verified" else "missing"
+
+
 def _database_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
-    from sbtc_ops.audit.database import _free, _size, _volumes
+    from sbtc_ops.audit.database import data_volumes, database_size_bytes, volume_free
     from sbtc_ops.signer import dbfacts
 
-    size = _size(ctx)
+    size = database_size_bytes(ctx)
     dbfacts.record_size(settings.state_dir, now, size)
     per_day = dbfacts.growth_per_day(dbfacts.size_history(settings.state_dir), now)
     out: dict[str, Any] = {"db_bytes": size, "db_growth_bytes_per_day": per_day}
     volumes: dict[str, dict[str, Any]] = {}
-    for role, path in _volumes(ctx):
-        target, total, avail = _free(ctx, path)
+    for role, path in data_volumes(ctx):
+        target, total, avail = volume_free(ctx, path)
         entry = volumes.setdefault(target, {"roles": [], "size": total, "avail": avail})
         entry["roles"].append(role)
         entry["days_until_full"] = dbfacts.days_until_full(avail, per_day)
@@ -108,7 +128,7 @@ def _database_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
 
 
 def _events_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
-    from sbtc_ops.audit.monitoring import _height, signer_info
+    from sbtc_ops.audit.monitoring import signer_info
 
     info = signer_info(ctx)
     out: dict[str, Any] = {}
@@ -116,13 +136,18 @@ def _events_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
         section = info.get(chain)
         if not isinstance(section, dict):
             continue
-        mine, node = _height(section.get("signer_tip")), _height(section.get("node_tip"))
+        mine, node = _tip_height(section.get("signer_tip")), _tip_height(section.get("node_tip"))
         if mine is not None and node is not None:
             out[f"{chain}_event_lag_blocks"] = max(0, node - mine)
     build = info.get("build_info")
     if isinstance(build, dict) and build.get("git_revision"):
         out["signer_revision"] = str(build["git_revision"])
     return out
+
+
+def _tip_height(tip: Any) -> int | None:
+    height = tip.get("block_height") if isinstance(tip, dict) else None
+    return height if isinstance(height, int) and not isinstance(height, bool) else None
 
 
 def _image_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from sbtc_ops.signer.dkgstate import STATUSES
 
 PREFIX = "sbtc_ops"
 SIGNER_CHECK = "signer-check"
+KEY_STATES = ("match", "pending", "missing", "unknown")
 
 
 def _number(value: Any) -> float | None:
@@ -71,6 +72,17 @@ def _dkg(data: dict[str, Any]) -> Iterator[Metric]:
         "Bitcoin blocks the newest DKG shares have been unverified (0 unless unverified).",
         data.get("dkg_unverified_blocks"),
     )
+    key_state = data.get("dkg_registry_key_state")
+    if key_state in KEY_STATES:
+        states = GaugeMetricFamily(
+            f"{PREFIX}_dkg_registry_key_state",
+            "Newest verified DKG key vs the registry's: match, pending (registry older), "
+            "missing (the registry's key is not among the shares), unknown.",
+            labels=["state"],
+        )
+        for name in KEY_STATES:
+            states.add_metric([name], 1.0 if name == key_state else 0.0)
+        yield states
     yield from _gauge(
         "dkg_verification_window_blocks",
         "The signer's dkg_verification_window (Bitcoin blocks).",
