@@ -293,3 +293,17 @@ def test_the_stacks_nodes_observer_timeout_for_the_signer(
     )
     assert found["CFG-007"].status.value == expected
     assert words in found["CFG-007"].detail
+
+
+def test_a_threshold_that_is_not_a_number_is_an_error_naming_the_key(
+    tmp_path: Path, registry: FakeStacksNode, bitcoind: FakeBitcoind
+) -> None:
+    env = "SIGNER_SIGNER__BOOTSTRAP_SIGNATURES_REQUIRED=three\n"
+    found = audit_config(
+        tmp_path, config_for("1.3.3"), env=env, **_chain_sections(registry, bitcoind)
+    )
+    assert found["CFG-005"].status.value == "error"
+    assert (
+        "signer.bootstrap_signatures_required = 'three' is not an integer"
+        in found["CFG-005"].detail
+    )

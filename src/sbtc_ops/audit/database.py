@@ -9,6 +9,8 @@ DB-001 (role) and DB-002 (pg_hba trust) live in the access area.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -25,6 +27,7 @@ from sbtc_ops.audit.framework import (
     warned,
 )
 from sbtc_ops.audit.signerside import db_rows, running_version
+from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.signer import dbfacts
 from sbtc_ops.signer.knowledge import load
 
@@ -131,7 +134,9 @@ def growth_and_free_space(ctx: HostContext) -> Outcome:
     size = database_size_bytes(ctx)
     now = ctx.now.timestamp()
     state_dir = ctx.settings.state_dir
-    dbfacts.record_size(state_dir, now, size)
+    # A state directory that cannot be written (a read-only audit) still has its history.
+    with contextlib.suppress(OSError, sqlite3.Error, SbtcOpsError):
+        dbfacts.record_size(state_dir, now, size)
     per_day = dbfacts.growth_per_day(dbfacts.size_history(state_dir), now)
     volumes = data_volumes(ctx)
     data: dict[str, Any] = {"database_bytes": size, "growth_bytes_per_day": per_day}

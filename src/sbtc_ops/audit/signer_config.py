@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from sbtc_ops.audit.framework import (
+    EvidenceError,
     HostContext,
     Outcome,
     Severity,
@@ -166,6 +167,13 @@ def private_key_source(ctx: HostContext) -> Outcome:
     return passed(f"the private key comes from SIGNER_SIGNER__PRIVATE_KEY ({where})")
 
 
+def _integer(value: Any, key: str) -> int:
+    try:
+        return int(str(value).replace("_", ""))
+    except ValueError:
+        raise EvidenceError(f"{key} = {str(value)[:40]!r} is not an integer") from None
+
+
 def _hex_set(keys: Any) -> list[str]:
     if isinstance(keys, str):
         keys = [k for k in keys.split(",") if k.strip()]
@@ -208,7 +216,7 @@ def bootstrap_matches_registry(ctx: HostContext) -> Outcome:
     threshold_raw = view.get("signer.bootstrap_signatures_required")
     if not configured or threshold_raw is None:
         raise Skip("bootstrap_signing_set or bootstrap_signatures_required not set (CFG-002)")
-    threshold = int(str(threshold_raw))
+    threshold = _integer(threshold_raw, "signer.bootstrap_signatures_required")
     registry = registry_signer_data(ctx)
     on_chain = sorted(k.hex() for k in registry.signer_set)
     data: dict[str, Any] = {
@@ -271,7 +279,7 @@ def dkg_min_height(ctx: HostContext) -> Outcome:
     raw = view.get("signer.dkg_min_bitcoin_block_height")
     if raw is None:
         return passed("not set: no DKG round scheduled by height")
-    height = int(str(raw))
+    height = _integer(raw, "signer.dkg_min_bitcoin_block_height")
     tip = bitcoin_height(ctx)
     data: dict[str, Any] = {"dkg_min_bitcoin_block_height": height, "bitcoin_tip": tip}
     if height > tip:
