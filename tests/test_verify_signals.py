@@ -57,20 +57,31 @@ def run_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def children_named(parent: int, name: str) -> list[int]:
-    found = []
+def children_named(ancestor: int, name: str) -> list[int]:
+    """Live descendants of `ancestor` running program `name` (the sandbox puts pg_restore
+    below an `unshare` and a namespace init)."""
+    parents: dict[int, int] = {}
+    exes: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            exe = (entry / "exe").readlink().name
+            exes[int(entry.name)] = (entry / "exe").readlink().name
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and exe == name:
-            found.append(int(entry.name))
-    return found
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def descends(pid: int) -> bool:
+        for _ in range(16):
+            pid = parents.get(pid, 0)
+            if pid == ancestor:
+                return True
+            if pid <= 1:
+                return False
+        return False
+
+    return [pid for pid, exe in exes.items() if exe == name and descends(pid)]
 
 
 def wait_for(condition: object, proc: subprocess.Popen[str], timeout_s: float = 60.0) -> None:

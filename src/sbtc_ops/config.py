@@ -523,8 +523,16 @@ class ServeSettings(_Section):
     history_days: int = Field(
         400, ge=7, description="How long job runs are kept in state.db.", examples=[90]
     )
+    signer_check_cron: str = Field(
+        "*/5 * * * *",
+        description="DKG state, DB size and growth, event lag, and a backup when the signer's "
+        "image or build revision changes.",
+        examples=["*/15 * * * *"],
+    )
 
-    @field_validator("backup_cron", "verify_rotate_cron", "audit_cron", "chain_check_cron")
+    @field_validator(
+        "backup_cron", "verify_rotate_cron", "audit_cron", "chain_check_cron", "signer_check_cron"
+    )
     @classmethod
     def _cron(cls, value: str) -> str:
         from croniter import croniter

@@ -26,6 +26,7 @@ NO_JOBS = {
     "verify_rotate_cron": "",
     "audit_cron": "",
     "chain_check_cron": "",
+    "signer_check_cron": "",
     "jitter_s": 0,
     "dkg_watch": False,
 }

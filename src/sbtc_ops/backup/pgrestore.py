@@ -98,6 +98,7 @@ def run_restore(
     env_extra: dict[str, str],
     sandbox: Sandbox,
     plain_source: Path | None = None,
+    shown_name: str | None = None,
 ) -> RestoreRun:
     start = time.perf_counter()
     proc = sandbox.popen(
@@ -119,6 +120,8 @@ def run_restore(
         proc.wait()
         raise
     sandbox.sweep(proc)
+    if plain_source is not None:  # psql read stdin: say which file the lines are of
+        stderr = stderr.replace("psql:<stdin>:", f"psql:{shown_name or plain_source.name}:")
     errors = [line.strip() for line in stderr.splitlines() if _ERROR_LINE.search(line)]
     ignored = _IGNORED.search(stderr)
     if ignored and not errors:

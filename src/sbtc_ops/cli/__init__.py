@@ -76,6 +76,7 @@ def _register_commands() -> None:
         config_cmd,
         key_cmd,
         serve_cmd,
+        upgrade_cmd,
         verify_cmd,
     )
 
@@ -88,6 +89,7 @@ def _register_commands() -> None:
         audit_cmd,
         key_cmd,
         serve_cmd,
+        upgrade_cmd,
     ):
         module.register(app)
 

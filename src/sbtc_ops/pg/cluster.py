@@ -431,8 +431,10 @@ class ThrowawayCluster:
         return argv
 
     def _start_server(self) -> None:
-        # Opened by us in our own directory; the server only gets the descriptor.
-        self._log = os.fdopen(create_private(self.log_path), "ab")
+        # Opened by us in our own directory; the server only gets the descriptor. (Appended
+        # to when the same cluster's server is started again.)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._log = os.fdopen(os.open(self.log_path, flags, 0o600), "ab")
         self._process = self.sandbox.popen(
             self._server_argv(),
             stdin=subprocess.DEVNULL,

@@ -44,7 +44,8 @@ VERIFY_ROTATE = "verify-rotate"
 AUDIT = "audit"
 CHAIN_CHECK = "chain-check"
 DKG_BACKUP = "dkg-backup"
-JOB_NAMES = (BACKUP, VERIFY, VERIFY_ROTATE, AUDIT, CHAIN_CHECK, DKG_BACKUP)
+SIGNER_CHECK = "signer-check"
+JOB_NAMES = (BACKUP, VERIFY, VERIFY_ROTATE, AUDIT, CHAIN_CHECK, DKG_BACKUP, SIGNER_CHECK)
 AUDIT_EVENT_KEEP = 48  # open findings of the last two days of hourly audits
 
 # Frequent jobs keep a shorter run history so a year stays small (counts survive pruning).
@@ -77,6 +78,17 @@ def job_specs(settings: Settings) -> list[JobSpec]:
                 serve.chain_check_cron,
                 timeout_s=min(cap, 300),
                 keep_days=_SHORT_HISTORY_DAYS,
+            )
+        )
+    if serve.signer_check_cron:
+        # In the backup group: it takes a backup itself when the signer's image changes.
+        specs.append(
+            JobSpec(
+                SIGNER_CHECK,
+                serve.signer_check_cron,
+                timeout_s=min(cap, 900),
+                keep_days=_SHORT_HISTORY_DAYS,
+                group=BACKUP,
             )
         )
     if serve.dkg_watch:
@@ -166,8 +178,16 @@ def run_job(name: str, settings: Settings) -> JobResult:
         AUDIT: audit_job,
         CHAIN_CHECK: chain_check_job,
         DKG_BACKUP: dkg_backup_job,
+        SIGNER_CHECK: signer_check_job,
     }
     return bodies[name](settings)
+
+
+def signer_check_job(settings: Settings) -> JobResult:
+    """DKG state, DB size/growth, event lag, and a backup when the signer's image changes."""
+    from sbtc_ops.serve.signercheck import signer_check_job as body
+
+    return body(settings)
 
 
 def dkg_backup_job(settings: Settings) -> JobResult:

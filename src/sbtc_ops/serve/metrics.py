@@ -23,10 +23,11 @@ from prometheus_client.registry import Collector
 
 from sbtc_ops import __version__
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.serve.signermetrics import signer_metrics
 from sbtc_ops.serve.snapshot import KEY_STATES, VERDICTS, Snapshot, read_snapshot
 
 PREFIX = "sbtc_ops"
-JOBS = ("backup", "verify", "verify-rotate", "audit", "chain-check", "dkg-backup")
+JOBS = ("backup", "verify", "verify-rotate", "audit", "chain-check", "dkg-backup", "signer-check")
 OUTCOMES = ("ok", "problem", "error", "interrupted")
 SEVERITIES = ("critical", "high", "medium", "low")
 
@@ -63,6 +64,7 @@ class StateCollector(Collector):
         yield from _audit_metrics(snap)
         yield from _job_metrics(snap)
         yield from _dkg_metrics(snap)
+        yield from signer_metrics(snap)
         if self.more_metrics is not None:
             yield from self.more_metrics(snap)
 

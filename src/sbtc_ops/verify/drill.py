@@ -159,6 +159,7 @@ class Drill:
             self.report.key_source = "expected"
         self._results: dict[str, CheckResult] = {}
         self._key_verdict = "error"
+        self._shown_name: str | None = None
         # The unprivileged user the server and every client that reads the archive run as.
         self.run_as = resolve_run_as(settings.postgres.run_as)
 
@@ -200,6 +201,7 @@ class Drill:
                 # a read from every configured Stacks endpoint.
                 chain = self._start_chain_reads(pool)
                 self.report.backup = located.backup_id or located.ref
+                self._shown_name = located.root.name
                 if located.manifest is not None:
                     self.report.manifest = located.manifest.model_dump(mode="json")
                 # Staging the archive (copied and hashed in one pass) overlaps creating the
@@ -344,7 +346,9 @@ class Drill:
             _create_roles(cluster, plain_dump_roles(plain))
         conninfo = cluster.conninfo(RESTORED_DB, user=RESTORE_ROLE)
         argv = restore_argv(cluster.binaries, prepared, conninfo, jobs=jobs, strict=False)
-        return run_restore(argv, cluster.client_env(RESTORE_ROLE), cluster.sandbox, plain)
+        return run_restore(
+            argv, cluster.client_env(RESTORE_ROLE), cluster.sandbox, plain, self._shown_name
+        )
 
     def _start_amcheck(
         self, cluster: ThrowawayCluster, has_amcheck: bool

@@ -1,0 +1,1 @@
+"""Knowledge of the sBTC signer itself: its releases, configuration and upgrades."""
