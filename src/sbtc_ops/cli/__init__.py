@@ -75,12 +75,14 @@ def _register_commands() -> None:
         chain_cmd,
         clarity_cmd,
         config_cmd,
+        demo_cmd,
         key_cmd,
         serve_cmd,
         verify_cmd,
     )
 
     for module in (
+        demo_cmd,
         config_cmd,
         clarity_cmd,
         chain_cmd,
