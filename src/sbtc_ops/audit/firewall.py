@@ -551,6 +551,16 @@ def allowed_set(ctx: HostContext) -> Outcome:
     }
     if everything:
         return failed(f"an input rule accepts every port: {everything[0].rule[:160]}", **data)
+    if not view.v4_deny:
+        # Without a drop policy the accept rules restrict nothing: every listening port is
+        # reachable, so no list of accepted ports can pass (FW-001 says why).
+        beyond = ", ".join(f"{a.port}/{a.protocol}" for a in _unique(extra))
+        return failed(
+            f"no default deny ({view.backend}): every listening port is open inbound, not "
+            f"only the allowed set ({data['allowed']})"
+            + (f"; also accepted explicitly: {beyond}" if beyond else ""),
+            **data,
+        )
     if extra:
         critical = [a for a in extra if a.port in CRITICAL_PORTS]
         listed = ", ".join(
