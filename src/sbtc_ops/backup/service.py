@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sbtc_ops.backup.ids import backup_time
+from sbtc_ops.backup.inuse import deleting
 from sbtc_ops.backup.lock import is_locked
-from sbtc_ops.backup.retention import RetentionPolicy, plan_retention
+from sbtc_ops.backup.retention import RetentionPlan, RetentionPolicy, plan_retention
 from sbtc_ops.backup.storage import (
     Storage,
     StorageError,
@@ -152,12 +154,23 @@ def prune_all(
             listings.append((storage, storage.list_backups(), abandoned))
         except StorageError as exc:
             raise StorageError(f"{exc.message}; nothing was deleted") from None
+    with StateStore.open(settings.state_dir) as store:
+        verified = {
+            b.id
+            for _, backups, _ in listings
+            for b in backups
+            if backup_state(b, store) == "verified-ok"
+        }
+        chain_event = store.last_event("chain-key")
+    facts = _ProtectFacts(verified, chain_event.subject if chain_event else None)
     return [
         _prune_one(
+            settings.state_dir,
             storage,
             backups,
             abandoned,
             policy,
+            facts,
             dry_run=dry_run,
             keep_incomplete=backup_running,
         )
@@ -165,35 +178,91 @@ def prune_all(
     ]
 
 
+@dataclass(frozen=True)
+class _ProtectFacts:
+    verified: set[str]  # ids whose last verify succeeded
+    chain_key: str | None  # the newest on-chain aggregate key seen (hex)
+
+
+def _key_holders(backups: list[StoredBackup], chain_key: str | None) -> list[str]:
+    """Ids of backups whose manifest lists the current on-chain key's DKG shares."""
+    if not chain_key:
+        return []
+    return [
+        b.id
+        for b in backups
+        if b.manifest and any(k.aggregate_key == chain_key for k in b.manifest.dkg_keys)
+    ]
+
+
+def _plan_kind(
+    backups: list[StoredBackup], kind: str, policy: RetentionPolicy, facts: _ProtectFacts
+) -> RetentionPlan:
+    complete = [b for b in backups if b.complete and b.manifest and b.manifest.kind == kind]
+    holders = _key_holders(complete, facts.chain_key)
+    protected = {}
+    if holders:
+        newest_holder = max(holders, key=backup_time)
+        protected[newest_holder] = f"newest holding the on-chain key's shares ({facts.chain_key})"
+    return plan_retention(
+        [b.id for b in complete], policy, verified=facts.verified, protected=protected
+    )
+
+
 def _prune_one(
+    state_dir: Path,
     storage: Storage,
     backups: list[StoredBackup],
     abandoned: list[str],
     policy: RetentionPolicy,
+    facts: _ProtectFacts,
     *,
     dry_run: bool,
     keep_incomplete: bool,
 ) -> dict[str, Any]:
     deleted: list[str] = []
     kept: dict[str, list[str]] = {}
+    why_deleted: dict[str, str] = {}
     for kind in ("full", "dkg-only"):
-        complete = [b.id for b in backups if b.complete and b.manifest and b.manifest.kind == kind]
-        plan = plan_retention(complete, policy)
+        plan = _plan_kind(backups, kind, policy, facts)
         kept.update(plan.keep)
         deleted.extend(plan.delete)
+        why_deleted.update(plan.why_deleted)
     incomplete = [] if keep_incomplete else [b.id for b in backups if not b.complete]
+    for backup_id in incomplete:
+        why_deleted[backup_id] = "incomplete (a backup that did not finish)"
+    in_use: list[str] = []
     if not dry_run:
         if abandoned:
             storage.clean_abandoned(dry_run=False)
         for backup_id in [*deleted, *incomplete]:
-            storage.delete(backup_id)
+            with deleting(state_dir, storage.name, backup_id) as free:
+                if not free:
+                    in_use.append(backup_id)
+                    continue
+                storage.delete(backup_id)
+    for backup_id in in_use:
+        # Kept this time; the next prune deletes it once the verify or restore is done.
+        kept[backup_id] = ["in use by a running verify or restore"]
+        why_deleted.pop(backup_id, None)
+    gone = [i for i in deleted if i not in in_use]
+    gone_incomplete = [i for i in incomplete if i not in in_use]
     return {
         "location": storage.name,
         "kept": kept,
-        "deleted": sorted(deleted),
-        "incomplete_removed": sorted(incomplete),
+        "deleted": sorted(gone),
+        "incomplete_removed": sorted(gone_incomplete),
         "abandoned_uploads": abandoned,
+        "skipped_in_use": sorted(in_use),
+        "decisions": _decisions(kept, why_deleted),
     }
+
+
+def _decisions(kept: dict[str, list[str]], why_deleted: dict[str, str]) -> list[dict[str, Any]]:
+    """One line per backup, newest first: what prune does with it and why."""
+    rows = [{"id": i, "action": "keep", "reasons": reasons} for i, reasons in kept.items()]
+    rows += [{"id": i, "action": "delete", "reasons": [why]} for i, why in why_deleted.items()]
+    return sorted(rows, key=lambda row: str(row["id"]), reverse=True)
 
 
 def local_path_or_none(path_text: str) -> Path | None:

@@ -110,12 +110,18 @@ def prune(
     verb = "would delete" if dry_run else "deleted"
     for location in report:
         _common.out.print(f"{location['location']}:", markup=False)
-        for backup_id in location["deleted"]:
-            _common.out.print(f"  {verb} {backup_id}", markup=False)
-        for backup_id in location["incomplete_removed"]:
-            _common.out.print(f"  {verb} incomplete {backup_id}", markup=False)
+        for decision in location["decisions"]:
+            action = "keep" if decision["action"] == "keep" else verb
+            reasons = "; ".join(decision["reasons"])
+            _common.out.print(f"  {action:<12} {decision['id']:<24} {reasons}", markup=False)
         for key in location["abandoned_uploads"]:
             _common.out.print(f"  {verb} unfinished upload {key}", markup=False)
+        for backup_id in location["skipped_in_use"]:
+            _common.out.print(
+                f"  note: {backup_id} is in use by a running verify or restore: kept this "
+                "time, the next prune applies the policy to it",
+                markup=False,
+            )
         _common.out.print(f"  kept {len(location['kept'])} backup(s)", markup=False)
 
 
