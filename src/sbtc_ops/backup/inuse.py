@@ -17,13 +17,23 @@ import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sbtc_ops.errors import SbtcOpsError
+
+if TYPE_CHECKING:
+    from sbtc_ops.backup.archive import LocatedBackup
+    from sbtc_ops.backup.storage import Storage
 
 LOCKS_DIR = "locks"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def lock_path(state_dir: Path, location: str, backup_id: str) -> Path:
-    """locks/<backup id>@<hash of the location>.lock: readable names, no path tricks."""
+    """locks/<backup id>@<hash of the location>.lock: readable names, no path tricks. A
+    local location is keyed by its resolved path, however it was spelled."""
+    if "://" not in location:
+        location = str(Path(location).resolve())
     digest = hashlib.sha256(location.encode()).hexdigest()[:16]
     return state_dir / LOCKS_DIR / f"{_SAFE.sub('_', backup_id)[:80]}@{digest}.lock"
 
@@ -68,3 +78,26 @@ def deleting(state_dir: Path, location: str, backup_id: str) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)
+
+
+def hold_by_id(stack: ExitStack, state_dir: Path, storages: list[Storage], ref: str) -> None:
+    """Before locating backup `ref` by id: hold it in every location it may come from, so
+    no prune deletes it between the listing and the reading."""
+    stack.enter_context(reading_all(state_dir, [(s.name, ref) for s in storages]))
+
+
+def hold_located(stack: ExitStack, state_dir: Path, located: LocatedBackup) -> None:
+    """Hold a located backup (found by --latest or by path) and check it is still there: a
+    prune may have deleted it just before the lock was taken."""
+    if located.backup_id is None:
+        return  # any pg_dump file: no repository, no prune
+    location = located.storage or str(located.root.parent)
+    stack.enter_context(reading(state_dir, location, located.backup_id))
+    # A prune deletes while holding the exclusive lock, so once ours is granted the backup
+    # is either whole or gone.
+    if not located.root.exists():
+        raise SbtcOpsError(
+            f"backup {located.backup_id} was deleted (pruned) just as it was located; "
+            "nothing was read",
+            hint="run the command again: it picks a backup that exists",
+        )

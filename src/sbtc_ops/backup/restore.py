@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sbtc_ops.backup import inuse
 from sbtc_ops.backup.archive import check_checksums, locate, prepare
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.pgrestore import restore_argv, run_restore
@@ -79,8 +81,13 @@ def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str
     target = parse_target(request.target_db, what="--target-db")
     _refuse_live(target, settings, request.overwrite_live)
     work_dir = Path(tempfile.mkdtemp(prefix="sbtc-ops-restore-"))
+    locks = ExitStack()  # shared per-backup locks: no prune deletes what is being restored
     try:
-        located = locate(request.backup_ref, storages_for_restore(settings, request), work_dir)
+        storages = storages_for_restore(settings, request)
+        if storages:
+            inuse.hold_by_id(locks, settings.state_dir, storages, request.backup_ref)
+        located = locate(request.backup_ref, storages, work_dir)
+        inuse.hold_located(locks, settings.state_dir, located)
         problems = check_checksums(located)
         if problems:
             raise SbtcOpsError(
@@ -118,6 +125,7 @@ def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str
         }
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+        locks.close()
 
 
 def storages_for_restore(settings: Settings, request: RestoreRequest) -> list[Any]:

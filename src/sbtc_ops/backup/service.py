@@ -24,6 +24,8 @@ from sbtc_ops.config import Settings
 from sbtc_ops.errors import ConfigError
 from sbtc_ops.state import StateStore
 
+DELETED_EVENT = "backup-deleted"
+
 
 def storages_for(settings: Settings, locations: list[str] | None) -> list[Storage]:
     """`--to` locations when given, else the configured local directory and S3 bucket."""
@@ -241,6 +243,8 @@ def _prune_one(
                     in_use.append(backup_id)
                     continue
                 storage.delete(backup_id)
+    if not dry_run:
+        _record_deleted(state_dir, storage.name, [i for i in deleted if i not in in_use])
     for backup_id in in_use:
         # Kept this time; the next prune deletes it once the verify or restore is done.
         kept[backup_id] = ["in use by a running verify or restore"]
@@ -256,6 +260,15 @@ def _prune_one(
         "skipped_in_use": sorted(in_use),
         "decisions": _decisions(kept, why_deleted),
     }
+
+
+def _record_deleted(state_dir: Path, location: str, backup_ids: list[str]) -> None:
+    """So the status page and history show only backups that still exist."""
+    if not backup_ids:
+        return
+    with StateStore.open(state_dir) as store:
+        for backup_id in backup_ids:
+            store.record_event(DELETED_EVENT, backup_id, "ok", {"location": location})
 
 
 def _decisions(kept: dict[str, list[str]], why_deleted: dict[str, str]) -> list[dict[str, Any]]:

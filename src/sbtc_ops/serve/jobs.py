@@ -58,14 +58,31 @@ def job_specs(settings: Settings) -> list[JobSpec]:
     keep = float(serve.history_days)
     specs = []
     if serve.backup_cron:
+        # Its prune would delete backups a verify reads (the per-backup locks make it keep
+        # them, but then they outlive the policy): at catch-up the backup goes first, and a
+        # backup never starts beside a verify.
         specs.append(
-            JobSpec(BACKUP, serve.backup_cron, timeout_s=cap, keep_days=keep, group=BACKUP)
+            JobSpec(
+                BACKUP,
+                serve.backup_cron,
+                timeout_s=cap,
+                keep_days=keep,
+                group=BACKUP,
+                not_beside=(VERIFY, VERIFY_ROTATE) if serve.prune_after_backup else (),
+                priority=1,
+            )
         )
     if serve.verify_after_backup and serve.backup_cron:
-        specs.append(JobSpec(VERIFY, after=BACKUP, timeout_s=cap, keep_days=keep))
+        specs.append(JobSpec(VERIFY, after=BACKUP, timeout_s=cap, keep_days=keep, priority=2))
     if serve.verify_rotate_cron:
         specs.append(
-            JobSpec(VERIFY_ROTATE, serve.verify_rotate_cron, timeout_s=cap, keep_days=keep)
+            JobSpec(
+                VERIFY_ROTATE,
+                serve.verify_rotate_cron,
+                timeout_s=cap,
+                keep_days=keep,
+                priority=3,
+            )
         )
     if serve.audit_cron:
         specs.append(
@@ -82,7 +99,9 @@ def job_specs(settings: Settings) -> list[JobSpec]:
         )
     if serve.dkg_watch:
         # No schedule of its own: the DKG watch asks for it (or a timer: serve --once).
-        specs.append(JobSpec(DKG_BACKUP, timeout_s=min(cap, 900), keep_days=keep, group=BACKUP))
+        specs.append(
+            JobSpec(DKG_BACKUP, timeout_s=min(cap, 900), keep_days=keep, group=BACKUP, priority=0)
+        )
     return specs
 
 
