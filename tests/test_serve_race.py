@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sbtc_ops.state import Run
+from sbtc_ops.config import Settings
+from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.serve.jobs import job_specs
+from sbtc_ops.serve.scheduler import JobContext, JobResult, JobSpec, one_line_reason
+from sbtc_ops.state import Run, StateStore
 from tests.fakes.stacks_node import FakeStacksNode
 from tests.support.cli import clean_env, run_cli
 from tests.support.pg import SourceServer, assert_no_postgres_left, new_signer_database
@@ -25,7 +30,7 @@ from tests.support.serve import NO_JOBS, Daemon, running_daemon, wait_until, wri
 from tests.support.verify import private_tmpdir, serve_facts
 from tests.test_serve_dkg import insert_round
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.timeout(300)]
 
 JOBS = ("backup", "verify", "verify-rotate", "dkg-backup")
 
@@ -66,6 +71,7 @@ def quiet(daemon: Daemon) -> bool:
     return settled(daemon) and len(daemon.runs()) == before
 
 
+@pytest.mark.postgres
 def test_first_start_with_same_day_backups_has_no_job_failure(
     tmp_path: Path, source_server: SourceServer, run_tmp: Path
 ) -> None:
@@ -116,3 +122,56 @@ def test_first_start_with_same_day_backups_has_no_job_failure(
     table = table[: table.index("</table>")]
     listed = set(re.findall(r"<td>(\d{8}T\d{6}Z[^<]*)</td>", table))
     assert listed and listed <= existing, (listed, existing)
+
+
+# -- the rules behind it, without processes -----------------------------------------------------
+
+
+def test_catch_up_starts_the_backup_first_and_no_verify_beside_it(tmp_path: Path) -> None:
+    from tests.test_serve_scheduler import Recorder, at, make
+
+    rec = Recorder()
+    gate = rec.gates["backup"] = threading.Event()
+    entered = rec.entered["backup"] = threading.Event()
+    settings = Settings.model_validate({"serve": {"verify_rotate_cron": "0 4 * * 0"}})
+    sched, _, _ = make(tmp_path, job_specs(settings), at("2026-03-02T10:00:00"), recorder=rec)
+    sched.start()  # never ran: everything scheduled is due now
+    started = sched.tick()
+    assert "backup" in started and "verify-rotate" not in started
+    assert entered.wait(5)
+    sched.request("dkg-backup")  # the DKG watch: waits for the backup (one lock)
+    assert sched.tick() == []
+    gate.set()
+    assert sched.wait_idle(5)
+    assert sched.tick() == ["dkg-backup", "verify", "verify-rotate"]  # by priority
+    assert sched.wait_idle(5)
+
+
+def test_a_crash_is_recorded_as_one_line_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.test_serve_scheduler import at, make
+
+    def vanishing(ctx: JobContext) -> JobResult:
+        raise FileNotFoundError(2, "No such file or directory", "/repo/20261201T030000Z")
+
+    sched, _, _ = make(tmp_path, [JobSpec("backup", "17 3 * * *")], at("2026-03-02T10:00:00"))
+    sched.action = vanishing
+    sched.start()
+    sched.tick()
+    assert sched.wait_idle(5)
+    with StateStore.open(tmp_path / "state") as store:
+        (run,) = store.runs("backup")
+    assert run.outcome == "error"
+    assert run.data["summary"] == (
+        "crashed: FileNotFoundError: No such file or directory: /repo/20261201T030000Z"
+    )
+    assert "Traceback" not in caplog.text and all(r.exc_info is None for r in caplog.records)
+
+
+def test_one_line_reasons() -> None:
+    assert one_line_reason(SbtcOpsError("bad\n  thing", hint="do x")) == "bad thing hint: do x"
+    assert one_line_reason(ValueError("a\nb")) == "ValueError: a b"
+    assert one_line_reason(RuntimeError()) == "RuntimeError: RuntimeError"
+    long = one_line_reason(ValueError("x" * 1000))
+    assert len(long) == 300 and long.endswith("…")
