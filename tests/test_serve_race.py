@@ -175,3 +175,18 @@ def test_one_line_reasons() -> None:
     assert one_line_reason(RuntimeError()) == "RuntimeError: RuntimeError"
     long = one_line_reason(ValueError("x" * 1000))
     assert len(long) == 300 and long.endswith("…")
+
+
+def test_the_chain_check_remembers_the_key_retention_protects(tmp_path: Path) -> None:
+    from sbtc_ops.serve.jobs import chain_check_job
+
+    key = bytes.fromhex("03" + "7e" * 32)
+    with FakeStacksNode() as node:
+        node.set_aggregate_key(key)
+        settings = Settings.model_validate(
+            {"state_dir": tmp_path / "state", "stacks": {"endpoints": [node.url], "retries": 0}}
+        )
+        assert chain_check_job(settings).outcome == "ok"
+        assert chain_check_job(settings).outcome == "ok"
+    with StateStore.open(tmp_path / "state") as store:
+        assert [e.subject for e in store.events("chain-key")] == [key.hex()]

@@ -336,6 +336,8 @@ def chain_check_job(settings: Settings) -> JobResult:
         for outcome in reading.outcomes
     ]
     key = reading.agreed
+    if key is not None and key != NOT_SET:
+        remember_chain_key(settings, key)
     data = {
         "endpoints": endpoints,
         "onchain_aggregate_key": None if key is None or key == NOT_SET else key.hex(),
@@ -349,6 +351,16 @@ def chain_check_job(settings: Settings) -> JobResult:
     if reading.all_failed:
         return JobResult(ERROR, summary, data)
     return JobResult(PROBLEM if up < len(endpoints) or reading.disagree else OK, summary, data)
+
+
+def remember_chain_key(settings: Settings, key: bytes) -> None:
+    """The newest on-chain key seen is what retention protects (the newest backup holding
+    its shares) and what verify calls current; verify records the keys it reads too."""
+    from sbtc_ops.state import StateStore
+
+    with StateStore.open(settings.state_dir) as store:
+        if store.last_event("chain-key", key.hex()) is None:
+            store.record_event("chain-key", key.hex(), "seen")
 
 
 def interruptible(func: Callable[[], T]) -> T:
