@@ -354,8 +354,10 @@ def test_prune_skips_a_backup_being_verified_and_deletes_it_next_time(
     # What a verify or restore of `old` holds while it reads it (another process's lock:
     # flock locks of separate open files conflict within one process too).
     with inuse.reading(workdir / "state", str(repo), old):
+        dry = cli("prune", "--to", str(repo), "--dry-run", "--json", env=zero)
         busy = cli("prune", "--to", str(repo), "--json", env=zero)
         text = cli("prune", "--to", str(repo), env=zero)
+    assert dry.json()["locations"][0]["skipped_in_use"] == [old]
     assert busy.code == 0, busy.stderr
     (report,) = busy.json()["locations"]
     assert report["skipped_in_use"] == [old] and report["deleted"] == []

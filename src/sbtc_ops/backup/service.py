@@ -233,33 +233,39 @@ def _prune_one(
     incomplete = [] if keep_incomplete else [b.id for b in backups if not b.complete]
     for backup_id in incomplete:
         why_deleted[backup_id] = "incomplete (a backup that did not finish)"
-    in_use: list[str] = []
-    if not dry_run:
-        if abandoned:
-            storage.clean_abandoned(dry_run=False)
-        for backup_id in [*deleted, *incomplete]:
-            with deleting(state_dir, storage.name, backup_id) as free:
-                if not free:
-                    in_use.append(backup_id)
-                    continue
-                storage.delete(backup_id)
+    if abandoned and not dry_run:
+        storage.clean_abandoned(dry_run=False)
+    in_use = _delete_unless_in_use(state_dir, storage, [*deleted, *incomplete], dry_run=dry_run)
     if not dry_run:
         _record_deleted(state_dir, storage.name, [i for i in deleted if i not in in_use])
     for backup_id in in_use:
         # Kept this time; the next prune deletes it once the verify or restore is done.
         kept[backup_id] = ["in use by a running verify or restore"]
         why_deleted.pop(backup_id, None)
-    gone = [i for i in deleted if i not in in_use]
-    gone_incomplete = [i for i in incomplete if i not in in_use]
     return {
         "location": storage.name,
         "kept": kept,
-        "deleted": sorted(gone),
-        "incomplete_removed": sorted(gone_incomplete),
+        "deleted": sorted(i for i in deleted if i not in in_use),
+        "incomplete_removed": sorted(i for i in incomplete if i not in in_use),
         "abandoned_uploads": abandoned,
         "skipped_in_use": sorted(in_use),
         "decisions": _decisions(kept, why_deleted),
     }
+
+
+def _delete_unless_in_use(
+    state_dir: Path, storage: Storage, backup_ids: list[str], *, dry_run: bool
+) -> list[str]:
+    """Delete each backup under its exclusive lock (a dry run only tries the lock); returns
+    those a verify or restore is reading, which are left alone."""
+    in_use = []
+    for backup_id in backup_ids:
+        with deleting(state_dir, storage.name, backup_id) as free:
+            if not free:
+                in_use.append(backup_id)
+            elif not dry_run:
+                storage.delete(backup_id)
+    return in_use
 
 
 def _record_deleted(state_dir: Path, location: str, backup_ids: list[str]) -> None:
