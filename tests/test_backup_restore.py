@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -303,3 +304,30 @@ def test_a_missing_target_gets_a_hint_and_create_makes_it(
     # into it; one that holds them is still refused.
     again = _restore(cli, backup, target, "--create")
     assert again.code == 2 and "already has schema sbtc_signer" in again.json()["error"]
+
+
+def test_a_plain_sql_dump_restores_in_one_transaction_and_clean_is_refused(
+    cli: Cli, tmp_path: Path, backup_server: SourceServer, small_db: tuple[str, GeneratedDb]
+) -> None:
+    from sbtc_ops.pg import find_binaries
+
+    url, _ = small_db
+    dump = tmp_path / "signer.sql"
+    pg_dump = find_binaries(tool_hint="pg_dump").pg_dump
+    done = subprocess.run(
+        [str(pg_dump), "--no-owner", "--no-privileges", "-f", str(dump), "--dbname", url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    target = new_target(backup_server)
+
+    restored = _restore(cli, dump, target)
+
+    assert restored.code == 0, restored.stderr
+    assert restored.json()["single_transaction"] is True
+    assert restored.json()["summary"]["rows_match_manifest"] is None  # no manifest
+    assert table_counts(target) == table_counts(url)
+    refused = _restore(cli, dump, target, "--clean")
+    assert refused.code == 2 and "plain SQL dump" in refused.json()["error"]

@@ -268,10 +268,11 @@ def _run(
     # --clean must be all-or-nothing: one job, so one transaction.
     jobs = jobs_setting if archive.format == "directory" and not request.clean else 1
     argv = restore_argv(binaries, archive, target.conninfo_without_password, jobs=jobs, strict=True)
+    # Added options go at the end, pg_restore's before its last argument, the archive.
     if archive.format == "plain":
-        argv.insert(1, "--single-transaction")  # psql: with ON_ERROR_STOP, all or nothing
+        argv.append("--single-transaction")  # psql: with ON_ERROR_STOP, all or nothing
     elif request.clean:
-        argv[1:1] = ["--clean", "--if-exists"]
+        argv[-1:-1] = ["--clean", "--if-exists"]
     atomic = "--single-transaction" in argv
     return run_restore(argv, target.child_env), atomic
 
