@@ -51,7 +51,7 @@ def test_weak_host_exact_findings(tmp_path: Path) -> None:
         "IMG-001": "warn",
         "FW-001": "fail",
         "FW-002": "fail",
-        "FW-003": "warn",
+        "FW-003": "fail",  # no default deny: every port is open, not only 9184
         "FW-004": "fail",
         "FW-005": "warn",
         "FW-006": "fail",
@@ -299,3 +299,60 @@ def test_docker_user_rules_nft_cannot_translate_are_not_credited(tmp_path: Path)
     found = by_id(run_audit(firewall_context(tmp_path, outputs), select(["firewall"])))
     published = " ".join(i["published"] for i in found["FW-004"].data["items"])
     assert ":8332->" in published and ":20443->" in published
+
+
+_NFT_ACCEPT_POLICY = {
+    "nftables": [
+        {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+        {"table": {"family": "inet", "name": "filter", "handle": 1}},
+        {
+            "chain": {
+                "family": "inet",
+                "table": "filter",
+                "name": "input",
+                "handle": 1,
+                "type": "filter",
+                "hook": "input",
+                "prio": 0,
+                "policy": "accept",
+            }
+        },
+        {
+            "rule": {
+                "family": "inet",
+                "table": "filter",
+                "chain": "input",
+                "handle": 2,
+                "expr": [
+                    {
+                        "match": {
+                            "op": "==",
+                            "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                            "right": 22,
+                        }
+                    },
+                    {"accept": None},
+                ],
+            }
+        },
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    "ruleset",
+    [
+        {"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}]},
+        _NFT_ACCEPT_POLICY,
+    ],
+    ids=["no-rules-at-all", "accept-policy-with-an-ssh-rule"],
+)
+def test_no_filtering_cannot_pass_the_allowed_set_check(tmp_path: Path, ruleset: object) -> None:
+    """With nothing dropped by default, accepting only allowed ports restricts nothing: FW-003
+    must fail beside FW-001, never pass with "accepted inbound: nothing"."""
+    outputs: dict[str, str | CommandResult] = {"nft -j list ruleset": json.dumps(ruleset)}
+    found = by_id(run_audit(firewall_context(tmp_path, outputs), select(["firewall"])))
+    assert found["FW-001"].status.value == "fail"
+    assert found["FW-003"].status.value == "fail", found["FW-003"].detail
+    assert "no default deny" in found["FW-003"].detail
+    assert "every listening port is open" in found["FW-003"].detail

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -203,3 +204,130 @@ def test_a_corrupted_archive_is_refused_and_nothing_restored(
     assert "fails its checksum, nothing was restored" in error and "signer.dump" in error
     assert user_tables(target) == 0
     assert cli("restore", str(repo / backup_id), "--target-db", target).code == 0
+
+
+# -- finishing the job: --clean, --create, the summary --------------------------------------------
+
+
+def _restore(cli: Cli, backup: Path, target: str, *flags: str) -> CliResult:
+    return cli("restore", str(backup), "--target-db", target, "--json", *flags)
+
+
+def test_a_target_with_the_schema_is_refused_then_clean_replaces_it(
+    cli: Cli, tmp_path: Path, backup_server: SourceServer, small_db: tuple[str, GeneratedDb]
+) -> None:
+    url, facts = small_db
+    repo = tmp_path / "repo"
+    backup = repo / take(cli, url, repo)
+    target = new_target(backup_server)
+    first = _restore(cli, backup, target)
+    assert first.code == 0, first.stderr
+    summary = first.json()["summary"]
+    assert summary["tables"] == len(table_counts(url))
+    assert summary["rows"] == sum(table_counts(url).values())
+    assert summary["rows_match_manifest"] is True
+    assert summary["newest_verified_dkg_key"] == facts.newest_verified_key.hex()
+    with psycopg.connect(target, autocommit=True) as conn:  # the target drifts
+        conn.execute("DELETE FROM sbtc_signer.bitcoin_blocks WHERE random() < 0.5")
+    drifted = table_counts(target)
+
+    for flags in ((), ("--force",)):
+        refused = _restore(cli, backup, target, *flags)
+        assert refused.code == 2
+        error = refused.json()["error"]
+        assert "already has schema sbtc_signer" in error and "nothing was restored" in error
+        assert "--clean" in refused.stderr
+        assert table_counts(target) == drifted
+
+    cleaned = _restore(cli, backup, target, "--clean")
+
+    assert cleaned.code == 0, cleaned.stderr
+    doc = cleaned.json()
+    assert doc["cleaned"] is True and doc["single_transaction"] is True
+    assert doc["summary"]["rows_match_manifest"] is True
+    assert table_counts(target) == table_counts(url)
+    assert dkg_rows(target) == dkg_rows(url)
+    text = cli("restore", str(backup), "--target-db", target, "--clean")
+    assert text.code == 0, text.stderr
+    assert "one transaction" in text.stdout and facts.newest_verified_key.hex() in text.stdout
+
+
+def test_a_clean_restore_that_fails_leaves_the_target_unchanged(
+    cli: Cli, tmp_path: Path, backup_server: SourceServer, small_db: tuple[str, GeneratedDb]
+) -> None:
+    url, _ = small_db
+    repo = tmp_path / "repo"
+    backup = repo / take(cli, url, repo)
+    target = new_target(backup_server)
+    assert _restore(cli, backup, target).code == 0
+    with psycopg.connect(target, autocommit=True) as conn:
+        # Not in the backup: DROP SCHEMA sbtc_signer (without CASCADE) fails on it.
+        conn.execute("CREATE TABLE sbtc_signer.operator_notes (line TEXT)")
+        conn.execute("DELETE FROM sbtc_signer.bitcoin_blocks WHERE random() < 0.5")
+    before = table_counts(target)
+
+    failed = _restore(cli, backup, target, "--clean")
+
+    assert failed.code == 2
+    error = failed.json()["error"]
+    assert "rolled back: the target database is unchanged" in error
+    assert table_counts(target) == before
+
+
+def test_a_missing_target_gets_a_hint_and_create_makes_it(
+    cli: Cli, tmp_path: Path, backup_server: SourceServer, small_db: tuple[str, GeneratedDb]
+) -> None:
+    url, _ = small_db
+    repo = tmp_path / "repo"
+    backup = repo / take(cli, url, repo)
+    name = f"restore_created_{next(_targets)}"
+    target = backup_server.url_for(name)
+
+    missing = _restore(cli, backup, target)
+
+    assert missing.code == 2
+    assert f"the target database '{name}' does not exist" in missing.json()["error"]
+    assert "nothing was restored" in missing.json()["error"]
+    assert "add --create" in missing.stderr
+    with backup_server.connect("postgres") as conn:
+        conn.execute("ALTER ROLE signer CREATEDB")
+    try:
+        created = _restore(cli, backup, target, "--create")
+    finally:
+        with backup_server.connect("postgres") as conn:
+            conn.execute("ALTER ROLE signer NOCREATEDB")
+
+    assert created.code == 0, created.stderr
+    assert created.json()["created"] is True
+    assert table_counts(target) == table_counts(url)
+    # --create on a database that exists (and is empty of the backup's schemas) just restores
+    # into it; one that holds them is still refused.
+    again = _restore(cli, backup, target, "--create")
+    assert again.code == 2 and "already has schema sbtc_signer" in again.json()["error"]
+
+
+def test_a_plain_sql_dump_restores_in_one_transaction_and_clean_is_refused(
+    cli: Cli, tmp_path: Path, backup_server: SourceServer, small_db: tuple[str, GeneratedDb]
+) -> None:
+    from sbtc_ops.pg import find_binaries
+
+    url, _ = small_db
+    dump = tmp_path / "signer.sql"
+    pg_dump = find_binaries(tool_hint="pg_dump").pg_dump
+    done = subprocess.run(
+        [str(pg_dump), "--no-owner", "--no-privileges", "-f", str(dump), "--dbname", url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    target = new_target(backup_server)
+
+    restored = _restore(cli, dump, target)
+
+    assert restored.code == 0, restored.stderr
+    assert restored.json()["single_transaction"] is True
+    assert restored.json()["summary"]["rows_match_manifest"] is None  # no manifest
+    assert table_counts(target) == table_counts(url)
+    refused = _restore(cli, dump, target, "--clean")
+    assert refused.code == 2 and "plain SQL dump" in refused.json()["error"]

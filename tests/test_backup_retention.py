@@ -11,9 +11,12 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sbtc_ops.backup.ids import new_backup_id
+from sbtc_ops.backup import inuse
+from sbtc_ops.backup.ids import backup_time, new_backup_id
+from sbtc_ops.backup.manifest import MANIFEST_NAME, DkgKeyInfo
 from sbtc_ops.backup.retention import RetentionPolicy, plan_retention
-from tests.support.backup import write_fake_backups
+from sbtc_ops.state import StateStore
+from tests.support.backup import fake_manifest, write_fake_backups
 from tests.support.cli import CliResult
 
 Cli = Callable[..., CliResult]
@@ -220,3 +223,149 @@ def test_a_verify_that_could_not_run_does_not_mark_a_backup_failed(tmp_path: Pat
         assert backup_state(backup, store) == "verified-ok"
         store.record_event("verify", backup.id, "mismatch", at=4.0)
         assert backup_state(backup, store) == "verified-failed"
+
+
+# -- what retention protects: verified backups, the on-chain key's shares, backups in use ---------
+
+
+def test_within_a_slot_a_verified_backup_is_preferred_to_newer_unverified_ones() -> None:
+    ids = [bid(date(2025, 3, day), hour) for day in (1, 2, 3) for hour in (1, 9, 17)]
+    verified = {bid(date(2025, 3, 2), 1)}
+    plan = plan_retention(
+        ids, RetentionPolicy(keep_daily=3, keep_weekly=0, keep_monthly=0), verified=verified
+    )
+    newest = bid(date(2025, 3, 3), 17)
+    assert set(plan.keep) == {newest, bid(date(2025, 3, 2), 1), bid(date(2025, 3, 1), 17)}
+    assert plan.keep[bid(date(2025, 3, 2), 1)] == ["daily", "newest verified-ok"]
+    # The newer unverified backups of that day go, and say which backup holds their day.
+    assert plan.why_deleted[bid(date(2025, 3, 2), 17)] == (
+        f"its day is kept by a verified-ok backup, {bid(date(2025, 3, 2), 1)}"
+    )
+    assert (
+        plan.why_deleted[bid(date(2025, 3, 3), 9)] == f"its day is kept by a newer backup, {newest}"
+    )
+
+
+def test_the_newest_verified_and_protected_backups_survive_any_policy() -> None:
+    verified = {bid(date(2025, 1, 1)), bid(date(2025, 6, 1))}
+    holder = bid(date(2025, 2, 1))
+    plan = plan_retention(
+        YEAR,
+        RetentionPolicy(keep_daily=0, keep_weekly=0, keep_monthly=0),
+        verified=verified,
+        protected={holder: "holds the on-chain key"},
+    )
+    assert plan.keep == {
+        YEAR[-1]: ["newest"],
+        bid(date(2025, 6, 1)): ["newest verified-ok"],
+        holder: ["holds the on-chain key"],
+    }
+    assert "a newer backup is verified-ok" in plan.why_deleted[bid(date(2025, 1, 1))]
+    assert set(plan.why_deleted) == set(plan.delete)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ids=st.lists(moments, min_size=1, max_size=40), data=st.data())
+def test_every_decision_is_explained_and_verified_never_all_lost(
+    ids: list[str], data: st.DataObject
+) -> None:
+    verified = data.draw(st.sets(st.sampled_from(ids)))
+    plan = plan_retention(ids, RetentionPolicy(2, 1, 1), verified=verified)
+    assert set(plan.why_deleted) == set(plan.delete)
+    assert all(plan.keep[i] for i in plan.keep)
+    if verified:
+        assert max(verified, key=backup_time) in plan.keep
+
+
+def _rewrite_manifest(repo: Path, backup_id: str, dkg_keys: list[str]) -> None:
+    manifest = fake_manifest(backup_id)
+    manifest.dkg_keys = [
+        DkgKeyInfo(aggregate_key=key, status="verified", created_at="2025-01-01T00:00:00+00:00")
+        for key in dkg_keys
+    ]
+    (repo / backup_id / MANIFEST_NAME).write_bytes(manifest.to_bytes())
+
+
+CHAIN_KEY = "02" + "ab" * 32
+OLD_KEY = "03" + "cd" * 32
+SAME_DAY = [bid(date(2025, 12, 31), hour) for hour in (1, 9, 17)]
+OLDER = [bid(date(2025, 11, 20)), bid(date(2025, 12, 10))]
+ONE_DAILY = {
+    "SBTC_OPS_BACKUP__RETENTION__KEEP_DAILY": "1",
+    "SBTC_OPS_BACKUP__RETENTION__KEEP_WEEKLY": "0",
+    "SBTC_OPS_BACKUP__RETENTION__KEEP_MONTHLY": "0",
+}
+
+
+def _protected_repo(tmp_path: Path, workdir: Path) -> Path:
+    """Three backups today (only the first verified), two older ones, of which the oldest
+    is the newest backup holding the current on-chain key's shares (the rotation to
+    OLD_KEY on 10 December was never confirmed on chain)."""
+    repo = tmp_path / "repo"
+    write_fake_backups(repo, [*OLDER, *SAME_DAY])
+    _rewrite_manifest(repo, OLDER[0], [CHAIN_KEY])
+    _rewrite_manifest(repo, OLDER[1], [OLD_KEY])
+    with StateStore.open(workdir / "state") as store:
+        store.record_event("verify", SAME_DAY[0], "ok")
+        store.record_event("chain-key", CHAIN_KEY, "seen")
+    return repo
+
+
+def test_prune_keeps_the_only_verified_backup_and_the_current_key_and_explains(
+    cli: Cli, tmp_path: Path, workdir: Path
+) -> None:
+    repo = _protected_repo(tmp_path, workdir)
+
+    dry = cli("prune", "--to", str(repo), "--dry-run", "--json", env=ONE_DAILY)
+
+    assert dry.code == 0, dry.stderr
+    (report,) = dry.json()["locations"]
+    decisions = {row["id"]: (row["action"], row["reasons"]) for row in report["decisions"]}
+    assert decisions == {
+        SAME_DAY[2]: ("keep", ["newest"]),
+        SAME_DAY[1]: ("delete", [f"its day is kept by a verified-ok backup, {SAME_DAY[0]}"]),
+        SAME_DAY[0]: ("keep", ["daily", "newest verified-ok"]),
+        OLDER[1]: ("delete", [older_reason()]),
+        OLDER[0]: ("keep", [f"newest holding the on-chain key's shares ({CHAIN_KEY})"]),
+    }
+    text = cli("prune", "--to", str(repo), "--dry-run", env=ONE_DAILY)
+    assert f"would delete {SAME_DAY[1]}" in " ".join(text.stdout.split())
+    assert "newest verified-ok" in text.stdout
+
+    pruned = cli("prune", "--to", str(repo), "--json", env=ONE_DAILY)
+
+    assert pruned.code == 0, pruned.stderr
+    assert listing(repo) == {SAME_DAY[2], SAME_DAY[0], OLDER[0]}
+
+
+def older_reason() -> str:
+    return (
+        "older than the slots kept (1 daily, 0 weekly, 0 monthly), not verified-ok, not protected"
+    )
+
+
+def test_prune_skips_a_backup_being_verified_and_deletes_it_next_time(
+    cli: Cli, tmp_path: Path, workdir: Path
+) -> None:
+    repo = tmp_path / "repo"
+    old, new = bid(date(2025, 12, 1)), bid(date(2025, 12, 31))
+    write_fake_backups(repo, [old, new])
+    zero = {**ONE_DAILY, "SBTC_OPS_BACKUP__RETENTION__KEEP_DAILY": "0"}
+    # What a verify or restore of `old` holds while it reads it (another process's lock:
+    # flock locks of separate open files conflict within one process too).
+    with inuse.reading(workdir / "state", str(repo), old):
+        dry = cli("prune", "--to", str(repo), "--dry-run", "--json", env=zero)
+        busy = cli("prune", "--to", str(repo), "--json", env=zero)
+        text = cli("prune", "--to", str(repo), env=zero)
+    assert dry.json()["locations"][0]["skipped_in_use"] == [old]
+    assert busy.code == 0, busy.stderr
+    (report,) = busy.json()["locations"]
+    assert report["skipped_in_use"] == [old] and report["deleted"] == []
+    assert report["kept"][old] == ["in use by a running verify or restore"]
+    assert f"note: {old} is in use" in text.stdout
+    assert listing(repo) == {old, new}
+
+    after = cli("prune", "--to", str(repo), "--json", env=zero)
+
+    assert after.json()["locations"][0]["deleted"] == [old]
+    assert listing(repo) == {new}

@@ -551,13 +551,19 @@ def allowed_set(ctx: HostContext) -> Outcome:
     }
     if everything:
         return failed(f"an input rule accepts every port: {everything[0].rule[:160]}", **data)
+    if not view.v4_deny:
+        # Without a drop policy the accept rules restrict nothing: every listening port is
+        # reachable, so no list of accepted ports can pass (FW-001 says why).
+        beyond = _listed(extra)
+        return failed(
+            f"no default deny ({view.backend}): every listening port is open inbound, not "
+            f"only the allowed set ({data['allowed']})"
+            + (f"; also accepted explicitly: {beyond}" if beyond else ""),
+            **data,
+        )
     if extra:
         critical = [a for a in extra if a.port in CRITICAL_PORTS]
-        listed = ", ".join(
-            f"{a.port}/{a.protocol} ({SERVICE_NAMES.get(a.port or 0, 'unknown')})"
-            for a in _unique(extra)
-        )
-        text = f"open to anywhere beyond the allowed set ({data['allowed']}): {listed}"
+        text = f"open to anywhere beyond the allowed set ({data['allowed']}): {_listed(extra)}"
         return failed(text, **data) if critical else warned(text, **data)
     opened = sorted(
         {
@@ -569,6 +575,13 @@ def allowed_set(ctx: HostContext) -> Outcome:
     return passed(
         f"accepted inbound: {', '.join(opened) or 'nothing'} (allowed: {data['allowed']})",
         **data,
+    )
+
+
+def _listed(allows: list[Allow]) -> str:
+    return ", ".join(
+        f"{a.port}/{a.protocol} ({SERVICE_NAMES.get(a.port or 0, 'unknown')})"
+        for a in _unique(allows)
     )
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sbtc_ops.backup.ids import backup_time
+from sbtc_ops.backup.inuse import deleting
 from sbtc_ops.backup.lock import is_locked
-from sbtc_ops.backup.retention import RetentionPolicy, plan_retention
+from sbtc_ops.backup.retention import RetentionPlan, RetentionPolicy, plan_retention
 from sbtc_ops.backup.storage import (
     Storage,
     StorageError,
@@ -21,6 +23,8 @@ from sbtc_ops.backup.take import BackupOutcome, BackupRequest, take_backup
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import ConfigError
 from sbtc_ops.state import StateStore
+
+DELETED_EVENT = "backup-deleted"
 
 
 def storages_for(settings: Settings, locations: list[str] | None) -> list[Storage]:
@@ -152,12 +156,23 @@ def prune_all(
             listings.append((storage, storage.list_backups(), abandoned))
         except StorageError as exc:
             raise StorageError(f"{exc.message}; nothing was deleted") from None
+    with StateStore.open(settings.state_dir) as store:
+        verified = {
+            b.id
+            for _, backups, _ in listings
+            for b in backups
+            if backup_state(b, store) == "verified-ok"
+        }
+        chain_event = store.last_event("chain-key")
+    facts = _ProtectFacts(verified, chain_event.subject if chain_event else None)
     return [
         _prune_one(
+            settings.state_dir,
             storage,
             backups,
             abandoned,
             policy,
+            facts,
             dry_run=dry_run,
             keep_incomplete=backup_running,
         )
@@ -165,35 +180,108 @@ def prune_all(
     ]
 
 
+@dataclass(frozen=True)
+class _ProtectFacts:
+    verified: set[str]  # ids whose last verify succeeded
+    chain_key: str | None  # the newest on-chain aggregate key seen (hex)
+
+
+def _key_holders(backups: list[StoredBackup], chain_key: str | None) -> list[str]:
+    """Ids of backups whose manifest lists the current on-chain key's DKG shares."""
+    if not chain_key:
+        return []
+    return [
+        b.id
+        for b in backups
+        if b.manifest and any(k.aggregate_key == chain_key for k in b.manifest.dkg_keys)
+    ]
+
+
+def _plan_kind(
+    backups: list[StoredBackup], kind: str, policy: RetentionPolicy, facts: _ProtectFacts
+) -> RetentionPlan:
+    complete = [b for b in backups if b.complete and b.manifest and b.manifest.kind == kind]
+    holders = _key_holders(complete, facts.chain_key)
+    protected = {}
+    if holders:
+        newest_holder = max(holders, key=backup_time)
+        protected[newest_holder] = f"newest holding the on-chain key's shares ({facts.chain_key})"
+    return plan_retention(
+        [b.id for b in complete], policy, verified=facts.verified, protected=protected
+    )
+
+
 def _prune_one(
+    state_dir: Path,
     storage: Storage,
     backups: list[StoredBackup],
     abandoned: list[str],
     policy: RetentionPolicy,
+    facts: _ProtectFacts,
     *,
     dry_run: bool,
     keep_incomplete: bool,
 ) -> dict[str, Any]:
     deleted: list[str] = []
     kept: dict[str, list[str]] = {}
+    why_deleted: dict[str, str] = {}
     for kind in ("full", "dkg-only"):
-        complete = [b.id for b in backups if b.complete and b.manifest and b.manifest.kind == kind]
-        plan = plan_retention(complete, policy)
+        plan = _plan_kind(backups, kind, policy, facts)
         kept.update(plan.keep)
         deleted.extend(plan.delete)
+        why_deleted.update(plan.why_deleted)
     incomplete = [] if keep_incomplete else [b.id for b in backups if not b.complete]
+    for backup_id in incomplete:
+        why_deleted[backup_id] = "incomplete (a backup that did not finish)"
+    if abandoned and not dry_run:
+        storage.clean_abandoned(dry_run=False)
+    in_use = _delete_unless_in_use(state_dir, storage, [*deleted, *incomplete], dry_run=dry_run)
     if not dry_run:
-        if abandoned:
-            storage.clean_abandoned(dry_run=False)
-        for backup_id in [*deleted, *incomplete]:
-            storage.delete(backup_id)
+        _record_deleted(state_dir, storage.name, [i for i in deleted if i not in in_use])
+    for backup_id in in_use:
+        # Kept this time; the next prune deletes it once the verify or restore is done.
+        kept[backup_id] = ["in use by a running verify or restore"]
+        why_deleted.pop(backup_id, None)
     return {
         "location": storage.name,
         "kept": kept,
-        "deleted": sorted(deleted),
-        "incomplete_removed": sorted(incomplete),
+        "deleted": sorted(i for i in deleted if i not in in_use),
+        "incomplete_removed": sorted(i for i in incomplete if i not in in_use),
         "abandoned_uploads": abandoned,
+        "skipped_in_use": sorted(in_use),
+        "decisions": _decisions(kept, why_deleted),
     }
+
+
+def _delete_unless_in_use(
+    state_dir: Path, storage: Storage, backup_ids: list[str], *, dry_run: bool
+) -> list[str]:
+    """Delete each backup under its exclusive lock (a dry run only tries the lock); returns
+    those a verify or restore is reading, which are left alone."""
+    in_use = []
+    for backup_id in backup_ids:
+        with deleting(state_dir, storage.name, backup_id) as free:
+            if not free:
+                in_use.append(backup_id)
+            elif not dry_run:
+                storage.delete(backup_id)
+    return in_use
+
+
+def _record_deleted(state_dir: Path, location: str, backup_ids: list[str]) -> None:
+    """So the status page and history show only backups that still exist."""
+    if not backup_ids:
+        return
+    with StateStore.open(state_dir) as store:
+        for backup_id in backup_ids:
+            store.record_event(DELETED_EVENT, backup_id, "ok", {"location": location})
+
+
+def _decisions(kept: dict[str, list[str]], why_deleted: dict[str, str]) -> list[dict[str, Any]]:
+    """One line per backup, newest first: what prune does with it and why."""
+    rows = [{"id": i, "action": "keep", "reasons": reasons} for i, reasons in kept.items()]
+    rows += [{"id": i, "action": "delete", "reasons": [why]} for i, why in why_deleted.items()]
+    return sorted(rows, key=lambda row: str(row["id"]), reverse=True)
 
 
 def local_path_or_none(path_text: str) -> Path | None:

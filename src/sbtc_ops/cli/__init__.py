@@ -74,6 +74,7 @@ def _register_commands() -> None:
         chain_cmd,
         clarity_cmd,
         config_cmd,
+        demo_cmd,
         key_cmd,
         serve_cmd,
         upgrade_cmd,
@@ -81,6 +82,7 @@ def _register_commands() -> None:
     )
 
     for module in (
+        demo_cmd,
         config_cmd,
         clarity_cmd,
         chain_cmd,

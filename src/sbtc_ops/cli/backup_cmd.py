@@ -110,12 +110,18 @@ def prune(
     verb = "would delete" if dry_run else "deleted"
     for location in report:
         _common.out.print(f"{location['location']}:", markup=False)
-        for backup_id in location["deleted"]:
-            _common.out.print(f"  {verb} {backup_id}", markup=False)
-        for backup_id in location["incomplete_removed"]:
-            _common.out.print(f"  {verb} incomplete {backup_id}", markup=False)
+        for decision in location["decisions"]:
+            action = "keep" if decision["action"] == "keep" else verb
+            reasons = "; ".join(decision["reasons"])
+            _common.out.print(f"  {action:<12} {decision['id']:<24} {reasons}", markup=False)
         for key in location["abandoned_uploads"]:
             _common.out.print(f"  {verb} unfinished upload {key}", markup=False)
+        for backup_id in location["skipped_in_use"]:
+            _common.out.print(
+                f"  note: {backup_id} is in use by a running verify or restore: kept this "
+                "time, the next prune applies the policy to it",
+                markup=False,
+            )
         _common.out.print(f"  kept {len(location['kept'])} backup(s)", markup=False)
 
 
@@ -129,7 +135,20 @@ def restore(
         Path | None, typer.Option("--identity", help="age identity file for encrypted backups.")
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Restore into a database that is not empty.")
+        bool,
+        typer.Option(
+            "--force", help="Restore into a database that is not empty (beside what is there)."
+        ),
+    ] = False,
+    create: Annotated[
+        bool, typer.Option("--create", help="Create the target database if it does not exist.")
+    ] = False,
+    clean: Annotated[
+        bool,
+        typer.Option(
+            "--clean",
+            help="Drop the objects the backup contains from the target first (one transaction).",
+        ),
     ] = False,
     overwrite_live: Annotated[
         str | None,
@@ -148,15 +167,46 @@ def restore(
     settings = _common.load_settings(backup={"identity_file": identity})
     result = run_restore_command(
         settings,
-        RestoreRequest(backup_ref, target_db, to or None, force, overwrite_live),
+        RestoreRequest(
+            backup_ref, target_db, to or None, force, overwrite_live, create=create, clean=clean
+        ),
     )
+    # Restored, but not the rows the backup recorded: a problem found (exit 1).
+    intact = result["summary"]["rows_match_manifest"] is not False
     if json_output:
-        _common.emit_json({"ok": True, **result})
-        return
-    _common.out.print(
-        f"restored {result['backup']} into {result['target']} in {result['duration_s']:.1f} s",
+        _common.emit_json({"ok": intact, **result})
+    else:
+        _print_restored(result)
+    if not intact:
+        raise typer.Exit(1)
+
+
+def _print_restored(result: dict[str, Any]) -> None:
+    out = _common.out
+    how = []
+    if result["created"]:
+        how.append("created the database")
+    if result["cleaned"]:
+        how.append("replaced the backup's objects")
+    if result["single_transaction"]:
+        how.append("one transaction")
+    note = f" ({', '.join(how)})" if how else ""
+    out.print(
+        f"restored {result['backup']} into {result['target']} in "
+        f"{result['duration_s']:.1f} s{note}",
         markup=False,
     )
+    summary = result["summary"]
+    match = {True: ", as the manifest recorded", False: ", NOT as the manifest recorded"}
+    out.print(
+        f"  tables      {summary['tables']} ({summary['rows']} rows"
+        f"{match.get(summary['rows_match_manifest'], '')})",
+        markup=False,
+    )
+    if summary["rows_differ"]:
+        out.print(f"  differ      {', '.join(summary['rows_differ'])}", markup=False)
+    out.print(f"  newest DKG  {summary['newest_dkg_key'] or 'none'}", markup=False)
+    out.print(f"  verified    {summary['newest_verified_dkg_key'] or 'none'}", markup=False)
 
 
 def _rich_table(columns: tuple[str, ...]) -> Any:

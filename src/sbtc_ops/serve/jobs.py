@@ -58,14 +58,31 @@ def job_specs(settings: Settings) -> list[JobSpec]:
     keep = float(serve.history_days)
     specs = []
     if serve.backup_cron:
+        # Its prune would delete backups a verify reads (the per-backup locks make it keep
+        # them, but then they outlive the policy): at catch-up the backup goes first, and a
+        # backup never starts beside a verify.
         specs.append(
-            JobSpec(BACKUP, serve.backup_cron, timeout_s=cap, keep_days=keep, group=BACKUP)
+            JobSpec(
+                BACKUP,
+                serve.backup_cron,
+                timeout_s=cap,
+                keep_days=keep,
+                group=BACKUP,
+                not_beside=(VERIFY, VERIFY_ROTATE) if serve.prune_after_backup else (),
+                priority=1,
+            )
         )
     if serve.verify_after_backup and serve.backup_cron:
-        specs.append(JobSpec(VERIFY, after=BACKUP, timeout_s=cap, keep_days=keep))
+        specs.append(JobSpec(VERIFY, after=BACKUP, timeout_s=cap, keep_days=keep, priority=2))
     if serve.verify_rotate_cron:
         specs.append(
-            JobSpec(VERIFY_ROTATE, serve.verify_rotate_cron, timeout_s=cap, keep_days=keep)
+            JobSpec(
+                VERIFY_ROTATE,
+                serve.verify_rotate_cron,
+                timeout_s=cap,
+                keep_days=keep,
+                priority=3,
+            )
         )
     if serve.audit_cron:
         specs.append(
@@ -93,7 +110,9 @@ def job_specs(settings: Settings) -> list[JobSpec]:
         )
     if serve.dkg_watch:
         # No schedule of its own: the DKG watch asks for it (or a timer: serve --once).
-        specs.append(JobSpec(DKG_BACKUP, timeout_s=min(cap, 900), keep_days=keep, group=BACKUP))
+        specs.append(
+            JobSpec(DKG_BACKUP, timeout_s=min(cap, 900), keep_days=keep, group=BACKUP, priority=0)
+        )
     return specs
 
 
@@ -317,6 +336,8 @@ def chain_check_job(settings: Settings) -> JobResult:
         for outcome in reading.outcomes
     ]
     key = reading.agreed
+    if key is not None and key != NOT_SET:
+        remember_chain_key(settings, key)
     data = {
         "endpoints": endpoints,
         "onchain_aggregate_key": None if key is None or key == NOT_SET else key.hex(),
@@ -330,6 +351,16 @@ def chain_check_job(settings: Settings) -> JobResult:
     if reading.all_failed:
         return JobResult(ERROR, summary, data)
     return JobResult(PROBLEM if up < len(endpoints) or reading.disagree else OK, summary, data)
+
+
+def remember_chain_key(settings: Settings, key: bytes) -> None:
+    """The newest on-chain key seen is what retention protects (the newest backup holding
+    its shares) and what verify calls current; verify records the keys it reads too."""
+    from sbtc_ops.state import StateStore
+
+    with StateStore.open(settings.state_dir) as store:
+        if store.last_event("chain-key", key.hex()) is None:
+            store.record_event("chain-key", key.hex(), "seen")
 
 
 def interruptible(func: Callable[[], T]) -> T:

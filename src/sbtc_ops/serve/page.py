@@ -94,12 +94,13 @@ def _outcome(outcome: str) -> str:
 def _backups_table(snap: Snapshot) -> str:
     if not snap.backups:
         return "<p class='muted'>No backup recorded yet.</p>"
+    existing = snap.existing_backups
     rows = [
         f"<tr><td>{escape(e.subject)}</td><td>{_when(e.at)}</td><td>{_outcome(e.outcome)}</td>"
         f"<td>{escape(str(e.data.get('kind') or ''))}</td><td>{_size(e.data.get('size'))}</td>"
         f"<td>{_seconds(e.data.get('duration_s'))}</td>"
         f"<td>{escape(str(e.data.get('error') or ''))[:160]}</td></tr>"
-        for e in snap.backups[:10]
+        for e in existing[:10]
     ]
     head = (
         "<tr><th>backup</th><th>at</th><th>outcome</th><th>kind</th><th>size</th>"

@@ -60,6 +60,10 @@ class JobSpec:
     timeout_s: float = 3600.0
     keep_days: float = 400.0
     group: str | None = None  # jobs of one group never run at once (they share a lock)
+    # Jobs this one never runs beside, either way round (a backup that prunes and a
+    # verify); the per-backup locks make it safe anyway, this keeps the order sensible.
+    not_beside: tuple[str, ...] = ()
+    priority: int = 5  # among jobs due at the same moment (catch-up), lower starts first
 
     def next_fire(self, after: float) -> float | None:
         if not self.cron:
@@ -158,7 +162,7 @@ class Scheduler:
         """Start every job due now that is not already running; returns the names started."""
         now = self.clock.now()
         started = []
-        for name, due in sorted(self.due.items(), key=lambda item: (item[1] or 0, item[0])):
+        for name, due in sorted(self.due.items(), key=self._start_order):
             if due is None or due > now or self._cancel.is_set():
                 continue
             if self._blocked(name) or self._running_elsewhere(name):
@@ -170,6 +174,10 @@ class Scheduler:
             self._launch(spec, now)
             started.append(name)
         return started
+
+    def _start_order(self, item: tuple[str, float | None]) -> tuple[float, int, str]:
+        name, due = item
+        return (due or 0.0, self.specs[name].priority, name)
 
     def request(self, name: str) -> None:
         """Run a job as soon as possible (once, after the current run if one is going)."""
@@ -202,10 +210,13 @@ class Scheduler:
             return thread is not None and thread.is_alive()
 
     def _blocked(self, name: str) -> bool:
-        """Running itself, or another job of its group is."""
-        group = self.specs[name].group
+        """Running itself, or another job of its group is, or one it must not run beside."""
+        spec = self.specs[name]
         return any(
-            other == name or (group is not None and self.specs[other].group == group)
+            other == name
+            or (spec.group is not None and self.specs[other].group == spec.group)
+            or other in spec.not_beside
+            or name in self.specs[other].not_beside
             for other in self.running()
         )
 
@@ -243,9 +254,10 @@ class Scheduler:
         context = JobContext(spec.name, run_id, spec.timeout_s, self._cancel)
         try:
             result = self.action(context)
-        except Exception as exc:  # crash isolation: a job's bug is that run's failure only
-            log.exception("job %s crashed", spec.name)
-            result = JobResult(ERROR, f"crashed: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - crash isolation: a job's bug fails that run only
+            reason = one_line_reason(exc)
+            log.error("job %s crashed: %s", spec.name, reason)
+            result = JobResult(ERROR, f"crashed: {reason}")
         if self._cancel.is_set() and result.outcome != OK:
             result = JobResult(INTERRUPTED, "stopped by shutdown", result.data)
         self._record(spec, run_id, result)
@@ -302,3 +314,16 @@ class Scheduler:
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not self.running()
+
+
+def one_line_reason(exc: BaseException, limit: int = 300) -> str:
+    """A failure as one line for history, stderr and webhooks: never a traceback."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        text = f"{exc.strerror}{where}"
+    else:
+        text = str(exc) or type(exc).__name__
+    if not isinstance(exc, SbtcOpsError):
+        text = f"{type(exc).__name__}: {text}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

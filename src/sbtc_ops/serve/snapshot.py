@@ -44,6 +44,12 @@ class Snapshot:
     running: list[str] = field(default_factory=list)
     dkg_watch: Event | None = None  # the newest watch event that saw dkg_shares
     dkg_watch_last: Event | None = None  # the newest watch event (may be an error)
+    deleted: set[str] = field(default_factory=set)  # backup ids prune has deleted
+
+    @property
+    def existing_backups(self) -> list[Event]:
+        """Backup runs whose backup has not been pruned since (failed attempts included)."""
+        return [e for e in self.backups if e.subject not in self.deleted]
 
     # -- backups ----------------------------------------------------------------------------
 
@@ -225,6 +231,7 @@ def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
         snap = Snapshot(now=now)
         snap.backups = store.events("backup", limit=history)
         snap.verifies = store.events("verify", limit=history)
+        snap.deleted = {e.subject for e in store.events("backup-deleted", limit=10 * history)}
         snap.chain = store.last_run("chain-check", ("ok", "problem", "error"))
         snap.audit = store.last_event("audit")
         snap.audit_run = store.last_run("audit", ("ok", "problem"))

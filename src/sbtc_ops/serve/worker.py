@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.serve.jobs import JOB_NAMES, run_job, scrub, settings_secret_values
-from sbtc_ops.serve.scheduler import ERROR, INTERRUPTED, OK, JobResult
+from sbtc_ops.serve.scheduler import ERROR, INTERRUPTED, OK, JobResult, one_line_reason
 
 _EXIT_CODES = {OK: 0, ERROR: 2, INTERRUPTED: 130}
 
@@ -38,12 +38,14 @@ def main(argv: list[str]) -> NoReturn:
         secrets = settings_secret_values(settings)
         result = run_job(argv[0], settings)
     except SbtcOpsError as exc:
-        result = JobResult(ERROR, str(exc))
+        result = JobResult(ERROR, one_line_reason(exc))
     except KeyboardInterrupt:
         result = JobResult(INTERRUPTED, "stopped by a signal")
-    except Exception as exc:  # reported as this run's failure, with the type for a bug report
-        logging.getLogger("sbtc_ops.serve").exception("job %s failed", argv[0])
-        result = JobResult(ERROR, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - this run's failure, in one line, type included
+        result = JobResult(ERROR, one_line_reason(exc))
+        logging.getLogger("sbtc_ops.serve").error(
+            "job %s failed: %s", argv[0], scrub(result.summary, secrets)
+        )
     document = {
         "outcome": result.outcome,
         "summary": scrub(result.summary, secrets),

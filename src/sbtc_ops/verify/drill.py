@@ -15,13 +15,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 
+from sbtc_ops.backup import inuse
 from sbtc_ops.backup.archive import (
     ArchiveError,
     LocatedBackup,
@@ -191,12 +192,31 @@ class Drill:
     # -- the run --------------------------------------------------------------------------------
 
     def run(self) -> VerifyReport:
+        try:
+            return self._run()
+        except (KeyboardInterrupt, UsageError):
+            raise  # stopped, or a bad argument: not a verification of anything
+        except Exception as exc:
+            # A verify that could not finish is still a verify the history and the status
+            # page must show (outcome "error" does not mark the backup failed).
+            self._record_failure(exc)
+            raise
+
+    def _record_failure(self, exc: Exception) -> None:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        with StateStore.open(self.settings.state_dir) as store:
+            store.record_event(
+                "verify", self.report.backup, "error", {"verdict": "error", "error": reason}
+            )
+
+    def _run(self) -> VerifyReport:
         total = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chain")
+        locks = ExitStack()  # shared per-backup locks: no prune deletes what is being read
         try:
             with Staging(self.run_as, prefix="sbtc-ops-verify-") as staging:
                 with self._timed("locate"):
-                    located = self._locate(staging.root / "fetched")
+                    located = self._locate(staging.root / "fetched", locks)
                 # Only once the backup is found: a bad argument must not wait for (or cause)
                 # a read from every configured Stacks endpoint.
                 chain = self._start_chain_reads(pool)
@@ -214,12 +234,13 @@ class Drill:
                     self._finish_checks("not run: the archive failed before restore")
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            locks.close()
             self.report.timings["total"] = time.perf_counter() - total
         self.report.verdict = self._verdict()
         self._record()
         return self.report
 
-    def _locate(self, fetch_dir: Path) -> LocatedBackup:
+    def _locate(self, fetch_dir: Path, locks: ExitStack) -> LocatedBackup:
         ref = self.request.backup_ref
         if ref is None and not self.request.latest:
             raise UsageError("name a BACKUP (id or path) or pass --latest")
@@ -230,7 +251,12 @@ class Drill:
             if ref and (Path(ref).exists() or not is_backup_id(ref))
             else storages_for(self.settings, self.request.locations)
         )
-        return locate(ref or "", storages, fetch_dir, latest=self.request.latest)
+        state_dir = self.settings.state_dir
+        if ref and storages and not self.request.latest:
+            inuse.hold_by_id(locks, state_dir, storages, ref)
+        located = locate(ref or "", storages, fetch_dir, latest=self.request.latest)
+        inuse.hold_located(locks, state_dir, located)
+        return located
 
     def _start_chain_reads(self, pool: ThreadPoolExecutor) -> _ChainFutures:
         if self.request.expected_key is not None:
