@@ -14,7 +14,7 @@ import typer
 from typer._click.exceptions import ClickException  # typer vendors click
 
 from sbtc_ops import __version__
-from sbtc_ops.cli import _common
+from sbtc_ops.cli import _common, helpstyle
 from sbtc_ops.errors import ProblemFound, SbtcOpsError
 
 app = typer.Typer(
@@ -136,7 +136,7 @@ def _run() -> None:
     # Not standalone: typer would turn Ctrl-C/SIGTERM into its own exit before we could
     # report it (and print the JSON error document with --json).
     try:
-        result = app(standalone_mode=False)
+        result = helpstyle.styled_command(app)(standalone_mode=False)
     except SbtcOpsError as exc:
         _fail(str(exc), exc.exit_code)
     except ProblemFound as exc:

@@ -32,7 +32,7 @@ def backup(
         list[str] | None, typer.Option("--recipient", help="age recipient (age1…), repeatable.")
     ] = None,
     dkg_only: Annotated[
-        bool, typer.Option("--dkg-only", help="Only the DKG key shares and migrations (kB).")
+        bool, typer.Option("--dkg-only", help="Only the DKG key shares and migrations (a few KiB).")
     ] = False,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
