@@ -16,9 +16,12 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from sbtc_ops.render import make_console
+
 # Human output goes to stderr only when it is a message; reports go to stdout.
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Wrapped to the terminal; piped, full width (never cut at 80 columns).
+out: Console = make_console()
+err: Console = make_console(stderr=True)
 
 
 @dataclass

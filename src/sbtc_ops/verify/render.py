@@ -9,7 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.status import Status as RichStatus
 
-from sbtc_ops.results import Status
+from sbtc_ops.render import CheckLine, render_checks
+from sbtc_ops.results import CheckResult
 from sbtc_ops.verify.drill import VerifyReport
 
 _VERDICT_STYLE = {"match": "bold green", "stale": "bold yellow"}
@@ -17,13 +18,7 @@ _VERDICT_STYLE = {"match": "bold green", "stale": "bold yellow"}
 
 def render_terminal(report: VerifyReport, console: Console) -> None:
     console.print(f"verify {report.backup}", markup=False)
-    for check in report.checks:
-        style = check.status.style
-        timing = f" ({check.duration_s:.2f} s)" if check.duration_s >= 0.005 else ""
-        console.print(f"  [{style}]{check.status.symbol}[/] {check.id:<30} ", end="")
-        console.print(f"{check.detail}{timing}", markup=False)
-        if check.remediation and check.status != Status.PASS and check.status != Status.SKIP:
-            console.print(f"      → {check.remediation}", markup=False, style="dim")
+    render_checks(console, [(None, [_line(check) for check in report.checks])])
     verdict_style = _VERDICT_STYLE.get(report.verdict, "bold red")
     console.print(f"verdict: [{verdict_style}]{report.verdict}[/]")
     if report.db_aggregate_key or report.onchain_aggregate_key:
@@ -33,6 +28,11 @@ def render_terminal(report: VerifyReport, console: Console) -> None:
         f"{name} {seconds:.1f}s" for name, seconds in report.timings.items() if "." not in name
     )
     console.print(f"  timings: {phases}", markup=False, style="dim")
+
+
+def _line(check: CheckResult) -> CheckLine:
+    timing = f"({check.duration_s:.2f} s)" if check.duration_s >= 0.005 else ""
+    return CheckLine(check.status, check.id, check.detail, check.remediation, timing)
 
 
 class PhaseSpinner:
