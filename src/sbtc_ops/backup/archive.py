@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import tarfile
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,8 +19,9 @@ from typing import Any, Literal
 from sbtc_ops.backup.crypto import AGE_MAGIC, AGE_SUFFIX, decrypt_file, load_identities
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.manifest import MANIFEST_NAME, Manifest, verify_files
-from sbtc_ops.backup.storage import Storage
+from sbtc_ops.backup.storage import LocalStorage, Storage
 from sbtc_ops.errors import SbtcOpsError, UsageError
+from sbtc_ops.progress import Advance, byte_progress
 
 ArchiveFormat = Literal["custom", "directory", "tar", "plain"]
 
@@ -67,12 +69,19 @@ def locate(
             chosen = next((b for b in backups if b.id == ref), None)
         if chosen is None:
             continue
-        root = storage.fetch(chosen.id, work_dir, lambda _n: None)
+        with _download_progress(storage, chosen.size) as advance:
+            root = storage.fetch(chosen.id, work_dir, advance)
         return LocatedBackup(ref, chosen.id, root, chosen.manifest, storage.name)
     where = ", ".join(s.name for s in storages) or "no configured location"
     if latest:
         raise UsageError(f"no complete backup found in {where}")
     raise UsageError(f"backup {ref} not found (or incomplete) in {where}")
+
+
+def _download_progress(storage: Storage, size: int) -> AbstractContextManager[Advance]:
+    if isinstance(storage, LocalStorage):  # nothing is copied
+        return nullcontext(lambda _n: None)
+    return byte_progress(f"download from {storage.name}", total=size or None)
 
 
 def _locate_path(ref: str, path: Path) -> LocatedBackup:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sbtc_ops.backup.archive import PreparedArchive
 from sbtc_ops.pg.binaries import PgBinaries
+from sbtc_ops.progress import shown, watch_reads
 
 _ERROR_LINE = re.compile(r"(pg_restore: error:|ERROR:|FATAL:|psql:.*ERROR)")
 _IGNORED = re.compile(r"errors ignored on restore: (\d+)")
@@ -63,7 +64,11 @@ def restore_argv(
     return argv
 
 
-def run_restore(argv: list[str], env_extra: dict[str, str]) -> RestoreRun:
+def run_restore(
+    argv: list[str], env_extra: dict[str, str], *, progress_of: Path | None = None
+) -> RestoreRun:
+    """`progress_of`: the archive, whose size is the total of the progress bar (how much of
+    it the restore has read), drawn on a terminal."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(env_extra)
     start = time.perf_counter()
@@ -76,8 +81,10 @@ def run_restore(argv: list[str], env_extra: dict[str, str]) -> RestoreRun:
         text=True,
         errors="replace",
     )
+    total = archive_size(progress_of) if progress_of is not None and shown() else None
     try:
-        _, stderr = proc.communicate()
+        with watch_reads(Path(argv[0]).name, proc.pid, total):
+            _, stderr = proc.communicate()
     except BaseException:
         proc.kill()
         proc.wait()

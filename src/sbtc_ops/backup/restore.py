@@ -105,7 +105,7 @@ def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str
         argv = restore_argv(
             binaries, archive, target.conninfo_without_password, jobs=jobs, strict=True
         )
-        run = run_restore(argv, target.child_env)
+        run = run_restore(argv, target.child_env, progress_of=archive.path)
         if not run.ok:
             detail = "; ".join(target.scrub(e) for e in run.errors[:5]) or f"exit {run.returncode}"
             raise SbtcOpsError(f"restore into {target.shown} failed: {detail}")

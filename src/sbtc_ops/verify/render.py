@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from types import TracebackType
-from typing import Any
-
 from rich.console import Console
-from rich.status import Status as RichStatus
 
+from sbtc_ops.progress import StepProgress
 from sbtc_ops.render import CheckLine, render_checks
 from sbtc_ops.results import CheckResult
 from sbtc_ops.verify.drill import VerifyReport
@@ -35,27 +31,24 @@ def _line(check: CheckResult) -> CheckLine:
     return CheckLine(check.status, check.id, check.detail, check.remediation, timing)
 
 
-class PhaseSpinner:
-    """A spinner on stderr naming the current phase (only on a terminal)."""
+# The drill's phases in the order they start (drill.py's `_timed` names); "chain" is
+# skipped with --expected-key.
+VERIFY_PHASES = (
+    "locate",
+    "cluster",
+    "checksum",
+    "prepare",
+    "restore",
+    "checks",
+    "chain",
+    "amcheck",
+)
+
+
+class PhaseSpinner(StepProgress):
+    """verify's progress: phases done of VERIFY_PHASES, elapsed, ETA (on a terminal, not with
+    --json); each phase said at -v, its duration at -vv. `update(phase)` is the drill's
+    phase callback; `bytes(description, total)` adds a byte row (see progress.StepProgress)."""
 
     def __init__(self) -> None:
-        self._status: RichStatus | None = None
-
-    def __enter__(self) -> PhaseSpinner:
-        if sys.stderr.isatty():
-            self._status = RichStatus("verifying…", console=Console(stderr=True))
-            self._status.start()
-        return self
-
-    def update(self, phase: str) -> Any:
-        if self._status is not None:
-            self._status.update(f"verify: {phase}…")
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._status is not None:
-            self._status.stop()
+        super().__init__("verify", VERIFY_PHASES)
