@@ -15,7 +15,8 @@ from sbtc_ops.devtools.signer_db import GeneratedDb
 from tests.support.backup import fresh_database
 from tests.support.cli import CliResult
 from tests.support.pg import SourceServer
-from tests.support.terminal import hold, run_on_terminal
+from tests.support.s3 import S3Server
+from tests.support.terminal import ThrottledProxy, hold, run_on_terminal
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -123,3 +124,30 @@ def test_nothing_drawn_when_piped_and_verbose_says_steps_and_commands(
     assert timed.code == 0, timed.stderr
     assert re.search(r"^\[ *[0-9]+\.[0-9]{2}s\] run: .*pg_restore", timed.stderr, re.MULTILINE)
     assert backup_server.signer_password not in timed.stderr  # the URL's password is never shown
+
+
+@pytest.mark.s3
+def test_s3_upload_and_download_show_bytes(
+    workdir: Path,
+    tmp_path: Path,
+    medium_db: tuple[str, GeneratedDb],
+    backup_server: SourceServer,
+    s3_server: S3Server,
+) -> None:
+    location = f"s3://{s3_server.create_bucket()}/p"
+    state = tmp_path / "state"
+    with ThrottledProxy(s3_server.port, bytes_per_s=4 * 1024 * 1024) as proxy:
+        env = {**s3_server.env(), "SBTC_OPS_BACKUP__S3__ENDPOINT_URL": proxy.endpoint_url}
+        up = run_on_terminal(
+            "backup", "--db", medium_db[0], "--to", location, cwd=workdir, state_dir=state, env=env
+        )
+        assert up.code == 0, up.screen + up.stdout
+        assert re.search(rf"upload to {location} .*{SIZE}/{SIZE}", up.screen), up.screen
+        backup_id = up.stdout.split()[1]
+        target = fresh_database(backup_server, "progress_from_s3")
+        down = run_on_terminal(
+            "restore", backup_id, "--to", location, "--target-db", target,
+            cwd=workdir, state_dir=state, env=env,
+        )  # fmt: skip
+        assert down.code == 0, down.screen + down.stdout
+        assert re.search(rf"download from {location} .*{SIZE}/{SIZE}", down.screen), down.screen

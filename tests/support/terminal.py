@@ -93,3 +93,60 @@ def hold(name: str, with_arg: str, seconds: float = 1.5) -> Hook:
             threading.Event().wait(seconds)
 
     return freeze
+
+
+class ThrottledProxy:
+    """A TCP proxy that passes bytes at about `bytes_per_s` each way, so a transfer to a
+    loopback S3 server lasts long enough for its progress to be drawn."""
+
+    def __init__(self, upstream_port: int, bytes_per_s: int) -> None:
+        import socket
+
+        self.upstream_port = upstream_port
+        self.delay_per_byte = 1.0 / bytes_per_s
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ThrottledProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed.set()
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: object, sink: object) -> None:
+        import socket
+
+        assert isinstance(source, socket.socket) and isinstance(sink, socket.socket)
+        try:
+            while chunk := source.recv(16384):
+                sink.sendall(chunk)
+                if self._closed.wait(len(chunk) * self.delay_per_byte):
+                    return
+        except OSError:
+            return
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
