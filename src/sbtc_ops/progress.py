@@ -153,10 +153,10 @@ class LineHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
-            if record.levelno >= logging.WARNING:
+            if _STATE.verbosity >= 2:  # for debugging: which logger, at which level
+                message = f"{record.levelname} {record.name}: {message}"
+            elif record.levelno >= logging.WARNING:
                 message = f"{record.levelname.lower()}: {message}"
-            if _STATE.verbosity >= 2:
-                message = f"{record.name}: {message}"
             echo(message)
         except Exception:  # noqa: BLE001
             self.handleError(record)

@@ -46,7 +46,13 @@ def _global_options(
         ),
     ] = None,
     verbose: Annotated[
-        int, typer.Option("--verbose", "-v", count=True, help="More log output on stderr.")
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="On stderr: -v each step and every command run, -vv with timings.",
+        ),
     ] = 0,
     metrics_textfile: Annotated[
         Path | None,
