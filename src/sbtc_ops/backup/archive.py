@@ -21,7 +21,7 @@ from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.manifest import MANIFEST_NAME, Manifest, verify_files
 from sbtc_ops.backup.storage import LocalStorage, Storage
 from sbtc_ops.errors import SbtcOpsError, UsageError
-from sbtc_ops.progress import Advance, byte_progress
+from sbtc_ops.progress import Advance, byte_progress, say, step, watch_growth
 
 ArchiveFormat = Literal["custom", "directory", "tar", "plain"]
 
@@ -71,6 +71,7 @@ def locate(
             continue
         with _download_progress(storage, chosen.size) as advance:
             root = storage.fetch(chosen.id, work_dir, advance)
+        say(f"backup {chosen.id} found in {storage.name}")
         return LocatedBackup(ref, chosen.id, root, chosen.manifest, storage.name)
     where = ", ".join(s.name for s in storages) or "no configured location"
     if latest:
@@ -104,7 +105,8 @@ def check_checksums(located: LocatedBackup) -> list[str]:
     """Problems with the files against the manifest; empty when they match."""
     if located.manifest is None:
         return []
-    return verify_files(located.root, located.manifest.files)
+    with step(f"checksums of {len(located.manifest.files)} file(s)"):
+        return verify_files(located.root, located.manifest.files)
 
 
 def prepare(located: LocatedBackup, work_dir: Path, identity_file: Path | None) -> PreparedArchive:
@@ -171,17 +173,21 @@ def _prepare_file(path: Path, work_dir: Path, identities: Any, steps: list[str])
         head = _magic(current)
         if head.startswith(AGE_MAGIC):
             target = work_dir / f"decrypted-{len(steps)}"
-            decrypt_file(current, target, identities())
+            # The clear text is about as long as the ciphertext: a bar with an ETA.
+            with step("decrypt"), watch_growth("decrypt", target, current.stat().st_size):
+                decrypt_file(current, target, identities())
             steps.append("decrypted (age)")
             current = target
         elif head.startswith(GZIP_MAGIC):
             target = work_dir / f"gunzipped-{len(steps)}"
-            _decompress_gzip(current, target)
+            with step("decompress"), watch_growth("gunzip", target):
+                _decompress_gzip(current, target)
             steps.append("decompressed (gzip)")
             current = target
         elif head.startswith(ZSTD_MAGIC):
             target = work_dir / f"unzstd-{len(steps)}"
-            _decompress_zstd(current, target)
+            with step("decompress"), watch_growth("unzstd", target):
+                _decompress_zstd(current, target)
             steps.append("decompressed (zstd)")
             current = target
         else:
