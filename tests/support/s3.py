@@ -54,6 +54,7 @@ class S3Server:
     process: subprocess.Popen[bytes]
     data_dir: Path
     log_path: Path
+    ports: tuple[int, ...] = ()  # every port weed listens on: it names /tmp sockets after them
 
     @property
     def port(self) -> int:
@@ -98,11 +99,13 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _weed_argv(weed: str, data_dir: Path, config: Path) -> tuple[list[str], int]:
+def _weed_argv(weed: str, data_dir: Path, config: Path) -> tuple[list[str], dict[str, int]]:
     ports = {name: free_tcp_port() for name in ("master", "volume", "filer", "s3")}
     grpc = {name: free_tcp_port() for name in ports}
     argv = [
         weed,
+        # glog would otherwise write weed.* log files into /tmp; stderr goes to weed.log.
+        "-logtostderr",
         "server",
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
@@ -122,11 +125,12 @@ def _weed_argv(weed: str, data_dir: Path, config: Path) -> tuple[list[str], int]
         "-s3",
         f"-s3.port={ports['s3']}",
         f"-s3.port.grpc={grpc['s3']}",
+        f"-s3.localSocket={data_dir}/s3.sock",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         f"-s3.config={config}",
     ]
-    return argv, ports["s3"]
+    return argv, {**ports, **{f"{name}-grpc": port for name, port in grpc.items()}}
 
 
 def _wait_ready(server: S3Server) -> None:
@@ -165,7 +169,7 @@ def start_s3_server() -> S3Server:
     }
     config.write_text(json.dumps({"identities": [identity]}))
     config.chmod(0o600)
-    argv, s3_port = _weed_argv(weed, data_dir, config)
+    argv, ports = _weed_argv(weed, data_dir, config)
     log_path = data_dir / "weed.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -178,7 +182,13 @@ def start_s3_server() -> S3Server:
             preexec_fn=_die_with_parent,
         )
     server = S3Server(
-        f"http://127.0.0.1:{s3_port}", access_key, secret_key, process, data_dir, log_path
+        f"http://127.0.0.1:{ports['s3']}",
+        access_key,
+        secret_key,
+        process,
+        data_dir,
+        log_path,
+        tuple(ports.values()),
     )
     try:
         _wait_ready(server)
@@ -200,6 +210,20 @@ def stop_s3_server(server: S3Server) -> None:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     shutil.rmtree(server.data_dir, ignore_errors=True)
+    for path in weed_sockets(server):
+        path.unlink(missing_ok=True)
+
+
+def weed_sockets(server: S3Server) -> list[Path]:
+    """The unix sockets weed made in /tmp for this server's ports: its gRPC servers always
+    listen on `/tmp/seaweedfs-<service>-grpc-<port>.sock` too, with no flag to move them."""
+    tmp = Path("/tmp")  # weed's fixed choice, not $TMPDIR
+    return [
+        path
+        for port in server.ports
+        for path in tmp.glob(f"seaweedfs-*-{port}.sock")
+        if path.is_socket()
+    ]
 
 
 def process_group_alive(pgid: int) -> bool:
@@ -214,6 +238,8 @@ def _stop_and_check(server: S3Server) -> None:
     stop_s3_server(server)
     assert server.process.returncode is not None, "weed is still running"
     assert not process_group_alive(server.process.pid), "a weed process outlived the tests"
+    assert not weed_sockets(server), f"weed left sockets behind: {weed_sockets(server)}"
+    assert not server.data_dir.exists(), f"weed's data directory {server.data_dir} is left"
 
 
 @pytest.fixture(scope="session")

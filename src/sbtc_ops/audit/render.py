@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from sbtc_ops import __version__
 from sbtc_ops.audit.framework import AuditReport, Check, Finding
+from sbtc_ops.render import CheckLine, render_checks, status_summary
 from sbtc_ops.results import Status
 
 
@@ -26,22 +27,21 @@ def _by_area(report: AuditReport) -> list[tuple[str, list[Finding]]]:
 
 
 def render_terminal(report: AuditReport, console: Console) -> None:
-    for area, findings in _by_area(report):
-        console.print(f"\n[bold]{escape(area)}[/]")
-        for finding in findings:
-            style = finding.status.style
-            console.print(
-                f"  [{style}]{finding.status.symbol} {finding.status.value:<5}[/] "
-                f"{finding.id}  {escape(finding.title)}: {escape(finding.detail)}"
-            )
-            if finding.remediation:
-                console.print(f"      [dim]fix:[/] {escape(finding.remediation)}")
-    counts = report.counts()
-    summary = ", ".join(f"{counts[s.value]} {s.value}" for s in Status if counts[s.value])
+    groups = [
+        (area, [_line(finding) for finding in findings]) for area, findings in _by_area(report)
+    ]
+    render_checks(console, groups)
+    summary = status_summary(f.status for f in report.findings)
     score = "n/a" if report.score is None else f"{report.score}/100"
     console.print(
-        f"\n[bold]{len(report.findings)} checks[/]: {summary}.  "
+        f"\n[bold]{escape(summary)}[/].  "
         f"Hardening score: [bold]{score}[/]  ({report.duration_s:.2f}s)"
+    )
+
+
+def _line(finding: Finding) -> CheckLine:
+    return CheckLine(
+        finding.status, finding.id, f"{finding.title}: {finding.detail}", finding.remediation
     )
 
 

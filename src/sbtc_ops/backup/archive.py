@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,10 +25,11 @@ from sbtc_ops.backup.crypto import AGE_MAGIC, AGE_SUFFIX, decrypt_file, load_ide
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
 from sbtc_ops.backup.staging import Staging, stage_manifest_files, stage_unlisted
-from sbtc_ops.backup.storage import Storage
+from sbtc_ops.backup.storage import LocalStorage, Storage
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.files import create_private, read_capped, write_all
 from sbtc_ops.pg.sandbox import Sandbox
+from sbtc_ops.progress import Advance, byte_progress, say, step, watch_growth
 
 ArchiveFormat = Literal["custom", "directory", "tar", "plain"]
 
@@ -98,12 +100,20 @@ def locate(
             chosen = next((b for b in backups if b.id == ref), None)
         if chosen is None:
             continue
-        root = storage.fetch(chosen.id, work_dir, lambda _n: None)
+        with _download_progress(storage, chosen.size) as advance:
+            root = storage.fetch(chosen.id, work_dir, advance)
+        say(f"backup {chosen.id} found in {storage.name}")
         return LocatedBackup(ref, chosen.id, root, chosen.manifest, storage.name)
     where = ", ".join(s.name for s in storages) or "no configured location"
     if latest:
         raise UsageError(f"no complete backup found in {where}")
     raise UsageError(f"backup {ref} not found (or incomplete) in {where}")
+
+
+def _download_progress(storage: Storage, size: int) -> AbstractContextManager[Advance]:
+    if isinstance(storage, LocalStorage):  # nothing is copied
+        return nullcontext(lambda _n: None)
+    return byte_progress(f"download from {storage.name}", total=size or None)
 
 
 def _locate_path(ref: str, path: Path) -> LocatedBackup:
@@ -213,13 +223,16 @@ def _prepare_file(path: Path, ctx: _Preparing) -> PreparedArchive:
         head = _magic(current)
         if head.startswith(AGE_MAGIC):
             target = work_dir / f"decrypted-{len(steps)}"
-            decrypt_file(current, target, ctx.identities())
+            # The clear text is about as long as the ciphertext: a bar with an ETA.
+            with step("decrypt"), watch_growth("decrypt", target, current.stat().st_size):
+                decrypt_file(current, target, ctx.identities())
             steps.append("decrypted (age)")
             current = target
         elif head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
             kind = "gzip" if head.startswith(GZIP_MAGIC) else "zstd"
             target = work_dir / f"expanded-{len(steps)}"
-            _expand(kind, current, target, ctx)
+            with step("decompress"), watch_growth(f"expand ({kind})", target):
+                _expand(kind, current, target, ctx)
             steps.append(f"decompressed ({kind})")
             current = target
         else:

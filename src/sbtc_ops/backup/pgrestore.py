@@ -21,6 +21,7 @@ from typing import IO
 from sbtc_ops.backup.archive import PreparedArchive
 from sbtc_ops.pg.binaries import PgBinaries
 from sbtc_ops.pg.sandbox import Sandbox
+from sbtc_ops.progress import shown, watch_reads
 
 _ERROR_LINE = re.compile(r"(pg_restore: error:|ERROR:|FATAL:|psql:.*(ERROR|error))")
 _IGNORED = re.compile(r"errors ignored on restore: (\d+)")
@@ -99,7 +100,12 @@ def run_restore(
     sandbox: Sandbox,
     plain_source: Path | None = None,
     shown_name: str | None = None,
+    *,
+    progress_of: Path | None = None,
 ) -> RestoreRun:
+    """Run the restore in `sandbox`; a plain dump (`plain_source`) is fed on stdin.
+    `progress_of`: the archive, whose size is the total of the progress bar (how much of it
+    the restore has read), drawn on a terminal."""
     start = time.perf_counter()
     proc = sandbox.popen(
         argv,
@@ -109,10 +115,12 @@ def run_restore(
         stderr=subprocess.PIPE,
     )
     feeder = _start_feeder(proc, plain_source)
+    total = archive_size(progress_of) if progress_of is not None and shown() else None
     try:
         assert proc.stderr is not None
-        stderr = proc.stderr.read().decode(errors="replace")
-        proc.wait()
+        with watch_reads(Path(argv[0]).name, proc.pid, total):
+            stderr = proc.stderr.read().decode(errors="replace")
+            proc.wait()
         if feeder is not None:
             feeder.join()
     except BaseException:

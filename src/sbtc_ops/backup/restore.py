@@ -284,7 +284,7 @@ def _run(
         argv[-1:-1] = ["--clean", "--if-exists"]
     atomic = "--single-transaction" in argv
     plain = archive.path if archive.format == "plain" else None
-    return run_restore(argv, target.child_env, sandbox, plain), atomic
+    return run_restore(argv, target.child_env, sandbox, plain, progress_of=archive.path), atomic
 
 
 def restored_summary(target: ConnectionTarget, expected: dict[str, int] | None) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from sbtc_ops.backup.source import (
 )
 from sbtc_ops.backup.storage import LocalStorage, Storage
 from sbtc_ops.pg.binaries import PgBinaries, find_binaries
-from sbtc_ops.progress import byte_progress, watch_growth
+from sbtc_ops.progress import byte_progress, shown, step, watch_growth
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +143,17 @@ def _take_locked(request: BackupRequest) -> BackupOutcome:
                 exclude_table_data=_excluded_data(request.kind, facts),
             )
             t0 = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=1) as pool:
+            expected = _expected_size(primary, request.kind) if shown() else None
+            with ThreadPoolExecutor(max_workers=1) as pool, step("dump"):
                 # The facts are read from the same snapshot while pg_dump runs.
                 facts_future = pool.submit(session.read_facts, count_tables)
-                _run_dump(binaries, target, options, work_dir, request.recipients)
+                _run_dump(binaries, target, options, work_dir, request.recipients, expected)
                 facts = facts_future.result()
             phases["dump"] = time.perf_counter() - t0
             dump_version = binaries.version
         t0 = time.perf_counter()
-        files = _checksums(work_dir)
+        with step("checksums"):
+            files = _checksums(work_dir)
         phases["checksums"] = time.perf_counter() - t0
         log.info(
             "dumped %d file(s), %d bytes, checksums taken", len(files), sum(f.size for f in files)
@@ -169,7 +171,8 @@ def _take_locked(request: BackupRequest) -> BackupOutcome:
             phases,
         )
         t0 = time.perf_counter()
-        locations = _store_everywhere(request, primary, backup_id, work_dir, manifest)
+        with step("store"):
+            locations = _store_everywhere(request, primary, backup_id, work_dir, manifest)
         manifest.phases_s["store"] = time.perf_counter() - t0
         log.info("backup %s complete at %s", backup_id, ", ".join(locations))
     except BaseException:
@@ -206,16 +209,30 @@ def _excluded_data(kind: str, facts: SourceFacts) -> tuple[str, ...]:
     return tuple(t for t in facts.tables if t not in (DKG_TABLE, MIGRATIONS_TABLE))
 
 
+def _expected_size(primary: LocalStorage | None, kind: str) -> int | None:
+    """The newest earlier backup's size of the same kind: the estimate behind the dump's
+    progress bar and ETA (a signer database grows slowly from one day to the next)."""
+    if primary is None:
+        return None
+    wanted = "dkg-only" if kind == "dkg-only" else "full"
+    earlier = [
+        b for b in primary.list_backups() if b.complete and b.manifest and b.manifest.kind == wanted
+    ]
+    newest = max(earlier, key=lambda b: b.id, default=None)
+    return newest.manifest.total_size if newest and newest.manifest else None
+
+
 def _run_dump(
     binaries: PgBinaries,
     target: ConnectionTarget,
     options: DumpOptions,
     work_dir: Path,
     recipients: list[str],
+    expected: int | None = None,
 ) -> None:
     if options.format == "directory":
         out_dir = work_dir / DIRECTORY_NAME
-        with watch_growth("pg_dump", out_dir):
+        with watch_growth("pg_dump", out_dir, expected):
             dump_to_path(pg_dump_argv(binaries, target, options, out_dir), target)
         for path in out_dir.rglob("*"):
             path.chmod(0o700 if path.is_dir() else 0o600)
@@ -224,13 +241,13 @@ def _run_dump(
         return
     if recipients:
         output = work_dir / (ARCHIVE_NAME + AGE_SUFFIX)
-        with watch_growth("pg_dump | age", output):
+        with watch_growth("pg_dump | age", output, expected):
             dump_encrypted(
                 pg_dump_argv(binaries, target, options, None), target, output, recipients
             )
         return
     output = work_dir / ARCHIVE_NAME
-    with watch_growth("pg_dump", output):
+    with watch_growth("pg_dump", output, expected):
         dump_to_path(pg_dump_argv(binaries, target, options, output), target)
     output.chmod(0o600)
 

@@ -13,7 +13,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from sbtc_ops import __version__
-from sbtc_ops.cli import _common
+from sbtc_ops.cli import _common, helpstyle
 from sbtc_ops.errors import SbtcOpsError
 
 app = typer.Typer(
@@ -45,7 +45,13 @@ def _global_options(
         ),
     ] = None,
     verbose: Annotated[
-        int, typer.Option("--verbose", "-v", count=True, help="More log output on stderr.")
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="On stderr: -v each step and every command run, -vv with timings.",
+        ),
     ] = 0,
     metrics_textfile: Annotated[
         Path | None,
@@ -139,7 +145,7 @@ def _run() -> None:
     # Not standalone: typer would turn Ctrl-C/SIGTERM into its own exit before we could
     # report it (and print the JSON error document with --json).
     try:
-        result = app(standalone_mode=False)
+        result = helpstyle.styled_command(app)(standalone_mode=False)
     except SbtcOpsError as exc:
         _fail(str(exc), exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):

@@ -16,9 +16,13 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from sbtc_ops import progress
+from sbtc_ops.render import make_console
+
 # Human output goes to stderr only when it is a message; reports go to stdout.
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Wrapped to the terminal; piped, full width (never cut at 80 columns).
+out: Console = make_console()
+err: Console = make_console(stderr=True)
 
 
 @dataclass
@@ -44,8 +48,10 @@ def reset(ctx: RunContext) -> None:
 
 
 def set_json_mode(enabled: bool) -> None:
-    """Commands call this first so errors are rendered as JSON on stdout too."""
+    """Commands call this first so errors are rendered as JSON on stdout too (and no
+    progress is drawn)."""
     _CURRENT.json_mode = enabled
+    progress.configure(quiet=enabled)
 
 
 def emit_json(document: Any) -> None:
@@ -63,12 +69,15 @@ def load_settings(**overrides: Any) -> Any:
 
 
 def configure_logging(verbose: int) -> None:
+    """-v: each step and every command run; -vv: with timings and debug logs (progress.py)."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    progress.configure(verbosity=verbose)
+    if verbose:
+        progress.echo_commands()
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not any(isinstance(h, progress.LineHandler) for h in root.handlers):
+        root.addHandler(progress.LineHandler())
     # Libraries log request URLs and headers at debug level; keep them quiet.
     for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

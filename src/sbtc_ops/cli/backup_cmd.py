@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from sbtc_ops.cli import _common
+from sbtc_ops.render import format_size
 
 TO_OPTION = typer.Option(
     "--to",
@@ -32,7 +33,7 @@ def backup(
         list[str] | None, typer.Option("--recipient", help="age recipient (age1…), repeatable.")
     ] = None,
     dkg_only: Annotated[
-        bool, typer.Option("--dkg-only", help="Only the DKG key shares and migrations (kB).")
+        bool, typer.Option("--dkg-only", help="Only the DKG key shares and migrations (a few KiB).")
     ] = False,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
@@ -60,7 +61,7 @@ def backup(
     out = _common.out
     out.print(f"backup {manifest.id} complete ({manifest.kind})", markup=False)
     out.print(
-        f"  size        {_human(manifest.total_size)} in {len(manifest.files)} file(s)",
+        f"  size        {format_size(manifest.total_size)} in {len(manifest.files)} file(s)",
         markup=False,
     )
     out.print(f"  duration    {manifest.duration_s:.1f} s", markup=False)
@@ -89,7 +90,9 @@ def backups(
         return
     table = _rich_table(("id", "age", "size", "state", "location"))
     for row in rows:
-        table.add_row(row["id"], row["age"], _human(row["size"]), row["state"], row["location"])
+        table.add_row(
+            row["id"], row["age"], format_size(row["size"]), row["state"], row["location"]
+        )
     _common.out.print(table)
 
 
@@ -216,15 +219,6 @@ def _rich_table(columns: tuple[str, ...]) -> Any:
     for column in columns:
         table.add_column(column)
     return table
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ from sbtc_ops.keys.backup import BackupReport, BackupRequest, Method
 from sbtc_ops.keys.secretio import get_passphrase
 from sbtc_ops.keys.service import CheckReport, backup_key, check_key, verify_key_backups
 from sbtc_ops.keys.verify import Secrets, VerifyReport
+from sbtc_ops.render import CheckLine, render_checks, status_summary
 from sbtc_ops.results import Status
 
 key_app = typer.Typer(
@@ -60,19 +61,9 @@ def _render_check(report: CheckReport) -> None:
     out = _common.out
     out.print(f"public key  {report.public_key}", markup=False)
     out.print(f"source      {report.source}\n", markup=False)
-    for result in report.results:
-        style = result.status.style
-        out.print(
-            f"  [{style}]{result.status.symbol} {result.status.value:<5}[/] "
-            f"{result.id}  {escape(result.detail)}"
-        )
-        if result.remediation and result.status is not Status.PASS:
-            out.print(f"      [dim]fix:[/] {escape(result.remediation)}")
-    counts = {status: 0 for status in Status}
-    for result in report.results:
-        counts[result.status] += 1
-    summary = ", ".join(f"{count} {status.value}" for status, count in counts.items() if count)
-    out.print(f"\n{len(report.results)} checks: {summary}", markup=False)
+    lines = [CheckLine(r.status, r.id, r.detail, r.remediation) for r in report.results]
+    render_checks(out, [(None, lines)])
+    out.print("\n" + status_summary(r.status for r in report.results), markup=False)
 
 
 @key_app.command("backup")

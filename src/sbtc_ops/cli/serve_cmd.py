@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sbtc_ops.cli import _common
@@ -42,18 +42,21 @@ def serve(
 
 
 def history(
-    job: Annotated[str | None, typer.Option("--job", help="Only runs of this job.")] = None,
+    job: Annotated[
+        str | None, typer.Option("--job", help="Only runs of this job (e.g. backup, verify).")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs, newest first.")] = 50,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
-    """Job runs recorded in the state database (by serve and serve --once)."""
+    """Job runs recorded in the state database (by serve, serve --once and the CLI's verify)."""
     _common.set_json_mode(json_output)
+    from sbtc_ops.history import check_job_name, history_rows
     from sbtc_ops.state import StateStore
 
+    check_job_name(job)
     settings = _common.load_settings()
     with StateStore.open(settings.state_dir) as store:
-        runs = store.runs(job, limit=limit)
-    rows = [_row(run) for run in runs]
+        rows = history_rows(store, job, limit)
     if json_output:
         _common.emit_json({"runs": rows})
         return
@@ -74,30 +77,12 @@ def history(
         )
         table.add_row(
             row["started_at"].replace("T", " ")[:19],
-            row["job"],
+            row["job"] + (" (cli)" if row["origin"] == "cli" else ""),
             f"[{colour}]{row['outcome']}[/]",
             duration,
-            row["summary"] or "",
+            escape(row["summary"] or ""),
         )
     _common.out.print(table)
-
-
-def _row(run: Any) -> dict[str, Any]:
-    data = {key: value for key, value in run.data.items() if key not in ("summary", "owner")}
-    return {
-        "id": run.id,
-        "job": run.job,
-        "started_at": _iso(run.started_at),
-        "ended_at": _iso(run.ended_at) if run.ended_at is not None else None,
-        "duration_s": round(run.ended_at - run.started_at, 3) if run.ended_at else None,
-        "outcome": run.outcome,
-        "summary": run.data.get("summary"),
-        "data": data,
-    }
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
 def register(app: typer.Typer) -> None:

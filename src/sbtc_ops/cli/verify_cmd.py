@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sbtc_ops.cli import _common
-from sbtc_ops.errors import UsageError
+from sbtc_ops.errors import SbtcOpsError, UsageError
+
+if TYPE_CHECKING:
+    from sbtc_ops.verify.drill import VerifyReport
+
+log = logging.getLogger(__name__)
 
 
 def _parse_key_hex(text: str) -> bytes:
@@ -92,8 +99,21 @@ def verify(
         locations=to or None,
         jobs=jobs or default_jobs(),
     )
-    with PhaseSpinner() as spinner:
-        report = run_verify(settings, request, phase=spinner.update)
+    started = time.time()
+    try:
+        with PhaseSpinner() as spinner:
+            report = run_verify(settings, request, phase=spinner.update)
+    except SbtcOpsError as exc:
+        if not isinstance(exc, UsageError):
+            _record_run(settings.state_dir, started, "error", exc.message, {})
+        raise
+    _record_run(
+        settings.state_dir,
+        started,
+        "ok" if report.ok else "error" if report.could_not_run else "problem",
+        _summary(report),
+        {"backup": report.backup, "verdict": report.verdict},
+    )
     if json_output:
         _common.emit_json(report.to_json())
     else:
@@ -101,6 +121,24 @@ def verify(
     if report.ok:
         return
     raise typer.Exit(2 if report.could_not_run else 1)
+
+
+def _summary(report: VerifyReport) -> str:
+    failed = [c.id for c in report.checks if c.status.is_problem]
+    text = f"{report.backup}: {report.verdict}"
+    return text + (f" ({', '.join(failed)} failed)" if failed else "")
+
+
+def _record_run(
+    state_dir: Path, started: float, outcome: str, summary: str, data: dict[str, Any]
+) -> None:
+    """`history` lists verify runs made from the command line too."""
+    from sbtc_ops.history import CliRun, record_cli_run
+
+    try:
+        record_cli_run(state_dir, CliRun("verify", started, time.time(), outcome, summary, data))
+    except SbtcOpsError as exc:  # the report matters more than its history entry
+        log.warning("verify run not recorded in history: %s", exc)
 
 
 def register(app: typer.Typer) -> None:

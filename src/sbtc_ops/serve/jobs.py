@@ -326,12 +326,13 @@ def chain_check_job(settings: Settings) -> JobResult:
     from sbtc_ops.stacks import NOT_SET, read_aggregate_key
 
     reading = interruptible(lambda: read_aggregate_key(settings))
+    secrets = settings_secret_values(settings)
     endpoints = [
         {
             "endpoint": endpoint_label(outcome.url),
             "up": outcome.ok,
             "elapsed_s": round(outcome.elapsed_s, 3),
-            "error": None if outcome.ok else (outcome.error or "")[:200],
+            "error": None if outcome.ok else scrub(outcome.error or "", secrets)[:200],
         }
         for outcome in reading.outcomes
     ]
@@ -348,6 +349,10 @@ def chain_check_job(settings: Settings) -> JobResult:
     summary = f"{up}/{len(endpoints)} endpoints up" + (
         ", endpoints disagree" if reading.disagree else ""
     )
+    # Say why each endpoint is down: "0/1 endpoints up" alone sends the operator digging.
+    down = [f"{e['endpoint']}: {e['error'] or 'no answer'}" for e in endpoints if not e["up"]]
+    if down:
+        summary += "; " + "; ".join(down)
     if reading.all_failed:
         return JobResult(ERROR, summary, data)
     return JobResult(PROBLEM if up < len(endpoints) or reading.disagree else OK, summary, data)

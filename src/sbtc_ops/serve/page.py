@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from html import escape
 
 from sbtc_ops import __version__
+from sbtc_ops.render import format_size
 from sbtc_ops.serve.snapshot import Snapshot, Verdict, human_age
 
 _COLOURS = {"green": "#1a7f37", "amber": "#b36b00", "red": "#c62828"}
@@ -79,11 +80,7 @@ def _size(value: object) -> str:
         size = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return "-"
+    return format_size(size)
 
 
 def _outcome(outcome: str) -> str:

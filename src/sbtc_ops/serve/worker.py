@@ -13,6 +13,7 @@ import signal
 import sys
 from typing import NoReturn
 
+from sbtc_ops import progress
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.serve.jobs import JOB_NAMES, run_job, scrub, settings_secret_values
 from sbtc_ops.serve.scheduler import ERROR, INTERRUPTED, OK, JobResult, one_line_reason
@@ -27,6 +28,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str]) -> NoReturn:
     signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    # Jobs run beside each other under the daemon: no progress bars on its terminal.
+    progress.configure(quiet=True)
     if len(argv) != 1 or argv[0] not in JOB_NAMES:
         sys.stderr.write(f"usage: python -m sbtc_ops.serve.worker {{{','.join(JOB_NAMES)}}}\n")
         sys.exit(2)

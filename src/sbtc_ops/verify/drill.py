@@ -373,7 +373,12 @@ class Drill:
         conninfo = cluster.conninfo(RESTORED_DB, user=RESTORE_ROLE)
         argv = restore_argv(cluster.binaries, prepared, conninfo, jobs=jobs, strict=False)
         return run_restore(
-            argv, cluster.client_env(RESTORE_ROLE), cluster.sandbox, plain, self._shown_name
+            argv,
+            cluster.client_env(RESTORE_ROLE),
+            cluster.sandbox,
+            plain,
+            self._shown_name,
+            progress_of=prepared.path,
         )
 
     def _start_amcheck(

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from types import TracebackType
-from typing import Any
-
 from rich.console import Console
-from rich.status import Status as RichStatus
 
-from sbtc_ops.results import Status
+from sbtc_ops.progress import StepProgress
+from sbtc_ops.render import CheckLine, render_checks
+from sbtc_ops.results import CheckResult
 from sbtc_ops.verify.drill import VerifyReport
 
 _VERDICT_STYLE = {"match": "bold green", "stale": "bold yellow"}
@@ -17,13 +14,7 @@ _VERDICT_STYLE = {"match": "bold green", "stale": "bold yellow"}
 
 def render_terminal(report: VerifyReport, console: Console) -> None:
     console.print(f"verify {report.backup}", markup=False)
-    for check in report.checks:
-        style = check.status.style
-        timing = f" ({check.duration_s:.2f} s)" if check.duration_s >= 0.005 else ""
-        console.print(f"  [{style}]{check.status.symbol}[/] {check.id:<30} ", end="")
-        console.print(f"{check.detail}{timing}", markup=False)
-        if check.remediation and check.status != Status.PASS and check.status != Status.SKIP:
-            console.print(f"      → {check.remediation}", markup=False, style="dim")
+    render_checks(console, [(None, [_line(check) for check in report.checks])])
     verdict_style = _VERDICT_STYLE.get(report.verdict, "bold red")
     console.print(f"verdict: [{verdict_style}]{report.verdict}[/]")
     if report.failed_checks:
@@ -38,27 +29,29 @@ def render_terminal(report: VerifyReport, console: Console) -> None:
     console.print(f"  timings: {phases}", markup=False, style="dim")
 
 
-class PhaseSpinner:
-    """A spinner on stderr naming the current phase (only on a terminal)."""
+def _line(check: CheckResult) -> CheckLine:
+    timing = f"({check.duration_s:.2f} s)" if check.duration_s >= 0.005 else ""
+    return CheckLine(check.status, check.id, check.detail, check.remediation, timing)
+
+
+# The drill's phases in the order they start (drill.py's `_timed` names); "chain" is
+# skipped with --expected-key.
+VERIFY_PHASES = (
+    "locate",
+    "cluster",
+    "checksum",
+    "prepare",
+    "restore",
+    "checks",
+    "chain",
+    "amcheck",
+)
+
+
+class PhaseSpinner(StepProgress):
+    """verify's progress: phases done of VERIFY_PHASES, elapsed, ETA (on a terminal, not with
+    --json); each phase said at -v, its duration at -vv. `update(phase)` is the drill's
+    phase callback; `bytes(description, total)` adds a byte row (see progress.StepProgress)."""
 
     def __init__(self) -> None:
-        self._status: RichStatus | None = None
-
-    def __enter__(self) -> PhaseSpinner:
-        if sys.stderr.isatty():
-            self._status = RichStatus("verifying…", console=Console(stderr=True))
-            self._status.start()
-        return self
-
-    def update(self, phase: str) -> Any:
-        if self._status is not None:
-            self._status.update(f"verify: {phase}…")
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._status is not None:
-            self._status.stop()
+        super().__init__("verify", VERIFY_PHASES)

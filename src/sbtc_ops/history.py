@@ -1,0 +1,113 @@
+"""What `history` shows: the daemon's job runs and the runs operators start from the CLI.
+
+Job runs (serve, serve --once) live in the state database's `runs` table, which also feeds the
+scheduler's catch-up and the job-run counters; a `verify` typed by an operator must count in
+neither, so it is recorded as an event of kind `cli-run` (subject: the job name) and merged
+here, newest first.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sbtc_ops.errors import UsageError
+from sbtc_ops.state import StateStore
+
+CLI_RUN_EVENT = "cli-run"
+CLI_RUNS_KEPT = 1000  # per state database; older CLI runs are dropped as new ones are recorded
+# Commands that record their CLI runs, besides the daemon's jobs.
+CLI_JOBS = ("verify",)
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """One CLI command run, as `history` shows it."""
+
+    job: str
+    started_at: float
+    ended_at: float
+    outcome: str  # 'ok', 'problem', 'error'
+    summary: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def valid_jobs() -> tuple[str, ...]:
+    from sbtc_ops.serve.jobs import JOB_NAMES
+
+    return tuple(dict.fromkeys((*JOB_NAMES, *CLI_JOBS)))
+
+
+def check_job_name(job: str | None) -> None:
+    """`history --job NAME`: an unknown name is a usage error that lists the known ones."""
+    if job is None or job in valid_jobs():
+        return
+    raise UsageError(f"--job {job!r} is not a job; jobs: {', '.join(valid_jobs())}")
+
+
+def record_cli_run(state_dir: Path, run: CliRun) -> None:
+    with StateStore.open(state_dir) as store, store.transaction():
+        store.record_event(
+            CLI_RUN_EVENT,
+            run.job,
+            run.outcome,
+            {**run.data, "summary": run.summary, "ended_at": run.ended_at},
+            at=run.started_at,
+        )
+        store.prune_events(CLI_RUN_EVENT, CLI_RUNS_KEPT)
+
+
+def history_rows(store: StateStore, job: str | None, limit: int) -> list[dict[str, Any]]:
+    """Job runs and CLI runs, newest first, at most `limit`."""
+    rows = [_run_row(run) for run in store.runs(job, limit=limit)]
+    rows += [_event_row(event) for event in store.events(CLI_RUN_EVENT, job, limit=limit)]
+    rows.sort(key=lambda row: row["_at"], reverse=True)
+    for row in rows:
+        del row["_at"]
+    return rows[:limit]
+
+
+def _run_row(run: Any) -> dict[str, Any]:
+    data = {key: value for key, value in run.data.items() if key not in ("summary", "owner")}
+    return {
+        "id": run.id,
+        "job": run.job,
+        "origin": "serve",
+        "started_at": _iso(run.started_at),
+        "ended_at": _iso(run.ended_at) if run.ended_at is not None else None,
+        "duration_s": round(run.ended_at - run.started_at, 3) if run.ended_at else None,
+        "outcome": run.outcome,
+        "summary": run.data.get("summary"),
+        "data": data,
+        "_at": run.started_at,
+    }
+
+
+def _event_row(event: Any) -> dict[str, Any]:
+    data = dict(event.data)
+    summary = data.pop("summary", None)
+    ended = data.pop("ended_at", None)
+    ended_at = float(ended) if isinstance(ended, int | float) else None
+    return {
+        "id": None,
+        "job": event.subject,
+        "origin": "cli",
+        "started_at": _iso(event.at),
+        "ended_at": _iso(ended_at) if ended_at is not None else None,
+        "duration_s": round(ended_at - event.at, 3) if ended_at is not None else None,
+        "outcome": event.outcome,
+        "summary": summary,
+        "data": data,
+        "_at": event.at,
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def now() -> float:
+    return time.time()

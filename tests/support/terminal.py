@@ -1,0 +1,152 @@
+"""Run `sbtc-ops` with stderr on a pseudo-terminal (as an operator's shell has it) and stdout
+on a pipe, and collect what was drawn on the terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sbtc_ops.progress import descendants
+from tests.support.backup import _argv, process_name, stopped
+from tests.support.cli import clean_env, sbtc_ops_executable
+
+Hook = Callable[[subprocess.Popen[bytes]], None]
+
+
+@dataclass
+class TerminalRun:
+    code: int
+    stdout: str
+    screen: str  # everything drawn on the terminal (stderr), escape sequences included
+
+
+def run_on_terminal(
+    *args: str,
+    cwd: Path,
+    state_dir: Path,
+    env: dict[str, str] | None = None,
+    while_running: Hook | None = None,
+    timeout_s: float = 180,
+) -> TerminalRun:
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sbtc_ops_executable(), *args],
+        cwd=cwd,
+        env=clean_env(state_dir, {"TERM": "xterm", "COLUMNS": "150", **(env or {})}),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    drawn = bytearray()
+
+    def read_terminal() -> None:
+        with contextlib.suppress(OSError):  # EIO once the process closed the terminal
+            while chunk := os.read(controller, 65536):
+                drawn.extend(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        if while_running is not None:
+            while_running(proc)
+        stdout, _ = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        reader.join(10)
+        os.close(controller)
+    return TerminalRun(proc.returncode, stdout.decode(), drawn.decode(errors="replace"))
+
+
+def descendant_named(
+    parent: subprocess.Popen[bytes], name: str, with_arg: str = "", timeout_s: float = 120
+) -> int:
+    """The pid of a process called `name` anywhere below `parent` (e.g. under runuser), with
+    an argument starting with `with_arg` (not a `--version` probe)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for pid in descendants(parent.pid):
+            if process_name(pid) == name and any(a.startswith(with_arg) for a in _argv(pid)):
+                return pid
+        if parent.poll() is not None:
+            raise AssertionError(f"sbtc-ops exited ({parent.returncode}) before {name} ran")
+        time.sleep(0.005)
+    raise AssertionError(f"no {name} below {parent.pid} within {timeout_s} s")
+
+
+def hold(name: str, with_arg: str, seconds: float = 1.5) -> Hook:
+    """While running: freeze the process `name` for a while, so the display (polled twice a
+    second) is drawn at least once mid-way."""
+
+    def freeze(proc: subprocess.Popen[bytes]) -> None:
+        pid = descendant_named(proc, name, with_arg)
+        with stopped(pid):
+            threading.Event().wait(seconds)
+
+    return freeze
+
+
+class ThrottledProxy:
+    """A TCP proxy that passes bytes at about `bytes_per_s` each way, so a transfer to a
+    loopback S3 server lasts long enough for its progress to be drawn."""
+
+    def __init__(self, upstream_port: int, bytes_per_s: int) -> None:
+        import socket
+
+        self.upstream_port = upstream_port
+        self.delay_per_byte = 1.0 / bytes_per_s
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ThrottledProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed.set()
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: object, sink: object) -> None:
+        import socket
+
+        assert isinstance(source, socket.socket) and isinstance(sink, socket.socket)
+        try:
+            while chunk := source.recv(16384):
+                sink.sendall(chunk)
+                if self._closed.wait(len(chunk) * self.delay_per_byte):
+                    return
+        except OSError:
+            return
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
