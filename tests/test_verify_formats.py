@@ -376,15 +376,27 @@ def test_terminal_report_is_a_checklist_with_timings(area: Area) -> None:
 
 
 def test_progress_on_a_terminal_names_the_phases(area: Area) -> None:
-    """On a terminal (a pty as stderr) a spinner names the running phase; the report still
-    goes to stdout alone."""
+    """On a terminal (a pty as stderr) the progress display names the phases; with --json it
+    draws nothing and the report goes to stdout alone."""
+    for json_mode in (False, True):
+        terminal, stdout, code = _verify_on_a_pty(area, json_mode)
+        assert code == 0, terminal
+        if json_mode:
+            assert json.loads(stdout)["verdict"] == "match"
+            assert "restore" not in terminal and "amcheck" not in terminal
+        else:
+            assert "verdict" in stdout and "match" in stdout
+            assert "restore" in terminal and "amcheck" in terminal, terminal
+
+
+def _verify_on_a_pty(area: Area, json_mode: bool) -> tuple[str, str, int]:
     tmpdir = private_tmpdir()
     primary, secondary = os.openpty()
     try:
         env = area.verify.env(area.verify.fresh_state(), tmpdir, {"TERM": "xterm"})
         proc = subprocess.Popen(
             [sbtc_ops_executable(), "verify", area.custom_id, "--to", str(area.repo),
-             "--stacks-url", area.node.url, "--json"],
+             "--stacks-url", area.node.url, *(["--json"] if json_mode else [])],
             cwd=area.verify.workdir, env=env, stdout=subprocess.PIPE, stderr=secondary,
             stdin=subprocess.DEVNULL, text=True,
         )  # fmt: skip
@@ -395,9 +407,7 @@ def test_progress_on_a_terminal_names_the_phases(area: Area) -> None:
         os.close(primary)
         assert_no_postgres_left(tmpdir)
         shutil.rmtree(tmpdir, ignore_errors=True)
-    assert proc.returncode == 0, terminal
-    assert json.loads(stdout)["verdict"] == "match"
-    assert "verify: restore" in terminal and "verify: amcheck" in terminal
+    return terminal, stdout, proc.returncode
 
 
 def read_until_closed(fd: int) -> str:
