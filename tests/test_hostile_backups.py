@@ -97,8 +97,24 @@ PLAIN_META: dict[str, Callable[[Canary], str]] = {
     "plain \\o": lambda c: f"\\o {c.path}\nSELECT current_user, version();\n\\o",
     "plain \\copy": lambda c: f"\\copy (SELECT current_user) TO '{c.path}'",
 }
+# What each hostile case tries (one line of intent per corpus entry).
+INTENT = {
+    "plain \\!": "psql runs a shell command as the user that replays the dump",
+    "plain \\o": "psql writes query output into a file of the attacker's choice",
+    "plain \\copy": "psql writes a client-side COPY into a file of the attacker's choice",
+    "index": "an index expression calls a function that runs COPY TO PROGRAM",
+    "matview": "refreshing a materialized view calls COPY TO PROGRAM",
+    "trigger": "a trigger, moved before the data in the TOC, fires on every loaded row",
+    "column-default": "a generated column's default expression runs for every loaded row",
+    "event-trigger": "an event trigger fires on the drill's own DDL (installing amcheck)",
+    "plain search_path": "ALTER DATABASE SET search_path puts an `=` trap before pg_catalog",
+}
 VECTOR_CASES = [f"{fmt} {vector}" for vector in VECTORS for fmt in FORMATS.values()]
 HOSTILE_CASES = [*PLAIN_META, *VECTOR_CASES, "plain search_path"]
+
+
+def intent(case: str) -> str:
+    return INTENT.get(case) or INTENT[case.split(" ", 1)[1]]
 
 
 @pytest.fixture(scope="module")
@@ -149,10 +165,10 @@ def _build_hostile(corpus: Corpus, archives: Path) -> None:
     )
 
 
-def assert_no_payload_process(corpus: Corpus) -> None:
+def assert_no_payload_process(corpus: Corpus, why: str) -> None:
     left = marker_processes(corpus.sleep_marker)
     kill_marker_processes(corpus.sleep_marker)
-    assert not left, f"a process the payload started outlived the run: {left}"
+    assert not left, f"{why}: a process it started outlived the run: {left}"
 
 
 # -- the corpus ---------------------------------------------------------------------------------
@@ -165,9 +181,9 @@ def test_hostile_archive_has_no_effect_outside_the_throwaway_database(
     archive, canary = corpus.hostile[case]
     hidden = Secrets()
     run = corpus.run(archive, env=hidden.env())
-    assert_no_payload_process(corpus)
-    assert_canary_untouched(canary, hidden.markers())
-    context = f"{run.result.stdout[-3000:]} {run.result.stderr[-2000:]}"
+    assert_no_payload_process(corpus, intent(case))
+    assert_canary_untouched(canary, hidden.markers(), intent(case))
+    context = f"{case}: {intent(case)}\n{run.result.stdout[-3000:]} {run.result.stderr[-2000:]}"
     assert run.code == 1, context
     assert run.doc["verdict"] != "match", context
     run.check("schema.unexpected_objects")  # reported on every run
@@ -312,11 +328,7 @@ def test_kill_9_mid_verify_leaves_no_clear_archive_after_the_next_run(
             *args, state_dir=state, cwd=corpus.verify.workdir, env={"TMPDIR": str(tmpdir)}
         )
         try:
-            wait_for(
-                lambda: any(p.name.startswith(VERIFY_PREFIX) for p in tmpdir.iterdir()),
-                60,
-                "the staging directory",
-            )
+            wait_for(lambda: staging_dir_made(tmpdir) or proc.poll() is not None, 60, "staging")
             # Killed once the archive is being restored: decrypted by then, wherever it is.
             wait_for(lambda: restoring(proc.pid) or proc.poll() is not None, 60, "the restore")
         finally:
@@ -331,6 +343,10 @@ def test_kill_9_mid_verify_leaves_no_clear_archive_after_the_next_run(
     finally:
         remove_tree(tmpdir)
     assert not staging and not clear, f"outlived a kill -9: staging {staging}, archives {clear}"
+
+
+def staging_dir_made(tmpdir: Path) -> bool:
+    return any(p.name.startswith(VERIFY_PREFIX) for p in tmpdir.iterdir())
 
 
 def restoring(pid: int) -> bool:

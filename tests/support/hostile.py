@@ -89,16 +89,13 @@ def files_under(root: Path) -> list[Path]:
     return [Path(d) / name for d, _, names in os.walk(root) for name in names]
 
 
-def assert_canary_untouched(canary: Canary, markers: list[bytes]) -> None:
+def assert_canary_untouched(canary: Canary, markers: list[bytes], why: str) -> None:
     """The canary was never created, and no secret marker was written anywhere near it."""
-    written = {str(p): _head(p) for p in files_under(canary.directory)}
-    assert not canary.path.exists(), (
-        f"the payload ran: {canary.path}: {written.get(str(canary.path))!r}"
-    )
+    if os.path.lexists(canary.path):  # even a dangling symlink is a trace
+        raise AssertionError(f"{why}: the payload ran: {canary.path}: {_head(canary.path)!r}")
     for path in files_under(canary.directory):
-        data = _read(path)
-        leaked = [m.decode() for m in markers if m in data]
-        assert not leaked, f"secrets {leaked} reached {path}"
+        leaked = [m.decode() for m in markers if m in _read(path)]
+        assert not leaked, f"{why}: secrets {leaked} reached {path}"
 
 
 def _read(path: Path) -> bytes:
