@@ -25,6 +25,7 @@ import pyrage
 import pytest
 
 from sbtc_ops.devtools.signer_db import GeneratedDb
+from sbtc_ops.pg import find_binaries
 from sbtc_ops.pg.runas import resolve_run_as
 from tests.support.backup import sbtc_ops_popen
 from tests.support.cli import clean_env, run_cli
@@ -190,6 +191,34 @@ def test_hostile_archive_has_no_effect_outside_the_throwaway_database(
     vector = VECTORS.get(case.split(" ", 1)[1])
     if vector is not None:
         assert_foreign_objects_reported(run, vector.objects, refused=True)
+
+
+@pytest.mark.parametrize("case", VECTOR_CASES)
+def test_corpus_archive_carries_its_payload_where_pg_restore_runs_it(
+    corpus: Corpus, case: str
+) -> None:
+    """Guards the corpus itself (a payload that never fires would make the cases above pass
+    for nothing): pg_restore's script holds the armed COPY TO PROGRAM, and the trigger is
+    created before the rows it fires on."""
+    archive, canary = corpus.hostile[case]
+    script = restore_script(archive)
+    assert "TO PROGRAM" in script and canary.shell() in script, case
+    assert detached_shell(corpus.sleep_marker) in script, case
+    assert "SET hostile.disarmed" not in script, case  # armed in any restore
+    if case.endswith(" trigger"):
+        assert script.index("CREATE TRIGGER dkg_shares_audit") < script.index(
+            "COPY sbtc_signer.dkg_shares"
+        )
+
+
+def restore_script(archive: Path) -> str:
+    """What pg_restore would send to the server, as SQL text (nothing is restored)."""
+    done = subprocess.run(
+        [str(find_binaries(tool_hint="pg_restore").pg_restore), "--file=-", str(archive)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def assert_foreign_objects_reported(run: VerifyRun, names: tuple[str, ...], refused: bool) -> None:
