@@ -25,6 +25,7 @@ import pyrage
 import pytest
 
 from sbtc_ops.devtools.signer_db import GeneratedDb
+from sbtc_ops.pg import find_binaries
 from sbtc_ops.pg.runas import resolve_run_as
 from tests.support.backup import sbtc_ops_popen
 from tests.support.cli import clean_env, run_cli
@@ -97,8 +98,24 @@ PLAIN_META: dict[str, Callable[[Canary], str]] = {
     "plain \\o": lambda c: f"\\o {c.path}\nSELECT current_user, version();\n\\o",
     "plain \\copy": lambda c: f"\\copy (SELECT current_user) TO '{c.path}'",
 }
+# What each hostile case tries (one line of intent per corpus entry).
+INTENT = {
+    "plain \\!": "psql runs a shell command as the user that replays the dump",
+    "plain \\o": "psql writes query output into a file of the attacker's choice",
+    "plain \\copy": "psql writes a client-side COPY into a file of the attacker's choice",
+    "index": "an index expression calls a function that runs COPY TO PROGRAM",
+    "matview": "refreshing a materialized view calls COPY TO PROGRAM",
+    "trigger": "a trigger, moved before the data in the TOC, fires on every loaded row",
+    "column-default": "a generated column's default expression runs for every loaded row",
+    "event-trigger": "an event trigger fires on the drill's own DDL (installing amcheck)",
+    "plain search_path": "ALTER DATABASE SET search_path puts an `=` trap before pg_catalog",
+}
 VECTOR_CASES = [f"{fmt} {vector}" for vector in VECTORS for fmt in FORMATS.values()]
-HOSTILE_CASES = [*PLAIN_META, *VECTOR_CASES, "custom detached process", "plain search_path"]
+HOSTILE_CASES = [*PLAIN_META, *VECTOR_CASES, "plain search_path"]
+
+
+def intent(case: str) -> str:
+    return INTENT.get(case) or INTENT[case.split(" ", 1)[1]]
 
 
 @pytest.fixture(scope="module")
@@ -136,15 +153,10 @@ def _build_hostile(corpus: Corpus, archives: Path) -> None:
             case = f"{fmt_name} {vector.name}"
             canary = corpus.canary(case)
             target = archives / f"{canary.name}.{'dump' if fmt == 'c' else 'dir'}"
-            archive = vector_archive(corpus.server, BASE_DB, vector, canary.shell(), target, fmt)
+            # Every payload also leaves a process of its own behind, in its own session.
+            command = f"{detached_shell(corpus.sleep_marker)} {canary.shell()}"
+            archive = vector_archive(corpus.server, BASE_DB, vector, command, target, fmt)
             corpus.hostile[case] = (archive, canary)
-    case = "custom detached process"
-    canary = corpus.canary(case)
-    command = f"{detached_shell(corpus.sleep_marker)} {canary.shell()}"
-    archive = vector_archive(
-        corpus.server, BASE_DB, VECTORS["index"], command, archives / "detached.dump", "c"
-    )
-    corpus.hostile[case] = (archive, canary)
     case = "plain search_path"
     canary = corpus.canary(case)
     trap = search_path_trap(canary.shell())
@@ -154,10 +166,10 @@ def _build_hostile(corpus: Corpus, archives: Path) -> None:
     )
 
 
-def assert_no_payload_process(corpus: Corpus) -> None:
+def assert_no_payload_process(corpus: Corpus, why: str) -> None:
     left = marker_processes(corpus.sleep_marker)
     kill_marker_processes(corpus.sleep_marker)
-    assert not left, f"a process the payload started outlived the run: {left}"
+    assert not left, f"{why}: a process it started outlived the run: {left}"
 
 
 # -- the corpus ---------------------------------------------------------------------------------
@@ -170,15 +182,43 @@ def test_hostile_archive_has_no_effect_outside_the_throwaway_database(
     archive, canary = corpus.hostile[case]
     hidden = Secrets()
     run = corpus.run(archive, env=hidden.env())
-    assert_no_payload_process(corpus)
-    assert_canary_untouched(canary, hidden.markers())
-    context = f"{run.result.stdout[-3000:]} {run.result.stderr[-2000:]}"
+    assert_no_payload_process(corpus, intent(case))
+    assert_canary_untouched(canary, hidden.markers(), intent(case))
+    context = f"{case}: {intent(case)}\n{run.result.stdout[-3000:]} {run.result.stderr[-2000:]}"
     assert run.code == 1, context
     assert run.doc["verdict"] != "match", context
     run.check("schema.unexpected_objects")  # reported on every run
     vector = VECTORS.get(case.split(" ", 1)[1])
     if vector is not None:
         assert_foreign_objects_reported(run, vector.objects, refused=True)
+
+
+@pytest.mark.parametrize("case", VECTOR_CASES)
+def test_corpus_archive_carries_its_payload_where_pg_restore_runs_it(
+    corpus: Corpus, case: str
+) -> None:
+    """Guards the corpus itself (a payload that never fires would make the cases above pass
+    for nothing): pg_restore's script holds the armed COPY TO PROGRAM, and the trigger is
+    created before the rows it fires on."""
+    archive, canary = corpus.hostile[case]
+    script = restore_script(archive)
+    assert "TO PROGRAM" in script and canary.shell() in script, case
+    assert detached_shell(corpus.sleep_marker) in script, case
+    assert "SET hostile.disarmed" not in script, case  # armed in any restore
+    if case.endswith(" trigger"):
+        assert script.index("CREATE TRIGGER dkg_shares_audit") < script.index(
+            "COPY sbtc_signer.dkg_shares"
+        )
+
+
+def restore_script(archive: Path) -> str:
+    """What pg_restore would send to the server, as SQL text (nothing is restored)."""
+    done = subprocess.run(
+        [str(find_binaries(tool_hint="pg_restore").pg_restore), "--file=-", str(archive)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def assert_foreign_objects_reported(run: VerifyRun, names: tuple[str, ...], refused: bool) -> None:
@@ -195,20 +235,16 @@ def assert_foreign_objects_reported(run: VerifyRun, names: tuple[str, ...], refu
     assert run.doc["verdict"] == "tampered", context
 
 
-# Inert foreign objects: restorable by any owner, they run nothing, yet do not belong.
-STRICT_INERT = {"function", "trigger", "materialized view"}
-
-
 @pytest.mark.parametrize("kind", list(INERT_OBJECTS))
-def test_foreign_object_is_named_and_the_backup_not_trusted(corpus: Corpus, kind: str) -> None:
-    statements, name = INERT_OBJECTS[kind]
-    dbname = f"foreign_{kind.replace(' ', '_')}"
+def test_foreign_objects_are_named_and_the_backup_not_trusted(corpus: Corpus, kind: str) -> None:
+    statements, names, owner_can_restore = INERT_OBJECTS[kind]
+    dbname = "foreign_" + "".join(c if c.isalnum() else "_" for c in kind)
     copy_database(corpus.server, BASE_DB, dbname, statements)
     archive = pg_dump(corpus.server, dbname, corpus.root / f"{dbname}.dump", "c")
     run = corpus.run(archive)
-    if kind in STRICT_INERT:
+    if owner_can_restore:
         assert run.check("restore.complete")["status"] == "pass", run.result.stdout
-    assert_foreign_objects_reported(run, (name,), refused=kind not in STRICT_INERT)
+    assert_foreign_objects_reported(run, names, refused=not owner_can_restore)
 
 
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
@@ -321,11 +357,7 @@ def test_kill_9_mid_verify_leaves_no_clear_archive_after_the_next_run(
             *args, state_dir=state, cwd=corpus.verify.workdir, env={"TMPDIR": str(tmpdir)}
         )
         try:
-            wait_for(
-                lambda: any(p.name.startswith(VERIFY_PREFIX) for p in tmpdir.iterdir()),
-                60,
-                "the staging directory",
-            )
+            wait_for(lambda: staging_dir_made(tmpdir) or proc.poll() is not None, 60, "staging")
             # Killed once the archive is being restored: decrypted by then, wherever it is.
             wait_for(lambda: restoring(proc.pid) or proc.poll() is not None, 60, "the restore")
         finally:
@@ -340,6 +372,10 @@ def test_kill_9_mid_verify_leaves_no_clear_archive_after_the_next_run(
     finally:
         remove_tree(tmpdir)
     assert not staging and not clear, f"outlived a kill -9: staging {staging}, archives {clear}"
+
+
+def staging_dir_made(tmpdir: Path) -> bool:
+    return any(p.name.startswith(VERIFY_PREFIX) for p in tmpdir.iterdir())
 
 
 def restoring(pid: int) -> bool:
@@ -379,14 +415,16 @@ def test_s3_keys_and_manifest_names_never_write_outside_the_staging_dir(
         upload_evil_manifest(s3_server, bucket, good_id, evil_names, payload)
         with HostileS3Proxy(s3_server.endpoint_url, bucket, extra) as proxy:
             env = {**s3_server.env(), "SBTC_OPS_BACKUP__S3__ENDPOINT_URL": proxy.endpoint_url}
-            by_id = corpus.verify(good_id, "--to", location, "--expected-key", corpus.key, env=env)
-            assert_dir_empty(canary_dir, by_id)
-            latest = corpus.verify("--latest", "--to", location, "--expected-key", corpus.key, env=env)  # fmt: skip
-            assert_dir_empty(canary_dir, latest)
+            runs, written = {}, {}
+            for which in [(good_id,), ("--latest",), (EVIL_ID,)]:
+                runs[which] = corpus.verify(*which, "--to", location, "--expected-key", corpus.key, env=env)  # fmt: skip
+                written[which] = sorted(p.name for p in canary_dir.iterdir())
     finally:
         remove_tree(canary_dir)
-    assert latest.code in (1, 2), latest.result.stdout + latest.result.stderr
-    assert latest.doc.get("verdict") != "match"
+    assert not any(written.values()), f"verify wrote outside its staging dir: {written}"
+    evil = runs[(EVIL_ID,)]
+    assert evil.code in (1, 2), evil.result.stdout + evil.result.stderr
+    assert evil.doc.get("verdict") != "match"
 
 
 def upload_evil_manifest(
@@ -402,11 +440,4 @@ def upload_evil_manifest(
     manifest["total_size"] = len(data) * len(names)
     client.put_object(
         Bucket=bucket, Key=f"pfx/{EVIL_ID}/manifest.json", Body=json.dumps(manifest).encode()
-    )
-
-
-def assert_dir_empty(directory: Path, run: VerifyRun) -> None:
-    written = sorted(str(p) for p in directory.iterdir())
-    assert not written, (
-        f"verify wrote outside its staging dir: {written} ({run.result.stderr[-1500:]})"
     )

@@ -89,16 +89,13 @@ def files_under(root: Path) -> list[Path]:
     return [Path(d) / name for d, _, names in os.walk(root) for name in names]
 
 
-def assert_canary_untouched(canary: Canary, markers: list[bytes]) -> None:
+def assert_canary_untouched(canary: Canary, markers: list[bytes], why: str) -> None:
     """The canary was never created, and no secret marker was written anywhere near it."""
-    written = {str(p): _head(p) for p in files_under(canary.directory)}
-    assert not canary.path.exists(), (
-        f"the payload ran: {canary.path}: {written.get(str(canary.path))!r}"
-    )
+    if os.path.lexists(canary.path):  # even a dangling symlink is a trace
+        raise AssertionError(f"{why}: the payload ran: {canary.path}: {_head(canary.path)!r}")
     for path in files_under(canary.directory):
-        data = _read(path)
-        leaked = [m.decode() for m in markers if m in data]
-        assert not leaked, f"secrets {leaked} reached {path}"
+        leaked = [m.decode() for m in markers if m in _read(path)]
+        assert not leaked, f"{why}: secrets {leaked} reached {path}"
 
 
 def _read(path: Path) -> bytes:
@@ -244,33 +241,25 @@ VECTORS: dict[str, Vector] = {
     "event-trigger": Vector("event-trigger", _event_trigger, ("evt_payload",)),
 }
 
-# Foreign objects a non-superuser can restore and that run nothing: what
-# `schema.unexpected_objects` must name, in an archive that otherwise restores cleanly.
-INERT_OBJECTS: dict[str, tuple[list[str], str]] = {
-    "function": (
-        ["CREATE FUNCTION public.helper_fn() RETURNS integer LANGUAGE sql AS 'SELECT 1'"],
-        "helper_fn",
-    ),
-    "trigger": (
+# Foreign objects that run nothing at restore: what `schema.unexpected_objects` must name in
+# an archive that otherwise restores cleanly. (statements, names to report, restorable by
+# the owner of the database alone: a trusted extension may still be refused by a sandbox.)
+INERT_OBJECTS: dict[str, tuple[list[str], tuple[str, ...], bool]] = {
+    "function, trigger, materialized view, publication": (
         [
+            "CREATE FUNCTION public.helper_fn() RETURNS integer LANGUAGE sql AS 'SELECT 1'",
             "CREATE FUNCTION public.touch_fn() RETURNS trigger LANGUAGE plpgsql "
             "AS $fn$BEGIN RETURN NEW; END$fn$",
             "CREATE TRIGGER dkg_shares_touch BEFORE UPDATE ON sbtc_signer.dkg_shares "
             "FOR EACH ROW EXECUTE FUNCTION public.touch_fn()",
+            "CREATE MATERIALIZED VIEW public.dkg_counts AS "
+            "SELECT count(*) AS n FROM sbtc_signer.dkg_shares",
+            "CREATE PUBLICATION signer_pub FOR TABLE sbtc_signer.dkg_shares",
         ],
-        "dkg_shares_touch",
+        ("helper_fn", "dkg_shares_touch", "dkg_counts", "signer_pub"),
+        True,
     ),
-    "materialized view": (
-        [
-            "CREATE MATERIALIZED VIEW public.dkg_counts AS SELECT count(*) AS n FROM sbtc_signer.dkg_shares"
-        ],
-        "dkg_counts",
-    ),
-    "publication": (
-        ["CREATE PUBLICATION signer_pub FOR TABLE sbtc_signer.dkg_shares"],
-        "signer_pub",
-    ),
-    "extension": (["CREATE EXTENSION pg_trgm"], "pg_trgm"),
+    "trusted extension": (["CREATE EXTENSION pg_trgm"], ("pg_trgm",), False),
 }
 
 
@@ -346,18 +335,18 @@ def search_path_trap(command: str) -> str:
 # -- decompression bombs ----------------------------------------------------------------------------
 
 _BOMB_HEADER = b"--\n-- PostgreSQL database dump\n--\n\n"
-_BOMB_LINE = b" " * 1023 + b"\n"  # whitespace: psql would read every byte of it as SQL
+_BOMB_LINE = b" " * 65535 + b"\n"  # whitespace: psql would read every byte of it as SQL
 
 
 def _bomb_chunks(total: int) -> Iterator[bytes]:
     yield _BOMB_HEADER
-    block = _BOMB_LINE * 1024  # 1 MiB
+    block = _BOMB_LINE * 16  # 1 MiB
     for _ in range(total // len(block)):
         yield block
 
 
 def gzip_bomb(target: Path, total: int = BOMB_BYTES) -> Path:
-    with target.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9) as gz:
+    with target.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as gz:
         for chunk in _bomb_chunks(total):
             gz.write(chunk)
     return target
@@ -366,7 +355,7 @@ def gzip_bomb(target: Path, total: int = BOMB_BYTES) -> Path:
 def zstd_bomb(target: Path, total: int = BOMB_BYTES) -> Path:
     import zstandard
 
-    with target.open("wb") as raw, zstandard.ZstdCompressor(level=19).stream_writer(raw) as zw:
+    with target.open("wb") as raw, zstandard.ZstdCompressor(level=3).stream_writer(raw) as zw:
         for chunk in _bomb_chunks(total):
             zw.write(chunk)
     return target
