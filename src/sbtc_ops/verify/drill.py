@@ -41,6 +41,7 @@ from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.cluster import ThrowawayCluster
 from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.proc import InBackground
+from sbtc_ops.progress import echo
 from sbtc_ops.results import CheckResult, Status
 from sbtc_ops.stacks import (
     AggregateKeyReading,
@@ -209,7 +210,29 @@ class Drill:
                 "verify", self.report.backup, "error", {"verdict": "error", "error": reason}
             )
 
+    def _notice_run_as(self) -> None:
+        """Once per state directory: say which user runs the throwaway clusters, and why."""
+        if self.run_as.is_current:
+            return
+        with StateStore.open(self.settings.state_dir) as store:
+            if store.last_event("notice", "run-as") is not None:
+                return
+            store.record_event("notice", "run-as", "shown", {"user": self.run_as.name})
+        advice = (
+            "; create a dedicated user for it (useradd --system --shell /usr/sbin/nologin "
+            "sbtc-ops) rather than sharing nobody"
+            if self.run_as.name == "nobody"
+            else ""
+        )
+        echo(
+            f"note: throwaway PostgreSQL clusters, and every program that reads a backup, run "
+            f"as the unprivileged user {self.run_as.name!r} (PostgreSQL refuses root, and a "
+            f"backup's contents never run as root; set postgres.run_as to choose){advice}. "
+            "This note is shown once."
+        )
+
     def _run(self) -> VerifyReport:
+        self._notice_run_as()
         total = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chain")
         locks = ExitStack()  # shared per-backup locks: no prune deletes what is being read
