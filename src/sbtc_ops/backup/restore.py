@@ -20,6 +20,7 @@ from sbtc_ops.backup.source import ConnectionTarget, parse_target
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.binaries import find_binaries
+from sbtc_ops.pg.libpq import client_invocation
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,10 @@ def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str
             need=("pg_restore", "psql"),
         )
         jobs = settings.backup.jobs if archive.format == "directory" else 1
-        argv = restore_argv(
-            binaries, archive, target.conninfo_without_password, jobs=jobs, strict=True
-        )
-        run = run_restore(argv, target.child_env)
+        # The operator's libpq environment applies; secrets via environment or 0600 file.
+        with client_invocation(target.client) as invocation:
+            argv = restore_argv(binaries, archive, invocation.conninfo, jobs=jobs, strict=True)
+            run = run_restore(argv, invocation.env)
         if not run.ok:
             detail = "; ".join(target.scrub(e) for e in run.errors[:5]) or f"exit {run.returncode}"
             raise SbtcOpsError(f"restore into {target.shown} failed: {detail}")

@@ -16,6 +16,7 @@ from typer._click.exceptions import ClickException  # typer vendors click
 from sbtc_ops import __version__
 from sbtc_ops.cli import _common
 from sbtc_ops.errors import ProblemFound, SbtcOpsError
+from sbtc_ops.redact import scrub
 
 app = typer.Typer(
     name="sbtc-ops",
@@ -97,6 +98,7 @@ _register_commands()
 
 
 def _fail(message: str, code: int) -> NoReturn:
+    message = scrub(message)
     if _common.current().json_mode:
         _common.emit_json({"ok": False, "error": message})
     _common.err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
@@ -111,6 +113,7 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    _common.install_output_scrubbing()
     try:
         _run()
     finally:

@@ -1,20 +1,24 @@
 """What every command shares: the run context, output on the right stream, JSON documents.
 
 Contract (DESIGN.md): with --json, stdout carries one JSON document and nothing else;
-logs, progress and messages go to stderr.
+logs, progress and messages go to stderr. No secret reaches either: the JSON document, log
+records and everything written to stdout and stderr pass through sbtc_ops.redact.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import typer
 from rich.console import Console
+
+from sbtc_ops.redact import ScrubbingFormatter, scrub, scrub_data
 
 # Human output goes to stderr only when it is a message; reports go to stdout.
 out = Console(highlight=False, soft_wrap=True)
@@ -51,7 +55,8 @@ def set_json_mode(enabled: bool) -> None:
 
 def emit_json(document: Any) -> None:
     """Print the single JSON document of a --json run."""
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str))
+    plain = json.loads(json.dumps(document, default=str))
+    sys.stdout.write(json.dumps(scrub_data(plain), indent=2, sort_keys=False))
     sys.stdout.write("\n")
     sys.stdout.flush()
 
@@ -69,14 +74,58 @@ def exit_with(code: int) -> None:
 
 def configure_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=level, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     # Libraries log request URLs and headers at debug level; keep them quiet.
     for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class ScrubbingStream(io.TextIOBase):
+    """A text stream that scrubs secrets from everything written, then passes it on.
+
+    Installed as sys.stdout and sys.stderr by the CLI, so Rich, click, print() and logging
+    all go through it. Writers emit whole messages (one write per Rich print, log record or
+    JSON document), so a secret is never split across two writes."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self.stream.write(scrub(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return self.stream.errors
+
+
+def install_output_scrubbing() -> None:
+    """Route stdout and stderr of this process through ScrubbingStream (once)."""
+    if not isinstance(sys.stdout, ScrubbingStream):
+        sys.stdout = ScrubbingStream(sys.stdout)
+    if not isinstance(sys.stderr, ScrubbingStream):
+        sys.stderr = ScrubbingStream(sys.stderr)
 
 
 JSON_OPTION = typer.Option("--json", help="Print one JSON document on stdout, nothing else.")

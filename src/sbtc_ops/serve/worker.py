@@ -14,6 +14,7 @@ import sys
 from typing import NoReturn
 
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.redact import ScrubbingFormatter, scrub_data
 from sbtc_ops.serve.jobs import JOB_NAMES, run_job, scrub, settings_secret_values
 from sbtc_ops.serve.scheduler import ERROR, INTERRUPTED, OK, JobResult
 
@@ -26,7 +27,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str]) -> NoReturn:
     signal.signal(signal.SIGTERM, _interrupt)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(ScrubbingFormatter("%(name)s: %(message)s"))
     if len(argv) != 1 or argv[0] not in JOB_NAMES:
         sys.stderr.write(f"usage: python -m sbtc_ops.serve.worker {{{','.join(JOB_NAMES)}}}\n")
         sys.exit(2)
@@ -47,7 +50,7 @@ def main(argv: list[str]) -> NoReturn:
     document = {
         "outcome": result.outcome,
         "summary": scrub(result.summary, secrets),
-        "data": json.loads(scrub(json.dumps(result.data, default=str), secrets)),
+        "data": scrub_data(json.loads(json.dumps(result.data, default=str)), secrets),
     }
     sys.stdout.write(json.dumps(document) + "\n")
     sys.stdout.flush()
