@@ -161,10 +161,10 @@ def _hides_secrets(original: Mapping[str, str], masked: str) -> bool:
     shown = parse_dsn(masked)
     if shown is None:
         return False
-    secrets = [original[k] for k in DSN_SECRET_KEYS if original.get(k)]
+    secrets = [original[k] for k in DSN_SECRET_KEYS if original.get(k) not in (None, "", REDACTED)]
     if any(shown.get(k) not in (None, REDACTED) for k in DSN_SECRET_KEYS):
         return False
-    if any(value in secrets for value in shown.values()):
+    if any(v in secrets for k, v in shown.items() if k not in DSN_SECRET_KEYS):
         return False
     return not any(s in masked for s in secrets if len(s) >= MIN_SECRET_CHARS)
 
@@ -303,7 +303,10 @@ def url_credentials(url: str) -> tuple[str, str | None] | None:
 
 # -- free text ---------------------------------------------------------------------------
 
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>`]+")
+# A URL in prose ends before the punctuation that follows it ("cannot reach URL: refused").
+_URL_IN_TEXT = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>`]+?(?=[.,:;)\]}]*(?:[\s\"'<>`]|$))"
+)
 _ASSIGNMENT = re.compile(
     r"(?<![?&;\w\-])(?P<name>[\w.\-]*(?:password|passwd|passphrase|secret|token|private_key"
     r"|api_key|apikey))(?P<eq>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&\"'<>`]+)",

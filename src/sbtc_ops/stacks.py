@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -226,8 +226,13 @@ def _json_answer(response: httpx.Response) -> Any:
         raise StacksError(f"answer is not JSON: {_excerpt(text)}") from None
 
 
-def _base(url: str) -> str:
-    return url.rstrip("/")
+def endpoint_url(base: str, path: str) -> str:
+    """`path` (with its own query) under an endpoint URL that may carry a query of its own
+    (`https://provider/?api_key=…`): paths joined, queries merged."""
+    parts = urlsplit(base)
+    path_only, _, query = path.partition("?")
+    merged = "&".join(q for q in (parts.query, query) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path_only, merged, ""))
 
 
 def get_info(url: str, settings: Settings, *, policy: RetryPolicy | None = None) -> dict[str, Any]:
@@ -236,7 +241,7 @@ def get_info(url: str, settings: Settings, *, policy: RetryPolicy | None = None)
         response = _send(
             client,
             "GET",
-            f"{_base(url)}/v2/info",
+            endpoint_url(url, "/v2/info"),
             settings,
             policy or RetryPolicy.from_settings(settings),
         )
@@ -269,7 +274,7 @@ def call_read_only(
         response = _send(
             client,
             "POST",
-            _base(url) + path,
+            endpoint_url(url, path),
             settings,
             policy or RetryPolicy.from_settings(settings),
             body,

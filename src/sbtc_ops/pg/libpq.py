@@ -50,11 +50,14 @@ class ClientTarget:
         return cls(public, password, sslpassword)
 
     def pinned_to(self, conn: Any) -> ClientTarget:
-        """The same target, aimed at the one server `conn` (a psycopg connection) reached."""
+        """The same target, aimed at the one server, database and role `conn` (a psycopg
+        connection) reached, wherever libpq took them from (URL, environment, service)."""
         info = conn.info
         params = dict(self.params)
         params["host"] = str(info.host)
         params["port"] = str(info.port)
+        params["dbname"] = str(info.dbname)
+        params["user"] = str(info.user)
         hostaddr = str(getattr(info, "hostaddr", "") or "")
         if hostaddr and not params["host"].startswith("/"):
             params["hostaddr"] = hostaddr
