@@ -25,7 +25,9 @@ import pytest
 
 from sbtc_ops import redact
 from sbtc_ops.config import Settings, load_settings
+from sbtc_ops.errors import ConfigError
 from sbtc_ops.pg.cluster import free_tcp_port
+from sbtc_ops.pg.libpq import ClientTarget, client_invocation
 from sbtc_ops.redact import REDACTED, redact_dsn, redact_url, scrub
 from sbtc_ops.serve.metrics import exposition, registry_for
 from sbtc_ops.serve.page import render_page
@@ -133,12 +135,34 @@ def test_passwordless_urls_keep_everything() -> None:
     assert redact_url("http://node:20443/v2") == "http://node:20443/v2"
 
 
+def test_config_show_keeps_a_passwordless_url_whole(cli: Cli) -> None:
+    url = "postgresql://postgres@127.0.0.1:5499/signer"
+    shown = cli("config", "show", "--json", env={"SBTC_OPS_DB__URL": url})
+    assert shown.code == 0, shown.stderr
+    assert shown.json()["db"]["url"] == url == shown.json()["effective"]["db_url"]
+
+
 def test_other_urls_hide_userinfo_and_key_parameters_only() -> None:
     assert redact_url("https://api.example/v2?api_key=k3y-123&tip=latest") == (
         f"https://api.example/v2?api_key={REDACTED}&tip=latest"
     )
     assert redact_url("http://rpc:pass-123@bitcoin:8332/") == f"http://rpc:{REDACTED}@bitcoin:8332/"
     assert redact_url("https://ghp_token123@github.com/x") == f"https://{REDACTED}@github.com/x"
+
+
+def test_scrubbing_json_text_keeps_it_valid_json() -> None:
+    doc = {
+        "error": 'bad "host=h password=pw-x1" at https://h/?api_key=k-1\\"x" and PGPASSWORD=p-2\\',
+        "url": 'postgresql://u:pa"ss@h/db',
+    }
+    text = json.dumps(doc)
+    cleaned = json.loads(scrub(text))  # the stream-level pass over an emitted document
+    assert all(s not in json.dumps(cleaned) for s in ("pw-x1", "k-1", "p-2"))
+    # Documents are scrubbed value by value before they are encoded (emit_json), which also
+    # sees through quotes inside a URL; the stream pass over the result changes nothing.
+    scrubbed = redact.scrub_data(doc)
+    assert scrubbed["url"] == f"postgresql://u:{REDACTED}@h/db"
+    assert json.loads(scrub(json.dumps(scrubbed))) == scrubbed
 
 
 def test_registered_values_are_scrubbed_in_every_quoted_form() -> None:
@@ -274,6 +298,38 @@ def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
     return {name: value for name, _, value in pairs}
+
+
+def test_client_invocation_keeps_secrets_out_of_the_conninfo(tmp_path: Path) -> None:
+    target = ClientTarget({"host": "db", "port": "5432", "dbname": "signer"}, "pw-1", "ssl-2")
+    with client_invocation(target, environ={"PGSSLMODE": "require"}) as invocation:
+        service_file = Path(invocation.env["PGSERVICEFILE"])
+        assert "pw-1" not in invocation.conninfo and "ssl-2" not in invocation.conninfo
+        assert (
+            "host=db" in invocation.conninfo and "service=sbtc-ops-secrets" in invocation.conninfo
+        )
+        assert invocation.env["PGPASSWORD"] == "pw-1"
+        assert invocation.env["PGSSLMODE"] == "require"  # the operator's libpq environment
+        assert service_file.stat().st_mode & 0o777 == 0o600
+    assert not service_file.parent.exists()
+    plain = ClientTarget({"host": "db"}, None, None)
+    with client_invocation(plain, environ={"PGPASSWORD": "from-env"}) as invocation:
+        assert invocation.env["PGPASSWORD"] == "from-env" and "PGSERVICEFILE" not in invocation.env
+
+
+@pytest.mark.parametrize(
+    ("target", "environ", "message"),
+    [
+        (ClientTarget({"service": "mine"}, None, "ssl-2"), {}, "names a libpq service"),
+        (ClientTarget({"host": "db"}, None, "ssl-2"), {"PGSERVICE": "x"}, "names a libpq"),
+        (ClientTarget({"host": "db"}, None, "ssl\n2"), {}, "line break"),
+    ],
+)
+def test_an_sslpassword_that_cannot_be_passed_is_a_config_error(
+    target: ClientTarget, environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message), client_invocation(target, environ):
+        pass
 
 
 @pg

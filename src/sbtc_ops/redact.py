@@ -108,12 +108,9 @@ def looks_secret_name(name: str) -> bool:
 
 def scrubbable(value: str) -> bool:
     """Worth scrubbing everywhere: long enough and not a published default."""
-    return (
-        len(value) >= MIN_SECRET_CHARS
-        and value.lower() not in PUBLIC_DEFAULT_PASSWORDS
-        and value.strip("*")  # never the redaction marker itself
-        != ""
-    )
+    never_the_marker = value.strip("*") != ""
+    long_enough = len(value) >= MIN_SECRET_CHARS
+    return long_enough and never_the_marker and value.lower() not in PUBLIC_DEFAULT_PASSWORDS
 
 
 # -- libpq URLs and keyword DSNs -----------------------------------------------------------
@@ -183,6 +180,10 @@ def _userinfo_end(rest: str) -> int:
     return max(first, last)
 
 
+def _is_http(scheme: str) -> bool:
+    return scheme.lower() in ("http", "https")
+
+
 def _mask_userinfo(url: str, *, keep_lone_user: bool) -> str:
     scheme, sep, rest = url.partition("://")
     end = _userinfo_end(rest)
@@ -192,7 +193,7 @@ def _mask_userinfo(url: str, *, keep_lone_user: bool) -> str:
     user, colon, _ = userinfo.partition(":")
     if colon:
         userinfo = f"{user}:{REDACTED}"
-    elif not keep_lone_user and userinfo:
+    elif not keep_lone_user and _is_http(scheme) and userinfo:
         userinfo = REDACTED  # a lone "user" of an http URL is usually a token
     return f"{scheme}://{userinfo}{rest[end:]}"
 
@@ -273,14 +274,17 @@ def url_secrets(url: str) -> list[str]:
     parameter values; for database URLs, libpq's password and sslpassword."""
     if is_db_url(url):
         return dsn_secrets(url)
-    _, sep, rest = url.partition("://")
+    scheme, sep, rest = url.partition("://")
     if not sep:
         return []
     found = []
     end = _userinfo_end(rest)
     if end != -1:
         user, colon, password = rest[:end].partition(":")
-        found.append(unquote(password) if colon else unquote(user))
+        if colon:
+            found.append(unquote(password))
+        elif _is_http(scheme):
+            found.append(unquote(user))
     _, _, query = rest.partition("?")
     for match in _QUERY_PARAM.finditer("?" + query.split("#", 1)[0]):
         if unquote(match["name"]).lower() in SECRET_QUERY_NAMES and match["value"]:
@@ -303,19 +307,24 @@ def url_credentials(url: str) -> tuple[str, str | None] | None:
 
 # -- free text ---------------------------------------------------------------------------
 
-# A URL in prose ends before the punctuation that follows it ("cannot reach URL: refused").
+# A URL in prose ends before the punctuation that follows it ("cannot reach URL: refused"),
+# and before a backslash: in JSON text that starts an escape, which must stay whole.
 _URL_IN_TEXT = re.compile(
-    r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>`]+?(?=[.,:;)\]}]*(?:[\s\"'<>`]|$))"
+    r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>`\\]+?(?=[.,:;)\]}]*(?:[\s\"'<>`\\]|$))"
 )
 _ASSIGNMENT = re.compile(
     r"(?<![?&;\w\-])(?P<name>[\w.\-]*(?:password|passwd|passphrase|secret|token|private_key"
-    r"|api_key|apikey))(?P<eq>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&\"'<>`]+)",
+    r"|api_key|apikey))(?P<eq>\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&\"'<>`\\]+)",
     re.IGNORECASE,
 )
 
 
 def redact_text(text: str) -> str:
     """Structural redaction of free text: credentials in URLs, DSN keywords, assignments."""
+    value = text.strip()
+    if "://" in value and not any(ch.isspace() for ch in value):
+        # The text is one URL: all of it, even characters that end a URL in prose.
+        text = text.replace(value, redact_url(value))
     text = _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
     return _ASSIGNMENT.sub(_mask_assignment, text)
 
@@ -392,10 +401,16 @@ def register_environment(environ: Mapping[str, str]) -> None:
     """Secret-named variables (PGPASSWORD, AWS_SECRET_ACCESS_KEY, SIGNER_SIGNER__PRIVATE_KEY)
     and passwords inside URL-valued variables."""
     for name, value in environ.items():
-        if looks_secret_name(name):
+        if looks_secret_name(name) and not _names_no_secret(name, value):
             register(value, value.strip().lower().removeprefix("0x"))
         elif "://" in value:
             register_url(value)
+
+
+def _names_no_secret(name: str, value: str) -> bool:
+    """PASSWORD_FILE=/run/secrets/x, TOKEN_TTL=3600: settings about a secret, not one."""
+    about = name.upper().endswith(("_FILE", "_PATH", "_DIR", "_TTL"))
+    return about or value.strip().lower() in ("true", "false")
 
 
 def forget_all() -> None:
