@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -494,3 +496,56 @@ def test_api_key_in_an_endpoint_url_is_used_but_never_shown(cli: Cli) -> None:
     assert result.json()["endpoints"][0]["url"] == f"{node.url}/?api_key={REDACTED}"
     assert shown.json()["effective"]["stacks_endpoints"] == [f"{node.url}/?api_key={REDACTED}"]
     assert any(key in str(query) for query in queries)  # the node did get it
+
+
+class TlsStacksNode(FakeStacksNode):
+    """The fake node behind TLS, as a hosted API is: https://localhost:PORT."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        super().__init__()
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+
+    def start(self) -> TlsStacksNode:
+        super().start()
+        assert self._server is not None
+        self._server.socket = self.context.wrap_socket(self._server.socket, server_side=True)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_api_key_reaches_only_the_https_api_host(cli: Cli, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    api_key = f"api-{_token()}"
+    with TlsStacksNode(cert, key) as hosted, FakeStacksNode() as own:
+        hosted.require_api_key(api_key)
+        env = {
+            "SSL_CERT_FILE": str(cert),  # httpx trusts the test certificate
+            "SBTC_OPS_STACKS__API_KEY": api_key,
+            "SBTC_OPS_STACKS__API_KEY_HOSTS": '["localhost"]',
+            "SBTC_OPS_STACKS__RETRIES": "0",
+        }
+        urls = ["--stacks-url", hosted.url, "--stacks-url", own.url]
+        result = cli("chain", "aggregate-key", "--json", *urls, env=env)
+        hosted_keys = [r.headers.get("x-api-key") for r in hosted.requests]
+        own_keys = [r.headers.get("x-api-key") for r in own.requests]
+    assert result.code == 0, result.stderr
+    assert [o["ok"] for o in result.json()["endpoints"]] == [True, True]
+    assert hosted_keys and set(hosted_keys) == {api_key}
+    assert own_keys and set(own_keys) == {None}  # the operator's own node, plain HTTP
+    assert api_key not in result.stdout + result.stderr
