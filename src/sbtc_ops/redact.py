@@ -19,12 +19,14 @@ This module sits at the bottom of the layering: it imports nothing else from sbt
 from __future__ import annotations
 
 import html
+import io
 import json
 import logging
 import re
+import sys
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import quote, quote_plus, unquote
 
 REDACTED = "**********"
@@ -445,3 +447,50 @@ class ScrubbingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return scrub(super().format(record))
+
+
+class ScrubbingStream(io.TextIOBase):
+    """A text stream that scrubs secrets from everything written, then passes it on.
+
+    Installed as sys.stdout and sys.stderr by the CLI (and a serve job's process), so Rich,
+    click, print() and logging
+    all go through it. Writers emit whole messages (one write per Rich print, log record or
+    JSON document), so a secret is never split across two writes."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self.stream.write(scrub(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return self.stream.errors
+
+
+def install_output_scrubbing() -> None:
+    """Route stdout and stderr of this process through ScrubbingStream (once)."""
+    if not isinstance(sys.stdout, ScrubbingStream):
+        sys.stdout = ScrubbingStream(sys.stdout)
+    if not isinstance(sys.stderr, ScrubbingStream):
+        sys.stderr = ScrubbingStream(sys.stderr)

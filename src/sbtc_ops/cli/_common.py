@@ -7,18 +7,18 @@ records and everything written to stdout and stderr pass through sbtc_ops.redact
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import typer
 from rich.console import Console
 
-from sbtc_ops.redact import ScrubbingFormatter, scrub, scrub_data
+from sbtc_ops import redact
+from sbtc_ops.redact import ScrubbingFormatter, scrub_data
 
 # Human output goes to stderr only when it is a message; reports go to stdout.
 out = Console(highlight=False, soft_wrap=True)
@@ -82,50 +82,9 @@ def configure_logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-class ScrubbingStream(io.TextIOBase):
-    """A text stream that scrubs secrets from everything written, then passes it on.
-
-    Installed as sys.stdout and sys.stderr by the CLI, so Rich, click, print() and logging
-    all go through it. Writers emit whole messages (one write per Rich print, log record or
-    JSON document), so a secret is never split across two writes."""
-
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__()
-        self.stream = stream
-
-    def write(self, text: str) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        self.stream.write(scrub(text))
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    def writable(self) -> bool:
-        return True
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return self.stream.encoding
-
-    @property
-    def errors(self) -> str | None:  # type: ignore[override]
-        return self.stream.errors
-
-
 def install_output_scrubbing() -> None:
-    """Route stdout and stderr of this process through ScrubbingStream (once)."""
-    if not isinstance(sys.stdout, ScrubbingStream):
-        sys.stdout = ScrubbingStream(sys.stdout)
-    if not isinstance(sys.stderr, ScrubbingStream):
-        sys.stderr = ScrubbingStream(sys.stderr)
+    """stdout and stderr of this process through sbtc_ops.redact.ScrubbingStream."""
+    redact.install_output_scrubbing()
 
 
 JSON_OPTION = typer.Option("--json", help="Print one JSON document on stdout, nothing else.")

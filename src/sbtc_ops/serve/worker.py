@@ -14,7 +14,7 @@ import sys
 from typing import NoReturn
 
 from sbtc_ops.errors import SbtcOpsError
-from sbtc_ops.redact import ScrubbingFormatter, scrub_data
+from sbtc_ops.redact import ScrubbingFormatter, install_output_scrubbing, scrub_data
 from sbtc_ops.serve.jobs import JOB_NAMES, run_job, scrub, settings_secret_values
 from sbtc_ops.serve.scheduler import ERROR, INTERRUPTED, OK, JobResult
 
@@ -27,6 +27,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str]) -> NoReturn:
     signal.signal(signal.SIGTERM, _interrupt)
+    install_output_scrubbing()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(ScrubbingFormatter("%(name)s: %(message)s"))
