@@ -100,14 +100,18 @@ def test_testnet_uses_the_testnet_deployer() -> None:
         assert fake.requests[0].body["sender"] == TESTNET_DEPLOYER
 
 
-def test_api_key_header_is_sent_and_never_shown(node: FakeStacksNode) -> None:
+def test_api_key_header_never_goes_over_plain_http_and_is_never_shown(
+    node: FakeStacksNode,
+) -> None:
+    # Even with the node's host listed in stacks.api_key_hosts: plain HTTP never gets the key
+    # (which hosts get it over https: tests/test_secrets_leak.py).
     node.require_api_key("right-key-123")
-    assert read_aggregate_key(make_settings(node.url, api_key="right-key-123")).not_set
-    assert node.requests[-1].headers["x-api-key"] == "right-key-123"
-    wrong = read_aggregate_key(make_settings(node.url, api_key="wrong-key-456"))
-    error = wrong.outcomes[0].error
+    settings = make_settings(node.url, api_key="right-key-123", api_key_hosts=["127.0.0.1"])
+    refused = read_aggregate_key(settings)
+    assert "x-api-key" not in {name.lower() for name in node.requests[-1].headers}
+    error = refused.outcomes[0].error
     assert error is not None and "HTTP 401" in error and "API key" in error
-    assert "wrong-key-456" not in error
+    assert "right-key-123" not in error
 
 
 def test_arguments_are_sent_as_hex(node: FakeStacksNode) -> None:

@@ -9,18 +9,22 @@ Every secret is a SecretStr (or a URL whose password is redacted when shown).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
+from sbtc_ops import redact
 from sbtc_ops.errors import ConfigError
+from sbtc_ops.redact import REDACTED as REDACTED  # re-exported for older callers
+from sbtc_ops.redact import redact_url as redact_url
 
 Network = Literal["mainnet", "testnet", "devnet"]
 
@@ -111,6 +115,12 @@ class StacksSettings(_Section):
     )
     retries: int = Field(
         3, ge=0, le=10, description="Retries after a 429 or 5xx answer (0-10).", examples=[5]
+    )
+    api_key_hosts: list[str] | None = Field(
+        None,
+        description="Hosts (HOST or HOST:PORT) that get stacks.api_key, over https only. "
+        "Default: the network preset's public API (api.hiro.so, api.testnet.hiro.so).",
+        examples=[["api.hiro.so"]],
     )
     max_retry_wait_s: float = Field(
         30.0,
@@ -630,6 +640,17 @@ class Settings(BaseModel):
     def effective_db_url(self) -> SecretStr | None:
         return self.db.url or self.signer.db_endpoint
 
+    @property
+    def effective_api_key_hosts(self) -> list[str]:
+        """Where stacks.api_key may go: the configured hosts, else the preset's https API."""
+        if self.stacks.api_key_hosts is not None:
+            return [host.strip().lower() for host in self.stacks.api_key_hosts if host.strip()]
+        return [
+            (urlsplit(url).hostname or "").lower()
+            for url in self.preset.stacks_endpoints
+            if url.startswith("https://")
+        ]
+
 
 # ---------------------------------------------------------------------------------------
 
@@ -920,7 +941,49 @@ def load_settings(
         raise InvalidConfig("\n".join(lines), problems) from None
     if file_path:
         settings.source_files.append(str(file_path))
+    register_secrets(settings, environ)
     return settings
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret value the settings hold: keys, passwords inside URLs and DSNs, API keys,
+    tokens and webhook URLs (credentials as a whole)."""
+    values: list[str] = []
+    signer = settings.signer
+    if signer.private_key is not None:
+        key = signer.private_key.get_secret_value().strip().lower().removeprefix("0x")
+        values += [key, key[:64]]
+    urls = [s.get_secret_value() for s in signer.bitcoin_rpc_endpoints]
+    urls += settings.stacks.endpoints
+    if settings.audit.stacks_node_url:
+        urls.append(settings.audit.stacks_node_url)
+    for secret_url in (settings.effective_db_url, settings.db.url, settings.audit.bitcoin_rpc_url):
+        if secret_url is not None:
+            urls.append(secret_url.get_secret_value())
+    for url in urls:
+        if url:
+            values += redact.url_secrets(url) if "://" in url else redact.dsn_secrets(url)
+    for secret in (
+        settings.stacks.api_key,
+        settings.backup.s3.secret_access_key,
+        settings.audit.github_token,
+        *settings.serve.webhooks,
+    ):
+        if secret is not None:
+            values.append(secret.get_secret_value())
+    return [v for v in values if v]
+
+
+def register_secrets(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Make every secret of these settings, and of the environment and the signer's env file,
+    unprintable by this process (see sbtc_ops.redact)."""
+    redact.register(*secret_values(settings))
+    redact.register_environment(environ)
+    env_file = settings.signer.env_file
+    if env_file is not None:
+        # Already read once by signer_layer; a file gone since holds nothing to hide.
+        with contextlib.suppress(ConfigError):
+            redact.register_environment(read_env_file(env_file))
 
 
 def _problems(
@@ -939,31 +1002,10 @@ def _problems(
 
 # -- showing -----------------------------------------------------------------------------
 
-REDACTED = "**********"
-
-
-def redact_url(url: str) -> str:
-    """Replace the password (and any query secret) in a URL; keep the rest readable."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return REDACTED
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    if ":" in host and not host.startswith("[") and host.count(":") > 1:
-        host = f"[{host}]"
-    netloc = f"{user}:{REDACTED}@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
 
 def _show_value(value: Any) -> Any:
     if isinstance(value, SecretStr):
-        secret = value.get_secret_value()
-        return _show_secret_url(secret) if "://" in secret else REDACTED
+        return redact.redact_secret_url(value.get_secret_value())
     if isinstance(value, BaseModel):
         return {name: _show_value(getattr(value, name)) for name in type(value).model_fields}
     if isinstance(value, dict):
@@ -977,21 +1019,9 @@ def _show_value(value: Any) -> Any:
     return value
 
 
-def _show_secret_url(url: str) -> str:
-    """A secret URL without a password carries its credential in the path or query (webhook
-    tokens): show only where it points."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return REDACTED
-    if parts.password is not None or not (parts.path.strip("/") or parts.query):
-        return redact_url(url)
-    return f"{parts.scheme}://{parts.netloc}/{REDACTED}"
-
-
 def _looks_secret(name: str) -> bool:
     lowered = name.lower()
-    return any(word in lowered for word in ("password", "secret", "token", "private", "api_key"))
+    return "private" in lowered or redact.looks_secret_name(lowered)
 
 
 def redacted_view(settings: Settings) -> dict[str, Any]:
@@ -1003,7 +1033,8 @@ def redacted_view(settings: Settings) -> dict[str, Any]:
     }
     shown["effective"] = {
         "deployer": settings.effective_deployer,
-        "stacks_endpoints": settings.effective_stacks_endpoints,
+        "stacks_endpoints": [redact_url(url) for url in settings.effective_stacks_endpoints],
+        "api_key_hosts": settings.effective_api_key_hosts,
         "db_url": _show_value(settings.effective_db_url),
     }
     shown["config_files"] = list(settings.source_files)

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -35,8 +36,9 @@ from sbtc_ops.clarity import (
     decode,
     parse_hex,
 )
-from sbtc_ops.config import Settings, redact_url
+from sbtc_ops.config import Settings
 from sbtc_ops.errors import DependencyError
+from sbtc_ops.redact import redact_url
 
 REGISTRY_CONTRACT = "sbtc-registry"
 FN_AGGREGATE_KEY = "get-current-aggregate-pubkey"
@@ -101,14 +103,35 @@ def retry_after_seconds(header: str | None) -> float | None:
 # One endpoint
 
 
-def _client(settings: Settings) -> httpx.Client:
+def api_key_for(settings: Settings, url: str) -> str | None:
+    """stacks.api_key, if `url` is one it is meant for: https, and a host (HOST or HOST:PORT)
+    of stacks.api_key_hosts (default: the network preset's public API). Never the operator's
+    own node, never plain HTTP, where anyone on the path would read it."""
+    key = settings.stacks.api_key
+    if key is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        host, port = (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() != "https" or not host:
+        return None
+    allowed = settings.effective_api_key_hosts
+    if host in allowed or f"{host}:{port or 443}" in allowed:
+        return key.get_secret_value()
+    return None
+
+
+def _client(settings: Settings, url: str) -> httpx.Client:
     headers = {
         "user-agent": f"sbtc-ops/{__version__}",
         "accept": "application/json",
         "accept-encoding": "identity",
     }
-    if settings.stacks.api_key is not None:
-        headers["x-api-key"] = settings.stacks.api_key.get_secret_value()
+    api_key = api_key_for(settings, url)
+    if api_key is not None:
+        headers["x-api-key"] = api_key
     timeout = httpx.Timeout(settings.stacks.timeout_s, connect=settings.stacks.connect_timeout_s)
     return httpx.Client(headers=headers, timeout=timeout, follow_redirects=False)
 
@@ -203,17 +226,22 @@ def _json_answer(response: httpx.Response) -> Any:
         raise StacksError(f"answer is not JSON: {_excerpt(text)}") from None
 
 
-def _base(url: str) -> str:
-    return url.rstrip("/")
+def endpoint_url(base: str, path: str) -> str:
+    """`path` (with its own query) under an endpoint URL that may carry a query of its own
+    (`https://provider/?api_key=…`): paths joined, queries merged."""
+    parts = urlsplit(base)
+    path_only, _, query = path.partition("?")
+    merged = "&".join(q for q in (parts.query, query) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path_only, merged, ""))
 
 
 def get_info(url: str, settings: Settings, *, policy: RetryPolicy | None = None) -> dict[str, Any]:
     """GET /v2/info of one node; StacksError with a clear message when that fails."""
-    with _client(settings) as client:
+    with _client(settings, url) as client:
         response = _send(
             client,
             "GET",
-            f"{_base(url)}/v2/info",
+            endpoint_url(url, "/v2/info"),
             settings,
             policy or RetryPolicy.from_settings(settings),
         )
@@ -242,11 +270,11 @@ def call_read_only(
     deployer = deployer or settings.effective_deployer
     path = f"/v2/contracts/call-read/{deployer}/{contract}/{function}?tip=latest"
     body = {"sender": sender or deployer, "arguments": [arg.to_hex() for arg in arguments]}
-    with _client(settings) as client:
+    with _client(settings, url) as client:
         response = _send(
             client,
             "POST",
-            _base(url) + path,
+            endpoint_url(url, path),
             settings,
             policy or RetryPolicy.from_settings(settings),
             body,

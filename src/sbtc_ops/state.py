@@ -1,5 +1,8 @@
 """The state directory's SQLite database: what sbtc-ops did and what it found.
 
+Everything written is scrubbed of secrets first (sbtc_ops.redact): history, the status page,
+webhooks and metrics all read from here.
+
 Verify results, key-backup verifications and job runs are recorded here so `backups`,
 `key check`, `history`, the metrics and the status page can show them after the fact.
 WAL mode, so a reader (a scrape) never blocks a writer (a job).
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.redact import scrub, scrub_data
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -130,10 +134,10 @@ class StateStore:
             "INSERT INTO events(kind, subject, at, outcome, data) VALUES (?, ?, ?, ?, ?)",
             (
                 kind,
-                subject,
+                scrub(subject),
                 time.time() if at is None else at,
                 outcome,
-                json.dumps(data or {}, default=str),
+                _json(data),
             ),
         )
 
@@ -177,7 +181,7 @@ class StateStore:
             (
                 time.time() if at is None else at,
                 outcome,
-                json.dumps(data or {}, default=str),
+                _json(data),
                 run_id,
             ),
         )
@@ -265,6 +269,12 @@ class StateStore:
             Run(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
             for row in self._conn.execute(query, params)
         ]
+
+
+def _json(data: dict[str, Any] | None) -> str:
+    """A row's data as stored: scrubbed of every secret, values made JSON (str as last resort)."""
+    plain = json.loads(json.dumps(data or {}, default=str))
+    return json.dumps(scrub_data(plain))
 
 
 def process_identity(pid: int | None = None) -> dict[str, Any]:

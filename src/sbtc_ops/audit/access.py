@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
 
 from sbtc_ops.audit.compose import (
     compose_files,
@@ -34,6 +33,7 @@ from sbtc_ops.audit.framework import (
     warned,
 )
 from sbtc_ops.audit.sshd import SshdView, effective_views
+from sbtc_ops.redact import parse_dsn, url_credentials
 
 AREA = "access"
 SECTION = "Hardware 2FA, least privilege, 4-eyes"
@@ -502,11 +502,10 @@ def db_role(ctx: HostContext) -> Outcome:
     url = secret.get_secret_value() if secret is not None else _compose_db_endpoint(ctx)
     if url is None:
         raise Skip("signer database not configured (db.url or the signer's db_endpoint)")
-    try:
-        parts = urlsplit(url)
-        user, password = parts.username or "", parts.password
-    except ValueError:
-        raise Skip("the database URL cannot be parsed") from None
+    credentials = url_credentials(url) if "://" in url else _dsn_credentials(url)
+    if credentials is None:
+        raise Skip("the database URL cannot be parsed")
+    user, password = credentials
     if password:
         ctx.add_secret(password)  # a driver error may echo the connection string
     if user == "postgres":
@@ -514,6 +513,11 @@ def db_role(ctx: HostContext) -> Outcome:
     if not ctx.live:
         raise Skip(f"connects as {user!r}; role attributes are not read when auditing --root")
     return _role_attributes(url, user)
+
+
+def _dsn_credentials(dsn: str) -> tuple[str, str | None] | None:
+    params = parse_dsn(dsn)
+    return None if params is None else (params.get("user", ""), params.get("password"))
 
 
 def _compose_db_endpoint(ctx: HostContext) -> str | None:

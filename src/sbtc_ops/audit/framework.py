@@ -47,10 +47,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
+from sbtc_ops import redact
 from sbtc_ops.errors import UsageError
 from sbtc_ops.proc import signal_group
+from sbtc_ops.redact import PUBLIC_DEFAULT_PASSWORDS as PUBLIC_DEFAULT_PASSWORDS
 from sbtc_ops.results import CheckResult, Status
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ AREA_ORDER = (
 
 # Files larger than this are not evidence an audit needs to read whole.
 MAX_READ_BYTES = 8 * 1024 * 1024
-REDACTED = "**********"
+REDACTED = redact.REDACTED
 
 
 class Severity(StrEnum):
@@ -552,6 +553,7 @@ class HostContext:
         """A secret found while auditing (e.g. a password in a .env) is scrubbed from output."""
         if not _scrubbable(value):
             return
+        redact.register(value)  # logs and every other output of this process too
         with self._secrets_lock:
             if value not in self._secrets:
                 self._secrets = sorted([*self._secrets, value], key=len, reverse=True)
@@ -562,41 +564,11 @@ class HostContext:
                 text = text.replace(secret, REDACTED)
             elif secret.lower() != secret and secret.lower() in text.lower():
                 text = re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
-        return text
-
-
-# Published defaults (the sBTC devenv's postgres:postgres, devnet:devnet, …) are public
-# knowledge; scrubbing them would also blank out every service and scheme named the same.
-PUBLIC_DEFAULT_PASSWORDS = frozenset(
-    {
-        "postgres",
-        "devnet",
-        "password",
-        "passw0rd",
-        "changeme",
-        "secret",
-        "admin",
-        "root",
-        "bitcoin",
-        "bitcoinrpc",
-        "rpcpassword",
-        "signer",
-        "stacks",
-        "testapikey",
-        "test",
-        "example",
-        "123456",
-        "12345678",
-        "123456789",
-        "qwerty",
-        "letmein",
-        "default",
-    }
-)
+        return redact.scrub(text)
 
 
 def _scrubbable(value: str) -> bool:
-    return len(value) >= 4 and value.lower() not in PUBLIC_DEFAULT_PASSWORDS
+    return redact.scrubbable(value)
 
 
 def parse_toml(text: str, where: str | PurePath) -> dict[str, Any]:
@@ -615,30 +587,15 @@ def _reason(exc: OSError) -> str:
 
 def settings_secrets(settings: Settings) -> list[str]:
     """Every secret value sbtc-ops' settings hold, for scrubbing findings."""
-    values: list[str] = []
-    signer = settings.signer
-    if signer.private_key is not None:
-        key = signer.private_key.get_secret_value().strip().lower().removeprefix("0x")
-        values += [key, key[:64]]
-    urls = [s.get_secret_value() for s in signer.bitcoin_rpc_endpoints]
-    db_url = settings.effective_db_url
-    if db_url is not None:
-        urls.append(db_url.get_secret_value())
-    for url in urls:
-        password = url_password(url)
-        if password:
-            values.append(password)
-    for secret in (settings.stacks.api_key, settings.backup.s3.secret_access_key):
-        if secret is not None:
-            values.append(secret.get_secret_value())
-    return [v for v in values if v]
+    from sbtc_ops.config import secret_values
+
+    return secret_values(settings)
 
 
 def url_password(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
+    """The password of a URL as its client reads it (libpq's reading for database URLs)."""
+    credentials = redact.url_credentials(url)
+    return credentials[1] if credentials else None
 
 
 # -- running --------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from sbtc_ops.audit.netsource import (
     loopback_url,
     require_mapping,
 )
+from sbtc_ops.stacks import api_key_for
 
 AREA = "nodes"
 SECTION = "Dedicated Bitcoin and Stacks nodes, minimum hardware"
@@ -235,8 +236,9 @@ def stacks_node_url(ctx: HostContext) -> str:
 def stacks_info(ctx: HostContext) -> dict[str, Any]:
     url = f"{stacks_node_url(ctx)}/v2/info"
     headers = {}
-    if ctx.settings.stacks.api_key is not None:
-        headers["x-api-key"] = ctx.settings.stacks.api_key.get_secret_value()
+    api_key = api_key_for(ctx.settings, url)
+    if api_key is not None:
+        headers["x-api-key"] = api_key
     document = fetch_json(ctx, url, what="Stacks node /v2/info", headers=headers)
     return require_mapping(document, "Stacks node /v2/info")
 

@@ -9,7 +9,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 from sbtc_ops.audit.compose import (
     compose_files_if_configured,
@@ -29,7 +28,7 @@ from sbtc_ops.audit.framework import (
     warned,
 )
 from sbtc_ops.audit.inventory import roster, secrets_inventory
-from sbtc_ops.config import redact_url
+from sbtc_ops.redact import redact_url, url_credentials
 
 AREA = "secrets"
 SECTION = "Secrets managed and rotated"
@@ -110,14 +109,14 @@ class Credential:
 
 
 def _from_url(where: str, url: str) -> Credential | None:
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
+    # Read as its client reads it: libpq for database URLs ('#', '?' and '@' in passwords).
+    credentials = url_credentials(url)
+    if credentials is None:
         return None
+    user, password = credentials
     if not password:
         return None
-    return Credential(f"{where} {redact_url(url)}", parts.username or "", password)
+    return Credential(f"{where} {redact_url(url)}", user, password)
 
 
 def credentials(ctx: HostContext) -> list[Credential]:

@@ -1,4 +1,5 @@
-"""Running pg_dump: argv without secrets, the password in the child's environment only."""
+"""Running pg_dump: argv without secrets; the password reaches it through its environment
+(or a 0600 service file for an sslpassword), as sbtc_ops.pg.libpq prepares them."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 import os
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,9 @@ class DumpOptions:
 
 
 def pg_dump_argv(
-    binaries: PgBinaries, target: ConnectionTarget, options: DumpOptions, output: Path | None
+    binaries: PgBinaries, conninfo: str, options: DumpOptions, output: Path | None
 ) -> list[str]:
+    """pg_dump's argv; `conninfo` is ClientInvocation.conninfo, which holds no secret."""
     argv = [
         str(binaries.pg_dump),
         f"--format={options.format}",
@@ -49,15 +51,9 @@ def pg_dump_argv(
     argv.extend(f"--exclude-table-data={table}" for table in options.exclude_table_data)
     if output is not None:
         argv.append(f"--file={output}")
-    argv.extend(["--dbname", target.conninfo_without_password])
-    log.debug("pg_dump command: %s (password in the environment only)", " ".join(argv))
+    argv.extend(["--dbname", conninfo])
+    log.debug("pg_dump command: %s (secrets in the environment only)", " ".join(argv))
     return argv
-
-
-def _child_env(target: ConnectionTarget) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(target.child_env)
-    return env
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -86,7 +82,7 @@ class _StderrCollector(threading.Thread):
 
 @contextmanager
 def _pg_dump(
-    argv: Sequence[str], target: ConnectionTarget, *, pipe_stdout: bool
+    argv: Sequence[str], target: ConnectionTarget, env: Mapping[str, str], *, pipe_stdout: bool
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run pg_dump; the body consumes stdout if piped. Waits, then raises on failure."""
     proc = subprocess.Popen(
@@ -94,7 +90,7 @@ def _pg_dump(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE if pipe_stdout else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env=_child_env(target),
+        env=dict(env),
         # A kill -9 of sbtc-ops must not leave pg_dump writing into the partial backup.
         preexec_fn=die_with_parent(),
     )
@@ -111,17 +107,21 @@ def _pg_dump(
     _raise_on_failure(proc, collector.data, target)
 
 
-def dump_to_path(argv: Sequence[str], target: ConnectionTarget) -> None:
+def dump_to_path(argv: Sequence[str], target: ConnectionTarget, env: Mapping[str, str]) -> None:
     """pg_dump writes the archive itself (custom file or directory)."""
-    with _pg_dump(argv, target, pipe_stdout=False):
+    with _pg_dump(argv, target, env, pipe_stdout=False):
         pass
 
 
 def dump_encrypted(
-    argv: Sequence[str], target: ConnectionTarget, output: Path, recipients: list[str]
+    argv: Sequence[str],
+    target: ConnectionTarget,
+    env: Mapping[str, str],
+    output: Path,
+    recipients: list[str],
 ) -> tuple[str, int]:
     """pg_dump to stdout, age-encrypted on the fly into `output`; returns (sha256, size)."""
-    with _pg_dump(argv, target, pipe_stdout=True) as proc:
+    with _pg_dump(argv, target, env, pipe_stdout=True) as proc:
         assert proc.stdout is not None
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as raw:

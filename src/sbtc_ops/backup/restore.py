@@ -30,7 +30,8 @@ from sbtc_ops.backup.staging import Staging, StagingError
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
 from sbtc_ops.pg.binaries import find_binaries
-from sbtc_ops.pg.runas import resolve_run_as
+from sbtc_ops.pg.libpq import client_invocation
+from sbtc_ops.pg.runas import current_user, resolve_run_as
 from sbtc_ops.pg.sandbox import Sandbox
 
 
@@ -130,7 +131,10 @@ def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str
             tool_hint="pg_restore",
             need=("pg_restore", "psql"),
         )
-        sandbox = Sandbox(run_as)
+        # The operator's own credentials (pgpass, service files) reach the target: the
+        # clients run as the invoking user, in a process group of their own, with only the
+        # libpq environment (psql replays plain SQL restricted all the same).
+        sandbox = Sandbox(current_user())
         created = _ensure_database(target, request.create)
         try:
             _check_target(target, binaries, archive, request, sandbox)
@@ -138,9 +142,7 @@ def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str
             if created:
                 _drop_created(target)  # leave the server as we found it
             raise
-        run, atomic = _run(
-            binaries, archive, target, request, settings.backup.jobs, Sandbox(run_as)
-        )
+        run, atomic = _run(binaries, archive, target, request, settings.backup.jobs, sandbox)
         if not run.ok:
             detail = "; ".join(target.scrub(e) for e in run.errors[:5]) or f"exit {run.returncode}"
             raise SbtcOpsError(
@@ -276,15 +278,19 @@ def _run(
     """Run the restore; returns it and whether it was one transaction."""
     # --clean must be all-or-nothing: one job, so one transaction.
     jobs = jobs_setting if archive.format == "directory" and not request.clean else 1
-    argv = restore_argv(binaries, archive, target.conninfo_without_password, jobs=jobs, strict=True)
-    # Added options go at the end, pg_restore's before its last argument, the archive.
-    if archive.format == "plain":
-        argv.append("--single-transaction")  # psql: with ON_ERROR_STOP, all or nothing
-    elif request.clean:
-        argv[-1:-1] = ["--clean", "--if-exists"]
-    atomic = "--single-transaction" in argv
-    plain = archive.path if archive.format == "plain" else None
-    return run_restore(argv, target.child_env, sandbox, plain, progress_of=archive.path), atomic
+    # The operator's libpq environment applies; secrets via environment or 0600 file.
+    with client_invocation(target.client) as invocation:
+        argv = restore_argv(binaries, archive, invocation.conninfo, jobs=jobs, strict=True)
+        # Added options go at the end, pg_restore's before its last argument, the archive.
+        if archive.format == "plain":
+            argv.append("--single-transaction")  # psql: with ON_ERROR_STOP, all or nothing
+        elif request.clean:
+            argv[-1:-1] = ["--clean", "--if-exists"]
+        atomic = "--single-transaction" in argv
+        plain = archive.path if archive.format == "plain" else None
+        libpq_env = {k: v for k, v in invocation.env.items() if k.startswith("PG")}
+        run = run_restore(argv, libpq_env, sandbox, plain, progress_of=archive.path)
+    return run, atomic
 
 
 def restored_summary(target: ConnectionTarget, expected: dict[str, int] | None) -> dict[str, Any]:

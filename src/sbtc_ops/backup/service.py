@@ -22,6 +22,7 @@ from sbtc_ops.backup.storage import (
 from sbtc_ops.backup.take import BackupOutcome, BackupRequest, take_backup
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import ConfigError
+from sbtc_ops.redact import scrub
 from sbtc_ops.state import StateStore
 
 DELETED_EVENT = "backup-deleted"
@@ -67,7 +68,9 @@ def run_backup(settings: Settings, request: BackupRequest) -> BackupOutcome:
     try:
         outcome = take_backup(request)
     except Exception as exc:
-        _record(settings, "backup", "-", "error", {"error": str(exc), "started_at": started})
+        # A driver's message may quote the connection string: scrubbed before it is kept.
+        error = scrub(str(exc))
+        _record(settings, "backup", "-", "error", {"error": error, "started_at": started})
         raise
     manifest = outcome.manifest
     _record(

@@ -17,39 +17,46 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
 
-from sbtc_ops.config import redact_url
+from sbtc_ops import redact
 from sbtc_ops.errors import ConfigError, DependencyError, SbtcOpsError
+from sbtc_ops.pg import libpq
+from sbtc_ops.pg.libpq import ClientTarget
 
 SIGNER_SCHEMA = "sbtc_signer"
 MIGRATIONS_TABLE = "public.__sbtc_migrations"
-CONNECT_TIMEOUT_S = 10
+CONNECT_TIMEOUT_S = libpq.CONNECT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
 class ConnectionTarget:
-    """A libpq target split into what may be shown and the password, which may not."""
+    """A libpq target split into what may be shown and the secrets, which may not.
+
+    The connection follows libpq's conventions: what the URL leaves out (the password, say)
+    comes from PGPASSWORD, a pgpass file or a pg_service.conf entry, as for psql.
+    """
 
     params: dict[str, Any]
     password: str | None
     shown: str
+    sslpassword: str | None = None
 
     @property
     def conninfo_without_password(self) -> str:
         return make_conninfo(**self.params)
 
     @property
-    def child_env(self) -> dict[str, str]:
-        """Environment for pg_dump/pg_restore/psql: the password never goes into argv."""
-        env = {"PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S), "PGAPPNAME": "sbtc-ops"}
-        if self.password:
-            env["PGPASSWORD"] = self.password
-        return env
+    def client(self) -> ClientTarget:
+        """The target for pg_dump/pg_restore/psql (secrets via environment or 0600 file)."""
+        return ClientTarget(
+            {k: str(v) for k, v in self.params.items()}, self.password, self.sslpassword
+        )
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         try:
             return psycopg.connect(
                 self.conninfo_without_password,
                 password=self.password,
+                sslpassword=self.sslpassword,
                 connect_timeout=CONNECT_TIMEOUT_S,
                 application_name="sbtc-ops",
                 **kwargs,
@@ -60,32 +67,36 @@ class ConnectionTarget:
             ) from None
 
     def scrub(self, text: str) -> str:
-        text = text.strip()
-        if self.password:
-            text = text.replace(self.password, "**********")
-        return text
+        return redact.scrub(text.strip(), [s for s in (self.password, self.sslpassword) if s])
 
     def describe(self) -> dict[str, Any]:
+        port = str(self.params.get("port") or "")
         return {
             "host": self.params.get("host"),
-            "port": int(self.params["port"]) if self.params.get("port") else None,
+            # A multi-host URL has a port list: the manifest records the pinned server's.
+            "port": int(port) if port.isdigit() else None,
             "dbname": self.params.get("dbname"),
             "user": self.params.get("user"),
         }
 
+    def pinned_to(self, conn: psycopg.Connection[Any]) -> ConnectionTarget:
+        """This target aimed at the one server `conn` reached (see ClientTarget.pinned_to)."""
+        pinned = self.client.pinned_to(conn)
+        return ConnectionTarget(dict(pinned.params), self.password, self.shown, self.sslpassword)
+
 
 def parse_target(url: SecretStr | str, what: str = "db_endpoint") -> ConnectionTarget:
     raw = url.get_secret_value() if isinstance(url, SecretStr) else url
-    shown = redact_url(raw) if "://" in raw else "(connection string)"
+    shown = redact.redact_dsn(raw)
     try:
         params = conninfo_to_dict(raw)
     except psycopg.ProgrammingError:
         raise ConfigError(
             f"{what} {shown} is not a valid PostgreSQL URL or connection string"
         ) from None
-    raw_password = params.pop("password", None)
-    password = str(raw_password) if raw_password is not None else None
-    return ConnectionTarget({k: v for k, v in params.items() if v is not None}, password, shown)
+    client = ClientTarget.from_params(params)
+    redact.register(client.password, client.sslpassword)
+    return ConnectionTarget(dict(client.params), client.password, shown, client.sslpassword)
 
 
 @dataclass

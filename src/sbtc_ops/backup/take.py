@@ -49,6 +49,7 @@ from sbtc_ops.backup.source import (
 )
 from sbtc_ops.backup.storage import LocalStorage, Storage
 from sbtc_ops.pg.binaries import PgBinaries, find_binaries
+from sbtc_ops.pg.libpq import ClientInvocation, client_invocation
 from sbtc_ops.progress import byte_progress, shown, step, watch_growth
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ def _take_locked(request: BackupRequest) -> BackupOutcome:
         log.info("backup %s of %s into %s", backup_id, target.shown, work_dir)
         with snapshot_session(target) as session:
             facts = session.begin()
+            # pg_dump must reach the server that exported the snapshot (multi-host URLs).
+            target = target.pinned_to(session.conn)
             log.info(
                 "snapshot %s exported (server %s, %d tables)",
                 session.snapshot_id,
@@ -147,7 +150,16 @@ def _take_locked(request: BackupRequest) -> BackupOutcome:
             with ThreadPoolExecutor(max_workers=1) as pool, step("dump"):
                 # The facts are read from the same snapshot while pg_dump runs.
                 facts_future = pool.submit(session.read_facts, count_tables)
-                _run_dump(binaries, target, options, work_dir, request.recipients, expected)
+                with client_invocation(target.client) as invocation:
+                    _run_dump(
+                        binaries,
+                        target,
+                        invocation,
+                        options,
+                        work_dir,
+                        request.recipients,
+                        expected,
+                    )
                 facts = facts_future.result()
             phases["dump"] = time.perf_counter() - t0
             dump_version = binaries.version
@@ -225,15 +237,17 @@ def _expected_size(primary: LocalStorage | None, kind: str) -> int | None:
 def _run_dump(
     binaries: PgBinaries,
     target: ConnectionTarget,
+    invocation: ClientInvocation,
     options: DumpOptions,
     work_dir: Path,
     recipients: list[str],
     expected: int | None = None,
 ) -> None:
+    conninfo, env = invocation.conninfo, invocation.env
     if options.format == "directory":
         out_dir = work_dir / DIRECTORY_NAME
         with watch_growth("pg_dump", out_dir, expected):
-            dump_to_path(pg_dump_argv(binaries, target, options, out_dir), target)
+            dump_to_path(pg_dump_argv(binaries, conninfo, options, out_dir), target, env)
         for path in out_dir.rglob("*"):
             path.chmod(0o700 if path.is_dir() else 0o600)
         if recipients:
@@ -243,12 +257,12 @@ def _run_dump(
         output = work_dir / (ARCHIVE_NAME + AGE_SUFFIX)
         with watch_growth("pg_dump | age", output, expected):
             dump_encrypted(
-                pg_dump_argv(binaries, target, options, None), target, output, recipients
+                pg_dump_argv(binaries, conninfo, options, None), target, env, output, recipients
             )
         return
     output = work_dir / ARCHIVE_NAME
     with watch_growth("pg_dump", output, expected):
-        dump_to_path(pg_dump_argv(binaries, target, options, output), target)
+        dump_to_path(pg_dump_argv(binaries, conninfo, options, output), target, env)
     output.chmod(0o600)
 
 

@@ -15,6 +15,7 @@ import typer
 from sbtc_ops import __version__
 from sbtc_ops.cli import _common, helpstyle
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.redact import scrub
 
 app = typer.Typer(
     name="sbtc-ops",
@@ -106,6 +107,7 @@ _register_commands()
 
 
 def _fail(message: str, code: int) -> NoReturn:
+    message = scrub(message)
     if _common.current().json_mode:
         _common.emit_json({"ok": False, "error": message})
     _common.err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
@@ -120,6 +122,7 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    _common.install_output_scrubbing()
     try:
         _run()
     finally:

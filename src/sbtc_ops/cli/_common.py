@@ -1,7 +1,9 @@
 """What every command shares: the run context, output on the right stream, JSON documents.
 
 Contract (docs/architecture.md, "Contracts"): with --json, stdout carries one JSON document
-and nothing else; logs, progress and messages go to stderr.
+and nothing else; logs, progress and messages go to stderr. No secret reaches either: the
+JSON document, log records and everything written to stdout and stderr pass through
+sbtc_ops.redact.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from sbtc_ops import progress
+from sbtc_ops import progress, redact
+from sbtc_ops.redact import scrub_data
 from sbtc_ops.render import make_console
 
 # Human output goes to stderr only when it is a message; reports go to stdout.
@@ -56,7 +59,8 @@ def set_json_mode(enabled: bool) -> None:
 
 def emit_json(document: Any) -> None:
     """Print the single JSON document of a --json run."""
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str))
+    plain = json.loads(json.dumps(document, default=str))
+    sys.stdout.write(json.dumps(scrub_data(plain), indent=2, sort_keys=False))
     sys.stdout.write("\n")
     sys.stdout.flush()
 
@@ -81,6 +85,11 @@ def configure_logging(verbose: int) -> None:
     # Libraries log request URLs and headers at debug level; keep them quiet.
     for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def install_output_scrubbing() -> None:
+    """stdout and stderr of this process through sbtc_ops.redact.ScrubbingStream."""
+    redact.install_output_scrubbing()
 
 
 JSON_OPTION = typer.Option("--json", help="Print one JSON document on stdout, nothing else.")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,7 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from sbtc_ops.config import Settings, redact_url
+from sbtc_ops import redact
+from sbtc_ops.config import Settings, secret_values
 from sbtc_ops.proc import die_with_parent, signal_group
 from sbtc_ops.serve.scheduler import (
     ERROR,
@@ -393,31 +393,21 @@ def endpoint_label(url: str) -> str:
     """An endpoint as shown in metrics and pages: no credentials, no query string."""
     try:
         parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
     except ValueError:
         return "invalid-url"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
-
-
-_URL_WITH_PASSWORD = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/@]+:[^\s/@]+@[^\s'\"]+")
+    return redact.scrub(urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", "")))
 
 
 def scrub(text: str, secrets: list[str]) -> str:
-    """Remove secret values and URL passwords from a message."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, "**********")
-    return _URL_WITH_PASSWORD.sub(lambda match: redact_url(match.group(0)), text)
+    """Remove secret values (`secrets` and every registered one) and URL/DSN credentials."""
+    return redact.scrub(text, secrets)
 
 
 def settings_secret_values(settings: Settings) -> list[str]:
-    from sbtc_ops.audit.framework import settings_secrets
-
-    values = settings_secrets(settings)
-    values += [hook.get_secret_value() for hook in settings.serve.webhooks]
-    return values
+    return secret_values(settings)
 
 
 def child_environment(config_path: Path | None) -> dict[str, str]:

@@ -5,14 +5,17 @@ textfile for timer/cron deployments (`--metrics-textfile`).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -23,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from sbtc_ops import __version__
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.redact import scrub
 from sbtc_ops.serve.signermetrics import signer_metrics
 from sbtc_ops.serve.snapshot import KEY_STATES, VERDICTS, Snapshot, read_snapshot
 
@@ -273,7 +277,7 @@ class CachedExposition:
 
     def _rebuild(self) -> bytes:
         try:
-            body = generate_latest(self.registry)
+            body = exposition(self.registry)
         finally:
             with self._lock:
                 self._refreshing = False
@@ -283,9 +287,26 @@ class CachedExposition:
         return body
 
 
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The exposition text, scrubbed: label values come from recorded history."""
+    return scrub(generate_latest(registry).decode()).encode()
+
+
 def write_textfile(path: Path, state_dir: Path) -> None:
     """Write the metrics for node_exporter's textfile collector atomically (temp + rename)."""
-    write_to_textfile(str(path), registry_for(state_dir))
+    text = exposition(registry_for(state_dir))
+    directory = path.parent
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    temp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text)
+        temp.chmod(0o644)  # node_exporter reads it; it holds no secret
+        temp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
 
 
 def write_textfile_for_cli(path: Path, load_settings: Callable[[], Any]) -> None:

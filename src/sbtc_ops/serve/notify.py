@@ -20,6 +20,7 @@ import httpx
 from pydantic import SecretStr
 
 from sbtc_ops import __version__
+from sbtc_ops.redact import scrub_data
 from sbtc_ops.serve.jobs import scrub
 from sbtc_ops.serve.scheduler import ERROR, OK, PROBLEM, JobResult
 
@@ -139,7 +140,7 @@ class Notifier:
         return delivered
 
     def _deliver(self, client: httpx.Client, url: str, index: int, note: Notification) -> bool:
-        body = body_for(webhook_kind(url), note)
+        body = scrub_data(body_for(webhook_kind(url), note), self.secrets)
         name = describe(url, index)
         for attempt in range(self.attempts):
             wait = self.backoff_s * (2**attempt)

@@ -1,6 +1,7 @@
 """The status page: server-rendered HTML with an inline SVG chart, no script, no build step.
 
-Everything shown comes from a Snapshot; every value is escaped.
+Everything shown comes from a Snapshot; every value is escaped, and the page is scrubbed of
+secrets as a whole (history written by an older version may still hold one).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from html import escape
 
 from sbtc_ops import __version__
+from sbtc_ops.redact import scrub
 from sbtc_ops.render import format_size
 from sbtc_ops.serve.snapshot import Snapshot, Verdict, human_age
 
@@ -60,7 +62,7 @@ def render_page(snap: Snapshot, next_runs: dict[str, float | None] | None = None
         "<a href='/metrics'>metrics</a> · <a href='/healthz'>healthz</a></p>",
         "</body></html>",
     ]
-    return "".join(parts)
+    return scrub("".join(parts))
 
 
 def _when(timestamp: float) -> str:

@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from sbtc_ops import progress
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.redact import ScrubbingFormatter, install_output_scrubbing, scrub_data
 from sbtc_ops.serve.jobs import JOB_NAMES, run_job, scrub, settings_secret_values
 from sbtc_ops.serve.scheduler import ERROR, INTERRUPTED, OK, JobResult, one_line_reason
 
@@ -27,7 +28,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str]) -> NoReturn:
     signal.signal(signal.SIGTERM, _interrupt)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    install_output_scrubbing()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(ScrubbingFormatter("%(name)s: %(message)s"))
     # Jobs run beside each other under the daemon: no progress bars on its terminal.
     progress.configure(quiet=True)
     if len(argv) != 1 or argv[0] not in JOB_NAMES:
@@ -52,7 +56,7 @@ def main(argv: list[str]) -> NoReturn:
     document = {
         "outcome": result.outcome,
         "summary": scrub(result.summary, secrets),
-        "data": json.loads(scrub(json.dumps(result.data, default=str), secrets)),
+        "data": scrub_data(json.loads(json.dumps(result.data, default=str)), secrets),
     }
     sys.stdout.write(json.dumps(document) + "\n")
     sys.stdout.flush()
