@@ -42,7 +42,7 @@ def byte_progress(description: str, total: int | None = None) -> Iterator[Callab
         return
     lock = threading.Lock()
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -66,7 +66,7 @@ def watch_growth(description: str, path: Path, interval_s: float = 0.5) -> Itera
         return
     stop = threading.Event()
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeElapsedColumn(),

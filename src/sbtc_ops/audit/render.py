@@ -32,7 +32,7 @@ def render_terminal(report: AuditReport, console: Console) -> None:
             style = finding.status.style
             console.print(
                 f"  [{style}]{finding.status.symbol} {finding.status.value:<5}[/] "
-                f"{finding.id}  {escape(finding.title)}: {escape(finding.detail)}"
+                f"{escape(finding.id)}  {escape(finding.title)}: {escape(finding.detail)}"
             )
             if finding.remediation:
                 console.print(f"      [dim]fix:[/] {escape(finding.remediation)}")
@@ -65,7 +65,7 @@ def render_catalogue(checks: list[Check], console: Console) -> None:
     for area, items in groupby(checks, key=lambda c: c.area):
         console.print(f"\n[bold]{escape(area)}[/]")
         for c in items:
-            console.print(f"  {c.id:<9} {c.severity.value:<8} {escape(c.title)}")
+            console.print(f"  {escape(c.id):<9} {c.severity.value:<8} {escape(c.title)}")
 
 
 def report_document(report: AuditReport) -> dict[str, Any]:

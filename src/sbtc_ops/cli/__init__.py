@@ -14,7 +14,7 @@ import typer
 from typer._click.exceptions import ClickException  # typer vendors click
 
 from sbtc_ops import __version__
-from sbtc_ops.cli import _common
+from sbtc_ops.cli import _common, _streams
 from sbtc_ops.errors import ProblemFound, SbtcOpsError
 
 app = typer.Typer(
@@ -96,21 +96,40 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def _json_requested() -> bool:
+    """--json was asked for: set by the command, or present on a command line that failed to
+    parse (a usage error happens before the command could say so)."""
     if _common.current().json_mode:
+        return True
+    args = sys.argv[1:]
+    if "--" in args:
+        args = args[: args.index("--")]
+    return "--json" in args
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    if _json_requested():
         _common.emit_json({"ok": False, "error": message})
-    _common.err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    _common.print_error(message)
     sys.exit(code)
 
 
-def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+_interrupted_by_signal = False
+
+
+def _signal_as_interrupt(signum: int, frame: object) -> None:
     # Turn SIGTERM into the same unwinding as Ctrl-C so every `finally` (throwaway
-    # clusters, temp files, locks) runs.
+    # clusters, temp files, locks) runs. Remember it: typer turns KeyboardInterrupt into a
+    # silent exit code 130, and the interruption must still be reported (JSON document too).
+    global _interrupted_by_signal
+    _interrupted_by_signal = True
     raise KeyboardInterrupt
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    signal.signal(signal.SIGTERM, _signal_as_interrupt)
+    signal.signal(signal.SIGINT, _signal_as_interrupt)
+    _streams.guard_closed_pipes()
     try:
         _run()
     finally:
@@ -128,7 +147,7 @@ def _write_metrics_textfile() -> None:
         write_textfile_for_cli(path, _common.load_settings)
     except SbtcOpsError as exc:
         # stderr only: with --json the command's one document is already on stdout.
-        _common.err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        _common.print_error(exc)
         sys.exit(exc.exit_code)
 
 
@@ -142,11 +161,19 @@ def _run() -> None:
     except ProblemFound as exc:
         _fail(str(exc), exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
-        if _common.current().json_mode:
-            _common.emit_json({"ok": False, "error": "interrupted"})
-        _common.err.print("interrupted; cleaned up", markup=False)
-        sys.exit(130)
+        _interrupted()
     except ClickException as exc:  # usage errors: exit 2 with click's message
+        if _json_requested():
+            _common.emit_json({"ok": False, "error": exc.format_message()})
         exc.show()
         sys.exit(exc.exit_code)
+    if _interrupted_by_signal:
+        _interrupted()
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _interrupted() -> NoReturn:
+    if _json_requested():
+        _common.emit_json({"ok": False, "error": "interrupted"})
+    _common.err.print("interrupted; cleaned up", markup=False)
+    sys.exit(130)

@@ -89,7 +89,8 @@ def backups(
         return
     table = _rich_table(("id", "age", "size", "state", "location"))
     for row in rows:
-        table.add_row(row["id"], row["age"], _human(row["size"]), row["state"], row["location"])
+        cells = (row["id"], row["age"], _human(row["size"]), row["state"], row["location"])
+        table.add_row(*(_common.cell(value) for value in cells))
     _common.out.print(table)
 
 
