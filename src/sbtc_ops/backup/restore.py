@@ -15,6 +15,7 @@ from typing import Any
 from sbtc_ops.backup.archive import check_checksums, locate, prepare
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.pgrestore import restore_argv, run_restore
+from sbtc_ops.backup.sameserver import same_database
 from sbtc_ops.backup.service import storages_for
 from sbtc_ops.backup.source import ConnectionTarget, parse_target
 from sbtc_ops.config import Settings
@@ -32,12 +33,7 @@ class RestoreRequest:
 
 
 def _same_database(a: ConnectionTarget, b: ConnectionTarget) -> bool:
-    def key(t: ConnectionTarget) -> tuple[str, str, str]:
-        host = str(t.params.get("host") or "localhost")
-        host = "localhost" if host in ("127.0.0.1", "::1", "") or host.startswith("/") else host
-        return host, str(t.params.get("port") or "5432"), str(t.params.get("dbname") or "")
-
-    return key(a) == key(b)
+    return same_database(a.params, b.params)
 
 
 def _refuse_live(target: ConnectionTarget, settings: Settings, overwrite_live: str | None) -> None:
