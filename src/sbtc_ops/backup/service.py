@@ -100,6 +100,8 @@ def _age(backup_id: str) -> str:
 
 
 def backup_state(backup: StoredBackup, store: StateStore) -> str:
+    if backup.invalid is not None:
+        return "invalid"
     if not backup.complete:
         return "incomplete"
     # A verify that could not run (verdict "error": chain unreachable, no binaries) says
@@ -122,6 +124,7 @@ def list_all(settings: Settings, locations: list[str] | None) -> list[dict[str, 
                         "age": _age(backup.id),
                         "size": backup.size,
                         "state": backup_state(backup, store),
+                        "reason": backup.invalid,
                         "kind": manifest.kind if manifest else None,
                         "location": backup.location,
                         "storage": storage.name,
@@ -181,17 +184,22 @@ def _prune_one(
         plan = plan_retention(complete, policy)
         kept.update(plan.keep)
         deleted.extend(plan.delete)
-    incomplete = [] if keep_incomplete else [b.id for b in backups if not b.complete]
+    # An invalid backup (unreadable manifest) cannot be verified or restored by id: it goes
+    # with the incomplete ones, reported apart so the operator sees why it went.
+    unusable = [] if keep_incomplete else [b for b in backups if not b.complete]
+    incomplete = [b.id for b in unusable if b.invalid is None]
+    invalid = [b.id for b in unusable if b.invalid is not None]
     if not dry_run:
         if abandoned:
             storage.clean_abandoned(dry_run=False)
-        for backup_id in [*deleted, *incomplete]:
+        for backup_id in [*deleted, *incomplete, *invalid]:
             storage.delete(backup_id)
     return {
         "location": storage.name,
         "kept": kept,
         "deleted": sorted(deleted),
         "incomplete_removed": sorted(incomplete),
+        "invalid_removed": sorted(invalid),
         "abandoned_uploads": abandoned,
     }
 

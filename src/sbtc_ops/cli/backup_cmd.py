@@ -88,10 +88,13 @@ def backups(
         _common.out.print("no backups found", markup=False)
         return
     table = _rich_table(("id", "age", "size", "state", "location"))
+    invalid = [row for row in rows if row["state"] == "invalid"]
     for row in rows:
         cells = (row["id"], row["age"], _human(row["size"]), row["state"], row["location"])
         table.add_row(*(_common.cell(value) for value in cells))
     _common.out.print(table)
+    for row in invalid:
+        _common.err.print(f"warning: backup {row['id']} is invalid: {row['reason']}", markup=False)
 
 
 def prune(
@@ -115,6 +118,8 @@ def prune(
             _common.out.print(f"  {verb} {backup_id}", markup=False)
         for backup_id in location["incomplete_removed"]:
             _common.out.print(f"  {verb} incomplete {backup_id}", markup=False)
+        for backup_id in location["invalid_removed"]:
+            _common.out.print(f"  {verb} invalid {backup_id}", markup=False)
         for key in location["abandoned_uploads"]:
             _common.out.print(f"  {verb} unfinished upload {key}", markup=False)
         _common.out.print(f"  kept {len(location['kept'])} backup(s)", markup=False)
