@@ -223,6 +223,14 @@ class ServeSettings(_Section):
     """`sbtc-ops serve`: schedules (5-field cron, local time; "" disables a job), HTTP, alerts."""
 
     bind: str = Field("127.0.0.1:9185", description="HOST:PORT for /metrics and the status page.")
+    max_connections: int = Field(
+        64, ge=1, le=4096, description="Open HTTP connections at most; the longest idle goes."
+    )
+    idle_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="An HTTP connection idle (or sending its request) this long is closed.",
+    )
     webhooks: list[SecretStr] = Field(
         default_factory=list,
         description="Webhook URLs notified on failure and recovery (Slack and Discord URLs get "
