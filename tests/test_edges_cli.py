@@ -52,8 +52,7 @@ def test_markup_in_data_job_summaries_and_history(cli: Cli, workdir: Path) -> No
     blocker = workdir / "[bold]file"
     blocker.write_text("")
     (workdir / "sbtc-ops.toml").write_text(
-        '[db]\nurl = "postgresql://u@127.0.0.1:1/signer"\n'
-        f'[backup]\nlocal_dir = "{blocker}/[/x]"\n'
+        f'[db]\nurl = "postgresql://u@127.0.0.1:1/signer"\n[backup]\nlocal_dir = "{blocker}/[/x]"\n'
     )
     once = cli("serve", "--once", "backup")
     _no_traceback(once)
