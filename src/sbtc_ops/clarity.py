@@ -5,6 +5,9 @@ beyond the input, unknown type ids, principal versions >= 32, non-printable stri
 invalid UTF-8, nesting deeper than 16 levels (top level counted), values over the 1 MiB
 limit, empty tuples, duplicate or malformed names and lists whose elements have
 incompatible types are all rejected with a `ClarityError` that names the byte offset.
+The work is bounded before any value is built: at most 2 MiB of input (stacks-core's bound)
+and at most MAX_DECODE_VALUES values, counted by a first pass that builds nothing; a list is
+refused at the first element that proves it over the 1 MiB value size (see DecodeBudget).
 
 Values are immutable and validated when constructed, so every value that exists can be
 encoded, and `decode(value.encode()) == value`.
