@@ -140,7 +140,7 @@ ERROR_SHAPES: list[tuple[Failure, str]] = [
     (wrong_type(Int(-3)), "get-current-aggregate-pubkey returned int -3, expected (buff 33)"),
     (http_error(503, "overloaded"), "HTTP 503 Service Unavailable: overloaded"),
     (rate_limited(retry_after=0), "HTTP 429 Too Many Requests (rate limited; retries exhausted)"),
-    (slow(5), "timeout: no answer within 0.3 s"),
+    (slow(5), "timeout: no complete answer within 0.3 s"),
 ]
 
 
@@ -165,7 +165,10 @@ def test_timeout_from_settings(cli: Cli, nodes: tuple[FakeStacksNode, FakeStacks
     )
     # The reachable endpoint answers: exit 0, and the slow one is shown as a warning.
     assert result.code == 0, result.stderr
-    assert f"warning: {first.url} did not answer: timeout: no answer within 0.3 s" in result.stderr
+    assert (
+        f"warning: {first.url} did not answer: timeout: no complete answer within 0.3 s"
+        in result.stderr
+    )
     assert KEY in result.stdout
 
 

@@ -102,13 +102,13 @@ EVERY_TYPE: list[tuple[ClarityValue, str, str, dict[str, object]]] = [
     (
         StandardPrincipal(22, HASH),
         "0516" + HASH.hex(),
-        "'SP2J6ZY48GV1EZ5V2V5RB9MP66SW86PYKKNRV9EJ7",
+        "SP2J6ZY48GV1EZ5V2V5RB9MP66SW86PYKKNRV9EJ7",
         {"type": "principal", "value": "SP2J6ZY48GV1EZ5V2V5RB9MP66SW86PYKKNRV9EJ7"},
     ),
     (
         ContractPrincipal(20, DEPLOYER_HASH, "sbtc-registry"),
         "0614" + DEPLOYER_HASH.hex() + "0d" + b"sbtc-registry".hex(),
-        "'SM3VDXK3WZZSA84XXFKAFAF15NNZX32CTSG82JFQ4.sbtc-registry",
+        "SM3VDXK3WZZSA84XXFKAFAF15NNZX32CTSG82JFQ4.sbtc-registry",
         {"type": "principal", "value": "SM3VDXK3WZZSA84XXFKAFAF15NNZX32CTSG82JFQ4.sbtc-registry"},
     ),
     (
@@ -136,7 +136,7 @@ EVERY_TYPE: list[tuple[ClarityValue, str, str, dict[str, object]]] = [
         "(list u1 u2)",
         {"type": "list", "value": [{"type": "uint", "value": "1"}, {"type": "uint", "value": "2"}]},
     ),
-    (List(()), "0b00000000", "(list)", {"type": "list", "value": []}),
+    (List(()), "0b00000000", "(list )", {"type": "list", "value": []}),
     (
         Tuple({"b": StringAscii("x"), "a": UInt(1)}),
         "0c00000002" + "0161" + "01" + u128(1) + "0162" + "0d0000000178",

@@ -254,7 +254,7 @@ def test_slow_endpoint_hits_the_timeout(node: FakeStacksNode, node2: FakeStacksN
     node.fail(slow(5))
     node2.set_aggregate_key(KEY)
     reading = read_aggregate_key(make_settings(node.url, node2.url, timeout_s=0.3))
-    assert reading.outcomes[0].error == "timeout: no answer within 0.3 s"
+    assert reading.outcomes[0].error == "timeout: no complete answer within 0.3 s"
     assert reading.agreed_key == KEY
 
 

@@ -5,14 +5,21 @@ beyond the input, unknown type ids, principal versions >= 32, non-printable stri
 invalid UTF-8, nesting deeper than 16 levels (top level counted), values over the 1 MiB
 limit, empty tuples, duplicate or malformed names and lists whose elements have
 incompatible types are all rejected with a `ClarityError` that names the byte offset.
+The work is bounded before any value is built: at most 2 MiB of input (stacks-core's bound)
+and at most MAX_DECODE_VALUES values, counted by a first pass that builds nothing; a list is
+refused at the first element that proves it over the 1 MiB value size (see DecodeBudget).
 
 Values are immutable and validated when constructed, so every value that exists can be
 encoded, and `decode(value.encode()) == value`.
 
-Text form (`to_text`) follows how Clarity prints values: `u5`, `-3`, `0x03d8…`, `true`,
-`none`, `(some u1)`, `(ok 0x…)`, `(list u1 u2)`, `(tuple (a u1) (b "x"))`, `'SP…`,
-`'SP….contract`, `"ascii"`, `u"utf8"`. Strings use Clarity's escapes (Rust's
-`escape_default` per byte; non-ASCII characters of string-utf8 as `\\u{<utf-8 hex>}`).
+Text form (`to_text`) is what the reference printers print (stacks-core's `impl Display
+for Value` in clarity-types/src/types/mod.rs, and stacks.js `cvToString`, which the Stacks
+API's `repr` fields use): `u5`, `-3`, `0x03d8…`, `true`, `none`, `(some u1)`, `(ok 0x…)`,
+`(tuple (a u1) (b "x"))`, `SP…`, `SP….contract`, `"ascii"`, `u"utf8"`. Strings use
+stacks-core's escapes (Rust's `escape_default` per byte; non-ASCII characters of
+string-utf8 as `\\u{<utf-8 hex>}`), so no control character ever reaches a terminal. Lists
+print as stacks.js prints them, `(list u1 u2)` and `(list )` when empty: the Rust printer
+writes the bare `(u1 u2)` / `()`, which reads as a function call, not a value.
 
 Typed JSON form (`to_json`): `{"type": "uint", "value": "5"}`; integers as decimal strings,
 buffers as `0x…`, principals as addresses, optionals/responses wrap `value`, lists hold a
@@ -21,6 +28,8 @@ JSON array and tuples an object; `from_json` reads it back.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import re
 import string
@@ -37,6 +46,11 @@ MAX_SERIALIZED_BYTES = 2 * MAX_VALUE_SIZE
 
 MAX_DEPTH = 16
 """Untyped deserialization depth, top level counted (15 nested composite layers)."""
+
+MAX_DECODE_VALUES = 1 << 16
+"""Values one `decode` builds at most (each costs a Python object; see DecodeBudget). Far
+above any sbtc-registry answer (a signer set of a few dozen keys) and any Stacks answer
+sbtc-ops reads; a larger value is refused before decoding starts."""
 
 MAX_NAME_LEN = 128
 MAX_UTF8_CHARS = MAX_VALUE_SIZE // 4
@@ -83,6 +97,12 @@ class ClarityType:
     items: tuple[ClarityType | None, ...] = ()
     fields: tuple[tuple[str, ClarityType], ...] = ()
 
+    @functools.cached_property
+    def size(self) -> int:
+        """stacks-core TypeSignature::size, computed once per type object (values nested
+        16 deep would otherwise recompute their inner types' sizes at every level)."""
+        return _compute_type_size(self)
+
     def __str__(self) -> str:
         def show(item: ClarityType | None) -> str:
             return "UnknownType" if item is None else str(item)
@@ -110,6 +130,10 @@ def _type_size(kind: ClarityType | None) -> int:
     """stacks-core TypeSignature::size (the charged size of the largest value of the type)."""
     if kind is None:
         return 1
+    return kind.size
+
+
+def _compute_type_size(kind: ClarityType) -> int:
     match kind.kind:
         case "int" | "uint":
             return 16
@@ -374,7 +398,7 @@ class StandardPrincipal(_Principal):
         return bytes([self.version]) + self.hash160
 
     def to_text(self) -> str:
-        return "'" + self.address
+        return self.address
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "principal", "value": self.address}
@@ -403,7 +427,7 @@ class ContractPrincipal(_Principal):
         return bytes([self.version]) + self.hash160 + bytes([len(name)]) + name
 
     def to_text(self) -> str:
-        return f"'{self.address}.{self.name}"
+        return f"{self.address}.{self.name}"
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "principal", "value": f"{self.address}.{self.name}"}
@@ -423,11 +447,23 @@ class _Wrapper(ClarityValue):
 
     value: ClarityValue
     label: ClassVar[str]
+    # Computed once: deriving it on every access costs O(depth) per level (O(depth²) per
+    # value), which a list of deeply nested values turns into minutes of work.
+    _type: ClarityType = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.value, ClarityValue):
             raise ClarityError(f"{self.label} needs a Clarity value, not {self.value!r}")
-        _check_size(self.clarity_type, f"({self.label} …)")
+        object.__setattr__(self, "_type", self._wrapped_type(self.value.clarity_type))
+        _check_size(self._type, f"({self.label} …)")
+
+    @property
+    def clarity_type(self) -> ClarityType:
+        return self._type
+
+    @staticmethod
+    @abstractmethod
+    def _wrapped_type(inner: ClarityType) -> ClarityType: ...
 
     def children(self) -> tuple[ClarityValue, ...]:
         return (self.value,)
@@ -447,9 +483,9 @@ class ResponseOk(_Wrapper):
     type_id: ClassVar[int] = 0x07
     label: ClassVar[str] = "ok"
 
-    @property
-    def clarity_type(self) -> ClarityType:
-        return ClarityType("response", items=(self.value.clarity_type, None))
+    @staticmethod
+    def _wrapped_type(inner: ClarityType) -> ClarityType:
+        return ClarityType("response", items=(inner, None))
 
 
 @dataclass(frozen=True)
@@ -457,9 +493,9 @@ class ResponseErr(_Wrapper):
     type_id: ClassVar[int] = 0x08
     label: ClassVar[str] = "err"
 
-    @property
-    def clarity_type(self) -> ClarityType:
-        return ClarityType("response", items=(None, self.value.clarity_type))
+    @staticmethod
+    def _wrapped_type(inner: ClarityType) -> ClarityType:
+        return ClarityType("response", items=(None, inner))
 
 
 @dataclass(frozen=True)
@@ -485,9 +521,9 @@ class OptionalSome(_Wrapper):
     type_id: ClassVar[int] = 0x0A
     label: ClassVar[str] = "some"
 
-    @property
-    def clarity_type(self) -> ClarityType:
-        return ClarityType("optional", items=(self.value.clarity_type,))
+    @staticmethod
+    def _wrapped_type(inner: ClarityType) -> ClarityType:
+        return ClarityType("optional", items=(inner,))
 
 
 @dataclass(frozen=True)
@@ -522,7 +558,7 @@ class List(ClarityValue):
         )
 
     def to_text(self) -> str:
-        return "(list" + "".join(" " + item.to_text() for item in self.items) + ")"
+        return "(list " + " ".join(item.to_text() for item in self.items) + ")"
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "list", "value": [item.to_json() for item in self.items]}
@@ -696,15 +732,36 @@ def encode(value: ClarityValue) -> bytes:
     return value.encode()
 
 
-def decode(data: bytes | bytearray | memoryview) -> ClarityValue:
-    """Decode one serialized Clarity value; the whole input must be that value."""
+@dataclass
+class DecodeBudget:
+    """How much work one `decode` may do, and how much it did.
+
+    Python builds each value as an object (tens of microseconds apiece), so the number of
+    values is bounded *before* any is built: a 2 MiB input can hold two million of them.
+    `scanned` counts values seen by that first cheap pass, `decoded` values built after it.
+    """
+
+    max_values: int = MAX_DECODE_VALUES
+    scanned: int = 0
+    decoded: int = 0
+
+
+def decode(
+    data: bytes | bytearray | memoryview, *, budget: DecodeBudget | None = None
+) -> ClarityValue:
+    """Decode one serialized Clarity value; the whole input must be that value.
+
+    Bounded before decoding: at most MAX_SERIALIZED_BYTES of input (stacks-core's bound)
+    and at most `budget.max_values` values (counted by a pass that builds nothing)."""
     data = bytes(data)
     if len(data) > MAX_SERIALIZED_BYTES:
         raise ClarityError(
             f"input of {len(data)} bytes exceeds the {MAX_SERIALIZED_BYTES}-byte bound",
             MAX_SERIALIZED_BYTES,
         )
-    reader = _Reader(data)
+    budget = budget if budget is not None else DecodeBudget()
+    _Scan(data, budget).run()
+    reader = _Reader(data, budget)
     value = reader.value(1)
     if reader.pos != len(data):
         raise ClarityError(f"{len(data) - reader.pos} trailing bytes after the value", reader.pos)
@@ -720,6 +777,13 @@ def parse_hex(text: str) -> bytes:
     """Hex digits (optional `0x`) to bytes; ClarityError naming the offending position."""
     stripped = text.strip()
     digits = stripped[2:] if stripped[:2] in ("0x", "0X") else stripped
+    if len(digits) > 2 * MAX_SERIALIZED_BYTES:
+        raise ClarityError(
+            f"{len(digits)} hex digits exceed the {MAX_SERIALIZED_BYTES}-byte bound of a value"
+        )
+    if digits.isascii() and digits.isalnum() and len(digits) % 2 == 0:
+        with contextlib.suppress(ValueError):
+            return bytes.fromhex(digits)
     for index, char in enumerate(digits):
         if char not in _HEX_DIGITS:
             raise ClarityError(f"not hex: character {char!r} at position {index} of the hex")
@@ -728,10 +792,73 @@ def parse_hex(text: str) -> bytes:
     return bytes.fromhex(digits)
 
 
+class _Scan:
+    """The first pass of `decode`: walks the serialized structure building nothing, counts
+    values and stops as soon as there are too many. Anything malformed ends the walk quietly:
+    the decoder then reports it precisely, with its offset."""
+
+    _FIXED: ClassVar[dict[int, int]] = {0x00: 16, 0x01: 16, 0x03: 0, 0x04: 0, 0x05: 21, 0x09: 0}
+
+    def __init__(self, data: bytes, budget: DecodeBudget) -> None:
+        self.data = data
+        self.budget = budget
+        self.pos = 0
+
+    class _Malformed(Exception):
+        pass
+
+    def run(self) -> None:
+        with contextlib.suppress(self._Malformed):
+            self.value(1)
+
+    def _u32(self) -> int:
+        if self.pos + 4 > len(self.data):
+            raise self._Malformed
+        self.pos += 4
+        return int.from_bytes(self.data[self.pos - 4 : self.pos], "big")
+
+    def _skip(self, count: int) -> None:
+        self.pos += count
+        if self.pos > len(self.data):
+            raise self._Malformed
+
+    def value(self, depth: int) -> None:
+        if depth > MAX_DEPTH or self.pos >= len(self.data):
+            raise self._Malformed
+        self.budget.scanned += 1
+        if self.budget.scanned > self.budget.max_values:
+            raise ClarityError(
+                f"the value holds more than {self.budget.max_values} values; refusing to decode it",
+                self.pos,
+            )
+        type_id = self.data[self.pos]
+        self.pos += 1
+        if type_id in self._FIXED:
+            self._skip(self._FIXED[type_id])
+        elif type_id in (0x02, 0x0D, 0x0E):
+            self._skip(self._u32())
+        elif type_id == 0x06:
+            self._skip(21)
+            self._skip(1 + self.data[self.pos])
+        elif type_id in (0x07, 0x08, 0x0A):
+            self.value(depth + 1)
+        elif type_id == 0x0B:
+            for _ in range(self._u32()):
+                self.value(depth + 1)
+        elif type_id == 0x0C:
+            for _ in range(self._u32()):
+                self._skip(1)
+                self._skip(self.data[self.pos - 1])
+                self.value(depth + 1)
+        else:
+            raise self._Malformed
+
+
 class _Reader:
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, budget: DecodeBudget) -> None:
         self.data = data
         self.pos = 0
+        self.budget = budget
 
     def take(self, count: int, what: str) -> bytes:
         left = len(self.data) - self.pos
@@ -762,6 +889,7 @@ class _Reader:
         if depth > MAX_DEPTH:
             raise ClarityError(f"value nested deeper than {MAX_DEPTH} levels", start)
         type_id = self.take(1, "type id")[0]
+        self.budget.decoded += 1
         handler = _HANDLERS.get(type_id)
         if handler is None:
             raise ClarityError(f"invalid type id 0x{type_id:02x}", start)
@@ -832,6 +960,10 @@ def _read_list(reader: _Reader, depth: int) -> ClarityValue:
             entry = _list_supertype(entry, item, index)
         except ClarityError as exc:
             raise ClarityError(exc.reason, start) from None
+        # The entry type only grows: once `count` entries of it exceed the value size limit
+        # the whole list will, so stop now rather than after the last element (the error
+        # names the list's own offset, as the final check would).
+        _check_size(ClarityType("list", count, (entry,)), "list")
         items.append(item)
     return List(tuple(items))
 

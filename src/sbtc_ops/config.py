@@ -487,6 +487,19 @@ class ServeSettings(_Section):
         description="HOST:PORT for /metrics and the status page.",
         examples=["0.0.0.0:9185"],
     )
+    max_connections: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="Open HTTP connections at most; the longest idle goes.",
+        examples=[128],
+    )
+    idle_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="An HTTP connection idle (or sending its request) this long is closed.",
+        examples=[10.0],
+    )
     webhooks: list[SecretStr] = Field(
         default_factory=list,
         description="Webhook URLs notified on failure and recovery (Slack and Discord URLs get "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -106,3 +107,36 @@ def read_capped(path: Path, max_bytes: int, *, dir_fd: int | None = None) -> byt
     if len(data) > max_bytes:
         raise UnsafeFileError(f"{path} is larger than {max_bytes} bytes")
     return data
+
+
+def write_report_file(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None:
+    """Replace `path` with a fresh file holding `data` (mode 0600 by default), for reports a
+    user names on the command line (`audit --html FILE`), possibly in a shared directory.
+
+    The content goes to a new file with an unpredictable name in the same directory, created
+    with O_EXCL|O_NOFOLLOW (never an existing file, never through a symlink), fsynced, then
+    renamed over `path`: an existing file ends up with the new mode and content (not its old
+    mode), and a symlink at `path` is replaced itself, its target never touched."""
+    if path.is_dir() and not path.is_symlink():
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    for _ in range(16):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            fd = create_private(tmp, mode)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 16 collisions of 64 random bits
+        raise FileExistsError(17, "could not create a temporary file", str(path.parent))
+    try:
+        try:
+            os.fchmod(fd, mode)  # the umask may have narrowed it; never widen beyond `mode`
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)

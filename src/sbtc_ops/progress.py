@@ -185,7 +185,7 @@ class _RateColumn(ProgressColumn):
 
 def _columns() -> tuple[ProgressColumn, ...]:
     return (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(bar_width=30),
         _AmountColumn(),
         _RateColumn(),

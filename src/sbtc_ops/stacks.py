@@ -12,10 +12,10 @@ sbtc-registry/{function}?tip=latest` with `{"sender": deployer, "arguments": []}
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -38,6 +38,8 @@ from sbtc_ops.clarity import (
 )
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import DependencyError
+from sbtc_ops.httpdeadline import AnswerTooLarge, bounded_request
+from sbtc_ops.proc import InBackground
 from sbtc_ops.redact import redact_url
 
 REGISTRY_CONTRACT = "sbtc-registry"
@@ -145,7 +147,9 @@ def _describe_transport_error(exc: httpx.HTTPError, settings: Settings) -> str:
     if isinstance(exc, httpx.ConnectTimeout):
         return f"timeout: no connection within {settings.stacks.connect_timeout_s:g} s"
     if isinstance(exc, httpx.TimeoutException):
-        return f"timeout: no answer within {settings.stacks.timeout_s:g} s"
+        # One message whichever bound tripped (a silent server trips the read timeout and
+        # the whole-request deadline at the same moment).
+        return f"timeout: no complete answer within {settings.stacks.timeout_s:g} s"
     text = str(exc)
     if "refused" in text.lower():
         return "connection refused"
@@ -181,28 +185,20 @@ def _request_once(
 ) -> httpx.Response:
     """The whole answer, within stacks.timeout_s from start to last byte and MAX_ANSWER_BYTES.
 
-    httpx bounds each read, not the total: a server trickling bytes could hold a call
-    (and `verify`) for ever. Bodies are read raw (no compression is asked for).
+    httpx bounds each read, not the total: a server trickling bytes (headers included) could
+    hold a call (and `verify`) for ever; see httpdeadline.
     """
-    deadline = time.monotonic() + settings.stacks.timeout_s
-    with client.stream(method, url, json=body) as streamed:
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in streamed.iter_raw():
-            size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                raise StacksError(f"answer larger than {MAX_ANSWER_BYTES} bytes")
-            if time.monotonic() > deadline:
-                raise StacksError(
-                    f"timeout: no complete answer within {settings.stacks.timeout_s:g} s"
-                )
-            chunks.append(chunk)
-        return httpx.Response(
-            streamed.status_code,
-            headers=streamed.headers,
-            content=b"".join(chunks),
-            request=streamed.request,
+    try:
+        return bounded_request(
+            client,
+            method,
+            url,
+            deadline_s=settings.stacks.timeout_s,
+            max_bytes=MAX_ANSWER_BYTES,
+            json=body,
         )
+    except AnswerTooLarge:
+        raise StacksError(f"answer larger than {MAX_ANSWER_BYTES} bytes") from None
 
 
 def _json_answer(response: httpx.Response) -> Any:
@@ -418,10 +414,10 @@ def query_endpoints(
             return EndpointOutcome(url, error=str(exc), elapsed_s=time.monotonic() - started)
         return EndpointOutcome(url, value, clarity=clarity, elapsed_s=time.monotonic() - started)
 
-    if not urls:
-        return ()
-    with ThreadPoolExecutor(max_workers=len(urls), thread_name_prefix="stacks") as pool:
-        return tuple(pool.map(one, urls))
+    # Daemon threads, not a pool: Ctrl-C/SIGTERM must not wait for a slow endpoint (each
+    # request is bounded by its deadline anyway).
+    running = [InBackground(functools.partial(one, url), name="stacks") for url in urls]
+    return tuple(work.result() for work in running)
 
 
 def _urls(settings: Settings, urls: Sequence[str] | None) -> list[str]:

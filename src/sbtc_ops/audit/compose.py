@@ -124,6 +124,7 @@ def _load(ctx: HostContext, path: PurePosixPath) -> ComposeFile:
     env_path = path.parent / ".env"
     env: dict[str, str] = {}
     if ctx.exists(env_path):
+        ctx.read_text(env_path)  # a regular file of bounded size (never a FIFO, /dev/zero)
         try:
             env = read_env_file(ctx.host_path(env_path))
         except ConfigError as exc:

@@ -35,7 +35,6 @@ import pkgutil
 import re
 import shutil
 import signal
-import stat as stat_module
 import subprocess
 import threading
 import time
@@ -45,11 +44,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sbtc_ops import redact
+from sbtc_ops.audit.rootpath import glob_in_root, resolve_in_root
 from sbtc_ops.errors import UsageError
+from sbtc_ops.files import UnsafeFileError, open_regular, read_capped
 from sbtc_ops.proc import signal_group
 from sbtc_ops.redact import PUBLIC_DEFAULT_PASSWORDS as PUBLIC_DEFAULT_PASSWORDS
 from sbtc_ops.results import CheckResult, Status
@@ -487,11 +488,18 @@ class HostContext:
     # -- files ------------------------------------------------------------------------------
 
     def host_path(self, path: str | PurePath) -> Path:
-        """Where a path of the audited host is on this machine (under --root)."""
+        """Where a path of the audited host is on this machine. Under --root every component
+        is resolved inside the tree (see rootpath): symlinks, absolute ones included, and
+        `..` never lead out of it. HostFileError for a symlink loop."""
         path = Path(path)
-        if self.live or (path.is_absolute() and path.is_relative_to(self.root)):
+        if self.live and not path.is_absolute():
             return path
-        return self.root / (path.relative_to("/") if path.is_absolute() else path)
+        if not self.live and path.is_absolute() and path.is_relative_to(self.root):
+            path = Path("/") / path.relative_to(self.root)  # settings may point into the tree
+        try:
+            return resolve_in_root(self.root, PurePosixPath(path))
+        except OSError as exc:
+            raise HostFileError(f"cannot resolve {path}: {_reason(exc)}") from None
 
     def show(self, path: str | PurePath) -> str:
         """A path as the audited host names it (settings may point into the --root tree)."""
@@ -501,7 +509,10 @@ class HostContext:
         return str(path)
 
     def exists(self, path: str | PurePath) -> bool:
-        return self.host_path(path).exists()
+        try:
+            return self.host_path(path).exists()
+        except (HostFileError, OSError):
+            return False
 
     def stat(self, path: str | PurePath) -> os.stat_result:
         try:
@@ -512,23 +523,12 @@ class HostContext:
             raise HostFileError(f"cannot stat {path}: {_reason(exc)}") from None
 
     def read_optional(self, path: str | PurePath) -> str | None:
-        """The file's text, None when it does not exist; unreadable raises HostFileError."""
-        real = self.host_path(path)
-        try:
-            info = real.stat()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise HostFileError(f"cannot read {path}: {_reason(exc)}") from None
-        # A FIFO or device would block or never end: only regular files are evidence.
-        if not stat_module.S_ISREG(info.st_mode):
-            raise HostFileError(f"{path} is not a regular file")
-        if info.st_size > MAX_READ_BYTES:
-            raise HostFileError(f"{path} is larger than {MAX_READ_BYTES // 1024 // 1024} MiB")
-        try:
-            return real.read_bytes().decode("utf-8", "replace")
-        except OSError as exc:
-            raise HostFileError(f"cannot read {path}: {_reason(exc)}") from None
+        """The file's text, None when it does not exist; unreadable raises HostFileError.
+
+        Only regular files of at most MAX_READ_BYTES are evidence: a FIFO or a device
+        (/dev/zero) would block or never end, and is refused without reading."""
+        data = self.read_bytes_capped(path, MAX_READ_BYTES, missing_ok=True)
+        return None if data is None else data.decode("utf-8", "replace")
 
     def read_text(self, path: str | PurePath) -> str:
         text = self.read_optional(path)
@@ -536,16 +536,43 @@ class HostContext:
             raise HostFileError(f"{path} does not exist")
         return text
 
-    def glob(self, pattern: str) -> list[Path]:
-        """Host paths (as the host sees them) matching an absolute glob pattern."""
-        base = self.host_path("/")
+    def read_bytes_capped(
+        self, path: str | PurePath, max_bytes: int, *, missing_ok: bool = False
+    ) -> bytes | None:
+        """The whole regular file, at most `max_bytes` (larger: HostFileError)."""
+        real = self.host_path(path)
         try:
-            matches = sorted(base.glob(pattern.lstrip("/")))
+            return read_capped(real, max_bytes)
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            raise HostFileError(f"{path} does not exist") from None
+        except UnsafeFileError as exc:
+            raise HostFileError(exc.message.replace(str(real), str(path))) from None
         except OSError as exc:
-            raise HostFileError(f"cannot list {pattern}: {_reason(exc)}") from None
-        if self.live:
-            return matches
-        return [Path("/") / m.relative_to(base) for m in matches]
+            raise HostFileError(f"cannot read {path}: {_reason(exc)}") from None
+
+    def read_head(self, path: str | PurePath, max_bytes: int) -> bytes:
+        """The first `max_bytes` of a regular file (a log's first lines, not its gigabytes)."""
+        real = self.host_path(path)
+        try:
+            fd = open_regular(real)
+        except FileNotFoundError:
+            raise HostFileError(f"{path} does not exist") from None
+        except UnsafeFileError as exc:
+            raise HostFileError(exc.message.replace(str(real), str(path))) from None
+        except OSError as exc:
+            raise HostFileError(f"cannot read {path}: {_reason(exc)}") from None
+        try:
+            with os.fdopen(fd, "rb") as handle:
+                return handle.read(max_bytes)
+        except OSError as exc:
+            raise HostFileError(f"cannot read {path}: {_reason(exc)}") from None
+
+    def glob(self, pattern: str) -> list[Path]:
+        """Host paths (as the host sees them) matching an absolute glob pattern; directories
+        are entered the way the audited host would (inside --root)."""
+        return [Path(match) for match in glob_in_root(self.root, pattern)]
 
     # -- secrets ----------------------------------------------------------------------------
 

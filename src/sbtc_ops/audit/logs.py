@@ -11,10 +11,10 @@ Lynis checks that journald and logrotate exist, but not how long they keep anyth
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import tomllib
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,6 +58,10 @@ SMALL_JOURNAL_BYTES = 1024**3
 REMOTE_DRIVERS = {"fluentd", "gelf", "awslogs", "splunk", "gcplogs", "logentries", "loki", "syslog"}
 LOCAL_DRIVERS = {"json-file", "local"}
 DOCKER_CONTAINERS = "/var/lib/docker/containers"
+MAX_LINE_BYTES = 64 * 1024
+"""A log line longer than this carries no time we could read (and is never read whole)."""
+MAX_HEAD_BYTES = 256 * 1024
+"""How much of a log's start is read to find its first timestamp."""
 SHIPPERS = ("vector", "fluentd", "fluent-bit", "fluentbit")
 
 
@@ -357,8 +361,7 @@ def observed_rate(ctx: HostContext, log_path: str) -> float | None:
     """Bytes per day the container logged, from its log's size and first line's time."""
     try:
         size = ctx.stat(log_path).st_size
-        with ctx.host_path(log_path).open("rb") as handle:
-            first = json.loads(handle.readline() or b"{}")
+        first = json.loads(_first_line(ctx.read_head(log_path, MAX_LINE_BYTES)) or b"{}")
         started = datetime.fromisoformat(str(first["time"]).replace("Z", "+00:00"))
     except (Skip, OSError, ValueError, KeyError, TypeError):
         return None
@@ -677,20 +680,39 @@ def line_time(line: str) -> datetime | None:
     return None
 
 
+def _first_line(head: bytes) -> bytes | None:
+    """The first complete line of `head` (a file's first bytes); None when the line is
+    longer than `head`: a line that long is not a log line whose time we can read."""
+    line, newline, _ = head.partition(b"\n")
+    return line if newline or len(head) < MAX_LINE_BYTES else None
+
+
+def _head_lines(ctx: HostContext, path: str) -> list[str]:
+    """Up to 20 first lines of a log (gzip-compressed or not), from its first
+    MAX_HEAD_BYTES (decompressed) only: a 100 MiB single line or a gzip bomb costs nothing."""
+    if path.endswith(".gz"):
+        compressed = ctx.read_head(path, MAX_HEAD_BYTES)
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(compressed, MAX_HEAD_BYTES)
+        except zlib.error:
+            return []
+    else:
+        head = ctx.read_head(path, MAX_HEAD_BYTES)
+    lines = head.split(b"\n")
+    if len(head) >= MAX_HEAD_BYTES:
+        lines = lines[:-1]  # the last one is cut short
+    return [line[:MAX_LINE_BYTES].decode("utf-8", "replace") for line in lines[:20]]
+
+
 def first_line_time(ctx: HostContext, path: str) -> datetime | None:
-    real = ctx.host_path(path)
-    opener: Any = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(real, "rt", encoding="utf-8", errors="replace") as handle:
-            for _ in range(20):  # the first few lines may be banners without a time
-                line = handle.readline()
-                if not line:
-                    break
-                moment = line_time(line)
-                if moment is not None:
-                    return moment
-    except (OSError, EOFError, gzip.BadGzipFile):
+        lines = _head_lines(ctx, path)
+    except Skip:
         return None
+    for line in lines:  # the first few lines may be banners without a time
+        moment = line_time(line)
+        if moment is not None:
+            return moment
     return None
 
 

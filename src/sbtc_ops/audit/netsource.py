@@ -25,8 +25,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from sbtc_ops.audit.framework import EvidenceError, HostContext, Outcome, Skip, failed
+from sbtc_ops.httpdeadline import AnswerTooLarge, bounded_request
 
 T = TypeVar("T")
+
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+"""The largest answer read (OSV and GitHub release lists are far smaller)."""
 
 
 class Unreachable(Skip):
@@ -102,8 +106,19 @@ def fetch(
     clean = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], *parts[2:]))
     try:
         with httpx.Client(timeout=httpx.Timeout(limit), follow_redirects=False) as client:
-            response = client.request(method, clean, json=json_body, headers=headers, auth=auth)
+            response = bounded_request(
+                client,
+                method,
+                clean,
+                deadline_s=limit,
+                max_bytes=MAX_ANSWER_BYTES,
+                json=json_body,
+                headers=dict(headers or {}),
+                auth=auth,
+            )
             text = response.text
+    except AnswerTooLarge:
+        raise Malformed(f"{what} ({shown}) answered more than {MAX_ANSWER_BYTES} bytes") from None
     except httpx.TimeoutException:
         raise Unreachable(f"{what} ({shown}) did not answer within {limit:g}s") from None
     except httpx.HTTPError as exc:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import socket
 from itertools import groupby
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich.markup import escape
 
 from sbtc_ops import __version__
 from sbtc_ops.audit.framework import AuditReport, Check, Finding
+from sbtc_ops.files import write_report_file
 from sbtc_ops.render import CheckLine, render_checks, status_summary
 from sbtc_ops.results import Status
 
@@ -65,7 +65,7 @@ def render_catalogue(checks: list[Check], console: Console) -> None:
     for area, items in groupby(checks, key=lambda c: c.area):
         console.print(f"\n[bold]{escape(area)}[/]")
         for c in items:
-            console.print(f"  {c.id:<9} {c.severity.value:<8} {escape(c.title)}")
+            console.print(f"  {escape(c.id):<9} {c.severity.value:<8} {escape(c.title)}")
 
 
 def report_document(report: AuditReport) -> dict[str, Any]:
@@ -142,10 +142,7 @@ def _item_text(item: Any) -> str:
 
 def write_html(report: AuditReport, path: Path) -> None:
     """Write the report owner-only: it maps the host's weaknesses."""
-    text = render_html(report)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    write_report_file(path, render_html(report).encode("utf-8"))
 
 
 def dumps(report: AuditReport) -> str:

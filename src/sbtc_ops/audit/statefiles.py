@@ -7,28 +7,28 @@ and evidence of the past, never required: unreadable means absent, unwritable is
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from sbtc_ops.audit.framework import HostContext
+from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.files import read_capped, write_private_atomic
+
+MAX_STATE_BYTES = 16 * 1024 * 1024
 
 
 def read_state(ctx: HostContext, name: str) -> dict[str, Any]:
     try:
-        document = json.loads((ctx.settings.state_dir / name).read_text())
-    except (OSError, ValueError):
+        document = json.loads(read_capped(ctx.settings.state_dir / name, MAX_STATE_BYTES))
+    except (OSError, ValueError, SbtcOpsError):
         return {}
     return document if isinstance(document, dict) else {}
 
 
 def write_state(ctx: HostContext, name: str, document: dict[str, Any]) -> None:
+    """Complete or not at all (files.write_private_atomic); a failure is ignored."""
     path = ctx.settings.state_dir / name
-    temporary = path.with_name(f".{name}.{os.getpid()}.{id(document)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle)
-        temporary.replace(path)
+        write_private_atomic(path, json.dumps(document).encode())
     except OSError:
-        temporary.unlink(missing_ok=True)
+        pass

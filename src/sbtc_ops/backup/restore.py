@@ -24,6 +24,7 @@ from sbtc_ops.backup import inuse
 from sbtc_ops.backup.archive import PreparedArchive, locate, prepare, stage
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.pgrestore import RestoreRun, restore_argv, run_restore
+from sbtc_ops.backup.sameserver import same_database
 from sbtc_ops.backup.service import storages_for
 from sbtc_ops.backup.source import SIGNER_SCHEMA, ConnectionTarget, parse_target
 from sbtc_ops.backup.staging import Staging, StagingError
@@ -47,12 +48,7 @@ class RestoreRequest:
 
 
 def _same_database(a: ConnectionTarget, b: ConnectionTarget) -> bool:
-    def key(t: ConnectionTarget) -> tuple[str, str, str]:
-        host = str(t.params.get("host") or "localhost")
-        host = "localhost" if host in ("127.0.0.1", "::1", "") or host.startswith("/") else host
-        return host, str(t.params.get("port") or "5432"), str(t.params.get("dbname") or "")
-
-    return key(a) == key(b)
+    return same_database(a.params, b.params)
 
 
 def _refuse_live(target: ConnectionTarget, settings: Settings, overwrite_live: str | None) -> None:

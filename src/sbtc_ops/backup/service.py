@@ -107,6 +107,8 @@ def _age(backup_id: str) -> str:
 
 
 def backup_state(backup: StoredBackup, store: StateStore) -> str:
+    if backup.invalid is not None:
+        return "invalid"
     if not backup.complete:
         return "incomplete"
     # A verify that could not run (verdict "error": chain unreachable, no binaries) says
@@ -129,6 +131,7 @@ def list_all(settings: Settings, locations: list[str] | None) -> list[dict[str, 
                         "age": _age(backup.id),
                         "size": backup.size,
                         "state": backup_state(backup, store),
+                        "reason": backup.invalid,
                         "kind": manifest.kind if manifest else None,
                         "location": backup.location,
                         "storage": storage.name,
@@ -233,12 +236,20 @@ def _prune_one(
         kept.update(plan.keep)
         deleted.extend(plan.delete)
         why_deleted.update(plan.why_deleted)
-    incomplete = [] if keep_incomplete else [b.id for b in backups if not b.complete]
+    # An invalid backup (unreadable manifest) cannot be verified or restored by id: it goes
+    # with the incomplete ones, reported apart so the operator sees why it went.
+    unusable = [] if keep_incomplete else [b for b in backups if not b.complete]
+    incomplete = [b.id for b in unusable if b.invalid is None]
+    invalid = [b.id for b in unusable if b.invalid is not None]
     for backup_id in incomplete:
         why_deleted[backup_id] = "incomplete (a backup that did not finish)"
+    for backup_id in invalid:
+        why_deleted[backup_id] = "invalid (its manifest cannot be read)"
     if abandoned and not dry_run:
         storage.clean_abandoned(dry_run=False)
-    in_use = _delete_unless_in_use(state_dir, storage, [*deleted, *incomplete], dry_run=dry_run)
+    in_use = _delete_unless_in_use(
+        state_dir, storage, [*deleted, *incomplete, *invalid], dry_run=dry_run
+    )
     if not dry_run:
         _record_deleted(state_dir, storage.name, [i for i in deleted if i not in in_use])
     for backup_id in in_use:
@@ -250,6 +261,7 @@ def _prune_one(
         "kept": kept,
         "deleted": sorted(i for i in deleted if i not in in_use),
         "incomplete_removed": sorted(i for i in incomplete if i not in in_use),
+        "invalid_removed": sorted(i for i in invalid if i not in in_use),
         "abandoned_uploads": abandoned,
         "skipped_in_use": sorted(in_use),
         "decisions": _decisions(kept, why_deleted),

@@ -8,6 +8,7 @@ complete, removed by prune). Locally a backup is written under `<id>.partial/` a
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, member_parts
 from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
-from sbtc_ops.files import fsync_dir, write_private_atomic
+from sbtc_ops.files import UnsafeFileError, fsync_dir, read_capped, write_private_atomic
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -46,6 +47,32 @@ class StoredBackup:
     complete: bool
     manifest: Manifest | None
     size: int
+    invalid: str | None = None
+    """Why the backup's manifest is unusable (not complete then); None for a valid one."""
+
+
+def _checked_manifest(read: Callable[[], bytes], where: str) -> tuple[Manifest | None, str | None]:
+    """(manifest, None), or (None, why not) for a manifest whose content is unusable (not
+    JSON, not our schema, too large, not a regular file): that one backup is `invalid`, the
+    location still lists. A failure to reach the storage is not a property of the backup
+    and propagates (prune must never delete a backup because the network blinked)."""
+    try:
+        data = read()
+    except UnsafeFileError as exc:
+        return None, exc.message
+    try:
+        return Manifest.from_bytes(data, where), None
+    except SbtcOpsError as exc:
+        return None, exc.message
+
+
+def _read_local_manifest(path: Path) -> bytes:
+    try:
+        return read_capped(path, MAX_MANIFEST_BYTES)
+    except UnsafeFileError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 class Storage(Protocol):
@@ -182,12 +209,21 @@ class LocalStorage:
             if not child.is_dir() or not is_backup_id(backup_id):
                 continue
             manifest_path = child / MANIFEST_NAME
-            manifest = None
-            if not child.name.endswith(PARTIAL_SUFFIX) and manifest_path.is_file():
-                manifest = Manifest.from_bytes(manifest_path.read_bytes(), str(manifest_path))
+            manifest, invalid = None, None
+            if not child.name.endswith(PARTIAL_SUFFIX) and manifest_path.is_symlink():
+                invalid = f"{manifest_path} is a symbolic link"
+            elif not child.name.endswith(PARTIAL_SUFFIX) and manifest_path.exists():
+                manifest, invalid = _checked_manifest(
+                    functools.partial(_read_local_manifest, manifest_path), str(manifest_path)
+                )
             found.append(
                 StoredBackup(
-                    backup_id, str(child), manifest is not None, manifest, _dir_size(child)
+                    backup_id,
+                    str(child),
+                    manifest is not None,
+                    manifest,
+                    _dir_size(child),
+                    invalid,
                 )
             )
         return found
@@ -207,7 +243,7 @@ class LocalStorage:
         path = self.root / backup_id / MANIFEST_NAME
         if not path.is_file():
             raise StorageError(f"backup {backup_id} not found (or incomplete) in {self.root}")
-        return Manifest.from_bytes(path.read_bytes(), str(path))
+        return Manifest.from_bytes(_read_local_manifest(path), str(path))
 
     def delete(self, backup_id: str) -> None:
         for name in (backup_id, f"{backup_id}{PARTIAL_SUFFIX}"):
@@ -352,12 +388,22 @@ class S3Storage:
     def list_backups(self) -> list[StoredBackup]:
         found = []
         for backup_id, objects in sorted(self._list_objects().items()):
-            names = {obj["Key"].rsplit("/", 1)[-1] for obj in objects}
-            manifest = self.read_manifest(backup_id) if MANIFEST_NAME in names else None
+            by_name = {obj["Key"].rsplit("/", 1)[-1]: obj for obj in objects}
+            manifest, invalid = None, None
+            if MANIFEST_NAME in by_name:
+                manifest, invalid = _checked_manifest(
+                    functools.partial(self._manifest_bytes, backup_id),
+                    f"{self.url}/{backup_id}/{MANIFEST_NAME}",
+                )
             size = sum(int(obj["Size"]) for obj in objects)
             found.append(
                 StoredBackup(
-                    backup_id, f"{self.url}/{backup_id}", manifest is not None, manifest, size
+                    backup_id,
+                    f"{self.url}/{backup_id}",
+                    manifest is not None,
+                    manifest,
+                    size,
+                    invalid,
                 )
             )
         return found
@@ -386,12 +432,21 @@ class S3Storage:
                     )
         return sorted(key for key, _ in found)
 
-    def read_manifest(self, backup_id: str) -> Manifest:
+    def _manifest_bytes(self, backup_id: str) -> bytes:
+        """The manifest object, read up to MAX_MANIFEST_BYTES (a larger one is refused)."""
         key = self._key(backup_id, MANIFEST_NAME)
         with self._errors(f"reading {key}"):
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(
-                MAX_MANIFEST_BYTES + 1
-            )
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                data: bytes = body.read(MAX_MANIFEST_BYTES + 1)
+            finally:
+                body.close()
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise UnsafeFileError(f"{self.url}/{key} is larger than {MAX_MANIFEST_BYTES} bytes")
+        return data
+
+    def read_manifest(self, backup_id: str) -> Manifest:
+        body = self._manifest_bytes(backup_id)
         return Manifest.from_bytes(body, f"{self.url}/{backup_id}/{MANIFEST_NAME}")
 
     def _upload(self, path: Path, key: str, sha256: str | None, progress: Progress) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from sbtc_ops import __version__
-from sbtc_ops.cli import _common, helpstyle
+from sbtc_ops.cli import _common, _streams, helpstyle
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.redact import scrub
 
@@ -106,22 +106,41 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _json_requested() -> bool:
+    """--json was asked for: set by the command, or present on a command line that failed to
+    parse (a usage error happens before the command could say so)."""
+    if _common.current().json_mode:
+        return True
+    args = sys.argv[1:]
+    if "--" in args:
+        args = args[: args.index("--")]
+    return "--json" in args
+
+
 def _fail(message: str, code: int) -> NoReturn:
     message = scrub(message)
-    if _common.current().json_mode:
+    if _json_requested():
         _common.emit_json({"ok": False, "error": message})
-    _common.err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    _common.print_error(message)
     sys.exit(code)
 
 
-def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+_interrupted_by_signal = False
+
+
+def _signal_as_interrupt(signum: int, frame: object) -> None:
     # Turn SIGTERM into the same unwinding as Ctrl-C so every `finally` (throwaway
-    # clusters, temp files, locks) runs.
+    # clusters, temp files, locks) runs. Remember it: typer turns KeyboardInterrupt into a
+    # silent exit code 130, and the interruption must still be reported (JSON document too).
+    global _interrupted_by_signal
+    _interrupted_by_signal = True
     raise KeyboardInterrupt
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    signal.signal(signal.SIGTERM, _signal_as_interrupt)
+    signal.signal(signal.SIGINT, _signal_as_interrupt)
+    _streams.guard_closed_pipes()
     _common.install_output_scrubbing()
     try:
         _run()
@@ -140,7 +159,7 @@ def _write_metrics_textfile() -> None:
         write_textfile_for_cli(path, _common.load_settings)
     except SbtcOpsError as exc:
         # stderr only: with --json the command's one document is already on stdout.
-        _common.err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        _common.print_error(exc)
         sys.exit(exc.exit_code)
 
 
@@ -152,13 +171,14 @@ def _run() -> None:
     except SbtcOpsError as exc:
         _fail(str(exc), exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
-        if _common.current().json_mode:
-            _common.emit_json({"ok": False, "error": "interrupted"})
-        _common.err.print("interrupted; cleaned up", markup=False)
-        sys.exit(130)
+        _interrupted()
     except typer.TyperException as exc:  # usage errors: exit 2 with the parser's message
+        if _json_requested():
+            _common.emit_json({"ok": False, "error": scrub(exc.format_message())})
         _show_usage_error(exc)
         sys.exit(exc.exit_code)
+    if _interrupted_by_signal:
+        _interrupted()
     sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -171,3 +191,10 @@ def _show_usage_error(exc: typer.TyperException) -> None:
         show()
     else:
         typer.echo(f"Error: {exc.format_message()}", err=True)
+
+
+def _interrupted() -> NoReturn:
+    if _json_requested():
+        _common.emit_json({"ok": False, "error": "interrupted"})
+    _common.err.print("interrupted; cleaned up", markup=False)
+    sys.exit(130)

@@ -17,6 +17,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from sbtc_ops import progress, redact
 from sbtc_ops.redact import scrub_data
@@ -55,6 +57,24 @@ def set_json_mode(enabled: bool) -> None:
     progress is drawn)."""
     _CURRENT.json_mode = enabled
     progress.configure(quiet=enabled)
+
+
+def print_error(message: object, console: Console | None = None) -> None:
+    """`error: <message>` on stderr; the message is shown as is, never read as Rich markup
+    (it carries user input: paths, URLs, arguments, server answers)."""
+    line = Text("error:", style="bold red")
+    line.append(f" {message}")
+    (console or err).print(line, highlight=False)
+
+
+def plain(value: object) -> str:
+    """`value` escaped for a Rich markup string: user text is never markup."""
+    return escape(str(value))
+
+
+def cell(value: object) -> Text:
+    """A Rich table cell showing `value` literally (Table reads plain strings as markup)."""
+    return Text(str(value))
 
 
 def emit_json(document: Any) -> None:

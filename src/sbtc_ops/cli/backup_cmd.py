@@ -89,11 +89,13 @@ def backups(
         _common.out.print("no backups found", markup=False)
         return
     table = _rich_table(("id", "age", "size", "state", "location"))
+    invalid = [row for row in rows if row["state"] == "invalid"]
     for row in rows:
-        table.add_row(
-            row["id"], row["age"], format_size(row["size"]), row["state"], row["location"]
-        )
+        cells = (row["id"], row["age"], format_size(row["size"]), row["state"], row["location"])
+        table.add_row(*(_common.cell(value) for value in cells))
     _common.out.print(table)
+    for row in invalid:
+        _common.err.print(f"warning: backup {row['id']} is invalid: {row['reason']}", markup=False)
 
 
 def prune(

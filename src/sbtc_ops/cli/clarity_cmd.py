@@ -11,6 +11,9 @@ from sbtc_ops.clarity import ClarityError
 from sbtc_ops.cli import _common
 from sbtc_ops.errors import UsageError
 
+MAX_INPUT_CHARS = 8 * 1024 * 1024
+"""Twice the hex of the largest serialized value a node reads (2 MiB), room for JSON."""
+
 clarity_app = typer.Typer(help="Work with Clarity values.", no_args_is_help=True)
 
 
@@ -33,7 +36,9 @@ def decode(
     if hex_value is None or hex_value == "-":
         if sys.stdin.isatty():
             raise UsageError("give the hex as an argument, or pipe it (or a call-read answer) in")
-        hex_value = sys.stdin.read()
+        hex_value = sys.stdin.read(MAX_INPUT_CHARS + 1)
+        if len(hex_value) > MAX_INPUT_CHARS:
+            raise UsageError(f"input larger than {MAX_INPUT_CHARS} characters: not one value")
     try:
         value = decode_hex_or_answer(hex_value)
     except ClarityError as exc:

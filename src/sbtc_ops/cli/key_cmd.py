@@ -219,7 +219,10 @@ def _render_verify(report: VerifyReport) -> None:
         style = "green" if verdict.ok else "bold red"
         mark = Status.PASS.symbol if verdict.ok else Status.FAIL.symbol
         names = ", ".join(str(path) for path in verdict.files)
-        out.print(f"  [{style}]{mark} {verdict.outcome}[/]  {verdict.method}  {escape(names)}")
+        out.print(
+            f"  [{style}]{mark} {escape(verdict.outcome)}[/]  {escape(verdict.method)}  "
+            f"{escape(names)}"
+        )
         out.print(f"      {escape(verdict.detail)}")
     for path in report.skipped:
         out.print(f"  - skipped {escape(str(path))} (sidecar metadata, not a backup)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from sbtc_ops.cli import _common
@@ -36,7 +35,10 @@ def serve(
         results = run_once(settings, list(once), config_path)
         for job, result in results:
             colour = "green" if result.outcome == "ok" else "red"
-            _common.err.print(f"{job}: [{colour}]{result.outcome}[/] {result.summary}", markup=True)
+            _common.err.print(
+                f"{_common.plain(job)}: [{colour}]{_common.plain(result.outcome)}[/] "
+                f"{_common.plain(result.summary)}"
+            )
         raise typer.Exit(exit_code(results))
     raise typer.Exit(run_daemon(settings, bind=bind, config_path=config_path))
 
@@ -61,7 +63,7 @@ def history(
         _common.emit_json({"runs": rows})
         return
     if not rows:
-        _common.err.print("no job runs recorded yet (start `sbtc-ops serve`)")
+        _common.err.print("no job runs recorded yet (start `sbtc-ops serve`)", markup=False)
         return
     table = Table(box=None, pad_edge=False)
     for column in ("started", "job", "outcome", "duration", "summary"):
@@ -77,10 +79,10 @@ def history(
         )
         table.add_row(
             row["started_at"].replace("T", " ")[:19],
-            row["job"] + (" (cli)" if row["origin"] == "cli" else ""),
-            f"[{colour}]{row['outcome']}[/]",
+            _common.cell(row["job"] + (" (cli)" if row["origin"] == "cli" else "")),
+            f"[{colour}]{_common.plain(row['outcome'])}[/]",
             duration,
-            escape(row["summary"] or ""),
+            _common.cell(row["summary"] or ""),
         )
     _common.out.print(table)
 

@@ -117,6 +117,8 @@ def serve(
         ready=ready,
         extra_metrics=more_metrics,
         schedule=lambda: dict(scheduler.due),
+        max_connections=settings.serve.max_connections,
+        idle_timeout_s=settings.serve.idle_timeout_s,
     )
     host, port = server.start()
     shown = f"[{host}]" if ":" in host else host

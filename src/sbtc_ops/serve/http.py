@@ -1,7 +1,12 @@
 """The daemon's HTTP side: /metrics, /healthz, /readyz and the status page at /.
 
 One asyncio event loop in its own thread serves every connection (HTTP/1.1 keep-alive,
-GET and HEAD only): fifty scrapers cost no fifty threads fighting for the GIL. /metrics comes
+GET and HEAD only): fifty scrapers cost no fifty threads fighting for the GIL. At most
+`max_connections` are open at once: when one more arrives, the connection idle the longest
+(waiting for a request) is closed to make room, so a crowd of idle or slow clients cannot
+starve Prometheus of /metrics nor the host of file descriptors; a connection idle for
+`idle_timeout_s`, or sending its request head for that long, is closed. Errors are logged
+at a bounded rate (ratelog). /metrics comes
 from a short cache so many scrapers cost one read of the state database; the status page is
 rendered in a worker thread. Nothing here can start a job.
 """
@@ -24,6 +29,7 @@ from prometheus_client.core import Metric
 from sbtc_ops.errors import UsageError
 from sbtc_ops.serve.metrics import CachedExposition, registry_for
 from sbtc_ops.serve.page import render_page
+from sbtc_ops.serve.ratelog import RateLimitedLog
 from sbtc_ops.serve.snapshot import Snapshot, read_snapshot
 
 log = logging.getLogger(__name__)
@@ -39,7 +45,8 @@ _SECURITY_HEADERS = (
 _TEXT = "text/plain; charset=utf-8"
 _HTML = "text/html; charset=utf-8"
 _MAX_HEAD = 16 * 1024
-_IDLE_TIMEOUT_S = 75.0
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_IDLE_TIMEOUT_S = 30.0
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -62,6 +69,8 @@ class StatusServer:
         extra_metrics: Callable[[Snapshot], Iterator[Metric]] | None = None,
         schedule: Callable[[], dict[str, float | None]] | None = None,
         clock: Callable[[], float] = time.time,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
     ) -> None:
         self.address = parse_bind(bind)
         self.state_dir = state_dir
@@ -74,6 +83,13 @@ class StatusServer:
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
         self._pages = ThreadPoolExecutor(max_workers=2, thread_name_prefix="page")
+        self.max_connections = max_connections
+        self.idle_timeout_s = idle_timeout_s
+        # Open connections, each with the time it became idle (None while answering).
+        self._open: dict[asyncio.StreamWriter, float | None] = {}
+        self.evicted = 0  # connections closed to make room (for tests and logs)
+        self.errors = RateLimitedLog(log)
+        self._loop.set_exception_handler(self._loop_error)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -118,17 +134,53 @@ class StatusServer:
 
     # -- one connection ---------------------------------------------------------------------
 
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        """asyncio's own errors (accept() out of descriptors, a transport failing): logged
+        at a bounded rate, not once per failed accept."""
+        exc = context.get("exception")
+        key = f"loop:{type(exc).__name__}:{context.get('message')}"
+        self.errors.log(
+            logging.ERROR, key, "http: %s", context.get("message"),
+            exc_info=exc if isinstance(exc, BaseException) else None,
+        )  # fmt: skip
+
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        """Room for one more connection: close the one idle longest if the cap is reached;
+        False (refuse this one) when every open connection is busy answering."""
+        if len(self._open) >= self.max_connections:
+            idle = [(since, w) for w, since in self._open.items() if since is not None]
+            if not idle:
+                return False
+            _, oldest = min(idle, key=lambda item: item[0])
+            del self._open[oldest]
+            oldest.close()
+            self.evicted += 1
+            self.errors.log(
+                logging.WARNING, "evict",
+                "http: %d connections open (serve.max_connections); closing the longest idle",
+                self.max_connections,
+            )  # fmt: skip
+        self._open[writer] = time.monotonic()
+        return True
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._admit(writer):
+            writer.close()
+            return
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            while True:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _IDLE_TIMEOUT_S)
+            while not writer.is_closing():
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_timeout_s)
+                if writer not in self._open:
+                    break  # evicted while its request arrived
+                self._open[writer] = None
                 keep_alive = await self._answer(head, writer)
                 await writer.drain()
                 if not keep_alive:
                     break
+                self._open[writer] = time.monotonic()
         except (
             TimeoutError,
             asyncio.IncompleteReadError,
@@ -139,6 +191,7 @@ class StatusServer:
         except asyncio.CancelledError:
             raise
         finally:
+            self._open.pop(writer, None)
             writer.close()
 
     async def _answer(self, head: bytes, writer: asyncio.StreamWriter) -> bool:
@@ -177,8 +230,11 @@ class StatusServer:
                 body = await asyncio.get_running_loop().run_in_executor(self._pages, self.page)
                 return HTTPStatus.OK, _HTML, body
             return HTTPStatus.NOT_FOUND, _TEXT, b"not found\n"
-        except Exception:  # a broken state DB answers 500; the daemon keeps serving
-            log.exception("error answering %s", path)
+        except Exception as exc:  # noqa: BLE001 - a broken state DB answers 500; serving goes on
+            self.errors.log(
+                logging.ERROR, f"route:{path}:{type(exc).__name__}", "error answering %s", path,
+                exc_info=exc,
+            )  # fmt: skip
             return HTTPStatus.INTERNAL_SERVER_ERROR, _TEXT, b"internal error\n"
 
     @staticmethod

@@ -20,6 +20,7 @@ import httpx
 from pydantic import SecretStr
 
 from sbtc_ops import __version__
+from sbtc_ops.httpdeadline import bounded_request
 from sbtc_ops.redact import scrub_data
 from sbtc_ops.serve.jobs import scrub
 from sbtc_ops.serve.scheduler import ERROR, OK, PROBLEM, JobResult
@@ -30,6 +31,7 @@ FAILURE = "failure"
 RECOVERY = "recovery"
 _FAILING = (PROBLEM, ERROR)  # an interrupted run (shutdown) is not news
 _MAX_RETRY_AFTER_S = 60.0
+_MAX_ANSWER_BYTES = 1024 * 1024  # a webhook's answer is only looked at for its status
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,14 @@ class Notifier:
         for attempt in range(self.attempts):
             wait = self.backoff_s * (2**attempt)
             try:
-                response = client.post(url, json=body)
+                response = bounded_request(
+                    client,
+                    "POST",
+                    url,
+                    deadline_s=self.timeout_s,
+                    max_bytes=_MAX_ANSWER_BYTES,
+                    json=body,
+                )
             except httpx.HTTPError as exc:
                 log.warning("%s: %s (attempt %d)", name, type(exc).__name__, attempt + 1)
             else:
