@@ -272,7 +272,7 @@ class ThrowawayCluster:
         return self
 
     def stop(self) -> None:
-        """Fast shutdown, SIGKILL after stop_timeout_s, then remove the directory. Idempotent."""
+        """Immediate shutdown, SIGKILL after stop_timeout_s, then remove the directory. Idempotent."""
         started = time.monotonic()
         was_started = self._base is not None or self._process is not None
         interrupted: KeyboardInterrupt | None = None
@@ -473,8 +473,10 @@ class ThrowawayCluster:
         if process is None or process.poll() is not None:
             self._sweep()
             return
+        # The data directory is removed right after: an immediate shutdown (no shutdown
+        # checkpoint writing out what is about to be deleted) is enough, and faster.
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.sandbox.main_pid(process), signal.SIGINT)  # fast shutdown
+            os.kill(self.sandbox.main_pid(process), signal.SIGQUIT)
         try:
             process.wait(timeout=self.stop_timeout_s)
         except subprocess.TimeoutExpired:
