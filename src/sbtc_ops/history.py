@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from sbtc_ops.errors import UsageError
-from sbtc_ops.state import StateStore
+from sbtc_ops.state import EventKind, StateStore
 
-CLI_RUN_EVENT = "cli-run"
+CLI_RUN_EVENT = EventKind.CLI_RUN
 CLI_RUNS_KEPT = 1000  # per state database; older CLI runs are dropped as new ones are recorded
 # Commands that record their CLI runs, besides the daemon's jobs.
 CLI_JOBS = ("verify",)

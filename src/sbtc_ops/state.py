@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,23 @@ CREATE TABLE IF NOT EXISTS pruned_run_counts (
     PRIMARY KEY (job, outcome)
 );
 """
+
+
+class EventKind(StrEnum):
+    """Every kind of event sbtc-ops records: one list, so a reader and a writer cannot drift."""
+
+    BACKUP = "backup"
+    BACKUP_DELETED = "backup-deleted"
+    VERIFY = "verify"
+    CHAIN_KEY = "chain-key"
+    AUDIT = "audit"
+    CLI_RUN = "cli-run"
+    NOTICE = "notice"
+    KEY_BACKUP = "key-backup"
+    KEY_BACKUP_VERIFY = "key-backup-verify"
+    DKG_WATCH = "dkg-watch"
+    SIGNER_IMAGE = "signer-image"
+    DB_SIZE = "db-size"
 
 
 @dataclass(frozen=True)

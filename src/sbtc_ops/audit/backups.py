@@ -93,14 +93,14 @@ def recent_backup(ctx: HostContext) -> Outcome:
     remediation="Run `sbtc-ops verify --latest` and fix what it reports.",
 )
 def verified_backup(ctx: HostContext) -> Outcome:
-    from sbtc_ops.state import StateStore
+    from sbtc_ops.state import EventKind, StateStore
 
     complete = _complete_full(ctx)
     if not complete:
         raise Skip("no complete backup to have verified")
     with StateStore.open(ctx.settings.state_dir) as store:
         # Verifies that could not run (verdict "error") say nothing about a backup.
-        events = [e for e in store.events("verify", limit=500) if e.outcome != "error"]
+        events = [e for e in store.events(EventKind.VERIFY, limit=500) if e.outcome != "error"]
     newest = complete[0]
     newest_event = next((e for e in events if e.subject == newest["id"]), None)
     if newest_event is not None and newest_event.outcome != "ok":

@@ -24,12 +24,13 @@ from sbtc_ops.audit.framework import (
 )
 from sbtc_ops.audit.secrets import files_holding
 from sbtc_ops.keys.wellknown import well_known
+from sbtc_ops.state import EventKind
 
 AREA = "keys"
 SECTION = "Protect the private key; keep an offline cold-storage backup"
 
 # Private keys published in stacks-sbtc/sbtc: one table, kept with key custody.
-KEY_BACKUP_EVENT = "key-backup-verify"
+KEY_BACKUP_EVENT = EventKind.KEY_BACKUP_VERIFY
 _HEX_KEY = re.compile(r"^[0-9a-f]{64}(01)?$")
 
 

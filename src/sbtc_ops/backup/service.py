@@ -23,9 +23,9 @@ from sbtc_ops.backup.take import BackupOutcome, BackupRequest, take_backup
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import ConfigError
 from sbtc_ops.redact import scrub
-from sbtc_ops.state import StateStore
+from sbtc_ops.state import EventKind, StateStore
 
-DELETED_EVENT = "backup-deleted"
+DELETED_EVENT = EventKind.BACKUP_DELETED
 
 
 def storages_for(settings: Settings, locations: list[str] | None) -> list[Storage]:
@@ -113,7 +113,9 @@ def backup_state(backup: StoredBackup, store: StateStore) -> str:
         return "incomplete"
     # A verify that could not run (verdict "error": chain unreachable, no binaries) says
     # nothing about the backup itself.
-    verdicts = [e for e in store.events("verify", backup.id, limit=20) if e.outcome != "error"]
+    verdicts = [
+        e for e in store.events(EventKind.VERIFY, backup.id, limit=20) if e.outcome != "error"
+    ]
     if not verdicts:
         return "complete"
     return "verified-ok" if verdicts[0].outcome == "ok" else "verified-failed"
@@ -169,7 +171,7 @@ def prune_all(
             for b in backups
             if backup_state(b, store) == "verified-ok"
         }
-        chain_event = store.last_event("chain-key")
+        chain_event = store.last_event(EventKind.CHAIN_KEY)
     facts = _ProtectFacts(verified, chain_event.subject if chain_event else None)
     return [
         _prune_one(

@@ -20,10 +20,10 @@ from sbtc_ops.keys.chain import OnchainSignerSet
 from sbtc_ops.keys.material import KeySource
 from sbtc_ops.keys.wellknown import well_known
 from sbtc_ops.results import CheckResult, Status, run_timed
-from sbtc_ops.state import StateStore
+from sbtc_ops.state import EventKind, StateStore
 
 SECTION = "protect the private key; keep an offline cold-storage backup"
-VERIFY_EVENT = "key-backup-verify"
+VERIFY_EVENT = EventKind.KEY_BACKUP_VERIFY
 DAY = 86400.0
 
 

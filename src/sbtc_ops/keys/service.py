@@ -23,9 +23,9 @@ from sbtc_ops.keys.verify import (
     verify_backups,
 )
 from sbtc_ops.results import CheckResult
-from sbtc_ops.state import StateStore
+from sbtc_ops.state import EventKind, StateStore
 
-BACKUP_EVENT = "key-backup"
+BACKUP_EVENT = EventKind.KEY_BACKUP
 
 # Log lines carry public keys, sources and paths only.
 log = logging.getLogger(__name__)

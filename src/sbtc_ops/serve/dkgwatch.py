@@ -24,12 +24,12 @@ import psycopg
 
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError
-from sbtc_ops.state import Event, StateStore
+from sbtc_ops.state import Event, EventKind, StateStore
 
 log = logging.getLogger(__name__)
 
 DKG_BACKUP = "dkg-backup"
-WATCH_EVENT = "dkg-watch"
+WATCH_EVENT = EventKind.DKG_WATCH
 _EVENTS_KEPT = 200
 _RETRY_S = 300.0  # while unprotected, a failed dkg backup is tried again this often
 
@@ -145,7 +145,7 @@ class DkgWatch:
     ) -> None:
         with StateStore.open(self.settings.state_dir) as store:
             previous = last_observation(store.events(WATCH_EVENT, "live", limit=20))
-            backups = store.events("backup", limit=50)
+            backups = store.events(EventKind.BACKUP, limit=50)
         known = previous.data.get("fingerprint") if previous is not None else None
         changed = self.fingerprint is not None and fingerprint != self.fingerprint
         first = self.fingerprint is None

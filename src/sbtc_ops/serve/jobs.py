@@ -36,6 +36,7 @@ from sbtc_ops.serve.scheduler import (
     JobResult,
     JobSpec,
 )
+from sbtc_ops.state import EventKind
 
 T = TypeVar("T")
 BACKUP = "backup"
@@ -241,13 +242,13 @@ def verify_latest_job(settings: Settings) -> JobResult:
 def verify_rotate_job(settings: Settings) -> JobResult:
     """Verify an older retained backup: the one verified longest ago (never, first)."""
     from sbtc_ops.backup.service import list_all
-    from sbtc_ops.state import StateStore
+    from sbtc_ops.state import EventKind, StateStore
 
     rows = list_all(settings, None)
     with StateStore.open(settings.state_dir) as store:
 
         def last_verified(backup_id: str) -> float:
-            event = store.last_event("verify", backup_id)
+            event = store.last_event(EventKind.VERIFY, backup_id)
             return event.at if event else 0.0
 
         chosen = choose_rotation(rows, last_verified)
@@ -315,8 +316,8 @@ def audit_job(settings: Settings) -> JobResult:
             )
     data = {"score": report.score, "open": counts, "summary_counts": report.counts()}
     with StateStore.open(settings.state_dir) as store:
-        store.record_event("audit", "host", "ok", {**data, "findings": open_findings})
-        store.prune_events("audit", AUDIT_EVENT_KEEP)
+        store.record_event(EventKind.AUDIT, "host", "ok", {**data, "findings": open_findings})
+        store.prune_events(EventKind.AUDIT, AUDIT_EVENT_KEEP)
     problems = sum(1 for f in open_findings if f["status"] != Status.WARN.value)
     summary = f"score {report.score}, {len(open_findings)} open findings ({problems} failing)"
     return JobResult(PROBLEM if problems else OK, summary, data)
@@ -364,8 +365,8 @@ def remember_chain_key(settings: Settings, key: bytes) -> None:
     from sbtc_ops.state import StateStore
 
     with StateStore.open(settings.state_dir) as store:
-        if store.last_event("chain-key", key.hex()) is None:
-            store.record_event("chain-key", key.hex(), "seen")
+        if store.last_event(EventKind.CHAIN_KEY, key.hex()) is None:
+            store.record_event(EventKind.CHAIN_KEY, key.hex(), "seen")
 
 
 def interruptible(func: Callable[[], T]) -> T:

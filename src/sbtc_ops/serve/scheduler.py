@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,10 +28,20 @@ from sbtc_ops.state import StateStore, process_alive
 
 log = logging.getLogger(__name__)
 
-OK = "ok"
-PROBLEM = "problem"
-ERROR = "error"
-INTERRUPTED = "interrupted"
+
+class JobOutcome(StrEnum):
+    """How a job run ended (stored in state.db, shown by `history`, exported as metrics)."""
+
+    OK = "ok"
+    PROBLEM = "problem"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
+
+
+OK = JobOutcome.OK
+PROBLEM = JobOutcome.PROBLEM
+ERROR = JobOutcome.ERROR
+INTERRUPTED = JobOutcome.INTERRUPTED
 FAILED_OUTCOMES = (PROBLEM, ERROR, INTERRUPTED)
 
 

@@ -23,9 +23,9 @@ from typing import Any
 
 from sbtc_ops.config import Settings
 from sbtc_ops.serve.scheduler import OK, PROBLEM, JobResult
-from sbtc_ops.state import StateStore
+from sbtc_ops.state import EventKind, StateStore
 
-IMAGE_EVENT = "signer-image"
+IMAGE_EVENT = EventKind.SIGNER_IMAGE
 IMAGE_SUBJECT = "signer"
 _IMAGE_EVENTS_KEPT = 200
 
@@ -157,7 +157,9 @@ def _image_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
         return {}
     with StateStore.open(settings.state_dir) as store:
         previous = store.last_event(IMAGE_EVENT, IMAGE_SUBJECT)
-        before = next((e for e in store.events("backup", limit=50) if e.outcome == "ok"), None)
+        before = next(
+            (e for e in store.events(EventKind.BACKUP, limit=50) if e.outcome == "ok"), None
+        )
     current = {"image": image, "revision": revision}
     out: dict[str, Any] = {"signer_image": image, "image_changed": False}
     if previous is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sbtc_ops.state import Event, Run, StateStore
+from sbtc_ops.state import Event, EventKind, Run, StateStore
 
 BACKUP_MAX_AGE_S = 26 * 3600
 VERIFY_MAX_AGE_S = 8 * 86400
@@ -229,11 +229,13 @@ class Snapshot:
 def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
     with StateStore.open(state_dir) as store:
         snap = Snapshot(now=now)
-        snap.backups = store.events("backup", limit=history)
-        snap.verifies = store.events("verify", limit=history)
-        snap.deleted = {e.subject for e in store.events("backup-deleted", limit=10 * history)}
+        snap.backups = store.events(EventKind.BACKUP, limit=history)
+        snap.verifies = store.events(EventKind.VERIFY, limit=history)
+        snap.deleted = {
+            e.subject for e in store.events(EventKind.BACKUP_DELETED, limit=10 * history)
+        }
         snap.chain = store.last_run("chain-check", ("ok", "problem", "error"))
-        snap.audit = store.last_event("audit")
+        snap.audit = store.last_event(EventKind.AUDIT)
         snap.audit_run = store.last_run("audit", ("ok", "problem"))
         snap.run_counts = store.run_counts()
         jobs = {job for job, _ in snap.run_counts}
@@ -242,7 +244,7 @@ def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
             if run is not None:
                 snap.last_runs[job] = run
         snap.running = store.running_jobs()
-        watch_events = store.events("dkg-watch", "live", limit=20)
+        watch_events = store.events(EventKind.DKG_WATCH, "live", limit=20)
         snap.dkg_watch_last = watch_events[0] if watch_events else None
         snap.dkg_watch = next((e for e in watch_events if "row" in e.data), None)
         return snap

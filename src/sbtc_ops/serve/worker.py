@@ -19,7 +19,7 @@ from sbtc_ops.redact import ScrubbingFormatter, install_output_scrubbing, scrub_
 from sbtc_ops.serve.jobs import JOB_NAMES, run_job, scrub, settings_secret_values
 from sbtc_ops.serve.scheduler import ERROR, INTERRUPTED, OK, JobResult, one_line_reason
 
-_EXIT_CODES = {OK: 0, ERROR: 2, INTERRUPTED: 130}
+_EXIT_CODES: dict[str, int] = {OK: 0, ERROR: 2, INTERRUPTED: 130}
 
 
 def _interrupt(signum: int, frame: object) -> None:

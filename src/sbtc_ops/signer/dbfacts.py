@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, LiteralString
 
-from sbtc_ops.state import StateStore
+from sbtc_ops.state import EventKind, StateStore
 
 Query = Callable[[LiteralString, Sequence[Any]], list[tuple[Any, ...]]]
-SIZE_EVENT = "db-size"
+SIZE_EVENT = EventKind.DB_SIZE
 SIZE_SUBJECT = "signer"
 SAMPLES_KEPT = 3000  # hourly audits for four months
 GROWTH_WINDOW_S = 30 * 86400

@@ -49,7 +49,7 @@ from sbtc_ops.stacks import (
     read_aggregate_key,
     read_signer_data,
 )
-from sbtc_ops.state import StateStore
+from sbtc_ops.state import EventKind, StateStore
 from sbtc_ops.verify import checks
 
 RESTORED_DB = "signer"
@@ -123,16 +123,8 @@ class VerifyReport:
             "onchain_aggregate_key": self.onchain_aggregate_key,
             "key_source": self.key_source,
             "summary": self.summary,
-            "checks": [
-                {
-                    "id": c.id,
-                    "status": c.status.value,
-                    "detail": c.detail,
-                    "remediation": c.remediation,
-                    "duration_s": round(c.duration_s, 3),
-                }
-                for c in self.checks
-            ],
+            # The one JSON shape of a check, shared with audit and key check.
+            "checks": [c.to_json() for c in self.checks],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "archive": self.archive,
         }
@@ -207,7 +199,7 @@ class Drill:
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         with StateStore.open(self.settings.state_dir) as store:
             store.record_event(
-                "verify", self.report.backup, "error", {"verdict": "error", "error": reason}
+                EventKind.VERIFY, self.report.backup, "error", {"verdict": "error", "error": reason}
             )
 
     def _notice_run_as(self) -> None:
@@ -215,9 +207,9 @@ class Drill:
         if self.run_as.is_current:
             return
         with StateStore.open(self.settings.state_dir) as store:
-            if store.last_event("notice", "run-as") is not None:
+            if store.last_event(EventKind.NOTICE, "run-as") is not None:
                 return
-            store.record_event("notice", "run-as", "shown", {"user": self.run_as.name})
+            store.record_event(EventKind.NOTICE, "run-as", "shown", {"user": self.run_as.name})
         advice = (
             "; create a dedicated user for it (useradd --system --shell /usr/sbin/nologin "
             "sbtc-ops) rather than sharing nobody"
@@ -494,12 +486,12 @@ class Drill:
 
     def _history(self) -> set[bytes]:
         with StateStore.open(self.settings.state_dir) as store:
-            return {bytes.fromhex(e.subject) for e in store.events("chain-key", limit=1000)}
+            return {bytes.fromhex(e.subject) for e in store.events(EventKind.CHAIN_KEY, limit=1000)}
 
     def _remember_chain_key(self, key: bytes) -> None:
         with StateStore.open(self.settings.state_dir) as store:
-            if store.last_event("chain-key", key.hex()) is None:
-                store.record_event("chain-key", key.hex(), "seen")
+            if store.last_event(EventKind.CHAIN_KEY, key.hex()) is None:
+                store.record_event(EventKind.CHAIN_KEY, key.hex(), "seen")
 
     # -- verdict and record -------------------------------------------------------------------
 
@@ -517,7 +509,7 @@ class Drill:
         outcome = "ok" if report.ok else report.verdict
         with StateStore.open(self.settings.state_dir) as store:
             store.record_event(
-                "verify",
+                EventKind.VERIFY,
                 report.backup,
                 outcome,
                 {
