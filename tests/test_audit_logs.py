@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from sbtc_ops.audit.areas.logs import line_time, parse_size, parse_timespan
 from sbtc_ops.audit.framework import CommandResult
-from sbtc_ops.audit.logs import line_time, parse_size, parse_timespan
 from tests.support.audit2 import NOW, make_settings, run_area, statuses, write
 
 FIXTURE = Path(__file__).parent / "fixtures" / "audit2" / "logs"

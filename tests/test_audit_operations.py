@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sbtc_ops.audit.operations import parse_hours
+from sbtc_ops.audit.areas.operations import parse_hours
 from tests.support.audit2 import NOW, make_settings, run_area, statuses, write
 
 FIXTURE = Path(__file__).parent / "fixtures" / "audit2" / "operations"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sbtc_ops.audit.areas.secrets import files_holding, holds_secret
 from sbtc_ops.audit.framework import HostContext, RecordedRunner
-from sbtc_ops.audit.secrets import files_holding, holds_secret
 from sbtc_ops.config import Settings
 
 

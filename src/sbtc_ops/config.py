@@ -306,6 +306,13 @@ class SignerSettings(_Section):
 class AuditSettings(_Section):
     """Options of `sbtc-ops audit`."""
 
+    signer_version: str | None = Field(
+        None,
+        description="The signer release running here (e.g. 1.3.3), when neither the image tag "
+        "nor its labels nor /info say it; the signer-config checks judge keys against it.",
+        examples=["1.3.3"],
+    )
+
     compose_files: list[Path] = Field(
         default_factory=list,
         description="docker compose files of the signer and its nodes.",

@@ -202,21 +202,19 @@ def check(
     return register
 
 
-_NOT_AREAS = {"framework", "render"}
-
-
 # Area modules that failed to import: reported as error findings, never silently dropped.
 LOAD_ERRORS: dict[str, str] = {}
 
 
 def load_areas() -> None:
-    """Import every area module of this package (those defining AREA register checks)."""
-    package = importlib.import_module("sbtc_ops.audit")
+    """Import every area module of `sbtc_ops.audit.areas` (helpers live elsewhere, so a
+    broken helper surfaces as the area that imports it, never as an area of its own)."""
+    package = importlib.import_module("sbtc_ops.audit.areas")
     for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("_") or info.name in _NOT_AREAS:
+        if info.name.startswith("_"):
             continue
         try:
-            importlib.import_module(f"sbtc_ops.audit.{info.name}")
+            importlib.import_module(f"sbtc_ops.audit.areas.{info.name}")
         except Exception as exc:  # one broken module must not hide the others
             log.debug("audit module %s failed to import", info.name, exc_info=True)
             LOAD_ERRORS[info.name] = f"{type(exc).__name__}: {exc}"

@@ -91,10 +91,10 @@ def running_version(ctx: HostContext) -> tuple[str, str]:
 
 def _running_version(ctx: HostContext) -> tuple[str, str]:
     table = load()
-    explicit = getattr(ctx.settings.audit, "signer_version", None)
+    explicit = ctx.settings.audit.signer_version
     if explicit:
         return _in_table(table, str(explicit), "audit.signer_version")
-    from sbtc_ops.audit.releases import signer_version
+    from sbtc_ops.audit.areas.releases import signer_version
 
     try:
         numbers, source = signer_version(ctx)
@@ -104,7 +104,7 @@ def _running_version(ctx: HostContext) -> tuple[str, str]:
 
 
 def _from_build_info(ctx: HostContext, table: Knowledge, why_not_image: str) -> tuple[str, str]:
-    from sbtc_ops.audit.monitoring import signer_info
+    from sbtc_ops.audit.areas.monitoring import signer_info
 
     try:
         info = signer_info(ctx)
@@ -165,7 +165,7 @@ def registry_signer_data(ctx: HostContext) -> SignerData:
 
 
 def bitcoin_height(ctx: HostContext) -> int:
-    from sbtc_ops.audit.nodes import bitcoin_rpc
+    from sbtc_ops.audit.areas.nodes import bitcoin_rpc
 
     blocks = bitcoin_rpc(ctx, "getblockchaininfo").get("blocks")
     if not isinstance(blocks, int) or isinstance(blocks, bool):

@@ -73,7 +73,12 @@ def sample(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
         _common.emit_json(reference())
         return
     # Plain write: the sample is data to redirect into a file, not text to wrap or highlight.
-    sys.stdout.write(sample_toml())
+    # It is written from the settings model alone (descriptions, defaults, examples) and never
+    # holds a configured value, so it bypasses the output scrubber, which would otherwise mask
+    # the placeholder examples of secret settings (`api_key = "<hiro api key>"`).
+    raw = sys.__stdout__ or sys.stdout
+    raw.write(sample_toml())
+    raw.flush()
 
 
 def _print_tree(node: object, indent: int) -> None:

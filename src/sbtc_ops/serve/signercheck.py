@@ -76,7 +76,7 @@ Part = Callable[[Any, Settings, float], dict[str, Any]]
 
 
 def _dkg_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
-    from sbtc_ops.audit.dkg import dkg_state, window_of
+    from sbtc_ops.audit.areas.dkg import dkg_state, window_of
     from sbtc_ops.audit.signerside import bitcoin_height
 
     state = dkg_state(ctx)
@@ -110,7 +110,7 @@ def _registry_key_state(ctx: Any, state: Any) -> str:
 
 
 def _database_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
-    from sbtc_ops.audit.database import data_volumes, database_size_bytes, volume_free
+    from sbtc_ops.audit.areas.database import data_volumes, database_size_bytes, volume_free
     from sbtc_ops.signer import dbfacts
 
     size = database_size_bytes(ctx)
@@ -128,7 +128,7 @@ def _database_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
 
 
 def _events_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
-    from sbtc_ops.audit.monitoring import signer_info
+    from sbtc_ops.audit.areas.monitoring import signer_info
 
     info = signer_info(ctx)
     out: dict[str, Any] = {}
@@ -197,8 +197,8 @@ def _signer_image(ctx: Any) -> str | None:
 
 
 def _revision(ctx: Any) -> str | None:
+    from sbtc_ops.audit.areas.monitoring import signer_info
     from sbtc_ops.audit.framework import EvidenceError, Skip
-    from sbtc_ops.audit.monitoring import signer_info
 
     try:
         build = signer_info(ctx).get("build_info")

@@ -320,8 +320,8 @@ REFERENCE_TIMEOUT_MS = 10_000  # docker/mainnet/nodes/stacks/Config.toml.in
     "[[events_observer]] whose endpoint is the signer's event observer, then restart the node.",
 )
 def events_observer_timeout(ctx: HostContext) -> Outcome:
+    from sbtc_ops.audit.areas.nodes import _endpoint_port, _observer_port
     from sbtc_ops.audit.framework import parse_toml
-    from sbtc_ops.audit.nodes import _endpoint_port, _observer_port
 
     path = ctx.settings.audit.stacks_node_config
     if path is None:

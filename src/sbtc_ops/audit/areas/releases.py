@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from typing import Any
 
+from sbtc_ops.audit.areas.nodes import bitcoin_rpc, stacks_info
 from sbtc_ops.audit.framework import (
     EvidenceError,
     HostContext,
@@ -38,7 +39,6 @@ from sbtc_ops.audit.framework import (
     warned,
 )
 from sbtc_ops.audit.netsource import Malformed, fetch, require_mapping
-from sbtc_ops.audit.nodes import bitcoin_rpc, stacks_info
 from sbtc_ops.audit.roles import BITCOIN, SIGNER, STACKS, image_tag, role_services
 from sbtc_ops.audit.statefiles import read_state, write_state
 

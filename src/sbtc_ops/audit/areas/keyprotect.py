@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sbtc_ops.audit.areas.secrets import files_holding
 from sbtc_ops.audit.compose import compose_paths_with_env
 from sbtc_ops.audit.framework import (
     EvidenceError,
@@ -22,7 +23,6 @@ from sbtc_ops.audit.framework import (
     passed,
     warned,
 )
-from sbtc_ops.audit.secrets import files_holding
 from sbtc_ops.keys.wellknown import well_known
 from sbtc_ops.state import EventKind
 

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from sbtc_ops.audit.backups import backup_configured, backup_rows
+from sbtc_ops.audit.areas.backups import backup_configured, backup_rows
+from sbtc_ops.audit.areas.firewall import FirewallView, firewall_view
 from sbtc_ops.audit.compose import compose_files_if_configured, published_ports
-from sbtc_ops.audit.firewall import FirewallView, firewall_view
 from sbtc_ops.audit.framework import (
     EvidenceError,
     HostContext,
