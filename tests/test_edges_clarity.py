@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sbtc_ops import clarity
 from sbtc_ops.clarity import (
     MAX_DECODE_VALUES,
     MAX_SERIALIZED_BYTES,
@@ -188,3 +189,15 @@ def test_clarity_decode_prints_the_reference_text(cli: Cli) -> None:
         assert (result.code, result.stdout) == (0, text + "\n"), result.stderr
         as_json = cli("clarity", "decode", "--json", hex_value).json()
         assert as_json["text"] == text
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bytes([0x06, 0x16]) + bytes(20),  # contract principal cut before its name length
+        bytes([0x0C, 0, 0, 0, 1]),  # tuple cut before its first key's length
+    ],
+)
+def test_values_cut_at_a_length_byte_are_the_codecs_error(data: bytes) -> None:
+    with pytest.raises(clarity.ClarityError):
+        clarity.decode(data)

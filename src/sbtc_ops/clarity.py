@@ -822,6 +822,12 @@ class _Scan:
         if self.pos > len(self.data):
             raise self._Malformed
 
+    def _byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise self._Malformed
+        self.pos += 1
+        return self.data[self.pos - 1]
+
     def value(self, depth: int) -> None:
         if depth > MAX_DEPTH or self.pos >= len(self.data):
             raise self._Malformed
@@ -839,7 +845,7 @@ class _Scan:
             self._skip(self._u32())
         elif type_id == 0x06:
             self._skip(21)
-            self._skip(1 + self.data[self.pos])
+            self._skip(self._byte())
         elif type_id in (0x07, 0x08, 0x0A):
             self.value(depth + 1)
         elif type_id == 0x0B:
@@ -847,8 +853,7 @@ class _Scan:
                 self.value(depth + 1)
         elif type_id == 0x0C:
             for _ in range(self._u32()):
-                self._skip(1)
-                self._skip(self.data[self.pos - 1])
+                self._skip(self._byte())
                 self.value(depth + 1)
         else:
             raise self._Malformed
