@@ -275,7 +275,7 @@ def test_an_area_module_that_fails_to_import_is_an_error_finding(
     import importlib
     import pkgutil
 
-    from sbtc_ops.audit import framework
+    from sbtc_ops.audit import registry
 
     real_iter, real_import = pkgutil.iter_modules, importlib.import_module
 
@@ -287,9 +287,9 @@ def test_an_area_module_that_fails_to_import_is_an_error_finding(
             raise SyntaxError("invalid syntax (halfwritten.py, line 3)")
         return real_import(name)
 
-    monkeypatch.setattr(framework.pkgutil, "iter_modules", iter_modules)
-    monkeypatch.setattr(framework.importlib, "import_module", import_module)
-    monkeypatch.setattr(framework, "LOAD_ERRORS", {})
+    monkeypatch.setattr(registry.pkgutil, "iter_modules", iter_modules)
+    monkeypatch.setattr(registry.importlib, "import_module", import_module)
+    monkeypatch.setattr(registry, "LOAD_ERRORS", {})
     checks = select_checks()
     assert any(c.area == "access" for c in checks)  # the others still load
     ctx = HostContext(Settings(), root=tmp_path, runner=RecordedRunner({}))
