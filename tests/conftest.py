@@ -12,7 +12,12 @@ from tests.support.cli import CliResult, clean_env, run_cli
 # The fixtures of these modules are defined once for the whole run, so a session fixture (a
 # PostgreSQL or S3 server) really starts once: imported into test modules instead, pytest
 # would hold one definition, and start one server, per importing module.
-pytest_plugins = ["tests.support.pg", "tests.support.backup", "tests.support.s3"]
+pytest_plugins = [
+    "tests.support.pg",
+    "tests.support.backup",
+    "tests.support.s3",
+    "tests.support.docker_lab",
+]
 
 
 @pytest.fixture

@@ -8,14 +8,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 KIND = sys.argv[1]
 PORT = int(sys.argv[2])
 BITCOIN = {
-    "getblockchaininfo": {"chain": "main", "blocks": 880600, "headers": 880600,
-                          "bestblockhash": "00" * 32, "pruned": False, "initialblockdownload": False},
+    "getblockchaininfo": {
+        "chain": "main",
+        "blocks": 880600,
+        "headers": 880600,
+        "bestblockhash": "00" * 32,
+        "pruned": False,
+        "initialblockdownload": False,
+    },
     "getnetworkinfo": {"version": 280100, "subversion": "/Satoshi:28.1.0/"},
     "getindexinfo": {"txindex": {"synced": True, "best_block_height": 880600}},
 }
-STACKS_INFO = {"server_version": "stacks-node 3.1.0.0.8 (lab stand-in)", "network_id": 1,
-               "burn_block_height": 880600, "stacks_tip_height": 1203600,
-               "stacks_tip": "ab" * 32}
+STACKS_INFO = {
+    "server_version": "stacks-node 3.1.0.0.8 (lab stand-in)",
+    "network_id": 1,
+    "burn_block_height": 880600,
+    "stacks_tip_height": 1203600,
+    "stacks_tip": "ab" * 32,
+}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -41,8 +51,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(400)
             return
         method = request.get("method") if isinstance(request, dict) else None
-        self.reply({"result": BITCOIN.get(method), "error": None if method in BITCOIN else {"code": -32601},
-                    "id": request.get("id") if isinstance(request, dict) else None})
+        self.reply(
+            {
+                "result": BITCOIN.get(method),
+                "error": None if method in BITCOIN else {"code": -32601},
+                "id": request.get("id") if isinstance(request, dict) else None,
+            }
+        )
 
     def log_message(self, *args: object) -> None:
         pass
