@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from sbtc_ops.errors import ConfigError
+from sbtc_ops.errors import ConfigError, SbtcOpsError
 
 Network = Literal["mainnet", "testnet", "devnet"]
 
@@ -219,6 +219,18 @@ class AuditSettings(BaseModel):
     coverage_min_percent: float = Field(70.0, ge=0, le=100)
 
 
+class DockerSettings(_Section):
+    """The signer's docker compose deployment (written by `sbtc-ops init`)."""
+
+    compose_dir: Path | None = Field(None, description="The compose project directory.")
+    compose_files: list[Path] = Field(default_factory=list)
+    signer_service: str = "sbtc-signer"
+    db_service: str | None = None
+    db_container: str | None = Field(
+        None, description="Back up through `docker exec` into this container (pg_dump inside)."
+    )
+
+
 class ServeSettings(_Section):
     """`sbtc-ops serve`: schedules (5-field cron, local time; "" disables a job), HTTP, alerts."""
 
@@ -269,10 +281,13 @@ class Settings(BaseModel):
     signer: SignerSettings = Field(default_factory=lambda: SignerSettings())
     serve: ServeSettings = Field(default_factory=lambda: ServeSettings())
     audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
+    docker: DockerSettings = Field(default_factory=lambda: DockerSettings())
     key: dict[str, Any] = Field(default_factory=dict, description="Key custody options.")
 
     # Where the file layer came from, for messages; not a setting.
     source_files: list[str] = Field(default_factory=list, exclude=True)
+    # Set when no configuration was found and the deployment was discovered instead.
+    discovered_from: str | None = Field(None, exclude=True)
 
     # -- effective values (presets applied) ------------------------------------------------
 
@@ -536,12 +551,17 @@ def load_settings(
     signer_pre = pre.get("signer", {}) if isinstance(pre.get("signer"), dict) else {}
     signer_cfg = signer_pre.get("config_path")
     signer_env = signer_pre.get("env_file")
+    discovered_doc, discovered_from = _discovered_layer(file_path, pre, environ)
+    pre = deep_merge(discovered_doc, pre)
+    signer_pre = pre.get("signer", {}) if isinstance(pre.get("signer"), dict) else {}
+    signer_cfg = signer_pre.get("config_path")
     signer_doc = signer_layer(
         Path(signer_cfg) if signer_cfg else None,
         Path(signer_env) if signer_env else None,
-        environ,
+        {**_compose_signer_env(pre), **environ},
     )
     layers = [
+        ("discovered deployment", discovered_doc),
         ("the signer's configuration", signer_doc),
         (str(file_path) if file_path else "sbtc-ops.toml", file_doc),
         ("environment (SBTC_OPS_*)", env_doc),
@@ -557,7 +577,46 @@ def load_settings(
         raise ConfigError(_describe_validation_error(exc, layers)) from None
     if file_path:
         settings.source_files.append(str(file_path))
+    settings.discovered_from = discovered_from
     return settings
+
+
+def _discovered_layer(
+    file_path: Path | None, pre: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, Any], str | None]:
+    """With no sbtc-ops.toml and no signer configuration anywhere, find the deployment the
+    way `sbtc-ops init` does (current directory, running containers, standard paths)."""
+    signer = pre.get("signer") if isinstance(pre.get("signer"), dict) else {}
+    docker = pre.get("docker") if isinstance(pre.get("docker"), dict) else {}
+    if file_path or (signer or {}).get("config_path") or (docker or {}).get("compose_dir"):
+        return {}, None
+    if (pre.get("db") or {}).get("url") or environ.get("SBTC_OPS_NO_DISCOVERY"):
+        return {}, None
+    from sbtc_ops.discover import discover
+
+    try:
+        found = discover(environ=environ)
+    except (SbtcOpsError, OSError):  # discovery is a convenience; a failure is "not found"
+        return {}, None
+    if not found.found:
+        return {}, None
+    return found.settings_layer(), str(found.value("compose.dir"))
+
+
+def _compose_signer_env(pre: dict[str, Any]) -> dict[str, str]:
+    """The SIGNER_* variables compose gives the signer container, when docker.compose_dir is
+    set: the secrets stay in the deployment's .env, sbtc-ops.toml only points at it."""
+    docker = pre.get("docker") if isinstance(pre.get("docker"), dict) else None
+    if not docker or not docker.get("compose_dir"):
+        return {}
+    from sbtc_ops.discover.compose import find_compose_files, signer_environment
+
+    directory = Path(str(docker["compose_dir"]))
+    files = [Path(str(f)) for f in docker.get("compose_files") or []]
+    files = files or find_compose_files(directory)
+    if not files:
+        raise ConfigError(f"docker.compose_dir {directory}: no compose file in it")
+    return signer_environment(directory, files, str(docker.get("signer_service") or "sbtc-signer"))
 
 
 def _describe_validation_error(

@@ -75,12 +75,14 @@ def _register_commands() -> None:
         chain_cmd,
         clarity_cmd,
         config_cmd,
+        init_cmd,
         key_cmd,
         serve_cmd,
         verify_cmd,
     )
 
     for module in (
+        init_cmd,
         config_cmd,
         clarity_cmd,
         chain_cmd,
