@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from sbtc_ops.clarity import Buffer, List, Tuple, UInt, principal_from_text
 from sbtc_ops.devtools.signer_db import GeneratedDb, generate
 
 LAB_SCRIPT = Path(__file__).resolve().parents[1] / "lab" / "lab.sh"
@@ -139,6 +140,22 @@ def _start(key: bytes) -> DockerLab:
     return DockerLab(Path(values["LAB_PROJECT"]), values["LAB_PROJECT_NAME"], key)
 
 
+def _registry_answers(db: GeneratedDb) -> dict[str, str]:
+    """What the lab's Stacks stand-in answers for sbtc-registry: the DB's newest verified key
+    and its signer set, as the chain would after that DKG round."""
+    key = db.newest_verified
+    values = {
+        "get-current-aggregate-pubkey": Buffer(key.aggregate_key),
+        "get-current-signer-set": List(tuple(Buffer(k) for k in key.signer_set_public_keys)),
+        "get-current-signature-threshold": UInt(key.threshold),
+        "get-current-signer-principal": principal_from_text(db.deployer),
+    }
+    data = Tuple({name.removeprefix("get-"): value for name, value in values.items()})
+    answers = {name: value.to_hex() for name, value in values.items()}
+    answers["get-current-signer-data"] = data.to_hex()
+    return answers
+
+
 def _fill_database(lab: DockerLab) -> None:
     ip = lab.container_ip("postgres")
     url = f"postgresql://postgres:{DB_PASSWORD}@{ip}:5432/signer"
@@ -146,11 +163,13 @@ def _fill_database(lab: DockerLab) -> None:
     while True:
         try:
             lab.db = generate(url, target_mb=2, seed=15, signer_private_key=lab.signer_private_key)
-            return
+            break
         except psycopg.OperationalError:  # healthy on its socket before TCP is up
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+    registry = lab.project_dir / "nodes" / "stacks" / "registry.json"
+    registry.write_text(json.dumps(_registry_answers(lab.db)))
 
 
 @pytest.fixture(scope="session")

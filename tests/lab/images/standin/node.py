@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Stand-in for bitcoind (JSON-RPC) or a Stacks node (/v2/info), on the reference ports."""
+"""Stand-in for bitcoind (JSON-RPC) or a Stacks node (/v2/info, and the sbtc-registry
+read-only calls answered from /stacks/registry.json: {function: "0x<Clarity value>"},
+written by the test fixture), on the reference ports."""
 
 import json
 import sys
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 KIND = sys.argv[1]
@@ -43,8 +46,22 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_error(404)
 
+    def call_read(self) -> None:
+        function = self.path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+        try:
+            answers = json.loads(Path("/stacks/registry.json").read_text())
+        except (OSError, ValueError):
+            answers = {}
+        if function in answers:
+            self.reply({"okay": True, "result": answers[function]})
+        else:
+            self.reply({"okay": False, "cause": f'Unchecked(UndefinedFunction("{function}"))'})
+
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if KIND == "stacks" and self.path.startswith("/v2/contracts/call-read/"):
+            self.call_read()
+            return
         try:
             request = json.loads(body)
         except ValueError:
