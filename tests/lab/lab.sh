@@ -186,7 +186,9 @@ step_down() {
 
 # ------------------------------------------------------------------ stop / cleanup
 step_stop() {
+  local t0; t0=$(now)
   step_down
+  log "compose down: $(took "$t0") s"
   local pid=""
   [ -f "$PIDFILE" ] && pid=$(cat "$PIDFILE")
   if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = dockerd ]; then
@@ -197,6 +199,7 @@ step_stop() {
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
     for k in $kids; do kill -0 "$k" 2>/dev/null && kill -TERM "$k"; done
   fi
+  log "dockerd stopped: $(took "$t0") s"
   local data_root=""
   [ -f "$LAB_RUN/data-root" ] && data_root=$(cat "$LAB_RUN/data-root")
   # Mounts dockerd leaves behind (overlay, netns, shm), deepest first.
@@ -207,9 +210,11 @@ step_stop() {
       | while read -r l; do grep -qx "$l" "$STATE/links" || ip link del "$l" 2>/dev/null || true; done || true
   fi
   [ -f "$STATE/ip_forward" ] && cat "$STATE/ip_forward" > /proc/sys/net/ipv4/ip_forward
+  log "mounts and links cleaned: $(took "$t0") s"
   [ -n "$data_root" ] && rm -rf "$data_root"
   [ -f "$LAB_RUN/project-dir" ] && rm -rf "$(cat "$LAB_RUN/project-dir")"
   rm -rf "$LAB_RUN"
+  log "stopped in $(took "$t0") s"
   check_clean
 }
 

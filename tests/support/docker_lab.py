@@ -172,6 +172,16 @@ def _fill_database(lab: DockerLab) -> None:
     registry.write_text(json.dumps(_registry_answers(lab.db)))
 
 
+def _record_timings(lab: DockerLab, stop_log: str) -> None:
+    """Setup and stop times, kept beside the lab's cache for whoever tunes the suite."""
+    cache = Path(os.environ.get("LAB_CACHE", "/var/cache/sbtc-ops-lab"))
+    if not cache.is_dir():
+        return
+    stop = [line for line in stop_log.splitlines() if "stopped in" in line]
+    with (cache / "timings.log").open("a") as log:
+        log.write(f"{time.strftime('%FT%T')} setup {lab.facts.get('setup_s')} s; {stop}\n")
+
+
 @pytest.fixture(scope="session")
 def docker_lab() -> Iterator[DockerLab]:
     reason = _why_docker_cannot_run()
@@ -186,5 +196,6 @@ def docker_lab() -> Iterator[DockerLab]:
         yield lab
     finally:
         stopped = _lab("stop")
+        _record_timings(lab, stopped.stderr)
         assert stopped.returncode == 0, f"lab.sh stop failed: {stopped.stderr[-2000:]}"
         assert_lab_gone(before)

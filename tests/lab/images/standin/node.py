@@ -5,8 +5,8 @@ written by the test fixture), on the reference ports."""
 
 import json
 import sys
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 KIND = sys.argv[1]
 PORT = int(sys.argv[2])
