@@ -116,3 +116,14 @@ def test_init_with_nothing_to_find(tmp_path: Path, cli: Callable[..., CliResult]
     empty.mkdir()
     bad = cli("init", "--compose-dir", str(empty), env=NO_ENGINE)
     assert bad.code == 2 and "no compose file" in bad.stderr
+
+
+def test_container_checks_skip_without_an_engine(cli: Callable[..., CliResult]) -> None:
+    """The running-deployment area needs a live engine: with none it says so, per check."""
+    result = cli("audit", "--only", "containers", "--json", env=NO_ENGINE)
+    doc = result.json()
+    assert doc["areas"] == ["containers"]
+    statuses = {f["id"]: (f["status"], f["detail"]) for f in doc["findings"]}
+    assert set(statuses) == {f"CTR-00{n}" for n in range(1, 8)}
+    for status, detail in statuses.values():
+        assert status == "skip" and "no Docker engine answers" in detail

@@ -120,6 +120,20 @@ def test_audit_without_configuration_finds_the_planted_problems(
     for check, needle in expected.items():
         assert findings[check]["status"] in ("warn", "fail"), findings[check]
         assert needle in findings[check]["detail"], findings[check]
+    # What the engine reports about the running containers (audit/containers.py).
+    engine = {
+        "CTR-001": ("fail", "sbtc-signer: SIGNER_SIGNER__PRIVATE_KEY"),
+        "CTR-002": ("warn", "sbtc-signer: 0.0.0.0:9184->9184 (signer metrics)"),
+        "CTR-003": ("warn", "running as root"),
+        "CTR-004": ("warn", "sbtc-signer (json-file)"),
+        "CTR-005": ("warn", "sbtc-signer (sbtc-ops-lab/signer:latest)"),
+        "CTR-006": ("pass", "every running container has a restart policy"),
+        "CTR-007": ("pass", "/metrics: 200"),
+    }
+    for check, (status, needle) in engine.items():
+        assert findings[check]["status"] == status, findings[check]
+        assert needle in findings[check]["detail"], findings[check]
+    assert "POSTGRES_PASSWORD" in findings["CTR-001"]["detail"]
     skipped = " ".join(f["detail"] for f in findings.values() if f["status"] == "skip")
     for unconfigured in ("no compose files configured", "signer database not configured"):
         assert unconfigured not in skipped
