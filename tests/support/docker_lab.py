@@ -76,6 +76,11 @@ class DockerLab:
         ).strip()
 
 
+def lab_step(*steps: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run steps of tests/lab/lab.sh (see its header)."""
+    return _lab(*steps, env=env)
+
+
 def _lab(*steps: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(LAB_SCRIPT), *steps],
@@ -177,7 +182,7 @@ def _record_timings(lab: DockerLab, stop_log: str) -> None:
     cache = Path(os.environ.get("LAB_CACHE", "/var/cache/sbtc-ops-lab"))
     if not cache.is_dir():
         return
-    stop = [line for line in stop_log.splitlines() if "stopped in" in line]
+    stop = [line for line in stop_log.splitlines() if line.startswith("[lab ")]
     with (cache / "timings.log").open("a") as log:
         log.write(f"{time.strftime('%FT%T')} setup {lab.facts.get('setup_s')} s; {stop}\n")
 
