@@ -76,6 +76,9 @@ def test_settings_from_compose_dir_reference_the_secrets(deployment: Path) -> No
     assert db_url == "postgresql://postgres:postgres@postgres:5432/signer"
     assert settings.signer.private_key is not None
     assert settings.signer.private_key.get_secret_value() == PRIVATE_KEY
+    assert settings.signer.private_key_source == (
+        f"SIGNER_SIGNER__PRIVATE_KEY (compose project {deployment})"
+    )
     assert PRIVATE_KEY not in config.read_text()
 
 

@@ -555,11 +555,13 @@ def load_settings(
     pre = deep_merge(discovered_doc, pre)
     signer_pre = pre.get("signer", {}) if isinstance(pre.get("signer"), dict) else {}
     signer_cfg = signer_pre.get("config_path")
+    compose_env = _compose_signer_env(pre)
     signer_doc = signer_layer(
         Path(signer_cfg) if signer_cfg else None,
         Path(signer_env) if signer_env else None,
-        {**_compose_signer_env(pre), **environ},
+        {**compose_env, **environ},
     )
+    _name_compose_key_source(signer_doc, compose_env, environ, pre)
     layers = [
         ("discovered deployment", discovered_doc),
         ("the signer's configuration", signer_doc),
@@ -601,6 +603,21 @@ def _discovered_layer(
     if not found.found:
         return {}, None
     return found.settings_layer(), str(found.value("compose.dir"))
+
+
+def _name_compose_key_source(
+    signer_doc: dict[str, Any],
+    compose_env: Mapping[str, str],
+    environ: Mapping[str, str],
+    pre: dict[str, Any],
+) -> None:
+    """A private key compose passes to the signer is reported as coming from there."""
+    name = "SIGNER_SIGNER__PRIVATE_KEY"
+    signer = signer_doc.get("signer") or {}
+    source = str(signer.get("private_key_source") or "")
+    if name in compose_env and name not in environ and source.endswith("(environment)"):
+        directory = (pre.get("docker") or {}).get("compose_dir")
+        signer["private_key_source"] = f"{name} (compose project {directory})"
 
 
 def _compose_signer_env(pre: dict[str, Any]) -> dict[str, str]:

@@ -9,6 +9,8 @@ dockerd that does not start); a lab that starts but does not come up fails the t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -28,6 +30,7 @@ from sbtc_ops.devtools.signer_db import GeneratedDb, generate
 
 LAB_SCRIPT = Path(__file__).resolve().parents[1] / "lab" / "lab.sh"
 LAB_RUN = Path("/run/sbtc-ops-lab")
+LAB_CACHE = Path(os.environ.get("LAB_CACHE", "/var/cache/sbtc-ops-lab"))
 SOCKET = LAB_RUN / "docker.sock"
 DOCKER_HOST = f"unix://{SOCKET}"
 DB_PASSWORD = "postgres"  # planted: PostgreSQL's default, as the weak reference setups use
@@ -179,7 +182,7 @@ def _fill_database(lab: DockerLab) -> None:
 
 def _record_timings(lab: DockerLab, stop_log: str) -> None:
     """Setup and stop times, kept beside the lab's cache for whoever tunes the suite."""
-    cache = Path(os.environ.get("LAB_CACHE", "/var/cache/sbtc-ops-lab"))
+    cache = LAB_CACHE
     if not cache.is_dir():
         return
     stop = [line for line in stop_log.splitlines() if line.startswith("[lab ")]
@@ -187,11 +190,36 @@ def _record_timings(lab: DockerLab, stop_log: str) -> None:
         log.write(f"{time.strftime('%FT%T')} setup {lab.facts.get('setup_s')} s; {stop}\n")
 
 
+@contextlib.contextmanager
+def _one_lab_at_a_time() -> Iterator[None]:
+    """One lab per machine (fixed socket, ports 9184/8801): a second test session waits."""
+    LAB_CACHE.mkdir(parents=True, exist_ok=True)
+    fd = os.open(LAB_CACHE, os.O_RDONLY)  # flock on the cache directory: nothing to clean up
+    try:
+        deadline = time.monotonic() + 1200
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail("another test session held the Docker lab for 20 minutes")
+                time.sleep(1)
+        yield
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture(scope="session")
 def docker_lab() -> Iterator[DockerLab]:
     reason = _why_docker_cannot_run()
     if reason:
         pytest.skip(reason)
+    with _one_lab_at_a_time():
+        yield from _run_lab()
+
+
+def _run_lab() -> Iterator[DockerLab]:
     before = host_state()
     t0 = time.monotonic()
     lab = _start(secrets.token_bytes(32))

@@ -335,9 +335,17 @@ def _database(
         found.notes.append(f"the database host {host} is not a compose service")
         return
     found.add("db.service", service.name, f"{DB_ENDPOINT_VAR} host {host}")
-    found.add("db.container", service.container_name, f"{service.files[-1]} service {service.name}")
-    found.add("db.published", bool(service.body.get("ports")), f"{service.name} ports")
     container = by_service.get(service.name)
+    if container:
+        found.add("db.container", api.container_name(container), "running container")
+    elif service.body.get("container_name"):
+        found.add("db.container", service.container_name, f"{service.files[-1]} container_name")
+    else:
+        found.missing.append(
+            f"the database container's name (service {service.name} is not running and sets "
+            "no container_name): backups through `docker exec` need docker.db_container"
+        )
+    found.add("db.published", bool(service.body.get("ports")), f"{service.name} ports")
     if container:
         networks = sorted((container.get("NetworkSettings") or {}).get("Networks") or {})
         found.add("db.networks", networks, f"container {api.container_name(container)}")
