@@ -156,7 +156,10 @@ def test_init_backup_verify_through_the_db_container(
     docker_lab: DockerLab, cli: Cli, workdir: Path
 ) -> None:
     assert docker_lab.db is not None
+    # The README's quick start, in order, in one directory, nothing written by hand.
     assert cli("init", "--backup-dir", str(workdir / "backups"), env=LAB_ENGINE).code == 0
+    audit = cli("audit", "--json", env=LAB_ENGINE, timeout=300)
+    assert audit.code == 1 and audit.json()["findings"], audit.stderr  # planted problems
     started = time.time() - 1
     backup = cli("backup", "--json", env=LAB_ENGINE)
     assert backup.code == 0, backup.stderr
