@@ -85,6 +85,8 @@ def test_init_from_the_running_project_in_any_directory(docker_lab: DockerLab, c
     assert facts["signer.info_url_network"] == f"http://{ip}:8801/info"
     assert httpx.get(facts["signer.info_url_network"], timeout=10).status_code == 200
     assert facts["images"]["sbtc-signer"]["pinned"] is False
+    assert facts["images"]["sbtc-signer"]["repo_digests"] == []  # built locally
+    assert facts["images"]["sbtc-signer"]["image_id"].startswith("sha256:")
     assert facts["logging"]["sbtc-signer"] == {"driver": "json-file", "options": {}}
     assert result.json()["written"] is None
     assert_no_secret(result.stdout, docker_lab)

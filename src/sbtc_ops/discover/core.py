@@ -137,6 +137,14 @@ def _running_containers(
             return []
         try:
             containers = docker.containers()
+            digests: dict[str, list[str]] = {}
+            for container in containers:
+                image_id = str(container.get("Image") or "")
+                if image_id not in digests:
+                    digests[image_id] = list(
+                        (docker.image(image_id) or {}).get("RepoDigests") or []
+                    )
+                container["_RepoDigests"] = digests[image_id]
         except DependencyError as exc:
             found.notes.append(str(exc))
             return []
@@ -441,6 +449,7 @@ def _images_and_logging(
         container = by_service.get(name)
         if container:
             entry["image_id"] = str(container.get("Image", ""))
+            entry["repo_digests"] = container.get("_RepoDigests") or []
         images[name] = entry
         config = (container or {}).get("HostConfig", {}).get("LogConfig") if container else None
         if config:
