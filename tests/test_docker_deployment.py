@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyrage
 import pytest
 
 from tests.support.cli import CliResult, clean_env, run_cli
@@ -162,10 +163,14 @@ def test_init_backup_verify_through_the_db_container(
     assert cli("init", "--backup-dir", str(workdir / "backups"), env=LAB_ENGINE).code == 0
     audit = cli("audit", "--json", env=LAB_ENGINE, timeout=300)
     assert audit.code == 1 and audit.json()["findings"], audit.stderr  # planted problems
+    identity = pyrage.x25519.Identity.generate()
+    identity_file = workdir / "backup.agekey"
+    identity_file.write_text(f"{identity}\n")
     started = time.time() - 1
-    backup = cli("backup", "--json", env=LAB_ENGINE)
+    backup = cli("backup", "--recipient", str(identity.to_public()), "--json", env=LAB_ENGINE)
     assert backup.code == 0, backup.stderr
     manifest = backup.json()["backup"]
+    assert [f["path"] for f in manifest["files"]] == ["signer.dump.age"]
     assert manifest["pg_dump_version"].startswith("15.")
     assert manifest["server_version"].startswith("15.")
     rows = {k.removeprefix("sbtc_signer."): v for k, v in manifest["rows"].items()}
@@ -177,7 +182,8 @@ def test_init_backup_verify_through_the_db_container(
     assert "/usr/lib/postgresql/15/bin/pg_dump --format=custom" in dumps[0]
     assert "password=" not in dumps[0]
     assert_no_secret(dumps[0], docker_lab)
-    verify = cli("verify", "--latest", "--json", env=LAB_ENGINE, timeout=300)
+    with_identity = {**LAB_ENGINE, "SBTC_OPS_BACKUP__IDENTITY_FILE": str(identity_file)}
+    verify = cli("verify", "--latest", "--json", env=with_identity, timeout=300)
     assert verify.json()["verdict"] == "match", verify.stdout
     assert verify.code == 0
 
