@@ -168,13 +168,12 @@ def _project_location(
         if not files:
             raise UsageError(f"--compose-dir {compose_dir}: no compose file in it")
         found.add("compose.dir", str(directory), "--compose-dir")
-        found.add("compose.files", [str(f) for f in files], f"compose files in {directory}")
+        _add_files(found, directory, files, containers)
         return directory, files
     files = find_compose_files(cwd.resolve())
     if files and any(load_safe(cwd.resolve(), files)):
         found.add("compose.dir", str(cwd.resolve()), "the current directory")
-        found.add("compose.files", [str(f) for f in files], f"compose files in {cwd.resolve()}")
-        return cwd.resolve(), files
+        return cwd.resolve(), _add_files(found, cwd.resolve(), files, containers)
     signer = next((c for c in containers if _is_signer_container(c)), None)
     if signer is None:
         return None, []
@@ -184,9 +183,7 @@ def _project_location(
         found.notes.append(f"container {api.container_name(signer)} has no compose labels")
         return None, []
     directory = Path(working_dir)
-    names = [n for n in labels.get(api.CONFIG_FILES_LABEL, "").split(",") if n]
-    label_files = [directory / n for n in names]
-    files = [f for f in label_files if f.is_file()] or find_compose_files(directory)
+    files = _label_files(signer) or find_compose_files(directory)
     source = f"container {api.container_name(signer)}: label {api.WORKING_DIR_LABEL}"
     found.add("compose.dir", str(directory), source)
     found.add(
@@ -195,6 +192,33 @@ def _project_location(
         f"container {api.container_name(signer)}: label {api.CONFIG_FILES_LABEL}",
     )
     return directory, files
+
+
+def _label_files(container: Mapping[str, Any]) -> list[Path]:
+    """The compose files a running container was started from (its compose labels)."""
+    labels = api.labels(container)
+    directory = Path(labels.get(api.WORKING_DIR_LABEL, "/"))
+    names = [n for n in labels.get(api.CONFIG_FILES_LABEL, "").split(",") if n]
+    return [f for f in (directory / n for n in names) if f.is_file()]
+
+
+def _add_files(
+    found: Discovery, directory: Path, files: list[Path], containers: list[dict[str, Any]]
+) -> list[Path]:
+    """The project's files: those the running signer was started with, if it runs from this
+    directory (compose may have been given other -f files than the ones found here)."""
+    for container in containers:
+        working_dir = api.labels(container).get(api.WORKING_DIR_LABEL)
+        if _is_signer_container(container) and working_dir and Path(working_dir) == directory:
+            started_with = _label_files(container)
+            if started_with:
+                source = (
+                    f"container {api.container_name(container)}: label {api.CONFIG_FILES_LABEL}"
+                )
+                found.add("compose.files", [str(f) for f in started_with], source)
+                return started_with
+    found.add("compose.files", [str(f) for f in files], f"compose files in {directory}")
+    return files
 
 
 def load_safe(directory: Path, files: list[Path]) -> list[Service]:
