@@ -8,7 +8,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.support.docker_lab import DockerLab
+from tests.support.docker_lab import DockerLab, host_state
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -62,4 +62,8 @@ def test_compose_labels_name_the_project_files(docker_lab: DockerLab) -> None:
     ]
     env_mode = (docker_lab.project_dir / ".env").stat().st_mode & 0o777
     assert env_mode == 0o644
-    assert json.loads(docker_lab.docker("network", "ls", "--format", "{{json .Name}}").split()[0])
+    networks = docker_lab.docker("network", "ls", "--format", "{{json .Name}}").split()
+    assert f"{docker_lab.project_name}_default" in [json.loads(n) for n in networks]
+    # The teardown's leftover check watches these names: they exist while the lab runs.
+    assert any(link.startswith("br-") for link in host_state()["links"])
+    assert any(link.startswith("veth") for link in host_state()["links"])

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -34,6 +35,7 @@ LAB_CACHE = Path(os.environ.get("LAB_CACHE", "/var/cache/sbtc-ops-lab"))
 SOCKET = LAB_RUN / "docker.sock"
 DOCKER_HOST = f"unix://{SOCKET}"
 DB_PASSWORD = "postgres"  # planted: PostgreSQL's default, as the weak reference setups use
+DOCKER_LINK = re.compile(r"^(docker0|br-[0-9a-f]{12}|veth[0-9a-f]{7})$")
 DOCKER_CLI = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 
 
@@ -110,8 +112,12 @@ def host_state() -> dict[str, Any]:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     nft = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False)
     return {
+        # Docker's link names only: other tests (network namespaces) add and remove veth
+        # pairs of their own on the host while this session runs.
         "links": sorted(
-            line.split(": ")[1].split("@")[0] for line in links.splitlines() if ": " in line
+            name
+            for line in links.splitlines()
+            if ": " in line and DOCKER_LINK.match(name := line.split(": ")[1].split("@")[0])
         ),
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
         "nft_tables": nft.stdout if nft.returncode == 0 else None,
