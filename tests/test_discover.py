@@ -130,3 +130,33 @@ def test_container_checks_skip_without_an_engine(cli: Callable[..., CliResult]) 
     assert set(statuses) == {f"CTR-00{n}" for n in range(1, 8)}
     for status, detail in statuses.values():
         assert status == "skip" and "no Docker engine answers" in detail
+
+
+HOSTILE_COMPOSE = """
+services:
+  sbtc-signer:
+    image: [not, a, string]
+    ports: "9184:9184"
+    volumes: {odd: mapping}
+    environment: 42
+    env_file: {path: ../../../../etc/shadow}
+    container_name: 7
+  postgres: null
+  other: [1, 2]
+"""
+
+
+@pytest.mark.parametrize(
+    "text",
+    [HOSTILE_COMPOSE, "services: [", "just a string", "services:\n  x:\n    image: ${A:?}\n"],
+)
+def test_hostile_compose_files_are_reported_not_crashed_on(tmp_path: Path, text: str) -> None:
+    (tmp_path / "docker-compose.yml").write_text(text)
+    for args in ((), ("--compose-dir", str(tmp_path))):
+        result = run(tmp_path, "init", "--json", *args)
+        assert result.code in (1, 2), result.stderr
+        assert "Traceback" not in result.stderr
+        if result.code == 1:
+            doc = result.json()
+            assert doc["ok"] is False and doc["missing"] and doc["written"] is None
+        assert not (tmp_path / "sbtc-ops.toml").exists()

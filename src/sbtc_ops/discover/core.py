@@ -57,7 +57,10 @@ class Discovery:
 
     @property
     def found(self) -> bool:
-        return "compose.dir" in self.facts
+        """A deployment was found: a compose project whose signer service has a config file
+        or a database endpoint (without either there is nothing for sbtc-ops to work on)."""
+        usable = "signer.config_path" in self.facts or "db.endpoint" in self.facts
+        return "compose.dir" in self.facts and "signer.service" in self.facts and usable
 
     def describe(self) -> dict[str, Any]:
         return {
