@@ -24,6 +24,8 @@ import threading
 from pathlib import Path
 from typing import IO
 
+from psycopg.conninfo import make_conninfo
+
 from sbtc_ops.backup.crypto import HashingWriter, encrypt_stream
 from sbtc_ops.backup.dump import DumpOptions
 from sbtc_ops.backup.source import ConnectionTarget
@@ -97,17 +99,25 @@ def compress_argument(compression: str, pg_dump_major: int) -> str:
 
 
 def exec_argv(
-    container: str, pg_dump: tuple[str, str], target: ConnectionTarget, options: DumpOptions
+    container: str,
+    pg_dump: tuple[str, str],
+    target: ConnectionTarget,
+    options: DumpOptions,
+    docker: str | None = None,
 ) -> list[str]:
     """`docker exec -i CONTAINER sh -c SCRIPT sh pg_dump ARGS…`: no password anywhere."""
     params = target.params
-    conninfo = (
-        f"host=127.0.0.1 port={params.get('port') or 5432} "
-        f"user={params.get('user') or 'postgres'} dbname={params.get('dbname') or 'signer'} "
-        "application_name=sbtc-ops"
+    # Inside the container the server is on its loopback; the port, user and database are
+    # the signer's. make_conninfo quotes hostile values (spaces, quotes) correctly.
+    conninfo = make_conninfo(
+        host="127.0.0.1",
+        port=str(params.get("port") or 5432),
+        user=str(params.get("user") or "postgres"),
+        dbname=str(params.get("dbname") or "signer"),
+        application_name="sbtc-ops",
     )
     argv = [
-        docker_cli(),
+        docker or docker_cli(),
         "exec",
         "-i",
         container,
