@@ -10,7 +10,10 @@ VENV="${SBTC_OPS_TEST_VENV:-/opt/sbtc-ops-test-venv}"
 DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
 # The Docker lab's packages (tests/lab/lab.sh): installed here with the rest, so the lab's
 # own install step has nothing left to do; its postinst must not start a stock dockerd.
-DEBIAN_PACKAGES+=(docker.io docker-compose debootstrap)
+# A machine that already has a Docker engine (e.g. docker-ce, which conflicts with docker.io)
+# keeps it: the lab only needs a dockerd binary.
+DEBIAN_PACKAGES+=(docker-compose debootstrap)
+command -v dockerd >/dev/null || DEBIAN_PACKAGES+=(docker.io)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

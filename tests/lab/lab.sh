@@ -76,9 +76,11 @@ project_dir() { local r; r=$(lab_root); mkdir -p "$r/project"; echo "$r/project"
 # ------------------------------------------------------------------ install
 step_install() {
   local missing=() p
-  for p in docker.io docker-compose debootstrap; do
+  for p in docker-compose debootstrap; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
   done
+  # An engine already installed (docker.io, or docker-ce which conflicts with it) is used.
+  command -v dockerd >/dev/null || missing+=(docker.io)
   [ ${#missing[@]} -eq 0 ] && return
   log "apt-get install ${missing[*]}"
   # Keep the package's postinst from starting a stock dockerd on /var/run/docker.sock.
