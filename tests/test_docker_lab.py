@@ -56,9 +56,11 @@ def test_postgres_is_not_published_and_holds_the_signer_db(docker_lab: DockerLab
 def test_compose_labels_name_the_project_files(docker_lab: DockerLab) -> None:
     labels = docker_lab.inspect("sbtc-signer")["Config"]["Labels"]
     assert labels["com.docker.compose.project.working_dir"] == str(docker_lab.project_dir)
-    assert labels["com.docker.compose.project.config_files"].split(",") == [
-        "docker-compose.yml",
-        "nodes/docker-compose.chains.yml",
+    # compose v1 writes the files relative to the working dir, v2 absolute: both resolve.
+    files = labels["com.docker.compose.project.config_files"].split(",")
+    assert [docker_lab.project_dir / f for f in files] == [
+        docker_lab.project_dir / "docker-compose.yml",
+        docker_lab.project_dir / "nodes" / "docker-compose.chains.yml",
     ]
     env_mode = (docker_lab.project_dir / ".env").stat().st_mode & 0o777
     assert env_mode == 0o644
