@@ -175,7 +175,9 @@ step_image() {
 # ------------------------------------------------------------------ deployment
 compose() {
   local p; p=$(project_dir)
-  (cd "$p" && docker-compose -p "$PROJECT_NAME" -f docker-compose.yml -f nodes/docker-compose.chains.yml "$@")
+  local cmd=(docker-compose)  # Debian's 1.29; else compose v2 as a CLI plugin
+  command -v docker-compose >/dev/null || cmd=("$DOCKER" compose)
+  (cd "$p" && "${cmd[@]}" -p "$PROJECT_NAME" -f docker-compose.yml -f nodes/docker-compose.chains.yml "$@")
 }
 
 step_up() {
