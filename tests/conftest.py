@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.support.backup",
     "tests.support.s3",
     "tests.support.tmphygiene",
+    "tests.support.docker_lab",
 ]
 
 

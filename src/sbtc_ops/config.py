@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 
 from sbtc_ops import redact
-from sbtc_ops.errors import ConfigError
+from sbtc_ops.errors import ConfigError, SbtcOpsError
 from sbtc_ops.redact import REDACTED as REDACTED  # re-exported for older callers
 from sbtc_ops.redact import redact_url as redact_url
 
@@ -486,6 +486,30 @@ class AuditSettings(_Section):
     )
 
 
+class DockerSettings(_Section):
+    """The signer's docker compose deployment (written by `sbtc-ops init`)."""
+
+    compose_dir: Path | None = Field(
+        None, description="The compose project directory.", examples=["/opt/sbtc"]
+    )
+    compose_files: list[Path] = Field(
+        default_factory=list,
+        description="Its compose files (default: the standard names found in compose_dir).",
+        examples=[["docker-compose.yml", "nodes/docker-compose.chains.yml"]],
+    )
+    signer_service: str = Field(
+        "sbtc-signer", description="The signer's compose service.", examples=["signer"]
+    )
+    db_service: str | None = Field(
+        None, description="The PostgreSQL compose service of the signer.", examples=["postgres"]
+    )
+    db_container: str | None = Field(
+        None,
+        description="Back up through `docker exec` into this container (pg_dump inside).",
+        examples=["sbtc-signer-postgres-1"],
+    )
+
+
 class ServeSettings(_Section):
     """`sbtc-ops serve`: schedules (5-field cron, local time; "" disables a job), HTTP, alerts."""
 
@@ -637,10 +661,16 @@ class Settings(BaseModel):
     audit: AuditSettings = Field(
         default_factory=lambda: AuditSettings(), description="`audit`: what the host audit reads."
     )
+    docker: DockerSettings = Field(
+        default_factory=lambda: DockerSettings(),
+        description="The docker compose deployment sbtc-ops found or was pointed at (`init`).",
+    )
     key: KeySettings = Field(default_factory=KeySettings, description="Key custody options.")
 
     # Where the file layer came from, for messages; not a setting.
     source_files: list[str] = Field(default_factory=list, exclude=True)
+    # Set when no configuration was found and the deployment was discovered instead.
+    discovered_from: str | None = Field(None, exclude=True)
 
     # -- effective values (presets applied) ------------------------------------------------
 
@@ -940,10 +970,16 @@ def load_settings(
     # The signer config's location can be set in any layer above it.
     pre = deep_merge(deep_merge(file_doc, env_doc), flag_doc)
     signer_pre = pre.get("signer", {}) if isinstance(pre.get("signer"), dict) else {}
+    discovered_doc, discovered_from = _discovered_layer(file_path, pre, environ)
+    pre = deep_merge(discovered_doc, pre)
+    signer_pre = pre.get("signer", {}) if isinstance(pre.get("signer"), dict) else {}
     signer_cfg = Path(signer_pre["config_path"]) if signer_pre.get("config_path") else None
     signer_env = Path(signer_pre["env_file"]) if signer_pre.get("env_file") else None
-    signer_doc = signer_layer(signer_cfg, signer_env, environ)
+    compose_env = _compose_signer_env(pre)
+    signer_doc = signer_layer(signer_cfg, signer_env, {**compose_env, **environ})
+    _name_compose_key_source(signer_doc, compose_env, environ, pre)
     layers = [
+        ("discovered deployment", discovered_doc),
         (_signer_layer_name(signer_cfg, signer_env), signer_doc),
         (str(file_path) if file_path else "sbtc-ops.toml", file_doc),
         (ENV_LAYER, env_doc),
@@ -961,8 +997,62 @@ def load_settings(
         raise InvalidConfig("\n".join(lines), problems) from None
     if file_path:
         settings.source_files.append(str(file_path))
-    register_secrets(settings, environ)
+    settings.discovered_from = discovered_from
+    register_secrets(settings, {**compose_env, **environ})
     return settings
+
+
+def _discovered_layer(
+    file_path: Path | None, pre: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, Any], str | None]:
+    """With no sbtc-ops.toml and no signer configuration anywhere, find the deployment the
+    way `sbtc-ops init` does (current directory, running containers, standard paths)."""
+    signer = pre.get("signer") if isinstance(pre.get("signer"), dict) else {}
+    docker = pre.get("docker") if isinstance(pre.get("docker"), dict) else {}
+    if file_path or (signer or {}).get("config_path") or (docker or {}).get("compose_dir"):
+        return {}, None
+    if (pre.get("db") or {}).get("url") or environ.get("SBTC_OPS_NO_DISCOVERY"):
+        return {}, None
+    from sbtc_ops.discover import discover
+
+    try:
+        found = discover(environ=environ)
+    except (SbtcOpsError, OSError):  # discovery is a convenience; a failure is "not found"
+        return {}, None
+    if not found.found:
+        return {}, None
+    return found.settings_layer(), str(found.value("compose.dir"))
+
+
+def _name_compose_key_source(
+    signer_doc: dict[str, Any],
+    compose_env: Mapping[str, str],
+    environ: Mapping[str, str],
+    pre: dict[str, Any],
+) -> None:
+    """A private key compose passes to the signer is reported as coming from there."""
+    name = "SIGNER_SIGNER__PRIVATE_KEY"
+    signer = signer_doc.get("signer") or {}
+    source = str(signer.get("private_key_source") or "")
+    if name in compose_env and name not in environ and source.endswith("(environment)"):
+        directory = (pre.get("docker") or {}).get("compose_dir")
+        signer["private_key_source"] = f"{name} (compose project {directory})"
+
+
+def _compose_signer_env(pre: dict[str, Any]) -> dict[str, str]:
+    """The SIGNER_* variables compose gives the signer container, when docker.compose_dir is
+    set: the secrets stay in the deployment's .env, sbtc-ops.toml only points at it."""
+    docker = pre.get("docker") if isinstance(pre.get("docker"), dict) else None
+    if not docker or not docker.get("compose_dir"):
+        return {}
+    from sbtc_ops.discover.compose import find_compose_files, signer_environment
+
+    directory = Path(str(docker["compose_dir"]))
+    files = [Path(str(f)) for f in docker.get("compose_files") or []]
+    files = files or find_compose_files(directory)
+    if not files:
+        raise ConfigError(f"docker.compose_dir {directory}: no compose file in it")
+    return signer_environment(directory, files, str(docker.get("signer_service") or "sbtc-signer"))
 
 
 def secret_values(settings: Settings) -> list[str]:

@@ -59,6 +59,8 @@ def request_from_settings(
         recipients=list(settings.backup.recipients),
         kind="dkg-only" if dkg_only else "full",
         bin_dir=settings.postgres.bin_dir,
+        # The container path only for the signer's own DB (not a --db / db.url override).
+        docker_container=settings.docker.db_container if settings.db.url is None else None,
     )
 
 

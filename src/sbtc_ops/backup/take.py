@@ -73,6 +73,7 @@ class BackupRequest:
     recipients: list[str]
     kind: str  # "full" | "dkg-only"
     bin_dir: Path | None
+    docker_container: str | None = None  # pg_dump runs inside it (backup/docker_dump.py)
 
 
 @dataclass(frozen=True)
@@ -131,15 +132,13 @@ def _take_locked(request: BackupRequest) -> BackupOutcome:
                 facts.server_version,
                 len(facts.tables),
             )
-            binaries = find_binaries(
-                request.bin_dir,
-                min_major=facts.server_major,
-                tool_hint="pg_dump",
-                need=("pg_dump",),
-            )
+            binaries = _binaries(request, facts)
             count_tables = _tables_to_count(request.kind, facts)
             options = DumpOptions(
-                format=request.format if request.kind == "full" else "custom",
+                # One stream out of a container: custom format there.
+                format=request.format
+                if request.kind == "full" and not request.docker_container
+                else "custom",
                 compression=request.compression,
                 jobs=request.jobs,
                 snapshot=session.snapshot_id,
@@ -150,19 +149,22 @@ def _take_locked(request: BackupRequest) -> BackupOutcome:
             with ThreadPoolExecutor(max_workers=1) as pool, step("dump"):
                 # The facts are read from the same snapshot while pg_dump runs.
                 facts_future = pool.submit(session.read_facts, count_tables)
-                with client_invocation(target.client) as invocation:
-                    _run_dump(
-                        binaries,
-                        target,
-                        invocation,
-                        options,
-                        work_dir,
-                        request.recipients,
-                        expected,
-                    )
+                if isinstance(binaries, tuple):
+                    _run_container_dump(request, binaries, target, options, work_dir)
+                else:
+                    with client_invocation(target.client) as invocation:
+                        _run_dump(
+                            binaries,
+                            target,
+                            invocation,
+                            options,
+                            work_dir,
+                            request.recipients,
+                            expected,
+                        )
                 facts = facts_future.result()
             phases["dump"] = time.perf_counter() - t0
-            dump_version = binaries.version
+            dump_version = binaries[1] if isinstance(binaries, tuple) else binaries.version
         t0 = time.perf_counter()
         with step("checksums"):
             files = _checksums(work_dir)
@@ -196,6 +198,35 @@ def _take_locked(request: BackupRequest) -> BackupOutcome:
         if staging_root is not None:
             shutil.rmtree(staging_root, ignore_errors=True)
     return BackupOutcome(manifest, locations)
+
+
+def _binaries(request: BackupRequest, facts: SourceFacts) -> PgBinaries | tuple[str, str]:
+    """The host's pg_dump, or (path, version) of the DB container's own pg_dump."""
+    if request.docker_container:
+        from sbtc_ops.backup.docker_dump import container_pg_dump
+
+        return container_pg_dump(request.docker_container, facts.server_major)
+    return find_binaries(
+        request.bin_dir, min_major=facts.server_major, tool_hint="pg_dump", need=("pg_dump",)
+    )
+
+
+def _run_container_dump(
+    request: BackupRequest,
+    pg_dump: tuple[str, str],
+    target: ConnectionTarget,
+    options: DumpOptions,
+    work_dir: Path,
+) -> None:
+    from sbtc_ops.backup.docker_dump import dump_through_container
+
+    assert request.docker_container is not None
+    name = ARCHIVE_NAME + (AGE_SUFFIX if request.recipients else "")
+    output = work_dir / name
+    with watch_growth(f"docker exec {request.docker_container} pg_dump", output):
+        dump_through_container(
+            request.docker_container, pg_dump, target, options, output, request.recipients
+        )
 
 
 def _staging_parent(request: BackupRequest) -> Path:

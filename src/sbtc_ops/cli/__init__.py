@@ -82,6 +82,7 @@ def _register_commands() -> None:
         clarity_cmd,
         config_cmd,
         demo_cmd,
+        init_cmd,
         key_cmd,
         serve_cmd,
         upgrade_cmd,
@@ -90,6 +91,7 @@ def _register_commands() -> None:
 
     for module in (
         demo_cmd,
+        init_cmd,
         config_cmd,
         clarity_cmd,
         chain_cmd,

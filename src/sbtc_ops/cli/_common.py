@@ -38,6 +38,7 @@ class RunContext:
     verbose: int = 0
     json_mode: bool = False
     metrics_textfile: Path | None = None
+    discovery_noted: bool = False  # the "running on discovered settings" note is said once
 
 
 _CURRENT = RunContext()
@@ -89,7 +90,16 @@ def load_settings(**overrides: Any) -> Any:
     """Settings for this run: global --config plus the command's own flags as overrides."""
     from sbtc_ops.config import load_settings as _load
 
-    return _load(config_path=_CURRENT.config_path, overrides=overrides)
+    settings = _load(config_path=_CURRENT.config_path, overrides=overrides)
+    if settings.discovered_from and not _CURRENT.discovery_noted:
+        # stderr: with --json, stdout carries only the command's document.
+        err.print(
+            f"note: no sbtc-ops.toml found; running on settings discovered from the compose "
+            f"project in {settings.discovered_from} (`sbtc-ops init` writes them down)",
+            markup=False,
+        )
+        _CURRENT.discovery_noted = True
+    return settings
 
 
 def configure_logging(verbose: int) -> None:
