@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # must run as an unprivileged user that can read the embedded PostgreSQL binaries in it.
 VENV="${SBTC_OPS_TEST_VENV:-/opt/sbtc-ops-test-venv}"
 DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
+# The restore drill's sandbox: unshare/setpriv (util-linux) and the decompressors it runs.
+DEBIAN_PACKAGES+=(util-linux gzip zstd)
 # The Docker lab's packages (tests/lab/lab.sh): installed here with the rest, so the lab's
 # own install step has nothing left to do; its postinst must not start a stock dockerd.
 # A machine that already has a Docker engine (e.g. docker-ce, which conflicts with docker.io)
@@ -52,12 +54,18 @@ docker_log=$(mktemp /var/tmp/sbtc-ops-docker-tests.XXXXXX)
 trap 'rm -f "$docker_log"' EXIT
 pytest -q -p no:cacheprovider -m docker "$@" >"$docker_log" 2>&1 &
 docker_pid=$!
-main_rc=0
-pytest -q -m "not docker" "$@" || main_rc=$?
+main_log=$(mktemp /var/tmp/sbtc-ops-main-tests.XXXXXX)
+trap 'rm -f "$docker_log" "$main_log"' EXIT
+set +e
+pytest -q -m "not docker" "$@" 2>&1 | tee "$main_log"
+main_rc=${PIPESTATUS[0]}
+set -e
 docker_rc=0
 wait "$docker_pid" || docker_rc=$?
 echo "---- docker tests (pytest -m docker) ----"
 cat "$docker_log"
+echo "---- main tests (pytest -m 'not docker'), summary again ----"
+tail -n 1 "$main_log"
 # 5 = nothing collected (e.g. arguments that select no docker test): not a failure.
 [ "$main_rc" = 5 ] && main_rc=0
 [ "$docker_rc" = 5 ] && docker_rc=0
