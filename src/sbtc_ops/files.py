@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sbtc_ops.errors import SbtcOpsError
@@ -140,3 +141,22 @@ def write_report_file(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) ->
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def abandoned_run_directories(
+    parent: Path, prefix: str, owners: tuple[int, ...], is_alive: Callable[[int], bool]
+) -> Iterator[Path]:
+    """Directories `parent/prefix*` a run of ours left behind: real directories (never a
+    symlink) owned by one of `owners`, holding an `owner.pid` (read without following a link
+    or blocking on a FIFO: it may have been planted) of a process that `is_alive` says is
+    gone. Used to reap what a kill -9 or a power loss left."""
+    for candidate in parent.glob(f"{prefix}*"):
+        try:
+            info = candidate.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid not in owners:
+                continue
+            owner = int(read_capped(candidate / "owner.pid", 64).decode().strip())
+        except (OSError, ValueError, UnsafeFileError):
+            continue
+        if not is_alive(owner):
+            yield candidate

@@ -78,6 +78,17 @@ def stop(proc: subprocess.Popen[Any], *, grace_s: float = 5.0, signum: int = sig
         return proc.wait()
 
 
+def process_exists(pid: int) -> bool:
+    """Whether a process with this pid is alive (someone else's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def minimal_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """An allow-listed environment: locale and a standard PATH, nothing of ours (no secrets,
     no PG* redirections), plus `extra`."""

@@ -27,8 +27,9 @@ from typing import Self
 
 from sbtc_ops.backup.manifest import HASH_CHUNK, FileEntry, Manifest, member_parts
 from sbtc_ops.errors import SbtcOpsError
-from sbtc_ops.files import UnsafeFileError, create_private, read_capped, write_all
+from sbtc_ops.files import abandoned_run_directories, create_private, write_all
 from sbtc_ops.pg.runas import RunAs
+from sbtc_ops.proc import process_exists
 
 STAGING_PREFIXES = ("sbtc-ops-verify-", "sbtc-ops-restore-")
 OWNER_FILE = "owner.pid"
@@ -105,29 +106,10 @@ def reap_stale_staging(parent: Path) -> list[Path]:
     decrypted archive must not outlive the run that made it."""
     removed = []
     for prefix in STAGING_PREFIXES:
-        for candidate in parent.glob(f"{prefix}*"):
-            try:
-                info = candidate.lstat()
-                if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-                    continue
-                owner = int(read_capped(candidate / OWNER_FILE, 64).decode().strip())
-            except (OSError, ValueError, UnsafeFileError):
-                continue
-            if _alive(owner):
-                continue
-            shutil.rmtree(candidate, ignore_errors=True)
-            removed.append(candidate)
+        for stale in abandoned_run_directories(parent, prefix, (os.geteuid(),), process_exists):
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- copying in --------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -29,10 +28,17 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Self
 
 from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
-from sbtc_ops.files import UnsafeFileError, create_private, read_capped, write_all
+from sbtc_ops.files import (
+    UnsafeFileError,
+    abandoned_run_directories,
+    create_private,
+    read_capped,
+    write_all,
+)
 from sbtc_ops.pg.binaries import ALL_TOOLS, PgBinaries, find_binaries, is_dir_safe
 from sbtc_ops.pg.runas import RunAs, check_can_execute, resolve_run_as
 from sbtc_ops.pg.sandbox import Sandbox
+from sbtc_ops.proc import process_exists
 
 if TYPE_CHECKING:
     import psycopg
@@ -525,31 +531,14 @@ def reap_stale_directories(parent: Path, owners: tuple[int, ...] | None = None) 
     no postgres runs any more are removed.
     """
     allowed = owners if owners is not None else (os.geteuid(),)
+
     removed = []
-    for candidate in parent.glob(f"{DIR_PREFIX}*"):
-        try:
-            info = candidate.lstat()
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid not in allowed:
-                continue
-            # Possibly planted by the server's user: no symlink, no FIFO, a few bytes at most.
-            owner = int(read_capped(candidate / "owner.pid", 64).decode().strip())
-        except (OSError, ValueError, UnsafeFileError):
+    for stale in abandoned_run_directories(parent, DIR_PREFIX, allowed, process_exists):
+        if postgres_processes(under=stale):  # a server of a dead owner still runs: not yet
             continue
-        if _process_exists(owner) or postgres_processes(under=candidate):
-            continue
-        shutil.rmtree(candidate, ignore_errors=True)
-        removed.append(candidate)
+        shutil.rmtree(stale, ignore_errors=True)
+        removed.append(stale)
     return removed
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _print_to_stderr(message: str) -> None:
