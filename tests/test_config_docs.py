@@ -84,8 +84,9 @@ def test_sample_loads_back_to_the_defaults(tmp_path: Path) -> None:
 
 
 def test_every_sample_line_uncommented_sets_its_default_or_example(tmp_path: Path) -> None:
-    # The example names signer files that do not exist here; the rest is taken as written.
-    missing_files = ("#config_path = ", "#env_file = ")
+    # The examples name signer files and a compose project that do not exist here; the rest
+    # is taken as written.
+    missing_files = ("#config_path = ", "#env_file = ", "#compose_dir = ")
     lines = [
         re.sub(r"^#(\w+ = )", r"\1", line)
         for line in sample_toml().splitlines()
@@ -94,7 +95,7 @@ def test_every_sample_line_uncommented_sets_its_default_or_example(tmp_path: Pat
     settings = load_settings(config_path=write(tmp_path / "all.toml", "\n".join(lines)), environ={})
     defaults = Settings()
     for key, field in SETTINGS:
-        if key in ("signer.config_path", "signer.env_file"):
+        if key in ("signer.config_path", "signer.env_file", "docker.compose_dir"):
             continue
         written = f"#{key.rpartition('.')[2]} = "
         assert any(line.startswith(written) for line in sample_toml().splitlines()), key

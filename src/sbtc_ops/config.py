@@ -312,6 +312,12 @@ class AuditSettings(_Section):
         "nor its labels nor /info say it; the signer-config checks judge keys against it.",
         examples=["1.3.3"],
     )
+    db_data_path: Path | None = Field(
+        None,
+        description="The PostgreSQL data directory on this host, when compose does not say "
+        "(a bind mount of the postgres service): DB-004 judges the free space of its volume.",
+        examples=["/opt/sbtc/postgres/data"],
+    )
 
     compose_files: list[Path] = Field(
         default_factory=list,

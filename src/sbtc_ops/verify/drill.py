@@ -224,7 +224,6 @@ class Drill:
         )
 
     def _run(self) -> VerifyReport:
-        self._notice_run_as()
         total = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chain")
         locks = ExitStack()  # shared per-backup locks: no prune deletes what is being read
@@ -233,7 +232,8 @@ class Drill:
                 with self._timed("locate"):
                     located = self._locate(staging.root / "fetched", locks)
                 # Only once the backup is found: a bad argument must not wait for (or cause)
-                # a read from every configured Stacks endpoint.
+                # a read from every configured Stacks endpoint (nor a note about clusters).
+                self._notice_run_as()
                 chain = self._start_chain_reads(pool)
                 self.report.backup = located.backup_id or located.ref
                 self._shown_name = located.root.name

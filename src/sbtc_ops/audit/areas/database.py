@@ -89,7 +89,7 @@ def database_size(ctx: HostContext) -> Outcome:
 def data_volumes(ctx: HostContext) -> list[tuple[str, str]]:
     """(role, path) of the volumes holding the data and the backups."""
     found: list[tuple[str, str]] = []
-    extra = getattr(ctx.settings.audit, "db_data_path", None)
+    extra = ctx.settings.audit.db_data_path
     if extra:
         found.append(("database", str(extra)))
     for compose in compose_files_if_configured(ctx):
