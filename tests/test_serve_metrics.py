@@ -16,7 +16,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from sbtc_ops.serve.jobs import endpoint_label, result_from_child, scrub
+from sbtc_ops.serve.children import result_from_child
+from sbtc_ops.serve.jobs import endpoint_label, scrub
 from sbtc_ops.serve.metrics import registry_for
 from sbtc_ops.serve.notify import FAILURE, RECOVERY, Notifier, transition
 from sbtc_ops.serve.page import render_page

@@ -20,14 +20,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
+from sbtc_ops.serve.children import child_environment, subprocess_action
 from sbtc_ops.serve.dkgwatch import DkgWatch
 from sbtc_ops.serve.http import StatusServer
-from sbtc_ops.serve.jobs import (
-    child_environment,
-    job_specs,
-    settings_secret_values,
-    subprocess_action,
-)
+from sbtc_ops.serve.jobs import job_specs, settings_secret_values
 from sbtc_ops.serve.notify import Notifier
 from sbtc_ops.serve.scheduler import ERROR, OK, PROBLEM, JobResult, Scheduler
 from sbtc_ops.serve.snapshot import Snapshot

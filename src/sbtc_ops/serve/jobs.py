@@ -1,38 +1,23 @@
-"""The jobs `serve` schedules, and how the daemon runs them.
+"""The jobs `serve` schedules: their names, their schedule (job_specs) and their bodies.
 
-Each run is a child process (`python -m sbtc_ops.serve.worker JOB`): a crash, a leak or a hang
-stays in that run; SIGTERM reaches it so a verify removes its throwaway cluster; and the
-kernel sends it SIGTERM if the daemon is killed, so it cleans up then too. The child prints
-one JSON line (outcome, summary, key figures) which the daemon records.
-
-The job bodies below run in the child. Chain and audit results live only in their run's data
+How the daemon runs each one as a child process is serve/children.py. The job bodies below
+run in that child. Chain and audit results live only in their run's data
 (they run often); backups and verifies also record events through their own services.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from sbtc_ops import redact
 from sbtc_ops.config import Settings, secret_values
-from sbtc_ops.proc import die_with_parent, signal_group
 from sbtc_ops.serve.scheduler import (
     ERROR,
-    INTERRUPTED,
     OK,
     PROBLEM,
-    JobAction,
-    JobContext,
     JobResult,
     JobSpec,
 )
@@ -115,76 +100,6 @@ def job_specs(settings: Settings) -> list[JobSpec]:
             JobSpec(DKG_BACKUP, timeout_s=min(cap, 900), keep_days=keep, group=BACKUP, priority=0)
         )
     return specs
-
-
-# -- the daemon side: one child process per run ---------------------------------------------
-
-_STOP_GRACE_S = 60.0
-
-
-def worker_argv(job: str) -> list[str]:
-    return [sys.executable, "-m", "sbtc_ops.serve.worker", job]
-
-
-def subprocess_action(env: Mapping[str, str] | None = None) -> JobAction:
-    """Run each job as a child process. Call the action from the thread that waits for the
-    child: the parent-death signal follows that thread."""
-
-    def run(ctx: JobContext) -> JobResult:
-        proc = subprocess.Popen(
-            worker_argv(ctx.name),
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            env=dict(env) if env is not None else None,
-            start_new_session=True,  # a Ctrl-C on the daemon's terminal goes through us
-            preexec_fn=die_with_parent(signal.SIGTERM),  # prctl only: no locks taken in the child
-        )
-        stdout, why_stopped = _wait(proc, ctx)
-        return result_from_child(stdout, proc.returncode, why_stopped)
-
-    return run
-
-
-def _wait(proc: subprocess.Popen[bytes], ctx: JobContext) -> tuple[bytes, str | None]:
-    deadline = time.monotonic() + ctx.timeout_s
-    while True:
-        try:
-            stdout, _ = proc.communicate(timeout=0.5)
-            return stdout, None
-        except subprocess.TimeoutExpired:
-            pass
-        why = (
-            "stopped by shutdown"
-            if ctx.cancel.is_set()
-            else f"timed out after {ctx.timeout_s:g} s"
-            if time.monotonic() > deadline
-            else None
-        )
-        if why is None:
-            continue
-        signal_group(proc, signal.SIGTERM)  # the child unwinds: clusters, temp files
-        try:
-            stdout, _ = proc.communicate(timeout=_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            signal_group(proc, signal.SIGKILL)
-            stdout, _ = proc.communicate()
-        return stdout, why
-
-
-def result_from_child(stdout: bytes, returncode: int, why_stopped: str | None) -> JobResult:
-    lines = [line for line in stdout.decode(errors="replace").splitlines() if line.strip()]
-    try:
-        doc = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        doc = None
-    if why_stopped is not None:
-        outcome = INTERRUPTED if why_stopped == "stopped by shutdown" else ERROR
-        data = doc.get("data", {}) if isinstance(doc, dict) else {}
-        return JobResult(outcome, why_stopped, data)
-    if not isinstance(doc, dict) or doc.get("outcome") not in (OK, PROBLEM, ERROR, INTERRUPTED):
-        how = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
-        return JobResult(ERROR, f"the job process ended without a result ({how})")
-    return JobResult(str(doc["outcome"]), str(doc.get("summary", "")), dict(doc.get("data", {})))
 
 
 # -- the child side: job bodies -------------------------------------------------------------
@@ -409,10 +324,3 @@ def scrub(text: str, secrets: list[str]) -> str:
 
 def settings_secret_values(settings: Settings) -> list[str]:
     return secret_values(settings)
-
-
-def child_environment(config_path: Path | None) -> dict[str, str]:
-    env = dict(os.environ)
-    if config_path is not None:
-        env["SBTC_OPS_CONFIG"] = str(config_path.resolve())
-    return env
