@@ -119,7 +119,13 @@ class InBackground(Generic[T]):
         return not self._thread.is_alive()
 
     def result(self, timeout: float | None = None) -> T:
-        self._thread.join(timeout)
+        """Wait for it (forever when `timeout` is None, in short slices so that a signal
+        handler of the main thread still runs) and return its value or raise its error."""
+        if timeout is None:
+            while self._thread.is_alive():
+                self._thread.join(0.2)
+        else:
+            self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError("background work still running")
         if self._error is not None:

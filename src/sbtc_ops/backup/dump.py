@@ -6,18 +6,16 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from sbtc_ops.backup.crypto import HashingWriter, encrypt_stream
 from sbtc_ops.backup.source import ConnectionTarget
 from sbtc_ops.errors import DependencyError
 from sbtc_ops.pg.binaries import PgBinaries
-from sbtc_ops.proc import die_with_parent
+from sbtc_ops.proc import InBackground, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +68,6 @@ def _raise_on_failure(
         raise DependencyError(f"pg_dump failed: {message}")
 
 
-class _StderrCollector(threading.Thread):
-    def __init__(self, stream: IO[bytes]) -> None:
-        super().__init__(daemon=True)
-        self.stream = stream
-        self.data = b""
-
-    def run(self) -> None:
-        self.data = self.stream.read()
-
-
 @contextmanager
 def _pg_dump(
     argv: Sequence[str], target: ConnectionTarget, env: Mapping[str, str], *, pipe_stdout: bool
@@ -96,15 +84,14 @@ def _pg_dump(
     )
     try:
         assert proc.stderr is not None
-        collector = _StderrCollector(proc.stderr)
-        collector.start()
+        stderr = InBackground(proc.stderr.read, name="pg_dump-stderr")
         yield proc
         proc.wait()
-        collector.join()
+        collected = stderr.result()
     except BaseException:
         _stop(proc)
         raise
-    _raise_on_failure(proc, collector.data, target)
+    _raise_on_failure(proc, collected, target)
 
 
 def dump_to_path(argv: Sequence[str], target: ConnectionTarget, env: Mapping[str, str]) -> None:

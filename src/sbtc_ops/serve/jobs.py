@@ -7,13 +7,13 @@ run in that child. Chain and audit results live only in their run's data
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from sbtc_ops import redact
 from sbtc_ops.config import Settings, secret_values
+from sbtc_ops.proc import InBackground
 from sbtc_ops.serve.scheduler import (
     ERROR,
     OK,
@@ -288,21 +288,7 @@ def interruptible(func: Callable[[], T]) -> T:
     """Run a job body that leaves nothing to clean up in a daemon thread, so a SIGTERM stops
     the wait at once instead of after its slowest network read (a thread pool joins its
     threads on the way out). Not for backup or verify: they unwind in their own thread."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = func()
-        except BaseException as exc:  # noqa: BLE001 (re-raised in the waiting thread)
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="job", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(0.2)  # with a timeout the wait is interruptible by signals
-    if "error" in box:
-        raise box["error"]
-    return cast(T, box["value"])
+    return InBackground(func, name="job").result()
 
 
 def endpoint_label(url: str) -> str:
