@@ -56,13 +56,23 @@ def write_private_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()  # a leftover of a killed run of ours with the same pid
-    fd = create_private(tmp)
+    _replace_from_temp(tmp, create_private(tmp), path, data)
+
+
+def write_synced(fd: int, data: bytes) -> None:
+    """Write every byte to `fd`, fsync it and close it (closed whatever happens)."""
     try:
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_from_temp(tmp: Path, fd: int, path: Path, data: bytes) -> None:
+    """Fill the new temporary file `tmp` (open as `fd`), rename it over `path`, fsync the
+    directory; on any failure the temporary file is removed and `path` is untouched."""
+    try:
+        write_synced(fd, data)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -129,18 +139,21 @@ def write_report_file(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) ->
             continue
     else:  # pragma: no cover - 16 collisions of 64 random bits
         raise FileExistsError(17, "could not create a temporary file", str(path.parent))
-    try:
-        try:
-            os.fchmod(fd, mode)  # the umask may have narrowed it; never widen beyond `mode`
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    os.fchmod(fd, mode)  # the umask may have narrowed it; never widen beyond `mode`
+    _replace_from_temp(tmp, fd, path, data)
+
+
+def confined_path(base: Path, parts: tuple[str, ...]) -> Path:
+    """base/parts…, its parent directories created (0700), refusing (UnsafeFileError) a place
+    that would resolve outside `base` (a checked name cannot, but the tree might hold a link);
+    a symlink already at the place is removed, never written through."""
+    destination = base.joinpath(*parts)
+    destination.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if not destination.parent.resolve().is_relative_to(base.resolve()):
+        raise UnsafeFileError(f"{'/'.join(parts)} would be written outside {base}")
+    if destination.is_symlink():
+        destination.unlink()
+    return destination
 
 
 def abandoned_run_directories(

@@ -27,7 +27,13 @@ from typing import Self
 
 from sbtc_ops.backup.manifest import HASH_CHUNK, FileEntry, Manifest, member_parts
 from sbtc_ops.errors import SbtcOpsError
-from sbtc_ops.files import abandoned_run_directories, create_private, write_all
+from sbtc_ops.files import (
+    UnsafeFileError,
+    abandoned_run_directories,
+    confined_path,
+    create_private,
+    write_all,
+)
 from sbtc_ops.pg.runas import RunAs
 from sbtc_ops.proc import process_exists
 
@@ -145,14 +151,6 @@ def _open_member(root: Path, parts: tuple[str, ...]) -> int:
     return fd
 
 
-def _destination(base: Path, parts: tuple[str, ...]) -> Path:
-    target = base.joinpath(*parts)
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not target.resolve().is_relative_to(base.resolve()):
-        raise StagingError(f"{'/'.join(parts)} would leave the staging directory")
-    return target
-
-
 def copy_hashed(source_fd: int, target: Path, max_bytes: int) -> tuple[str, int]:
     """Copy an open file into a new private file; (sha256, size) of the bytes copied."""
     digest = hashlib.sha256()
@@ -203,7 +201,7 @@ def stage_manifest_files(
             if in_place:
                 digest, size = hash_file(source_root.joinpath(*parts))
             else:
-                target = _destination(staging.archive, parts)
+                target = confined_path(staging.archive, parts)
                 fd = _open_member(source_root, parts)
                 try:
                     # A few bytes of slack: the size mismatch is then reported as such.
@@ -213,7 +211,7 @@ def stage_manifest_files(
         except FileNotFoundError:
             problems.append(f"{entry.path}: missing")
             continue
-        except StagingError as exc:
+        except (StagingError, UnsafeFileError) as exc:
             problems.append(str(exc))
             continue
         problem = _compare(entry, digest, size)

@@ -23,7 +23,13 @@ from urllib.parse import urlsplit
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, member_parts
 from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
-from sbtc_ops.files import UnsafeFileError, fsync_dir, read_capped, write_private_atomic
+from sbtc_ops.files import (
+    UnsafeFileError,
+    confined_path,
+    fsync_dir,
+    read_capped,
+    write_private_atomic,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -110,18 +116,6 @@ def fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(dirpath))
-
-
-def confined_path(base: Path, parts: tuple[str, ...]) -> Path:
-    """base/parts…, its parent directories created (0700), refusing anything that would
-    resolve outside `base` (a checked name cannot, but the directory tree might hold a link)."""
-    destination = base.joinpath(*parts)
-    destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not destination.parent.resolve().is_relative_to(base.resolve()):
-        raise SbtcOpsError(f"{'/'.join(parts)} would be written outside {base}")
-    if destination.is_symlink():
-        destination.unlink()
-    return destination
 
 
 def _dir_size(path: Path) -> int:

@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 from sbtc_ops.errors import UsageError
-from sbtc_ops.files import create_private, fsync_dir, write_all
+from sbtc_ops.files import create_private, fsync_dir, write_synced
 
 
 def prepare_private_dir(path: Path) -> None:
@@ -39,11 +39,7 @@ def write_new_private_file(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = create_private(tmp)
     try:
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(fd, data)
         _link_into_place(tmp, path)
     except FileExistsError:
         raise UsageError(f"{path} already exists; sbtc-ops never overwrites a backup") from None
