@@ -618,6 +618,78 @@ class KeySettings(_Section):
     )
 
 
+class VerifySettings(_Section):
+    """Budgets of the restore drill (`verify`): what a hostile archive may make it consume.
+    Defaults fit a 50 GB signer database; docs/threat-model.md says how each is enforced."""
+
+    disk_factor: float = Field(
+        20.0,
+        gt=0,
+        description="Disk budget of a drill (restored data directory + staging) as a multiple "
+        "of the archive's size (the manifest's recorded size, or a foreign dump's size).",
+        examples=[40.0],
+    )
+    disk_min_mb: int = Field(
+        512,
+        ge=64,
+        description="The disk budget is at least this (a fresh cluster alone takes ~60 MiB).",
+        examples=[2048],
+    )
+    disk_max_mb: int | None = Field(
+        None,
+        ge=64,
+        description="The disk budget is at most this. Default: no cap but the free space.",
+        examples=[262144],
+    )
+    disk_reserve_mb: int = Field(
+        2048,
+        ge=0,
+        description="Free space the drill always leaves on the volumes it writes to (the "
+        "signer's own PostgreSQL may share them).",
+        examples=[8192],
+    )
+    memory_mb: int = Field(
+        4096,
+        ge=256,
+        description="Memory of the sandbox: its cgroup's limit, and each sandboxed process's "
+        "address space.",
+        examples=[8192],
+    )
+    max_processes: int = Field(
+        512,
+        ge=32,
+        description="Processes the sandbox may run at once (cgroup pids.max; without a pids "
+        "cgroup, RLIMIT_NPROC above what the sandbox user already runs).",
+        examples=[256],
+    )
+    deadline_min_s: float = Field(
+        900.0,
+        gt=0,
+        description="The drill's deadline is at least this many seconds.",
+        examples=[1800.0],
+    )
+    deadline_s_per_gb: float = Field(
+        1800.0,
+        ge=0,
+        description="Seconds added to the drill's deadline per GB of archive.",
+        examples=[3600.0],
+    )
+    deadline_max_s: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="The drill's deadline is at most this; serve's verify jobs are stopped "
+        "a grace period after it.",
+        examples=[12 * 3600.0],
+    )
+    query_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="statement_timeout (and transaction_timeout on PostgreSQL 17+) of the "
+        "drill's restore and reader roles, never beyond the deadline.",
+        examples=[600.0],
+    )
+
+
 class Settings(BaseModel):
     """The effective settings. Layers are merged by load_settings (not by pydantic), so the
     documented precedence is the only one and every bad key can be traced to its layer."""
@@ -672,6 +744,10 @@ class Settings(BaseModel):
         description="The docker compose deployment sbtc-ops found or was pointed at (`init`).",
     )
     key: KeySettings = Field(default_factory=KeySettings, description="Key custody options.")
+    verify: VerifySettings = Field(
+        default_factory=VerifySettings,
+        description="`verify`: the drill's budgets (disk, memory, processes, time).",
+    )
 
     # Where the file layer came from, for messages; not a setting.
     source_files: list[str] = Field(default_factory=list, exclude=True)

@@ -36,6 +36,7 @@ from sbtc_ops.files import (
     write_all,
 )
 from sbtc_ops.pg.binaries import ALL_TOOLS, PgBinaries, find_binaries, is_dir_safe
+from sbtc_ops.pg.limits import Limits
 from sbtc_ops.pg.runas import RunAs, check_can_execute, resolve_run_as
 from sbtc_ops.pg.sandbox import Sandbox
 from sbtc_ops.proc import process_exists
@@ -99,6 +100,7 @@ class ThrowawayCluster:
         start_timeout_s: float = 60.0,
         stop_timeout_s: float = 15.0,
         announce: Callable[[str], None] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.binaries = binaries or find_binaries(tool_hint="postgres", need=ALL_TOOLS)
         self.run_as = run_as or resolve_run_as(None)
@@ -117,7 +119,8 @@ class ThrowawayCluster:
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._previous_sigterm: Any = None
-        self.sandbox = Sandbox(self.run_as)
+        # BUDGET HOOK (issue 21): the server and every client run under the drill's limits.
+        self.sandbox = Sandbox(self.run_as, limits=limits)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> ThrowawayCluster:

@@ -24,11 +24,12 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sbtc_ops.pg.limits import Limits
 from sbtc_ops.pg.runas import RunAs
 from sbtc_ops.proc import die_with_parent, minimal_env, signal_group
 
@@ -61,6 +62,9 @@ class Sandbox:
 
     run_as: RunAs
     home: Path | None = None
+    # BUDGET HOOK (pg/limits.py, issue 21): rlimits and cgroup entered by every child before
+    # exec, and every child tracked so that a budget breach kills it (whole container).
+    limits: Limits | None = None
 
     @property
     def contained(self) -> bool:
@@ -106,14 +110,31 @@ class Sandbox:
         """Start `argv` in the sandbox. The child leads a new session (Ctrl-C reaches us, and
         we stop it in order); with `die_with_us` the kernel kills it if we die."""
         user_switch: dict[str, Any] = {} if self.contained else self.run_as.popen_kwargs()
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             self.argv(argv),
             env=self.env(env),
             start_new_session=True,
-            preexec_fn=die_with_parent() if die_with_us else None,
+            preexec_fn=self._preexec(die_with_us),
             **user_switch,
             **kwargs,
         )
+        if self.limits is not None:  # BUDGET HOOK: a breach kills it
+            self.limits.track(proc, lambda: self.kill(proc))
+        return proc
+
+    def _preexec(self, die_with_us: bool) -> Callable[[], None] | None:
+        """The child's preexec_fn: the parent-death signal and the budget's limits."""
+        steps = [die_with_parent()] if die_with_us else []
+        if self.limits is not None:  # BUDGET HOOK
+            steps.append(self.limits.preexec)
+        if not steps:
+            return None
+
+        def preexec() -> None:
+            for step in steps:
+                step()
+
+        return preexec
 
     def main_pid(self, proc: subprocess.Popen[Any]) -> int:
         """The host pid of the program itself (inside the namespace, the child of unshare)."""

@@ -15,6 +15,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sbtc_ops.backup.manifest import Manifest
+from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.results import CheckResult, Status
 from sbtc_ops.stacks import SignerData
 
@@ -35,6 +36,29 @@ PAGE_QUERY = (
     "ORDER BY created_at DESC"
 )
 
+# What the root process reads from the restored database is bounded server-side (sizes
+# checked with octet_length/cardinality before a value is sent, rows limited): a signer has
+# at most a few hundred DKG rounds, 33-byte keys, a signer set of a few dozen keys and
+# encrypted shares of a few kB. More is a finding (drill.budget, memory), never memory.
+MAX_DKG_ROWS = 10_000
+MAX_KEY_BYTES = 64
+MAX_SIGNER_SET_KEYS = 1024
+MAX_SHARES_BYTES = 1 << 20
+MAX_MIGRATIONS = 10_000
+MAX_MIGRATION_KEY_BYTES = 512
+MAX_OBJECTS_LISTED = 200
+MAX_NAME_CHARS = 300
+
+
+class OversizedData(SbtcOpsError):
+    """The restored database holds more, or larger values, than a signer's ever does."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what}: {size} exceeds what sbtc-ops reads ({limit})")
+        self.what = what
+        self.size = size
+        self.limit = limit
+
 
 class Verdict(StrEnum):
     """The one-word outcome of a drill (README "Verify"; docs/threat-model.md for tampered)."""
@@ -45,6 +69,7 @@ class Verdict(StrEnum):
     TAMPERED = "tampered"
     CORRUPT = "corrupt"
     INCOMPLETE = "incomplete"
+    OVER_BUDGET = "over-budget"  # the drill hit a budget (disk, memory, processes, time)
     ERROR = "error"
 
 
@@ -61,6 +86,11 @@ class CheckSpec:
 # Every check of the drill, in report order. A failure's verdict: the first in this order of
 # severity wins (see verdict_for_failures).
 CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec(
+        "drill.budget",
+        "the drill stayed within its disk, memory, process and time budgets",
+        Verdict.OVER_BUDGET,
+    ),
     CheckSpec("archive.checksum", "the files match the manifest's SHA-256", Verdict.CORRUPT),
     CheckSpec("restore.complete", "the restore finished with no error", Verdict.CORRUPT),
     CheckSpec("restore.amcheck", "no corruption in restored tables and indexes", Verdict.CORRUPT),
@@ -79,7 +109,8 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("dkg.shares_decrypt", "the shares decrypt with the signer's key", None),
 )
 CHECK_IDS = tuple(spec.id for spec in CHECKS)
-_SEVERITY = (Verdict.TAMPERED, Verdict.CORRUPT, Verdict.INCOMPLETE)
+# A breach comes first: the drill was stopped, so what the other checks say is incomplete.
+_SEVERITY = (Verdict.OVER_BUDGET, Verdict.TAMPERED, Verdict.CORRUPT, Verdict.INCOMPLETE)
 
 
 def verdict_for_failures(failed: set[str]) -> Verdict | None:
@@ -229,9 +260,11 @@ ORDER BY 1
 
 def unexpected_objects(conn: psycopg.Connection[Any]) -> CheckResult:
     """Objects no signer database contains: how a crafted backup would run code. Their
-    presence means the backup was altered (or is not a signer's): verdict `tampered`."""
+    presence means the backup was altered (or is not a signer's): verdict `tampered`.
+    At most MAX_OBJECTS_LISTED + 1 names, each cut to MAX_NAME_CHARS, are read."""
     rows = conn.execute(
-        UNEXPECTED_OBJECTS_QUERY,
+        f"SELECT pg_catalog.left(found.name, {MAX_NAME_CHARS}) "
+        f"FROM ({UNEXPECTED_OBJECTS_QUERY}) AS found(name) LIMIT {MAX_OBJECTS_LISTED + 1}",
         {
             "functions": list(SIGNER_FUNCTIONS),
             "ours": list(OUR_SCHEMAS),
@@ -246,10 +279,11 @@ def unexpected_objects(conn: psycopg.Connection[Any]) -> CheckResult:
             "no functions, triggers, views, extensions or settings beyond the signer's own",
         )
     shown = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+    count = f"{len(found)}" if len(found) <= MAX_OBJECTS_LISTED else f"over {MAX_OBJECTS_LISTED}"
     return _result(
         "schema.unexpected_objects",
         Status.FAIL,
-        f"{len(found)} object(s) a signer database never holds: {shown}",
+        f"{count} object(s) a signer database never holds: {shown}",
         "treat this backup as tampered with: do not restore it onto a signer; find who "
         "could write to the backup location, and verify an older backup",
         objects=found[:50],
@@ -284,9 +318,7 @@ def migrations_present(conn: psycopg.Connection[Any], manifest: Manifest | None)
             "the signer would re-run its migrations on this database; take a backup "
             "of the complete signer database",
         )
-    keys = [
-        str(r[0]) for r in conn.execute("SELECT key FROM public.__sbtc_migrations ORDER BY key")
-    ]
+    keys = _migration_keys(conn)
     if not keys:
         return _result(
             "migrations.present",
@@ -309,6 +341,20 @@ def migrations_present(conn: psycopg.Connection[Any], manifest: Manifest | None)
         newest=keys[-1],
         count=len(keys),
     )
+
+
+def _migration_keys(conn: psycopg.Connection[Any]) -> list[str]:
+    rows = conn.execute(
+        f"SELECT CASE WHEN pg_catalog.octet_length(key) <= {MAX_MIGRATION_KEY_BYTES} THEN key "
+        f"END, pg_catalog.octet_length(key) FROM public.__sbtc_migrations ORDER BY key "
+        f"LIMIT {MAX_MIGRATIONS + 1}"
+    ).fetchall()
+    if len(rows) > MAX_MIGRATIONS:
+        raise OversizedData("public.__sbtc_migrations rows", len(rows), MAX_MIGRATIONS)
+    for key, size in rows:
+        if key is None and size is not None:
+            raise OversizedData("a migration name (bytes)", int(size), MAX_MIGRATION_KEY_BYTES)
+    return [str(key) for key, _size in rows if key is not None]
 
 
 def rows_match_manifest(conn: psycopg.Connection[Any], manifest: Manifest | None) -> CheckResult:
@@ -361,27 +407,62 @@ class DkgRow:
     threshold: int | None
 
 
+# Every value comes with its size; a value over its bound is not sent (NULL), its size is.
+DKG_ROWS_QUERY = f"""
+SELECT CASE WHEN pg_catalog.octet_length(aggregate_key) <= {MAX_KEY_BYTES}
+            THEN aggregate_key END,
+       pg_catalog.octet_length(aggregate_key),
+       pg_catalog.left(dkg_shares_status::text, 64),
+       created_at,
+       CASE WHEN pg_catalog.cardinality(signer_set_public_keys) <= {MAX_SIGNER_SET_KEYS}
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(signer_set_public_keys) AS k(v)
+                              WHERE pg_catalog.octet_length(k.v) > {MAX_KEY_BYTES})
+            THEN signer_set_public_keys END,
+       pg_catalog.cardinality(signer_set_public_keys),
+       signature_share_threshold
+  FROM sbtc_signer.dkg_shares ORDER BY created_at DESC LIMIT {MAX_DKG_ROWS + 1}
+"""
+
+
 def read_dkg_rows(conn: psycopg.Connection[Any]) -> list[DkgRow]:
-    rows = conn.execute(
-        "SELECT aggregate_key, dkg_shares_status::text, created_at, signer_set_public_keys, "
-        "signature_share_threshold FROM sbtc_signer.dkg_shares ORDER BY created_at DESC"
-    ).fetchall()
-    return [
-        DkgRow(
-            bytes(r[0]),
-            str(r[1]),
-            r[2].isoformat(),
-            [bytes(k) for k in (r[3] or [])],
-            int(r[4]) if r[4] is not None else None,
+    """Every DKG round, newest first, bounded: OversizedData when the table holds more rows,
+    or larger keys or signer sets, than a signer's ever does."""
+    rows = conn.execute(DKG_ROWS_QUERY).fetchall()
+    if len(rows) > MAX_DKG_ROWS:
+        raise OversizedData("sbtc_signer.dkg_shares rows", len(rows), MAX_DKG_ROWS)
+    found = []
+    for key, key_size, status, created_at, signer_set, set_size, threshold in rows:
+        if key is None and key_size is not None:
+            raise OversizedData("a dkg_shares aggregate_key (bytes)", key_size, MAX_KEY_BYTES)
+        if signer_set is None and set_size is not None:
+            raise OversizedData(
+                f"a dkg_shares signer_set_public_keys (keys, or a key over {MAX_KEY_BYTES} bytes)",
+                set_size,
+                MAX_SIGNER_SET_KEYS,
+            )
+        found.append(
+            DkgRow(
+                bytes(key or b""),
+                str(status),
+                created_at.isoformat(),
+                [bytes(k) for k in (signer_set or []) if k is not None],
+                int(threshold) if threshold is not None else None,
+            )
         )
-        for r in rows
-    ]
+    return found
 
 
 def newest_verified_key(conn: psycopg.Connection[Any]) -> bytes | None:
-    """Exactly the page's manual query, first row."""
-    row = conn.execute(PAGE_QUERY).fetchone()
-    return bytes(row[0]) if row else None
+    """Exactly the page's manual query, first row (its key's size checked before it is sent)."""
+    row = conn.execute(
+        f"SELECT CASE WHEN pg_catalog.octet_length(page.k) <= {MAX_KEY_BYTES} THEN page.k END, "
+        f"pg_catalog.octet_length(page.k) FROM ({PAGE_QUERY}) AS page(k) LIMIT 1"
+    ).fetchone()
+    if row is None or row[1] is None:
+        return None
+    if row[0] is None:
+        raise OversizedData("the newest verified aggregate_key (bytes)", int(row[1]), MAX_KEY_BYTES)
+    return bytes(row[0])
 
 
 def verified_key_present(rows: list[DkgRow], newest: bytes | None) -> CheckResult:
@@ -552,9 +633,15 @@ def shares_decrypt(
     if newest is None:
         return skipped(check_id, "no verified key in the backup")
     row = conn.execute(
-        "SELECT encrypted_private_shares FROM sbtc_signer.dkg_shares WHERE aggregate_key = %s",
-        (newest,),
+        "SELECT CASE WHEN pg_catalog.octet_length(encrypted_private_shares) <= %s "
+        "THEN encrypted_private_shares END, pg_catalog.octet_length(encrypted_private_shares) "
+        "FROM sbtc_signer.dkg_shares WHERE aggregate_key = %s LIMIT 1",
+        (MAX_SHARES_BYTES, newest),
     ).fetchone()
+    if row is not None and row[0] is None and row[1] is not None:
+        raise OversizedData(
+            "the newest verified row's encrypted shares (bytes)", row[1], MAX_SHARES_BYTES
+        )
     if row is None or row[0] is None:
         return _result(
             check_id,

@@ -39,6 +39,7 @@ from sbtc_ops.backup.staging import Staging, StagingError
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.cluster import ThrowawayCluster
+from sbtc_ops.pg.limits import Breach
 from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.proc import InBackground
 from sbtc_ops.progress import echo
@@ -51,6 +52,7 @@ from sbtc_ops.stacks import (
 )
 from sbtc_ops.state import EventKind, StateStore
 from sbtc_ops.verify import checks
+from sbtc_ops.verify.budget import DrillBudget, DrillGuard, archive_size
 
 RESTORED_DB = "signer"
 T = TypeVar("T")
@@ -91,6 +93,7 @@ class VerifyReport:
     manifest: dict[str, Any] | None = None
     archive: dict[str, Any] = field(default_factory=dict)
     key_source: str = "chain"  # or "expected" (--expected-key: no chain read)
+    budgets: dict[str, Any] | None = None  # the drill's budgets and peak usage (budget.py)
 
     @property
     def ok(self) -> bool:
@@ -127,6 +130,7 @@ class VerifyReport:
             "checks": [c.to_json() for c in self.checks],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "archive": self.archive,
+            "budgets": self.budgets,
         }
 
 
@@ -154,6 +158,8 @@ class Drill:
         self._results: dict[str, CheckResult] = {}
         self._key_verdict = "error"
         self._shown_name: str | None = None
+        self._guard: DrillGuard | None = None  # the budgets, from locate to the end
+        self._started = time.monotonic()
         # The unprivileged user the server and every client that reads the archive run as.
         self.run_as = resolve_run_as(settings.postgres.run_as)
 
@@ -242,7 +248,10 @@ class Drill:
                 # Staging the archive (copied and hashed in one pass) overlaps creating the
                 # cluster; nothing is restored before the checksum has passed.
                 staged = InBackground(lambda: self._stage(located, staging), name="stage")
-                if self._restore_and_check(located, staging, staged, chain):
+                restored = self._guarded(located, staging, staged, chain)  # BUDGET HOOK
+                if self._guard is not None and self._guard.breach is not None:
+                    self._finish_checks("not run: the drill went over its budget")
+                elif restored:
                     self._finish_checks("not run: an earlier check failed")
                 else:
                     self._collect_chain(chain, None, [])
@@ -254,6 +263,47 @@ class Drill:
         self.report.verdict = self._verdict()
         self._record()
         return self.report
+
+    # -- budgets (verify/budget.py, issue 21) -----------------------------------------------
+
+    def _guarded(
+        self,
+        located: LocatedBackup,
+        staging: Staging,
+        staging_work: InBackground[tuple[CheckResult, StagedBackup]],
+        chain: _ChainFutures,
+    ) -> bool:
+        """The restore and its checks under the drill's budgets. A breach kills the sandbox,
+        so whatever the drill waited for fails: that failure is the breach, not an error."""
+        budget = DrillBudget.for_archive(self.settings.verify, archive_size(located))
+        guard = self._guard = DrillGuard(budget, self.run_as.uid, self._started)
+        guard.start(staging.root)
+        try:
+            return self._restore_and_check(located, staging, staging_work, chain)
+        except Exception:
+            if guard.breach is None:
+                raise
+            return True
+        finally:
+            guard.close(keep=self.request.keep_cluster and guard.breach is None)
+            self._add(guard.result())
+            self.report.budgets = guard.to_json()
+
+    @contextmanager
+    def _bounded(self) -> Iterator[None]:
+        """Reads of the restored database past their bounds are budget breaches."""
+        assert self._guard is not None
+        try:
+            yield
+        except checks.OversizedData as exc:
+            self._guard.record(Breach("memory", str(exc), exc.limit, exc.size))
+        except psycopg.errors.QueryCanceled:
+            timeout = self._guard.budget.query_timeout_s
+            detail = f"a query of the restored database ran past the query timeout ({timeout:g} s)"
+            self._guard.record(Breach("time", detail, timeout, timeout))
+
+    def _over_budget(self) -> bool:
+        return self._guard is not None and self._guard.breach is not None
 
     def _locate(self, fetch_dir: Path, locks: ExitStack) -> LocatedBackup:
         ref = self.request.backup_ref
@@ -337,6 +387,8 @@ class Drill:
         chain: _ChainFutures,
     ) -> bool:
         """False when the archive failed before anything was restored."""
+        guard = self._guard
+        assert guard is not None
         with (
             self._timed("cluster"),
             ThrowawayCluster.from_settings(
@@ -345,17 +397,24 @@ class Drill:
                 superuser=ADMIN_ROLE,
                 keep=self.request.keep_cluster,
                 announce=_announce_kept,
+                limits=guard.limits,  # BUDGET HOOK: the sandbox's rlimits, cgroup, kill list
+                extra_settings=guard.server_settings(),
             ) as cluster,
         ):
+            guard.watch(cluster.base_dir)  # BUDGET HOOK: the data directory's disk use
             self.report.timings.update({f"cluster.{k}": v for k, v in cluster.timings.items()})
             prepared = self._check_archive(located, staging, staging_work)
-            if prepared is None:
+            if prepared is None or self._over_budget():
                 cluster.keep = False  # nothing was restored: nothing worth keeping
-                return False
+                return prepared is not None
             has_amcheck = _prepare_database(cluster)
+            with cluster.connect() as conn:
+                guard.limit_roles(conn, (RESTORE_ROLE, READER_ROLE))  # BUDGET HOOK
             started = time.perf_counter()
             with self._timed("restore"):
                 run = self._restore(cluster, prepared)
+            if self._over_budget():
+                return True
             tool = "psql" if prepared.format == "plain" else "pg_restore"
             self._add(checks.restore_complete(run.returncode, run.errors, tool), started)
             amcheck = self._start_amcheck(cluster, has_amcheck)
@@ -363,17 +422,24 @@ class Drill:
                 self._timed("checks"),
                 cluster.connect(RESTORED_DB, user=READER_ROLE, options=READER_OPTIONS) as conn,
             ):
-                try:
+                rows, newest = None, None
+                with self._bounded():
+                    try:
+                        started = time.perf_counter()
+                        self._add(checks.unexpected_objects(conn), started)
+                        rows = self._database_checks(conn, located)
+                        newest = checks.newest_verified_key(conn) if rows is not None else None
+                    except psycopg.Error as exc:
+                        if isinstance(exc, psycopg.errors.QueryCanceled):
+                            raise
+                        self._add(checks.database_error(self._results, exc))
+                        rows, newest = None, None
+                if not self._over_budget():
+                    self._collect_chain(chain, newest, rows or [])
                     started = time.perf_counter()
-                    self._add(checks.unexpected_objects(conn), started)
-                    rows = self._database_checks(conn, located)
-                    newest = checks.newest_verified_key(conn) if rows is not None else None
-                except psycopg.Error as exc:
-                    self._add(checks.database_error(self._results, exc))
-                    rows, newest = None, None
-                self._collect_chain(chain, newest, rows or [])
-                started = time.perf_counter()
-                self._add(checks.shares_decrypt(conn, newest, self.request.signer_secret), started)
+                    with self._bounded():
+                        secret = self.request.signer_secret
+                        self._add(checks.shares_decrypt(conn, newest, secret), started)
             with self._timed("amcheck"):
                 self._finish_amcheck(cluster, amcheck)
         return True

@@ -1,0 +1,514 @@
+"""Budgets on what a sandboxed program may consume: memory, processes, disk and time.
+
+Mechanism only (what the numbers are is verify/budget.py's business):
+
+- `Limits` is what a `Sandbox` applies to every child it starts (the hook is
+  `Sandbox.limits`): per-process rlimits (address space, file size, no core dumps; the
+  number of processes when no pids cgroup is available) set in the child before it runs,
+  and membership of the drill's cgroup, entered by the child itself before exec so that
+  nothing it forks escapes it. It also keeps every child started, so that a breach kills
+  them all (whole container: `Sandbox.kill`).
+- `Cgroups` is the drill's cgroup: cgroup v2 when `/sys/fs/cgroup` is the unified hierarchy
+  and our cgroup delegates the memory and pids controllers to us; else cgroup v1 when its
+  memory and pids hierarchies are writable; else none (rlimits only). `layer` says which.
+- `Watchdog` is a thread that measures, every ~50 ms, the disk our own directories use
+  (allocated blocks, so sparse files and internal compression count at their real size),
+  the free space of their volumes, the clock, and the cgroup's OOM kills and refused forks;
+  on the first breach it records it and kills every tracked child.
+
+RLIMIT_NPROC, the fallback for processes, counts every process of the user, not only the
+sandbox's: it is set to the budget plus what that user already runs (docs/threat-model.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_PREFIX = "sbtc-ops-"
+TICK_S = 0.05
+_KILL_ROUNDS = 50
+
+
+@dataclass(frozen=True)
+class Breach:
+    """The first budget a drill exceeded: which resource, by how much, and why in words."""
+
+    resource: str  # disk, memory, processes, time
+    detail: str
+    limit: float
+    used: float
+
+
+@dataclass(frozen=True)
+class ProcessLimits:
+    memory_bytes: int  # the cgroup's memory limit, and each process's address space
+    pids: int  # the cgroup's pids.max (or RLIMIT_NPROC above what the user already runs)
+    file_bytes: int  # the largest file one process may write (RLIMIT_FSIZE)
+
+
+# -- cgroups ------------------------------------------------------------------------------------
+
+
+def _own_cgroup(controller: str | None) -> str | None:
+    """Our cgroup path in the hierarchy of `controller` (None: the unified hierarchy)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if controller is None and parts[0] == "0" and parts[1] == "":
+            return parts[2]
+        if controller is not None and controller in parts[1].split(","):
+            return parts[2]
+    return None
+
+
+def _write(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _read_keyed(path: Path, key: str) -> int:
+    """The number after `key` in a flat-keyed cgroup file (memory.events, pids.events…)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    return 0
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _reap_stale(parent: Path) -> None:
+    """Remove empty cgroups of ours whose sbtc-ops died (kill -9): the kernel emptied them."""
+    with contextlib.suppress(OSError):
+        for entry in parent.iterdir():
+            if not entry.name.startswith(CGROUP_PREFIX):
+                continue
+            owner = entry.name.removeprefix(CGROUP_PREFIX).split("-", 1)[0]
+            if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                with contextlib.suppress(OSError):
+                    entry.rmdir()
+
+
+def _make_child(parent: Path) -> Path:
+    _reap_stale(parent)
+    child = parent / f"{CGROUP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    child.mkdir()
+    return child
+
+
+@dataclass
+class Cgroups:
+    """The cgroup directories of one drill (one per hierarchy: two under v1, one under v2)."""
+
+    layer: str  # "cgroup v2", "cgroup v1", "none"
+    memory: Path | None = None
+    pids: Path | None = None
+    _fds: list[int] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, limits: ProcessLimits) -> Cgroups:
+        if (CGROUP_ROOT / "cgroup.controllers").exists():
+            return _create_v2(limits)
+        return _create_v1(limits)
+
+    @property
+    def version(self) -> int:
+        return 2 if self.layer == "cgroup v2" else 1
+
+    def procs_fds(self) -> list[int]:
+        """cgroup.procs of each directory, opened here by us: the child writes "0" to them
+        (itself) before exec, so whatever it starts is born inside."""
+        if not self._fds:
+            for directory in self.directories():
+                self._fds.append(os.open(directory / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+        return self._fds
+
+    def directories(self) -> list[Path]:
+        unique = []
+        for directory in (self.memory, self.pids):
+            if directory is not None and directory not in unique:
+                unique.append(directory)
+        return unique
+
+    def oom_kills(self) -> int:
+        if self.memory is None:
+            return 0
+        if self.version == 2:
+            return _read_keyed(self.memory / "memory.events", "oom_kill")
+        return _read_keyed(self.memory / "memory.oom_control", "oom_kill")
+
+    def memory_peak(self) -> int | None:
+        if self.memory is None:
+            return None
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        return _read_int(self.memory / name)
+
+    def refused_forks(self) -> int:
+        return _read_keyed(self.pids / "pids.events", "max") if self.pids is not None else 0
+
+    def pids_current(self) -> int | None:
+        return _read_int(self.pids / "pids.current") if self.pids is not None else None
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in the cgroups until they are empty (a forking payload is
+        bounded by pids.max, so this ends)."""
+        for directory in self.directories():
+            if self.version == 2 and (directory / "cgroup.kill").exists():
+                with contextlib.suppress(OSError):
+                    _write(directory / "cgroup.kill", "1")
+            for _round in range(_KILL_ROUNDS):
+                try:
+                    pids = [int(p) for p in (directory / "cgroup.procs").read_text().split()]
+                except (OSError, ValueError):
+                    break
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.01)
+
+    def remove(self) -> None:
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+        self.kill_all()
+        for directory in self.directories():
+            for _round in range(_KILL_ROUNDS):  # the last processes may still be exiting
+                try:
+                    directory.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def _create_v2(limits: ProcessLimits) -> Cgroups:
+    own = _own_cgroup(None)
+    if own is None:
+        return Cgroups("none")
+    parent = CGROUP_ROOT / own.lstrip("/")
+    try:
+        enabled = (parent / "cgroup.subtree_control").read_text().split()
+        if not {"memory", "pids"} <= set(enabled):
+            # Fails (EBUSY) when our cgroup holds processes, e.g. an undelegated service.
+            _write(parent / "cgroup.subtree_control", "+memory +pids")
+        child = _make_child(parent)
+    except OSError:
+        return Cgroups("none")
+    try:
+        _write(child / "memory.max", str(limits.memory_bytes))
+        with contextlib.suppress(OSError):  # no swap: the budget is memory, not memory+swap
+            _write(child / "memory.swap.max", "0")
+        _write(child / "pids.max", str(limits.pids))
+    except OSError:
+        with contextlib.suppress(OSError):
+            child.rmdir()
+        return Cgroups("none")
+    return Cgroups("cgroup v2", memory=child, pids=child)
+
+
+def _create_v1(limits: ProcessLimits) -> Cgroups:
+    made: dict[str, Path] = {}
+    settings = {
+        "memory": [("memory.limit_in_bytes", limits.memory_bytes)],
+        "pids": [("pids.max", limits.pids)],
+    }
+    for controller, values in settings.items():
+        own = _own_cgroup(controller)
+        hierarchy = CGROUP_ROOT / controller
+        if own is None or not hierarchy.is_dir():
+            continue
+        try:
+            child = _make_child(hierarchy / own.lstrip("/"))
+        except OSError:
+            continue
+        try:
+            for name, value in values:
+                _write(child / name, str(value))
+            if controller == "memory" and (child / "memory.memsw.limit_in_bytes").exists():
+                with contextlib.suppress(OSError):
+                    _write(child / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+        except OSError:
+            with contextlib.suppress(OSError):
+                child.rmdir()
+            continue
+        made[controller] = child
+    if not made:
+        return Cgroups("none")
+    layer = "cgroup v1"
+    return Cgroups(layer, memory=made.get("memory"), pids=made.get("pids"))
+
+
+# -- what each sandboxed child gets ------------------------------------------------------------
+
+
+def _processes_of(uid: int) -> int:
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == uid:
+                    count += 1
+    return count
+
+
+class Limits:
+    """Applied by a Sandbox to every child (`preexec`, in the child) and every child tracked
+    (`track`), so that `kill_all` reaches them. Create with `Limits.create`; `close()`."""
+
+    def __init__(self, limits: ProcessLimits, cgroups: Cgroups, nproc: int | None) -> None:
+        self.process = limits
+        self.cgroups = cgroups
+        self._nproc = nproc
+        self._killers: list[tuple[Any, Callable[[], None]]] = []
+        self._lock = threading.Lock()
+        self._fds = cgroups.procs_fds()
+
+    @classmethod
+    def create(cls, limits: ProcessLimits, run_as_uid: int) -> Limits:
+        cgroups = Cgroups.create(limits)
+        nproc = None
+        if cgroups.pids is None and run_as_uid != 0:
+            nproc = limits.pids + _processes_of(run_as_uid)
+        return cls(limits, cgroups, nproc)
+
+    @property
+    def layers(self) -> list[str]:
+        """The layers in force, e.g. ["cgroup v1 (memory, pids)", "rlimits (…)"]."""
+        layers = []
+        if self.cgroups.layer != "none":
+            controllers = [
+                name
+                for name, path in (("memory", self.cgroups.memory), ("pids", self.cgroups.pids))
+                if path is not None
+            ]
+            layers.append(f"{self.cgroups.layer} ({', '.join(controllers)})")
+        rlimits = ["address space", "file size"]
+        if self._nproc is not None:
+            rlimits.append("processes of the user")
+        layers.append(f"rlimits ({', '.join(rlimits)})")
+        return layers
+
+    def preexec(self) -> None:
+        """In the child, before exec: no locks, no allocation worth speaking of."""
+        memory = self.process.memory_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        size = self.process.file_bytes
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if self._nproc is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (self._nproc, self._nproc))
+        for fd in self._fds:
+            try:
+                os.write(fd, b"0")
+            except OSError:
+                os._exit(126)  # fail closed: never run outside the drill's cgroup
+
+    def track(self, proc: Any, kill: Callable[[], None]) -> None:
+        with self._lock:
+            self._killers = [(p, k) for p, k in self._killers if p.returncode is None]
+            self._killers.append((proc, kill))
+
+    def kill_all(self) -> None:
+        """Every tracked child that still runs (its whole container), then the cgroup."""
+        with self._lock:
+            killers = [(p, k) for p, k in self._killers if p.returncode is None]
+        for _proc, kill in killers:
+            with contextlib.suppress(OSError, ValueError):
+                kill()
+        self.cgroups.kill_all()
+
+    def close(self) -> None:
+        self.cgroups.remove()
+
+
+# -- the watchdog -------------------------------------------------------------------------------
+
+
+def allocated_bytes(root: Path) -> int:
+    """Disk blocks allocated under `root` (no link followed; unreadable parts count 0)."""
+    total = 0
+    stack = [str(root)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    with contextlib.suppress(OSError):
+                        info = entry.stat(follow_symlinks=False)
+                        total += info.st_blocks * 512
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+        except OSError:
+            continue
+    return total
+
+
+def free_bytes(path: Path) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+@dataclass
+class Usage:
+    """Peaks seen by the watchdog."""
+
+    disk_peak: int = 0
+    free_low: int | None = None
+    pids_peak: int = 0
+    samples: int = 0
+
+
+class Watchdog:
+    """Samples disk, free space, time and the cgroup every TICK_S; on the first breach,
+    kills every child of `limits` (`on_breach` is called first, from the watchdog thread)."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        disk_bytes: int,
+        reserve_bytes: int,
+        deadline: float,
+        directories: Iterable[Path] = (),
+    ) -> None:
+        self.limits = limits
+        self.disk_bytes = disk_bytes
+        self.reserve_bytes = reserve_bytes
+        self.deadline = deadline  # time.monotonic() value
+        self.usage = Usage()
+        self.breach: Breach | None = None
+        self._dirs: list[Path] = list(directories)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="budget-watchdog", daemon=True)
+
+    def watch(self, directory: Path) -> None:
+        with self._lock:
+            self._dirs.append(directory)
+
+    def start(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def check_now(self) -> Breach | None:
+        """One measurement (also run by the loop); the breach, if any, is recorded."""
+        found = self._measure()
+        if found is not None and self.breach is None:
+            self.breach = found
+            self.limits.kill_all()
+        return self.breach
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            if self.check_now() is not None:
+                return
+            # The walk is cheap for a data directory (files are 1 GB segments); if it ever
+            # is not, sample less often rather than spend a core on it.
+            spent = time.monotonic() - started
+            self._stop.wait(max(TICK_S, 4 * spent))
+
+    def _measure(self) -> Breach | None:
+        usage = self.usage
+        usage.samples += 1
+        if time.monotonic() >= self.deadline:
+            return Breach("time", "the drill's deadline passed", 0, 0)
+        with self._lock:
+            directories = list(self._dirs)
+        used = sum(allocated_bytes(d) for d in directories)
+        usage.disk_peak = max(usage.disk_peak, used)
+        if used > self.disk_bytes:
+            return Breach(
+                "disk",
+                f"{_mib(used)} written, budget {_mib(self.disk_bytes)}",
+                self.disk_bytes,
+                used,
+            )
+        breach = self._free_space(directories)
+        if breach is not None:
+            return breach
+        return self._cgroup_events()
+
+    def _free_space(self, directories: list[Path]) -> Breach | None:
+        seen: set[int] = set()
+        for directory in directories:
+            with contextlib.suppress(OSError):
+                device = directory.stat().st_dev
+                if device in seen:
+                    continue
+                seen.add(device)
+                free = free_bytes(directory)
+                low = self.usage.free_low
+                self.usage.free_low = free if low is None else min(low, free)
+                if free < self.reserve_bytes:
+                    return Breach(
+                        "disk",
+                        f"only {_mib(free)} left free on the volume of {directory}, "
+                        f"reserve {_mib(self.reserve_bytes)}",
+                        self.reserve_bytes,
+                        free,
+                    )
+        return None
+
+    def _cgroup_events(self) -> Breach | None:
+        cgroups = self.limits.cgroups
+        current = cgroups.pids_current()
+        if current is not None:
+            self.usage.pids_peak = max(self.usage.pids_peak, current)
+        oom = cgroups.oom_kills()
+        if oom:
+            limit = self.limits.process.memory_bytes
+            return Breach(
+                "memory",
+                f"{oom} process(es) killed at the memory budget {_mib(limit)}",
+                limit,
+                cgroups.memory_peak() or limit,
+            )
+        refused = cgroups.refused_forks()
+        if refused:
+            limit = self.limits.process.pids
+            return Breach(
+                "processes",
+                f"{refused} fork(s) refused at the process budget {limit}",
+                limit,
+                limit,
+            )
+        return None
+
+
+def _mib(value: float) -> str:
+    return f"{value / (1 << 20):.0f} MiB"
