@@ -578,7 +578,11 @@ class ServeSettings(_Section):
         2, ge=1, le=64, description="Parallel restore jobs of a scheduled verify.", examples=[4]
     )
     job_timeout_s: float = Field(
-        6 * 3600.0, gt=0, description="A run is stopped after this.", examples=[3600.0]
+        6 * 3600.0,
+        gt=0,
+        description="A run is stopped after this; verify runs after verify.deadline_max_s plus "
+        "15 minutes instead (each drill ends itself at its own deadline).",
+        examples=[3600.0],
     )
     history_days: int = Field(
         400, ge=7, description="How long job runs are kept in state.db.", examples=[90]

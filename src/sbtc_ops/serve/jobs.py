@@ -58,14 +58,21 @@ def job_specs(settings: Settings) -> list[JobSpec]:
                 priority=1,
             )
         )
+    # A verify ends itself at its drill's deadline (verify.deadline_*, scaled by the archive's
+    # size); the job is stopped only a grace period after the longest such deadline.
+    from sbtc_ops.verify.budget import verify_job_timeout
+
+    verify_cap = verify_job_timeout(settings)
     if serve.verify_after_backup and serve.backup_cron:
-        specs.append(JobSpec(VERIFY, after=BACKUP, timeout_s=cap, keep_days=keep, priority=2))
+        specs.append(
+            JobSpec(VERIFY, after=BACKUP, timeout_s=verify_cap, keep_days=keep, priority=2)
+        )
     if serve.verify_rotate_cron:
         specs.append(
             JobSpec(
                 VERIFY_ROTATE,
                 serve.verify_rotate_cron,
-                timeout_s=cap,
+                timeout_s=verify_cap,
                 keep_days=keep,
                 priority=3,
             )
