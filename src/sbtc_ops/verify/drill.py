@@ -67,6 +67,8 @@ READER_ROLE = "sbtc_ops_reader"
 OUR_ROLES = (ADMIN_ROLE, RESTORE_ROLE, READER_ROLE)
 AMCHECK_SCHEMA = checks.OUR_SCHEMAS[0]
 READER_OPTIONS = "-c search_path=pg_catalog"
+# statement_timeout (query_canceled) and transaction_timeout (PostgreSQL 17+), set on our roles
+_TIMEOUT_STATES = ("57014", "25P04")
 
 
 @dataclass(frozen=True)
@@ -297,7 +299,9 @@ class Drill:
             yield
         except checks.OversizedData as exc:
             self._guard.record(Breach("memory", str(exc), exc.limit, exc.size))
-        except psycopg.errors.QueryCanceled:
+        except psycopg.Error as exc:
+            if exc.sqlstate not in _TIMEOUT_STATES:
+                raise
             timeout = self._guard.budget.query_timeout_s
             detail = f"a query of the restored database ran past the query timeout ({timeout:g} s)"
             self._guard.record(Breach("time", detail, timeout, timeout))
@@ -430,8 +434,8 @@ class Drill:
                         rows = self._database_checks(conn, located)
                         newest = checks.newest_verified_key(conn) if rows is not None else None
                     except psycopg.Error as exc:
-                        if isinstance(exc, psycopg.errors.QueryCanceled):
-                            raise
+                        if exc.sqlstate in _TIMEOUT_STATES:
+                            raise  # a budget breach (_bounded), not a finding
                         self._add(checks.database_error(self._results, exc))
                         rows, newest = None, None
                 if not self._over_budget():
