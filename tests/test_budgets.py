@@ -472,3 +472,18 @@ def test_serve_stops_a_verify_job_only_after_the_longest_drill_deadline() -> Non
     )
     timeouts = {spec.name: spec.timeout_s for spec in job_specs(settings)}
     assert timeouts[VERIFY] == timeouts[VERIFY_ROTATE] == 7200 + SERVE_GRACE_S
+
+
+def test_a_restores_error_output_is_read_in_bounded_pieces() -> None:
+    import io
+
+    from sbtc_ops.backup.pgrestore import MAX_ERRORS_KEPT, MAX_LINE, read_errors
+
+    noise = b"psql:<stdin>:1: ERROR:  " + b"x" * (4 << 20) + b"\n"  # one 4 MiB line
+    lines = b"".join(b"psql:<stdin>:%d: ERROR:  boom\n" % i for i in range(5000))
+    tail = b"pg_restore: warning: errors ignored on restore: 5001\n"
+    errors, ignored = read_errors(io.BytesIO(noise + lines + tail))
+    assert ignored == "5001"
+    assert len(errors) == MAX_ERRORS_KEPT + 1
+    assert errors[-1] == f"… and {5001 - MAX_ERRORS_KEPT} more error line(s)"
+    assert all(len(line) <= MAX_LINE for line in errors)

@@ -28,6 +28,8 @@ _IGNORED = re.compile(r"errors ignored on restore: (\d+)")
 _RESTRICT_LINE = re.compile(rb"^\\(un)?restrict(\s.*)?$")
 _COPY_START = re.compile(rb"^COPY .* FROM stdin;\s*$")
 _COPY_END = b"\\."
+MAX_ERRORS_KEPT = 1000
+MAX_LINE = 8192
 
 
 @dataclass
@@ -119,7 +121,7 @@ def run_restore(
     try:
         assert proc.stderr is not None
         with watch_reads(Path(argv[0]).name, proc.pid, total):
-            stderr = proc.stderr.read().decode(errors="replace")
+            errors, ignored = read_errors(proc.stderr)
             proc.wait()
         if feeder is not None:
             feeder.join()
@@ -129,12 +131,37 @@ def run_restore(
         raise
     sandbox.sweep(proc)
     if plain_source is not None:  # psql read stdin: say which file the lines are of
-        stderr = stderr.replace("psql:<stdin>:", f"psql:{shown_name or plain_source.name}:")
-    errors = [line.strip() for line in stderr.splitlines() if _ERROR_LINE.search(line)]
-    ignored = _IGNORED.search(stderr)
-    if ignored and not errors:
-        errors.append(f"pg_restore: errors ignored on restore: {ignored.group(1)}")
+        name = f"psql:{shown_name or plain_source.name}:"
+        errors = [line.replace("psql:<stdin>:", name) for line in errors]
+    if ignored is not None and not errors:
+        errors.append(f"pg_restore: errors ignored on restore: {ignored}")
     return RestoreRun(proc.returncode, errors, time.perf_counter() - start, argv)
+
+
+def read_errors(stream: IO[bytes]) -> tuple[list[str], str | None]:
+    """The error lines of a restore's stderr, and pg_restore's "errors ignored" count, read
+    in bounded pieces: a dump controls what its errors say (and how many there are), so at
+    most MAX_ERRORS_KEPT lines of at most MAX_LINE bytes are kept; the rest are counted."""
+    errors: list[str] = []
+    ignored: str | None = None
+    dropped = 0
+    continued = False  # the piece read is the rest of a line longer than MAX_LINE
+    while piece := stream.readline(MAX_LINE):
+        starts_line, continued = not continued, not piece.endswith(b"\n")
+        if not starts_line:
+            continue
+        line = piece.decode(errors="replace").strip()
+        if found := _IGNORED.search(line):
+            ignored = found.group(1)
+        if not _ERROR_LINE.search(line):
+            continue
+        if len(errors) < MAX_ERRORS_KEPT:
+            errors.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        errors.append(f"… and {dropped} more error line(s)")
+    return errors, ignored
 
 
 def _start_feeder(proc: subprocess.Popen[bytes], source: Path | None) -> threading.Thread | None:
