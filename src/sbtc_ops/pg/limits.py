@@ -399,11 +399,13 @@ class Watchdog:
         reserve_bytes: int,
         deadline: float,
         directories: Iterable[Path] = (),
+        started: float | None = None,
     ) -> None:
         self.limits = limits
         self.disk_bytes = disk_bytes
         self.reserve_bytes = reserve_bytes
         self.deadline = deadline  # time.monotonic() value
+        self.started = time.monotonic() if started is None else started
         self.usage = Usage()
         self.breach: Breach | None = None
         self._dirs: list[Path] = list(directories)
@@ -445,8 +447,12 @@ class Watchdog:
     def _measure(self) -> Breach | None:
         usage = self.usage
         usage.samples += 1
-        if time.monotonic() >= self.deadline:
-            return Breach("time", "the drill's deadline passed", 0, 0)
+        now = time.monotonic()
+        if now >= self.deadline:
+            allowed = self.deadline - self.started
+            return Breach(
+                "time", f"the deadline of {allowed:.0f} s passed", allowed, now - self.started
+            )
         with self._lock:
             directories = list(self._dirs)
         used = sum(allocated_bytes(d) for d in directories)

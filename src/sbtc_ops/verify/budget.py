@@ -103,6 +103,7 @@ class DrillGuard:
             disk_bytes=budget.disk_bytes,
             reserve_bytes=budget.reserve_bytes,
             deadline=started + budget.deadline_s,
+            started=started,
         )
         self._memory_peak: int | None = None
         self._elapsed: float | None = None
