@@ -29,7 +29,7 @@ import pytest
 
 from sbtc_ops.config import Settings
 from sbtc_ops.devtools.signer_db import GeneratedDb
-from sbtc_ops.pg.limits import Limits, ProcessLimits, Watchdog, allocated_bytes
+from sbtc_ops.pg.limits import Limits, ProcessLimits, Watchdog, allocated_bytes, cgroups_of
 from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.pg.sandbox import Sandbox
 from sbtc_ops.serve.jobs import VERIFY, VERIFY_ROTATE, job_specs
@@ -140,6 +140,7 @@ def watched_verify(
         assert_no_postgres_left(tmpdir)
         leftovers = sorted(p.name for p in tmpdir.iterdir())
         assert not leftovers, f"verify left {leftovers} in its temporary directory"
+        assert cgroups_of(proc.pid) == [], "verify left its cgroups behind"
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return BudgetRun(CliResult(proc.returncode, stdout, stderr), peak_disk, hwm)

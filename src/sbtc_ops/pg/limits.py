@@ -115,6 +115,21 @@ def _reap_stale(parent: Path) -> None:
                     entry.rmdir()
 
 
+def cgroups_of(pid: int) -> list[Path]:
+    """The drill cgroups process `pid` made next to our own (tests: nothing may be left)."""
+    parents = [CGROUP_ROOT / (_own_cgroup(None) or "/").lstrip("/")]
+    for controller in ("memory", "pids"):
+        own = _own_cgroup(controller)
+        if own is not None:
+            parents.append(CGROUP_ROOT / controller / own.lstrip("/"))
+    prefix = f"{CGROUP_PREFIX}{pid}-"
+    found = []
+    for parent in parents:
+        with contextlib.suppress(OSError):
+            found += [entry for entry in parent.iterdir() if entry.name.startswith(prefix)]
+    return found
+
+
 def _make_child(parent: Path) -> Path:
     _reap_stale(parent)
     child = parent / f"{CGROUP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
