@@ -371,7 +371,13 @@ class Limits:
 
 def allocated_bytes(root: Path) -> int:
     """Disk blocks allocated under `root` (no link followed; unreadable parts count 0)."""
+    return _walk(root)[0]
+
+
+def _walk(root: Path) -> tuple[int, bool]:
+    """(bytes allocated under `root`, whether every directory could be read)."""
     total = 0
+    complete = True
     stack = [str(root)]
     while stack:
         try:
@@ -382,9 +388,11 @@ def allocated_bytes(root: Path) -> int:
                         total += info.st_blocks * 512
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(entry.path)
+        except FileNotFoundError:
+            continue  # removed while we walked
         except OSError:
-            continue
-    return total
+            complete = False
+    return total, complete
 
 
 def free_bytes(path: Path) -> int:
@@ -424,6 +432,8 @@ class Watchdog:
         self.usage = Usage()
         self.breach: Breach | None = None
         self._dirs: list[Path] = list(directories)
+        self._baseline: dict[int, tuple[Path, int]] = {}  # device: (a path on it, free)
+        self._note_baseline(self._dirs)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="budget-watchdog", daemon=True)
@@ -431,6 +441,7 @@ class Watchdog:
     def watch(self, directory: Path) -> None:
         with self._lock:
             self._dirs.append(directory)
+            self._note_baseline([directory])
 
     def start(self) -> Watchdog:
         self._thread.start()
@@ -470,7 +481,7 @@ class Watchdog:
             )
         with self._lock:
             directories = list(self._dirs)
-        used = sum(allocated_bytes(d) for d in directories)
+        used = self._disk_used(directories)
         usage.disk_peak = max(usage.disk_peak, used)
         if used > self.disk_bytes:
             return Breach(
@@ -483,6 +494,27 @@ class Watchdog:
         if breach is not None:
             return breach
         return self._cgroup_events()
+
+    def _disk_used(self, directories: list[Path]) -> int:
+        """What our directories hold. Where a walk cannot read everything (a sandbox user
+        whose files we may not list), the growth of the volumes' used space since the start
+        counts instead: an upper bound, as others' writes count too."""
+        walked = [_walk(d) for d in directories]
+        used = sum(size for size, _complete in walked)
+        if all(complete for _size, complete in walked):
+            return used
+        grown = 0
+        for path, free_at_start in self._baseline.values():
+            with contextlib.suppress(OSError):
+                grown += max(0, free_at_start - free_bytes(path))
+        return max(used, grown)
+
+    def _note_baseline(self, directories: list[Path]) -> None:
+        for directory in directories:
+            with contextlib.suppress(OSError):
+                device = directory.stat().st_dev
+                if device not in self._baseline:
+                    self._baseline[device] = (directory, free_bytes(directory))
 
     def _free_space(self, directories: list[Path]) -> Breach | None:
         seen: set[int] = set()
