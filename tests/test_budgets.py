@@ -488,3 +488,11 @@ def test_a_restores_error_output_is_read_in_bounded_pieces() -> None:
     assert len(errors) == MAX_ERRORS_KEPT + 1
     assert errors[-1] == f"… and {5001 - MAX_ERRORS_KEPT} more error line(s)"
     assert all(len(line) <= MAX_LINE for line in errors)
+
+
+def test_serve_exports_every_verdict_including_over_budget() -> None:
+    from sbtc_ops.serve.snapshot import VERDICTS
+    from sbtc_ops.verify.checks import Verdict
+
+    assert set(VERDICTS) == {verdict.value for verdict in Verdict}
+    assert "over-budget" in VERDICTS

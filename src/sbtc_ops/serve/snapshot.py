@@ -17,7 +17,17 @@ from sbtc_ops.state import Event, EventKind, Run, StateStore
 BACKUP_MAX_AGE_S = 26 * 3600
 VERIFY_MAX_AGE_S = 8 * 86400
 DKG_MAX_UNPROTECTED_S = 15 * 60
-VERDICTS = ("match", "stale", "mismatch", "corrupt", "incomplete", "error")
+# Every value of verify.checks.Verdict (not imported: the daemon stays light; a test checks).
+VERDICTS = (
+    "match",
+    "stale",
+    "mismatch",
+    "tampered",
+    "corrupt",
+    "incomplete",
+    "over-budget",
+    "error",
+)
 KEY_STATES = ("match", "stale", "mismatch", "unknown")
 GREEN, AMBER, RED = "green", "amber", "red"
 _RANK = {GREEN: 0, AMBER: 1, RED: 2}
