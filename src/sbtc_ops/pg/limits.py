@@ -37,6 +37,7 @@ from typing import Any
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PREFIX = "sbtc-ops-"
 TICK_S = 0.05
+WALK_EVERY_S = 1.0
 _KILL_ROUNDS = 50
 
 
@@ -433,6 +434,9 @@ class Watchdog:
         self.breach: Breach | None = None
         self._dirs: list[Path] = list(directories)
         self._baseline: dict[int, tuple[Path, int]] = {}  # device: (a path on it, free)
+        self._next_walk = 0.0
+        self._last_walk = 0
+        self._walk_complete = True
         self._note_baseline(self._dirs)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -465,10 +469,8 @@ class Watchdog:
             started = time.monotonic()
             if self.check_now() is not None:
                 return
-            # The walk is cheap for a data directory (files are 1 GB segments); if it ever
-            # is not, sample less often rather than spend a core on it.
             spent = time.monotonic() - started
-            self._stop.wait(max(TICK_S, 4 * spent))
+            self._stop.wait(max(TICK_S - spent, 0.005))
 
     def _measure(self) -> Breach | None:
         usage = self.usage
@@ -496,18 +498,35 @@ class Watchdog:
         return self._cgroup_events()
 
     def _disk_used(self, directories: list[Path]) -> int:
-        """What our directories hold. Where a walk cannot read everything (a sandbox user
-        whose files we may not list), the growth of the volumes' used space since the start
-        counts instead: an upper bound, as others' writes count too."""
+        """What our directories hold, measured cheaply every tick and exactly when it matters.
+
+        Every tick: how much the volumes' used space grew since the start (statvfs, a few
+        microseconds; others' writes count too, so it is an upper bound of ours unless others
+        delete). A walk of our directories (allocated blocks) runs when that growth passes
+        the budget, to tell our writes from others', and every WALK_EVERY_S regardless, for
+        the peak and for the case where others' deletions hide our growth. Where the walk
+        cannot read everything (a sandbox user whose files we may not list), the growth
+        counts."""
+        grown = self._volume_growth()
+        now = time.monotonic()
+        if grown <= self.disk_bytes and now < self._next_walk:
+            return min(grown, self._last_walk) if self._walk_complete else grown
         walked = [_walk(d) for d in directories]
-        used = sum(size for size, _complete in walked)
-        if all(complete for _size, complete in walked):
-            return used
+        spent = time.monotonic() - now
+        # A slow walk (a loaded host, a huge directory) is not repeated at every tick.
+        self._next_walk = now + max(WALK_EVERY_S, 20 * spent)
+        self._last_walk = sum(size for size, _complete in walked)
+        self._walk_complete = all(complete for _size, complete in walked)
+        if self._walk_complete:
+            return self._last_walk
+        return max(self._last_walk, grown)
+
+    def _volume_growth(self) -> int:
         grown = 0
         for path, free_at_start in self._baseline.values():
             with contextlib.suppress(OSError):
                 grown += max(0, free_at_start - free_bytes(path))
-        return max(used, grown)
+        return grown
 
     def _note_baseline(self, directories: list[Path]) -> None:
         for directory in directories:
