@@ -37,7 +37,7 @@ from typing import Any
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PREFIX = "sbtc-ops-"
 TICK_S = 0.05
-WALK_EVERY_S = 1.0
+WALK_EVERY_S = 0.25
 _KILL_ROUNDS = 50
 
 
@@ -514,7 +514,7 @@ class Watchdog:
         walked = [_walk(d) for d in directories]
         spent = time.monotonic() - now
         # A slow walk (a loaded host, a huge directory) is not repeated at every tick.
-        self._next_walk = now + max(WALK_EVERY_S, 20 * spent)
+        self._next_walk = now + max(WALK_EVERY_S, 10 * spent)
         self._last_walk = sum(size for size, _complete in walked)
         self._walk_complete = all(complete for _size, complete in walked)
         if self._walk_complete:

@@ -34,6 +34,8 @@ GB = 1_000_000_000
 # downloading the backup comes first, and cleaning up after.
 SERVE_GRACE_S = 900.0
 CHECK_ID = "drill.budget"
+# How RLIMIT_FSIZE (EFBIG) and temp_file_limit show in a restore's errors.
+_DISK_LIMIT_ERRORS = ("File too large", "temp_file_limit")
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,20 @@ class DrillGuard:
         if self.watchdog.breach is None:
             self.watchdog.breach = breach
             self.limits.kill_all()
+
+    def note_errors(self, errors: list[str]) -> None:
+        """The kernel's and the server's own disk limits show as errors of the restore (a
+        file at RLIMIT_FSIZE, temporary files past temp_file_limit): breaches of the disk
+        budget, whichever limit noticed first."""
+        for line in errors:
+            if any(sign in line for sign in _DISK_LIMIT_ERRORS):
+                limit = self.budget.disk_bytes
+                self.record(
+                    Breach(
+                        "disk", f"a limit of the disk budget was hit: {line[:200]}", limit, limit
+                    )
+                )
+                return
 
     def remaining_s(self) -> float:
         return max(0.0, self.started + self.budget.deadline_s - time.monotonic())

@@ -417,6 +417,7 @@ class Drill:
             started = time.perf_counter()
             with self._timed("restore"):
                 run = self._restore(cluster, prepared)
+            guard.note_errors(run.errors)  # BUDGET HOOK: EFBIG, temp_file_limit
             if self._over_budget():
                 return True
             tool = "psql" if prepared.format == "plain" else "pg_restore"
