@@ -37,7 +37,7 @@ from typing import Any
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PREFIX = "sbtc-ops-"
 TICK_S = 0.05
-WALK_EVERY_S = 0.25
+WALK_EVERY_S = 2.0
 _KILL_ROUNDS = 50
 
 
@@ -435,6 +435,9 @@ class Watchdog:
         self._dirs: list[Path] = list(directories)
         self._baseline: dict[int, tuple[Path, int]] = {}  # device: (a path on it, free)
         self._next_walk = 0.0
+        self._grown_at_walk = 0
+        # Walk again once the volumes grew this much: an eighth of the budget, 16-64 MiB.
+        self._walk_step = max(16 << 20, min(64 << 20, disk_bytes // 8))
         self._last_walk = 0
         self._walk_complete = True
         self._note_baseline(self._dirs)
@@ -501,20 +504,26 @@ class Watchdog:
         """What our directories hold, measured cheaply every tick and exactly when it matters.
 
         Every tick: how much the volumes' used space grew since the start (statvfs, a few
-        microseconds; others' writes count too, so it is an upper bound of ours unless others
-        delete). A walk of our directories (allocated blocks) runs when that growth passes
-        the budget, to tell our writes from others', and every WALK_EVERY_S regardless, for
-        the peak and for the case where others' deletions hide our growth. Where the walk
-        cannot read everything (a sandbox user whose files we may not list), the growth
-        counts."""
+        microseconds; others' writes count too). A walk of our directories (allocated
+        blocks; 1-100 ms for a data directory, depending on the host's load) runs when that
+        growth passes the budget (to tell our writes from others'), when it grew by a step
+        since the last walk, and every WALK_EVERY_S regardless (others' deletions could hide
+        our growth; RLIMIT_FSIZE bounds each file meanwhile). Where the walk cannot read
+        everything (a sandbox user whose files we may not list), the growth counts."""
         grown = self._volume_growth()
         now = time.monotonic()
-        if grown <= self.disk_bytes and now < self._next_walk:
+        due = (
+            grown > self.disk_bytes
+            or grown - self._grown_at_walk >= self._walk_step
+            or now >= self._next_walk
+        )
+        if not due:
             return min(grown, self._last_walk) if self._walk_complete else grown
         walked = [_walk(d) for d in directories]
         spent = time.monotonic() - now
         # A slow walk (a loaded host, a huge directory) is not repeated at every tick.
         self._next_walk = now + max(WALK_EVERY_S, 10 * spent)
+        self._grown_at_walk = grown
         self._last_walk = sum(size for size, _complete in walked)
         self._walk_complete = all(complete for _size, complete in walked)
         if self._walk_complete:
