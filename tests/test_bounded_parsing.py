@@ -6,13 +6,21 @@ reproduced; bounds are the tests' timeouts (pytest-timeout) and peak RSS sampled
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
+from sbtc_ops.audit.compose import compose_files, interpolate_tree
+from sbtc_ops.audit.framework import EvidenceError, HostContext
 from sbtc_ops.backup.plainsql import MAX_STATEMENT_LINE, plain_dump_roles, tokenize
+from sbtc_ops.config import Settings
+from sbtc_ops.discover.compose import load_project
+from sbtc_ops.errors import ConfigError
+from sbtc_ops.yamlsafe import YamlError, load_bounded
+from tests.support.cli import clean_env, run_cli
 
 pytestmark = pytest.mark.timeout(60)
 T = TypeVar("T")
@@ -95,3 +103,109 @@ def test_role_statements_as_pg_dump_writes_them(
     dump = tmp_path / "dump.sql"
     dump.write_bytes(line)
     assert plain_dump_roles(dump) == roles
+
+
+# -- compose YAML ---------------------------------------------------------------------------------
+
+NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+
+
+def alias_bomb() -> str:
+    """Under 600 bytes; 9^9 (387 million) strings once its aliases are expanded (issue 21:
+    4.1 GB of RSS in 76 s, `discover.compose._interpolate` copying every path)."""
+    lines = ['x-0: &l0 ["${X}","${X}","${X}","${X}","${X}","${X}","${X}","${X}","${X}"]']
+    for level in range(1, 9):
+        ref = f"*l{level - 1}"
+        lines.append(f"x-{level}: &l{level} [{','.join([ref] * 9)}]")
+    lines += ["services:", "  sbtc-signer:", "    image: signer", "    command: *l8", ""]
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def bomb_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "bomb"
+    directory.mkdir()
+    (directory / "compose.yaml").write_text(alias_bomb())
+    (directory / ".env").write_text("X=" + "x" * 64 + "\n")
+    return directory
+
+
+def test_alias_bomb_is_small(bomb_dir: Path) -> None:
+    assert (bomb_dir / "compose.yaml").stat().st_size < 600
+
+
+def test_compose_alias_bomb_is_refused_by_discovery_in_a_few_mb(bomb_dir: Path) -> None:
+    def load() -> str:
+        with pytest.raises(ConfigError) as caught:
+            load_project(bomb_dir, [bomb_dir / "compose.yaml"])
+        return str(caught.value)
+
+    message, growth = peak_rss_growth(load)
+    assert "expands (through its aliases) to more than" in message
+    assert str(bomb_dir / "compose.yaml") in message
+    assert growth < 8 << 20, f"parsing raised peak RSS by {growth >> 20} MiB"
+
+
+def test_compose_alias_bomb_is_refused_by_the_audit_in_a_few_mb(bomb_dir: Path) -> None:
+    ctx = HostContext(
+        Settings.model_validate({"audit": {"compose_files": ["/compose.yaml"]}}), root=bomb_dir
+    )
+
+    def load() -> str:
+        with pytest.raises(EvidenceError) as caught:
+            compose_files(ctx)
+        return str(caught.value)
+
+    message, growth = peak_rss_growth(load)
+    assert "expands (through its aliases)" in message
+    assert growth < 8 << 20, f"parsing raised peak RSS by {growth >> 20} MiB"
+
+
+def test_init_reports_the_alias_bomb(bomb_dir: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "init", "--compose-dir", str(bomb_dir), cwd=tmp_path,
+        env=clean_env(tmp_path / ".state", NO_ENGINE),
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.code == 1, result.stdout + result.stderr
+    assert "expands (through its aliases)" in result.stdout
+
+
+def test_commands_with_the_bomb_as_compose_dir_exit_2(bomb_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "sbtc-ops.toml"
+    config.write_text(f'[docker]\ncompose_dir = "{bomb_dir}"\n')
+    result = run_cli(
+        "--config", str(config), "config", "show", "--json", cwd=tmp_path,
+        env=clean_env(tmp_path / ".state", NO_ENGINE),
+    )  # fmt: skip
+    assert result.code == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "expands (through its aliases)" in result.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: &a [*a]\n", "recursive alias"),
+        ("a: " + "[" * 10_000 + "\n", "nested more than"),
+        ("a: " + "- " * 50_000 + "x\n", "not valid YAML"),
+        ("a: 'x'\n" * 40_000, "larger than"),
+        ("a: &s '" + "y" * 200_000 + "'\nb: [" + ",".join(["*s"] * 50) + "]\n", "MiB of values"),
+        ("a: [\n", "not valid YAML (line 2)"),
+    ],
+)
+def test_bounded_loader_refuses(text: str, message: str) -> None:
+    with pytest.raises(YamlError, match=re.escape(message)):
+        load_bounded(text)
+
+
+def test_bounded_loader_keeps_anchors_and_merge_keys() -> None:
+    doc = load_bounded("base: &b {image: x, env: [A]}\nsvc: {<<: *b, ports: [1]}\n")
+    assert doc["svc"] == {"image": "x", "env": ["A"], "ports": [1]}
+
+
+def test_interpolation_is_linear_in_the_document_not_its_expansion() -> None:
+    doc = load_bounded("a: &a ['${X}', '${X}']\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\n")
+    out = interpolate_tree(doc, {"X": "v"})
+    assert out["c"] == [[["v", "v"]] * 3] * 3
+    assert out["c"][0] is out["c"][1]  # an alias stays shared: done once
