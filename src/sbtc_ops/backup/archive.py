@@ -277,22 +277,34 @@ def _expand(kind: str, source: Path, target: Path, ctx: _Preparing, original_siz
     try:
         written = _copy_capped(proc, target, limit)
         _, stderr = proc.communicate()
+        _check_expanded(proc, written, stderr, source.name, kind, limit)
     except BaseException:
         ctx.sandbox.kill(proc)
         proc.wait()
-        target.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)  # refused or interrupted: nothing half-expanded stays
         raise
+
+
+def _check_expanded(
+    proc: subprocess.Popen[bytes],
+    written: int | None,
+    stderr: bytes,
+    name: str,
+    kind: str,
+    limit: int,
+) -> None:
+    """ArchiveError unless the decompressor's output was complete and within bounds."""
     if written == _NESTED:
-        raise _nested_error(source.name, f"{kind} decompression")
+        raise _nested_error(name, f"{kind} decompression")
     if written is None:
         raise ArchiveError(
-            f"{source.name}: decompressed data exceeds {limit >> 20} MiB (from "
-            f"{original_size} bytes as staged): refusing it as a decompression bomb",
+            f"{name}: decompressed data exceeds {limit >> 20} MiB (100x the file as staged, "
+            "at least 64 MiB, or backup.max_expanded_mb): refusing it as a decompression bomb",
             hint="if the archive is genuine, raise backup.max_expanded_mb, or free disk space",
         )
     if proc.returncode != 0:
         detail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-        raise ArchiveError(f"{source.name}: {kind} data is corrupt: {detail[0]}")
+        raise ArchiveError(f"{name}: {kind} data is corrupt: {detail[0]}")
 
 
 _NESTED = -1
