@@ -249,6 +249,11 @@ def test_age_layer_inside_compression_is_refused(
         prepare_file(path, parent, identity[0])
 
 
+def uids(pid: str) -> str:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return next(line for line in status if line.startswith("Uid:"))
+
+
 def decryption_children(pid: int) -> list[int]:
     found = []
     for child in descendants(pid):
@@ -322,6 +327,11 @@ def test_signal_during_decryption_is_interrupted_and_cleaned_up(
             assert proc.poll() is None, "verify ended before decrypting in a child process"
             time.sleep(0.005)  # polling a condition: the child decrypts for seconds
         os.kill(children[0], signal.SIGSTOP)
+        secret = str(identity[1]).encode()
+        for part in ("cmdline", "environ"):  # the identity goes on a pipe, nowhere else
+            assert secret not in Path(f"/proc/{children[0]}/{part}").read_bytes()
+        # A child of ours, as our user: the sandbox user never sees the identity.
+        assert uids(str(children[0])) == uids("self")
         os.kill(proc.pid, signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
