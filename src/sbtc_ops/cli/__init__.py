@@ -87,6 +87,7 @@ def _register_commands() -> None:
         serve_cmd,
         upgrade_cmd,
         verify_cmd,
+        version_cmd,
     )
 
     for module in (
@@ -101,6 +102,7 @@ def _register_commands() -> None:
         key_cmd,
         serve_cmd,
         upgrade_cmd,
+        version_cmd,
     ):
         module.register(app)
 
