@@ -76,6 +76,7 @@ def _global_options(
 
 def _register_commands() -> None:
     from sbtc_ops.cli import (
+        attest_cmd,
         audit_cmd,
         backup_cmd,
         chain_cmd,
@@ -98,6 +99,7 @@ def _register_commands() -> None:
         chain_cmd,
         backup_cmd,
         verify_cmd,
+        attest_cmd,
         audit_cmd,
         key_cmd,
         serve_cmd,
