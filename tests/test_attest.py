@@ -276,3 +276,76 @@ def test_bad_input_to_attest_verify_is_a_clear_error(area: Area, tmp_path: Path)
     result = area.cli("attest", "verify", str(stray), "--allowed-signers", str(area.allowed))
     assert result.code == 2
     assert "Traceback" not in result.stderr
+
+
+# -- the HTML report ---------------------------------------------------------------------------
+
+HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"
+
+
+def chromium_dom(page: Path, profile: Path) -> str:
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("chromium is not installed (Debian: chromium)")
+    argv = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_html_report_opens_in_chromium_with_hostile_text_escaped(
+    area: Area, source_server: SourceServer, tmp_path: Path
+) -> None:
+    from tests.support.verify import operator_dump
+
+    dump = operator_dump(source_server, "attest", tmp_path / "hostile.sql", "--format=plain")
+    with dump.open("a") as handle:
+        handle.write(f"DO $$ BEGIN RAISE EXCEPTION '%', $m${HOSTILE}$m$; END $$;\n")
+    page = tmp_path / "report.html"
+    run = area.verify(str(dump), "--stacks-url", area.node.url, "--html", str(page))
+    assert run.code == 1
+    assert page.stat().st_mode & 0o777 == 0o600
+    text = page.read_text()
+    assert HOSTILE not in text  # escaped, never raw markup
+    dom = chromium_dom(page, tmp_path / "profile")
+    assert "<title>sbtc-ops restore drill report</title>" in dom
+    assert "pwned" not in dom.split("<body")[0]  # the title was not rewritten by a script
+    restore = run.check("restore.complete")
+    assert "pwned" in restore["detail"], restore
+    assert "&lt;script&gt;document.title='pwned'" in dom  # shown as text
+    assert 'id="verdict"' in dom and "Sign-off (4-eyes)" in dom
+    assert area.facts.newest_verified_key.hex() in dom
+
+
+def test_html_report_of_a_signed_match(area: Area, tmp_path: Path) -> None:
+    page = tmp_path / "match.html"
+    env = {"SBTC_OPS_ATTEST__SIGNING_KEY": str(area.serve_key)}
+    run = area.verify(
+        area.backup_id,
+        "--to",
+        str(area.repo),
+        "--stacks-url",
+        area.node.url,
+        "--html",
+        str(page),
+        state_dir=area.state,
+        env=env,
+    )
+    run.expect(code=0, verdict="match")
+    dom = chromium_dom(page, tmp_path / "profile")
+    assert 'data-verdict="match"' in dom
+    assert run.doc["attestation"]["statement_sha256"] in dom
+    assert "Stacks tip" in dom

@@ -36,6 +36,7 @@ from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.pgrestore import restore_argv, run_restore
 from sbtc_ops.backup.service import storages_for
 from sbtc_ops.backup.staging import Staging, StagingError
+from sbtc_ops.backup.storage import LocalStorage, Storage
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.cluster import ThrowawayCluster
@@ -96,6 +97,7 @@ class VerifyReport:
     dkg_newest: dict[str, Any] | None = None
     chain_endpoints: list[dict[str, Any]] = field(default_factory=list)
     attestation: dict[str, Any] | None = None  # attest.service.AttestOutcome.to_json()
+    chain_tip: dict[str, Any] | None = None  # the Stacks tip seen right after the key read
 
     @property
     def ok(self) -> bool:
@@ -132,6 +134,7 @@ class VerifyReport:
             "checks": [c.to_json() for c in self.checks],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "archive": self.archive,
+            "chain_tip": self.chain_tip,
             "attestation": self.attestation,
         }
 
@@ -685,12 +688,29 @@ def _attest(
     from sbtc_ops.attest.service import attest_drill
     from sbtc_ops.verify.evidence import build_evidence
 
-    storages = storages_for(settings, request.locations) if drill.located else []
+    storages = _attestation_storages(settings, request, drill.located)
     evidence = build_evidence(
         settings, drill.report, drill.located, storages, drill.answered_urls, window
     )
+    drill.report.chain_tip = evidence.chain.get("tip")
     outcome = attest_drill(evidence, storages, settings.state_dir, settings.attest.signing_key)
     drill.report.attestation = outcome.to_json()
+
+
+def _attestation_storages(
+    settings: Settings, request: VerifyRequest, located: LocatedBackup | None
+) -> list[Storage]:
+    """Where the backup's attestations go: the locations holding it (a backup named by path
+    inside a repository directory: that directory)."""
+    if located is None or located.backup_id is None:
+        return []
+    if located.storage is None:
+        root = located.root if located.root.is_dir() else located.root.parent
+        return [LocalStorage(root.parent)] if root.name == located.backup_id else []
+    try:
+        return storages_for(settings, request.locations)
+    except SbtcOpsError:
+        return []
 
 
 def default_jobs() -> int:
