@@ -292,3 +292,65 @@ def cosign(target: Path, key: Path) -> str:
     storage, backup_id = located
     name = f"{target.name}.cosig-{now_stamp()}-{secrets.token_hex(4)}.sig"
     return store.put(storage, backup_id, name, signature)
+
+
+# -- per-backup evidence (backups, status, audit) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupEvidence:
+    """Whether a backup has a signed drill that proved it (`match`), and how many signatures
+    that drill's statement carries. With an allowed-signers file, signatures are verified
+    (ssh-keygen) and only allowed ones count; without, this host's own record counts."""
+
+    signed_match: bool
+    signatures: int
+    statement: str | None
+    checked_against: str | None  # the allowed-signers file, when signatures were verified
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "signed_match": self.signed_match,
+            "signatures": self.signatures,
+            "statement": self.statement,
+            "verified_with": self.checked_against,
+        }
+
+
+NO_EVIDENCE = BackupEvidence(False, 0, None, None)
+
+
+def backup_evidence(
+    storage: Storage, backup_id: str, state_dir: Path, allowed: Path | None
+) -> BackupEvidence:
+    try:
+        listed = store.names(storage, backup_id)
+    except (StorageError, UsageError, OSError):
+        return NO_EVIDENCE
+    if allowed is not None and allowed.is_file():
+        return _verified_evidence(storage, backup_id, listed, allowed)
+    with StateStore.open(state_dir) as state:
+        events = state.events(EventKind.ATTESTATION, backup_id, limit=50)
+    for event in events:
+        name = str(event.data.get("name", ""))
+        if event.outcome == "signed" and event.data.get("verdict") == "match" and name in listed:
+            count = sum(1 for n in listed if n.startswith(name) and n.endswith(".sig"))
+            return BackupEvidence(True, count, name, None)
+    return NO_EVIDENCE
+
+
+def _verified_evidence(
+    storage: Storage, backup_id: str, listed: list[str], allowed: Path
+) -> BackupEvidence:
+    statements = sorted((n for n in listed if n.endswith(store.STATEMENT_SUFFIX)), reverse=True)
+    for name in statements:
+        report = _check_statement(storage, backup_id, name, allowed, listed)
+        if report.summary.get("verdict") != "match" or report.tampered or not report.signed:
+            continue
+        valid = sum(1 for s in report.signatures if s.valid)
+        return BackupEvidence(True, valid, name, str(allowed))
+    return BackupEvidence(False, 0, None, str(allowed))
+
+
+def signing_configured(signing_key: Path | None, allowed: Path | None) -> bool:
+    return signing_key is not None or allowed is not None
