@@ -349,3 +349,47 @@ def test_html_report_of_a_signed_match(area: Area, tmp_path: Path) -> None:
     assert 'data-verdict="match"' in dom
     assert run.doc["attestation"]["statement_sha256"] in dom
     assert "Stacks tip" in dom
+
+
+# -- per-backup evidence: backups, metrics, status page -------------------------------------------
+
+
+def test_backups_metrics_and_status_page_show_signed_drills(area: Area, tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from sbtc_ops.serve.metrics import registry_for
+    from sbtc_ops.serve.page import render_page
+    from sbtc_ops.serve.snapshot import read_snapshot
+    from sbtc_ops.state import StateStore
+
+    attestation = drill(area, key=area.serve_key)
+    statement_file = area.attestation_dir() / attestation["name"]
+    assert area.cli("attest", "sign", str(statement_file), "--key", str(area.admin_key)).code == 0
+    # `backups`: this host's record, then signatures verified against the allowed signers.
+    listed = area.cli("backups", "--to", str(area.repo), "--json")
+    assert listed.code == 0, listed.stderr
+    (row,) = [r for r in listed.json()["backups"] if r["id"] == area.backup_id]
+    assert row["attestation"]["signed_match"] is True
+    verified = area.cli(
+        "backups", "--to", str(area.repo), "--json",
+        extra={"SBTC_OPS_ATTEST__ALLOWED_SIGNERS": str(area.allowed)},
+    )  # fmt: skip
+    (row,) = [r for r in verified.json()["backups"] if r["id"] == area.backup_id]
+    assert row["attestation"] == {
+        "signed_match": True,
+        "signatures": 2,
+        "statement": attestation["name"],
+        "verified_with": str(area.allowed),
+    }
+    table = area.cli("backups", "--to", str(area.repo))
+    assert "yes (" in table.stdout
+    # Metrics and the status page read the state: the drill's own signature + the co-signature.
+    with StateStore.open(area.state) as store:
+        store.record_event("backup", area.backup_id, "ok", {"size": 1})
+    text = generate_latest(registry_for(area.state)).decode()
+    assert f'sbtc_ops_backup_signed_drill{{backup="{area.backup_id}"}} 1.0' in text
+    assert f'sbtc_ops_backup_attestation_signatures{{backup="{area.backup_id}"}} 2.0' in text
+    import time
+
+    page = render_page(read_snapshot(area.state, time.time()))
+    assert "signed match, 2 signature(s)" in page
