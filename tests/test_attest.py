@@ -51,6 +51,7 @@ def allowed_signers(path: Path, *keys: tuple[str, Path]) -> Path:
 @dataclass
 class Area:
     root: Path
+    db_url: str
     facts: GeneratedDb
     node: FakeStacksNode
     repo: Path
@@ -90,6 +91,7 @@ def area(source_server: SourceServer, tmp_path_factory: pytest.TempPathFactory) 
     with stacks_node_for(facts) as node:
         yield Area(
             root,
+            url,
             facts,
             node,
             repo,
@@ -393,3 +395,48 @@ def test_backups_metrics_and_status_page_show_signed_drills(area: Area, tmp_path
 
     page = render_page(read_snapshot(area.state, time.time()))
     assert "signed match, 2 signature(s)" in page
+
+
+@pytest.mark.s3
+def test_local_and_s3_copies_agree(area: Area, s3_server: Any, tmp_path: Path) -> None:
+    bucket = s3_server.create_bucket("attest")
+    s3_url = f"s3://{bucket}/signer"
+    state = tmp_path / "state"
+    repo = tmp_path / "repo"
+    env = {**s3_server.env(), "SBTC_OPS_ATTEST__SIGNING_KEY": str(area.serve_key)}
+    backup = run_cli(
+        "backup", "--db", area.db_url, "--to", str(repo), "--to", s3_url, "--json",
+        cwd=tmp_path, env=clean_env(state, env),
+    )  # fmt: skip
+    assert backup.code == 0, backup.stderr
+    backup_id = backup.json()["backup"]["id"]
+    run = area.verify(
+        backup_id, "--to", str(repo), "--to", s3_url, "--stacks-url", area.node.url,
+        state_dir=state, env=env,
+    )  # fmt: skip
+    run.expect(code=0, verdict="match")
+    name = run.doc["attestation"]["name"]
+    assert len(run.doc["attestation"]["stored"]) == 2
+    local = (repo / backup_id / "attestations" / name).read_bytes()
+    key = f"signer/{backup_id}/attestations/{name}"
+    remote = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert remote == local
+    result = run_cli(
+        "attest", "verify", backup_id, "--to", s3_url, "--allowed-signers", str(area.allowed),
+        "--json", cwd=tmp_path, env=clean_env(state, s3_server.env()),
+    )  # fmt: skip
+    assert result.code == 0, result.stdout + result.stderr
+    (statement,) = result.json()["statements"]
+    assert statement["subjects_match"] is True
+    assert statement["signers"] == ["sbtc-ops@host"]
+    # A tampered S3 copy of the archive is caught from S3 alone.
+    archive_key = next(
+        k for k in s3_server.keys(bucket, f"signer/{backup_id}/") if k.endswith(".dump")
+    )
+    s3_server.client().put_object(Bucket=bucket, Key=archive_key, Body=b"not the archive")
+    result = run_cli(
+        "attest", "verify", backup_id, "--to", s3_url, "--allowed-signers", str(area.allowed),
+        "--json", cwd=tmp_path, env=clean_env(state, s3_server.env()),
+    )  # fmt: skip
+    assert result.code == 1
+    assert result.json()["statements"][0]["subjects_match"] is False
