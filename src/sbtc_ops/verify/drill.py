@@ -534,6 +534,7 @@ class Drill:
                     "onchain_aggregate_key": report.onchain_aggregate_key,
                     "failed_checks": [c.id for c in report.checks if c.status.is_problem],
                     "duration_s": round(report.timings.get("total", 0.0), 3),
+                    "sandbox": report.sandbox,  # for the audit (BAK-006)
                 },
             )
 
