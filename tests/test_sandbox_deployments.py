@@ -35,8 +35,11 @@ from pathlib import Path
 import pyrage
 import pytest
 
+from sbtc_ops.audit.service import audit_host
+from sbtc_ops.config import load_settings
 from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.pg.sandbox import Mode, Sandbox
+from sbtc_ops.results import Status
 from tests.support.cli import CliResult, clean_env, sbtc_ops_executable
 from tests.support.pg import SourceServer, assert_no_postgres_left, new_signer_database
 from tests.support.verify import FAST_CHAIN_ENV, operator_dump, stacks_node_for, take_backup
@@ -187,13 +190,15 @@ def _sample(ancestor: int, secrets: list[Path]) -> list[Sample]:
 
 
 def _run_verify(
-    dep: Deployment, area: Area, target: str, user: str | None
+    dep: Deployment, area: Area, target: str, user: str | None, *, nnp: bool = False
 ) -> tuple[CliResult, list[Sample]]:
-    """`sbtc-ops verify --json` as `user` (None: root), with /proc sampled while it runs."""
+    """`sbtc-ops verify --json` as `user` (None: root), with /proc sampled while it runs;
+    `nnp`: with no-new-privileges, as the systemd unit's NoNewPrivileges=true gives it."""
     argv = [sbtc_ops_executable(), "verify", target, "--to", str(dep.repo)]
     argv += ["--identity", str(dep.identity), "--stacks-url", area.stacks_url, "--json"]
     if user is not None:
-        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv]
+        ids = [f"--reuid={user}", f"--regid={user}", "--init-groups"]
+        argv = ["setpriv", *ids, *(["--no-new-privs"] if nnp else []), "--", *argv]
     env = clean_env(dep.state, {"TMPDIR": str(dep.tmp), "HOME": str(dep.state), **FAST_CHAIN_ENV})
     proc = subprocess.Popen(
         argv, env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -243,16 +248,26 @@ def test_root_cli_drill_runs_as_another_uid_in_a_view_without_secrets(area: Area
 
 
 @pytest.mark.parametrize(
-    ("user", "mode", "separate"),
-    [(WITH_SUBUID, "bwrap-subuid", True), (WITHOUT_SUBUID, "bwrap-userns", False)],
+    ("user", "nnp", "mode", "separate"),
+    [
+        (WITH_SUBUID, False, "bwrap-subuid", True),  # the CLI as a user with a subuid range
+        (WITHOUT_SUBUID, False, "bwrap-userns", False),
+        # The systemd unit: NoNewPrivileges leaves newuidmap powerless, subuid range or not.
+        (WITH_SUBUID, True, "bwrap-userns", False),
+    ],
 )
 def test_service_user_drill_is_sandboxed_as_far_as_the_host_allows(
-    area: Area, service_users: dict[str, pwd.struct_passwd], user: str, mode: str, separate: bool
+    area: Area,
+    service_users: dict[str, pwd.struct_passwd],
+    user: str,
+    nnp: bool,
+    mode: str,
+    separate: bool,
 ) -> None:
     entry = service_users[user]
     dep = _deploy(area, entry.pw_uid, entry.pw_gid)
     try:
-        result, samples = _run_verify(dep, area, area.backup_id, user)
+        result, samples = _run_verify(dep, area, area.backup_id, user, nnp=nnp)
         doc = _assert_contained(result, samples, entry.pw_uid, separate)
         layers = doc["sandbox"]
         assert layers["mode"] == mode and layers["mount_view"] and layers["no_network"]
@@ -266,6 +281,12 @@ def test_service_user_drill_is_sandboxed_as_far_as_the_host_allows(
             )
             assert layers["missing"] == ["a uid of its own"]
         assert not [p for p in dep.tmp.iterdir()], "the run left files behind"
+        # The audit reads the layers the last verify recorded.
+        settings = load_settings(overrides={"state_dir": str(dep.state)}, environ={})
+        findings = {f.id: f for f in audit_host(settings, areas=["backups"]).findings}
+        assert findings["BAK-006"].status == (Status.PASS if separate else Status.WARN)
+        if not separate:
+            assert "a uid of its own" in findings["BAK-006"].detail
     finally:
         shutil.rmtree(dep.base, ignore_errors=True)
 
