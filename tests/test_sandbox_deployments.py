@@ -42,7 +42,13 @@ from sbtc_ops.pg.sandbox import Mode, Sandbox
 from sbtc_ops.results import Status
 from tests.support.cli import CliResult, clean_env, sbtc_ops_executable
 from tests.support.pg import SourceServer, assert_no_postgres_left, new_signer_database
-from tests.support.verify import FAST_CHAIN_ENV, operator_dump, stacks_node_for, take_backup
+from tests.support.verify import (
+    FAST_CHAIN_ENV,
+    gzip_file,
+    operator_dump,
+    stacks_node_for,
+    take_backup,
+)
 
 pytestmark = [
     pytest.mark.postgres,
@@ -287,6 +293,25 @@ def test_service_user_drill_is_sandboxed_as_far_as_the_host_allows(
         assert findings["BAK-006"].status == (Status.PASS if separate else Status.WARN)
         if not separate:
             assert "a uid of its own" in findings["BAK-006"].detail
+    finally:
+        shutil.rmtree(dep.base, ignore_errors=True)
+
+
+def test_subordinate_uid_drill_of_a_gzipped_plain_dump(
+    area: Area, service_users: dict[str, pwd.struct_passwd]
+) -> None:
+    """A plain dump is read by sbtc-ops itself too (psql gets it on stdin, roles are listed
+    from it): handed over to a subordinate uid, it must stay readable by us."""
+    entry = service_users[WITH_SUBUID]
+    dep = _deploy(area, entry.pw_uid, entry.pw_gid)
+    try:
+        dump = gzip_file(area.plain_dump, dep.base / "signer.sql.gz")
+        os.chown(dump, entry.pw_uid, entry.pw_gid)
+        result, samples = _run_verify(dep, area, str(dump), WITH_SUBUID)
+        doc = _assert_contained(result, samples, entry.pw_uid, separate=True)
+        assert doc["sandbox"]["mode"] == "bwrap-subuid"
+        assert {"gzip", "psql", "postgres"} <= {s.name for s in samples}
+        assert {s.uid for s in samples} == {SUBUID_START}
     finally:
         shutil.rmtree(dep.base, ignore_errors=True)
 

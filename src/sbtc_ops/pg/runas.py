@@ -65,9 +65,15 @@ class RunAs:
             os.chown(path, self.uid, self.gid, follow_symlinks=False)
 
     def chown_tree(self, path: Path) -> None:
-        """Give a checked tree of ours to this user (no link followed)."""
+        """Give a checked tree of ours to this user to read (no link followed).
+
+        Subordinate ids: the tree stays ours (we read it too: a plain dump is fed to psql by
+        us) and becomes readable by others; only the sandbox can reach it, through its view,
+        as every directory above it in the run's directory is ours and 0700."""
         if self.userns:
-            _in_userns(["chown", "-R", "--no-dereference", "1:1", "--", str(path)])
+            for item in _tree(path):
+                if not item.is_symlink():
+                    item.chmod(0o755 if item.is_dir() else 0o644)
         elif not self.is_current:
             for item in _tree(path):
                 os.chown(item, self.uid, self.gid, follow_symlinks=False)
