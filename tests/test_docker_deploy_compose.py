@@ -137,11 +137,21 @@ def test_compose_service_verify_runs_its_drill_in_a_sandbox(
     identity = pyrage.x25519.Identity.generate()
     url = f"postgresql://postgres:postgres@{docker_lab.container_ip('postgres')}:5432/signer"
     repo = tmp_path / "repo"
-    backup_id, backup_dir = take_backup(
+    backup_id, _ = take_backup(
         url, repo, tmp_path / "state", "--recipient", str(identity.to_public())
     )
-    subprocess.run(["chown", "-R", f"{SERVICE_UID}:{SERVICE_UID}", str(repo)], check=True)
-    docker_lab.docker("cp", "-a", str(backup_dir), f"{container}:/var/backups/sbtc-ops/")
+    # As the service (a tar read in the container): its files, as a backup it took would be.
+    packed = subprocess.run(
+        ["tar", "-C", str(repo), "-c", backup_id], capture_output=True, check=True
+    ).stdout
+    unpack = [DOCKER_CLI, "exec", "-i", container, "tar", "-x", "-C", "/var/backups/sbtc-ops"]
+    subprocess.run(
+        [*unpack, "--no-same-owner"],
+        input=packed,
+        env={**os.environ, "DOCKER_HOST": DOCKER_HOST},
+        capture_output=True,
+        check=True,
+    )
     docker_lab.docker(
         "exec",
         "-i",

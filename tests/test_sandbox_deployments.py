@@ -459,3 +459,27 @@ def test_kill_9_mid_restore_leaves_nothing_readable_and_the_next_run_reaps(area:
             proc.kill()
             proc.wait()
         shutil.rmtree(dep.base, ignore_errors=True)
+
+
+def test_root_without_bubblewrap_falls_back_to_the_pid_namespace_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, listener: int
+) -> None:
+    """The previous container, as on a host without bubblewrap: a PID namespace and another
+    uid, but the host's filesystem and network, which the report names."""
+    import sbtc_ops.pg.sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda *_: "bwrap: not installed")
+    sandbox = Sandbox(resolve_run_as())
+    assert sandbox.mode == Mode.PIDNS and not sandbox.mount_view
+    isolation = sandbox.isolation()
+    assert isolation.separate_uid and isolation.pid_namespace and not isolation.full
+    assert isolation.missing() == [
+        "a filesystem view without sbtc-ops' and the signer's files",
+        "no network",
+    ]
+    assert "bwrap: not installed" in isolation.why
+    done = sandbox.run(
+        ["/usr/bin/python3", "-c", PROBE, str(listener), "/etc/hostname"], timeout_s=60
+    )
+    probe = json.loads(done.stdout)
+    assert probe["uid"] != 0 and probe["net"] == "connected"
