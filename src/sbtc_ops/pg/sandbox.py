@@ -390,7 +390,7 @@ class Sandbox:
         )
         with contextlib.ExitStack() as pipes:
             files = self._pass_files(pipes) if self.mount_view else []
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 self.argv(argv, cwd, files, die_with_us),
                 env=self.env(env),
                 start_new_session=True,
@@ -402,6 +402,7 @@ class Sandbox:
                 **user_switch,
                 **kwargs,
             )
+        return proc
 
     def _pass_files(self, pipes: contextlib.ExitStack) -> list[tuple[int, str]]:
         """Pipes holding the generated /etc files; their read ends go to bwrap."""
