@@ -138,6 +138,29 @@ def bwrap_problem(prefix: tuple[str, ...] = (), own_userns: bool = False) -> str
     return _works([*prefix, *view.bwrap_argv(bwrap, ()), "--", "/usr/bin/true"])
 
 
+@functools.lru_cache(maxsize=1)
+def _disable_userns_works() -> bool:
+    """bwrap's --disable-userns (no nested user namespace) writes /proc/sys, which Docker
+    mounts read-only: there the sandbox goes without it (seccomp still applies)."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return False
+    probe = [bwrap, "--unshare-user", "--disable-userns", "--ro-bind", "/usr", "/usr"]
+    return _works([*probe, *_system_links(), "--", "/usr/bin/true"]) is None
+
+
+def _system_links() -> list[str]:
+    """/bin, /lib… as on the host: links into /usr (merged /usr), else read-only binds."""
+    argv: list[str] = []
+    for link, target in MERGED_USR_LINKS.items():
+        argv += (
+            ["--symlink", target, link]
+            if Path(link).is_symlink()
+            else ["--ro-bind-try", link, link]
+        )
+    return argv
+
+
 def sandbox_mode(run_as: RunAs) -> Mode:
     if run_as.userns:
         return Mode.BWRAP_SUBUID
@@ -191,7 +214,9 @@ class _View:
         if not self.network:
             argv.append("--unshare-net")
         if self.own_userns:
-            argv += ["--unshare-user", "--disable-userns"]
+            argv.append("--unshare-user")
+            if _disable_userns_works():
+                argv.append("--disable-userns")
         else:
             # Root (or root of the subordinate-id namespace): keep only what setpriv needs
             # to drop to the sandbox user, and what --chdir needs to enter the sandbox
@@ -201,12 +226,7 @@ class _View:
                 argv += ["--cap-add", cap]
         for system in SYSTEM_RO:
             argv += ["--ro-bind", system, system]
-        for link, target in MERGED_USR_LINKS.items():
-            argv += (
-                ["--symlink", target, link]
-                if Path(link).is_symlink()
-                else ["--ro-bind-try", link, link]
-            )
+        argv += _system_links()
         # No /proc: a payload sees no process, and ld.so's $ORIGIN (which needs
         # /proc/self/exe) is replaced by LD_LIBRARY_PATH (Sandbox.env).
         argv += ["--dev", "/dev"]
