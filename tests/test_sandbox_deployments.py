@@ -17,6 +17,7 @@ which the cluster's user cannot read outside the sandbox; the next run reaps the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pwd
@@ -99,6 +100,51 @@ def _create_user(name: str, subuid: bool) -> pwd.struct_passwd:
         ids = f"{SUBUID_START}-{SUBUID_START + 65535}"
         subprocess.run(["usermod", "--add-subuids", ids, "--add-subgids", ids, name], check=True)
     return pwd.getpwnam(name)
+
+
+_MADE: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_launcher() -> Iterator[None]:
+    yield
+    for path in _MADE:
+        shutil.rmtree(path, ignore_errors=True)
+    _MADE.clear()
+    _service_python.cache_clear()
+
+
+@functools.lru_cache(maxsize=1)
+def _service_python() -> str:
+    """An interpreter the service user can run *and re-run* (sbtc-ops re-executes
+    sys.executable for its decryption child). A venv's python is a link to the system's; the
+    test venv's may point into /root (pyenv), which a service user cannot reach: then a venv
+    on the system's python of the same minor version, seeing the test venv's packages."""
+    launcher = Path(sys.executable)
+    if not str(launcher.resolve()).startswith("/root/"):
+        return str(launcher)
+    system = Path("/usr/bin/python3")
+    version = subprocess.run(
+        [str(system), "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if version != str(tuple(sys.version_info[:2])):
+        pytest.skip("no interpreter a service user can run for this venv's packages")
+    venv = Path(tempfile.mkdtemp(prefix="sbtcsb-python-", dir="/tmp"))
+    _MADE.append(venv)
+    venv.chmod(0o755)
+    subprocess.run([str(system), "-m", "venv", "--without-pip", str(venv)], check=True)
+    site_dir = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
+    pth = next(venv.glob("lib/python3*/site-packages")) / "test-venv.pth"
+    pth.write_text(f"import site; site.addsitedir({str(site_dir)!r})\n")
+    return str(venv / "bin" / "python3")
+
+
+def _sbtc_ops_as_service() -> list[str]:
+    script = "import sys; from sbtc_ops.cli import main; sys.argv[0] = 'sbtc-ops'; main()"
+    return [_service_python(), "-c", script]
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +248,8 @@ def _run_verify(
 ) -> tuple[CliResult, list[Sample]]:
     """`sbtc-ops verify --json` as `user` (None: root), with /proc sampled while it runs;
     `nnp`: with no-new-privileges, as the systemd unit's NoNewPrivileges=true gives it."""
-    argv = [sbtc_ops_executable(), "verify", target, "--to", str(dep.repo)]
+    program = [sbtc_ops_executable()] if user is None else _sbtc_ops_as_service()
+    argv = [*program, "verify", target, "--to", str(dep.repo)]
     argv += ["--identity", str(dep.identity), "--stacks-url", area.stacks_url, "--json"]
     if user is not None:
         ids = [f"--reuid={user}", f"--regid={user}", "--init-groups"]
