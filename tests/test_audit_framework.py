@@ -34,6 +34,7 @@ from sbtc_ops.audit.render import render_html, report_document
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import UsageError
 from sbtc_ops.results import Status
+from tests.support.backup import wait_gone
 
 SECRET_PASSWORD = "s3cr3t-Pa55word-xyz"
 
@@ -236,8 +237,7 @@ def test_subprocess_runner_kills_a_hung_command_and_its_children(tmp_path: Path)
         runner(["hangs"], 0.5)
     assert time.monotonic() - start < 30  # killed, not waited for (sleep 60)
     child = int(pidfile.read_text())
-    time.sleep(0.1)
-    assert not _alive(child), "the hung command's child outlived the timeout"
+    assert wait_gone(child), "the hung command's child outlived the timeout"
     assert "not json" in runner(["garbage"], 5).stdout
     with pytest.raises(ToolMissing):
         runner(["no-such-tool-here"], 1)
