@@ -43,6 +43,33 @@ def value(found: dict[str, list[tuple[dict[str, str], float]]], name: str, **lab
     return matches[0]
 
 
+def test_a_dkg_export_is_never_the_latest_backup(tmp_path: Path) -> None:
+    populate(tmp_path)
+    with StateStore.open(tmp_path) as store:  # an 88 KiB export after the last full backup
+        store.record_event(
+            "backup",
+            "20260108T000000Z-dkg",
+            "ok",
+            {"kind": "dkg-only", "size": 90_112, "duration_s": 0.4},
+            at=NOW - 600,
+        )
+        store.record_event("backup", "-", "error", {"kind": "dkg-only"}, at=NOW - 60)
+    found = metrics(tmp_path)
+    full = {"kind": "full"}
+    assert value(found, "sbtc_ops_last_backup_size_bytes", **full) == 1_300_000
+    assert value(found, "sbtc_ops_last_backup_duration_seconds", **full) == 16.0
+    assert value(found, "sbtc_ops_last_backup_success_age_seconds", **full) == pytest.approx(82800)
+    assert value(found, "sbtc_ops_last_backup_success", **full) == 1
+    export = {"kind": "dkg-only"}
+    assert value(found, "sbtc_ops_last_backup_size_bytes", **export) == 90_112
+    assert value(found, "sbtc_ops_last_backup_success_age_seconds", **export) == 600
+    assert value(found, "sbtc_ops_last_backup_success", **export) == 0
+    snap = read_snapshot(tmp_path, NOW)
+    assert snap.last_backup_ok is not None and snap.last_backup_ok.subject == "20260101T060000Z"
+    tile = next(v for v in snap.verdicts() if v.name == "Backups")
+    assert "20260101T060000Z" in tile.detail and "failed" not in tile.detail
+
+
 def test_metrics_from_recorded_state(tmp_path: Path) -> None:
     populate(tmp_path)
     found = metrics(tmp_path)

@@ -88,10 +88,11 @@ def backups(
     if not rows:
         _common.out.print("no backups found", markup=False)
         return
-    table = _rich_table(("id", "age", "size", "state", "location"))
+    table = _rich_table(("id", "kind", "age", "size", "state", "location"))
     invalid = [row for row in rows if row["state"] == "invalid"]
     for row in rows:
-        cells = (row["id"], row["age"], format_size(row["size"]), row["state"], row["location"])
+        size = format_size(row["size"])
+        cells = (row["id"], row["kind"] or "-", row["age"], size, row["state"], row["location"])
         table.add_row(*(_common.cell(value) for value in cells))
     _common.out.print(table)
     for row in invalid:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,6 +17,11 @@ if TYPE_CHECKING:
     from sbtc_ops.verify.drill import VerifyReport
 
 log = logging.getLogger(__name__)
+
+
+class BackupKind(StrEnum):
+    FULL = "full"
+    DKG_ONLY = "dkg-only"
 
 
 def _parse_key_hex(text: str) -> bytes:
@@ -47,7 +53,17 @@ def verify(
         str | None,
         typer.Argument(metavar="[BACKUP]", help="Backup id, or a path to any pg_dump output."),
     ] = None,
-    latest: Annotated[bool, typer.Option("--latest", help="Verify the newest backup.")] = False,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="Verify the newest backup (of --kind).")
+    ] = False,
+    kind: Annotated[
+        BackupKind,
+        typer.Option(
+            "--kind",
+            help="With --latest: the newest full backup, or the newest DKG-only export.",
+            case_sensitive=False,
+        ),
+    ] = BackupKind.FULL,
     expected_key: Annotated[
         str | None,
         typer.Option("--expected-key", help="Compare with this key instead of reading the chain."),
@@ -84,6 +100,10 @@ def verify(
 
     if backup is None and not latest:
         raise UsageError("name a BACKUP (id or path) or pass --latest")
+    if kind != BackupKind.FULL and not latest:
+        raise UsageError(
+            "--kind chooses what --latest picks; a BACKUP named by id has its own kind"
+        )
     settings = _common.load_settings(
         network=network,
         stacks={"endpoints": stacks_url or None},
@@ -92,6 +112,7 @@ def verify(
     request = VerifyRequest(
         backup_ref=backup,
         latest=latest,
+        kind=kind.value,
         expected_key=_parse_key_hex(expected_key) if expected_key else None,
         stacks_urls=stacks_url or None,
         signer_secret=_read_signer_secret(signer_key_file) if signer_key_file else None,
@@ -112,7 +133,7 @@ def verify(
         started,
         "ok" if report.ok else "error" if report.could_not_run else "problem",
         _summary(report),
-        {"backup": report.backup, "verdict": report.verdict},
+        {"backup": report.backup, "verdict": report.verdict, "key_source": report.key_source},
     )
     if json_output:
         _common.emit_json(report.to_json())
@@ -126,6 +147,8 @@ def verify(
 def _summary(report: VerifyReport) -> str:
     failed = [c.id for c in report.checks if c.status.is_problem]
     text = f"{report.backup}: {report.verdict}"
+    if report.expected_aggregate_key is not None:
+        text += f" against the {report.key_source} key"
     return text + (f" ({', '.join(failed)} failed)" if failed else "")
 
 

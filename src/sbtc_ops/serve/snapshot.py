@@ -24,6 +24,17 @@ _RANK = {GREEN: 0, AMBER: 1, RED: 2}
 FINISHED = ("ok", "problem", "error", "interrupted")
 
 
+FULL = "full"
+DKG_ONLY = "dkg-only"
+BACKUP_KINDS = (FULL, DKG_ONLY)
+
+
+def backup_kind(event: Event) -> str:
+    """A backup event's kind; failed attempts and records older than the kind say "full"
+    unless they name it."""
+    return DKG_ONLY if event.data.get("kind") == DKG_ONLY else FULL
+
+
 @dataclass(frozen=True)
 class Verdict:
     name: str
@@ -53,17 +64,27 @@ class Snapshot:
 
     # -- backups ----------------------------------------------------------------------------
 
+    # Full backups and DKG-only exports are different kinds: an 88 KiB export is never "the
+    # latest backup" (size, duration, age, the Backups tile); its own series carry kind=.
+    def backups_of(self, kind: str) -> list[Event]:
+        return [e for e in self.backups if backup_kind(e) == kind]
+
+    def last_of(self, kind: str, *, ok: bool = False) -> Event | None:
+        return next((e for e in self.backups_of(kind) if not ok or e.outcome == "ok"), None)
+
     @property
     def last_backup(self) -> Event | None:
-        return self.backups[0] if self.backups else None
+        """The newest full backup attempt."""
+        return self.last_of(FULL)
 
     @property
     def last_backup_ok(self) -> Event | None:
-        return next((e for e in self.backups if e.outcome == "ok"), None)
+        """The newest successful full backup."""
+        return self.last_of(FULL, ok=True)
 
     @property
     def full_backups_ok(self) -> list[Event]:
-        return [e for e in self.backups if e.outcome == "ok" and e.data.get("kind") != "dkg-only"]
+        return [e for e in self.backups_of(FULL) if e.outcome == "ok"]
 
     # -- verification -----------------------------------------------------------------------
 
@@ -99,7 +120,8 @@ class Snapshot:
         chain = self.chain_key
         if chain is None or chain == verified:
             return "match"
-        newest = self.last_backup_ok
+        # The newest backup of either kind holding the key protects it (a DKG export does).
+        newest = next((e for e in self.backups if e.outcome == "ok"), None)
         if newest is not None and newest.data.get("newest_verified_aggregate_key") == chain:
             return "match"
         return "stale"
