@@ -8,6 +8,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,7 @@ def test_verdicts_and_page(tmp_path: Path) -> None:
         "Aggregate key": "green",
         "Chain endpoints": "amber",
         "Audit": "red",
+        "Jobs": "amber",  # the chain-check's last run ended "problem"
     }
     html = render_page(snap)
     assert "data-verdict='red'" in html
@@ -140,6 +142,28 @@ def test_verdicts_and_page(tmp_path: Path) -> None:
     assert "20260101T060000Z" in html
     old = read_snapshot(tmp_path, NOW + 3 * 86400)
     assert {v.name: v.colour for v in old.verdicts()}["Backups"] == "red"
+
+
+def test_every_tile_and_job_that_is_not_ok_says_why(tmp_path: Path) -> None:
+    populate(tmp_path)
+    why = "the signer's DKG shares are unverified 12 blocks into the window"
+    with StateStore.open(tmp_path) as store:
+        run = store.start_run("signer-check", at=NOW - 100)
+        store.finish_run(run, "problem", {"summary": why}, at=NOW - 90)
+        store.record_event("backup", "-", "error", {"error": "pg_dump: disk full"}, at=NOW - 50)
+    snap = read_snapshot(tmp_path, NOW)
+    tiles = {v.name: v for v in snap.verdicts()}
+    assert f"signer-check: problem — {why}" in tiles["Jobs"].detail
+    assert tiles["Backups"].detail.endswith("the latest attempt failed: pg_dump: disk full")
+    assert "worst:" in tiles["Audit"].detail
+    for tile in tiles.values():
+        if tile.colour != "green":
+            assert len(tile.detail) > 12, tile
+    html = render_page(snap, {"signer-check": NOW + 600, "backup": NOW + 3600})
+    schedule = html[html.index("id='schedule'") :]
+    row = schedule[schedule.index("<td>signer-check</td>") :]
+    row = row[: row.index("</tr>")]
+    assert "problem" in row and escape(why) in row
 
 
 def test_metrics_textfile_after_a_command(cli: Callable[..., CliResult], workdir: Path) -> None:

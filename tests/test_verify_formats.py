@@ -25,6 +25,7 @@ import pytest
 from sbtc_ops.devtools.signer_db import GeneratedDb
 from sbtc_ops.pg import find_binaries
 from sbtc_ops.pg.runas import resolve_run_as
+from tests.fakes.stacks_node import FakeStacksNode
 from tests.support.cli import clean_env, run_cli, sbtc_ops_executable
 from tests.support.pg import (
     SourceServer,
@@ -462,16 +463,15 @@ def read_until_closed(fd: int) -> str:
 
 def test_outcome_is_recorded_for_backups_listing(area: Area) -> None:
     state = area.root / "record-state"
-    # A failing verification first, then a passing one: the newest outcome is shown.
-    failed = area.verify(
-        area.directory_id,
-        "--to",
-        str(area.repo),
-        "--expected-key",
-        random_public_key().hex(),
-        state_dir=state,
-    )
-    assert failed.code == 1
+    # A failing verification first (a chain that holds another key), then a passing one: the
+    # newest outcome is shown. (A key typed with --expected-key never fails a backup.)
+    with FakeStacksNode(deployer=area.facts.deployer) as elsewhere:
+        elsewhere.set_aggregate_key(random_public_key())
+        failed = area.verify(
+            area.directory_id, "--to", str(area.repo), "--stacks-url", elsewhere.url,
+            state_dir=state,
+        )  # fmt: skip
+    assert failed.code == 1 and failed.doc["verdict"] == "mismatch"
     ok = area.verify(
         area.custom_id, "--to", str(area.repo), "--stacks-url", area.node.url, state_dir=state
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -21,9 +22,22 @@ ONCE_OPTION = typer.Option(
 )
 
 
+class LogFormatChoice(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+LOG_FORMAT_OPTION = typer.Option(
+    "--log-format",
+    help="Each finished job run is one line on stderr: text, or json (JSON lines).",
+    case_sensitive=False,
+)
+
+
 def serve(
     bind: Annotated[str | None, BIND_OPTION] = None,
     once: Annotated[list[str] | None, ONCE_OPTION] = None,
+    log_format: Annotated[LogFormatChoice, LOG_FORMAT_OPTION] = LogFormatChoice.TEXT,
 ) -> None:
     """Run backups, verification, audits and chain checks on schedule; serve metrics and status."""
     from sbtc_ops.serve.daemon import exit_code, run_once
@@ -40,7 +54,12 @@ def serve(
                 f"{_common.plain(result.summary)}"
             )
         raise typer.Exit(exit_code(results))
-    raise typer.Exit(run_daemon(settings, bind=bind, config_path=config_path))
+    from sbtc_ops.serve.joblog import LogFormat
+
+    code = run_daemon(
+        settings, bind=bind, config_path=config_path, log_format=LogFormat(log_format.value)
+    )
+    raise typer.Exit(code)
 
 
 def history(

@@ -171,6 +171,7 @@ class Snapshot:
         ]
         if self.dkg_watch_last is not None:
             verdicts.append(self._dkg_verdict())
+        verdicts.append(self._jobs_verdict())
         return verdicts
 
     def overall(self) -> str:
@@ -186,7 +187,8 @@ class Snapshot:
             return Verdict("Backups", RED, text + " (older than 26 h)")
         last = self.last_backup
         if last is not None and last.outcome != "ok":
-            return Verdict("Backups", AMBER, text + "; the latest attempt failed")
+            error = str(last.data.get("error") or "no reason recorded")
+            return Verdict("Backups", AMBER, f"{text}; the latest attempt failed: {error}")
         return Verdict("Backups", GREEN, text)
 
     def _verify_verdict(self) -> Verdict:
@@ -194,8 +196,11 @@ class Snapshot:
         if last is None:
             return Verdict("Verification", AMBER, "no backup verified yet")
         if last.outcome != "ok":
+            failed = ", ".join(last.data.get("failed_checks") or []) or "no check named"
             return Verdict(
-                "Verification", RED, f"last verify of {last.subject}: {self.last_verdict}"
+                "Verification",
+                RED,
+                f"last verify of {last.subject}: {self.last_verdict} (not passed: {failed})",
             )
         age = self.now - last.at
         if age > VERIFY_MAX_AGE_S:
@@ -217,7 +222,11 @@ class Snapshot:
         endpoints = self.endpoints
         if not endpoints:
             return Verdict("Chain endpoints", AMBER, "not checked yet")
-        down = [e["endpoint"] for e in endpoints if not e.get("up")]
+        down = [
+            f"{e['endpoint']} ({e['error']})" if e.get("error") else str(e["endpoint"])
+            for e in endpoints
+            if not e.get("up")
+        ]
         if not down:
             return Verdict("Chain endpoints", GREEN, f"{len(endpoints)} up")
         colour = RED if len(down) == len(endpoints) else AMBER
@@ -230,7 +239,9 @@ class Snapshot:
         failing = [f for f in findings if f.get("status") in ("fail", "error")]
         text = f"score {self.audit_score}, {len(findings)} open findings"
         if failing:
-            return Verdict("Audit", RED, text)
+            first = failing[0]
+            worst = f"{first.get('id')} {first.get('title') or first.get('detail') or ''}"
+            return Verdict("Audit", RED, f"{text}; worst: {worst.strip()}")
         return Verdict("Audit", AMBER if findings else GREEN, text)
 
     def _dkg_verdict(self) -> Verdict:
@@ -246,6 +257,19 @@ class Snapshot:
         return Verdict(
             "DKG shares", colour, f"the newest DKG shares are in no backup for {human_age(seconds)}"
         )
+
+    def _jobs_verdict(self) -> Verdict:
+        """Every job whose last run did not end ok, with the run's own reason (a signer-check
+        "problem" is otherwise a word without a why)."""
+        failing = [
+            f"{job}: {run.outcome} — {run.data.get('summary') or 'no reason recorded'}"
+            for job, run in sorted(self.last_runs.items())
+            if run.outcome != "ok"
+        ]
+        if not failing:
+            return Verdict("Jobs", GREEN, "every job's last run ended ok")
+        # Amber: the tiles above judge backups, verification and the key; this one says why.
+        return Verdict("Jobs", AMBER, "; ".join(failing))
 
 
 def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
