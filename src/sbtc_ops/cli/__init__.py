@@ -185,14 +185,14 @@ def _run() -> None:
 
 
 def _show_usage_error(exc: typer.TyperException) -> None:
-    """The parser's own rendering (usage line, hint, message) when it has one. typer's public
-    base class has no `show`; the click-derived errors it raises (typer vendors click, and its
-    module path is private) do."""
-    show = getattr(exc, "show", None)
-    if callable(show):
-        show()
-    else:
-        typer.echo(f"Error: {exc.format_message()}", err=True)
+    """The parser's message in sbtc-ops' own style (`error: …`, like every other failure),
+    then the command's usage line and where help is. typer's public base class has no
+    `ctx`; the click-derived usage errors it raises (typer vendors click) carry one."""
+    _common.print_error(scrub(exc.format_message()))
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        usage = " ".join(ctx.get_usage().split()).removeprefix("Usage: ")
+        _common.err.print(f"  usage: {usage}  ({ctx.command_path} -h for help)", markup=False)
 
 
 def _interrupted() -> NoReturn:

@@ -3,6 +3,7 @@ validation with every problem named by layer, and a commented sample written fro
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated
 
@@ -10,6 +11,7 @@ import typer
 
 from sbtc_ops.cli import _common
 from sbtc_ops.config import InvalidConfig, Settings, redacted_view
+from sbtc_ops.redact import REDACTED
 
 config_app = typer.Typer(help="Inspect sbtc-ops' configuration.", no_args_is_help=True)
 
@@ -22,7 +24,7 @@ def show(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
     if json_output:
         _common.emit_json(view)
         return
-    _print_tree(view, indent=0)
+    _print_tree(view)
 
 
 @config_app.command("check")
@@ -81,21 +83,48 @@ def sample(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
     raw.flush()
 
 
-def _print_tree(node: object, indent: int) -> None:
-    pad = "  " * indent
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                _common.out.print(f"{pad}{key}:", markup=False)
-                _print_tree(value, indent + 1)
-            else:
-                _common.out.print(f"{pad}{key}: {_scalar(value)}", markup=False)
+def _print_tree(node: object, indent: int = 0) -> None:
+    """The effective configuration as TOML (what sbtc-ops.toml would say): `true`, not
+    Python's `True`; a setting with no value is a comment, since TOML has no null."""
+    for line in toml_lines(node):
+        _common.out.print(line, markup=False)
 
 
-def _scalar(value: object) -> str:
-    if isinstance(value, list):
-        return ", ".join(str(item) for item in value) if value else "[]"
-    return "-" if value is None else str(value)
+def toml_lines(node: object, table: tuple[str, ...] = ()) -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    lines = []
+    if table and any(not isinstance(v, dict) for v in node.values()):
+        lines.append(f"[{'.'.join(_toml_key(k) for k in table)}]")
+    for key, value in node.items():
+        if value is None:
+            lines.append(f"# {_toml_key(key)} (not set)")
+        elif value == REDACTED:  # a comment: the output scrubber rewrites `key = "…"` lines
+            lines.append(f"# {_toml_key(key)} (set) {REDACTED}")
+        elif not isinstance(value, dict):
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in node.items():
+        if isinstance(value, dict):
+            lines += ["", *toml_lines(value, (*table, str(key)))]
+    return lines
+
+
+def _toml_key(key: object) -> str:
+    text = str(key)
+    return text if text and all(c.isalnum() or c in "_-" for c in text) else json.dumps(text)
+
+
+def _toml_value(value: object) -> str:
+    from sbtc_ops.config_sample import toml_value
+
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if value is None:
+        return '""'
+    return toml_value(value if isinstance(value, bool | int | float | str) else str(value))
 
 
 def register(app: typer.Typer) -> None:

@@ -69,9 +69,10 @@ def history(
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs, newest first.")] = 50,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
-    """Job runs recorded in the state database (by serve, serve --once and the CLI's verify)."""
+    """Job runs recorded in the state database (by serve, serve --once and the CLI's backup
+    and verify)."""
     _common.set_json_mode(json_output)
-    from sbtc_ops.history import check_job_name, history_rows
+    from sbtc_ops.history import NOTHING_RECORDED, check_job_name, history_rows
     from sbtc_ops.state import StateStore
 
     check_job_name(job)
@@ -82,7 +83,7 @@ def history(
         _common.emit_json({"runs": rows})
         return
     if not rows:
-        _common.err.print("no job runs recorded yet (start `sbtc-ops serve`)", markup=False)
+        _common.err.print(NOTHING_RECORDED, markup=False)
         return
     table = Table(box=None, pad_edge=False)
     for column in ("started", "job", "outcome", "duration", "summary"):

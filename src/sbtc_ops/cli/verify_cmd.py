@@ -87,7 +87,12 @@ def verify(
     network: Annotated[
         str | None, typer.Option("--network", help="mainnet, testnet or devnet.")
     ] = None,
-    jobs: Annotated[int | None, typer.Option("--jobs", help="Parallel restore jobs.")] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs", help="Parallel restore jobs.", show_default="the CPU count, at most 4"
+        ),
+    ] = None,
     keep_cluster: Annotated[
         bool, typer.Option("--keep-cluster", help="Leave the throwaway cluster running.")
     ] = False,
@@ -156,12 +161,9 @@ def _record_run(
     state_dir: Path, started: float, outcome: str, summary: str, data: dict[str, Any]
 ) -> None:
     """`history` lists verify runs made from the command line too."""
-    from sbtc_ops.history import CliRun, record_cli_run
+    from sbtc_ops.history import record_cli_outcome
 
-    try:
-        record_cli_run(state_dir, CliRun("verify", started, time.time(), outcome, summary, data))
-    except SbtcOpsError as exc:  # the report matters more than its history entry
-        log.warning("verify run not recorded in history: %s", exc)
+    record_cli_outcome(state_dir, "verify", started, outcome, summary, data)
 
 
 def register(app: typer.Typer) -> None:
