@@ -10,6 +10,8 @@ VENV="${SBTC_OPS_TEST_VENV:-/opt/sbtc-ops-test-venv}"
 DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
 # The restore drill's sandbox: unshare/setpriv (util-linux) and the decompressors it runs.
 DEBIAN_PACKAGES+=(util-linux gzip zstd)
+# The documented key restore (docs/key-custody.md, tests/test_recovery_docs.py) runs age -d.
+DEBIAN_PACKAGES+=(age)
 # The Docker lab's packages (tests/lab/lab.sh): installed here with the rest, so the lab's
 # own install step has nothing left to do; its postinst must not start a stock dockerd.
 # A machine that already has a Docker engine (e.g. docker-ce, which conflicts with docker.io)

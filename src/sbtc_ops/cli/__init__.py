@@ -23,7 +23,7 @@ app = typer.Typer(
     "key custody and monitoring.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -84,6 +84,7 @@ def _register_commands() -> None:
         demo_cmd,
         init_cmd,
         key_cmd,
+        man_cmd,
         serve_cmd,
         upgrade_cmd,
         verify_cmd,
@@ -101,6 +102,7 @@ def _register_commands() -> None:
         key_cmd,
         serve_cmd,
         upgrade_cmd,
+        man_cmd,
     ):
         module.register(app)
 
