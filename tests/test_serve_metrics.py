@@ -144,6 +144,30 @@ def test_verdicts_and_page(tmp_path: Path) -> None:
     assert {v.name: v.colour for v in old.verdicts()}["Backups"] == "red"
 
 
+def test_a_mismatch_against_a_key_typed_by_hand_says_nothing_about_the_key(
+    tmp_path: Path,
+) -> None:
+    populate(tmp_path)
+    with StateStore.open(tmp_path) as store:
+        store.record_event(
+            "verify",
+            "20260101T060000Z",
+            "mismatch",
+            {
+                "verdict": "mismatch",
+                "db_aggregate_key": KEY_A,
+                "onchain_aggregate_key": None,
+                "expected_aggregate_key": KEY_B,
+                "key_source": "expected (given by hand)",
+                "failed_checks": ["dkg.matches_chain"],
+            },
+            at=NOW - 30,
+        )
+    snap = read_snapshot(tmp_path, NOW)
+    assert snap.key_state == "match"  # the chain reading of the previous verify still holds
+    assert {v.name: v.colour for v in snap.verdicts()}["Aggregate key"] == "green"
+
+
 def test_every_tile_and_job_that_is_not_ok_says_why(tmp_path: Path) -> None:
     populate(tmp_path)
     why = "the signer's DKG shares are unverified 12 blocks into the window"
@@ -203,7 +227,7 @@ def test_history_table_and_filters(cli: Callable[..., CliResult], workdir: Path)
     assert doc["runs"][0]["data"] == {"score": 71}
     assert doc["runs"][0]["duration_s"] == 5
     empty = cli("history", env={"SBTC_OPS_STATE_DIR": str(workdir / "empty")})
-    assert empty.code == 0 and "no job runs recorded yet" in empty.stderr
+    assert empty.code == 0 and "no runs recorded yet" in empty.stderr
 
 
 def test_state_db_is_private(tmp_path: Path) -> None:

@@ -109,14 +109,16 @@ class Snapshot:
 
     @property
     def key_state(self) -> str:
-        """match / stale / mismatch by the last verify, re-judged against a newer chain read:
-        a rotation after that verify makes the backed-up key stale until a backup has it."""
-        verdict = self.last_verdict
+        """match / stale / mismatch by the last verify that read the chain, re-judged against a
+        newer chain read: a rotation after that verify makes the backed-up key stale until a
+        backup has it. A verify against a key typed with --expected-key says nothing here."""
+        last = next((e for e in self.verifies if not e.data.get("expected_aggregate_key")), None)
+        verdict = None if last is None else str(last.data.get("verdict") or last.outcome)
         if verdict in ("stale", "mismatch"):
             return verdict
-        if verdict != "match" or self.last_verify is None:
+        if verdict != "match" or last is None:
             return "unknown"
-        verified = self.last_verify.data.get("onchain_aggregate_key")
+        verified = last.data.get("onchain_aggregate_key")
         chain = self.chain_key
         if chain is None or chain == verified:
             return "match"
