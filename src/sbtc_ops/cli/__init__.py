@@ -12,7 +12,6 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from sbtc_ops import __version__
 from sbtc_ops.cli import _common, _streams, helpstyle
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.redact import scrub
@@ -30,6 +29,8 @@ app = typer.Typer(
 
 def _version_callback(value: bool) -> None:
     if value:
+        from sbtc_ops import __version__
+
         typer.echo(f"sbtc-ops {__version__}")
         raise typer.Exit(0)
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sbtc_ops.cli import _common
-from sbtc_ops.config import InvalidConfig, Settings, redacted_view
 from sbtc_ops.redact import REDACTED
+
+if TYPE_CHECKING:  # sbtc_ops.config loads when a command runs, not for -h
+    from sbtc_ops.config import InvalidConfig, Settings
 
 config_app = typer.Typer(help="Inspect sbtc-ops' configuration.", no_args_is_help=True)
 
@@ -20,6 +22,8 @@ config_app = typer.Typer(help="Inspect sbtc-ops' configuration.", no_args_is_hel
 def show(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
     """Print the effective configuration (flags > env > sbtc-ops.toml > signer config > preset)."""
     _common.set_json_mode(json_output)
+    from sbtc_ops.config import redacted_view
+
     view = redacted_view(_common.load_settings())
     if json_output:
         _common.emit_json(view)
@@ -32,6 +36,8 @@ def check(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
     """Validate the configuration: exit 0 valid, 1 problems (each named with the file,
     environment variable or signer config it came from), 2 a file cannot be read."""
     _common.set_json_mode(json_output)
+    from sbtc_ops.config import InvalidConfig
+
     try:
         settings: Settings = _common.load_settings()
     except InvalidConfig as exc:

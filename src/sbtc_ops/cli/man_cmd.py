@@ -13,7 +13,6 @@ from typing import Any
 
 import typer
 
-from sbtc_ops import __version__
 from sbtc_ops.cli import _common
 
 _EXIT_STATUS = (
@@ -31,6 +30,8 @@ def man(ctx: typer.Context) -> None:
 
 
 def manual_page(command: Any, ctx: Any) -> str:
+    from sbtc_ops import __version__
+
     lines = [
         f'.TH SBTC-OPS 1 "{datetime.now(UTC):%Y-%m-%d}" "sbtc-ops {_roff(__version__)}" '
         '"sbtc-ops manual"',
