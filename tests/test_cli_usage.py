@@ -38,3 +38,15 @@ def test_help_shows_the_defaults_of_compress_and_jobs(cli: Callable[..., CliResu
     assert f"backup.jobs, {defaults.jobs}" in backup
     verify = " ".join(cli("verify", "-h").stdout.split())
     assert "the CPU count, at most 4" in verify
+
+
+def test_the_cli_starts_without_loading_what_commands_load_themselves() -> None:
+    """Most tests (and every timer run) start `sbtc-ops` as a process: importing the CLI must
+    not pull in the configuration model, HTTP clients or the version lookup."""
+    import subprocess
+    import sys
+
+    heavy = ["sbtc_ops.config", "pydantic", "httpx", "importlib.metadata", "sbtc_ops.stacks"]
+    probe = f"import sys, sbtc_ops.cli\nprint(' '.join(m for m in {heavy!r} if m in sys.modules))\n"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == []
