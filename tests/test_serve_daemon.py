@@ -284,7 +284,7 @@ def test_serve_takes_a_real_backup_then_verifies_it(
         assert verify.data["backup"] == backup.data["backup"]
         assert (tmp_path / "repo" / backup.data["backup"]).is_dir()
         found = samples(daemon.get("/metrics")[1])
-        assert found[("sbtc_ops_last_backup_size_bytes", ())] > 0
+        assert found[("sbtc_ops_last_backup_size_bytes", (("kind", "full"),))] > 0
         assert found[("sbtc_ops_aggregate_key_match", ())] == 1
         assert found[("sbtc_ops_last_verify_verdict", (("verdict", "match"),))] == 1
         assert signer.url.split(":")[2].split("@")[0] not in "".join(daemon.stderr)
