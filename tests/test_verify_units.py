@@ -6,9 +6,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from sbtc_ops.backup.plainsql import plain_dump_roles
 from sbtc_ops.results import Status
 from sbtc_ops.verify import checks
-from sbtc_ops.verify.drill import VerifyReport, plain_dump_roles
+from sbtc_ops.verify.drill import VerifyReport
 from sbtc_ops.verify.render import render_terminal
 from tests.support.verify import random_public_key
 
