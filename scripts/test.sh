@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # must run as an unprivileged user that can read the embedded PostgreSQL binaries in it.
 VENV="${SBTC_OPS_TEST_VENV:-/opt/sbtc-ops-test-venv}"
 DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
-# The restore drill's sandbox: unshare/setpriv (util-linux) and the decompressors it runs.
-DEBIAN_PACKAGES+=(util-linux gzip zstd)
+# The restore drill's sandbox: bubblewrap, newuidmap (uidmap), unshare/setpriv (util-linux) and
+# the decompressors it runs.
+DEBIAN_PACKAGES+=(util-linux gzip zstd bubblewrap uidmap)
 # The documented key restore (docs/key-custody.md, tests/test_recovery_docs.py) runs age -d.
 DEBIAN_PACKAGES+=(age)
 # The Docker lab's packages (tests/lab/lab.sh): installed here with the rest, so the lab's
