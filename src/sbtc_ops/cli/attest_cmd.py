@@ -27,7 +27,7 @@ def verify(
     target: Annotated[
         str,
         typer.Argument(
-            metavar="BACKUP|FILE", help="A backup id, or one statement file (*.intoto.json)."
+            metavar="TARGET", help="A backup id, or one statement file (*.intoto.json)."
         ),
     ],
     allowed_signers: Annotated[
