@@ -51,6 +51,7 @@ from sbtc_ops.stacks import (
 )
 from sbtc_ops.state import EventKind, StateStore
 from sbtc_ops.verify import checks
+from sbtc_ops.verify.dbfacts import DatabaseFacts, read_and_neutralise
 
 RESTORED_DB = "signer"
 T = TypeVar("T")
@@ -64,7 +65,21 @@ RESTORE_ROLE = "sbtc_ops_restore"
 READER_ROLE = "sbtc_ops_reader"
 OUR_ROLES = (ADMIN_ROLE, RESTORE_ROLE, READER_ROLE)
 AMCHECK_SCHEMA = checks.OUR_SCHEMAS[0]
-READER_OPTIONS = "-c search_path=pg_catalog"
+# The reader's session, pinned at connection time (on top of the neutralised database and role
+# settings, verify/dbfacts.py): what the drill's queries mean and that none of them can be
+# cut short or write, whatever the restored archive set.
+READER_OPTIONS = " ".join(
+    f"-c {name}={value}"
+    for name, value in (
+        ("search_path", "pg_catalog"),
+        ("default_transaction_read_only", "on"),
+        ("statement_timeout", "0"),
+        ("lock_timeout", "0"),
+        ("idle_in_transaction_session_timeout", "0"),
+        ("idle_session_timeout", "0"),
+        ("client_min_messages", "warning"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -358,25 +373,46 @@ class Drill:
                 run = self._restore(cluster, prepared)
             tool = "psql" if prepared.format == "plain" else "pg_restore"
             self._add(checks.restore_complete(run.returncode, run.errors, tool), started)
+            facts = _neutralise(cluster)
             amcheck = self._start_amcheck(cluster, has_amcheck)
-            with (
-                self._timed("checks"),
-                cluster.connect(RESTORED_DB, user=READER_ROLE, options=READER_OPTIONS) as conn,
-            ):
-                try:
-                    started = time.perf_counter()
-                    self._add(checks.unexpected_objects(conn), started)
-                    rows = self._database_checks(conn, located)
-                    newest = checks.newest_verified_key(conn) if rows is not None else None
-                except psycopg.Error as exc:
-                    self._add(checks.database_error(self._results, exc))
-                    rows, newest = None, None
-                self._collect_chain(chain, newest, rows or [])
-                started = time.perf_counter()
-                self._add(checks.shares_decrypt(conn, newest, self.request.signer_secret), started)
+            with self._timed("checks"):
+                self._read_restored(cluster, located, chain, facts)
             with self._timed("amcheck"):
                 self._finish_amcheck(cluster, amcheck)
         return True
+
+    def _read_restored(
+        self,
+        cluster: ThrowawayCluster,
+        located: LocatedBackup,
+        chain: _ChainFutures,
+        facts: DatabaseFacts,
+    ) -> None:
+        """The checks that read the restored database, as the reader. Its connection is opened
+        here, inside the error handling: a refused connection is a failed check, not a crash."""
+        rows: list[checks.DkgRow] | None = None
+        newest: bytes | None = None
+        with ExitStack() as stack:
+            try:
+                conn = stack.enter_context(
+                    cluster.connect(RESTORED_DB, user=READER_ROLE, options=READER_OPTIONS)
+                )
+                started = time.perf_counter()
+                self._add(checks.unexpected_objects(conn, facts.findings), started)
+                rows = self._database_checks(conn, located)
+                newest = checks.newest_verified_key(conn) if rows is not None else None
+            except psycopg.Error as exc:
+                self._add(checks.database_error(self._results, exc))
+                rows, newest, conn = None, None, None
+            self._collect_chain(chain, newest, rows or [])
+            if conn is None:
+                return
+            started = time.perf_counter()
+            try:
+                decrypted = checks.shares_decrypt(conn, newest, self.request.signer_secret)
+            except psycopg.Error as exc:
+                decrypted = checks.database_error(self._results, exc, "dkg.shares_decrypt")
+            self._add(decrypted, started)
 
     def _restore(self, cluster: ThrowawayCluster, prepared: PreparedArchive) -> Any:
         jobs = self.request.jobs if prepared.format in ("custom", "directory") else 1
@@ -410,7 +446,7 @@ class Drill:
         ]
         proc = cluster.sandbox.popen(
             argv,
-            env=cluster.client_env(READER_ROLE),
+            env={**cluster.client_env(READER_ROLE), "PGOPTIONS": READER_OPTIONS},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -575,6 +611,16 @@ def _outside_copy_data(data: mmap.mmap) -> Iterator[tuple[int, int]]:
         position = end + 3
 
 
+def _neutralise(cluster: ThrowawayCluster) -> DatabaseFacts:
+    """Read, then reset, what the restore attached to the database and roles (settings,
+    connection limit, ALLOW_CONNECTIONS), as the superuser from the `postgres` database."""
+    try:
+        with cluster.connect() as admin:
+            return read_and_neutralise(admin, RESTORED_DB)
+    except psycopg.Error as exc:
+        raise SbtcOpsError(f"could not reset the restored database's settings: {exc}") from exc
+
+
 def _prepare_database(cluster: ThrowawayCluster) -> bool:
     """The drill's roles, the database the archive goes into (owned by the restore role) and
     amcheck, installed before anything is restored (so nothing restored can interfere) in a
@@ -608,24 +654,47 @@ def _prepare_database(cluster: ThrowawayCluster) -> bool:
     return True
 
 
+# Names CREATE ROLE refuses (reserved), whether the dump quotes them or not: such a name in a
+# dump is never made; its statements fail, and the restore reports them.
+_RESERVED_ROLES = frozenset({"public", "none", "current_user", "session_user", "current_role"})
+
+
+def _creatable(role: str) -> bool:
+    return (
+        role.lower() not in _RESERVED_ROLES
+        and not role.startswith("pg_")
+        and role not in OUR_ROLES
+        and 0 < len(role.encode()) < 64  # NAMEDATALEN: longer names would be truncated
+        and "\0" not in role
+    )
+
+
 def _create_roles(cluster: ThrowawayCluster, roles: set[str]) -> None:
     """The roles a plain dump names, as plain NOLOGIN roles the restore role may act as (and
     that may create in `public`), so its ALTER … OWNER TO and GRANTs succeed. Roles of ours
-    are never granted: a dump naming them fails on that statement."""
-    if not roles:
+    and reserved names are never made or granted: a dump naming them fails on that
+    statement. Names are always quoted (sql.Identifier); one the server refuses is skipped."""
+    wanted = sorted(r for r in roles if _creatable(r))
+    if not wanted:
         return
     from psycopg import sql
 
+    made = []
     with cluster.connect() as conn:
         existing = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
-        for role in sorted(roles - existing - set(OUR_ROLES)):
+        for role in wanted:
             name = sql.Identifier(role)
-            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(name))
-            conn.execute(sql.SQL("GRANT {} TO {}").format(name, sql.Identifier(RESTORE_ROLE)))
-    with cluster.connect(RESTORED_DB) as conn:
-        for role in sorted(roles - set(OUR_ROLES)):
-            if role.startswith("pg_"):
+            try:
+                if role not in existing:
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(name))
+                    conn.execute(
+                        sql.SQL("GRANT {} TO {}").format(name, sql.Identifier(RESTORE_ROLE))
+                    )
+            except psycopg.Error:
                 continue
+            made.append(role)
+    with cluster.connect(RESTORED_DB) as conn:
+        for role in made:
             conn.execute(
                 sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role))
             )
