@@ -11,17 +11,31 @@ is `corrupt`; a `rows` key that is no table name is `incomplete`.
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import shutil
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from sbtc_ops.backup.manifest import MANIFEST_NAME
 from sbtc_ops.devtools.signer_db import GeneratedDb
-from tests.support.hostile import pg_dump, plain_with
-from tests.support.pg import SourceServer, new_signer_database
-from tests.support.verify import Verifier, VerifyRun, take_backup
+from tests.support.cli import CliResult, run_cli
+from tests.support.hostile import (
+    detached_shell,
+    kill_marker_processes,
+    marker_processes,
+    pg_dump,
+    plain_with,
+    sleep_marker,
+)
+from tests.support.pg import SourceServer, assert_no_postgres_left, new_signer_database
+from tests.support.verify import Verifier, VerifyRun, private_tmpdir, take_backup
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]
 
@@ -153,8 +167,6 @@ def test_odd_role_names_in_a_plain_dump_get_a_verdict(area: Area, case: str) -> 
 
 def edited_backup(area: Area, name: str, edit: dict[str, object]) -> Path:
     """A copy of the real backup whose manifest has the keys in `edit` replaced."""
-    import shutil
-
     copy = area.root / name
     shutil.copytree(area.backup_dir, copy)
     manifest = json.loads((copy / MANIFEST_NAME).read_text())
@@ -178,3 +190,81 @@ def test_a_rows_key_that_is_no_table_is_incomplete(area: Area, key: str) -> None
     run = area.run(edited_backup(area, f"rows-{abs(hash(key))}", {"rows": rows}))
     assert_one_verdict(run, {"incomplete"})
     assert run.check("rows.match_manifest")["status"] == "fail"
+
+
+# -- --keep-cluster (issue 20, item 5) --------------------------------------------------------
+
+
+@dataclass
+class Kept:
+    run: CliResult
+    conninfo: str  # as printed: the reader's
+    remove: str  # the printed removal command
+    tmpdir: Path
+
+
+@contextmanager
+def kept_cluster(area: Area, archive: Path) -> Iterator[Kept]:
+    tmpdir = private_tmpdir()
+    remove = None
+    try:
+        env = area.verify.env(area.verify.fresh_state(), tmpdir, None)
+        key = area.facts.newest_verified_key.hex()
+        argv = ["verify", str(archive), "--expected-key", key, "--keep-cluster", "--json"]
+        result = run_cli(*argv, cwd=area.verify.workdir, env=env)
+        assert "Traceback" not in result.stderr, result.stderr
+        connect = re.search(r"connect: psql (.+)", result.stderr)
+        removal = re.search(r"remove: +(.+)", result.stderr)
+        assert connect and removal, result.stderr
+        remove = removal.group(1)
+        (conninfo,) = shlex.split(connect.group(1))
+        yield Kept(result, conninfo, remove, tmpdir)
+    finally:
+        if remove is not None:
+            subprocess.run(["/bin/sh", "-c", remove], check=False, timeout=60)
+        assert_no_postgres_left(tmpdir)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def session_facts(conninfo: str) -> tuple[str, bool, str, str]:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT current_user, (SELECT rolsuper FROM pg_catalog.pg_roles "
+            "WHERE rolname = current_user), current_setting('search_path'), "
+            "current_setting('default_transaction_read_only')"
+        ).fetchone()
+    assert row is not None
+    return str(row[0]), bool(row[1]), str(row[2]), str(row[3])
+
+
+def test_kept_clean_cluster_is_reached_as_the_reader(area: Area) -> None:
+    with kept_cluster(area, area.clean_plain) as kept:
+        assert kept.run.code == 0, kept.run.stderr
+        assert "WARNING" not in kept.run.stderr
+        assert session_facts(kept.conninfo) == ("sbtc_ops_reader", False, "pg_catalog", "on")
+
+
+def test_kept_hostile_cluster_warns_and_its_removal_kills_everything(area: Area) -> None:
+    marker = sleep_marker()
+    archive = plain_with(
+        area.clean_plain,
+        area.root / "kept-hostile.sql",
+        on_database("ALTER DATABASE %I SET search_path = evil, pg_catalog"),
+    )
+    try:
+        with kept_cluster(area, archive) as kept:
+            assert kept.run.json()["verdict"] == "tampered"
+            assert "WARNING" in kept.run.stderr and "hostile" in kept.run.stderr
+            assert "sbtc_ops_admin" not in kept.run.stderr  # never the superuser
+            assert session_facts(kept.conninfo)[:3] == ("sbtc_ops_reader", False, "pg_catalog")
+            # What a payload run in the kept cluster would leave: detached processes, started
+            # by a backend (here by us, as the cluster's superuser, over its socket).
+            admin = re.sub(r"user=\S+", "user=sbtc_ops_admin", kept.conninfo)
+            with psycopg.connect(admin, autocommit=True) as conn:
+                for _ in range(5):
+                    conn.execute(f"COPY (SELECT 1) TO PROGRAM {_literal(detached_shell(marker))}")
+            assert len(marker_processes(marker)) == 5
+        # The documented removal (run by kept_cluster's exit) left nothing behind.
+        assert marker_processes(marker) == []
+    finally:
+        kill_marker_processes(marker)

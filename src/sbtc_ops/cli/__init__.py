@@ -179,9 +179,21 @@ def _run() -> None:
             _common.emit_json({"ok": False, "error": scrub(exc.format_message())})
         _show_usage_error(exc)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001  # a bug: one JSON document, exit 2, no bare crash
+        _internal_error(exc)
     if _interrupted_by_signal:
         _interrupted()
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _internal_error(exc: Exception) -> NoReturn:
+    """An unexpected exception is a bug of sbtc-ops: said as such (the traceback with -v),
+    with --json as the one document, exit 2 (the job could not be done)."""
+    import traceback
+
+    if _common.current().verbose:
+        _common.err.print(scrub(traceback.format_exc()), markup=False, highlight=False)
+    _fail(f"internal error (a bug in sbtc-ops; -v shows where): {type(exc).__name__}: {exc}", 2)
 
 
 def _show_usage_error(exc: typer.TyperException) -> None:

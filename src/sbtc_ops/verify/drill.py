@@ -11,7 +11,6 @@ import mmap
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -169,6 +168,7 @@ class Drill:
         self._results: dict[str, CheckResult] = {}
         self._key_verdict = "error"
         self._shown_name: str | None = None
+        self._kept: list[str] = []  # --keep-cluster: said once the verdict is known
         # The unprivileged user the server and every client that reads the archive run as.
         self.run_as = resolve_run_as(settings.postgres.run_as)
 
@@ -208,6 +208,7 @@ class Drill:
             # A verify that could not finish is still a verify the history and the status
             # page must show (outcome "error" does not mark the backup failed).
             self._record_failure(exc)
+            _announce_kept(self._kept, "error")  # a kept cluster is never left unannounced
             raise
 
     def _record_failure(self, exc: Exception) -> None:
@@ -268,6 +269,7 @@ class Drill:
             self.report.timings["total"] = time.perf_counter() - total
         self.report.verdict = self._verdict()
         self._record()
+        _announce_kept(self._kept, self.report.verdict)
         return self.report
 
     def _locate(self, fetch_dir: Path, locks: ExitStack) -> LocatedBackup:
@@ -359,9 +361,12 @@ class Drill:
                 run_as=self.run_as,
                 superuser=ADMIN_ROLE,
                 keep=self.request.keep_cluster,
-                announce=_announce_kept,
+                announce=self._kept.append,
             ) as cluster,
         ):
+            # A kept cluster is reached as the reader, never as the superuser: the database
+            # is the archive's, and may be hostile (docs/threat-model.md).
+            cluster.kept_login = (READER_ROLE, RESTORED_DB, READER_OPTIONS)
             self.report.timings.update({f"cluster.{k}": v for k, v in cluster.timings.items()})
             prepared = self._check_archive(located, staging, staging_work)
             if prepared is None:
@@ -700,13 +705,20 @@ def _create_roles(cluster: ThrowawayCluster, roles: set[str]) -> None:
             )
 
 
-def _announce_kept(connection_help: str) -> None:
-    """--keep-cluster: how to reach the cluster, and which database holds the backup."""
-    print(
-        f"{connection_help}\n  the restored backup is the database {RESTORED_DB!r} "
-        f"(connect with dbname={RESTORED_DB})",
-        file=sys.stderr,
-    )
+def _announce_kept(messages: list[str], verdict: str) -> None:
+    """--keep-cluster: how to reach the kept cluster and remove it, after the verdict; a loud
+    warning unless the backup was proven (`match`)."""
+    if not messages:
+        return
+    if verdict != checks.Verdict.MATCH:
+        echo(
+            f"WARNING: the kept database holds a backup with verdict {verdict!r}: treat it as "
+            "hostile. Connect only as shown (the unprivileged reader, search_path pinned, "
+            "read-only), never as a superuser, never from a signer host; remove it when done."
+        )
+    for message in messages:
+        echo(message)
+    echo(f"  the restored backup is the database {RESTORED_DB!r}")
 
 
 def _key_text(value: bytes | None) -> str | None:
