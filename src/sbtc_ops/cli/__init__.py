@@ -16,6 +16,7 @@ from sbtc_ops import __version__
 from sbtc_ops.cli import _common, _streams, helpstyle
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.redact import scrub
+from sbtc_ops.termsafe import install_output_escaping
 
 app = typer.Typer(
     name="sbtc-ops",
@@ -144,6 +145,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, _signal_as_interrupt)
     _streams.guard_closed_pipes()
     _common.install_output_scrubbing()
+    install_output_escaping()
     try:
         _run()
     finally:
