@@ -12,16 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sbtc_ops.serve.scheduler import JobOutcome
 from sbtc_ops.state import Event, EventKind, Run, StateStore
+from sbtc_ops.verify.checks import Verdict as VerifyVerdict
 
 BACKUP_MAX_AGE_S = 26 * 3600
 VERIFY_MAX_AGE_S = 8 * 86400
 DKG_MAX_UNPROTECTED_S = 15 * 60
-VERDICTS = ("match", "stale", "mismatch", "corrupt", "incomplete", "error")
+# Every list of verdicts or outcomes comes from its one enum (a value added there, e.g. a new
+# verdict, is exported and shown without touching this module).
+VERDICTS = tuple(v.value for v in VerifyVerdict)
 KEY_STATES = ("match", "stale", "mismatch", "unknown")
 GREEN, AMBER, RED = "green", "amber", "red"
 _RANK = {GREEN: 0, AMBER: 1, RED: 2}
-FINISHED = ("ok", "problem", "error", "interrupted")
+FINISHED = tuple(o.value for o in JobOutcome)
 
 
 @dataclass(frozen=True)
@@ -91,9 +95,9 @@ class Snapshot:
         """match / stale / mismatch by the last verify, re-judged against a newer chain read:
         a rotation after that verify makes the backed-up key stale until a backup has it."""
         verdict = self.last_verdict
-        if verdict in ("stale", "mismatch"):
+        if verdict in (VerifyVerdict.STALE, VerifyVerdict.MISMATCH):
             return verdict
-        if verdict != "match" or self.last_verify is None:
+        if verdict != VerifyVerdict.MATCH or self.last_verify is None:
             return "unknown"
         verified = self.last_verify.data.get("onchain_aggregate_key")
         chain = self.chain_key
@@ -234,9 +238,11 @@ def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
         snap.deleted = {
             e.subject for e in store.events(EventKind.BACKUP_DELETED, limit=10 * history)
         }
-        snap.chain = store.last_run("chain-check", ("ok", "problem", "error"))
+        snap.chain = store.last_run(
+            "chain-check", (JobOutcome.OK, JobOutcome.PROBLEM, JobOutcome.ERROR)
+        )
         snap.audit = store.last_event(EventKind.AUDIT)
-        snap.audit_run = store.last_run("audit", ("ok", "problem"))
+        snap.audit_run = store.last_run("audit", (JobOutcome.OK, JobOutcome.PROBLEM))
         snap.run_counts = store.run_counts()
         jobs = {job for job, _ in snap.run_counts}
         for job in jobs:
