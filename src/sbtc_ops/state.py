@@ -71,6 +71,7 @@ class EventKind(StrEnum):
     DKG_WATCH = "dkg-watch"
     SIGNER_IMAGE = "signer-image"
     DB_SIZE = "db-size"
+    ATTESTATION = "attestation"
 
 
 @dataclass(frozen=True)
