@@ -7,9 +7,7 @@ The chain is read concurrently with the restore. The cluster is removed whatever
 
 from __future__ import annotations
 
-import mmap
 import os
-import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +31,7 @@ from sbtc_ops.backup.archive import (
 )
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.pgrestore import restore_argv, run_restore
+from sbtc_ops.backup.plainsql import plain_dump_roles
 from sbtc_ops.backup.service import storages_for
 from sbtc_ops.backup.staging import Staging, StagingError
 from sbtc_ops.backup.storage import LocalStorage, Storage
@@ -584,59 +583,6 @@ class Drill:
                     "duration_s": round(report.timings.get("total", 0.0), 3),
                 },
             )
-
-
-# Roles a plain dump names: owners, grantees, session authorizations (one per statement,
-# at the start of a line, as pg_dump writes them).
-_ROLE = rb'("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_ROLE_STATEMENTS = re.compile(
-    rb"^(?:ALTER [^\n]* OWNER TO " + _ROLE + rb";"
-    rb"|GRANT [^\n]* TO " + _ROLE + rb"(?: WITH GRANT OPTION)?(?: GRANTED BY [^\n]*)?;"
-    rb"|REVOKE [^\n]* FROM " + _ROLE + rb"(?: GRANTED BY [^\n]*)?;"
-    rb"|SET SESSION AUTHORIZATION '([^'\n]+)';)",
-    re.MULTILINE,
-)
-_NOT_ROLES = {"public", "current_user", "session_user", "current_role"}
-
-
-def plain_dump_roles(path: Path) -> set[str]:
-    """Role names a plain-SQL dump refers to (scanned without reading it into memory)."""
-    roles: set[str] = set()
-    if path.stat().st_size == 0:
-        return roles
-    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        matches = (
-            match
-            for start, end in _outside_copy_data(data)
-            for match in _ROLE_STATEMENTS.finditer(data, start, end)
-        )
-        for match in matches:
-            raw = next(group for group in match.groups() if group is not None)
-            name = raw.decode("utf-8", "replace")
-            if name.startswith('"'):
-                name = name[1:-1].replace('""', '"')
-            elif name.lower() in _NOT_ROLES:
-                continue
-            else:
-                name = name.lower()
-            roles.add(name)
-    return roles
-
-
-def _outside_copy_data(data: mmap.mmap) -> Iterator[tuple[int, int]]:
-    """(start, end) of the parts of a plain dump that are SQL, skipping the COPY data blocks
-    (the bulk of a dump; their ends are found at memchr speed, not by the regex)."""
-    position = 0
-    while True:
-        copy = data.find(b"\nCOPY ", position)
-        if copy < 0:
-            yield position, len(data)
-            return
-        yield position, copy + 1
-        end = data.find(b"\n\\.\n", copy)  # a line holding only \. ends the data
-        if end < 0:
-            return
-        position = end + 3
 
 
 def _neutralise(cluster: ThrowawayCluster) -> DatabaseFacts:
