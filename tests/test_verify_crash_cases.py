@@ -262,7 +262,9 @@ def test_kept_hostile_cluster_warns_and_its_removal_kills_everything(area: Area)
             admin = re.sub(r"user=\S+", "user=sbtc_ops_admin", kept.conninfo)
             with psycopg.connect(admin, autocommit=True) as conn:
                 for _ in range(5):
-                    conn.execute(f"COPY (SELECT 1) TO PROGRAM {_literal(detached_shell(marker))}")
+                    # Read COPY's row first: a program that exits unread breaks the pipe.
+                    payload = f"cat >/dev/null; {detached_shell(marker)}"
+                    conn.execute(f"COPY (SELECT 1) TO PROGRAM {_literal(payload)}")
             assert len(marker_processes(marker)) == 5
         # The documented removal (run by kept_cluster's exit) left nothing behind.
         assert marker_processes(marker) == []
