@@ -9,20 +9,15 @@ The old psql here is a script that prints an old version: what is tested is the 
 
 from __future__ import annotations
 
-import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sbtc_ops.backup.pgrestore import require_restrict
+from sbtc_ops.backup.archive import PreparedArchive
+from sbtc_ops.backup.pgrestore import require_restrict, restore_argv
 from sbtc_ops.errors import DependencyError
 from sbtc_ops.pg import find_binaries
-from sbtc_ops.pg.binaries import ALL_TOOLS, has_restrict
-from tests.support.cli import clean_env, run_cli
-from tests.support.pg import assert_no_postgres_left
-from tests.support.verify import private_tmpdir
+from sbtc_ops.pg.binaries import PgBinaries, has_restrict
 
 
 @pytest.mark.parametrize(
@@ -56,23 +51,6 @@ def fake_psql(directory: Path, version: str) -> Path:
     return path
 
 
-@pytest.fixture
-def bin_dir() -> Iterator[Path]:
-    """A postgres.bin_dir of the real binaries but for psql, which is old (0711 parents: the
-    unprivileged server user must reach it)."""
-    parent = private_tmpdir("psql-")
-    directory = parent / "bin"
-    directory.mkdir(mode=0o755)
-    real = find_binaries(tool_hint="postgres").bin_dir
-    for tool in ALL_TOOLS:
-        if tool != "psql" and (real / tool).exists():
-            (directory / tool).symlink_to(real / tool)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(parent, ignore_errors=True)
-
-
 @pytest.mark.parametrize("version", ["16.9", "17.5", "12.3"])
 def test_an_old_psql_is_refused(tmp_path: Path, version: str) -> None:
     psql = fake_psql(tmp_path, version)
@@ -92,27 +70,17 @@ def test_the_embedded_psql_is_accepted() -> None:
     require_restrict(find_binaries(tool_hint="psql").psql)
 
 
-@pytest.mark.postgres
-def test_verify_refuses_a_plain_dump_with_an_old_psql_in_bin_dir(
-    bin_dir: Path, tmp_path: Path
-) -> None:
-    fake_psql(bin_dir, "16.9")
-    dump = tmp_path / "dump.sql"
-    dump.write_text("-- PostgreSQL database dump\nSELECT 1;\n\\! touch /tmp/should-not-run\n")
-    tmpdir = private_tmpdir()
-    try:
-        env = clean_env(
-            tmp_path / "state", {"SBTC_OPS_POSTGRES__BIN_DIR": str(bin_dir), "TMPDIR": str(tmpdir)}
-        )
-        key = "02" + "11" * 32
-        result = run_cli(
-            "verify", str(dump), "--expected-key", key, "--json", cwd=tmp_path, env=env
-        )
-        assert result.code == 2, result.stderr
-        assert "Traceback" not in result.stderr
-        document = json.loads(result.stdout)
-        assert document["ok"] is False
-        assert str(bin_dir / "psql") in document["error"] and "restrict" in document["error"]
-        assert_no_postgres_left(tmpdir)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+def test_restore_argv_refuses_plain_sql_with_the_bin_dir_psql_too_old(tmp_path: Path) -> None:
+    """The one place both `verify` and `restore` build psql's command line: a postgres.bin_dir
+    whose psql predates \\restrict is refused for plain SQL, and not for a custom archive."""
+    fake_psql(tmp_path, "16.9")
+    binaries = PgBinaries(bin_dir=tmp_path, major_version=16, version="16.9", source="configured")
+    plain = PreparedArchive(tmp_path / "dump.sql", "plain")
+    with pytest.raises(DependencyError) as refused:
+        restore_argv(binaries, plain, "dbname=x", jobs=1, strict=False)
+    assert refused.value.exit_code == 2
+    assert str(tmp_path / "psql") in str(refused.value)
+    custom = PreparedArchive(tmp_path / "dump.custom", "custom")
+    assert restore_argv(binaries, custom, "dbname=x", jobs=1, strict=False)[0].endswith(
+        "pg_restore"
+    )
