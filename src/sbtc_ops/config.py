@@ -708,8 +708,8 @@ class VerifySettings(_Section):
     query_timeout_s: float = Field(
         1800.0,
         gt=0,
-        description="statement_timeout (and transaction_timeout on PostgreSQL 17+) of the "
-        "drill's restore and reader roles, never beyond the deadline.",
+        description="statement_timeout of the drill's own reading session (set when it "
+        "connects), never beyond the deadline.",
         examples=[600.0],
     )
 

@@ -23,8 +23,6 @@ from sbtc_ops.results import CheckResult, Status
 from sbtc_ops.verify.checks import SECTION
 
 if TYPE_CHECKING:
-    import psycopg
-
     from sbtc_ops.backup.archive import LocatedBackup
     from sbtc_ops.config import Settings, VerifySettings
 
@@ -156,23 +154,15 @@ class DrillGuard:
             "max_wal_size": f"{min(16384, max(256, disk_mb // 4))}MB",
         }
 
-    def limit_roles(self, conn: psycopg.Connection[Any], roles: tuple[str, ...]) -> None:
-        """statement_timeout (transaction_timeout on 17+) as role defaults, set by the
-        superuser. pg_restore and psql set statement_timeout = 0 in their own sessions: the
-        watchdog's deadline is what bounds the restore."""
-        from psycopg import sql
-
+    def reader_timeout_options(self) -> str:
+        """libpq options for the drill's reader session: statement_timeout, never beyond the
+        deadline. Given at connection time, after the reader's own `statement_timeout=0`
+        (the last one wins), so nothing the archive set can lift it. (A role default would be
+        taken for the archive's own setting and reset, verify/dbfacts.py; and pg_restore and
+        psql set statement_timeout = 0 in their own sessions: the watchdog's deadline is what
+        bounds the restore.)"""
         timeout_ms = max(1, int(min(self.budget.query_timeout_s, self.remaining_s()) * 1000))
-        names = ["statement_timeout"]
-        if conn.info.server_version >= 170000:
-            names.append("transaction_timeout")
-        for role in roles:
-            for name in names:
-                conn.execute(
-                    sql.SQL("ALTER ROLE {} SET {} = {}").format(
-                        sql.Identifier(role), sql.Identifier(name), sql.Literal(timeout_ms)
-                    )
-                )
+        return f"-c statement_timeout={timeout_ms}"
 
     def close(self, *, keep: bool = False) -> None:
         """Stop the watchdog; kill and remove the cgroup unless a kept cluster still runs in it."""

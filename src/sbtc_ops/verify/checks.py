@@ -6,6 +6,7 @@ none of them prints anything. Ids are stable: scripts and alerts match on them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -137,10 +138,13 @@ def skipped(check_id: str, why: str) -> CheckResult:
     return _result(check_id, Status.SKIP, why)
 
 
-def database_error(done: dict[str, CheckResult], exc: Exception) -> CheckResult:
-    """A query of the restored database failed: blame the first database check not yet run."""
+def database_error(
+    done: dict[str, CheckResult], exc: Exception, check_id: str | None = None
+) -> CheckResult:
+    """A query of the restored database failed: blame `check_id`, else the first database
+    check not yet run."""
     order = [spec.id for spec in CHECKS if spec.failure == Verdict.INCOMPLETE]
-    check_id = next((c for c in order if c not in done), "dkg.verified_key_present")
+    check_id = check_id or next((c for c in order if c not in done), "dkg.verified_key_present")
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return _result(
         check_id,
@@ -255,18 +259,17 @@ SELECT 'foreign server ' || fs.srvname FROM pg_catalog.pg_foreign_server fs
 UNION ALL
 SELECT 'schema ' || n.nspname FROM pg_catalog.pg_namespace n
  WHERE n.nspname <> ALL (%(schemas)s) AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
-UNION ALL
-SELECT 'database setting ' || pg_catalog.array_to_string(s.setconfig, ', ')
-  FROM pg_catalog.pg_db_role_setting s
- WHERE s.setdatabase = (SELECT oid FROM pg_catalog.pg_database
-                         WHERE datname = pg_catalog.current_database())
 ORDER BY 1
 """
 
 
-def unexpected_objects(conn: psycopg.Connection[Any]) -> CheckResult:
+def unexpected_objects(
+    conn: psycopg.Connection[Any], database_facts: Sequence[str] = ()
+) -> CheckResult:
     """Objects no signer database contains: how a crafted backup would run code. Their
     presence means the backup was altered (or is not a signer's): verdict `tampered`.
+    `database_facts`: database/role settings, connection limit… the restore attached (read
+    and reset by the drill before this check, verify/dbfacts.py).
     At most MAX_OBJECTS_LISTED + 1 names, each cut to MAX_NAME_CHARS, are read."""
     rows = conn.execute(
         f"SELECT pg_catalog.left(found.name, {MAX_NAME_CHARS}) "
@@ -277,7 +280,7 @@ def unexpected_objects(conn: psycopg.Connection[Any]) -> CheckResult:
             "schemas": list(_EXPECTED_SCHEMAS),
         },
     ).fetchall()
-    found = [str(row[0]) for row in rows]
+    found = [*database_facts, *(str(row[0]) for row in rows)]
     if not found:
         return _result(
             "schema.unexpected_objects",
@@ -363,6 +366,14 @@ def _migration_keys(conn: psycopg.Connection[Any]) -> list[str]:
     return [str(key) for key, _size in rows if key is not None]
 
 
+# By name, not to_regclass(): a manifest's key is data, never parsed as SQL names.
+_TABLE_EXISTS = (
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+    "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
+    "AND c.relkind IN ('r', 'p'))"
+)
+
+
 def rows_match_manifest(conn: psycopg.Connection[Any], manifest: Manifest | None) -> CheckResult:
     if manifest is None:
         return skipped("rows.match_manifest", "no manifest: row counts cannot be compared")
@@ -370,8 +381,11 @@ def rows_match_manifest(conn: psycopg.Connection[Any], manifest: Manifest | None
 
     differences = []
     for table, expected in sorted(manifest.rows.items()):
-        schema, name = table.split(".", 1)
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+        schema, dot, name = table.partition(".")
+        if not (dot and schema and name):  # the manifest is hostile input: never a crash
+            differences.append(f"{table!r}: not a schema-qualified table name")
+            continue
+        exists = conn.execute(_TABLE_EXISTS, (schema, name)).fetchone()
         if not exists or not exists[0]:
             differences.append(f"{table}: missing (manifest: {expected} rows)")
             continue
