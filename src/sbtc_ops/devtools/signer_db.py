@@ -86,7 +86,7 @@ BATCH_UNITS = 20_000
 # Measured on PostgreSQL 18: bytes of table, TOAST and index data per unit (one bitcoin
 # block with its stacks blocks, deposit, withdrawal, votes and bitcoin transactions), and
 # the size of the schema with no bulk data.
-BYTES_PER_UNIT = 14_300
+BYTES_PER_UNIT = 15_400
 FIXED_BYTES = 1_000_000
 
 # (position along the chain, status) of each DKG round, oldest first. The newest row is
