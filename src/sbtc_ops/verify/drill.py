@@ -40,6 +40,7 @@ from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.cluster import ThrowawayCluster
 from sbtc_ops.pg.runas import resolve_run_as
+from sbtc_ops.pg.schema_identity import CanonicalSchema, read_canonical_schema
 from sbtc_ops.proc import InBackground
 from sbtc_ops.progress import echo
 from sbtc_ops.results import CheckResult, Status
@@ -50,7 +51,7 @@ from sbtc_ops.stacks import (
     read_signer_data,
 )
 from sbtc_ops.state import EventKind, StateStore
-from sbtc_ops.verify import checks
+from sbtc_ops.verify import checks, reference
 
 RESTORED_DB = "signer"
 T = TypeVar("T")
@@ -154,6 +155,7 @@ class Drill:
         self._results: dict[str, CheckResult] = {}
         self._key_verdict = "error"
         self._shown_name: str | None = None
+        self.schema: CanonicalSchema | None = None  # the restored schema, once read
         # The unprivileged user the server and every client that reads the archive run as.
         self.run_as = resolve_run_as(settings.postgres.run_as)
 
@@ -364,8 +366,7 @@ class Drill:
                 cluster.connect(RESTORED_DB, user=READER_ROLE, options=READER_OPTIONS) as conn,
             ):
                 try:
-                    started = time.perf_counter()
-                    self._add(checks.unexpected_objects(conn), started)
+                    self._identity_checks(conn)
                     rows = self._database_checks(conn, located)
                     newest = checks.newest_verified_key(conn) if rows is not None else None
                 except psycopg.Error as exc:
@@ -377,6 +378,23 @@ class Drill:
             with self._timed("amcheck"):
                 self._finish_amcheck(cluster, amcheck)
         return True
+
+    def _identity_checks(self, conn: psycopg.Connection[Any]) -> None:
+        """schema.reference and schema.identity: the whole restored schema equals the
+        reference of its migration level (verify/reference.py)."""
+        started = time.perf_counter()
+        migrations = reference.restored_migrations(conn)
+        found = reference.find_reference(self.settings.state_dir, migrations or [])
+        self._add(checks.schema_reference(migrations, found), started)
+        started = time.perf_counter()
+        actual, error = None, None
+        try:
+            actual = read_canonical_schema(conn, include_deployment=True)
+        except psycopg.Error as exc:
+            error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        restore_ok = self._results["restore.complete"].status == Status.PASS
+        self._add(checks.schema_identity(actual, found, restore_ok, error), started)
+        self.schema = actual
 
     def _restore(self, cluster: ThrowawayCluster, prepared: PreparedArchive) -> Any:
         jobs = self.request.jobs if prepared.format in ("custom", "directory") else 1
