@@ -244,6 +244,13 @@ class StateStore:
             return None
         return SchemaReference(json.loads(row[0]), row[1], row[2], row[3], row[4], row[5])
 
+    def schema_references(self) -> list[SchemaReference]:
+        rows = self._conn.execute(
+            "SELECT level, newest, digest, objects, source, recorded_at FROM schema_references "
+            "ORDER BY recorded_at"
+        ).fetchall()
+        return [SchemaReference(json.loads(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
     # -- job runs ----------------------------------------------------------------------------
 
     def start_run(self, job: str, at: float | None = None) -> int:
