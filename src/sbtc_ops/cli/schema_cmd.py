@@ -34,8 +34,7 @@ def pin(
     url = settings.effective_db_url
     if url is None:
         raise ConfigError(
-            "no signer database to read: pass --db URL or set db.url / signer config's "
-            "db_endpoint"
+            "no signer database to read: pass --db URL or set db.url / signer config's db_endpoint"
         )
     pinned = pin_live_reference(settings.state_dir, parse_target(url))
     if json_output:

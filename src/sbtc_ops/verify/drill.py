@@ -79,6 +79,30 @@ class VerifyRequest:
     locations: list[str] | None = None
     # Parallel restore jobs: no default here; the caller picks (serve.verify_jobs, --jobs).
     jobs: int = field(kw_only=True)
+    # The restore gate (verify/gate.py): called while the drill's cluster and the checked,
+    # prepared archive still exist; no chain is read and no verify is recorded.
+    gate: Callable[[GateContext], None] | None = field(default=None, kw_only=True)
+
+
+# What a backup must pass before `restore` writes it anywhere (archive.checksum may be skipped:
+# a bare dump has no manifest).
+GATE_CHECKS = ("restore.complete", "schema.reference", "schema.identity")
+
+
+@dataclass(frozen=True)
+class GateContext:
+    cluster: ThrowawayCluster
+    prepared: PreparedArchive
+    located: LocatedBackup
+    results: dict[str, CheckResult]
+
+    @property
+    def proven(self) -> bool:
+        """The archive restored cleanly and its schema equals the reference."""
+        return all(
+            check in self.results and self.results[check].status == Status.PASS
+            for check in GATE_CHECKS
+        )
 
 
 @dataclass
@@ -198,6 +222,8 @@ class Drill:
             raise
 
     def _record_failure(self, exc: Exception) -> None:
+        if self.request.gate is not None:
+            return  # a restore, not a verify: restore records its own outcome
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         with StateStore.open(self.settings.state_dir) as store:
             store.record_event(
@@ -276,7 +302,7 @@ class Drill:
         return located
 
     def _start_chain_reads(self, pool: ThreadPoolExecutor) -> _ChainFutures:
-        if self.request.expected_key is not None:
+        if self.request.expected_key is not None or self.request.gate is not None:
             return _ChainFutures(None, None)
         urls = self.request.stacks_urls or None
         return _ChainFutures(
@@ -377,6 +403,8 @@ class Drill:
                 self._add(checks.shares_decrypt(conn, newest, self.request.signer_secret), started)
             with self._timed("amcheck"):
                 self._finish_amcheck(cluster, amcheck)
+            if self.request.gate is not None:
+                self.request.gate(GateContext(cluster, prepared, located, dict(self._results)))
         return True
 
     def _identity_checks(self, conn: psycopg.Connection[Any]) -> None:
@@ -523,6 +551,8 @@ class Drill:
         return "error"
 
     def _record(self) -> None:
+        if self.request.gate is not None:
+            return
         report = self.report
         outcome = "ok" if report.ok else report.verdict
         with StateStore.open(self.settings.state_dir) as store:
