@@ -26,6 +26,7 @@ from sbtc_ops.progress import echo
 from sbtc_ops.results import Status
 from sbtc_ops.state import EventKind, StateStore
 from sbtc_ops.verify.drill import (
+    AMCHECK_SCHEMA,
     GATE_CHECKS,
     READER_ROLE,
     RESTORED_DB,
@@ -75,7 +76,9 @@ def run_gated_restore(
 
     drill = VerifyRequest(request.backup_ref, locations=request.locations, jobs=jobs, gate=gate)
     report = run_verify(settings, drill)
-    problems: list[str] = outcome.get("problems") or _report_problems(report.checks)
+    if "problems" not in outcome:
+        _not_restored_in_sandbox(report.backup, report.checks)
+    problems: list[str] = outcome["problems"]
     restored = outcome.get("restored")
     verified = not problems
     _record(settings, report.backup, restored is not None, problems, force_unverified)
@@ -97,17 +100,25 @@ def run_gated_restore(
 
 
 def _gate_problems(ctx: GateContext) -> list[str]:
-    return _report_problems(list(ctx.results.values()))
+    found = [ctx.results.get(check) for check in GATE_CHECKS]
+    return [
+        f"{check}: {result.detail if result else 'not run'}"
+        for check, result in zip(GATE_CHECKS, found, strict=True)
+        if result is None or result.status != Status.PASS
+    ]
 
 
-def _report_problems(checks: list[Any]) -> list[str]:
-    found = [c for c in checks if c.id in GATE_CHECKS and c.status != Status.PASS]
-    problems = [f"{c.id}: {c.detail}" for c in found]
-    if not any(c.id in GATE_CHECKS for c in checks) or not checks:
-        problems.append("the drill did not restore the archive")
-    failed_early = [c for c in checks if c.id == "archive.checksum" and c.status.is_problem]
-    problems += [f"{c.id}: {c.detail}" for c in failed_early]
-    return problems
+def _not_restored_in_sandbox(backup: str, checks: list[Any]) -> None:
+    """The archive failed before the drill could restore it (checksum, decryption, format):
+    nothing was restored anywhere; say why (exit 2, as before the gate)."""
+    checksum = next((c for c in checks if c.id == "archive.checksum"), None)
+    if checksum is not None and checksum.status.is_problem:
+        raise SbtcOpsError(
+            f"backup {backup} fails its checksum, nothing was restored: {checksum.detail}"
+        )
+    failed = next((c for c in checks if c.status.is_problem), None)
+    detail = failed.detail if failed is not None else "the archive could not be restored"
+    raise SbtcOpsError(f"backup {backup} cannot be restored: {detail}; nothing was restored")
 
 
 def _warn_unverified(problems: list[str]) -> None:
@@ -130,6 +141,9 @@ def _redump(ctx: GateContext) -> PreparedArchive:
         "--no-owner",
         "--no-privileges",
         "--no-password",
+        # The drill's own amcheck, installed before the restore: not the backup's.
+        f"--exclude-schema={AMCHECK_SCHEMA}",
+        "--exclude-extension=amcheck",
         RESTORED_DB,
     ]
     with output.open("xb") as sink:
