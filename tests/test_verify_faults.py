@@ -94,7 +94,7 @@ def area(
             node=node,
             repo=repo,
             state=state,
-            verify=Verifier(root),
+            verify=Verifier(root, reference_from=state),
             server=source_server,
             backup_id=backup_id,
             backup_dir=backup_dir,

@@ -98,7 +98,7 @@ def area(
             node=node,
             repo=repo,
             state=state,
-            verify=Verifier(root / "work"),
+            verify=Verifier(root / "work", reference_from=state),
             custom_id=custom_id,
             directory_id=directory_id,
             encrypted_id=encrypted_id,
@@ -439,7 +439,7 @@ def read_until_closed(fd: int) -> str:
 
 
 def test_outcome_is_recorded_for_backups_listing(area: Area) -> None:
-    state = area.root / "record-state"
+    state = area.verify.fresh_state()
     # A failing verification first, then a passing one: the newest outcome is shown.
     failed = area.verify(
         area.directory_id,

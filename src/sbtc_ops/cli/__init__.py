@@ -84,6 +84,7 @@ def _register_commands() -> None:
         demo_cmd,
         init_cmd,
         key_cmd,
+        schema_cmd,
         serve_cmd,
         upgrade_cmd,
         verify_cmd,
@@ -99,6 +100,7 @@ def _register_commands() -> None:
         verify_cmd,
         audit_cmd,
         key_cmd,
+        schema_cmd,
         serve_cmd,
         upgrade_cmd,
     ):
