@@ -30,7 +30,6 @@ from tests.support.cli import CliResult, clean_env, run_cli
 from tests.support.hostile import copy_database, pg_dump, plain_with
 from tests.support.pg import SIGNER_ROLE, SourceServer, new_signer_database
 from tests.support.schema_corpus import (
-    BASE_FUNCTION,
     BY_NAME,
     CATALOG_CASES,
     PLAIN_ONLY_CASES,
@@ -83,8 +82,6 @@ class Corpus:
 def corpus(source_server: SourceServer, tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     root = tmp_path_factory.mktemp("identity")
     url, facts = new_signer_database(source_server, target_mb=0.1, seed=20, dbname=BASE_DB)
-    with source_server.connect(BASE_DB) as conn:
-        conn.execute(BASE_FUNCTION)
     state = root / "reference-state"
     pin_schema(url, state)
     key = facts.newest_verified_key.hex()
@@ -200,11 +197,34 @@ def test_clean_archive_matches(corpus: Corpus, fmt: str) -> None:
 
 
 def test_no_reference_is_unknown_schema(corpus: Corpus) -> None:
-    bare = Verifier(corpus.root / "bare")  # a DR host that never saw the live database
-    run = bare(str(corpus.clean("custom")), "--expected-key", corpus.key)
+    """A migration level no signer release ships, on a DR host that never saw the live DB."""
+    dbname, target = "identity_unknown_level", corpus.root / "unknown-level.dump"
+    copy_database(
+        corpus.server,
+        BASE_DB,
+        dbname,
+        ["INSERT INTO public.__sbtc_migrations (key) VALUES ('0099__not_released.sql')"],
+    )
+    pg_dump(corpus.server, dbname, target, FORMATS["custom"])
+    bare = Verifier(corpus.root / "bare")
+    run = bare(str(target), "--expected-key", corpus.key)
     check = run.expect(code=1, verdict="unknown-schema", failing="schema.reference")
     assert "sbtc-ops schema pin" in check["remediation"]
     assert run.check("schema.identity")["status"] == "skip"
+
+
+def test_generated_schema_on_a_bare_host_is_checked_against_the_shipped_release(
+    corpus: Corpus,
+) -> None:
+    """The generator records the real v1.3.x migrations, so the shipped table is the
+    reference; its function bodies are ours, not the signer's: named, never `match`."""
+    bare = Verifier(corpus.root / "bare-generated")
+    run = bare(str(corpus.clean("custom")), "--expected-key", corpus.key)
+    check = run.expect(code=1, verdict="tampered", failing="schema.identity")
+    assert "shipped with sbtc-ops" in run.check("schema.reference")["detail"]
+    text = json.dumps(check)
+    assert "changed function sbtc_signer.reverse_bytea(bytea)" in text
+    assert "dkg_shares" not in text  # every other object is the real one
 
 
 # -- the restore gate ----------------------------------------------------------------------------
@@ -322,8 +342,6 @@ def pg15_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         cluster.create_database("signer", owner=SIGNER_ROLE)
         url = cluster.tcp_url("signer", SIGNER_ROLE, "pw-identity15")
         generate(url, target_mb=0.1, seed=20)
-        with cluster.connect("signer") as conn:
-            conn.execute(BASE_FUNCTION)
         yield url, cluster.conninfo("signer")
     finally:
         cluster.stop()

@@ -218,6 +218,9 @@ def test_real_signer_backup_verifies_match_with_no_live_reference(
     run = verify(target, *where, "--expected-key", real_source.key.hex())
     run.expect(code=0, verdict="match")
     assert run.doc["db_aggregate_key"] == real_source.key.hex()
+    reference = run.check("schema.reference")
+    assert "shipped with sbtc-ops" in reference["detail"], reference
+    assert run.check("schema.identity")["status"] == "pass"
 
 
 @pytest.mark.skipif(
@@ -242,4 +245,7 @@ def test_real_signer_backup_with_a_changed_function_body_is_tampered(
     run = Verifier(tmp_path / "work")(str(dump), "--expected-key", key.hex())
     assert run.code == 1
     assert run.doc["verdict"] == "tampered"
-    assert "reverse_bytea" in run.result.stdout
+    # The shipped table's short digests name the one changed object.
+    identity = run.check("schema.identity")
+    assert "changed function sbtc_signer.reverse_bytea(bytea)" in json.dumps(identity)
+    assert "bitcoin_blockchain_of" not in json.dumps(identity)

@@ -20,7 +20,7 @@ from sbtc_ops.pg.schema_identity import read_canonical_schema
 from sbtc_ops.signer import schema_refs
 from sbtc_ops.signer.knowledge import HEAD
 from sbtc_ops.signer.knowledge import load as load_releases
-from sbtc_ops.signer.schema_refs import SchemaTableError, load, parse
+from sbtc_ops.signer.schema_refs import SchemaTableError, load, object_digest, parse
 from tests.support.pg import SourceServer
 
 TEXT = resources.files("sbtc_ops.signer").joinpath("schema_digests.toml").read_text("utf-8")
@@ -100,6 +100,12 @@ def _top(**changes: Any) -> str:
     return _toml(doc)
 
 
+def _upper_object_digests() -> str:
+    doc = tomllib.loads(TEXT)
+    doc["level"][0]["object_digests"] = [d.upper() for d in doc["level"][0]["object_digests"]]
+    return _toml(doc)
+
+
 def _duplicated_level() -> str:
     doc = tomllib.loads(TEXT)
     doc["level"].append(dict(doc["level"][0]))
@@ -126,6 +132,8 @@ def _duplicated_level() -> str:
         (_changed(objects=[]), "non-empty list"),
         (_changed(objects=["table b", "table a"]), "sorted and unique"),
         (_duplicated_level(), "same migration list"),
+        (_changed(object_digests=["0" * 16]), "object_digests must match objects"),
+        (_upper_object_digests(), "object_digests must match objects"),
     ],
 )
 def test_malformed_tables_are_refused(text: str, message: str) -> None:
@@ -136,6 +144,31 @@ def test_malformed_tables_are_refused(text: str, message: str) -> None:
 def test_a_table_without_releases_lists_its_one_release() -> None:
     table = parse(_changed(releases=None))
     assert table.levels[0].releases == (table.levels[0].release,)
+
+
+def test_differences_name_added_removed_and_changed_objects() -> None:
+    level = load().levels[-1]
+    assert level.object_digests and len(level.object_digests) == len(level.objects)
+    same = {key: f"definition of {key}" for key in level.objects}
+    # Definitions are not in the table: every object of a made-up schema "changed".
+    assert len(level.differences(same)) == len(level.objects)
+    fake = schema_refs.SchemaLevel(
+        release="v1.0.0",
+        releases=("v1.0.0",),
+        migrations=("0001__a.sql",),
+        newest="0001__a.sql",
+        digest="0" * 64,
+        objects=("schema s", "table s.t"),
+        object_digests=(object_digest("{}"), object_digest('{"rls": false}')),
+    )
+    assert fake.differences({"schema s": "{}", "table s.t": '{"rls": false}'}) == []
+    assert fake.differences({"schema s": "{}", "table s.t": '{"rls": true}', "x y": ""}) == [
+        "changed table s.t",
+        "added x y",
+    ]
+    assert fake.differences({"table s.t": '{"rls": false}'}) == ["removed schema s"]
+    no_digests = schema_refs.SchemaLevel(**{**fake.__dict__, "object_digests": ()})
+    assert no_digests.differences({"schema s": "x", "table s.t": "y"}) == []
 
 
 def test_shipped_text_round_trips() -> None:
@@ -158,3 +191,10 @@ def test_generator_schema_has_the_real_objects_but_is_not_in_the_table(
     level = table.for_migrations(facts.migrations)
     assert level is table.levels[-1]
     assert tuple(sorted(ours.objects)) == level.objects
+    # Every definition but the four function bodies (ours) is the real one.
+    assert level.differences(ours.objects) == [
+        "changed function sbtc_signer.bitcoin_blockchain_of(bytea,integer)",
+        "changed function sbtc_signer.bitcoin_blockchain_until(bytea,bigint)",
+        "changed function sbtc_signer.reverse_bytea(bytea)",
+        "changed function sbtc_signer.stacks_blockchain_of(bytea,bytea,integer)",
+    ]

@@ -8,15 +8,21 @@ names, object keys (names, never definitions) and sha256 digests. It is the refe
 restore drill compares a backup's schema with when no live reference was recorded (a DR host
 that never saw the signer's database): see docs/schema-references.md.
 
+Each object also has a short digest of its definition (`object_digests`, the first
+OBJECT_DIGEST_CHARS hex digits of the sha256 of the canonical definition, in `objects`'
+order), so a drill can name an object whose definition changed without the table holding
+the definition. The verdict rests on the full `digest`; the short ones only name objects.
+
 Lookups go by the exact list of applied migrations (`public.__sbtc_migrations`), never by
 the newest name alone: a database with a migration missing or extra is at no known level.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -28,6 +34,13 @@ TABLE_NAME = "schema_digests.toml"
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 MIGRATION = re.compile(r"^\d{4}__[A-Za-z0-9_]+\.sql$")
 _RELEASE = re.compile(r"^(v\d+\.\d+\.\d+|HEAD)$")
+OBJECT_DIGEST_CHARS = 16
+_OBJECT_DIGEST = re.compile(rf"^[0-9a-f]{{{OBJECT_DIGEST_CHARS}}}$")
+
+
+def object_digest(definition: str) -> str:
+    """The short digest of one object's canonical definition, as the table records it."""
+    return hashlib.sha256(definition.encode()).hexdigest()[:OBJECT_DIGEST_CHARS]
 
 
 class SchemaTableError(SbtcOpsError):
@@ -44,6 +57,24 @@ class SchemaLevel:
     newest: str
     digest: str  # CanonicalSchema.digest of the result (sha256 hex)
     objects: tuple[str, ...]  # the canonical schema's object keys, sorted
+    object_digests: tuple[str, ...] = ()  # object_digest() of each, in objects' order
+
+    def differences(self, actual: Mapping[str, str]) -> list[str]:
+        """'added …' / 'removed …' / 'changed …' object keys of a canonical schema's objects
+        (`CanonicalSchema.objects`) against this level, sorted by key; unescaped."""
+        names = set(self.objects)
+        digests = (
+            dict(zip(self.objects, self.object_digests, strict=True)) if self.object_digests else {}
+        )
+        lines = []
+        for key in sorted(actual.keys() | names):
+            if key not in names:
+                lines.append(f"added {key}")
+            elif key not in actual:
+                lines.append(f"removed {key}")
+            elif key in digests and object_digest(actual[key]) != digests[key]:
+                lines.append(f"changed {key}")
+        return lines
 
     def describe(self) -> str:
         """'v1.3.0–v1.3.3 (21 migrations, newest 0022__…)' for messages."""
@@ -100,13 +131,19 @@ def _level(doc: Any, number: int) -> SchemaLevel:
     migrations = _sorted_unique(_strings(doc, "migrations", where), "migrations", where)
     objects = _sorted_unique(_strings(doc, "objects", where), "objects", where)
     newest, digest = _text(doc, "newest", where), _text(doc, "digest", where)
+    object_digests = _strings(doc, "object_digests", where) if "object_digests" in doc else ()
+    if object_digests and (
+        len(object_digests) != len(objects)
+        or not all(_OBJECT_DIGEST.match(d) for d in object_digests)
+    ):
+        raise SchemaTableError(f"{TABLE_NAME} {where}: object_digests must match objects")
     if not all(_RELEASE.match(r) for r in releases) or release not in releases:
         raise SchemaTableError(f"{TABLE_NAME} {where}: releases must be tags and hold release")
     if not all(MIGRATION.match(m) for m in migrations) or newest != migrations[-1]:
         raise SchemaTableError(f"{TABLE_NAME} {where}: bad migration names or newest")
     if not DIGEST.match(digest):
         raise SchemaTableError(f"{TABLE_NAME} {where}: digest must be 64 lowercase hex digits")
-    return SchemaLevel(release, releases, migrations, newest, digest, objects)
+    return SchemaLevel(release, releases, migrations, newest, digest, objects, object_digests)
 
 
 def parse(text: str) -> SchemaTable:
