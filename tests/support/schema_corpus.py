@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Our own stand-in for the signer's function of that name (not the signer's SQL).
+# Our own stand-in for the signer's function of that name (not the signer's SQL), made by
+# the signer role as the signer's migrations are: a plain dump then names one owner only.
 BASE_FUNCTION = (
+    "SET ROLE signer; "
     "CREATE FUNCTION sbtc_signer.bitcoin_blockchain_of(chain_tip bytea, depth integer) "
     "RETURNS SETOF sbtc_signer.bitcoin_blocks LANGUAGE sql STABLE AS "
     "$fn$ SELECT * FROM sbtc_signer.bitcoin_blocks WHERE block_hash = chain_tip "
-    "LIMIT depth $fn$"
+    "LIMIT depth $fn$; RESET ROLE"
 )
 
 
