@@ -10,6 +10,9 @@ VENV="${SBTC_OPS_TEST_VENV:-/opt/sbtc-ops-test-venv}"
 DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
 # The restore drill's sandbox: unshare/setpriv (util-linux) and the decompressors it runs.
 DEBIAN_PACKAGES+=(util-linux gzip zstd)
+# A PostgreSQL 15 server: schema identity must hold for sources on 15 as on the embedded 18
+# (tests/test_schema_identity.py runs a throwaway 15 cluster from /usr/lib/postgresql/15/bin).
+DEBIAN_PACKAGES+=(postgresql-15)
 # The Docker lab's packages (tests/lab/lab.sh): installed here with the rest, so the lab's
 # own install step has nothing left to do; its postinst must not start a stock dockerd.
 # A machine that already has a Docker engine (e.g. docker-ce, which conflicts with docker.io)
