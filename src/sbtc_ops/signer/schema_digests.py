@@ -58,7 +58,10 @@ def parse_levels(text: str) -> tuple[ShippedLevel, ...]:
     return tuple(levels)
 
 
-def shipped_level(migrations: list[str] | tuple[str, ...]) -> ShippedLevel | None:
+def shipped_level(
+    migrations: list[str] | tuple[str, ...], levels: tuple[ShippedLevel, ...] | None = None
+) -> ShippedLevel | None:
     """The shipped level whose applied migrations are exactly these (any order)."""
     wanted = tuple(sorted(migrations))
-    return next((lv for lv in shipped_levels() if lv.migrations == wanted), None)
+    known = shipped_levels() if levels is None else levels
+    return next((lv for lv in known if lv.migrations == wanted), None)

@@ -23,7 +23,7 @@ import psycopg
 from sbtc_ops.backup.source import ConnectionTarget
 from sbtc_ops.errors import DependencyError
 from sbtc_ops.pg.schema_identity import CanonicalSchema, differences, escape, read_canonical_schema
-from sbtc_ops.signer.schema_digests import shipped_level
+from sbtc_ops.signer.schema_digests import ShippedLevel, shipped_level
 from sbtc_ops.state import StateStore
 
 MAX_MIGRATIONS = 10_000
@@ -59,7 +59,11 @@ class Reference:
         return lines[:limit] + ([f"and {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
-def find_reference(state_dir: Path, migrations: list[str]) -> Reference | None:
+def find_reference(
+    state_dir: Path, migrations: list[str], shipped: tuple[ShippedLevel, ...] | None = None
+) -> Reference | None:
+    """The reference for exactly this migration level (`shipped`: the shipped table, by
+    default the one in the package)."""
     if not migrations:
         return None
     with StateStore.open(state_dir) as store:
@@ -72,13 +76,13 @@ def find_reference(state_dir: Path, migrations: list[str]) -> Reference | None:
             f"the live signer database's schema at this migration level ({stored.source}, {when})",
             schema=CanonicalSchema.from_json(stored.objects_json),
         )
-    shipped = shipped_level(migrations)
-    if shipped is not None:
+    level = shipped_level(migrations, shipped)
+    if level is not None:
         return Reference(
             "shipped",
-            shipped.digest,
-            f"signer release {shipped.release}'s schema (shipped with sbtc-ops)",
-            object_keys=shipped.objects,
+            level.digest,
+            f"signer release {level.release}'s schema (shipped with sbtc-ops)",
+            object_keys=level.objects,
         )
     return None
 
