@@ -11,8 +11,9 @@ DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
 # The restore drill's sandbox: unshare/setpriv (util-linux) and the decompressors it runs.
 DEBIAN_PACKAGES+=(util-linux gzip zstd)
 # PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin, run by our own throwaway clusters, never
-# as a system service): the schema references must come out the same on a PostgreSQL 15
-# source (tests/test_schema_real_migrations.py, scripts/schema_digests.py --compare-bin-dir).
+# as a system service): schema identity must hold for sources on 15 as on the embedded 18
+# (tests/test_schema_identity.py), and the shipped schema references must come out the same
+# (tests/test_schema_real_migrations.py, scripts/schema_digests.py --compare-bin-dir).
 DEBIAN_PACKAGES+=(postgresql-15)
 # The Docker lab's packages (tests/lab/lab.sh): installed here with the rest, so the lab's
 # own install step has nothing left to do; its postinst must not start a stock dockerd.

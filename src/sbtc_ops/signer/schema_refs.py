@@ -28,7 +28,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.signer.knowledge import KnowledgeError
 
 TABLE_NAME = "schema_digests.toml"
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -43,7 +43,7 @@ def object_digest(definition: str) -> str:
     return hashlib.sha256(definition.encode()).hexdigest()[:OBJECT_DIGEST_CHARS]
 
 
-class SchemaTableError(SbtcOpsError):
+class SchemaTableError(KnowledgeError):
     """schema_digests.toml is malformed (a packaging or editing mistake, not user input)."""
 
 

@@ -59,7 +59,11 @@ class Reference:
         return lines[:limit] + ([f"and {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
-def find_reference(state_dir: Path, migrations: list[str]) -> Reference | None:
+def find_reference(
+    state_dir: Path, migrations: list[str], table: schema_refs.SchemaTable | None = None
+) -> Reference | None:
+    """The reference for exactly this migration level (`table`: the shipped table, by
+    default the one in the package)."""
     if not migrations:
         return None
     with StateStore.open(state_dir) as store:
@@ -72,7 +76,7 @@ def find_reference(state_dir: Path, migrations: list[str]) -> Reference | None:
             f"the live signer database's schema at this migration level ({stored.source}, {when})",
             schema=CanonicalSchema.from_json(stored.objects_json),
         )
-    shipped = schema_refs.load().for_migrations(migrations)
+    shipped = (table if table is not None else schema_refs.load()).for_migrations(migrations)
     if shipped is not None:
         return Reference(
             "shipped",
