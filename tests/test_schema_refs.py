@@ -7,15 +7,22 @@ migrations when a stacks-sbtc/sbtc repository is present.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sbtc_ops.devtools.signer_db import MIGRATIONS, generate
+from sbtc_ops.devtools.signer_migrations import Migration
+from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.pg import ThrowawayCluster
 from sbtc_ops.pg.schema_identity import read_canonical_schema
 from sbtc_ops.signer import schema_refs
 from sbtc_ops.signer.knowledge import HEAD
@@ -23,6 +30,7 @@ from sbtc_ops.signer.knowledge import load as load_releases
 from sbtc_ops.signer.schema_refs import SchemaTableError, load, object_digest, parse
 from tests.support.pg import SourceServer
 
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "schema_digests.py"
 TEXT = resources.files("sbtc_ops.signer").joinpath("schema_digests.toml").read_text("utf-8")
 
 
@@ -198,3 +206,39 @@ def test_generator_schema_has_the_real_objects_but_is_not_in_the_table(
         "changed function sbtc_signer.reverse_bytea(bytea)",
         "changed function sbtc_signer.stacks_blockchain_of(bytea,bytea,integer)",
     ]
+
+
+# -- the maintainer script, without the signer's repository ------------------------------------
+
+
+def _script() -> Any:
+    spec = importlib.util.spec_from_file_location("schema_digests_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_refuses_what_is_not_a_repository(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "is not a git repository" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.postgres
+def test_script_reports_a_failing_migration_without_its_sql() -> None:
+    script = _script()
+    bad = Migration("0001__bad.sql", "0" * 40, b"CREATE TABLE secret_sql_text (;")
+    level = script.Level(["v9.9.9"], [bad])
+    with ThrowawayCluster() as cluster, pytest.raises(SbtcOpsError) as raised:
+        script.apply_level(cluster, "level_bad", level)
+    message = str(raised.value)
+    assert "0001__bad.sql" in message and "42601" in message
+    assert "secret_sql_text" not in message and "CREATE" not in message
