@@ -34,6 +34,7 @@ from tests.support.schema_corpus import (
     BY_NAME,
     CATALOG_CASES,
     PLAIN_ONLY_CASES,
+    TEST_ONLY_MIGRATION,
 )
 from tests.support.verify import Verifier, VerifyRun, pin_schema, private_tmpdir
 
@@ -85,6 +86,7 @@ def corpus(source_server: SourceServer, tmp_path_factory: pytest.TempPathFactory
     url, facts = new_signer_database(source_server, target_mb=0.1, seed=20, dbname=BASE_DB)
     with source_server.connect(BASE_DB) as conn:
         conn.execute(BASE_FUNCTION)
+        conn.execute(TEST_ONLY_MIGRATION)
     state = root / "reference-state"
     pin_schema(url, state)
     key = facts.newest_verified_key.hex()
@@ -324,6 +326,7 @@ def pg15_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         generate(url, target_mb=0.1, seed=20)
         with cluster.connect("signer") as conn:
             conn.execute(BASE_FUNCTION)
+            conn.execute(TEST_ONLY_MIGRATION)
         yield url, cluster.conninfo("signer")
     finally:
         cluster.stop()
