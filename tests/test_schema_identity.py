@@ -369,3 +369,24 @@ def test_pg15_dumps_in_every_format_match(
     run.expect(code=0, verdict="match")
     assert run.check("schema.identity")["data"]["digest"] == pin["digest"]
     assert json.loads(json.dumps(pin))["objects"] > 100
+
+
+# -- schema pin ----------------------------------------------------------------------------------
+
+
+def test_schema_pin_records_once_and_refuses_a_database_without_migrations(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    url = corpus.server.url_for(BASE_DB)
+    first = pin_schema(url, tmp_path / "state")
+    again = pin_schema(url, tmp_path / "state")
+    assert first["ok"] is True and first["changed"] is True and again["changed"] is False
+    assert first["newest_migration"] == "9999__sbtc_ops_test_only_level.sql"
+    assert len(first["digest"]) == 64 and first["digest"] == again["digest"]
+    empty = corpus.server.create_signer_database(f"identity_empty_{next(_numbers)}")
+    refused = run_cli(
+        "schema", "pin", "--db", empty, "--json", cwd=tmp_path, env=clean_env(tmp_path / "s2")
+    )
+    assert refused.code == 2, refused.stdout
+    assert "__sbtc_migrations" in refused.json()["error"]
+    assert corpus.server.signer_password not in refused.stdout + refused.stderr
