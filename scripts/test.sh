@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # must run as an unprivileged user that can read the embedded PostgreSQL binaries in it.
 VENV="${SBTC_OPS_TEST_VENV:-/opt/sbtc-ops-test-venv}"
 DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
-# The restore drill's sandbox: unshare/setpriv (util-linux) and the decompressors it runs.
-DEBIAN_PACKAGES+=(util-linux gzip zstd)
+# The restore drill's sandbox: bubblewrap, newuidmap (uidmap), unshare/setpriv (util-linux) and
+# the decompressors it runs.
+DEBIAN_PACKAGES+=(util-linux gzip zstd bubblewrap uidmap)
 # A PostgreSQL 15 server: schema identity must hold for sources on 15 as on the embedded 18
 # (tests/test_schema_identity.py runs a throwaway 15 cluster from /usr/lib/postgresql/15/bin).
 DEBIAN_PACKAGES+=(postgresql-15)

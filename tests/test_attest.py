@@ -139,6 +139,7 @@ def test_a_drill_leaves_a_signed_statement_that_openssh_verifies(area: Area) -> 
     assert predicate["chain"]["tip"]["height"] is not None
     assert predicate["database"]["threshold"] is not None
     assert predicate["tool"]["lock_sha256"]
+    assert predicate["sandbox"]["mode"]  # which isolation layers the drill had
     assert {c["id"] for c in predicate["checks"]} >= {"archive.checksum", "dkg.matches_chain"}
     manifest = json.loads((area.repo / area.backup_id / "manifest.json").read_text())
     assert {s["name"]: s["digest"]["sha256"] for s in statement["subject"]} == {

@@ -40,6 +40,7 @@ from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.cluster import ThrowawayCluster
 from sbtc_ops.pg.runas import resolve_run_as
+from sbtc_ops.pg.sandbox import isolation_of
 from sbtc_ops.pg.schema_identity import CanonicalSchema, read_canonical_schema
 from sbtc_ops.proc import InBackground
 from sbtc_ops.progress import echo
@@ -116,6 +117,8 @@ class VerifyReport:
     manifest: dict[str, Any] | None = None
     archive: dict[str, Any] = field(default_factory=dict)
     key_source: str = "chain"  # or "expected" (--expected-key: no chain read)
+    # The layers the archive's programs ran in (pg/sandbox.py Isolation.as_dict).
+    sandbox: dict[str, Any] = field(default_factory=dict)
     # For the attestation: the newest verified row's signer set and threshold, and what each
     # Stacks endpoint answered.
     dkg_newest: dict[str, Any] | None = None
@@ -158,6 +161,7 @@ class VerifyReport:
             "checks": [c.to_json() for c in self.checks],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "archive": self.archive,
+            "sandbox": self.sandbox,
             "chain_tip": self.chain_tip,
             "attestation": self.attestation,
         }
@@ -261,6 +265,17 @@ class Drill:
             "This note is shown once."
         )
 
+    def _notice_sandbox(self) -> None:
+        """On every run: the sandbox's layers in the report, and a warning when some are
+        missing (docs/threat-model.md says what each deployment gets)."""
+        isolation = isolation_of(self.run_as)
+        self.report.sandbox = isolation.as_dict()
+        if not isolation.full:
+            echo(
+                f"warning: the restore drill's sandbox ({isolation.mode}) lacks "
+                f"{', '.join(isolation.missing())}: {isolation.why}"
+            )
+
     def _run(self) -> VerifyReport:
         total = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chain")
@@ -273,6 +288,7 @@ class Drill:
                 # Only once the backup is found: a bad argument must not wait for (or cause)
                 # a read from every configured Stacks endpoint (nor a note about clusters).
                 self._notice_run_as()
+                self._notice_sandbox()
                 chain = self._start_chain_reads(pool)
                 self.report.backup = located.backup_id or located.ref
                 self._shown_name = located.root.name
@@ -447,7 +463,7 @@ class Drill:
         return run_restore(
             argv,
             cluster.client_env(RESTORE_ROLE),
-            cluster.sandbox,
+            cluster.sandbox.exposing(ro=(prepared.path,)),
             plain,
             self._shown_name,
             progress_of=prepared.path,
@@ -588,6 +604,7 @@ class Drill:
                     "onchain_aggregate_key": report.onchain_aggregate_key,
                     "failed_checks": [c.id for c in report.checks if c.status.is_problem],
                     "duration_s": round(report.timings.get("total", 0.0), 3),
+                    "sandbox": report.sandbox,  # for the audit (BAK-006)
                 },
             )
 
