@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # must run as an unprivileged user that can read the embedded PostgreSQL binaries in it.
 VENV="${SBTC_OPS_TEST_VENV:-/opt/sbtc-ops-test-venv}"
 DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
-# The restore drill's sandbox: unshare/setpriv (util-linux) and the decompressors it runs.
-DEBIAN_PACKAGES+=(util-linux gzip zstd)
+# The restore drill's sandbox: bubblewrap, newuidmap (uidmap), unshare/setpriv (util-linux) and
+# the decompressors it runs.
+DEBIAN_PACKAGES+=(util-linux gzip zstd bubblewrap uidmap)
 # PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin, run by our own throwaway clusters, never
 # as a system service): schema identity must hold for sources on 15 as on the embedded 18
 # (tests/test_schema_identity.py), and the shipped schema references must come out the same
@@ -44,7 +45,11 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-"$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+# Exactly the locked versions, every file checked against its hash (requirements/test.lock:
+# the runtime lock's pins plus the test tools; scripts/lock.sh regenerates both), then the
+# checkout itself with nothing resolved again.
+"$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes -r requirements/test.lock
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 
 LINT_PATHS=(src tests)
 [ -d bench ] && LINT_PATHS+=(bench)

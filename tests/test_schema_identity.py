@@ -33,6 +33,7 @@ from tests.support.schema_corpus import (
     BY_NAME,
     CATALOG_CASES,
     PLAIN_ONLY_CASES,
+    TEST_ONLY_MIGRATION,
 )
 from tests.support.verify import Verifier, VerifyRun, pin_schema, private_tmpdir
 
@@ -82,6 +83,8 @@ class Corpus:
 def corpus(source_server: SourceServer, tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     root = tmp_path_factory.mktemp("identity")
     url, facts = new_signer_database(source_server, target_mb=0.1, seed=20, dbname=BASE_DB)
+    with source_server.connect(BASE_DB) as conn:
+        conn.execute(TEST_ONLY_MIGRATION)
     state = root / "reference-state"
     pin_schema(url, state)
     key = facts.newest_verified_key.hex()
@@ -197,17 +200,8 @@ def test_clean_archive_matches(corpus: Corpus, fmt: str) -> None:
 
 
 def test_no_reference_is_unknown_schema(corpus: Corpus) -> None:
-    """A migration level no signer release ships, on a DR host that never saw the live DB."""
-    dbname, target = "identity_unknown_level", corpus.root / "unknown-level.dump"
-    copy_database(
-        corpus.server,
-        BASE_DB,
-        dbname,
-        ["INSERT INTO public.__sbtc_migrations (key) VALUES ('0099__not_released.sql')"],
-    )
-    pg_dump(corpus.server, dbname, target, FORMATS["custom"])
-    bare = Verifier(corpus.root / "bare")
-    run = bare(str(target), "--expected-key", corpus.key)
+    bare = Verifier(corpus.root / "bare")  # a DR host that never saw the live database
+    run = bare(str(corpus.clean("custom")), "--expected-key", corpus.key)
     check = run.expect(code=1, verdict="unknown-schema", failing="schema.reference")
     assert "sbtc-ops schema pin" in check["remediation"]
     assert run.check("schema.identity")["status"] == "skip"
@@ -216,10 +210,18 @@ def test_no_reference_is_unknown_schema(corpus: Corpus) -> None:
 def test_generated_schema_on_a_bare_host_is_checked_against_the_shipped_release(
     corpus: Corpus,
 ) -> None:
-    """The generator records the real v1.3.x migrations, so the shipped table is the
-    reference; its function bodies are ours, not the signer's: named, never `match`."""
-    bare = Verifier(corpus.root / "bare-generated")
-    run = bare(str(corpus.clean("custom")), "--expected-key", corpus.key)
+    """At the real v1.3.x level (the test-only migration removed) the shipped table is the
+    reference; the generator's function bodies are ours, not the signer's: named, never
+    `match`."""
+    dbname, target = "identity_release_level", corpus.root / "release-level.dump"
+    copy_database(
+        corpus.server,
+        BASE_DB,
+        dbname,
+        ["DELETE FROM public.__sbtc_migrations WHERE key LIKE '9999%'"],
+    )
+    pg_dump(corpus.server, dbname, target, FORMATS["custom"])
+    run = Verifier(corpus.root / "bare-generated")(str(target), "--expected-key", corpus.key)
     check = run.expect(code=1, verdict="tampered", failing="schema.identity")
     assert "shipped with sbtc-ops" in run.check("schema.reference")["detail"]
     text = json.dumps(check)
@@ -342,6 +344,8 @@ def pg15_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         cluster.create_database("signer", owner=SIGNER_ROLE)
         url = cluster.tcp_url("signer", SIGNER_ROLE, "pw-identity15")
         generate(url, target_mb=0.1, seed=20)
+        with cluster.connect("signer") as conn:
+            conn.execute(TEST_ONLY_MIGRATION)
         yield url, cluster.conninfo("signer")
     finally:
         cluster.stop()
@@ -384,3 +388,24 @@ def test_pg15_dumps_in_every_format_match(
     run.expect(code=0, verdict="match")
     assert run.check("schema.identity")["data"]["digest"] == pin["digest"]
     assert json.loads(json.dumps(pin))["objects"] > 100
+
+
+# -- schema pin ----------------------------------------------------------------------------------
+
+
+def test_schema_pin_records_once_and_refuses_a_database_without_migrations(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    url = corpus.server.url_for(BASE_DB)
+    first = pin_schema(url, tmp_path / "state")
+    again = pin_schema(url, tmp_path / "state")
+    assert first["ok"] is True and first["changed"] is True and again["changed"] is False
+    assert first["newest_migration"] == "9999__sbtc_ops_test_only_level.sql"
+    assert len(first["digest"]) == 64 and first["digest"] == again["digest"]
+    empty = corpus.server.create_signer_database(f"identity_empty_{next(_numbers)}")
+    refused = run_cli(
+        "schema", "pin", "--db", empty, "--json", cwd=tmp_path, env=clean_env(tmp_path / "s2")
+    )
+    assert refused.code == 2, refused.stdout
+    assert "__sbtc_migrations" in refused.json()["error"]
+    assert corpus.server.signer_password not in refused.stdout + refused.stderr

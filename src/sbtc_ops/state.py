@@ -99,6 +99,7 @@ class EventKind(StrEnum):
     DKG_WATCH = "dkg-watch"
     SIGNER_IMAGE = "signer-image"
     DB_SIZE = "db-size"
+    ATTESTATION = "attestation"
     SCHEMA_REFERENCE = "schema-reference"
     RESTORE = "restore"
 

@@ -16,6 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A migration level no signer release has: the shipped table never vouches for the corpus
+# (its generated schema is not the real one), only the pinned live reference does.
+TEST_ONLY_MIGRATION = (
+    "INSERT INTO public.__sbtc_migrations (key) VALUES ('9999__sbtc_ops_test_only_level.sql')"
+)
+
 
 @dataclass(frozen=True)
 class Case:

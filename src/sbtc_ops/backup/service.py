@@ -144,10 +144,21 @@ def list_all(settings: Settings, locations: list[str] | None) -> list[dict[str, 
                         if manifest
                         else None,
                         "dkg_keys": [k.model_dump() for k in manifest.dkg_keys] if manifest else [],
+                        "attestation": _evidence(settings, storage, backup),
                     }
                 )
     rows.sort(key=lambda row: (row["id"], row["storage"]), reverse=True)
     return rows
+
+
+def _evidence(settings: Settings, storage: Storage, backup: StoredBackup) -> dict[str, Any]:
+    """Whether a signed drill proved this backup, and its signatures (attest/service.py)."""
+    from sbtc_ops.attest.service import NO_EVIDENCE, backup_evidence
+
+    if not backup.complete:
+        return NO_EVIDENCE.to_json()
+    allowed = settings.attest.allowed_signers
+    return backup_evidence(storage, backup.id, settings.state_dir, allowed).to_json()
 
 
 def prune_all(

@@ -7,9 +7,7 @@ The chain is read concurrently with the restore. The cluster is removed whatever
 
 from __future__ import annotations
 
-import mmap
 import os
-import re
 import subprocess
 import sys
 import time
@@ -34,12 +32,15 @@ from sbtc_ops.backup.archive import (
 )
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.pgrestore import restore_argv, run_restore
+from sbtc_ops.backup.plainsql import plain_dump_roles
 from sbtc_ops.backup.service import storages_for
 from sbtc_ops.backup.staging import Staging, StagingError
+from sbtc_ops.backup.storage import LocalStorage, Storage
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.cluster import ThrowawayCluster
 from sbtc_ops.pg.runas import resolve_run_as
+from sbtc_ops.pg.sandbox import isolation_of
 from sbtc_ops.pg.schema_identity import CanonicalSchema, read_canonical_schema
 from sbtc_ops.proc import InBackground
 from sbtc_ops.progress import echo
@@ -116,6 +117,14 @@ class VerifyReport:
     manifest: dict[str, Any] | None = None
     archive: dict[str, Any] = field(default_factory=dict)
     key_source: str = "chain"  # or "expected" (--expected-key: no chain read)
+    # The layers the archive's programs ran in (pg/sandbox.py Isolation.as_dict).
+    sandbox: dict[str, Any] = field(default_factory=dict)
+    # For the attestation: the newest verified row's signer set and threshold, and what each
+    # Stacks endpoint answered.
+    dkg_newest: dict[str, Any] | None = None
+    chain_endpoints: list[dict[str, Any]] = field(default_factory=list)
+    attestation: dict[str, Any] | None = None  # attest.service.AttestOutcome.to_json()
+    chain_tip: dict[str, Any] | None = None  # the Stacks tip seen right after the key read
 
     @property
     def ok(self) -> bool:
@@ -152,6 +161,9 @@ class VerifyReport:
             "checks": [c.to_json() for c in self.checks],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "archive": self.archive,
+            "sandbox": self.sandbox,
+            "chain_tip": self.chain_tip,
+            "attestation": self.attestation,
         }
 
 
@@ -182,6 +194,8 @@ class Drill:
         self.schema: CanonicalSchema | None = None  # the restored schema, once read
         # The unprivileged user the server and every client that reads the archive run as.
         self.run_as = resolve_run_as(settings.postgres.run_as)
+        self.located: LocatedBackup | None = None  # once found (for the attestation)
+        self.answered_urls: list[str] = []  # Stacks endpoints that answered the key read
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -251,6 +265,17 @@ class Drill:
             "This note is shown once."
         )
 
+    def _notice_sandbox(self) -> None:
+        """On every run: the sandbox's layers in the report, and a warning when some are
+        missing (docs/threat-model.md says what each deployment gets)."""
+        isolation = isolation_of(self.run_as)
+        self.report.sandbox = isolation.as_dict()
+        if not isolation.full:
+            echo(
+                f"warning: the restore drill's sandbox ({isolation.mode}) lacks "
+                f"{', '.join(isolation.missing())}: {isolation.why}"
+            )
+
     def _run(self) -> VerifyReport:
         total = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chain")
@@ -259,9 +284,11 @@ class Drill:
             with Staging(self.run_as, prefix="sbtc-ops-verify-") as staging:
                 with self._timed("locate"):
                     located = self._locate(staging.root / "fetched", locks)
+                self.located = located
                 # Only once the backup is found: a bad argument must not wait for (or cause)
                 # a read from every configured Stacks endpoint (nor a note about clusters).
                 self._notice_run_as()
+                self._notice_sandbox()
                 chain = self._start_chain_reads(pool)
                 self.report.backup = located.backup_id or located.ref
                 self._shown_name = located.root.name
@@ -436,7 +463,7 @@ class Drill:
         return run_restore(
             argv,
             cluster.client_env(RESTORE_ROLE),
-            cluster.sandbox,
+            cluster.sandbox.exposing(ro=(prepared.path,)),
             plain,
             self._shown_name,
             progress_of=prepared.path,
@@ -508,6 +535,10 @@ class Drill:
                 key_reading = chain.key.result()
                 signer_reading = chain.signer.result()
             outcomes = [(o.display_url, _key_text(o.value), o.error) for o in key_reading.outcomes]
+            self.report.chain_endpoints = [
+                {"endpoint": url, "value": value, "error": error} for url, value, error in outcomes
+            ]
+            self.answered_urls = [o.url for o in key_reading.outcomes if o.error is None]
             self._add(checks.endpoints_agree(outcomes, None), started)
             onchain = key_reading.agreed_key
             signer_data = signer_reading.agreed
@@ -518,6 +549,13 @@ class Drill:
             self._add(checks.endpoints_agree([], self.request.expected_key), started)
         self.report.onchain_aggregate_key = onchain.hex() if onchain else None
         self.report.db_aggregate_key = newest.hex() if newest else None
+        row = next((r for r in rows if r.aggregate_key == newest), None)
+        if row is not None:
+            self.report.dkg_newest = {
+                "signer_set": sorted(k.hex() for k in row.signer_set),
+                "threshold": row.threshold,
+                "created_at": row.created_at,
+            }
         if onchain is not None:
             self._remember_chain_key(onchain)
         if newest is None and not rows and "dkg.verified_key_present" not in self._results:
@@ -566,61 +604,9 @@ class Drill:
                     "onchain_aggregate_key": report.onchain_aggregate_key,
                     "failed_checks": [c.id for c in report.checks if c.status.is_problem],
                     "duration_s": round(report.timings.get("total", 0.0), 3),
+                    "sandbox": report.sandbox,  # for the audit (BAK-006)
                 },
             )
-
-
-# Roles a plain dump names: owners, grantees, session authorizations (one per statement,
-# at the start of a line, as pg_dump writes them).
-_ROLE = rb'("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_ROLE_STATEMENTS = re.compile(
-    rb"^(?:ALTER [^\n]* OWNER TO " + _ROLE + rb";"
-    rb"|GRANT [^\n]* TO " + _ROLE + rb"(?: WITH GRANT OPTION)?(?: GRANTED BY [^\n]*)?;"
-    rb"|REVOKE [^\n]* FROM " + _ROLE + rb"(?: GRANTED BY [^\n]*)?;"
-    rb"|SET SESSION AUTHORIZATION '([^'\n]+)';)",
-    re.MULTILINE,
-)
-_NOT_ROLES = {"public", "current_user", "session_user", "current_role"}
-
-
-def plain_dump_roles(path: Path) -> set[str]:
-    """Role names a plain-SQL dump refers to (scanned without reading it into memory)."""
-    roles: set[str] = set()
-    if path.stat().st_size == 0:
-        return roles
-    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        matches = (
-            match
-            for start, end in _outside_copy_data(data)
-            for match in _ROLE_STATEMENTS.finditer(data, start, end)
-        )
-        for match in matches:
-            raw = next(group for group in match.groups() if group is not None)
-            name = raw.decode("utf-8", "replace")
-            if name.startswith('"'):
-                name = name[1:-1].replace('""', '"')
-            elif name.lower() in _NOT_ROLES:
-                continue
-            else:
-                name = name.lower()
-            roles.add(name)
-    return roles
-
-
-def _outside_copy_data(data: mmap.mmap) -> Iterator[tuple[int, int]]:
-    """(start, end) of the parts of a plain dump that are SQL, skipping the COPY data blocks
-    (the bulk of a dump; their ends are found at memchr speed, not by the regex)."""
-    position = 0
-    while True:
-        copy = data.find(b"\nCOPY ", position)
-        if copy < 0:
-            yield position, len(data)
-            return
-        yield position, copy + 1
-        end = data.find(b"\n\\.\n", copy)  # a line holding only \. ends the data
-        if end < 0:
-            return
-        position = end + 3
 
 
 def _prepare_database(cluster: ThrowawayCluster) -> bool:
@@ -699,7 +685,44 @@ def run_verify(
 ) -> VerifyReport:
     if request.jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    return Drill(settings, request, phase).run()
+    started = time.time()
+    drill = Drill(settings, request, phase)
+    report = drill.run()
+    if request.gate is None:  # a restore's gate compares no key: no drill evidence
+        _attest(settings, request, drill, (started, time.time()))
+    return report
+
+
+def _attest(
+    settings: Settings, request: VerifyRequest, drill: Drill, window: tuple[float, float]
+) -> None:
+    """Every drill that reached a verdict leaves signed evidence beside its backup."""
+    from sbtc_ops.attest.service import attest_drill
+    from sbtc_ops.verify.evidence import build_evidence
+
+    storages = _attestation_storages(settings, request, drill.located)
+    evidence = build_evidence(
+        settings, drill.report, drill.located, storages, drill.answered_urls, window
+    )
+    drill.report.chain_tip = evidence.chain.get("tip")
+    outcome = attest_drill(evidence, storages, settings.state_dir, settings.attest.signing_key)
+    drill.report.attestation = outcome.to_json()
+
+
+def _attestation_storages(
+    settings: Settings, request: VerifyRequest, located: LocatedBackup | None
+) -> list[Storage]:
+    """Where the backup's attestations go: the locations holding it (a backup named by path
+    inside a repository directory: that directory)."""
+    if located is None or located.backup_id is None:
+        return []
+    if located.storage is None:
+        root = located.root if located.root.is_dir() else located.root.parent
+        return [LocalStorage(root.parent)] if root.name == located.backup_id else []
+    try:
+        return storages_for(settings, request.locations)
+    except SbtcOpsError:
+        return []
 
 
 def default_jobs() -> int:

@@ -20,6 +20,7 @@ from sbtc_ops.audit.framework import (
     passed,
     warned,
 )
+from sbtc_ops.errors import SbtcOpsError
 
 AREA = "backups"
 SECTION = "Daily PostgreSQL backups, periodically verified"
@@ -98,16 +99,37 @@ def verified_backup(ctx: HostContext) -> Outcome:
     complete = _complete_full(ctx)
     if not complete:
         raise Skip("no complete backup to have verified")
+    attest = ctx.settings.attest
+    signing = attest.signing_key is not None or attest.allowed_signers is not None
+    unsigned: list[Any] = []
     with StateStore.open(ctx.settings.state_dir) as store:
         # Verifies that could not run (verdict "error") say nothing about a backup.
         events = [e for e in store.events(EventKind.VERIFY, limit=500) if e.outcome != "error"]
+        if signing:
+            # With signing configured, only a drill that left signed evidence counts.
+            signed = {
+                e.subject
+                for e in store.events(EventKind.ATTESTATION, limit=500)
+                if e.outcome == "signed" and e.data.get("verdict") == "match"
+            }
+            unsigned = [e for e in events if e.outcome == "ok" and e.subject not in signed]
+            events = [e for e in events if e.outcome != "ok" or e.subject in signed]
     newest = complete[0]
     newest_event = next((e for e in events if e.subject == newest["id"]), None)
+    newest_unsigned = next((e for e in unsigned if e.subject == newest["id"]), None)
+    if newest_unsigned is not None and (
+        newest_event is None or newest_unsigned.at >= newest_event.at
+    ):
+        return warned(
+            f"{newest['id']} was verified, but that drill left no signed attestation "
+            "(attest.signing_key is configured): its proof cannot be checked by another"
+        )
     if newest_event is not None and newest_event.outcome != "ok":
         return failed(f"the last verification of {newest['id']} failed: {newest_event.outcome}")
     last_ok = next((e for e in events if e.outcome == "ok"), None)
     if last_ok is None:
-        return warned("no backup has ever been verified")
+        signed_only = " with a signed attestation (attest.signing_key)" if signing else ""
+        return warned(f"no backup has ever been verified{signed_only}")
     age = ctx.now - datetime.fromtimestamp(last_ok.at, UTC)
     if age > MAX_VERIFY_AGE:
         return warned(f"the last successful verification was {age.days} days ago")
@@ -116,7 +138,8 @@ def verified_backup(ctx: HostContext) -> Outcome:
             f"the newest backup {newest['id']} is not verified yet "
             f"(last success {age.days} day(s) ago, of {last_ok.subject})"
         )
-    return passed(f"{newest['id']} verified ok")
+    evidence = " (signed attestation)" if signing else ""
+    return passed(f"{newest['id']} verified ok{evidence}")
 
 
 @check(
@@ -183,6 +206,42 @@ def newest_dkg_backed_up(ctx: HostContext) -> Outcome:
         return passed(f"newest DKG key {key} is in a backup")
     minutes = (ctx.now - created_at).total_seconds() / 60
     return warned(f"newest DKG key {key} (created {minutes:.0f} min ago) is in no backup")
+
+
+@check(
+    "BAK-006",
+    area=AREA,
+    title="Restore drills run in a full sandbox",
+    severity=Severity.HIGH,
+    section=SECTION,
+    rationale="A drill restores an archive an attacker may have written, on the host that "
+    "holds the signer's key. Its programs must run as a uid of their own, in a filesystem "
+    "view without the signer's or sbtc-ops' files, without network, in a PID namespace "
+    "(docs/threat-model.md, the sandbox in each deployment).",
+    remediation="Install bubblewrap (and uidmap with a /etc/subuid range for an unprivileged "
+    "sbtc-ops), and deploy the shipped systemd unit or compose file unchanged; the last "
+    "verify's warning names the missing layer.",
+)
+def drill_sandbox(ctx: HostContext) -> Outcome:
+    from sbtc_ops.state import EventKind, StateStore
+
+    with StateStore.open(ctx.settings.state_dir) as store:
+        events = [e for e in store.events(EventKind.VERIFY, limit=50) if e.data.get("sandbox")]
+    if events:
+        layers, source = events[0].data["sandbox"], f"the last verify ({events[0].subject})"
+    else:  # no verify recorded one yet: what a drill started by this process would get
+        from sbtc_ops.pg.runas import resolve_run_as
+        from sbtc_ops.pg.sandbox import isolation_of
+
+        try:
+            run_as = resolve_run_as(ctx.settings.postgres.run_as)
+        except SbtcOpsError as exc:
+            return failed(f"no user to run a drill as: {exc}")
+        layers, source = isolation_of(run_as).as_dict(), "a drill from here"
+    if layers.get("full"):
+        return passed(f"{source} ran in a full sandbox ({layers.get('mode')})")
+    missing = ", ".join(layers.get("missing", [])) or "unknown layers"
+    return warned(f"{source} ran without {missing} ({layers.get('mode')}): {layers.get('why')}")
 
 
 def _live_newest_dkg(ctx: HostContext) -> tuple[str, datetime] | None:
