@@ -16,6 +16,8 @@ DEBIAN_PACKAGES+=(util-linux gzip zstd bubblewrap uidmap)
 # (tests/test_schema_identity.py), and the shipped schema references must come out the same
 # (tests/test_schema_real_migrations.py, scripts/schema_digests.py --compare-bin-dir).
 DEBIAN_PACKAGES+=(postgresql-15)
+# The documented key restore (docs/key-custody.md, tests/test_recovery_docs.py) runs age -d.
+DEBIAN_PACKAGES+=(age)
 # The Docker lab's packages (tests/lab/lab.sh): installed here with the rest, so the lab's
 # own install step has nothing left to do; its postinst must not start a stock dockerd.
 # A machine that already has a Docker engine (e.g. docker-ce, which conflicts with docker.io)

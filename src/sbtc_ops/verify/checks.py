@@ -96,6 +96,12 @@ def verdict_for_failures(failed: set[str]) -> Verdict | None:
     return next((v for v in _SEVERITY if v in implied), None)
 
 
+ON_CHAIN = "on-chain"
+# A key typed with --expected-key: nobody read it from the chain, so it never proves a
+# rotation (no "stale") and is never remembered as an on-chain key.
+GIVEN_BY_HAND = "expected (given by hand)"
+
+
 def _result(
     check_id: str, status: Status, detail: str, remediation: str | None = None, **data: Any
 ) -> CheckResult:
@@ -426,7 +432,9 @@ def endpoints_agree(
 ) -> CheckResult:
     """outcomes: (endpoint, value hex or 'not set', error)."""
     if expected is not None and not outcomes:
-        return skipped("chain.endpoints_agree", "--expected-key given: the chain was not read")
+        return skipped(
+            "chain.endpoints_agree", f"{GIVEN_BY_HAND} with --expected-key: the chain was not read"
+        )
     answered = [(url, value) for url, value, error in outcomes if error is None]
     failed = [f"{url}: {error}" for url, _value, error in outcomes if error is not None]
     if not answered:
@@ -463,10 +471,12 @@ def matches_chain(
     rows: list[DkgRow],
     onchain: bytes | None,
     known_onchain_history: set[bytes],
-    reference: str = "on-chain",
+    reference: str = ON_CHAIN,
 ) -> tuple[CheckResult, str]:
     """Returns the check and the verdict: match, stale or mismatch. `reference` names where
-    the compared key came from: "on-chain", or "expected" (--expected-key, no chain read)."""
+    the compared key came from: ON_CHAIN, or GIVEN_BY_HAND (--expected-key, no chain read).
+    Only a chain reading can make a backup stale; a key given by hand that differs is a
+    mismatch, whatever the history says."""
     if newest is None:
         return skipped(
             "dkg.matches_chain", "no verified key in the backup to compare"
@@ -478,15 +488,20 @@ def matches_chain(
             f"the {reference} key is not known (not set yet, or no endpoint answered)",
             "pass --expected-key HEX or fix the Stacks endpoints",
         ), "error"
+    keys = {
+        "db_key": newest.hex(),
+        "onchain_key" if reference == ON_CHAIN else "expected_key": onchain.hex(),
+    }
     if newest == onchain:
         return _result(
             "dkg.matches_chain",
             Status.PASS,
             f"backup's newest verified key equals the {reference} key {onchain.hex()}",
-            db_key=newest.hex(),
-            onchain_key=onchain.hex(),
+            **keys,
         ), "match"
     older_keys = {r.aggregate_key for r in rows if r.aggregate_key != newest}
+    if reference != ON_CHAIN:
+        return _by_hand_mismatch(newest, onchain, onchain in older_keys, keys), "mismatch"
     if onchain in older_keys or newest in known_onchain_history:
         why = (
             f"the {reference} key {onchain.hex()} is an earlier DKG round in this backup, whose "
@@ -501,8 +516,7 @@ def matches_chain(
             f"stale: {why}",
             "the backup predates (or postdates) a key rotation; take a new backup "
             "now so the current key shares are protected",
-            db_key=newest.hex(),
-            onchain_key=onchain.hex(),
+            **keys,
         ), "stale"
     return _result(
         "dkg.matches_chain",
@@ -511,9 +525,27 @@ def matches_chain(
         f"chain ({reference} key {onchain.hex()})",
         "this backup is not from this signer or this network; check network/deployer "
         "and the backup's origin",
-        db_key=newest.hex(),
-        onchain_key=onchain.hex(),
+        **keys,
     ), "mismatch"
+
+
+def _by_hand_mismatch(
+    newest: bytes, expected: bytes, older_round: bool, keys: dict[str, str]
+) -> CheckResult:
+    where = (
+        "it is an earlier DKG round in this backup"
+        if older_round
+        else "the backup holds no DKG round with that key"
+    )
+    return _result(
+        "dkg.matches_chain",
+        Status.FAIL,
+        f"mismatch: backup's newest verified key {newest.hex()} is not the {GIVEN_BY_HAND} "
+        f"key {expected.hex()} ({where}; the chain was not read)",
+        "check the key you typed (a typo looks like this), or verify without --expected-key "
+        "so the key is read from the chain",
+        **keys,
+    )
 
 
 def signer_set_matches(

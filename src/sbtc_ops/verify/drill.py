@@ -73,6 +73,7 @@ READER_OPTIONS = "-c search_path=pg_catalog"
 class VerifyRequest:
     backup_ref: str | None
     latest: bool = False
+    kind: str = "full"  # with latest: full backups, or "dkg-only" exports
     expected_key: bytes | None = None
     stacks_urls: list[str] | None = None
     signer_secret: bytes | None = None
@@ -116,7 +117,8 @@ class VerifyReport:
     timings: dict[str, float] = field(default_factory=dict)
     manifest: dict[str, Any] | None = None
     archive: dict[str, Any] = field(default_factory=dict)
-    key_source: str = "chain"  # or "expected" (--expected-key: no chain read)
+    key_source: str = "chain"  # or checks.GIVEN_BY_HAND (--expected-key: no chain read)
+    expected_aggregate_key: str | None = None  # --expected-key: never an on-chain reading
     # The layers the archive's programs ran in (pg/sandbox.py Isolation.as_dict).
     sandbox: dict[str, Any] = field(default_factory=dict)
     # For the attestation: the newest verified row's signer set and threshold, and what each
@@ -155,6 +157,7 @@ class VerifyReport:
             "backup": self.backup,
             "db_aggregate_key": self.db_aggregate_key,
             "onchain_aggregate_key": self.onchain_aggregate_key,
+            "expected_aggregate_key": self.expected_aggregate_key,
             "key_source": self.key_source,
             "summary": self.summary,
             # The one JSON shape of a check, shared with audit and key check.
@@ -187,7 +190,8 @@ class Drill:
         self.phase_hook = phase
         self.report = VerifyReport(backup=request.backup_ref or "latest")
         if request.expected_key is not None:
-            self.report.key_source = "expected"
+            self.report.key_source = checks.GIVEN_BY_HAND
+            self.report.expected_aggregate_key = request.expected_key.hex()
         self._results: dict[str, CheckResult] = {}
         self._key_verdict = "error"
         self._shown_name: str | None = None
@@ -324,7 +328,9 @@ class Drill:
         state_dir = self.settings.state_dir
         if ref and storages and not self.request.latest:
             inuse.hold_by_id(locks, state_dir, storages, ref)
-        located = locate(ref or "", storages, fetch_dir, latest=self.request.latest)
+        located = locate(
+            ref or "", storages, fetch_dir, latest=self.request.latest, kind=self.request.kind
+        )
         inuse.hold_located(locks, state_dir, located)
         return located
 
@@ -547,7 +553,7 @@ class Drill:
                 why_no_chain = "the registry has no aggregate key yet"
         else:
             self._add(checks.endpoints_agree([], self.request.expected_key), started)
-        self.report.onchain_aggregate_key = onchain.hex() if onchain else None
+        by_hand = self.request.expected_key is not None
         self.report.db_aggregate_key = newest.hex() if newest else None
         row = next((r for r in rows if r.aggregate_key == newest), None)
         if row is not None:
@@ -556,15 +562,16 @@ class Drill:
                 "threshold": row.threshold,
                 "created_at": row.created_at,
             }
-        if onchain is not None:
-            self._remember_chain_key(onchain)
+        if not by_hand:  # only a chain reading is an on-chain key (report, state, retention)
+            self.report.onchain_aggregate_key = onchain.hex() if onchain else None
+            if onchain is not None:
+                self._remember_chain_key(onchain)
         if newest is None and not rows and "dkg.verified_key_present" not in self._results:
             return
         started = time.perf_counter()
-        reference = "on-chain" if self.request.expected_key is None else "expected"
-        result, self._key_verdict = checks.matches_chain(
-            newest, rows, onchain, self._history(), reference
-        )
+        reference = checks.GIVEN_BY_HAND if by_hand else checks.ON_CHAIN
+        history = set() if by_hand else self._history()
+        result, self._key_verdict = checks.matches_chain(newest, rows, onchain, history, reference)
         self._add(result, started)
         self._add(checks.signer_set_matches(newest, rows, signer_data, why_no_chain))
 
@@ -602,6 +609,8 @@ class Drill:
                     "verdict": report.verdict,
                     "db_aggregate_key": report.db_aggregate_key,
                     "onchain_aggregate_key": report.onchain_aggregate_key,
+                    "expected_aggregate_key": report.expected_aggregate_key,
+                    "key_source": report.key_source,
                     "failed_checks": [c.id for c in report.checks if c.status.is_problem],
                     "duration_s": round(report.timings.get("total", 0.0), 3),
                     "sandbox": report.sandbox,  # for the audit (BAK-006)
