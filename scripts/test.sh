@@ -11,6 +11,8 @@ DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
 # The restore drill's sandbox: bubblewrap, newuidmap (uidmap), unshare/setpriv (util-linux) and
 # the decompressors it runs.
 DEBIAN_PACKAGES+=(util-linux gzip zstd bubblewrap uidmap)
+# The documented key restore (docs/key-custody.md, tests/test_recovery_docs.py) runs age -d.
+DEBIAN_PACKAGES+=(age)
 # A PostgreSQL 15 server: schema identity must hold for sources on 15 as on the embedded 18
 # (tests/test_schema_identity.py runs a throwaway 15 cluster from /usr/lib/postgresql/15/bin).
 DEBIAN_PACKAGES+=(postgresql-15)

@@ -84,9 +84,15 @@ def stage(located: LocatedBackup, staging: Staging) -> StagedBackup:
 
 
 def locate(
-    ref: str, storages: list[Storage], work_dir: Path, *, latest: bool = False
+    ref: str,
+    storages: list[Storage],
+    work_dir: Path,
+    *,
+    latest: bool = False,
+    kind: str = "full",
 ) -> LocatedBackup:
-    """Find a backup by path, by id in the configured storages, or the newest complete one."""
+    """Find a backup by path, by id in the configured storages, or the newest complete one of
+    `kind` ("full", or "dkg-only": a DKG export is never "the latest backup" by default)."""
     if not latest:
         path = Path(ref)
         if path.exists():
@@ -95,7 +101,8 @@ def locate(
             raise UsageError(f"{ref!r} is neither an existing file or directory nor a backup id")
     for storage in storages:
         backups = [b for b in storage.list_backups() if b.complete]
-        chosen = max(backups, key=lambda b: b.id) if latest and backups else None
+        newest = [b for b in backups if b.manifest is not None and b.manifest.kind == kind]
+        chosen = max(newest, key=lambda b: b.id) if latest and newest else None
         if not latest:
             chosen = next((b for b in backups if b.id == ref), None)
         if chosen is None:
@@ -106,7 +113,7 @@ def locate(
         return LocatedBackup(ref, chosen.id, root, chosen.manifest, storage.name)
     where = ", ".join(s.name for s in storages) or "no configured location"
     if latest:
-        raise UsageError(f"no complete backup found in {where}")
+        raise UsageError(f"no complete {kind} backup found in {where}")
     raise UsageError(f"backup {ref} not found (or incomplete) in {where}")
 
 
