@@ -25,6 +25,7 @@ from sbtc_ops.serve.page import render_page
 from sbtc_ops.serve.scheduler import JobResult
 from sbtc_ops.serve.snapshot import read_snapshot
 from sbtc_ops.state import StateStore
+from sbtc_ops.verify.checks import Verdict
 from tests.support.cli import CliResult
 from tests.support.serve import KEY_A, KEY_B, NOW, WebhookSink, populate
 
@@ -431,3 +432,14 @@ def test_an_unwritable_textfile_keeps_stdout_one_json_document(
     assert result.code == 2
     assert result.json() == {"runs": []}  # json.loads fails on a second document
     assert "cannot write the metrics textfile" in result.stderr
+
+
+@pytest.mark.parametrize("current", list(Verdict))
+def test_every_verdict_is_a_metric_label_value(tmp_path: Path, current: Verdict) -> None:
+    """The verdict list comes from the one Verdict enum (issue 20): the gravest verdict,
+    `tampered`, and any added later, read 1 when current, every other value 0."""
+    populate(tmp_path, verify_outcome=current.value)
+    found = metrics(tmp_path)
+    labels = {lab["verdict"]: v for lab, v in found["sbtc_ops_last_verify_verdict"]}
+    assert set(labels) == {v.value for v in Verdict}
+    assert labels == {v.value: float(v == current) for v in Verdict}

@@ -15,6 +15,7 @@ import typer
 from sbtc_ops.cli import _common, _streams, helpstyle
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.redact import scrub
+from sbtc_ops.termsafe import install_output_escaping
 
 app = typer.Typer(
     name="sbtc-ops",
@@ -153,6 +154,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, _signal_as_interrupt)
     _streams.guard_closed_pipes()
     _common.install_output_scrubbing()
+    install_output_escaping()
     try:
         _run()
     finally:
@@ -188,9 +190,21 @@ def _run() -> None:
             _common.emit_json({"ok": False, "error": scrub(exc.format_message())})
         _show_usage_error(exc)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001  # a bug: one JSON document, exit 2, no bare crash
+        _internal_error(exc)
     if _interrupted_by_signal:
         _interrupted()
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _internal_error(exc: Exception) -> NoReturn:
+    """An unexpected exception is a bug of sbtc-ops: said as such (the traceback with -v),
+    with --json as the one document, exit 2 (the job could not be done)."""
+    import traceback
+
+    if _common.current().verbose:
+        _common.err.print(scrub(traceback.format_exc()), markup=False, highlight=False)
+    _fail(f"internal error (a bug in sbtc-ops; -v shows where): {type(exc).__name__}: {exc}", 2)
 
 
 def _show_usage_error(exc: typer.TyperException) -> None:

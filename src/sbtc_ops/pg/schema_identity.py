@@ -91,8 +91,9 @@ def read_canonical_schema(
 
     Needs only catalog reads (any role). Runs in a transaction of its own, or in a savepoint
     of the caller's (a backup's snapshot transaction), rolled back so the pinned settings do
-    not leak. `include_deployment`: also role-level settings and default privileges, which a
-    live signer database may hold per deployment but a restored drill database never should.
+    not leak. `include_deployment`: also database- and role-level settings and default
+    privileges, which a live signer database may hold per deployment (and a dump does not
+    carry) but a restored drill database never should.
     """
     excluded = sorted({*SYSTEM_SCHEMAS, DRILL_SCHEMA, *exclude_schemas})
     query = _query(include_deployment)
@@ -632,12 +633,13 @@ _PARTS = (
     _GLOBAL,
     _STATISTICS,
     _COMMENTS,
-    _DB_SETTINGS,
 )
 
 
 def _query(include_deployment: bool) -> str:
-    parts = [*_PARTS, _DEPLOYMENT] if include_deployment else list(_PARTS)
+    # Settings are never in a dump sbtc-ops takes (no --create): a live database's own would
+    # only make its restored copies differ. In the drill, any setting is the archive's.
+    parts = [*_PARTS, _DB_SETTINGS, _DEPLOYMENT] if include_deployment else list(_PARTS)
     union = "\nUNION ALL\n".join(f"({part})" for part in parts)
     # Long definitions are cut and hashed in the server: bounded rows, exact comparison.
     return f"""WITH {_NS}

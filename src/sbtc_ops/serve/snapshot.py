@@ -12,16 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sbtc_ops.serve.scheduler import JobOutcome
 from sbtc_ops.state import Event, EventKind, Run, StateStore
+from sbtc_ops.verify.checks import Verdict as VerifyVerdict
 
 BACKUP_MAX_AGE_S = 26 * 3600
 VERIFY_MAX_AGE_S = 8 * 86400
 DKG_MAX_UNPROTECTED_S = 15 * 60
-VERDICTS = ("match", "stale", "mismatch", "corrupt", "incomplete", "error")
+# Every list of verdicts or outcomes comes from its one enum (a value added there, e.g. a new
+# verdict, is exported and shown without touching this module).
+VERDICTS = tuple(v.value for v in VerifyVerdict)
 KEY_STATES = ("match", "stale", "mismatch", "unknown")
 GREEN, AMBER, RED = "green", "amber", "red"
 _RANK = {GREEN: 0, AMBER: 1, RED: 2}
-FINISHED = ("ok", "problem", "error", "interrupted")
+FINISHED = tuple(o.value for o in JobOutcome)
 
 
 FULL = "full"
@@ -139,9 +143,9 @@ class Snapshot:
         backup has it. A verify against a key typed with --expected-key says nothing here."""
         last = next((e for e in self.verifies if not e.data.get("expected_aggregate_key")), None)
         verdict = None if last is None else str(last.data.get("verdict") or last.outcome)
-        if verdict in ("stale", "mismatch"):
+        if verdict in (VerifyVerdict.STALE, VerifyVerdict.MISMATCH):
             return verdict
-        if verdict != "match" or last is None:
+        if verdict != VerifyVerdict.MATCH or last is None:
             return "unknown"
         verified = last.data.get("onchain_aggregate_key")
         chain = self.chain_key
@@ -316,9 +320,11 @@ def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
             e.subject for e in store.events(EventKind.BACKUP_DELETED, limit=10 * history)
         }
         snap.attestations = store.events(EventKind.ATTESTATION, limit=10 * history)
-        snap.chain = store.last_run("chain-check", ("ok", "problem", "error"))
+        snap.chain = store.last_run(
+            "chain-check", (JobOutcome.OK, JobOutcome.PROBLEM, JobOutcome.ERROR)
+        )
         snap.audit = store.last_event(EventKind.AUDIT)
-        snap.audit_run = store.last_run("audit", ("ok", "problem"))
+        snap.audit_run = store.last_run("audit", (JobOutcome.OK, JobOutcome.PROBLEM))
         snap.run_counts = store.run_counts()
         jobs = {job for job, _ in snap.run_counts}
         for job in jobs:

@@ -6,6 +6,7 @@ none of them prints anything. Ids are stable: scripts and alerts match on them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -114,10 +115,13 @@ def skipped(check_id: str, why: str) -> CheckResult:
     return _result(check_id, Status.SKIP, why)
 
 
-def database_error(done: dict[str, CheckResult], exc: Exception) -> CheckResult:
-    """A query of the restored database failed: blame the first database check not yet run."""
+def database_error(
+    done: dict[str, CheckResult], exc: Exception, check_id: str | None = None
+) -> CheckResult:
+    """A query of the restored database failed: blame `check_id`, else the first database
+    check not yet run."""
     order = [spec.id for spec in CHECKS if spec.failure == Verdict.INCOMPLETE]
-    check_id = next((c for c in order if c not in done), "dkg.verified_key_present")
+    check_id = check_id or next((c for c in order if c not in done), "dkg.verified_key_present")
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return _result(
         check_id,
@@ -221,11 +225,15 @@ def schema_identity(
     reference: Reference | None,
     restore_ok: bool,
     read_error: str | None = None,
+    database_facts: Sequence[str] = (),
 ) -> CheckResult:
     """Every object of the restored database equals the reference's: a backup can keep a
     function's name and change its body, add a policy, a default, a cast… Any difference is
     `tampered`. When the restore itself failed, objects it did not create are its fault
-    (restore.complete says so), but anything added or changed still is tampering."""
+    (restore.complete says so), but anything added or changed still is tampering.
+    `database_facts`: database/role settings, connection limit… the restore attached, read
+    and reset by the drill before this check (verify/dbfacts.py): tampering with or without
+    a reference (a signer backup carries none)."""
     check_id = "schema.identity"
     if read_error is not None:
         return _result(
@@ -234,18 +242,20 @@ def schema_identity(
             f"the restored schema could not be read: {escape(read_error)}",
             _TAMPERED_REMEDIATION,
         )
-    if actual is None or reference is None:
+    facts = [f"added {escape(fact)}" for fact in database_facts]
+    if (actual is None or reference is None) and not facts:
         return skipped(check_id, "no reference schema to compare with (schema.reference)")
-    found = reference.compare(actual)
+    found = reference.compare(actual) if actual is not None and reference is not None else []
     if not restore_ok:
         found = [line for line in found if not line.startswith("removed ")]
-        if not found:
-            return skipped(
-                check_id,
-                "the restore failed (restore.complete): its missing objects are not "
-                "compared; nothing was added or changed",
-            )
-    if not found:
+    found = facts + found
+    if not found and not restore_ok:
+        return skipped(
+            check_id,
+            "the restore failed (restore.complete): its missing objects are not "
+            "compared; nothing was added or changed",
+        )
+    if not found and actual is not None and reference is not None:
         return _result(
             check_id,
             Status.PASS,
@@ -253,15 +263,16 @@ def schema_identity(
             f"(sha256 {actual.digest[:16]}…)",
             digest=actual.digest,
         )
+    against = reference.described if reference is not None else "any signer database"
     shown = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
     return _result(
         check_id,
         Status.FAIL,
-        f"the schema differs from {reference.described}: {shown}",
+        f"the schema differs from {against}: {shown}",
         _TAMPERED_REMEDIATION,
         differences=found[:50],
-        digest=actual.digest,
-        reference_digest=reference.digest,
+        digest=actual.digest if actual is not None else None,
+        reference_digest=reference.digest if reference is not None else None,
     )
 
 
@@ -326,6 +337,14 @@ def migrations_present(conn: psycopg.Connection[Any], manifest: Manifest | None)
     )
 
 
+# By name, not to_regclass(): a manifest's key is data, never parsed as SQL names.
+_TABLE_EXISTS = (
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+    "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
+    "AND c.relkind IN ('r', 'p'))"
+)
+
+
 def rows_match_manifest(conn: psycopg.Connection[Any], manifest: Manifest | None) -> CheckResult:
     if manifest is None:
         return skipped("rows.match_manifest", "no manifest: row counts cannot be compared")
@@ -333,8 +352,11 @@ def rows_match_manifest(conn: psycopg.Connection[Any], manifest: Manifest | None
 
     differences = []
     for table, expected in sorted(manifest.rows.items()):
-        schema, name = table.split(".", 1)
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+        schema, dot, name = table.partition(".")
+        if not (dot and schema and name):  # the manifest is hostile input: never a crash
+            differences.append(f"{table!r}: not a schema-qualified table name")
+            continue
+        exists = conn.execute(_TABLE_EXISTS, (schema, name)).fetchone()
         if not exists or not exists[0]:
             differences.append(f"{table}: missing (manifest: {expected} rows)")
             continue

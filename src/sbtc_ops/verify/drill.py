@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -53,6 +52,7 @@ from sbtc_ops.stacks import (
 )
 from sbtc_ops.state import EventKind, StateStore
 from sbtc_ops.verify import checks, reference
+from sbtc_ops.verify.dbfacts import DatabaseFacts, read_and_neutralise
 
 RESTORED_DB = "signer"
 T = TypeVar("T")
@@ -66,7 +66,21 @@ RESTORE_ROLE = "sbtc_ops_restore"
 READER_ROLE = "sbtc_ops_reader"
 OUR_ROLES = (ADMIN_ROLE, RESTORE_ROLE, READER_ROLE)
 AMCHECK_SCHEMA = checks.OUR_SCHEMAS[0]
-READER_OPTIONS = "-c search_path=pg_catalog"
+# The reader's session, pinned at connection time (on top of the neutralised database and role
+# settings, verify/dbfacts.py): what the drill's queries mean and that none of them can be
+# cut short or write, whatever the restored archive set.
+READER_OPTIONS = " ".join(
+    f"-c {name}={value}"
+    for name, value in (
+        ("search_path", "pg_catalog"),
+        ("default_transaction_read_only", "on"),
+        ("statement_timeout", "0"),
+        ("lock_timeout", "0"),
+        ("idle_in_transaction_session_timeout", "0"),
+        ("idle_session_timeout", "0"),
+        ("client_min_messages", "warning"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -196,6 +210,7 @@ class Drill:
         self._key_verdict = "error"
         self._shown_name: str | None = None
         self.schema: CanonicalSchema | None = None  # the restored schema, once read
+        self._kept: list[str] = []  # --keep-cluster: said once the verdict is known
         # The unprivileged user the server and every client that reads the archive run as.
         self.run_as = resolve_run_as(settings.postgres.run_as)
         self.located: LocatedBackup | None = None  # once found (for the attestation)
@@ -237,6 +252,7 @@ class Drill:
             # A verify that could not finish is still a verify the history and the status
             # page must show (outcome "error" does not mark the backup failed).
             self._record_failure(exc)
+            _announce_kept(self._kept, "error")  # a kept cluster is never left unannounced
             raise
 
     def _record_failure(self, exc: Exception) -> None:
@@ -312,6 +328,7 @@ class Drill:
             self.report.timings["total"] = time.perf_counter() - total
         self.report.verdict = self._verdict()
         self._record()
+        _announce_kept(self._kept, self.report.verdict)
         return self.report
 
     def _locate(self, fetch_dir: Path, locks: ExitStack) -> LocatedBackup:
@@ -405,9 +422,12 @@ class Drill:
                 run_as=self.run_as,
                 superuser=ADMIN_ROLE,
                 keep=self.request.keep_cluster,
-                announce=_announce_kept,
+                announce=self._kept.append,
             ) as cluster,
         ):
+            # A kept cluster is reached as the reader, never as the superuser: the database
+            # is the archive's, and may be hostile (docs/threat-model.md).
+            cluster.kept_login = (READER_ROLE, RESTORED_DB, READER_OPTIONS)
             self.report.timings.update({f"cluster.{k}": v for k, v in cluster.timings.items()})
             prepared = self._check_archive(located, staging, staging_work)
             if prepared is None:
@@ -419,28 +439,17 @@ class Drill:
                 run = self._restore(cluster, prepared)
             tool = "psql" if prepared.format == "plain" else "pg_restore"
             self._add(checks.restore_complete(run.returncode, run.errors, tool), started)
+            facts = _neutralise(cluster)
             amcheck = self._start_amcheck(cluster, has_amcheck)
-            with (
-                self._timed("checks"),
-                cluster.connect(RESTORED_DB, user=READER_ROLE, options=READER_OPTIONS) as conn,
-            ):
-                try:
-                    self._identity_checks(conn)
-                    rows = self._database_checks(conn, located)
-                    newest = checks.newest_verified_key(conn) if rows is not None else None
-                except psycopg.Error as exc:
-                    self._add(checks.database_error(self._results, exc))
-                    rows, newest = None, None
-                self._collect_chain(chain, newest, rows or [])
-                started = time.perf_counter()
-                self._add(checks.shares_decrypt(conn, newest, self.request.signer_secret), started)
+            with self._timed("checks"):
+                self._read_restored(cluster, located, chain, facts)
             with self._timed("amcheck"):
                 self._finish_amcheck(cluster, amcheck)
             if self.request.gate is not None:
                 self.request.gate(GateContext(cluster, prepared, located, dict(self._results)))
         return True
 
-    def _identity_checks(self, conn: psycopg.Connection[Any]) -> None:
+    def _identity_checks(self, conn: psycopg.Connection[Any], facts: list[str]) -> None:
         """schema.reference and schema.identity: the whole restored schema equals the
         reference of its migration level (verify/reference.py)."""
         started = time.perf_counter()
@@ -454,8 +463,41 @@ class Drill:
         except psycopg.Error as exc:
             error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         restore_ok = self._results["restore.complete"].status == Status.PASS
-        self._add(checks.schema_identity(actual, found, restore_ok, error), started)
+        self._add(checks.schema_identity(actual, found, restore_ok, error, facts), started)
         self.schema = actual
+
+    def _read_restored(
+        self,
+        cluster: ThrowawayCluster,
+        located: LocatedBackup,
+        chain: _ChainFutures,
+        facts: DatabaseFacts,
+    ) -> None:
+        """The checks that read the restored database, as the reader. Its connection is opened
+        here, inside the error handling: a refused connection is a failed check, not a crash."""
+        rows: list[checks.DkgRow] | None = None
+        newest: bytes | None = None
+        with ExitStack() as stack:
+            try:
+                conn = stack.enter_context(
+                    cluster.connect(RESTORED_DB, user=READER_ROLE, options=READER_OPTIONS)
+                )
+                started = time.perf_counter()
+                self._identity_checks(conn, facts.findings)
+                rows = self._database_checks(conn, located)
+                newest = checks.newest_verified_key(conn) if rows is not None else None
+            except psycopg.Error as exc:
+                self._add(checks.database_error(self._results, exc))
+                rows, newest, conn = None, None, None
+            self._collect_chain(chain, newest, rows or [])
+            if conn is None:
+                return
+            started = time.perf_counter()
+            try:
+                decrypted = checks.shares_decrypt(conn, newest, self.request.signer_secret)
+            except psycopg.Error as exc:
+                decrypted = checks.database_error(self._results, exc, "dkg.shares_decrypt")
+            self._add(decrypted, started)
 
     def _restore(self, cluster: ThrowawayCluster, prepared: PreparedArchive) -> Any:
         jobs = self.request.jobs if prepared.format in ("custom", "directory") else 1
@@ -489,7 +531,7 @@ class Drill:
         ]
         proc = cluster.sandbox.popen(
             argv,
-            env=cluster.client_env(READER_ROLE),
+            env={**cluster.client_env(READER_ROLE), "PGOPTIONS": READER_OPTIONS},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -618,6 +660,16 @@ class Drill:
             )
 
 
+def _neutralise(cluster: ThrowawayCluster) -> DatabaseFacts:
+    """Read, then reset, what the restore attached to the database and roles (settings,
+    connection limit, ALLOW_CONNECTIONS), as the superuser from the `postgres` database."""
+    try:
+        with cluster.connect() as admin:
+            return read_and_neutralise(admin, RESTORED_DB)
+    except psycopg.Error as exc:
+        raise SbtcOpsError(f"could not reset the restored database's settings: {exc}") from exc
+
+
 def _prepare_database(cluster: ThrowawayCluster) -> bool:
     """The drill's roles, the database the archive goes into (owned by the restore role) and
     amcheck, installed before anything is restored (so nothing restored can interfere) in a
@@ -651,36 +703,69 @@ def _prepare_database(cluster: ThrowawayCluster) -> bool:
     return True
 
 
+# Names CREATE ROLE refuses (reserved), whether the dump quotes them or not: such a name in a
+# dump is never made; its statements fail, and the restore reports them.
+MAX_DUMP_ROLES = 100
+_RESERVED_ROLES = frozenset({"public", "none", "current_user", "session_user", "current_role"})
+
+
+def _creatable(role: str) -> bool:
+    return (
+        role.lower() not in _RESERVED_ROLES
+        and not role.startswith("pg_")
+        and role not in OUR_ROLES
+        and 0 < len(role.encode()) < 64  # NAMEDATALEN: longer names would be truncated
+        and "\0" not in role
+    )
+
+
 def _create_roles(cluster: ThrowawayCluster, roles: set[str]) -> None:
     """The roles a plain dump names, as plain NOLOGIN roles the restore role may act as (and
     that may create in `public`), so its ALTER … OWNER TO and GRANTs succeed. Roles of ours
-    are never granted: a dump naming them fails on that statement."""
-    if not roles:
+    and reserved names are never made or granted: a dump naming them fails on that
+    statement. Names are always quoted (sql.Identifier); one the server refuses is skipped."""
+    # A signer's dump names a role or two; a dump naming thousands gets the first ones only
+    # (the statements of the others fail, and the restore reports them).
+    wanted = sorted(r for r in roles if _creatable(r))[:MAX_DUMP_ROLES]
+    if not wanted:
         return
     from psycopg import sql
 
+    made = []
     with cluster.connect() as conn:
         existing = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
-        for role in sorted(roles - existing - set(OUR_ROLES)):
+        for role in wanted:
             name = sql.Identifier(role)
-            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(name))
-            conn.execute(sql.SQL("GRANT {} TO {}").format(name, sql.Identifier(RESTORE_ROLE)))
-    with cluster.connect(RESTORED_DB) as conn:
-        for role in sorted(roles - set(OUR_ROLES)):
-            if role.startswith("pg_"):
+            try:
+                if role not in existing:
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(name))
+                    conn.execute(
+                        sql.SQL("GRANT {} TO {}").format(name, sql.Identifier(RESTORE_ROLE))
+                    )
+            except psycopg.Error:
                 continue
+            made.append(role)
+    with cluster.connect(RESTORED_DB) as conn:
+        for role in made:
             conn.execute(
                 sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role))
             )
 
 
-def _announce_kept(connection_help: str) -> None:
-    """--keep-cluster: how to reach the cluster, and which database holds the backup."""
-    print(
-        f"{connection_help}\n  the restored backup is the database {RESTORED_DB!r} "
-        f"(connect with dbname={RESTORED_DB})",
-        file=sys.stderr,
-    )
+def _announce_kept(messages: list[str], verdict: str) -> None:
+    """--keep-cluster: how to reach the kept cluster and remove it, after the verdict; a loud
+    warning unless the backup was proven (`match`)."""
+    if not messages:
+        return
+    if verdict != checks.Verdict.MATCH:
+        echo(
+            f"WARNING: the kept database holds a backup with verdict {verdict!r}: treat it as "
+            "hostile. Connect only as shown (the unprivileged reader, search_path pinned, "
+            "read-only), never as a superuser, never from a signer host; remove it when done."
+        )
+    for message in messages:
+        echo(message)
+    echo(f"  the restored backup is the database {RESTORED_DB!r}")
 
 
 def _key_text(value: bytes | None) -> str | None:
