@@ -37,7 +37,7 @@ from sbtc_ops.verify.budget import MIB, SERVE_GRACE_S, DrillBudget
 from tests.support.cli import CliResult, clean_env, sbtc_ops_executable
 from tests.support.hostile import _ARMED, copy_database, pg_dump, plain_with, short_tmpdir
 from tests.support.pg import SourceServer, assert_no_postgres_left, new_signer_database
-from tests.support.verify import FAST_CHAIN_ENV
+from tests.support.verify import FAST_CHAIN_ENV, copy_schema_references, pin_schema
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(900)]
 
@@ -102,12 +102,19 @@ def _vm_hwm(pid: int) -> int | None:
 
 
 def watched_verify(
-    workdir: Path, archive: Path, key: str, env: dict[str, str] | None = None
+    workdir: Path,
+    archive: Path,
+    key: str,
+    env: dict[str, str] | None = None,
+    reference_from: Path | None = None,
 ) -> BudgetRun:
     """`sbtc-ops verify ARCHIVE --expected-key KEY --json` in a fresh TMPDIR and state dir,
     sampling its disk use and its memory high-water mark; then nothing may be left."""
     tmpdir = short_tmpdir("sb-")
     state = Path(workdir / f"state-{time.monotonic_ns()}")
+    if reference_from is not None:  # the generated DB's own schema vouches for its dumps
+        state.mkdir()
+        copy_schema_references(reference_from, state)
     full_env = clean_env(state, {"TMPDIR": str(tmpdir), **FAST_CHAIN_ENV, **SMALL, **(env or {})})
     argv = [sbtc_ops_executable(), "verify", str(archive), "--expected-key", key, "--json"]
     proc = subprocess.Popen(
@@ -156,6 +163,7 @@ class Corpus:
     facts: GeneratedDb
     clean_custom: Path
     clean_plain: Path
+    reference: Path  # a state directory holding the base database's pinned schema
 
     @property
     def key(self) -> str:
@@ -173,19 +181,22 @@ class Corpus:
                 conn.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
 
     def run(self, archive: Path, env: dict[str, str] | None = None) -> BudgetRun:
-        return watched_verify(self.root, archive, self.key, env)
+        return watched_verify(self.root, archive, self.key, env, self.reference)
 
 
 @pytest.fixture(scope="module")
 def corpus(source_server: SourceServer, tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     root = tmp_path_factory.mktemp("budgets")
-    _, facts = new_signer_database(source_server, target_mb=0.1, seed=21, dbname=BASE_DB)
+    url, facts = new_signer_database(source_server, target_mb=0.1, seed=21, dbname=BASE_DB)
+    reference = root / "reference-state"
+    pin_schema(url, reference)
     return Corpus(
         root,
         source_server,
         facts,
         pg_dump(source_server, BASE_DB, root / "clean.dump", "c"),
         pg_dump(source_server, BASE_DB, root / "clean.sql", "p"),
+        reference,
     )
 
 
