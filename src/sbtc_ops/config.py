@@ -158,6 +158,22 @@ class S3Settings(_Section):
     secret_access_key: SecretStr | None = Field(
         None, description="Secret access key (with access_key_id).", examples=["<secret>"]
     )
+    timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Wall-clock deadline, in seconds, of each S3 operation (checking the "
+        "bucket, a listing, a manifest read, a delete), retries included. A location that "
+        "misses it is reported unreachable for the rest of the run; the others go on.",
+        examples=[30.0],
+    )
+    min_transfer_mib_s: float = Field(
+        1.0,
+        gt=0,
+        description="Slowest transfer accepted, in MiB/s: an upload or download gets "
+        "timeout_s plus its size at this rate as its deadline (a 10 GiB backup at 1 MiB/s: "
+        "about 3 hours), then it is abandoned and the location reported as failed.",
+        examples=[10.0],
+    )
 
 
 class RetentionSettings(_Section):

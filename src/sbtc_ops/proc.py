@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar, cast
 
@@ -121,11 +122,12 @@ class InBackground(Generic[T]):
     def result(self, timeout: float | None = None) -> T:
         """Wait for it (forever when `timeout` is None, in short slices so that a signal
         handler of the main thread still runs) and return its value or raise its error."""
-        if timeout is None:
-            while self._thread.is_alive():
-                self._thread.join(0.2)
-        else:
-            self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._thread.is_alive():
+            left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if left <= 0:
+                break
+            self._thread.join(left)
         if self._thread.is_alive():
             raise TimeoutError("background work still running")
         if self._error is not None:

@@ -14,7 +14,7 @@ import typer
 
 from sbtc_ops import __version__
 from sbtc_ops.cli import _common, _streams, helpstyle
-from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.errors import SbtcOpsError, describe_os_error
 from sbtc_ops.redact import scrub
 
 app = typer.Typer(
@@ -174,6 +174,10 @@ def _run() -> None:
         _fail(str(exc), exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         _interrupted()
+    except OSError as exc:
+        # The last net for a fault of the host (disk full, I/O error, a pipe closed) that no
+        # layer turned into its own message: still `error: …`, exit 2, one JSON document.
+        _fail(describe_os_error(exc), 2)
     except typer.TyperException as exc:  # usage errors: exit 2 with the parser's message
         if _json_requested():
             _common.emit_json({"ok": False, "error": scrub(exc.format_message())})
