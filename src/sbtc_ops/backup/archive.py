@@ -116,11 +116,9 @@ def locate(
         return LocatedBackup(ref, chosen.id, root, chosen.manifest, storage.name)
     where = ", ".join(s.name for s in storages) or "no configured location"
     if unreachable:
-        what = "no complete backup" if latest else f"backup {ref}"
-        raise StorageError(
-            f"{what} found in the reachable locations; not reachable: "
-            + "; ".join(unreachable.values())
-        )
+        what = "no complete backup found" if latest else f"backup {ref} not found"
+        searched = "" if len(unreachable) == len(storages) else " in the reachable locations"
+        raise StorageError(f"{what}{searched}; " + "; ".join(unreachable.values()))
     if latest:
         raise UsageError(f"no complete backup found in {where}")
     raise UsageError(f"backup {ref} not found (or incomplete) in {where}")
