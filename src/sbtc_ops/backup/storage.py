@@ -307,6 +307,14 @@ def check_uploaded(
         raise StorageError(f"{url}: {key} SHA-256 metadata differs from the local file")
 
 
+# A HEAD request has no body: its error is the bare status code. Said in words.
+_HEAD_MEANINGS = {
+    "404": "Not Found (NoSuchBucket: the bucket does not exist)",
+    "403": "Forbidden (AccessDenied: check the credentials and the bucket policy)",
+    "301": "Moved Permanently (the bucket is in another region: set backup.s3.region)",
+}
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc:
@@ -373,7 +381,7 @@ class S3Storage:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = error.get("Code", "error")
-            message = error.get("Message", "")
+            message = _HEAD_MEANINGS.get(code, "") or error.get("Message", "")
             raise StorageError(f"{self.url}: {action} failed: {code} {message}".strip()) from None
         except BotoCoreError as exc:
             raise StorageError(f"{self.url}: {action} failed: {exc}") from None

@@ -65,6 +65,8 @@ def backup(
         )
     else:
         _print_backup(outcome)
+    for entry in failed:
+        _common.print_error(f"{entry['error']}; the backup was not stored there")
     if failed:
         raise typer.Exit(1)  # stored, but not everywhere: a problem found
 
@@ -83,9 +85,8 @@ def _print_backup(outcome: Any) -> None:
     out.print(f"  encrypted   {'yes (age)' if manifest.encrypted else 'no'}", markup=False)
     for location in outcome.locations:
         out.print(f"  stored at   {location}", markup=False)
-    for location, why in outcome.failed.items():
+    for location in outcome.failed:
         out.print(f"  NOT stored  {location}", markup=False)
-        _common.print_error(f"{why}; the backup was not stored there")
 
 
 def backups(
