@@ -67,7 +67,9 @@ def test_a_backup_reaches_every_reachable_location_when_s3_does_not_answer(
     silent_endpoint: str,
     endpoint_kind: str,
 ) -> None:
-    endpoint = silent_endpoint if endpoint_kind == "silent" else f"http://127.0.0.1:{free_tcp_port()}"
+    endpoint = (
+        silent_endpoint if endpoint_kind == "silent" else f"http://127.0.0.1:{free_tcp_port()}"
+    )
     first, second = tmp_path / "first", tmp_path / "second"
     bucket = "s3://signer-backups/host-1"
     result = cli(

@@ -652,8 +652,10 @@ class Settings(BaseModel):
     )
     state_dir: Path = Field(
         default_factory=lambda: _default_state_dir(),
-        description="sbtc-ops' own state (state.db, locks, caches). Default: /var/lib/sbtc-ops "
-        "as root, else $XDG_STATE_HOME/sbtc-ops.",
+        description="sbtc-ops' own state (state.db, locks, caches), one per host: the service "
+        "and the administrator must share it. Default: $STATE_DIRECTORY (set by systemd's "
+        "StateDirectory=), else /var/lib/sbtc-ops for root and any user who may write there, "
+        "else $XDG_STATE_HOME/sbtc-ops.",
         examples=["/var/lib/sbtc-ops"],
         json_schema_extra=COMPUTED_DEFAULT,
     )
@@ -728,10 +730,9 @@ class Settings(BaseModel):
 
 
 def _default_state_dir() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/lib/sbtc-ops")
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "sbtc-ops"
+    from sbtc_ops.statedir import default_state_dir
+
+    return default_state_dir()
 
 
 def find_config_file(

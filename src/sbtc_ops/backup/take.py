@@ -52,6 +52,7 @@ from sbtc_ops.errors import describe_os_error
 from sbtc_ops.pg.binaries import PgBinaries, find_binaries
 from sbtc_ops.pg.libpq import ClientInvocation, client_invocation
 from sbtc_ops.progress import byte_progress, shown, step, watch_growth
+from sbtc_ops.statedir import make_state_subdir
 
 log = logging.getLogger(__name__)
 
@@ -274,8 +275,7 @@ def _run_container_dump(
 
 
 def _staging_parent(request: BackupRequest) -> Path:
-    parent = request.state_dir / "staging"
-    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    parent = make_state_subdir(request.state_dir, "staging")
     # We hold the backup lock: anything still here was left by a backup that was killed.
     for stale in parent.iterdir():
         log.info("removing %s, left by an interrupted backup", stale)
