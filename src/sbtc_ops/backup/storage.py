@@ -112,9 +112,13 @@ class Storage(Protocol):
 def fsync_tree(root: Path) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
+            path = Path(dirpath) / name
+            fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
+            except OSError as exc:
+                # A failing disk reports here (writeback): name the file it failed to write.
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
             finally:
                 os.close(fd)
         fsync_dir(Path(dirpath))
