@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -37,7 +38,13 @@ import pytest
 
 from tests.support.backup import kill_if_alive, wait_for_dump, wait_gone
 from tests.support.cli import clean_env, sbtc_ops_executable
-from tests.support.faults import FaultyDisk, Tmpfs, closed_pipe, working_descendant
+from tests.support.faults import (
+    FaultyDisk,
+    Tmpfs,
+    bind_file,
+    closed_pipe,
+    working_descendant,
+)
 from tests.support.pg import SourceServer, assert_no_postgres_left
 from tests.support.s3 import S3Server
 from tests.support.verify import FAST_CHAIN_ENV, private_tmpdir
@@ -332,19 +339,22 @@ def read_case(
     if fault == "EIO":
         disk = FaultyDisk()
         cleanup.append(disk.close)
-        # Directories and manifest first, then the cut, then the archive's data past it:
-        # the backup is found and its manifest read, its archive fails with EIO.
-        source = archive.repo / archive.backup_id
-        repo = disk.path / "repo"
-        (repo / archive.backup_id).mkdir(parents=True)
-        shutil.copy(source / "manifest.json", repo / archive.backup_id / "manifest.json")
+        # A healthy copy of the repository whose archive file is the faulty disk's.
+        repo = tmp_path / "eio-repo"
+        shutil.copytree(archive.repo, repo)
+        disk = FaultyDisk()
+        cleanup.append(disk.close)
+        cut = disk.used_bytes()  # the archive's data all lands past the metadata
+        archive_files = [
+            p for p in (repo / archive.backup_id).iterdir() if p.name != "manifest.json"
+        ]
+        for path in archive_files:
+            shutil.copy(path, disk.path / path.name)
         disk.sync()
-        cut = disk.used_bytes() + (64 << 10)
-        for path in source.iterdir():
-            if path.name != "manifest.json":
-                shutil.copy(path, repo / archive.backup_id / path.name)
-        disk.sync()
-        disk.fail_beyond(cut, drop_cache=True)
+        disk.fail_beyond(cut)
+        for path in archive_files:
+            disk.evict(disk.path / path.name)
+            cleanup.append(bind_file(disk.path / path.name, path))
         archive = Archive(repo, archive.backup_id)
     return ReadCase(archive, tmpdir, tmp_path / "state")
 
@@ -356,12 +366,6 @@ def read_env(case: ReadCase) -> dict[str, str]:
 def assert_nothing_left(case: ReadCase) -> None:
     assert_no_postgres_left(case.tmpdir)
     assert sorted(p.name for p in case.tmpdir.iterdir()) == []  # staging, clusters
-
-
-def database_exists(server: SourceServer, name: str) -> bool:
-    with server.connect("postgres") as conn:
-        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-    return row is not None
 
 
 @pytest.mark.parametrize("encrypted", ENCRYPTION)
@@ -376,33 +380,34 @@ def test_restore(
     age_keys: AgeKeys,
 ) -> None:
     case = read_case(fault, encrypted, archives, tmp_path, cleanup)
-    name = f"fault_{fault.lower()}_{'age' if encrypted else 'plain'}"
-    with backup_server.connect("postgres") as conn:
-        conn.execute(
-            psycopg.sql.SQL("DROP DATABASE IF EXISTS {}").format(psycopg.sql.Identifier(name))
-        )
-    target = backup_server.url_for(name)
+    name = f"fault_{fault.lower()}_{'age' if encrypted else 'plain'}_{secrets.token_hex(3)}"
+    target = backup_server.create_signer_database(name)
     args = [
         "restore", case.archive.backup_id, "--to", str(case.archive.repo),
-        "--target-db", target, "--create", "--json",
+        "--target-db", target, "--json",
         *(["--identity", str(age_keys.identity_file)] if encrypted else []),
     ]  # fmt: skip
     if fault == "EPIPE":
         run = sbtc_ops(*args, state=case.state, env=read_env(case), stdout=closed_pipe())
         assert run.code == 0 and "Traceback" not in run.stderr, run.stderr
-        assert database_exists(backup_server, name)
-    elif fault in SIGNALS:
-        run = interrupt(
-            *args, state=case.state, env=read_env(case), signum=SIGNALS[fault],
-            held=wait_for_restore,
-        )  # fmt: skip
-        assert_failed_cleanly(run, fault)
-        assert not database_exists(backup_server, name)  # the one --create made is dropped
+        assert restored_schema(target)
     else:
-        run = sbtc_ops(*args, state=case.state, env=read_env(case))
+        if fault in SIGNALS:
+            run = interrupt(
+                *args, state=case.state, env=read_env(case), signum=SIGNALS[fault],
+                held=wait_for_restore,
+            )  # fmt: skip
+        else:
+            run = sbtc_ops(*args, state=case.state, env=read_env(case))
         assert_failed_cleanly(run, fault)
-        assert not database_exists(backup_server, name)
+        assert not restored_schema(target)  # one transaction, rolled back (or never begun)
     assert_nothing_left(case)
+
+
+def restored_schema(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'sbtc_signer'").fetchone()
+    return row is not None
 
 
 @pytest.mark.parametrize("encrypted", ENCRYPTION)

@@ -4,8 +4,10 @@
 - EIO: an ext4 filesystem on a loop device whose backing file is then cut short
   (`FaultyDisk.fail_beyond`): every block past the cut is "beyond the end of the device",
   so the kernel fails its I/O and the filesystem returns EIO, on writeback (fsync) and on
-  reads of data not in the page cache. No device-mapper (often absent in containers) and
-  no FUSE needed.
+  reads of data not in the page cache (`evict`). No device-mapper (often absent in
+  containers) and no FUSE needed. For reads, only the archive lives there, bind-mounted
+  over its place in a healthy repository (`bind_file`): where ext4 puts a directory is
+  not ours to choose, and a failing directory block reads as ENOMEM, not EIO.
 - EPIPE: stdout a pipe whose reading end is closed before the program starts.
 - signals: real signals to the process, sent while the child doing the work (pg_dump,
   pg_restore) is held with SIGSTOP, so the moment is deterministic.
@@ -19,6 +21,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -93,22 +96,35 @@ class FaultyDisk:
         done = _run("sync", "--file-system", str(self.path))
         assert done.returncode == 0, done.stderr
 
-    def fail_beyond(self, offset: int, *, drop_cache: bool = False) -> None:
-        """Cut the device at `offset`: I/O past it fails with EIO. With `drop_cache`, the
-        filesystem is mounted again first, so reads of files already written fail too."""
-        if drop_cache:
-            _run("umount", str(self.path))
+    def fail_beyond(self, offset: int) -> None:
+        """Cut the device at `offset`: I/O past it fails with EIO."""
         with self.image.open("r+b") as handle:
             handle.truncate(offset)
         done = _run("losetup", "--set-capacity", self.device)
         assert done.returncode == 0, done.stderr
-        if drop_cache:
-            self._mount()
+
+    @staticmethod
+    def evict(path: Path) -> None:
+        """Drop a written-out file's pages from the page cache: its next read goes to the
+        device (a mount again would refuse a filesystem larger than its device)."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         _run("umount", "-l", str(self.path))
         _run("losetup", "-d", self.device)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def bind_file(source: Path, target: Path) -> Callable[[], None]:
+    """Mount the file `source` over the file `target` (not a symlink: O_NOFOLLOW opens it);
+    returns the undo."""
+    done = _run("mount", "--bind", str(source), str(target))
+    assert done.returncode == 0, done.stderr
+    return lambda: _run("umount", "-l", str(target)) and None
 
 
 def closed_pipe() -> int:
