@@ -13,6 +13,7 @@ from sbtc_ops.backup.inuse import deleting
 from sbtc_ops.backup.lock import is_locked
 from sbtc_ops.backup.retention import RetentionPlan, RetentionPolicy, plan_retention
 from sbtc_ops.backup.storage import (
+    LocationMissing,
     Storage,
     StorageError,
     StoredBackup,
@@ -132,8 +133,12 @@ class Survey:
     unreachable: dict[str, str]  # location → why it could not be listed
 
 
-def survey(settings: Settings, locations: list[str] | None) -> Survey:
-    """List what is reachable and name what is not; with nothing reachable, an error."""
+def survey(
+    settings: Settings, locations: list[str] | None, *, missing_is_empty: bool = False
+) -> Survey:
+    """List what is reachable and name what is not; with nothing reachable, an error.
+    `missing_is_empty`: a local directory that does not exist holds no backup (for the
+    audit, whose finding is then "no backup"); elsewhere it is an error, never "empty"."""
     storages = storages_for(settings, locations)
     rows: list[dict[str, Any]] = []
     unreachable: dict[str, str] = {}
@@ -141,6 +146,11 @@ def survey(settings: Settings, locations: list[str] | None) -> Survey:
         for storage in storages:
             try:
                 backups = storage.list_backups()
+            except LocationMissing as exc:
+                if not missing_is_empty:
+                    unreachable[storage.name] = exc.message
+                    continue
+                backups = []
             except StorageError as exc:
                 unreachable[storage.name] = exc.message
                 continue
@@ -151,10 +161,12 @@ def survey(settings: Settings, locations: list[str] | None) -> Survey:
     return Survey(rows, unreachable)
 
 
-def list_all(settings: Settings, locations: list[str] | None) -> list[dict[str, Any]]:
+def list_all(
+    settings: Settings, locations: list[str] | None, *, missing_is_empty: bool = False
+) -> list[dict[str, Any]]:
     """Every backup of every location; an error if any location cannot be listed (for
     evidence that must be complete, e.g. the audit)."""
-    found = survey(settings, locations)
+    found = survey(settings, locations, missing_is_empty=missing_is_empty)
     if found.unreachable:
         raise StorageError("; ".join(found.unreachable.values()))
     return found.rows

@@ -48,6 +48,10 @@ class StorageError(SbtcOpsError):
     """A storage could not be read or written."""
 
 
+class LocationMissing(StorageError):
+    """A local backup location that does not exist (never written to, or a typo)."""
+
+
 @dataclass(frozen=True)
 class StoredBackup:
     id: str
@@ -200,7 +204,7 @@ class LocalStorage:
         # A location that is not there is an error, never "no backups": a typo in --to, an
         # unmounted disk or a missing permission must not look like an empty repository.
         if not self.root.exists():
-            raise StorageError(f"backup location {self.root} does not exist")
+            raise LocationMissing(f"backup location {self.root} does not exist")
         if not self.root.is_dir():
             raise StorageError(f"backup location {self.root} is not a directory")
         try:
