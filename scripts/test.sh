@@ -39,7 +39,11 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-"$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+# Exactly the locked versions, every file checked against its hash (requirements/test.lock:
+# the runtime lock's pins plus the test tools; scripts/lock.sh regenerates both), then the
+# checkout itself with nothing resolved again.
+"$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes -r requirements/test.lock
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 
 LINT_PATHS=(src tests)
 [ -d bench ] && LINT_PATHS+=(bench)

@@ -63,6 +63,16 @@ def test_backup_lifecycle_findings(tmp_path: Path, source_server: SourceServer) 
     with StateStore.open(settings.state_dir) as store:
         store.record_event("verify", outcome.manifest.id, "ok")
     assert statuses(settings)["BAK-002"] == Status.PASS
+    # With signing configured, only a drill that left a signed attestation counts.
+    signing = settings_for(tmp_path, url)
+    signing.attest.allowed_signers = tmp_path / "allowed_signers"
+    assert statuses(signing)["BAK-002"] == Status.WARN
+    with StateStore.open(settings.state_dir) as store:
+        store.record_event("attestation", outcome.manifest.id, "unsigned", {"verdict": "match"})
+    assert statuses(signing)["BAK-002"] == Status.WARN
+    with StateStore.open(settings.state_dir) as store:
+        store.record_event("attestation", outcome.manifest.id, "signed", {"verdict": "match"})
+    assert statuses(signing)["BAK-002"] == Status.PASS
 
     # Two days later the backup is too old, and the verification too (after 8 days).
     later = datetime.now(UTC) + timedelta(days=2)

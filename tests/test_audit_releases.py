@@ -21,7 +21,7 @@ from tests.fakes.stacks_node import FakeStacksNode
 from tests.support.audit2 import make_settings, run_area, statuses
 
 FIXTURE = Path(__file__).parent / "fixtures" / "audit2" / "releases"
-REL_IDS = [f"REL-00{i}" for i in range(1, 6)]
+REL_IDS = [f"REL-00{i}" for i in range(1, 7)]
 TOKEN = "ghp_TestToken1234567890abcdef"
 
 

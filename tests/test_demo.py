@@ -45,8 +45,9 @@ def readme_commands() -> list[str]:
 def test_readme_starts_with_install_then_demo_then_tests() -> None:
     first, second = readme_commands()
     assert first == (
-        "python3 -m venv /opt/sbtc-ops && /opt/sbtc-ops/bin/pip install . "
-        "&& /opt/sbtc-ops/bin/sbtc-ops demo"
+        "python3 -m venv /opt/sbtc-ops && /opt/sbtc-ops/bin/pip install --require-hashes "
+        "-r src/sbtc_ops/lock/runtime.lock && /opt/sbtc-ops/bin/pip install --no-deps "
+        "--no-build-isolation . && /opt/sbtc-ops/bin/sbtc-ops demo"
     )
     assert second == "bash scripts/test.sh"
 
@@ -73,12 +74,15 @@ def fresh_venv() -> Iterator[Path]:
             shutil.copy2(ROOT / name, source / name)
         shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__"))
         first, _ = readme_commands()
-        venv_cmd, pip_cmd, _demo_cmd = (part.strip() for part in first.split("&&"))
+        venv_cmd, lock_cmd, pip_cmd, _demo_cmd = (part.strip() for part in first.split("&&"))
         assert venv_cmd == "python3 -m venv /opt/sbtc-ops"
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         site = Path(sysconfig.get_paths(vars={"base": str(venv)})["purelib"])
         (site / "zz-test-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-        assert pip_cmd == "/opt/sbtc-ops/bin/pip install ."
+        # The locked dependencies are the test venv's own (installed from the same pins by
+        # scripts/test.sh; tests/test_lock.py installs the lock into a fresh venv for real).
+        assert lock_cmd.endswith("--require-hashes -r src/sbtc_ops/lock/runtime.lock")
+        assert pip_cmd == "/opt/sbtc-ops/bin/pip install --no-deps --no-build-isolation ."
         pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--no-deps"]
         pip += ["--no-build-isolation", "--no-index", "."]
         done = subprocess.run(pip, cwd=source, capture_output=True, text=True, check=False)

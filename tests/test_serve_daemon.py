@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -305,8 +306,13 @@ def test_serve_once_backup_is_followed_by_its_verify(
     tmp_path: Path,
     source_server: SourceServer,
 ) -> None:
+    key = tmp_path / "attest_ed25519"  # unattended serve signs its drills with its own key
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     with live_signer(tmp_path, source_server, seed=73) as signer:
-        env = clean_env(tmp_path / "state", {"TMPDIR": str(signer.run_tmp)})
+        env = clean_env(
+            tmp_path / "state",
+            {"TMPDIR": str(signer.run_tmp), "SBTC_OPS_ATTEST__SIGNING_KEY": str(key)},
+        )
         config = str(signer.config)
         once = run_cli("--config", config, "serve", "--once", "backup", cwd=tmp_path, env=env,
                        timeout=120)  # fmt: skip
@@ -319,3 +325,15 @@ def test_serve_once_backup_is_followed_by_its_verify(
         history = run_cli("--config", config, "history", "--json", cwd=tmp_path, env=env)
         runs = [(r["job"], r["outcome"]) for r in history.json()["runs"]]
         assert runs == [("verify", "ok"), ("backup", "ok")]
+        # The unattended drill left a signed attestation beside the backup.
+        (backup_dir,) = [p for p in (tmp_path / "repo").iterdir() if p.is_dir()]
+        (statement,) = (backup_dir / "attestations").glob("*.intoto.json")
+        allowed = tmp_path / "allowed_signers"
+        public = Path(f"{key}.pub").read_text().split()
+        allowed.write_text(f"serve {public[0]} {public[1]}\n")
+        done = subprocess.run(
+            ["ssh-keygen", "-Y", "verify", "-f", str(allowed), "-I", "serve", "-n",
+             "sbtc-ops-drill-attestation@v1", "-s", f"{statement}.sig"],
+            input=statement.read_bytes(), capture_output=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr

@@ -319,6 +319,25 @@ class SignerSettings(_Section):
     )
 
 
+class AttestSettings(_Section):
+    """Signed evidence of restore drills (docs/attestations.md)."""
+
+    signing_key: Path | None = Field(
+        None,
+        description="SSH key that signs every drill's attestation (a private key file such as a "
+        "dedicated ed25519 key for unattended `serve`, or the .pub of a key held by ssh-agent or "
+        "a FIDO token). Unset: attestations are written unsigned and say so.",
+        examples=["/etc/sbtc-ops/attest_ed25519"],
+    )
+    allowed_signers: Path | None = Field(
+        None,
+        description="OpenSSH allowed-signers file naming who may sign attestations; with it, "
+        "`backups`, the status page, metrics and the audit count only drills whose attestation "
+        "a listed key signed.",
+        examples=["/etc/sbtc-ops/allowed_signers"],
+    )
+
+
 class AuditSettings(_Section):
     """Options of `sbtc-ops audit`."""
 
@@ -690,6 +709,10 @@ class Settings(BaseModel):
         description="The docker compose deployment sbtc-ops found or was pointed at (`init`).",
     )
     key: KeySettings = Field(default_factory=KeySettings, description="Key custody options.")
+    attest: AttestSettings = Field(
+        default_factory=AttestSettings,
+        description="Drill attestations: the signing key and who may sign.",
+    )
 
     # Where the file layer came from, for messages; not a setting.
     source_files: list[str] = Field(default_factory=list, exclude=True)

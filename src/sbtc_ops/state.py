@@ -72,6 +72,7 @@ class EventKind(StrEnum):
     DKG_WATCH = "dkg-watch"
     SIGNER_IMAGE = "signer-image"
     DB_SIZE = "db-size"
+    ATTESTATION = "attestation"
 
 
 @dataclass(frozen=True)

@@ -217,15 +217,15 @@ ENV
 # ------------------------------------------------------------------ sbtc-ops image
 step_ops-image() {
   install_compose_v2
-  local reqs hash site ctx
-  reqs=$(python3 -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' "$REPO/pyproject.toml")
-  hash=$(printf '%s' "$reqs" | sha256sum | cut -c1-12)
+  local hash site ctx
+  # The image gets exactly the locked runtime set, hash-checked, as deploy/compose/Dockerfile.
+  local lock=$REPO/src/sbtc_ops/lock/runtime.lock
+  hash=$(sha256sum "$lock" | cut -c1-12)
   site=$LAB_CACHE/sbtc-ops-site-$hash
   if [ ! -d "$site" ]; then
     local t0; t0=$(now)
-    printf '%s\n' "$reqs" > "$LAB_CACHE/requirements-$hash.txt"
     ${LAB_PIP:-python3 -m pip} install -q --disable-pip-version-check --target "$site.part" \
-      -r "$LAB_CACHE/requirements-$hash.txt" >&2 || { rm -rf "$site.part"; return 1; }
+      --require-hashes -r "$lock" >&2 || { rm -rf "$site.part"; return 1; }
     mv "$site.part" "$site"
     log "sbtc-ops dependencies installed into $site in $(took "$t0") s"
   fi

@@ -76,6 +76,7 @@ def _global_options(
 
 def _register_commands() -> None:
     from sbtc_ops.cli import (
+        attest_cmd,
         audit_cmd,
         backup_cmd,
         chain_cmd,
@@ -87,6 +88,7 @@ def _register_commands() -> None:
         serve_cmd,
         upgrade_cmd,
         verify_cmd,
+        version_cmd,
     )
 
     for module in (
@@ -97,10 +99,12 @@ def _register_commands() -> None:
         chain_cmd,
         backup_cmd,
         verify_cmd,
+        attest_cmd,
         audit_cmd,
         key_cmd,
         serve_cmd,
         upgrade_cmd,
+        version_cmd,
     ):
         module.register(app)
 

@@ -75,6 +75,14 @@ def verify(
     keep_cluster: Annotated[
         bool, typer.Option("--keep-cluster", help="Leave the throwaway cluster running.")
     ] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="FILE",
+            help="Also write a self-contained HTML report to sign off (mode 0600).",
+        ),
+    ] = None,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Restore a backup into a throwaway PostgreSQL and prove it holds the on-chain key."""
@@ -114,6 +122,10 @@ def verify(
         _summary(report),
         {"backup": report.backup, "verdict": report.verdict},
     )
+    if html is not None:
+        from sbtc_ops.verify.html import write_html
+
+        write_html(report, html)
     if json_output:
         _common.emit_json(report.to_json())
     else:

@@ -36,6 +36,7 @@ from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.pgrestore import restore_argv, run_restore
 from sbtc_ops.backup.service import storages_for
 from sbtc_ops.backup.staging import Staging, StagingError
+from sbtc_ops.backup.storage import LocalStorage, Storage
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.cluster import ThrowawayCluster
@@ -91,6 +92,12 @@ class VerifyReport:
     manifest: dict[str, Any] | None = None
     archive: dict[str, Any] = field(default_factory=dict)
     key_source: str = "chain"  # or "expected" (--expected-key: no chain read)
+    # For the attestation: the newest verified row's signer set and threshold, and what each
+    # Stacks endpoint answered.
+    dkg_newest: dict[str, Any] | None = None
+    chain_endpoints: list[dict[str, Any]] = field(default_factory=list)
+    attestation: dict[str, Any] | None = None  # attest.service.AttestOutcome.to_json()
+    chain_tip: dict[str, Any] | None = None  # the Stacks tip seen right after the key read
 
     @property
     def ok(self) -> bool:
@@ -127,6 +134,8 @@ class VerifyReport:
             "checks": [c.to_json() for c in self.checks],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "archive": self.archive,
+            "chain_tip": self.chain_tip,
+            "attestation": self.attestation,
         }
 
 
@@ -156,6 +165,8 @@ class Drill:
         self._shown_name: str | None = None
         # The unprivileged user the server and every client that reads the archive run as.
         self.run_as = resolve_run_as(settings.postgres.run_as)
+        self.located: LocatedBackup | None = None  # once found (for the attestation)
+        self.answered_urls: list[str] = []  # Stacks endpoints that answered the key read
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -231,6 +242,7 @@ class Drill:
             with Staging(self.run_as, prefix="sbtc-ops-verify-") as staging:
                 with self._timed("locate"):
                     located = self._locate(staging.root / "fetched", locks)
+                self.located = located
                 # Only once the backup is found: a bad argument must not wait for (or cause)
                 # a read from every configured Stacks endpoint (nor a note about clusters).
                 self._notice_run_as()
@@ -462,6 +474,10 @@ class Drill:
                 key_reading = chain.key.result()
                 signer_reading = chain.signer.result()
             outcomes = [(o.display_url, _key_text(o.value), o.error) for o in key_reading.outcomes]
+            self.report.chain_endpoints = [
+                {"endpoint": url, "value": value, "error": error} for url, value, error in outcomes
+            ]
+            self.answered_urls = [o.url for o in key_reading.outcomes if o.error is None]
             self._add(checks.endpoints_agree(outcomes, None), started)
             onchain = key_reading.agreed_key
             signer_data = signer_reading.agreed
@@ -472,6 +488,13 @@ class Drill:
             self._add(checks.endpoints_agree([], self.request.expected_key), started)
         self.report.onchain_aggregate_key = onchain.hex() if onchain else None
         self.report.db_aggregate_key = newest.hex() if newest else None
+        row = next((r for r in rows if r.aggregate_key == newest), None)
+        if row is not None:
+            self.report.dkg_newest = {
+                "signer_set": sorted(k.hex() for k in row.signer_set),
+                "threshold": row.threshold,
+                "created_at": row.created_at,
+            }
         if onchain is not None:
             self._remember_chain_key(onchain)
         if newest is None and not rows and "dkg.verified_key_present" not in self._results:
@@ -651,7 +674,43 @@ def run_verify(
 ) -> VerifyReport:
     if request.jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    return Drill(settings, request, phase).run()
+    started = time.time()
+    drill = Drill(settings, request, phase)
+    report = drill.run()
+    _attest(settings, request, drill, (started, time.time()))
+    return report
+
+
+def _attest(
+    settings: Settings, request: VerifyRequest, drill: Drill, window: tuple[float, float]
+) -> None:
+    """Every drill that reached a verdict leaves signed evidence beside its backup."""
+    from sbtc_ops.attest.service import attest_drill
+    from sbtc_ops.verify.evidence import build_evidence
+
+    storages = _attestation_storages(settings, request, drill.located)
+    evidence = build_evidence(
+        settings, drill.report, drill.located, storages, drill.answered_urls, window
+    )
+    drill.report.chain_tip = evidence.chain.get("tip")
+    outcome = attest_drill(evidence, storages, settings.state_dir, settings.attest.signing_key)
+    drill.report.attestation = outcome.to_json()
+
+
+def _attestation_storages(
+    settings: Settings, request: VerifyRequest, located: LocatedBackup | None
+) -> list[Storage]:
+    """Where the backup's attestations go: the locations holding it (a backup named by path
+    inside a repository directory: that directory)."""
+    if located is None or located.backup_id is None:
+        return []
+    if located.storage is None:
+        root = located.root if located.root.is_dir() else located.root.parent
+        return [LocalStorage(root.parent)] if root.name == located.backup_id else []
+    try:
+        return storages_for(settings, request.locations)
+    except SbtcOpsError:
+        return []
 
 
 def default_jobs() -> int:

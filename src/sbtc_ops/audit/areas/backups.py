@@ -99,16 +99,37 @@ def verified_backup(ctx: HostContext) -> Outcome:
     complete = _complete_full(ctx)
     if not complete:
         raise Skip("no complete backup to have verified")
+    attest = ctx.settings.attest
+    signing = attest.signing_key is not None or attest.allowed_signers is not None
+    unsigned: list[Any] = []
     with StateStore.open(ctx.settings.state_dir) as store:
         # Verifies that could not run (verdict "error") say nothing about a backup.
         events = [e for e in store.events(EventKind.VERIFY, limit=500) if e.outcome != "error"]
+        if signing:
+            # With signing configured, only a drill that left signed evidence counts.
+            signed = {
+                e.subject
+                for e in store.events(EventKind.ATTESTATION, limit=500)
+                if e.outcome == "signed" and e.data.get("verdict") == "match"
+            }
+            unsigned = [e for e in events if e.outcome == "ok" and e.subject not in signed]
+            events = [e for e in events if e.outcome != "ok" or e.subject in signed]
     newest = complete[0]
     newest_event = next((e for e in events if e.subject == newest["id"]), None)
+    newest_unsigned = next((e for e in unsigned if e.subject == newest["id"]), None)
+    if newest_unsigned is not None and (
+        newest_event is None or newest_unsigned.at >= newest_event.at
+    ):
+        return warned(
+            f"{newest['id']} was verified, but that drill left no signed attestation "
+            "(attest.signing_key is configured): its proof cannot be checked by another"
+        )
     if newest_event is not None and newest_event.outcome != "ok":
         return failed(f"the last verification of {newest['id']} failed: {newest_event.outcome}")
     last_ok = next((e for e in events if e.outcome == "ok"), None)
     if last_ok is None:
-        return warned("no backup has ever been verified")
+        signed_only = " with a signed attestation (attest.signing_key)" if signing else ""
+        return warned(f"no backup has ever been verified{signed_only}")
     age = ctx.now - datetime.fromtimestamp(last_ok.at, UTC)
     if age > MAX_VERIFY_AGE:
         return warned(f"the last successful verification was {age.days} days ago")
@@ -117,7 +138,8 @@ def verified_backup(ctx: HostContext) -> Outcome:
             f"the newest backup {newest['id']} is not verified yet "
             f"(last success {age.days} day(s) ago, of {last_ok.subject})"
         )
-    return passed(f"{newest['id']} verified ok")
+    evidence = " (signed attestation)" if signing else ""
+    return passed(f"{newest['id']} verified ok{evidence}")
 
 
 @check(

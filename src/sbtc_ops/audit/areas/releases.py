@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from typing import Any
 
 from sbtc_ops.audit.areas.nodes import bitcoin_rpc, stacks_info
@@ -41,6 +40,7 @@ from sbtc_ops.audit.framework import (
 from sbtc_ops.audit.netsource import Malformed, fetch, require_mapping
 from sbtc_ops.audit.roles import BITCOIN, SIGNER, STACKS, image_tag, role_services
 from sbtc_ops.audit.statefiles import read_state, write_state
+from sbtc_ops.install import inspect_environment, locked_pins
 
 AREA = "releases"
 SECTION = "Monitor releases, patch CVEs"
@@ -445,27 +445,10 @@ def _control_fields(paragraph: str) -> dict[str, str]:
     return fields
 
 
-def python_packages(root: str = "sbtc-ops") -> list[Package]:
-    """sbtc-ops and its installed dependencies, transitively (extras excluded)."""
-    found: dict[str, str] = {}
-    pending = [root]
-    while pending:
-        name = _normalise(pending.pop())
-        if name in found:
-            continue
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            continue
-        found[name] = dist.version
-        for requirement in dist.requires or []:
-            if "extra ==" in requirement.replace('"', "").replace("'", ""):
-                continue
-            match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
-            if match:
-                pending.append(match.group(0))
-    found.pop(_normalise(root), None)
-    return [Package("PyPI", name, version) for name, version in sorted(found.items())]
+def python_packages() -> list[Package]:
+    """sbtc-ops' dependency set: exactly the pins of its hash lock (what the install, the
+    attestations and REL-006 are about)."""
+    return [Package("PyPI", name, version) for name, version in sorted(locked_pins().items())]
 
 
 def _normalise(name: str) -> str:
@@ -675,6 +658,38 @@ def python_vulnerabilities(ctx: HostContext) -> Outcome:
     if not ctx.settings.audit.osv_python:
         raise Skip("disabled (audit.osv_python = false)")
     packages = python_packages()
-    if not packages:
-        raise Skip("sbtc-ops' installed distribution metadata was not found")
-    return judge_advisories("Python packages", packages, osv_advisories(ctx, packages))
+    return judge_advisories("locked Python packages", packages, osv_advisories(ctx, packages))
+
+
+@check(
+    "REL-006",
+    area=AREA,
+    title="sbtc-ops runs on exactly its locked, hash-checked dependency set",
+    severity=Severity.MEDIUM,
+    section=SECTION,
+    rationale="sbtc-ops runs as root next to the signer's key: what it imports must be what a "
+    "review approved (the hash lock), not whatever a registry served on install day, and no "
+    "module outside that set may be importable from its environment.",
+    remediation="Reinstall into a fresh virtual environment from the lock: `pip install "
+    "--require-hashes -r src/sbtc_ops/lock/runtime.lock` then `pip install --no-deps "
+    "--no-build-isolation .`; remove stray modules, .pth files and PYTHONPATH entries.",
+)
+def locked_installation(ctx: HostContext) -> Outcome:
+    report = inspect_environment()
+    problems = (
+        [f"not in the lock: {item}" for item in report.not_locked]
+        + [f"other version: {item}" for item in report.wrong_version]
+        + [f"importable but installed by no distribution: {item}" for item in report.stray]
+    )
+    data: dict[str, Any] = {"lock_sha256": report.lock_digest, "problems": problems[:50]}
+    if problems:
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        return failed(f"{len(problems)} difference(s) from the lock: {shown}", None, **data)
+    where = " (development checkout with its test lock)" if report.editable else ""
+    return passed(
+        f"{report.checked} distributions, all at their locked versions{where}; lock sha256 "
+        f"{report.lock_digest[:16]}…",
+        **data,
+    )
