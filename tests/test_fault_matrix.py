@@ -115,7 +115,7 @@ def interrupt(
     proc = subprocess.Popen(
         [sbtc_ops_executable(), *args],
         cwd=state.parent,
-        env=clean_env(state, env),
+        env=clean_env(state, {**env, "PYTHONFAULTHANDLER": "1"}),  # see the timeout below
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -126,7 +126,14 @@ def interrupt(
         worker = held(proc)
         os.kill(worker, signal.SIGSTOP)
         proc.send_signal(signum)
-        stdout, stderr = proc.communicate(timeout=120)
+        try:
+            stdout, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            # Where it is stuck: the kernel's view, then Python's (faulthandler on SIGABRT).
+            snap = snapshot(proc.pid)
+            os.kill(proc.pid, signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+            raise AssertionError(f"still running after the signal: {snap}\n{err}") from None
         assert wait_gone(worker), f"the worker {worker} outlived the interrupted run"
     finally:
         if worker is not None:
@@ -135,6 +142,24 @@ def interrupt(
             proc.kill()
             proc.communicate()
     return Run(proc.returncode, stdout, stderr)
+
+
+def snapshot(pid: int) -> str:
+    """What a run that did not stop is doing: its threads' kernel waits and its children."""
+    lines = []
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        try:
+            lines.append(f"thread {task.name}: {(task / 'wchan').read_text()}")
+        except OSError:
+            continue
+    for child in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (child / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                lines.append(f"child {child.name}: {stat[:80]}")
+        except (OSError, ValueError):
+            continue
+    return "; ".join(lines)
 
 
 def wait_for_restore(proc: subprocess.Popen[str], timeout_s: float = 120.0) -> int:
