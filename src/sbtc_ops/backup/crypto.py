@@ -144,6 +144,11 @@ def encrypt_stream(reader: IO[bytes], writer: IO[bytes], recipients: list[str]) 
         if raised is not None:
             raise raised from None
         raise EncryptionError(f"age encryption failed: {exc}") from None
+    # A failure pyrage did not pass on (read as an end of input, say) still ends the run:
+    # a truncated archive must never be taken for a complete one.
+    raised = source.raised or sink.raised
+    if raised is not None:
+        raise raised
 
 
 def decrypt_stream(reader: IO[bytes], writer: IO[bytes], identities: list[Any]) -> None:
