@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # must run as an unprivileged user that can read the embedded PostgreSQL binaries in it.
 VENV="${SBTC_OPS_TEST_VENV:-/opt/sbtc-ops-test-venv}"
 DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
-# The restore drill's sandbox: unshare/setpriv (util-linux) and the decompressors it runs.
-DEBIAN_PACKAGES+=(util-linux gzip zstd)
+# The restore drill's sandbox: bubblewrap, newuidmap (uidmap), unshare/setpriv (util-linux) and
+# the decompressors it runs.
+DEBIAN_PACKAGES+=(util-linux gzip zstd bubblewrap uidmap)
 # The Docker lab's packages (tests/lab/lab.sh): installed here with the rest, so the lab's
 # own install step has nothing left to do; its postinst must not start a stock dockerd.
 # A machine that already has a Docker engine (e.g. docker-ce, which conflicts with docker.io)

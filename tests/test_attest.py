@@ -51,6 +51,7 @@ def allowed_signers(path: Path, *keys: tuple[str, Path]) -> Path:
 @dataclass
 class Area:
     root: Path
+    db_url: str
     facts: GeneratedDb
     node: FakeStacksNode
     repo: Path
@@ -90,6 +91,7 @@ def area(source_server: SourceServer, tmp_path_factory: pytest.TempPathFactory) 
     with stacks_node_for(facts) as node:
         yield Area(
             root,
+            url,
             facts,
             node,
             repo,
@@ -137,6 +139,7 @@ def test_a_drill_leaves_a_signed_statement_that_openssh_verifies(area: Area) -> 
     assert predicate["chain"]["tip"]["height"] is not None
     assert predicate["database"]["threshold"] is not None
     assert predicate["tool"]["lock_sha256"]
+    assert predicate["sandbox"]["mode"]  # which isolation layers the drill had
     assert {c["id"] for c in predicate["checks"]} >= {"archive.checksum", "dkg.matches_chain"}
     manifest = json.loads((area.repo / area.backup_id / "manifest.json").read_text())
     assert {s["name"]: s["digest"]["sha256"] for s in statement["subject"]} == {
@@ -349,3 +352,92 @@ def test_html_report_of_a_signed_match(area: Area, tmp_path: Path) -> None:
     assert 'data-verdict="match"' in dom
     assert run.doc["attestation"]["statement_sha256"] in dom
     assert "Stacks tip" in dom
+
+
+# -- per-backup evidence: backups, metrics, status page -------------------------------------------
+
+
+def test_backups_metrics_and_status_page_show_signed_drills(area: Area, tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from sbtc_ops.serve.metrics import registry_for
+    from sbtc_ops.serve.page import render_page
+    from sbtc_ops.serve.snapshot import read_snapshot
+    from sbtc_ops.state import StateStore
+
+    attestation = drill(area, key=area.serve_key)
+    statement_file = area.attestation_dir() / attestation["name"]
+    assert area.cli("attest", "sign", str(statement_file), "--key", str(area.admin_key)).code == 0
+    # `backups`: this host's record, then signatures verified against the allowed signers.
+    listed = area.cli("backups", "--to", str(area.repo), "--json")
+    assert listed.code == 0, listed.stderr
+    (row,) = [r for r in listed.json()["backups"] if r["id"] == area.backup_id]
+    assert row["attestation"]["signed_match"] is True
+    verified = area.cli(
+        "backups", "--to", str(area.repo), "--json",
+        extra={"SBTC_OPS_ATTEST__ALLOWED_SIGNERS": str(area.allowed)},
+    )  # fmt: skip
+    (row,) = [r for r in verified.json()["backups"] if r["id"] == area.backup_id]
+    assert row["attestation"] == {
+        "signed_match": True,
+        "signatures": 2,
+        "statement": attestation["name"],
+        "verified_with": str(area.allowed),
+    }
+    table = area.cli("backups", "--to", str(area.repo))
+    assert "yes (" in table.stdout
+    # Metrics and the status page read the state: the drill's own signature + the co-signature.
+    with StateStore.open(area.state) as store:
+        store.record_event("backup", area.backup_id, "ok", {"size": 1})
+    text = generate_latest(registry_for(area.state)).decode()
+    assert f'sbtc_ops_backup_signed_drill{{backup="{area.backup_id}"}} 1.0' in text
+    assert f'sbtc_ops_backup_attestation_signatures{{backup="{area.backup_id}"}} 2.0' in text
+    import time
+
+    page = render_page(read_snapshot(area.state, time.time()))
+    assert "signed match, 2 signature(s)" in page
+
+
+@pytest.mark.s3
+def test_local_and_s3_copies_agree(area: Area, s3_server: Any, tmp_path: Path) -> None:
+    bucket = s3_server.create_bucket("attest")
+    s3_url = f"s3://{bucket}/signer"
+    state = tmp_path / "state"
+    repo = tmp_path / "repo"
+    env = {**s3_server.env(), "SBTC_OPS_ATTEST__SIGNING_KEY": str(area.serve_key)}
+    backup = run_cli(
+        "backup", "--db", area.db_url, "--to", str(repo), "--to", s3_url, "--json",
+        cwd=tmp_path, env=clean_env(state, env),
+    )  # fmt: skip
+    assert backup.code == 0, backup.stderr
+    backup_id = backup.json()["backup"]["id"]
+    run = area.verify(
+        backup_id, "--to", str(repo), "--to", s3_url, "--stacks-url", area.node.url,
+        state_dir=state, env=env,
+    )  # fmt: skip
+    run.expect(code=0, verdict="match")
+    name = run.doc["attestation"]["name"]
+    assert len(run.doc["attestation"]["stored"]) == 2
+    local = (repo / backup_id / "attestations" / name).read_bytes()
+    key = f"signer/{backup_id}/attestations/{name}"
+    remote = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert remote == local
+    result = run_cli(
+        "attest", "verify", backup_id, "--to", s3_url, "--allowed-signers", str(area.allowed),
+        "--json", cwd=tmp_path, env=clean_env(state, s3_server.env()),
+    )  # fmt: skip
+    assert result.code == 0, result.stdout + result.stderr
+    (statement,) = result.json()["statements"]
+    assert statement["subjects_match"] is True
+    assert statement["signers"] == ["sbtc-ops@host"]
+    # A tampered S3 copy of the archive is caught from S3 alone.
+    archive_key = next(
+        k for k in s3_server.keys(bucket, f"signer/{backup_id}/") if k.endswith(".dump")
+    )
+    s3_server.client().put_object(Bucket=bucket, Key=archive_key, Body=b"not the archive")
+    result = run_cli(
+        "attest", "verify", backup_id, "--to", s3_url, "--allowed-signers", str(area.allowed),
+        "--json", cwd=tmp_path, env=clean_env(state, s3_server.env()),
+    )  # fmt: skip
+    assert result.code == 1
+    assert result.json()["statements"][0]["subjects_match"] is False

@@ -1,12 +1,17 @@
 """deploy/compose as shipped: sbtc-ops as a service of the signer's compose project (the
 override file joins the project's network), built from this checkout, runs `serve` and
-answers /metrics on the compose network."""
+answers /metrics on the compose network; a `verify` inside the service runs its drill in the
+sandbox the service can have (bubblewrap in a user namespace, with the shipped seccomp
+profile): no signer configuration, identity or state in its mount namespace, no network."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,12 +20,24 @@ import pytest
 
 from tests.support.docker_lab import DOCKER_CLI, DOCKER_HOST, DockerLab, lab_step
 from tests.support.serve import NO_JOBS, wait_until, write_config
+from tests.support.verify import take_backup
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
 OVERRIDE = (
     Path(__file__).resolve().parents[1] / "deploy" / "compose" / "docker-compose.sbtc-ops.yml"
 )
+SECCOMP = OVERRIDE.parent / "sbtc-ops-seccomp.json"
+SERVICE_UID = 10001
+READERS = {"postgres", "pg_restore", "psql", "pg_amcheck", "initdb", "gzip", "zstd"}
+# What the drill's programs must not see, as the service itself does.
+HIDDEN = [
+    "/etc/signer/signer-config.toml",
+    "/etc/sbtc-ops/sbtc-ops.toml",
+    "/var/lib/sbtc-ops",
+    "/var/backups/sbtc-ops",
+    "/tmp/identity.txt",
+]
 IMAGE = "sbtc-ops-lab/sbtc-ops:test"
 
 
@@ -49,6 +66,8 @@ def sbtc_ops_service(docker_lab: DockerLab) -> Iterator[str]:
         {"backup": {"local_dir": "/var/backups/sbtc-ops"}, "serve": NO_JOBS},
     )
     config.chmod(0o644)  # read by the service's uid 10001; holds no secret
+    # The seccomp profile the override names, next to the project's compose file.
+    shutil.copy(SECCOMP, docker_lab.project_dir / SECCOMP.name)
     up = compose(docker_lab, "up", "-d", "--no-deps", "--no-build", "--pull", "never", "sbtc-ops")
     try:
         assert up.returncode == 0, up.stderr
@@ -60,6 +79,7 @@ def sbtc_ops_service(docker_lab: DockerLab) -> Iterator[str]:
         for volume in ("sbtc-ops-state", "sbtc-ops-backups"):
             docker_lab.docker("volume", "rm", "-f", f"{docker_lab.project_name}_{volume}")
         config.unlink()
+        (docker_lab.project_dir / SECCOMP.name).unlink()
 
 
 def test_compose_deployed_sbtc_ops_serves_metrics(
@@ -83,3 +103,108 @@ def test_compose_deployed_sbtc_ops_serves_metrics(
     assert f"{docker_lab.project_name}_default" in inspect["NetworkSettings"]["Networks"]
     ports = inspect["NetworkSettings"]["Ports"]["9185/tcp"]
     assert ports == [{"HostIp": "127.0.0.1", "HostPort": "9185"}]
+
+
+def _readers_in(container_id: str) -> list[tuple[int, str, int, list[str]]]:
+    """(pid, program, uid, hidden paths it can see) of the archive readers in the container."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = (entry / "exe").readlink().name
+            if (entry / "cmdline").read_bytes().split(b"\0")[1:2] == [b"--version"]:
+                continue  # find_binaries' version probe of a trusted binary: no archive
+            if name not in READERS or container_id not in (entry / "cgroup").read_text():
+                continue
+            status = (entry / "status").read_text().splitlines()
+            uid = int(next(x for x in status if x.startswith("Uid:")).split()[1])
+            root = f"/proc/{entry.name}/root"
+            seen = [p for p in HIDDEN if os.path.lexists(root + p)]
+        except (OSError, StopIteration, ValueError):
+            continue
+        found.append((int(entry.name), name, uid, seen))
+    return found
+
+
+def test_compose_service_verify_runs_its_drill_in_a_sandbox(
+    docker_lab: DockerLab, sbtc_ops_service: str, tmp_path: Path
+) -> None:
+    import pyrage
+
+    assert docker_lab.db is not None
+    container = f"{docker_lab.project_name}-sbtc-ops-1"
+    container_id = docker_lab.inspect(container)["Id"]
+    # A backup of the lab's signer database, taken from here, placed in the service's store.
+    identity = pyrage.x25519.Identity.generate()
+    url = f"postgresql://postgres:postgres@{docker_lab.container_ip('postgres')}:5432/signer"
+    repo = tmp_path / "repo"
+    backup_id, _ = take_backup(
+        url, repo, tmp_path / "state", "--recipient", str(identity.to_public())
+    )
+    # As the service (a tar read in the container): its files, as a backup it took would be.
+    packed = subprocess.run(
+        ["tar", "-C", str(repo), "-c", backup_id], capture_output=True, check=True
+    ).stdout
+    unpack = [DOCKER_CLI, "exec", "-i", container, "tar", "-x", "-C", "/var/backups/sbtc-ops"]
+    subprocess.run(
+        [*unpack, "--no-same-owner"],
+        input=packed,
+        env={**os.environ, "DOCKER_HOST": DOCKER_HOST},
+        capture_output=True,
+        check=True,
+    )
+    docker_lab.docker(
+        "exec",
+        "-i",
+        container,
+        "sh",
+        "-c",
+        "umask 077; cat > /tmp/identity.txt",
+        input_text=str(identity) + "\n",
+    )
+    key = docker_lab.db.newest_verified_key.hex()
+    argv = [DOCKER_CLI, "exec", container, "sbtc-ops", "--config", "/etc/sbtc-ops/sbtc-ops.toml"]
+    argv += [
+        "verify",
+        backup_id,
+        "--to",
+        "/var/backups/sbtc-ops",
+        "--identity",
+        "/tmp/identity.txt",
+    ]
+    argv += ["--expected-key", key, "--json"]
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, "DOCKER_HOST": DOCKER_HOST},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    samples: list[tuple[int, str, int, list[str]]] = []
+    done = threading.Event()
+
+    def sampler() -> None:
+        while not done.is_set():
+            samples.extend(_readers_in(container_id))
+            done.wait(0.01)
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        done.set()
+        thread.join()
+    doc = json.loads(out)
+    assert proc.returncode == 0 and doc["verdict"] == "match", err[-3000:]
+    layers = doc["sandbox"]
+    assert layers["mode"] == "bwrap-userns", layers
+    assert layers["mount_view"] and layers["no_network"] and layers["pid_namespace"]
+    # No capability, no-new-privileges: no subordinate uid for the service, and it says so.
+    assert layers["separate_uid"] is False and layers["missing"] == ["a uid of its own"]
+    assert "warning: the restore drill's sandbox (bwrap-userns)" in err
+    assert "postgres" in {name for _, name, _, _ in samples}, "no archive reader was sampled"
+    for pid, name, uid, seen in samples:
+        assert not seen, f"{name} (pid {pid}) sees {seen}"
+        assert uid == SERVICE_UID  # the same kernel uid: what the mount view must make up for

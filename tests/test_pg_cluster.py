@@ -17,6 +17,7 @@ from sbtc_ops.errors import DependencyError, UsageError
 from sbtc_ops.pg import ThrowawayCluster, find_binaries, postgres_processes
 from sbtc_ops.pg.cluster import reap_stale_directories
 from sbtc_ops.pg.runas import resolve_run_as
+from sbtc_ops.pg.sandbox import Sandbox
 from tests.support.pg import assert_no_postgres_left
 
 pytestmark = pytest.mark.postgres
@@ -67,12 +68,17 @@ def test_cluster_is_private_unprivileged_socket_only_and_removed(cluster_parent:
         assert pid is not None
         assert base.parent == cluster_parent.resolve()
         # The base stays ours (nothing of the server's user can be planted where we write);
-        # the server's user may only pass through it to its own data and socket directories.
-        handed_over = not cluster.run_as.is_current
-        assert base.stat().st_mode & 0o777 == (0o711 if handed_over else 0o700)
+        # the server's user may only pass through it to its own data and socket directories,
+        # and with a mount view not even that: it reaches them through its own namespace.
+        passes_through = not cluster.run_as.is_current and not cluster.sandbox.mount_view
+        assert base.stat().st_mode & 0o777 == (0o711 if passes_through else 0o700)
         assert base.stat().st_uid == os.geteuid()
+        assert cluster.data_dir.stat().st_mode & 0o777 == 0o700
+        # (With a view we connect through the socket's directory: only via our 0700 base.)
+        assert cluster.socket_dir.stat().st_mode & 0o777 == (
+            0o711 if cluster.sandbox.mount_view else 0o700
+        )
         for own in (cluster.socket_dir, cluster.data_dir):
-            assert own.stat().st_mode & 0o777 == 0o700
             assert own.stat().st_uid == cluster.run_as.uid
         assert (base / "owner.pid").stat().st_uid == os.geteuid()
         if os.geteuid() == 0:
@@ -296,9 +302,9 @@ def test_non_root_invocation_runs_the_server_as_itself(cluster_parent: Path) -> 
 def test_unusable_tmpdir_falls_back_to_tmp_but_a_given_parent_does_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not Sandbox(resolve_run_as()).mount_view:
         unreachable = tmp_path  # under pytest's 0700 root directory: the server user can't enter
-    else:
+    else:  # (a sandbox with a mount view needs no way through the host's directories)
         unreachable = tmp_path / ("d" * 90)  # too deep for a socket path
         unreachable.mkdir()
     with pytest.raises((DependencyError, UsageError)):

@@ -166,6 +166,56 @@ def test_stop_escalates_to_sigkill() -> None:
     assert proc.stop(stubborn, grace_s=0.5) == -signal.SIGKILL
 
 
+def test_run_interruptible_feeds_stdin_and_keeps_our_environment_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SIGNER_SIGNER__PRIVATE_KEY", "secret")
+    done = proc.run_interruptible(
+        ["/bin/sh", "-c", "cat; env"], input_bytes=b"on the pipe\n", timeout_s=60
+    )
+    assert done.returncode == 0
+    assert done.stdout.startswith(b"on the pipe\n")
+    assert b"secret" not in done.stdout
+
+
+def test_run_interruptible_kills_the_group_at_the_deadline(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.run_interruptible(
+            ["/bin/sh", "-c", f"sleep 600 & echo $! > {pid_file}; wait"], timeout_s=5.0
+        )
+    assert _wait_gone(int(pid_file.read_text())), "the child's own child outlived the deadline"
+
+
+def test_run_interruptible_stops_the_child_when_a_signal_handler_raises(tmp_path: Path) -> None:
+    """The handler runs during the wait (as the CLI's SIGTERM handler does) and the child is
+    killed and reaped before the exception reaches us."""
+    marker = tmp_path / "started"
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    def signal_once_started() -> None:
+        while not marker.exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    threading.Thread(target=signal_once_started, daemon=True).start()
+    try:
+        with pytest.raises(Interrupted):
+            proc.run_interruptible(
+                ["/bin/sh", "-c", f"echo $$ > {marker}.pid; touch {marker}; exec sleep 600"]
+            )
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    child = int(Path(f"{marker}.pid").read_text())
+    assert not _alive(child), "the child outlived the interruption"
+
+
 def test_minimal_environment_holds_none_of_ours(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIGNER_SIGNER__PRIVATE_KEY", "secret")
     monkeypatch.setenv("PGPASSWORD", "secret")

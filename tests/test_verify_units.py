@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sbtc_ops.backup.plainsql import plain_dump_roles
 from sbtc_ops.results import Status
 from sbtc_ops.verify import checks
-from sbtc_ops.verify.drill import plain_dump_roles
 from tests.support.verify import random_public_key
 
 

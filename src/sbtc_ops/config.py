@@ -227,7 +227,8 @@ class BackupSettings(_Section):
         None,
         ge=1,
         description="Cap on what a compressed dump may expand to during verify/restore "
-        "(decompression bombs); default 100x its compressed size, at least 64 MiB.",
+        "(decompression bombs); default 100x its size as staged, at least 64 MiB. One "
+        "gzip/zstd layer at most.",
         examples=[4096],
     )
 

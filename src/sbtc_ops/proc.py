@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar, cast
+from typing import IO, Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -26,6 +26,7 @@ _libc_prctl: Any = None
 # (the signer's key, S3 and database passwords live in the environment of a service).
 SAFE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _prctl() -> Any:
@@ -133,3 +134,54 @@ class InBackground(Generic[T]):
         if self._error is not None:
             raise self._error
         return cast(T, self._result)
+
+
+def run_interruptible(
+    argv: list[str],
+    *,
+    input_bytes: bytes = b"",
+    stdin: int | IO[bytes] | None = None,
+    stdout: int | IO[bytes] | None = None,
+    timeout_s: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a helper child of ours to completion and return what it printed (stdout unless
+    `stdout` sends it elsewhere, e.g. a file; stderr always).
+
+    For work that must not run in our own interpreter because it cannot be interrupted
+    there (a C extension holding the GIL ignores Ctrl-C/SIGTERM until it returns). The wait
+    is interruptible: when a signal handler raises, or `timeout_s` passes
+    (subprocess.TimeoutExpired), the child's group is killed and reaped before the exception
+    propagates. The child dies with us on kill -9, gets `input_bytes` on stdin (a pipe: the
+    place for a secret, never argv or the environment) — or reads `stdin` (a file, another
+    child's pipe) — and `env` (default: minimal_env())."""
+    dies_with_us = die_with_parent()
+
+    def preexec() -> None:
+        dies_with_us()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
+
+    # Ctrl-C/SIGTERM are held while the child starts: raised inside Popen(), after the fork,
+    # they would leave a child we hold no handle to (it would outlive our cleanup).
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin is None else stdin,
+            stdout=subprocess.PIPE if stdout is None else stdout,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else minimal_env(),
+            start_new_session=True,  # a terminal's Ctrl-C reaches us, and we stop it
+            preexec_fn=preexec,
+        )
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a held signal is handled here
+        out, err = proc.communicate(input_bytes if stdin is None else None, timeout=timeout_s)
+    except BaseException:
+        signal_group(proc, signal.SIGKILL)
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out or b"", err)

@@ -233,6 +233,10 @@ step_ops-image() {
   rm -rf "$ctx"; mkdir -p "$ctx"
   cp -a "$HERE/images/sbtc-ops/." "$ctx/"
   cp -a "$site" "$ctx/site-packages"
+  mkdir -p "$ctx/debs" "$LAB_CACHE/debs"
+  ls "$LAB_CACHE"/debs/bubblewrap_*.deb >/dev/null 2>&1 \
+    || (cd "$LAB_CACHE/debs" && apt-get download bubblewrap >&2)
+  cp -a "$LAB_CACHE"/debs/bubblewrap_*.deb "$ctx/debs/"
   cp -a "$REPO/src" "$ctx/src"
   find "$ctx/src" -name __pycache__ -prune -exec rm -rf {} +
   "$DOCKER" build -q --network none -t sbtc-ops-lab/sbtc-ops:test "$ctx" >/dev/null

@@ -294,6 +294,14 @@ def cosign(target: Path, key: Path) -> str:
     return store.put(storage, backup_id, name, signature)
 
 
+def record_cosignature(state_dir: Path, backup_id: str, statement_name: str, where: str) -> None:
+    """Remember a co-signature made on this host (the status page and metrics count it)."""
+    with StateStore.open(state_dir) as state:
+        state.record_event(
+            EventKind.ATTESTATION, backup_id, "cosigned", {"name": statement_name, "file": where}
+        )
+
+
 # -- per-backup evidence (backups, status, audit) ------------------------------------------------
 
 

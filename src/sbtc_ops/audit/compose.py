@@ -2,7 +2,8 @@
 
 Interpolation follows compose: `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?err}`,
 `$VAR`, `$$` for a literal `$`; values come from the `.env` file next to the compose file.
-YAML anchors and `<<` merge keys (used by the reference deployment) are resolved by the loader.
+YAML anchors and `<<` merge keys (used by the reference deployment) are resolved by the loader
+(sbtc_ops.yamlsafe: bounded, aliases shared, never copied: interpolate_tree memoizes).
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-import yaml
-
 from sbtc_ops.audit.framework import EvidenceError, HostContext, Skip
 from sbtc_ops.config import read_env_file
 from sbtc_ops.errors import ConfigError
+from sbtc_ops.yamlsafe import YamlError, load_bounded
 
 _VAR = re.compile(
     r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
@@ -80,14 +80,36 @@ def interpolate(value: str, env: dict[str, str]) -> str:
     return _VAR.sub(replace, value)
 
 
-def _interpolate_tree(node: Any, env: dict[str, str]) -> Any:
-    if isinstance(node, str):
-        return interpolate(node, env)
-    if isinstance(node, list):
-        return [_interpolate_tree(item, env) for item in node]
-    if isinstance(node, dict):
-        return {str(k): _interpolate_tree(v, env) for k, v in node.items()}
-    return node
+# What interpolation may produce in all (the document itself is bounded by yamlsafe).
+MAX_INTERPOLATED_BYTES = 16 << 20
+
+
+def interpolate_tree(node: Any, env: dict[str, str]) -> Any:
+    """`node` with every string interpolated. A node reached twice (a YAML alias) is done
+    once and its result shared, so the work is linear in the document, not in its alias
+    expansion; YamlError when the results exceed MAX_INTERPOLATED_BYTES."""
+    done: dict[int, Any] = {}
+    budget = [MAX_INTERPOLATED_BYTES]
+
+    def visit(item: Any) -> Any:
+        key = id(item)
+        if key in done:
+            return done[key]
+        if isinstance(item, str):
+            result: Any = interpolate(item, env)
+            budget[0] -= len(result)
+            if budget[0] < 0:
+                raise YamlError(f"interpolated values exceed {MAX_INTERPOLATED_BYTES >> 20} MiB")
+        elif isinstance(item, list):
+            result = [visit(child) for child in item]
+        elif isinstance(item, dict):
+            result = {str(k): visit(v) for k, v in item.items()}
+        else:
+            result = item
+        done[key] = result
+        return result
+
+    return visit(node)
 
 
 def compose_files(ctx: HostContext) -> list[ComposeFile]:
@@ -130,17 +152,15 @@ def _load(ctx: HostContext, path: PurePosixPath) -> ComposeFile:
         except ConfigError as exc:
             raise Skip(str(exc)) from None
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" line {where.line + 1}" if where is not None else ""
-        raise EvidenceError(f"{path}{line}: not valid YAML") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
-        raise EvidenceError(f"{path}: not a compose file (no services mapping)")
-    services = {
-        str(name): _interpolate_tree(body, env) if isinstance(body, dict) else {}
-        for name, body in doc["services"].items()
-    }
+        doc = load_bounded(text)
+        if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
+            raise EvidenceError(f"{path}: not a compose file (no services mapping)")
+        services = {
+            str(name): interpolate_tree(body, env) if isinstance(body, dict) else {}
+            for name, body in doc["services"].items()
+        }
+    except YamlError as exc:
+        raise EvidenceError(f"{path}: {exc}") from None
     return ComposeFile(path, services, env, env_path if env else None)
 
 

@@ -16,13 +16,13 @@ import logging
 import os
 import shutil
 import subprocess
-import tarfile
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from sbtc_ops.backup.crypto import AGE_MAGIC, AGE_SUFFIX, decrypt_file, load_identities
+from sbtc_ops.backup.agedecrypt import AgeHeaderError, decrypt_files
+from sbtc_ops.backup.crypto import AGE_MAGIC, AGE_SUFFIX
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
 from sbtc_ops.backup.staging import Staging, stage_manifest_files, stage_unlisted
@@ -157,12 +157,13 @@ class _Preparing:
     identity_file: Path | None
     max_expanded: int | None
     steps: list[str] = field(default_factory=list)
-    _identities: list[Any] | None = None
 
-    def identities(self) -> list[Any]:
-        if self._identities is None:
-            self._identities = load_identities(self.identity_file)
-        return self._identities
+    def decrypt(self, pairs: list[tuple[Path, Path]]) -> None:
+        try:
+            decrypt_files(pairs, self.identity_file)
+        except AgeHeaderError as exc:
+            raise ArchiveError(str(exc)) from None
+        self.steps.append("decrypted (age)")
 
 
 def prepare(
@@ -181,32 +182,32 @@ def prepare(
 
 
 def _prepare(root: Path, ctx: _Preparing) -> PreparedArchive:
-    work_dir = ctx.staging.root
-    steps = ctx.steps
-    identities_once = ctx.identities
-    if root.is_dir():
-        directory = _dump_directory(root)
-        encrypted = [p for p in directory.rglob(f"*{AGE_SUFFIX}") if p.is_file()]
-        if encrypted:
-            clear_dir = work_dir / "decrypted.dir"
-            clear_dir.mkdir(mode=0o700)
-            for path in directory.rglob("*"):
-                if path.is_file():
-                    target = clear_dir / path.relative_to(directory).as_posix().removesuffix(
-                        AGE_SUFFIX
-                    )
-                    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                    if path.name.endswith(AGE_SUFFIX):
-                        decrypt_file(path, target, identities_once())
-                    else:
-                        shutil.copyfile(path, target)
-            steps.append("decrypted (age)")
-            directory = clear_dir
-        if (directory / "toc.dat").is_file():
-            return PreparedArchive(directory, "directory", steps)
-        single = _single_dump_file(directory)
-        return _prepare_file(single, ctx)
-    return _prepare_file(root, ctx)
+    if not root.is_dir():
+        return _prepare_file(root, ctx)
+    directory = _dump_directory(root)
+    if any(p.is_file() for p in directory.rglob(f"*{AGE_SUFFIX}")):
+        directory = _decrypt_directory(directory, ctx)
+    if (directory / "toc.dat").is_file():
+        return PreparedArchive(directory, "directory", ctx.steps)
+    return _prepare_file(_single_dump_file(directory), ctx)
+
+
+def _decrypt_directory(directory: Path, ctx: _Preparing) -> Path:
+    """A copy of `directory` with its .age files decrypted (all in one child process)."""
+    clear_dir = ctx.staging.root / "decrypted.dir"
+    clear_dir.mkdir(mode=0o700)
+    pairs = []
+    for path in directory.rglob("*"):
+        if path.is_file():
+            relative = path.relative_to(directory).as_posix().removesuffix(AGE_SUFFIX)
+            target = clear_dir / relative
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if path.name.endswith(AGE_SUFFIX):
+                pairs.append((path, target))
+            else:
+                shutil.copyfile(path, target)
+    ctx.decrypt(pairs)
+    return clear_dir
 
 
 def _dump_directory(root: Path) -> Path:
@@ -230,27 +231,35 @@ def _magic(path: Path, size: int = 512) -> bytes:
         return handle.read(size)
 
 
+def _compression(head: bytes) -> str | None:
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return None
+
+
 def _prepare_file(path: Path, ctx: _Preparing) -> PreparedArchive:
+    """age → at most one of gzip/zstd → a dump, in that order; anything more is refused (a
+    few hundred bytes of zstd → gzip → zstd expand to gigabytes, and every extra layer is
+    more attacker-chosen parsing). The one expansion is capped relative to the size of the
+    file as staged, whatever layer it is."""
     work_dir, steps = ctx.staging.root, ctx.steps
+    original_size = path.stat().st_size
     current = path
-    for _ in range(3):  # age → compression → dump, in that order at most
-        head = _magic(current)
-        if head.startswith(AGE_MAGIC):
-            target = work_dir / f"decrypted-{len(steps)}"
-            # The clear text is about as long as the ciphertext: a bar with an ETA.
-            with step("decrypt"), watch_growth("decrypt", target, current.stat().st_size):
-                decrypt_file(current, target, ctx.identities())
-            steps.append("decrypted (age)")
-            current = target
-        elif head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
-            kind = "gzip" if head.startswith(GZIP_MAGIC) else "zstd"
-            target = work_dir / f"expanded-{len(steps)}"
-            with step("decompress"), watch_growth(f"expand ({kind})", target):
-                _expand(kind, current, target, ctx)
-            steps.append(f"decompressed ({kind})")
-            current = target
-        else:
-            break
+    if _magic(current).startswith(AGE_MAGIC):
+        target = work_dir / f"decrypted-{len(steps)}"
+        # The clear text is about as long as the ciphertext: a bar with an ETA.
+        with step("decrypt"), watch_growth("decrypt", target, original_size):
+            ctx.decrypt([(current, target)])
+        current = target
+    kind = _compression(_magic(current))
+    if kind is not None:
+        target = work_dir / f"expanded-{len(steps)}"
+        with step("decompress"), watch_growth(f"expand ({kind})", target):
+            _expand(kind, current, target, ctx, original_size)
+        steps.append(f"decompressed ({kind})")
+        current = target
     return PreparedArchive(current, _detect_format(current), steps)
 
 
@@ -261,12 +270,13 @@ def expansion_limit(source_size: int, configured: int | None, free_bytes: int) -
     return max(0, min(limit, free_bytes - FREE_SPACE_MARGIN))
 
 
-def _expand(kind: str, source: Path, target: Path, ctx: _Preparing) -> None:
+def _expand(kind: str, source: Path, target: Path, ctx: _Preparing, original_size: int) -> None:
     """Decompress `source` into `target` in the sandbox (the decompressor parses hostile
     bytes; it gets them on stdin and has no file access of its own); we only copy its
-    output, counting, and stop it at the limit."""
+    output, counting, and stop it at the limit (relative to `original_size`, the file as
+    staged) or as soon as its first bytes show another layer of compression or encryption."""
     free = shutil.disk_usage(target.parent).free
-    limit = expansion_limit(source.stat().st_size, ctx.max_expanded, free)
+    limit = expansion_limit(original_size, ctx.max_expanded, free)
     tool = shutil.which("gzip" if kind == "gzip" else "zstd")
     if tool is None:
         raise ArchiveError(
@@ -281,29 +291,59 @@ def _expand(kind: str, source: Path, target: Path, ctx: _Preparing) -> None:
     try:
         written = _copy_capped(proc, target, limit)
         _, stderr = proc.communicate()
+        _check_expanded(proc, written, stderr, source.name, kind, limit)
     except BaseException:
         ctx.sandbox.kill(proc)
         proc.wait()
-        target.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)  # refused or interrupted: nothing half-expanded stays
         raise
+
+
+def _check_expanded(
+    proc: subprocess.Popen[bytes],
+    written: int | None,
+    stderr: bytes,
+    name: str,
+    kind: str,
+    limit: int,
+) -> None:
+    """ArchiveError unless the decompressor's output was complete and within bounds."""
+    if written == _NESTED:
+        raise _nested_error(name, f"{kind} decompression")
     if written is None:
         raise ArchiveError(
-            f"{source.name}: decompressed data exceeds {limit >> 20} MiB (from "
-            f"{source.stat().st_size} bytes compressed): refusing it as a decompression bomb",
+            f"{name}: decompressed data exceeds {limit >> 20} MiB (100x the file as staged, "
+            "at least 64 MiB, or backup.max_expanded_mb): refusing it as a decompression bomb",
             hint="if the archive is genuine, raise backup.max_expanded_mb, or free disk space",
         )
     if proc.returncode != 0:
         detail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-        raise ArchiveError(f"{source.name}: {kind} data is corrupt: {detail[0]}")
+        raise ArchiveError(f"{name}: {kind} data is corrupt: {detail[0]}")
+
+
+_NESTED = -1
+
+
+def _nested_error(name: str, layer: str) -> ArchiveError:
+    return ArchiveError(
+        f"{name}: still compressed or encrypted after {layer}: sbtc-ops "
+        "expands at most one gzip or zstd layer (inside age encryption), to keep "
+        "decompression bombs bounded",
+        hint="decompress the extra layers yourself if the archive is genuine",
+    )
 
 
 def _copy_capped(proc: subprocess.Popen[bytes], target: Path, limit: int) -> int | None:
-    """Copy the child's stdout into `target`; None (child killed) past `limit` bytes."""
+    """Copy the child's stdout into `target`; None (child killed) past `limit` bytes, and
+    _NESTED (child killed) when the output starts with another compression or age layer."""
     assert proc.stdout is not None
     out = create_private(target)
     written = 0
     try:
         while chunk := proc.stdout.read(1 << 20):
+            if written == 0 and (_compression(chunk) or chunk.startswith(AGE_MAGIC)):
+                proc.kill()
+                return _NESTED
             written += len(chunk)
             if written > limit:
                 proc.kill()
@@ -315,17 +355,22 @@ def _copy_capped(proc: subprocess.Popen[bytes], target: Path, limit: int) -> int
 
 
 def _detect_format(path: Path) -> ArchiveFormat:
+    """From the first block only: never a walk of the file (a tar walk costs time in the
+    attacker's file size, and Python 3.11.7's tarfile loops forever on a negative member size,
+    CVE-2025-8194). Whether a tar or custom archive really is a dump is pg_restore's to say,
+    in the sandbox."""
     head = _magic(path)
     if head.startswith(CUSTOM_MAGIC):
         return "custom"
+    if is_pg_dump_tar_header(head):
+        return "tar"
     if len(head) >= 262 and head[257:262] == b"ustar":
-        try:
-            with tarfile.open(path) as tar:
-                if "toc.dat" in tar.getnames():
-                    return "tar"
-        except tarfile.TarError:
-            pass
-        raise ArchiveError(f"{path.name} is a tar file without toc.dat: not a pg_dump archive")
+        raise ArchiveError(
+            f"{path.name} is a tar file not starting with toc.dat: not a pg_dump archive"
+        )
+    kind = _compression(head)
+    if kind is not None or head.startswith(AGE_MAGIC):
+        raise _nested_error(path.name, "one layer")
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -336,3 +381,18 @@ def _detect_format(path: Path) -> ArchiveFormat:
     if "PostgreSQL database dump" in text or "SET " in text or "CREATE " in text:
         return "plain"
     raise ArchiveError(f"{path.name} does not look like a PostgreSQL dump")
+
+
+def is_pg_dump_tar_header(block: bytes) -> bool:
+    """Whether a 512-byte block is the first header of a pg_dump tar archive: a ustar header
+    with a valid checksum whose member is toc.dat (pg_dump writes it first)."""
+    if len(block) < 512 or block[257:262] != b"ustar":
+        return False
+    if block[:100].rstrip(b"\0") != b"toc.dat":
+        return False
+    try:
+        recorded = int(block[148:156].strip(b" \0") or b"-1", 8)
+    except ValueError:
+        return False
+    computed = sum(block[:148]) + 8 * ord(" ") + sum(block[156:512])
+    return recorded == computed

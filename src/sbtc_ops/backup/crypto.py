@@ -50,8 +50,9 @@ def parse_recipients(recipients: list[str]) -> list[pyrage.x25519.Recipient]:
     return parsed
 
 
-def load_identities(identity_file: Path | None) -> list[pyrage.x25519.Identity]:
-    """Read an age identity file (lines starting AGE-SECRET-KEY-); never echo its content."""
+def identity_lines(identity_file: Path | None) -> list[str]:
+    """The age identities of an identity file, each checked to parse, as text (for a child
+    process that decrypts: it gets them on a pipe). Never echoes the file's content."""
     if identity_file is None:
         raise ConfigError(
             "this backup is encrypted and no age identity is configured",
@@ -69,11 +70,12 @@ def load_identities(identity_file: Path | None) -> list[pyrage.x25519.Identity]:
         if not line or line.startswith("#"):
             continue
         try:
-            identities.append(pyrage.x25519.Identity.from_str(line))
+            pyrage.x25519.Identity.from_str(line)
         except Exception:  # noqa: BLE001
             raise ConfigError(
                 f"{identity_file}: line {number} is not an age X25519 identity"
             ) from None
+        identities.append(line)
     if not identities:
         raise ConfigError(f"{identity_file}: no age identity (AGE-SECRET-KEY-…) found")
     return identities
@@ -158,12 +160,6 @@ def decrypt_stream(reader: IO[bytes], writer: IO[bytes], identities: list[Any]) 
         raise SbtcOpsError(
             f"cannot decrypt the backup: {exc} (wrong identity, or corrupted data)"
         ) from None
-
-
-def decrypt_file(source: Path, target: Path, identities: list[Any]) -> None:
-    with source.open("rb") as reader, target.open("wb") as writer:
-        target.chmod(0o600)
-        decrypt_stream(reader, writer, identities)
 
 
 def is_age_file(path: Path) -> bool:

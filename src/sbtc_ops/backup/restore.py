@@ -90,6 +90,8 @@ def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str
     target = parse_target(request.target_db, what="--target-db")
     _refuse_live(target, settings, request.overwrite_live)
     run_as = resolve_run_as(settings.postgres.run_as)
+    if run_as.userns:  # the restore reads the staged archive as us (below): keep it ours
+        run_as = current_user()
     locks = ExitStack()  # shared per-backup locks: no prune deletes what is being restored
     with locks, Staging(run_as, prefix="sbtc-ops-restore-") as staging:
         storages = storages_for_restore(settings, request)

@@ -154,7 +154,7 @@ def survey(
             except StorageError as exc:
                 unreachable[storage.name] = exc.message
                 continue
-            rows.extend(_row(storage, backup, store) for backup in backups)
+            rows.extend(_row(settings, storage, backup, store) for backup in backups)
     if unreachable and len(unreachable) == len(storages):
         raise StorageError("; ".join(unreachable.values()))
     rows.sort(key=lambda row: (row["id"], row["storage"]), reverse=True)
@@ -172,7 +172,9 @@ def list_all(
     return found.rows
 
 
-def _row(storage: Storage, backup: StoredBackup, store: StateStore) -> dict[str, Any]:
+def _row(
+    settings: Settings, storage: Storage, backup: StoredBackup, store: StateStore
+) -> dict[str, Any]:
     manifest = backup.manifest
     return {
         "id": backup.id,
@@ -188,7 +190,18 @@ def _row(storage: Storage, backup: StoredBackup, store: StateStore) -> dict[str,
         if manifest
         else None,
         "dkg_keys": [k.model_dump() for k in manifest.dkg_keys] if manifest else [],
+        "attestation": _evidence(settings, storage, backup),
     }
+
+
+def _evidence(settings: Settings, storage: Storage, backup: StoredBackup) -> dict[str, Any]:
+    """Whether a signed drill proved this backup, and its signatures (attest/service.py)."""
+    from sbtc_ops.attest.service import NO_EVIDENCE, backup_evidence
+
+    if not backup.complete:
+        return NO_EVIDENCE.to_json()
+    allowed = settings.attest.allowed_signers
+    return backup_evidence(storage, backup.id, settings.state_dir, allowed).to_json()
 
 
 def prune_all(

@@ -5,9 +5,10 @@ A backup's files are hostile input (docs/threat-model.md). Before anything reads
 - only the files its manifest names are taken, each name checked (manifest.member_parts),
   each copied with no symlink followed, hashed *while copied*, so the bytes that are
   restored are exactly the bytes that were checked (no swap between check and use);
-- everything lands in a staging directory of ours (0700, or 0711 when a sandbox user must
-  pass through), with an owner.pid: a run killed with -9 leaves it behind, and the next run
-  removes it, decrypted archive included;
+- everything lands in a staging directory of ours (0700; 0711 only when a sandbox without a
+  mount view must pass through), with an owner.pid: a run killed with -9 leaves it behind,
+  unreadable to anyone but us (the sandbox reached it through its own mount namespace, gone
+  with it), and the next run removes it, decrypted archive included;
 - only once checked is the archive handed to the sandbox user that restores it.
 """
 
@@ -19,7 +20,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +36,7 @@ from sbtc_ops.files import (
     write_all,
 )
 from sbtc_ops.pg.runas import RunAs
+from sbtc_ops.pg.sandbox import Sandbox
 from sbtc_ops.proc import process_exists
 
 STAGING_PREFIXES = ("sbtc-ops-verify-", "sbtc-ops-restore-")
@@ -73,9 +75,9 @@ class Staging:
 
     def __enter__(self) -> Self:
         parent = self.parent or Path(tempfile.gettempdir())
-        reap_stale_staging(parent)
+        reap_stale_staging(parent, self.run_as.remove_tree)
         self.root = Path(tempfile.mkdtemp(prefix=self.prefix, dir=parent))  # 0700, ours
-        if not self.run_as.is_current:
+        if self._pass_through:
             self.root.chmod(0o711)  # the sandbox user may reach what is handed to it
         fd = create_private(self.root / OWNER_FILE)
         try:
@@ -91,7 +93,13 @@ class Staging:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        self.run_as.remove_tree(self.root)
+
+    @property
+    def _pass_through(self) -> bool:
+        """Whether the sandbox user must traverse our directories on the host (no mount view
+        exposes what is handed over to it)."""
+        return not self.run_as.is_current and not Sandbox(self.run_as).mount_view
 
     @property
     def archive(self) -> Path:
@@ -106,8 +114,9 @@ class Staging:
         """Give a checked file or directory tree to the sandbox user (no link followed)."""
         if self.run_as.is_current:
             return
-        for item in _tree(path):
-            os.chown(item, self.run_as.uid, self.run_as.gid, follow_symlinks=False)
+        self.run_as.chown_tree(path)
+        if not self._pass_through:
+            return
         # Our directories on the way may be passed through (not listed) by that user.
         for directory in path.parents:
             if directory == self.root or not directory.is_relative_to(self.root):
@@ -115,21 +124,17 @@ class Staging:
             directory.chmod(0o711)
 
 
-def _tree(path: Path) -> Iterator[Path]:
-    yield path
-    if path.is_dir() and not path.is_symlink():
-        for dirpath, dirnames, filenames in os.walk(path):
-            for name in [*dirnames, *filenames]:
-                yield Path(dirpath) / name
+def _rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
-def reap_stale_staging(parent: Path) -> list[Path]:
+def reap_stale_staging(parent: Path, remove: Callable[[Path], None] = _rmtree) -> list[Path]:
     """Remove staging directories whose sbtc-ops process is gone (kill -9, power loss): a
     decrypted archive must not outlive the run that made it."""
     removed = []
     for prefix in STAGING_PREFIXES:
         for stale in abandoned_run_directories(parent, prefix, (os.geteuid(),), process_exists):
-            shutil.rmtree(stale, ignore_errors=True)
+            remove(stale)
             removed.append(stale)
     return removed
 

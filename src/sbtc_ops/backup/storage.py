@@ -423,6 +423,11 @@ class S3Storage:
             "as unreachable for the rest of this run"
         )
 
+    def bounded(self, action: str, fn: Callable[[], T], size: int = 0) -> T:
+        """`fn()` (calls on `self.client`) under this location's deadline, for modules that
+        keep their own objects beside the backups (attest/store.py)."""
+        return self._bounded(action, fn, size)
+
     def check_writable(self) -> None:
         self._bounded("checking the bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
 

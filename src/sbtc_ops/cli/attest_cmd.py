@@ -107,13 +107,15 @@ def sign(
 ) -> None:
     """Add your signature to a drill statement after review (kept as its own file)."""
     _common.set_json_mode(json_output)
-    from sbtc_ops.attest.service import cosign
+    from sbtc_ops.attest.service import cosign, record_cosignature
 
     settings = _common.load_settings()
     signing_key = key or settings.attest.signing_key
     if signing_key is None:
         raise UsageError("name your signing key (--key FILE)")
     written = cosign(statement_file, signing_key)
+    backup_id = statement_file.resolve().parent.parent.name
+    record_cosignature(settings.state_dir, backup_id, statement_file.name, written)
     if json_output:
         _common.emit_json({"ok": True, "signature": written})
     else:

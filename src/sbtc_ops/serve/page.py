@@ -121,12 +121,24 @@ def _verifies_table(snap: Snapshot) -> str:
         rows.append(
             f"<tr><td>{escape(e.subject)}</td><td>{_when(e.at)}</td>"
             f"<td>{_outcome(str(e.data.get('verdict') or e.outcome))}</td>"
-            f"<td>{escape(failed)}</td><td>{_seconds(e.data.get('duration_s'))}</td></tr>"
+            f"<td>{escape(failed)}</td><td>{_seconds(e.data.get('duration_s'))}</td>"
+            f"<td>{escape(_attested(snap, e.subject))}</td></tr>"
         )
     head = (
-        "<tr><th>backup</th><th>at</th><th>verdict</th><th>failed checks</th><th>duration</th></tr>"
+        "<tr><th>backup</th><th>at</th><th>verdict</th><th>failed checks</th><th>duration</th>"
+        "<th>attestation</th></tr>"
     )
     return f"<table id='verifies'>{head}{''.join(rows)}</table>"
+
+
+def _attested(snap: Snapshot, backup_id: str) -> str:
+    attestation = snap.attestation_of(backup_id)
+    if attestation is None:
+        return "-"
+    if attestation.outcome != "signed":
+        return "unsigned"
+    good = "signed match" if snap.signed_match(backup_id) else "signed"
+    return f"{good}, {snap.signatures_of(attestation)} signature(s)"
 
 
 def _findings_table(snap: Snapshot) -> str:

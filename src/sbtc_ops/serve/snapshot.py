@@ -45,6 +45,7 @@ class Snapshot:
     dkg_watch: Event | None = None  # the newest watch event that saw dkg_shares
     dkg_watch_last: Event | None = None  # the newest watch event (may be an error)
     deleted: set[str] = field(default_factory=set)  # backup ids prune has deleted
+    attestations: list[Event] = field(default_factory=list)  # newest first
 
     @property
     def existing_backups(self) -> list[Event]:
@@ -79,6 +80,30 @@ class Snapshot:
     def last_verdict(self) -> str | None:
         verify = self.last_verify
         return None if verify is None else str(verify.data.get("verdict") or verify.outcome)
+
+    # -- attestations (docs/attestations.md) ----------------------------------------------
+
+    def attestation_of(self, backup_id: str) -> Event | None:
+        """The newest drill attestation of a backup (its own, not a co-signature)."""
+        return next(
+            (e for e in self.attestations if e.subject == backup_id and e.outcome != "cosigned"),
+            None,
+        )
+
+    def signatures_of(self, attestation: Event) -> int:
+        """The drill's own signature plus the co-signatures recorded on this host."""
+        name = attestation.data.get("name")
+        cosigned = sum(
+            1 for e in self.attestations if e.outcome == "cosigned" and e.data.get("name") == name
+        )
+        return (1 if attestation.outcome == "signed" else 0) + cosigned
+
+    def signed_match(self, backup_id: str) -> bool:
+        """A signed drill proved this backup (verdict match)."""
+        return any(
+            e.subject == backup_id and e.outcome == "signed" and e.data.get("verdict") == "match"
+            for e in self.attestations
+        )
 
     # -- keys and chain ---------------------------------------------------------------------
 
@@ -178,7 +203,15 @@ class Snapshot:
         age = self.now - last.at
         if age > VERIFY_MAX_AGE_S:
             return Verdict("Verification", RED, f"no successful verify for {human_age(age)}")
-        return Verdict("Verification", GREEN, f"{last.subject} verified {human_age(age)} ago")
+        attestation = self.attestation_of(last.subject)
+        signed = (
+            f"; attestation signed ({self.signatures_of(attestation)} signature(s))"
+            if attestation is not None and attestation.outcome == "signed"
+            else "; attestation unsigned"
+        )
+        return Verdict(
+            "Verification", GREEN, f"{last.subject} verified {human_age(age)} ago{signed}"
+        )
 
     def _key_verdict(self) -> Verdict:
         state = self.key_state
@@ -234,6 +267,7 @@ def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
         snap.deleted = {
             e.subject for e in store.events(EventKind.BACKUP_DELETED, limit=10 * history)
         }
+        snap.attestations = store.events(EventKind.ATTESTATION, limit=10 * history)
         snap.chain = store.last_run("chain-check", ("ok", "problem", "error"))
         snap.audit = store.last_event(EventKind.AUDIT)
         snap.audit_run = store.last_run("audit", ("ok", "problem"))

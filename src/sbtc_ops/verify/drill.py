@@ -7,9 +7,7 @@ The chain is read concurrently with the restore. The cluster is removed whatever
 
 from __future__ import annotations
 
-import mmap
 import os
-import re
 import subprocess
 import sys
 import time
@@ -34,6 +32,7 @@ from sbtc_ops.backup.archive import (
 )
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.pgrestore import restore_argv, run_restore
+from sbtc_ops.backup.plainsql import plain_dump_roles
 from sbtc_ops.backup.service import storages_for
 from sbtc_ops.backup.staging import Staging, StagingError
 from sbtc_ops.backup.storage import LocalStorage, Storage
@@ -41,6 +40,7 @@ from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.cluster import ThrowawayCluster
 from sbtc_ops.pg.runas import resolve_run_as
+from sbtc_ops.pg.sandbox import isolation_of
 from sbtc_ops.proc import InBackground
 from sbtc_ops.progress import echo
 from sbtc_ops.results import CheckResult, Status
@@ -92,6 +92,8 @@ class VerifyReport:
     manifest: dict[str, Any] | None = None
     archive: dict[str, Any] = field(default_factory=dict)
     key_source: str = "chain"  # or "expected" (--expected-key: no chain read)
+    # The layers the archive's programs ran in (pg/sandbox.py Isolation.as_dict).
+    sandbox: dict[str, Any] = field(default_factory=dict)
     # For the attestation: the newest verified row's signer set and threshold, and what each
     # Stacks endpoint answered.
     dkg_newest: dict[str, Any] | None = None
@@ -134,6 +136,7 @@ class VerifyReport:
             "checks": [c.to_json() for c in self.checks],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "archive": self.archive,
+            "sandbox": self.sandbox,
             "chain_tip": self.chain_tip,
             "attestation": self.attestation,
         }
@@ -234,6 +237,17 @@ class Drill:
             "This note is shown once."
         )
 
+    def _notice_sandbox(self) -> None:
+        """On every run: the sandbox's layers in the report, and a warning when some are
+        missing (docs/threat-model.md says what each deployment gets)."""
+        isolation = isolation_of(self.run_as)
+        self.report.sandbox = isolation.as_dict()
+        if not isolation.full:
+            echo(
+                f"warning: the restore drill's sandbox ({isolation.mode}) lacks "
+                f"{', '.join(isolation.missing())}: {isolation.why}"
+            )
+
     def _run(self) -> VerifyReport:
         total = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chain")
@@ -246,6 +260,7 @@ class Drill:
                 # Only once the backup is found: a bad argument must not wait for (or cause)
                 # a read from every configured Stacks endpoint (nor a note about clusters).
                 self._notice_run_as()
+                self._notice_sandbox()
                 chain = self._start_chain_reads(pool)
                 self.report.backup = located.backup_id or located.ref
                 self._shown_name = located.root.name
@@ -402,7 +417,7 @@ class Drill:
         return run_restore(
             argv,
             cluster.client_env(RESTORE_ROLE),
-            cluster.sandbox,
+            cluster.sandbox.exposing(ro=(prepared.path,)),
             plain,
             self._shown_name,
             progress_of=prepared.path,
@@ -541,61 +556,9 @@ class Drill:
                     "onchain_aggregate_key": report.onchain_aggregate_key,
                     "failed_checks": [c.id for c in report.checks if c.status.is_problem],
                     "duration_s": round(report.timings.get("total", 0.0), 3),
+                    "sandbox": report.sandbox,  # for the audit (BAK-006)
                 },
             )
-
-
-# Roles a plain dump names: owners, grantees, session authorizations (one per statement,
-# at the start of a line, as pg_dump writes them).
-_ROLE = rb'("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_ROLE_STATEMENTS = re.compile(
-    rb"^(?:ALTER [^\n]* OWNER TO " + _ROLE + rb";"
-    rb"|GRANT [^\n]* TO " + _ROLE + rb"(?: WITH GRANT OPTION)?(?: GRANTED BY [^\n]*)?;"
-    rb"|REVOKE [^\n]* FROM " + _ROLE + rb"(?: GRANTED BY [^\n]*)?;"
-    rb"|SET SESSION AUTHORIZATION '([^'\n]+)';)",
-    re.MULTILINE,
-)
-_NOT_ROLES = {"public", "current_user", "session_user", "current_role"}
-
-
-def plain_dump_roles(path: Path) -> set[str]:
-    """Role names a plain-SQL dump refers to (scanned without reading it into memory)."""
-    roles: set[str] = set()
-    if path.stat().st_size == 0:
-        return roles
-    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        matches = (
-            match
-            for start, end in _outside_copy_data(data)
-            for match in _ROLE_STATEMENTS.finditer(data, start, end)
-        )
-        for match in matches:
-            raw = next(group for group in match.groups() if group is not None)
-            name = raw.decode("utf-8", "replace")
-            if name.startswith('"'):
-                name = name[1:-1].replace('""', '"')
-            elif name.lower() in _NOT_ROLES:
-                continue
-            else:
-                name = name.lower()
-            roles.add(name)
-    return roles
-
-
-def _outside_copy_data(data: mmap.mmap) -> Iterator[tuple[int, int]]:
-    """(start, end) of the parts of a plain dump that are SQL, skipping the COPY data blocks
-    (the bulk of a dump; their ends are found at memchr speed, not by the regex)."""
-    position = 0
-    while True:
-        copy = data.find(b"\nCOPY ", position)
-        if copy < 0:
-            yield position, len(data)
-            return
-        yield position, copy + 1
-        end = data.find(b"\n\\.\n", copy)  # a line holding only \. ends the data
-        if end < 0:
-            return
-        position = end + 3
 
 
 def _prepare_database(cluster: ThrowawayCluster) -> bool:

@@ -70,6 +70,7 @@ def build_evidence(
         host=host_name(),
         started_at=iso(window[0]),
         finished_at=iso(window[1]),
+        extra={"sandbox": document.get("sandbox")},  # which isolation layers the drill had
     )
 
 

@@ -20,6 +20,7 @@ from sbtc_ops.audit.framework import (
     passed,
     warned,
 )
+from sbtc_ops.errors import SbtcOpsError
 
 AREA = "backups"
 SECTION = "Daily PostgreSQL backups, periodically verified"
@@ -206,6 +207,42 @@ def newest_dkg_backed_up(ctx: HostContext) -> Outcome:
         return passed(f"newest DKG key {key} is in a backup")
     minutes = (ctx.now - created_at).total_seconds() / 60
     return warned(f"newest DKG key {key} (created {minutes:.0f} min ago) is in no backup")
+
+
+@check(
+    "BAK-006",
+    area=AREA,
+    title="Restore drills run in a full sandbox",
+    severity=Severity.HIGH,
+    section=SECTION,
+    rationale="A drill restores an archive an attacker may have written, on the host that "
+    "holds the signer's key. Its programs must run as a uid of their own, in a filesystem "
+    "view without the signer's or sbtc-ops' files, without network, in a PID namespace "
+    "(docs/threat-model.md, the sandbox in each deployment).",
+    remediation="Install bubblewrap (and uidmap with a /etc/subuid range for an unprivileged "
+    "sbtc-ops), and deploy the shipped systemd unit or compose file unchanged; the last "
+    "verify's warning names the missing layer.",
+)
+def drill_sandbox(ctx: HostContext) -> Outcome:
+    from sbtc_ops.state import EventKind, StateStore
+
+    with StateStore.open(ctx.settings.state_dir) as store:
+        events = [e for e in store.events(EventKind.VERIFY, limit=50) if e.data.get("sandbox")]
+    if events:
+        layers, source = events[0].data["sandbox"], f"the last verify ({events[0].subject})"
+    else:  # no verify recorded one yet: what a drill started by this process would get
+        from sbtc_ops.pg.runas import resolve_run_as
+        from sbtc_ops.pg.sandbox import isolation_of
+
+        try:
+            run_as = resolve_run_as(ctx.settings.postgres.run_as)
+        except SbtcOpsError as exc:
+            return failed(f"no user to run a drill as: {exc}")
+        layers, source = isolation_of(run_as).as_dict(), "a drill from here"
+    if layers.get("full"):
+        return passed(f"{source} ran in a full sandbox ({layers.get('mode')})")
+    missing = ", ".join(layers.get("missing", [])) or "unknown layers"
+    return warned(f"{source} ran without {missing} ({layers.get('mode')}): {layers.get('why')}")
 
 
 def _live_newest_dkg(ctx: HostContext) -> tuple[str, datetime] | None:

@@ -21,8 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
-import yaml
-
 from sbtc_ops.audit.compose import compose_files
 from sbtc_ops.audit.framework import (
     EvidenceError,
@@ -36,6 +34,7 @@ from sbtc_ops.audit.framework import (
     warned,
 )
 from sbtc_ops.audit.roles import ROLE_NAMES, RoleService, role_services
+from sbtc_ops.yamlsafe import YamlError, load_bounded
 
 T = TypeVar("T")
 
@@ -458,8 +457,10 @@ def _load_vector(ctx: HostContext, path: PurePosixPath) -> dict[str, Any]:
         if path.suffix == ".toml":
             document: Any = tomllib.loads(text)
         else:
-            document = yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError):
+            document = load_bounded(text)
+    except YamlError as exc:
+        raise EvidenceError(f"{path}: {exc}") from None
+    except tomllib.TOMLDecodeError:
         raise EvidenceError(f"{path}: not valid {path.suffix.lstrip('.').upper()}") from None
     if not isinstance(document, dict):
         raise EvidenceError(f"{path}: not a vector configuration")
