@@ -114,3 +114,15 @@ def test_the_calls_own_error_is_not_taken_for_the_deadline() -> None:
 
     with pytest.raises(TimeoutError, match="socket's own"):
         storage()._bounded("checking the bucket", fails)
+
+
+def test_an_interrupt_whose_exception_was_swallowed_still_stops_the_encryption() -> None:
+    """The SIGINT/SIGTERM handler's KeyboardInterrupt is lost when it lands in code whose
+    exceptions Python ignores (seen: logging's at-fork callback right after pg_dump was
+    started); the encryption, about to block on pg_dump's output, raises it then."""
+    from sbtc_ops.proc import note_interrupt, raise_if_interrupted
+
+    note_interrupt()
+    with pytest.raises(KeyboardInterrupt):
+        encrypt_stream(io.BytesIO(b"y" * 100_000), io.BytesIO(), [RECIPIENT])
+    raise_if_interrupted()  # raised once: the cleanup after it is not interrupted again

@@ -100,6 +100,37 @@ def minimal_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+_INTERRUPT_PENDING = threading.Event()
+
+
+def note_interrupt() -> None:
+    """Called by the CLI's SIGINT/SIGTERM handler before it raises KeyboardInterrupt.
+
+    A handler's exception is lost when the signal lands while Python runs code whose
+    exceptions are "ignored" (an at-fork callback such as logging's, a __del__, a weakref
+    callback): it is printed and swallowed, and a run blocked on a child that will never
+    answer would then never stop. Places that block on a child check this first."""
+    _INTERRUPT_PENDING.set()
+
+
+def raise_if_interrupted() -> None:
+    """Raise the KeyboardInterrupt a signal asked for, once (cleanup after it runs on)."""
+    if _INTERRUPT_PENDING.is_set():
+        _INTERRUPT_PENDING.clear()
+        raise KeyboardInterrupt
+
+
+def wait_child(proc: subprocess.Popen[Any]) -> int:
+    """`proc.wait()` in short slices, so an interrupt whose exception was lost still ends
+    the wait (a stopped child is never reaped)."""
+    while True:
+        raise_if_interrupted()
+        try:
+            return proc.wait(0.2)
+        except subprocess.TimeoutExpired:
+            continue
+
+
 class InBackground(Generic[T]):
     """`fn()` in a daemon thread; `result()` waits and re-raises its exception.
 

@@ -12,6 +12,7 @@ from typing import IO, Any
 import pyrage
 
 from sbtc_ops.errors import ConfigError, SbtcOpsError
+from sbtc_ops.proc import raise_if_interrupted
 
 AGE_SUFFIX = ".age"
 AGE_MAGIC = b"age-encryption.org/v1"
@@ -95,6 +96,7 @@ class _Relay:
 
     def read(self, size: int = -1) -> bytes:
         try:
+            raise_if_interrupted()  # before blocking on a child that may never write again
             return self.target.read(size)
         except BaseException as exc:
             self.raised = self.raised or exc
@@ -102,6 +104,7 @@ class _Relay:
 
     def readinto(self, buffer: Any) -> int | None:
         try:
+            raise_if_interrupted()
             return self.target.readinto(buffer)  # type: ignore[attr-defined,no-any-return]
         except BaseException as exc:
             self.raised = self.raised or exc
@@ -109,6 +112,7 @@ class _Relay:
 
     def write(self, data: Any) -> int:
         try:
+            raise_if_interrupted()
             return self.target.write(data)
         except BaseException as exc:
             self.raised = self.raised or exc

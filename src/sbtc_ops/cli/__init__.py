@@ -15,6 +15,7 @@ import typer
 from sbtc_ops import __version__
 from sbtc_ops.cli import _common, _streams, helpstyle
 from sbtc_ops.errors import SbtcOpsError, describe_os_error
+from sbtc_ops.proc import note_interrupt
 from sbtc_ops.redact import scrub
 
 app = typer.Typer(
@@ -140,6 +141,7 @@ def _signal_as_interrupt(signum: int, frame: object) -> None:
     # silent exit code 130, and the interruption must still be reported (JSON document too).
     global _interrupted_by_signal
     _interrupted_by_signal = True
+    note_interrupt()  # in case this exception is swallowed where it lands (proc.py)
     raise KeyboardInterrupt
 
 
