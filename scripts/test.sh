@@ -13,6 +13,8 @@ DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
 DEBIAN_PACKAGES+=(util-linux gzip zstd bubblewrap uidmap)
 # The fault matrix's real faults: a loop device (losetup, util-linux) holding ext4 (mkfs.ext4).
 DEBIAN_PACKAGES+=(e2fsprogs)
+# The documented key restore (docs/key-custody.md, tests/test_recovery_docs.py) runs age -d.
+DEBIAN_PACKAGES+=(age)
 # The Docker lab's packages (tests/lab/lab.sh): installed here with the rest, so the lab's
 # own install step has nothing left to do; its postinst must not start a stock dockerd.
 # A machine that already has a Docker engine (e.g. docker-ce, which conflicts with docker.io)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -30,10 +32,12 @@ from sbtc_ops.audit.framework import (
     select_checks,
     warned,
 )
-from sbtc_ops.audit.render import render_html, report_document
+from sbtc_ops.audit.render import render_html, report_document, write_html
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import UsageError
 from sbtc_ops.results import Status
+from tests.support.backup import wait_gone
+from tests.test_serve_browser import CHROMIUM, chromium
 
 SECRET_PASSWORD = "s3cr3t-Pa55word-xyz"
 
@@ -236,8 +240,7 @@ def test_subprocess_runner_kills_a_hung_command_and_its_children(tmp_path: Path)
         runner(["hangs"], 0.5)
     assert time.monotonic() - start < 30  # killed, not waited for (sleep 60)
     child = int(pidfile.read_text())
-    time.sleep(0.1)
-    assert not _alive(child), "the hung command's child outlived the timeout"
+    assert wait_gone(child), "the hung command's child outlived the timeout"
     assert "not json" in runner(["garbage"], 5).stdout
     with pytest.raises(ToolMissing):
         runner(["no-such-tool-here"], 1)
@@ -296,3 +299,44 @@ def test_an_area_module_that_fails_to_import_is_an_error_finding(
     broken = run_audit(ctx, [c for c in checks if c.id.startswith("LOAD-")]).findings
     assert [(f.id, f.area, f.status) for f in broken] == [("LOAD-001", "halfwritten", Status.ERROR)]
     assert "invalid syntax" in broken[0].detail
+
+
+def _mixed_report(tmp_path: Path) -> Any:
+    checks = [
+        make_check("T-001", lambda ctx: passed("fine"), Severity.CRITICAL),
+        make_check("T-002", lambda ctx: Outcome(Status.SKIP, "n/a"), Severity.HIGH),
+        make_check("T-003", lambda ctx: failed("minor"), Severity.LOW),
+        make_check("T-004", lambda ctx: warned("meh"), Severity.MEDIUM),
+        make_check("T-005", lambda ctx: failed("worst"), Severity.CRITICAL),
+    ]
+    return run_audit(HostContext(Settings(), root=tmp_path, runner=RecordedRunner({})), checks)
+
+
+def test_the_html_report_lists_failures_first_by_severity_with_contents(tmp_path: Path) -> None:
+    page = render_html(_mixed_report(tmp_path))
+    rows = re.findall(r"<tr id='finding-(T-\d+)' data-status=(\w+)>", page)
+    # Failed (critical before low), then warnings, then passed, then skipped.
+    assert rows == [
+        ("T-005", "fail"),
+        ("T-003", "fail"),
+        ("T-004", "warn"),
+        ("T-001", "pass"),
+        ("T-002", "skip"),
+    ]
+    toc = page[page.index("<nav id=toc>") : page.index("</nav>")]
+    assert page.index("<nav id=toc>") < page.index("<tr id='finding-")
+    for target in ("section-fail", "section-warn", "section-pass", "section-skip", "review"):
+        assert f"href='#{target}'" in toc and f"id={target}" in page
+    assert toc.index("#finding-T-005") < toc.index("#finding-T-003")
+    assert "#finding-T-001" not in toc  # passing checks are counted, not listed
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed")
+def test_the_html_report_in_chromium_starts_with_the_worst_failure(tmp_path: Path) -> None:
+    report_path = tmp_path / "report.html"
+    write_html(_mixed_report(tmp_path), report_path)
+    dom = chromium(tmp_path / "profile", "--dump-dom", report_path.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    statuses = re.findall(r'<tr id="finding-(T-\d+)" data-status="(\w+)">', dom.stdout)
+    assert statuses[0] == ("T-005", "fail") and statuses[-1] == ("T-002", "skip")
+    assert '<nav id="toc">' in dom.stdout and 'href="#finding-T-005"' in dom.stdout

@@ -94,7 +94,10 @@ def test_the_next_audit_compares_with_the_previous_scrape(
     assert metrics.paths().count("/metrics") == 2
     state = tmp_path / "state" / "audit-metrics-scrape.json"
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
-    time.sleep(0.25)  # more than audit.metrics_interval_s: the saved scrape is usable
+    # Age the saved scrape past audit.metrics_interval_s (no sleeping): it is then usable.
+    saved = json.loads(state.read_text())
+    saved["at"] -= 60
+    state.write_text(json.dumps(saved))
     findings = run_area("monitoring", settings, root=tmp_path)
     assert metrics.paths().count("/metrics") == 3  # one scrape, no waiting
     assert statuses(findings)["MON-005"] == "pass"

@@ -8,7 +8,6 @@ import os
 import pwd
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from sbtc_ops.audit.framework import (
     select_checks,
 )
 from tests.support.audit import FIXTURE_NOW, load_scenario, statuses
+from tests.support.backup import wait_gone
 
 MY_AREAS = ["access", "firewall", "secrets", "keys"]
 WEAK_MODES = {"opt/sbtc/.env": 0o644, "opt/sbtc/nodes/.env": 0o644}
@@ -74,17 +74,8 @@ def test_hung_commands_time_out_and_are_killed(tmp_path: Path) -> None:
     assert found["SSH-001"] == "fail"
     assert "did not finish within 0.5s" in why["SSH-001"]
     assert found["FW-004"] == "fail"  # compose evidence does not depend on nft
-    time.sleep(0.2)
     for pidfile in pids.iterdir():
-        pid = int(pidfile.read_text())
-        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"{pidfile.name} survived"
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except FileNotFoundError:
-        return True
+        assert wait_gone(int(pidfile.read_text())), f"{pidfile.name} survived"
 
 
 def test_garbage_command_output_is_an_error_not_a_crash(tmp_path: Path) -> None:
@@ -211,6 +202,4 @@ def test_a_check_abandoned_at_its_timeout_leaves_no_process(tmp_path: Path) -> N
     )
     (finding,) = run_audit(ctx, [check]).findings
     assert (finding.status.value, finding.detail) == ("error", "did not finish within 0.5s")
-    pid = int(pidfile.read_text())
-    time.sleep(0.2)
-    assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+    assert wait_gone(int(pidfile.read_text()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -175,6 +176,13 @@ def test_config_show_cli_redacts_and_exits_2_on_bad_file(
         assert DB_PASSWORD not in channel and PRIVATE_KEY not in channel
     text = cli("config", "show")
     assert text.code == 0 and "**********" in text.stdout and PRIVATE_KEY not in text.stdout
+    # TOML, as sbtc-ops.toml is written: true/false, quoted strings, [tables], no Python.
+    shown_toml = tomllib.loads(text.stdout)
+    assert shown_toml["network"] == "testnet"
+    assert shown_toml["serve"]["dkg_watch"] is doc["serve"]["dkg_watch"]
+    assert shown_toml["backup"]["retention"] == doc["backup"]["retention"]
+    assert "True" not in text.stdout and "False" not in text.stdout
+    assert "# deployer (not set)" in text.stdout or "deployer = " in text.stdout
 
     own.write_text("[backup]\nformat = 'zip'\n")
     bad = cli("config", "show")

@@ -91,7 +91,7 @@ def test_json_usage_errors_print_the_error_document(cli: Cli, args: tuple[str, .
     doc = result.json()  # exactly one JSON document on stdout
     assert doc["ok"] is False
     assert doc["error"]
-    assert "Error: " in result.stderr  # the human message stays on stderr
+    assert result.stderr.startswith("error: ")  # the human message stays on stderr
 
 
 def test_usage_error_without_json_keeps_stdout_empty(cli: Cli) -> None:

@@ -1,10 +1,13 @@
-"""`history`: CLI verify runs are listed beside the daemon's job runs; unknown job names are
+"""`history`: CLI backup and verify runs are listed beside the daemon's job runs; unknown job names are
 refused; `serve --once chain-check` says why an endpoint is down."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from sbtc_ops.history import CliRun, history_rows, record_cli_run
 from sbtc_ops.state import StateStore
@@ -13,6 +16,7 @@ from tests.support.serve import NO_JOBS, write_config
 
 KEY_HEX = "02" + "ab" * 32
 DEAD_ENDPOINT = "http://127.0.0.1:9"  # discard port: connection refused
+DEAD_DB = "postgresql://signer@127.0.0.1:9"
 
 
 def test_unknown_job_is_a_usage_error_naming_the_jobs(cli: Callable[..., CliResult]) -> None:
@@ -42,6 +46,28 @@ def test_a_cli_verify_run_is_in_history(cli: Callable[..., CliResult], workdir: 
     assert cli("history", "--job", "backup", "--json").json()["runs"] == []
     table = cli("history")
     assert "verify (cli)" in table.stdout
+
+
+@pytest.mark.postgres
+def test_cli_backups_are_in_history(
+    cli: Callable[..., CliResult], workdir: Path, signer_db: tuple[str, Any]
+) -> None:
+    empty = cli("history")
+    assert empty.code == 0 and "`backup` and `verify` commands" in empty.stderr
+    url, _ = signer_db
+    taken = cli("backup", "--db", url, "--to", str(workdir / "repo"), "--json")
+    assert taken.code == 0, taken.stderr
+    backup_id = taken.json()["backup"]["id"]
+    failed = cli("backup", "--db", f"{DEAD_DB}/signer", "--to", str(workdir / "repo"))
+    assert failed.code == 2
+    runs = cli("history", "--job", "backup", "--json").json()["runs"]
+    assert [(r["job"], r["origin"], r["outcome"]) for r in runs] == [
+        ("backup", "cli", "error"),
+        ("backup", "cli", "ok"),
+    ]
+    assert runs[1]["summary"].startswith(f"{backup_id}: full, ")
+    assert runs[1]["data"]["backup"] == backup_id and runs[1]["data"]["kind"] == "full"
+    assert "backup (cli)" in cli("history", "--job", "backup").stdout
 
 
 def test_cli_runs_and_job_runs_merge_newest_first(tmp_path: Path) -> None:

@@ -160,10 +160,14 @@ def test_signal_group_reaches_grandchildren() -> None:
 
 def test_stop_escalates_to_sigkill() -> None:
     stubborn = subprocess.Popen(
-        ["/bin/sh", "-c", "trap '' TERM; sleep 600"], start_new_session=True
+        ["/bin/sh", "-c", "trap '' TERM; echo ready; exec sleep 600"],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
     )
-    time.sleep(0.2)
+    assert stubborn.stdout is not None
+    assert stubborn.stdout.readline() == b"ready\n"  # TERM is ignored from here on
     assert proc.stop(stubborn, grace_s=0.5) == -signal.SIGKILL
+    stubborn.stdout.close()
 
 
 def test_run_interruptible_feeds_stdin_and_keeps_our_environment_out(

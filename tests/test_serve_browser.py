@@ -73,6 +73,7 @@ def test_status_page_renders_verdicts_and_chart_in_chromium(tmp_path: Path) -> N
         "Aggregate key": "OK",
         "Chain endpoints": "ATTENTION",
         "Audit": "PROBLEM",
+        "Jobs": "ATTENTION",  # the chain-check's last run: problem, with its reason
     }
     chart = re.search(r'<svg id="backup-chart".*?</svg>', html, re.S)
     assert chart is not None

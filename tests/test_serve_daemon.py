@@ -4,7 +4,9 @@ PostgreSQL to a local directory."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -128,6 +130,9 @@ def _chain_check_scenario(
         assert code == 0, daemon.describe()
         assert "sbtc-ops serve: stopped" in "".join(daemon.stderr)
         assert "/t0k" not in "".join(daemon.stderr)
+        # Every finished run is one line on stderr: job, outcome, duration and why.
+        (line,) = [x for x in daemon.stderr if x.startswith("job chain-check: ")]
+        assert re.fullmatch(r"job chain-check: problem in \d+\.\d s: .*1/2 endpoints.*\n", line)
 
 
 def hung_chain_check(tmp_path: Path, node: FakeStacksNode) -> tuple[Path, int]:
@@ -151,13 +156,24 @@ def test_sigterm_stops_a_running_job_and_records_it_interrupted(
     tmp_path: Path, node: FakeStacksNode
 ) -> None:
     config, _ = hung_chain_check(tmp_path, node)
-    with running_daemon(config, tmp_path / "state") as daemon:
+    json_log = ("--log-format", "json")
+    with running_daemon(config, tmp_path / "state", args=json_log) as daemon:
         worker = wait_for_running_job(daemon)
         assert daemon.terminate(timeout_s=30) == 0, daemon.describe()
         assert not alive(worker)
         (run,) = daemon.runs("chain-check")
         assert run.outcome == "interrupted" and run.ended_at is not None
         assert run.data["summary"] == "stopped by shutdown"
+    # --log-format json: every stderr line is one JSON document, the run's outcome among them.
+    lines = [json.loads(line) for line in daemon.stderr]
+    (job,) = [x for x in lines if x["event"] == "job"]
+    assert (job["job"], job["outcome"], job["summary"]) == (
+        "chain-check",
+        "interrupted",
+        "stopped by shutdown",
+    )
+    assert isinstance(job["duration_s"], float) and job["ts"].endswith("+00:00")
+    assert any(x["event"] == "message" and "serve: stopped" in x["message"] for x in lines)
 
 
 def test_kill_9_during_a_job_leaves_an_intact_db_and_an_interrupted_run(
@@ -269,7 +285,7 @@ def test_serve_takes_a_real_backup_then_verifies_it(
         assert verify.data["backup"] == backup.data["backup"]
         assert (tmp_path / "repo" / backup.data["backup"]).is_dir()
         found = samples(daemon.get("/metrics")[1])
-        assert found[("sbtc_ops_last_backup_size_bytes", ())] > 0
+        assert found[("sbtc_ops_last_backup_size_bytes", (("kind", "full"),))] > 0
         assert found[("sbtc_ops_aggregate_key_match", ())] == 1
         assert found[("sbtc_ops_last_verify_verdict", (("verdict", "match"),))] == 1
         assert signer.url.split(":")[2].split("@")[0] not in "".join(daemon.stderr)

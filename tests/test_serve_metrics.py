@@ -8,6 +8,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from sbtc_ops.serve.page import render_page
 from sbtc_ops.serve.scheduler import JobResult
 from sbtc_ops.serve.snapshot import read_snapshot
 from sbtc_ops.state import StateStore
+from sbtc_ops.verify.checks import Verdict
 from tests.support.cli import CliResult
 from tests.support.serve import KEY_A, KEY_B, NOW, WebhookSink, populate
 
@@ -41,6 +43,33 @@ def value(found: dict[str, list[tuple[dict[str, str], float]]], name: str, **lab
     matches = [v for lab, v in found[name] if all(lab.get(k) == w for k, w in labels.items())]
     assert len(matches) == 1, (name, labels, found.get(name))
     return matches[0]
+
+
+def test_a_dkg_export_is_never_the_latest_backup(tmp_path: Path) -> None:
+    populate(tmp_path)
+    with StateStore.open(tmp_path) as store:  # an 88 KiB export after the last full backup
+        store.record_event(
+            "backup",
+            "20260108T000000Z-dkg",
+            "ok",
+            {"kind": "dkg-only", "size": 90_112, "duration_s": 0.4},
+            at=NOW - 600,
+        )
+        store.record_event("backup", "-", "error", {"kind": "dkg-only"}, at=NOW - 60)
+    found = metrics(tmp_path)
+    full = {"kind": "full"}
+    assert value(found, "sbtc_ops_last_backup_size_bytes", **full) == 1_300_000
+    assert value(found, "sbtc_ops_last_backup_duration_seconds", **full) == 16.0
+    assert value(found, "sbtc_ops_last_backup_success_age_seconds", **full) == pytest.approx(82800)
+    assert value(found, "sbtc_ops_last_backup_success", **full) == 1
+    export = {"kind": "dkg-only"}
+    assert value(found, "sbtc_ops_last_backup_size_bytes", **export) == 90_112
+    assert value(found, "sbtc_ops_last_backup_success_age_seconds", **export) == 600
+    assert value(found, "sbtc_ops_last_backup_success", **export) == 0
+    snap = read_snapshot(tmp_path, NOW)
+    assert snap.last_backup_ok is not None and snap.last_backup_ok.subject == "20260101T060000Z"
+    tile = next(v for v in snap.verdicts() if v.name == "Backups")
+    assert "20260101T060000Z" in tile.detail and "failed" not in tile.detail
 
 
 def test_metrics_from_recorded_state(tmp_path: Path) -> None:
@@ -105,6 +134,7 @@ def test_verdicts_and_page(tmp_path: Path) -> None:
         "Aggregate key": "green",
         "Chain endpoints": "amber",
         "Audit": "red",
+        "Jobs": "amber",  # the chain-check's last run ended "problem"
     }
     html = render_page(snap)
     assert "data-verdict='red'" in html
@@ -113,6 +143,52 @@ def test_verdicts_and_page(tmp_path: Path) -> None:
     assert "20260101T060000Z" in html
     old = read_snapshot(tmp_path, NOW + 3 * 86400)
     assert {v.name: v.colour for v in old.verdicts()}["Backups"] == "red"
+
+
+def test_a_mismatch_against_a_key_typed_by_hand_says_nothing_about_the_key(
+    tmp_path: Path,
+) -> None:
+    populate(tmp_path)
+    with StateStore.open(tmp_path) as store:
+        store.record_event(
+            "verify",
+            "20260101T060000Z",
+            "mismatch",
+            {
+                "verdict": "mismatch",
+                "db_aggregate_key": KEY_A,
+                "onchain_aggregate_key": None,
+                "expected_aggregate_key": KEY_B,
+                "key_source": "expected (given by hand)",
+                "failed_checks": ["dkg.matches_chain"],
+            },
+            at=NOW - 30,
+        )
+    snap = read_snapshot(tmp_path, NOW)
+    assert snap.key_state == "match"  # the chain reading of the previous verify still holds
+    assert {v.name: v.colour for v in snap.verdicts()}["Aggregate key"] == "green"
+
+
+def test_every_tile_and_job_that_is_not_ok_says_why(tmp_path: Path) -> None:
+    populate(tmp_path)
+    why = "the signer's DKG shares are unverified 12 blocks into the window"
+    with StateStore.open(tmp_path) as store:
+        run = store.start_run("signer-check", at=NOW - 100)
+        store.finish_run(run, "problem", {"summary": why}, at=NOW - 90)
+        store.record_event("backup", "-", "error", {"error": "pg_dump: disk full"}, at=NOW - 50)
+    snap = read_snapshot(tmp_path, NOW)
+    tiles = {v.name: v for v in snap.verdicts()}
+    assert f"signer-check: problem — {why}" in tiles["Jobs"].detail
+    assert tiles["Backups"].detail.endswith("the latest attempt failed: pg_dump: disk full")
+    assert "worst:" in tiles["Audit"].detail
+    for tile in tiles.values():
+        if tile.colour != "green":
+            assert len(tile.detail) > 12, tile
+    html = render_page(snap, {"signer-check": NOW + 600, "backup": NOW + 3600})
+    schedule = html[html.index("id='schedule'") :]
+    row = schedule[schedule.index("<td>signer-check</td>") :]
+    row = row[: row.index("</tr>")]
+    assert "problem" in row and escape(why) in row
 
 
 def test_metrics_textfile_after_a_command(cli: Callable[..., CliResult], workdir: Path) -> None:
@@ -152,7 +228,7 @@ def test_history_table_and_filters(cli: Callable[..., CliResult], workdir: Path)
     assert doc["runs"][0]["data"] == {"score": 71}
     assert doc["runs"][0]["duration_s"] == 5
     empty = cli("history", env={"SBTC_OPS_STATE_DIR": str(workdir / "empty")})
-    assert empty.code == 0 and "no job runs recorded yet" in empty.stderr
+    assert empty.code == 0 and "no runs recorded yet" in empty.stderr
 
 
 def test_state_db_is_private(tmp_path: Path) -> None:
@@ -356,3 +432,14 @@ def test_an_unwritable_textfile_keeps_stdout_one_json_document(
     assert result.code == 2
     assert result.json() == {"runs": []}  # json.loads fails on a second document
     assert "cannot write the metrics textfile" in result.stderr
+
+
+@pytest.mark.parametrize("current", list(Verdict))
+def test_every_verdict_is_a_metric_label_value(tmp_path: Path, current: Verdict) -> None:
+    """The verdict list comes from the one Verdict enum (issue 20): the gravest verdict,
+    `tampered`, and any added later, read 1 when current, every other value 0."""
+    populate(tmp_path, verify_outcome=current.value)
+    found = metrics(tmp_path)
+    labels = {lab["verdict"]: v for lab, v in found["sbtc_ops_last_verify_verdict"]}
+    assert set(labels) == {v.value for v in Verdict}
+    assert labels == {v.value: float(v == current) for v in Verdict}

@@ -142,7 +142,7 @@ def test_prometheus_scrapes_serve_and_evaluates_the_shipped_rules(
         by_endpoint = {r["metric"]["endpoint"]: float(r["value"][1]) for r in endpoints}
         assert by_endpoint == {"http://stacks-node:20443": 1.0, "https://api.hiro.so": 0.0}
 
-        backup = server.query("sbtc_ops_last_backup_success_timestamp_seconds")
+        backup = server.query('sbtc_ops_last_backup_success_timestamp_seconds{kind="full"}')
         assert float(backup[0]["value"][1]) == pytest.approx(now - 86400 + 3600)
         age = server.query("sbtc_ops_last_backup_success_age_seconds")
         assert 82_800 <= float(age[0]["value"][1]) < 82_800 + 180  # plus the time since populate

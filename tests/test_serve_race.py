@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 import shutil
 import threading
-import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -63,12 +63,25 @@ def settled(daemon: Daemon) -> bool:
 
 
 def quiet(daemon: Daemon) -> bool:
-    """Settled, and still the same runs two DKG poll intervals later."""
+    """Settled, and nothing left to start: the status page's schedule has no job due before
+    the next minute, and the DKG tile says the newest shares are in a backup (so the watch
+    asks for nothing more). Read from the daemon, not waited for."""
     if not settled(daemon):
         return False
-    before = len(daemon.runs())
-    time.sleep(2.5)
-    return settled(daemon) and len(daemon.runs()) == before
+    page = daemon.get("/")[1]
+    if "DKG shares: OK" not in page:
+        return False
+    table = page[page.index("id='schedule'") :]
+    table = table[: table.index("</table>")]
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    for row in table.split("<tr>")[2:]:  # after the header row
+        next_run = re.findall(r"<td>(.*?)</td>", row)[3]  # job, outcome, last run, next run
+        if next_run == "on demand":
+            continue
+        due = datetime.strptime(next_run, "%Y-%m-%d %H:%M UTC").replace(tzinfo=UTC)
+        if due <= now:
+            return False
+    return settled(daemon)
 
 
 @pytest.mark.postgres
@@ -127,23 +140,67 @@ def test_first_start_with_same_day_backups_has_no_job_failure(
 # -- the rules behind it, without processes -----------------------------------------------------
 
 
+# The job set is fixed here (every schedule named), never the defaults: a job added to the
+# defaults must not change what these tests see. Each run that could end before the next
+# decision is held by a gate, so no outcome depends on how fast a thread finishes.
+CATCH_UP_SERVE = {
+    "backup_cron": "17 3 * * *",
+    "verify_after_backup": True,
+    "prune_after_backup": True,
+    "verify_rotate_cron": "0 4 * * 0",
+    "audit_cron": "",
+    "chain_check_cron": "",
+    "signer_check_cron": "",
+    "dkg_watch": True,
+}
+
+
 def test_catch_up_starts_the_backup_first_and_no_verify_beside_it(tmp_path: Path) -> None:
     from tests.test_serve_scheduler import Recorder, at, make
 
     rec = Recorder()
     gate = rec.gates["backup"] = threading.Event()
     entered = rec.entered["backup"] = threading.Event()
-    settings = Settings.model_validate({"serve": {"verify_rotate_cron": "0 4 * * 0"}})
-    sched, _, _ = make(tmp_path, job_specs(settings), at("2026-03-02T10:00:00"), recorder=rec)
+    dkg_gate = rec.gates["dkg-backup"] = threading.Event()
+    settings = Settings.model_validate({"serve": CATCH_UP_SERVE})
+    specs = job_specs(settings)
+    assert [s.name for s in specs] == ["backup", "verify", "verify-rotate", "dkg-backup"]
+    sched, _, _ = make(tmp_path, specs, at("2026-03-02T10:00:00"), recorder=rec)
     sched.start()  # never ran: everything scheduled is due now
-    started = sched.tick()
-    assert "backup" in started and "verify-rotate" not in started
+    assert sched.tick() == ["backup"]
     assert entered.wait(5)
     sched.request("dkg-backup")  # the DKG watch: waits for the backup (one lock)
     assert sched.tick() == []
     gate.set()
     assert sched.wait_idle(5)
     assert sched.tick() == ["dkg-backup", "verify", "verify-rotate"]  # by priority
+    dkg_gate.set()
+    assert sched.wait_idle(5)
+    assert sched.tick() == []
+    assert rec.names()[0] == "backup"
+    assert sorted(rec.names()[1:]) == ["dkg-backup", "verify", "verify-rotate"]
+
+
+def test_the_signer_check_shares_the_backup_lock_with_the_dkg_backup(tmp_path: Path) -> None:
+    from tests.test_serve_scheduler import Recorder, at, make
+
+    rec = Recorder()
+    dkg_gate = rec.gates["dkg-backup"] = threading.Event()
+    dkg_entered = rec.entered["dkg-backup"] = threading.Event()
+    serve = {**CATCH_UP_SERVE, "backup_cron": "", "verify_rotate_cron": ""}
+    settings = Settings.model_validate({"serve": {**serve, "signer_check_cron": "*/5 * * * *"}})
+    specs = job_specs(settings)
+    assert [s.name for s in specs] == ["signer-check", "dkg-backup"]
+    sched, _, _ = make(tmp_path, specs, at("2026-03-02T10:00:00"), recorder=rec)
+    sched.start()
+    sched.request("dkg-backup")
+    assert sched.tick() == ["dkg-backup"]  # priority 0; the signer-check waits (one group)
+    assert dkg_entered.wait(5)
+    assert sched.tick() == []
+    assert sched.skipped["signer-check"] == 2
+    dkg_gate.set()
+    assert sched.wait_idle(5)
+    assert sched.tick() == ["signer-check"]
     assert sched.wait_idle(5)
 
 

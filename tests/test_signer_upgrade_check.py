@@ -98,7 +98,10 @@ def test_upgrade_check_backs_up_verifies_and_says_go(
     doc = result.json()
     assert (doc["from"], doc["to"], doc["go"]) == ("1.2.0", "1.3.3", True)
     assert doc["verify"]["verdict"] == "match"
-    assert doc["destructive_migrations"] == ["0021__alter_max_fee_column.sql"]
+    # The database already has 0021 and 0022 (whatever --from says): nothing left to apply.
+    assert "0022__add_is_canonical_to_bitcoin_blocks.sql" in doc["applied_migrations"]
+    assert doc["migrations"] == [] and doc["destructive_migrations"] == []
+    assert any("not those of v1.2.0 (--from)" in w for w in doc["warnings"])
     assert set(doc["removed_keys"]) == set(STALE)
     assert doc["new_keys"] == ["bitcoin.fallback_fee", "bitcoin.timeout", "emily.timeout"]
     backup_id = doc["backup"]["id"]
@@ -121,7 +124,6 @@ def test_upgrade_check_says_no_go_when_the_target_requires_a_missing_key(
             "upgrade-check", "--to", "v1.3.3", "--from", "1.2.0", env=FAST_CHAIN_ENV, timeout=240
         )
     assert result.code == 1, result.stderr
-    assert "0021__alter_max_fee_column.sql [DATA]" in result.stdout
     assert "v1.3.3 requires emily.endpoints, not set" in result.stdout
     assert "verdict: NO-GO" in result.stdout
     assert "Traceback" not in result.stderr
@@ -138,3 +140,54 @@ def test_unknown_targets_are_usage_errors(
     assert result.code == 2
     assert words in result.json()["error"]
     assert "Traceback" not in result.stderr
+
+
+def write_db_only(workdir: Path, url: str) -> None:
+    (workdir / "sbtc-ops.toml").write_text(f'[db]\nurl = "{url}"\n')
+
+
+@pytest.mark.postgres
+def test_without_from_the_release_is_read_from_the_applied_migrations(
+    cli: Callable[..., CliResult], workdir: Path, signer_db: tuple[str, Any]
+) -> None:
+    url, facts = signer_db
+    write_db_only(workdir, url)
+    result = cli("upgrade-check", "--to", "v1.3.3", "--plan-only", "--json")
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert (doc["from"], doc["from_source"]) == ("1.3.3", "__sbtc_migrations")
+    assert doc["applied_migrations"] == facts.migrations
+    assert doc["migrations"] == [] and doc["go"] is None and doc["plan_only"] is True
+    assert doc["backup"] is None
+    assert not (workdir / "repo").exists()
+
+
+@pytest.mark.postgres
+def test_plan_only_prints_a_plan_from_what_is_applied_and_no_verdict(
+    cli: Callable[..., CliResult], workdir: Path, signer_db: tuple[str, Any]
+) -> None:
+    url, _ = signer_db
+    write_db_only(workdir, url)
+    given = cli("upgrade-check", "--to", "v1.3.3", "--from", "v1.2.0", "--plan-only")
+    assert given.code == 0, given.stderr
+    assert "0021__alter_max_fee_column.sql" not in given.stdout  # applied already
+    assert "not those of v1.2.0 (--from)" in given.stdout
+    assert "upgrade plan v1.2.0" in given.stdout
+    assert "verdict" not in given.stdout and "NO-GO" not in given.stdout
+    assert given.stdout.rstrip().endswith("no go/no-go (run without --plan-only)")
+    # A plan that cannot work (the database is ahead of the target) is a problem: exit 1.
+    down = cli("upgrade-check", "--to", "v1.2.0", "--plan-only")
+    assert down.code == 1, down.stderr
+    assert "blocking problems in this plan:" in down.stdout
+    assert "0022__add_is_canonical_to_bitcoin_blocks.sql" in down.stdout
+    assert "verdict" not in down.stdout and "NO-GO" not in down.stdout
+
+
+def test_from_is_asked_for_only_when_neither_image_nor_database_answers(
+    cli: Callable[..., CliResult], workdir: Path
+) -> None:
+    write_db_only(workdir, "postgresql://signer@127.0.0.1:9/signer?connect_timeout=2")
+    result = cli("upgrade-check", "--to", "v1.3.3", "--plan-only", "--json")
+    assert result.code == 2
+    error = result.json()["error"]
+    assert "pass --from" in error and "cannot query the signer database" in error

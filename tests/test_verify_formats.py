@@ -25,6 +25,7 @@ import pytest
 from sbtc_ops.devtools.signer_db import GeneratedDb
 from sbtc_ops.pg import find_binaries
 from sbtc_ops.pg.runas import resolve_run_as
+from tests.fakes.stacks_node import FakeStacksNode
 from tests.support.cli import clean_env, run_cli, sbtc_ops_executable
 from tests.support.pg import (
     SourceServer,
@@ -214,11 +215,30 @@ def test_sbtc_ops_directory_and_encrypted_backups_pass(
     assert run.doc["archive"]["steps"] == ([step] if step else [])
 
 
-def test_dkg_only_export_passes(area: Area) -> None:
-    run = area.verify(area.dkg_only_id, "--to", str(area.repo), "--stacks-url", area.node.url)
+def test_dkg_only_export_passes_and_is_picked_by_latest_only_when_asked(area: Area) -> None:
+    run = area.verify(
+        "--latest", "--kind", "dkg-only", "--to", str(area.repo), "--stacks-url", area.node.url
+    )
     assert_clean_match(run, area.facts)
+    assert run.doc["backup"] == area.dkg_only_id  # the newest backup of all is this export
     rows = run.check("rows.match_manifest")
     assert rows["status"] == "pass" and "DKG-only export" in rows["detail"]
+
+
+def test_latest_is_the_newest_full_backup_not_a_dkg_export(area: Area) -> None:
+    run = area.verify(
+        "--latest", "--to", str(area.repo), "--identity", str(area.identity_file),
+        "--stacks-url", area.node.url,
+    )  # fmt: skip
+    assert_clean_match(run, area.facts)
+    assert run.doc["backup"] == area.encrypted_id != area.dkg_only_id
+    listed = run_cli("backups", "--to", str(area.repo), cwd=area.root, env=clean_env(area.state))
+    assert listed.code == 0, listed.stderr
+    kinds = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()[1:]}
+    assert kinds[area.dkg_only_id] == "dkg-only" and kinds[area.encrypted_id] == "full"
+    assert listed.stdout.splitlines()[0].split()[:2] == ["id", "kind"]
+    misused = area.verify(area.custom_id, "--kind", "dkg-only", "--to", str(area.repo))
+    assert misused.code == 2 and "--kind" in misused.doc["error"]
 
 
 def test_encrypted_backup_without_identity_is_a_usage_problem(area: Area) -> None:
@@ -355,7 +375,10 @@ def test_expected_key_mode_reads_no_chain(area: Area) -> None:
     run.expect(code=0, verdict="match")
     assert run.check("chain.endpoints_agree")["status"] == "skip"
     assert run.check("dkg.signer_set_matches_chain")["status"] == "skip"
-    assert run.doc["onchain_aggregate_key"] == area.facts.newest_verified_key.hex()
+    # A key given by hand is labelled as such and never taken for a chain reading.
+    assert run.doc["key_source"] == "expected (given by hand)"
+    assert run.doc["onchain_aggregate_key"] is None
+    assert run.doc["expected_aggregate_key"] == area.facts.newest_verified_key.hex()
     assert len(area.node.requests) == before
 
 
@@ -363,7 +386,7 @@ def test_expected_key_that_differs_is_a_mismatch(area: Area) -> None:
     other = random_public_key()
     run = area.verify(area.custom_id, "--to", str(area.repo), "--expected-key", other.hex())
     check = run.expect(code=1, verdict="mismatch", failing="dkg.matches_chain")
-    assert other.hex() in check["detail"]
+    assert other.hex() in check["detail"] and "given by hand" in check["detail"]
 
 
 @pytest.mark.parametrize("bad", ["zz", "02" + "00" * 31, "04" + "11" * 32])
@@ -440,16 +463,15 @@ def read_until_closed(fd: int) -> str:
 
 def test_outcome_is_recorded_for_backups_listing(area: Area) -> None:
     state = area.root / "record-state"
-    # A failing verification first, then a passing one: the newest outcome is shown.
-    failed = area.verify(
-        area.directory_id,
-        "--to",
-        str(area.repo),
-        "--expected-key",
-        random_public_key().hex(),
-        state_dir=state,
-    )
-    assert failed.code == 1
+    # A failing verification first (a chain that holds another key), then a passing one: the
+    # newest outcome is shown. (A key typed with --expected-key never fails a backup.)
+    with FakeStacksNode(deployer=area.facts.deployer) as elsewhere:
+        elsewhere.set_aggregate_key(random_public_key())
+        failed = area.verify(
+            area.directory_id, "--to", str(area.repo), "--stacks-url", elsewhere.url,
+            state_dir=state,
+        )  # fmt: skip
+    assert failed.code == 1 and failed.doc["verdict"] == "mismatch"
     ok = area.verify(
         area.custom_id, "--to", str(area.repo), "--stacks-url", area.node.url, state_dir=state
     )

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Console
+
 from sbtc_ops.backup.plainsql import plain_dump_roles
 from sbtc_ops.results import Status
 from sbtc_ops.verify import checks
+from sbtc_ops.verify.drill import VerifyReport
+from sbtc_ops.verify.render import render_terminal
 from tests.support.verify import random_public_key
 
 
@@ -54,6 +58,36 @@ def test_key_verdicts() -> None:
     assert (result.status, verdict) == (Status.FAIL, "mismatch")
     result, verdict = checks.matches_chain(newest, rows, None, set())
     assert (result.status, verdict) == (Status.ERROR, "error")
+
+
+def test_a_key_given_by_hand_is_never_a_rotation() -> None:
+    newest, older, typo = random_public_key(), random_public_key(), random_public_key()
+    rows = [_row(newest), _row(older)]
+    hand = checks.GIVEN_BY_HAND
+    result, verdict = checks.matches_chain(newest, rows, newest, set(), hand)
+    assert (result.status, verdict) == (Status.PASS, "match")
+    assert "expected (given by hand) key" in result.detail
+    # Even when history says the backup's key was on chain: a typed key proves no rotation.
+    result, verdict = checks.matches_chain(newest, rows, typo, {newest}, hand)
+    assert (result.status, verdict) == (Status.FAIL, "mismatch")
+    assert "stale" not in result.detail and "moved on" not in result.detail
+    assert "the chain was not read" in result.detail
+    assert result.remediation is not None and "typo" in result.remediation
+    assert result.data == {"db_key": newest.hex(), "expected_key": typo.hex()}
+    result, verdict = checks.matches_chain(newest, rows, older, set(), hand)
+    assert verdict == "mismatch" and "earlier DKG round in this backup" in result.detail
+
+
+def test_the_terminal_report_labels_a_key_given_by_hand() -> None:
+    key = random_public_key().hex()
+    console = Console(record=True, width=200)
+    by_hand = VerifyReport("b1", "match", key, None, expected_aggregate_key=key)
+    by_hand.key_source = checks.GIVEN_BY_HAND
+    render_terminal(by_hand, console)
+    text = console.export_text()
+    assert f"expected (given by hand) {key}" in text and "on-chain key" not in text
+    render_terminal(VerifyReport("b1", "match", key, key), console)
+    assert f"on-chain key {key}" in console.export_text()
 
 
 def test_endpoint_agreement() -> None:

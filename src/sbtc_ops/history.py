@@ -1,26 +1,32 @@
 """What `history` shows: the daemon's job runs and the runs operators start from the CLI.
 
 Job runs (serve, serve --once) live in the state database's `runs` table, which also feeds the
-scheduler's catch-up and the job-run counters; a `verify` typed by an operator must count in
-neither, so it is recorded as an event of kind `cli-run` (subject: the job name) and merged
-here, newest first.
+scheduler's catch-up and the job-run counters; a `backup` or `verify` typed by an operator must
+count in neither, so it is recorded as an event of kind `cli-run` (subject: the job name) and
+merged here, newest first.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sbtc_ops.errors import UsageError
+from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.state import EventKind, StateStore
 
+log = logging.getLogger(__name__)
 CLI_RUN_EVENT = EventKind.CLI_RUN
 CLI_RUNS_KEPT = 1000  # per state database; older CLI runs are dropped as new ones are recorded
 # Commands that record their CLI runs, besides the daemon's jobs.
-CLI_JOBS = ("verify",)
+CLI_JOBS = ("backup", "verify")
+NOTHING_RECORDED = (
+    "no runs recorded yet: `history` lists the runs of `sbtc-ops serve` (and `serve --once`) "
+    "and the `backup` and `verify` commands"
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,16 @@ def record_cli_run(state_dir: Path, run: CliRun) -> None:
             at=run.started_at,
         )
         store.prune_events(CLI_RUN_EVENT, CLI_RUNS_KEPT)
+
+
+def record_cli_outcome(
+    state_dir: Path, job: str, started: float, outcome: str, summary: str, data: dict[str, Any]
+) -> None:
+    """Record one CLI run for `history`; a failure to record never fails the command."""
+    try:
+        record_cli_run(state_dir, CliRun(job, started, time.time(), outcome, summary, data))
+    except SbtcOpsError as exc:  # the command's result matters more than its history entry
+        log.warning("%s run not recorded in history: %s", job, exc)
 
 
 def history_rows(store: StateStore, job: str | None, limit: int) -> list[dict[str, Any]]:

@@ -29,7 +29,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
@@ -41,7 +40,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from sbtc_ops.render import format_size
+from sbtc_ops.render import SafeConsole, format_size
 
 Advance = Callable[[int], None]
 POLL_INTERVAL_S = 0.5
@@ -111,7 +110,7 @@ def echo(text: str) -> None:
         line = f"[{time.monotonic() - _STATE.started:7.2f}s] {line}"
     with _STATE.lock:
         live = _STATE.live
-    console = live.console if live is not None else Console(stderr=True, highlight=False)
+    console = live.console if live is not None else SafeConsole(stderr=True, highlight=False)
     console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -205,7 +204,7 @@ def _live() -> Iterator[Progress | None]:
         owner = _STATE.live is None
         if owner:
             _STATE.live = Progress(
-                *_columns(), console=Console(stderr=True), transient=True, redirect_stdout=False
+                *_columns(), console=SafeConsole(stderr=True), transient=True, redirect_stdout=False
             )
             _STATE.live.start()
         progress = _STATE.live

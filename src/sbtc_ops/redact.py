@@ -59,7 +59,28 @@ PUBLIC_DEFAULT_PASSWORDS = frozenset(
         "default",
     }
 )
-MIN_SECRET_CHARS = 4
+MIN_SECRET_CHARS = 4  # a quoted form this short is never searched for
+# A secret is scrubbed everywhere only from this length: shorter values (and the words below)
+# also occur in ordinary output, and replacing them would rewrite it (a password "fail" once
+# turned every failed check's status into the marker). Such a secret is *weak*: not scrubbed,
+# counted (weak_secret_count), warned about once per run, and reported by `audit secrets`.
+MIN_SCRUBBED_CHARS = 8
+# Words sbtc-ops prints as statuses, verdicts, outcomes, states, severities and JSON literals:
+# a secret equal to one of them cannot be told apart from them.
+COMMON_WORDS = frozenset(
+    {
+        "pass", "warn", "fail", "skip", "error", "ok", "true", "false", "null", "none",
+        "match", "stale", "mismatch", "tampered", "corrupt", "incomplete", "unknown-schema",
+        "over-budget", "problem", "interrupted", "complete", "invalid", "partial", "unknown",
+        "critical", "high", "medium", "low", "info", "running", "finished", "verified",
+        "unverified", "failed", "mainnet", "testnet", "devnet", "signer", "sbtc_signer",
+    }
+)  # fmt: skip
+# JSON fields whose value is an id or an enum, never free text: scrub_data leaves them (and
+# every key) alone, so no secret can rewrite what scripts match on.
+STRUCTURAL_FIELDS = frozenset(
+    {"id", "status", "verdict", "outcome", "state", "severity", "kind", "key_source", "format"}
+)
 
 # libpq connection parameters that hold a secret (everything else is shown).
 DSN_SECRET_KEYS = frozenset({"password", "sslpassword"})
@@ -109,10 +130,26 @@ def looks_secret_name(name: str) -> bool:
 
 
 def scrubbable(value: str) -> bool:
-    """Worth scrubbing everywhere: long enough and not a published default."""
+    """Safe to scrub everywhere: long enough, not a common word, not a published default."""
     never_the_marker = value.strip("*") != ""
-    long_enough = len(value) >= MIN_SECRET_CHARS
-    return long_enough and never_the_marker and value.lower() not in PUBLIC_DEFAULT_PASSWORDS
+    long_enough = len(value) >= MIN_SCRUBBED_CHARS
+    lowered = value.lower()
+    return (
+        long_enough
+        and never_the_marker
+        and lowered not in PUBLIC_DEFAULT_PASSWORDS
+        and lowered not in COMMON_WORDS
+    )
+
+
+def is_weak(value: str) -> bool:
+    """A secret too short or too common to scrub safely (a published default is not counted
+    here: it is public knowledge, and `audit secrets` reports it as a default credential)."""
+    return (
+        bool(value.strip("*"))
+        and not scrubbable(value)
+        and value.lower() not in PUBLIC_DEFAULT_PASSWORDS
+    )
 
 
 # -- libpq URLs and keyword DSNs -----------------------------------------------------------
@@ -347,10 +384,17 @@ class _Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: set[str] = set()
+        self._weak: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self.weak_warned = False
 
     def add(self, values: Iterable[str | None]) -> None:
-        fresh = {v for v in values if v and scrubbable(v)} - self._values
+        present = [v for v in values if v]
+        weak = {v for v in present if is_weak(v)} - self._weak
+        if weak:
+            with self._lock:
+                self._weak |= weak
+        fresh = {v for v in present if scrubbable(v)} - self._values
         if not fresh:
             return
         with self._lock:
@@ -362,7 +406,13 @@ class _Registry:
     def clear(self) -> None:
         with self._lock:
             self._values = set()
+            self._weak = set()
             self._pattern = None
+            self.weak_warned = False
+
+    @property
+    def weak_count(self) -> int:
+        return len(self._weak)
 
     def sub(self, text: str) -> str:
         pattern = self._pattern
@@ -415,6 +465,24 @@ def _names_no_secret(name: str, value: str) -> bool:
     return about or value.strip().lower() in ("true", "false")
 
 
+def weak_secret_count() -> int:
+    """How many registered secrets were too short or too common to scrub (never which)."""
+    return _REGISTRY.weak_count
+
+
+def weak_secrets_warning() -> str | None:
+    """Once per process, a warning when weak secrets were registered (None otherwise)."""
+    count = _REGISTRY.weak_count
+    if not count or _REGISTRY.weak_warned:
+        return None
+    _REGISTRY.weak_warned = True
+    return (
+        f"warning: {count} configured secret(s) are shorter than {MIN_SCRUBBED_CHARS} "
+        "characters or a common word, too weak to be hidden in output without rewriting it; "
+        "replace them with long random values (`sbtc-ops audit --only secrets` says where)"
+    )
+
+
 def forget_all() -> None:
     """Empty the registry (tests)."""
     _REGISTRY.clear()
@@ -431,12 +499,16 @@ def scrub(text: str, extra: Iterable[str] = ()) -> str:
 
 
 def scrub_data(value: Any, extra: Iterable[str] = ()) -> Any:
-    """A JSON-like value with every string (and key) scrubbed."""
+    """A JSON-like value with every free-text string scrubbed. Keys, and the values of
+    STRUCTURAL_FIELDS (ids and enums: status, verdict…), are never rewritten."""
     extra = list(extra)
     if isinstance(value, str):
         return scrub(value, extra)
     if isinstance(value, Mapping):
-        return {scrub(str(k), extra): scrub_data(v, extra) for k, v in value.items()}
+        return {
+            str(k): v if k in STRUCTURAL_FIELDS and isinstance(v, str) else scrub_data(v, extra)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [scrub_data(item, extra) for item in value]
     return value

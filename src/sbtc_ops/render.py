@@ -18,9 +18,11 @@ from dataclasses import dataclass, replace
 from typing import TextIO
 
 from rich.console import Console
+from rich.segment import Segment
 from rich.text import Text
 
 from sbtc_ops.results import Status
+from sbtc_ops.termsafe import Rendered, escape_controls
 
 # Width used when output is not a terminal and COLUMNS is not set: no wrapping at all.
 UNWRAPPED = 1_000_000
@@ -63,10 +65,28 @@ def console_width(stream: TextIO) -> int | None:
     return UNWRAPPED
 
 
+class SafeConsole(Console):
+    """The one console class of sbtc-ops: what it prints is data, never terminal control.
+
+    Every segment's text is escaped (termsafe.escape_controls) before Rich adds its own
+    styling, whatever the call site printed (a str, a Text, a table cell, markup); Rich's own
+    control segments (cursor movement of a live display) are kept. The output is marked
+    `Rendered` so the escaping stream (cli._streams) lets the styling through."""
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        safe = (
+            segment
+            if segment.control
+            else Segment(escape_controls(segment.text), segment.style, segment.control)
+            for segment in buffer
+        )
+        return Rendered(super()._render_buffer(safe))
+
+
 def make_console(*, stderr: bool = False) -> Console:
     """A console for human output: wrapped to the terminal, never cut at 80 when piped."""
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=console_width(stream))
+    return SafeConsole(stderr=stderr, highlight=False, soft_wrap=True, width=console_width(stream))
 
 
 def format_size(size: float | int | None) -> str:

@@ -54,8 +54,15 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]], **top: Any) ->
 class Daemon:
     """`sbtc-ops --config CONFIG serve --bind 127.0.0.1:0`, its stderr collected."""
 
-    def __init__(self, config: Path, state_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        state_dir: Path,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.config = config
+        self.args = args
         self.state_dir = state_dir
         self.env = clean_env(state_dir, env)
         self.stderr: list[str] = []
@@ -65,7 +72,15 @@ class Daemon:
 
     def start(self, timeout_s: float = 20.0) -> Daemon:
         self.proc = subprocess.Popen(
-            [sbtc_ops_executable(), "--config", str(self.config), "serve", "--bind", "127.0.0.1:0"],
+            [
+                sbtc_ops_executable(),
+                "--config",
+                str(self.config),
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                *self.args,
+            ],
             cwd=self.config.parent,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -134,9 +149,9 @@ class Daemon:
 
 @contextmanager
 def running_daemon(
-    config: Path, state_dir: Path, env: dict[str, str] | None = None
+    config: Path, state_dir: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
 ) -> Iterator[Daemon]:
-    daemon = Daemon(config, state_dir, env).start()
+    daemon = Daemon(config, state_dir, env, args).start()
     try:
         yield daemon
     finally:

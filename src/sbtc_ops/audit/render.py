@@ -86,11 +86,30 @@ border-bottom:1px solid #eee;text-align:left;font-size:.9rem}
 """
 
 
+# The HTML report reads top-down like a to-do list: what failed first, worst severity first;
+# what passed or was skipped last. A table of contents links each section and each problem.
+_SECTIONS = (
+    ("fail", "Failed"),
+    ("error", "Could not check (errors)"),
+    ("warn", "Warnings"),
+    ("pass", "Passed"),
+    ("skip", "Skipped"),
+)
+_SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
+def _ordered(findings: list[Finding], status: str) -> list[Finding]:
+    chosen = [f for f in findings if f.status.value == status]
+    return sorted(chosen, key=lambda f: (_SEVERITY_ORDER.get(str(f.severity), 9), f.id))
+
+
 def render_html(report: AuditReport) -> str:
     """One page, no external resources, for handing to a second reviewer (4-eyes)."""
     esc = html.escape
     counts = report.counts()
     score = "n/a" if report.score is None else f"{report.score}/100"
+    sections = [(s, title, _ordered(report.findings, s)) for s, title in _SECTIONS]
+    sections = [(s, title, items) for s, title, items in sections if items]
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         "<title>sbtc-ops audit report</title>",
@@ -101,37 +120,62 @@ def render_html(report: AuditReport) -> str:
         f"<p><span class=score>{esc(score)}</span> hardening score · ",
         " · ".join(f"<span class={s.value}>{counts[s.value]} {s.value}</span>" for s in Status),
         "</p>",
+        _toc(sections),
     ]
-    for area, findings in _by_area(report):
-        parts.append(f"<h2>{esc(area)}</h2><table>")
-        parts.append("<tr><th>status</th><th>id</th><th>check</th><th>finding</th></tr>")
-        for finding in findings:
-            status = finding.status.value
-            details = [f"<div>{esc(finding.detail)}</div>"]
-            if finding.remediation:
-                details.append(f"<div class=fix>Fix: {esc(finding.remediation)}</div>")
-            details.append(
-                f"<div class=why>Why: {esc(finding.rationale)} "
-                f"(best practice: {esc(finding.section or '')}; severity {esc(finding.severity)})"
-                "</div>"
-            )
-            items = finding.data.get("items")
-            if isinstance(items, list) and items:
-                listed = "".join(f"<li>{esc(_item_text(item))}</li>" for item in items[:50])
-                details.append(f"<ul>{listed}</ul>")
-            parts.append(
-                f"<tr><td class='st {status}'>{esc(status)}</td><td>{esc(finding.id)}</td>"
-                f"<td>{esc(finding.title)}</td><td>{''.join(details)}</td></tr>"
-            )
+    for status, title, findings in sections:
+        parts.append(f"<h2 id=section-{status}>{esc(title)} ({len(findings)})</h2><table>")
+        parts.append(
+            "<tr><th>status</th><th>id</th><th>severity</th><th>area</th><th>check</th>"
+            "<th>finding</th></tr>"
+        )
+        parts += [_finding_row(finding) for finding in findings]
         parts.append("</table>")
     parts.append(
-        "<h2>Review (4-eyes)</h2><table class=sign>"
+        "<h2 id=review>Review (4-eyes)</h2><table class=sign>"
         "<tr><th>role</th><th>name</th><th>date</th><th>signature</th></tr>"
         "<tr><td>prepared by</td><td></td><td></td><td></td></tr>"
         "<tr><td>reviewed by</td><td></td><td></td><td></td></tr></table>"
         "</body></html>\n"
     )
     return "".join(parts)
+
+
+def _toc(sections: list[tuple[str, str, list[Finding]]]) -> str:
+    esc = html.escape
+    entries = []
+    for status, title, findings in sections:
+        entry = f"<li><a href='#section-{status}'>{esc(title)} ({len(findings)})</a>"
+        if status in ("fail", "error", "warn"):
+            links = ", ".join(
+                f"<a href='#finding-{esc(f.id)}'>{esc(f.id)}</a> {esc(f.title)}" for f in findings
+            )
+            entry += f"<ul class=meta><li>{links}</li></ul>"
+        entries.append(entry + "</li>")
+    entries.append("<li><a href='#review'>Review (4-eyes)</a></li>")
+    return f"<nav id=toc><h2>Contents</h2><ol>{''.join(entries)}</ol></nav>"
+
+
+def _finding_row(finding: Finding) -> str:
+    esc = html.escape
+    status = finding.status.value
+    details = [f"<div>{esc(finding.detail)}</div>"]
+    if finding.remediation:
+        details.append(f"<div class=fix>Fix: {esc(finding.remediation)}</div>")
+    details.append(
+        f"<div class=why>Why: {esc(finding.rationale)} "
+        f"(best practice: {esc(finding.section or '')}; severity {esc(finding.severity)})"
+        "</div>"
+    )
+    items = finding.data.get("items")
+    if isinstance(items, list) and items:
+        listed = "".join(f"<li>{esc(_item_text(item))}</li>" for item in items[:50])
+        details.append(f"<ul>{listed}</ul>")
+    return (
+        f"<tr id='finding-{esc(finding.id)}' data-status={status}>"
+        f"<td class='st {status}'>{esc(status)}</td><td>{esc(finding.id)}</td>"
+        f"<td>{esc(str(finding.severity))}</td><td>{esc(finding.area)}</td>"
+        f"<td>{esc(finding.title)}</td><td>{''.join(details)}</td></tr>"
+    )
 
 
 def _item_text(item: Any) -> str:

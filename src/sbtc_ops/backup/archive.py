@@ -87,9 +87,15 @@ def stage(located: LocatedBackup, staging: Staging) -> StagedBackup:
 
 
 def locate(
-    ref: str, storages: list[Storage], work_dir: Path, *, latest: bool = False
+    ref: str,
+    storages: list[Storage],
+    work_dir: Path,
+    *,
+    latest: bool = False,
+    kind: str = "full",
 ) -> LocatedBackup:
-    """Find a backup by path, by id in the configured storages, or the newest complete one."""
+    """Find a backup by path, by id in the configured storages, or the newest complete one of
+    `kind` ("full", or "dkg-only": a DKG export is never "the latest backup" by default)."""
     if not latest:
         path = Path(ref)
         if path.exists():
@@ -105,7 +111,8 @@ def locate(
             log.warning("%s; looking in the other locations", exc.message)
             unreachable[storage.name] = exc.message
             continue
-        chosen = max(backups, key=lambda b: b.id) if latest and backups else None
+        newest = [b for b in backups if b.manifest is not None and b.manifest.kind == kind]
+        chosen = max(newest, key=lambda b: b.id) if latest and newest else None
         if not latest:
             chosen = next((b for b in backups if b.id == ref), None)
         if chosen is None:
@@ -120,7 +127,7 @@ def locate(
         searched = "" if len(unreachable) == len(storages) else " in the reachable locations"
         raise StorageError(f"{what}{searched}; " + "; ".join(unreachable.values()))
     if latest:
-        raise UsageError(f"no complete backup found in {where}")
+        raise UsageError(f"no complete {kind} backup found in {where}")
     raise UsageError(f"backup {ref} not found (or incomplete) in {where}")
 
 

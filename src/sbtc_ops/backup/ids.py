@@ -6,7 +6,10 @@ import re
 from datetime import UTC, datetime
 
 ID_FORMAT = "%Y%m%dT%H%M%SZ"
-ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z(-[a-z0-9]+)?$")
+# The whole id, nothing after it (no newline, no unbounded suffix): ids name directories and
+# S3 keys and are shown on terminals. The suffix is short ("dkg").
+MAX_SUFFIX = 16
+ID_PATTERN = re.compile(rf"[0-9]{{8}}T[0-9]{{6}}Z(-[a-z0-9]{{1,{MAX_SUFFIX}}})?", re.ASCII)
 
 
 def new_backup_id(now: datetime | None = None, suffix: str | None = None) -> str:
@@ -16,7 +19,7 @@ def new_backup_id(now: datetime | None = None, suffix: str | None = None) -> str
 
 
 def is_backup_id(text: str) -> bool:
-    return bool(ID_PATTERN.match(text))
+    return ID_PATTERN.fullmatch(text) is not None
 
 
 def backup_time(backup_id: str) -> datetime:

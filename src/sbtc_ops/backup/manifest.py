@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.errors import SbtcOpsError
 
 MANIFEST_NAME = "manifest.json"
@@ -94,6 +95,14 @@ class Manifest(BaseModel):
     sbtc_ops_version: str
     snapshot: str | None = None
     phases_s: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _backup_id(cls, value: str) -> str:
+        # The id is shown first in every report and names directories: nothing but an id.
+        if not is_backup_id(value):
+            raise ValueError(f"id {value[:40]!r} is not a backup id (e.g. 20261124T220102Z)")
+        return value
 
     @property
     def encrypted(self) -> bool:

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import IO
 
 from sbtc_ops.backup.archive import PreparedArchive
-from sbtc_ops.pg.binaries import PgBinaries
+from sbtc_ops.errors import DependencyError
+from sbtc_ops.pg.binaries import (
+    RESTRICT_MAJOR,
+    RESTRICT_SINCE,
+    PgBinaries,
+    has_restrict,
+    restrict_floor,
+    tool_version,
+)
 from sbtc_ops.pg.sandbox import Sandbox
 from sbtc_ops.progress import shown, watch_reads
 
@@ -46,8 +54,10 @@ def restore_argv(
     binaries: PgBinaries, archive: PreparedArchive, conninfo: str, *, jobs: int, strict: bool
 ) -> list[str]:
     """strict=True stops at the first error (disaster recovery); otherwise every error is
-    collected, so a verification report can quote them. A plain dump comes on stdin."""
+    collected, so a verification report can quote them. A plain dump comes on stdin, and
+    only to a psql that honours `\\restrict` (require_restrict)."""
     if archive.format == "plain":
+        require_restrict(binaries.psql)
         return [
             str(binaries.psql),
             "-X",
@@ -75,6 +85,25 @@ def restore_argv(
         argv.append(f"--jobs={jobs}")
     argv.append(str(archive.path))
     return argv
+
+
+def require_restrict(psql: Path) -> None:
+    """Fail closed: plain SQL is replayed only by a psql that honours `\\restrict` (an older
+    one ignores it, and the dump's `\\!` would run). Exit 2, naming the binary."""
+    found = tool_version(psql)
+    if found is not None and has_restrict(found[1]):
+        return
+    shown = f"version {found[1]}" if found else "no version it reports"
+    floors = ", ".join(
+        f for f in (restrict_floor(m) for m in sorted(RESTRICT_SINCE, reverse=True)) if f
+    )
+    raise DependencyError(
+        f"{psql} ({shown}) does not honour \\restrict: refusing to replay a plain SQL dump "
+        f"with it (meta-commands in the dump such as \\! would run); needs psql "
+        f"{RESTRICT_MAJOR}.x, or at least {floors}",
+        hint="install a current PostgreSQL client (or unset postgres.bin_dir to use the "
+        "embedded binaries), or use a custom-format dump",
+    )
 
 
 def feed_plain_sql(source: Path, sink: IO[bytes], key: str) -> None:

@@ -73,7 +73,13 @@ def run_backup(settings: Settings, request: BackupRequest) -> BackupOutcome:
     except Exception as exc:
         # A driver's message may quote the connection string: scrubbed before it is kept.
         error = scrub(str(exc))
-        _record(settings, "backup", "-", "error", {"error": error, "started_at": started})
+        _record(
+            settings,
+            "backup",
+            "-",
+            "error",
+            {"error": error, "started_at": started, "kind": request.kind},
+        )
         raise
     manifest = outcome.manifest
     _record(
@@ -116,13 +122,24 @@ def backup_state(backup: StoredBackup, store: StateStore) -> str:
     if not backup.complete:
         return "incomplete"
     # A verify that could not run (verdict "error": chain unreachable, no binaries) says
-    # nothing about the backup itself.
+    # nothing about the backup itself; nor does a mismatch with a key typed by hand
+    # (--expected-key: a typo looks exactly like that).
     verdicts = [
-        e for e in store.events(EventKind.VERIFY, backup.id, limit=20) if e.outcome != "error"
+        e
+        for e in store.events(EventKind.VERIFY, backup.id, limit=20)
+        if e.outcome != "error" and not _mismatch_by_hand(e.data)
     ]
     if not verdicts:
         return "complete"
     return "verified-ok" if verdicts[0].outcome == "ok" else "verified-failed"
+
+
+def _mismatch_by_hand(data: dict[str, Any]) -> bool:
+    return (
+        data.get("expected_aggregate_key") is not None
+        and data.get("verdict") == "mismatch"
+        and data.get("failed_checks") == ["dkg.matches_chain"]
+    )
 
 
 @dataclass(frozen=True)

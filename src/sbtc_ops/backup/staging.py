@@ -219,12 +219,27 @@ def _compare(entry: FileEntry, digest: str, size: int) -> str | None:
     return None
 
 
+def _listing_problems(entries: list[FileEntry]) -> list[str]:
+    """A member listed twice, or listed both as a file and as a directory of other members."""
+    seen: set[str] = set()
+    problems = []
+    for entry in entries:
+        if entry.path in seen:
+            problems.append(f"{entry.path}: listed more than once in the manifest")
+        seen.add(entry.path)
+    directories = {entry.path.rsplit("/", 1)[0] for entry in entries if "/" in entry.path}
+    problems += [f"{name}: listed as a file and as a directory" for name in directories & seen]
+    return problems
+
+
 def stage_manifest_files(
     source_root: Path, manifest: Manifest, staging: Staging, *, in_place: bool
 ) -> list[str]:
     """Copy (or, for files already fetched into the staging directory, hash in place) every
     file the manifest names; the problems found, empty when all match."""
-    problems = []
+    problems = _listing_problems(manifest.files)
+    if problems:  # a manifest that names one file twice was not written by a backup
+        return problems
     for entry in manifest.files:
         parts = member_parts(entry.path)
         try:
@@ -245,6 +260,9 @@ def stage_manifest_files(
             continue
         except (StagingError, UnsafeFileError) as exc:
             problems.append(str(exc))
+            continue
+        except OSError as exc:  # e.g. a member is both a file and a directory
+            problems.append(f"{entry.path}: {exc.strerror or exc}")
             continue
         problem = _compare(entry, digest, size)
         if problem:

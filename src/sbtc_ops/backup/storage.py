@@ -589,8 +589,15 @@ class S3Storage:
         manifest = self.read_manifest(backup_id)
         target = work_dir / backup_id
         target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fetched: set[str] = set()
         for entry in manifest.files:
-            destination = confined_path(target, member_parts(entry.path))
+            if entry.path in fetched:  # listed twice: the checksum check says so (corrupt)
+                continue
+            fetched.add(entry.path)
+            try:
+                destination = confined_path(target, member_parts(entry.path))
+            except OSError:  # e.g. listed both as a file and as a directory: reported later
+                continue
             key = self._key(backup_id, entry.path)
             self._bounded(
                 f"downloading {key}",

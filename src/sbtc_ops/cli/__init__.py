@@ -12,11 +12,11 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from sbtc_ops import __version__
 from sbtc_ops.cli import _common, _streams, helpstyle
 from sbtc_ops.errors import SbtcOpsError, describe_os_error
 from sbtc_ops.proc import note_interrupt
 from sbtc_ops.redact import scrub
+from sbtc_ops.termsafe import install_output_escaping
 
 app = typer.Typer(
     name="sbtc-ops",
@@ -24,13 +24,15 @@ app = typer.Typer(
     "key custody and monitoring.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
 def _version_callback(value: bool) -> None:
     if value:
+        from sbtc_ops import __version__
+
         typer.echo(f"sbtc-ops {__version__}")
         raise typer.Exit(0)
 
@@ -86,6 +88,7 @@ def _register_commands() -> None:
         demo_cmd,
         init_cmd,
         key_cmd,
+        man_cmd,
         serve_cmd,
         upgrade_cmd,
         verify_cmd,
@@ -106,6 +109,7 @@ def _register_commands() -> None:
         serve_cmd,
         upgrade_cmd,
         version_cmd,
+        man_cmd,
     ):
         module.register(app)
 
@@ -150,6 +154,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, _signal_as_interrupt)
     _streams.guard_closed_pipes()
     _common.install_output_scrubbing()
+    install_output_escaping()
     try:
         _run()
     finally:
@@ -189,20 +194,32 @@ def _run() -> None:
             _common.emit_json({"ok": False, "error": scrub(exc.format_message())})
         _show_usage_error(exc)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001  # a bug: one JSON document, exit 2, no bare crash
+        _internal_error(exc)
     if _interrupted_by_signal:
         _interrupted()
     sys.exit(result if isinstance(result, int) else 0)
 
 
+def _internal_error(exc: Exception) -> NoReturn:
+    """An unexpected exception is a bug of sbtc-ops: said as such (the traceback with -v),
+    with --json as the one document, exit 2 (the job could not be done)."""
+    import traceback
+
+    if _common.current().verbose:
+        _common.err.print(scrub(traceback.format_exc()), markup=False, highlight=False)
+    _fail(f"internal error (a bug in sbtc-ops; -v shows where): {type(exc).__name__}: {exc}", 2)
+
+
 def _show_usage_error(exc: typer.TyperException) -> None:
-    """The parser's own rendering (usage line, hint, message) when it has one. typer's public
-    base class has no `show`; the click-derived errors it raises (typer vendors click, and its
-    module path is private) do."""
-    show = getattr(exc, "show", None)
-    if callable(show):
-        show()
-    else:
-        typer.echo(f"Error: {exc.format_message()}", err=True)
+    """The parser's message in sbtc-ops' own style (`error: …`, like every other failure),
+    then the command's usage line and where help is. typer's public base class has no
+    `ctx`; the click-derived usage errors it raises (typer vendors click) carry one."""
+    _common.print_error(scrub(exc.format_message()))
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        usage = " ".join(ctx.get_usage().split()).removeprefix("Usage: ")
+        _common.err.print(f"  usage: {usage}  ({ctx.command_path} -h for help)", markup=False)
 
 
 def _interrupted() -> NoReturn:

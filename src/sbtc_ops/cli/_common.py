@@ -91,6 +91,9 @@ def load_settings(**overrides: Any) -> Any:
     from sbtc_ops.config import load_settings as _load
 
     settings = _load(config_path=_CURRENT.config_path, overrides=overrides)
+    weak = redact.weak_secrets_warning()  # registered by loading; said once per run
+    if weak:
+        err.print(weak, markup=False)
     if settings.discovered_from and not _CURRENT.discovery_noted:
         # stderr: with --json, stdout carries only the command's document.
         err.print(

@@ -1,10 +1,16 @@
-"""Standard streams a reader may close: `sbtc-ops backup | head -1` is not a failure.
+"""Standard streams: a reader may close them, and data never controls the terminal.
+
+`sbtc-ops backup | head -1` is not a failure:
 
 Python ignores SIGPIPE, so writing to a pipe whose reader has gone raises BrokenPipeError
 wherever the command happens to print, and typer turns that into exit 1 ("problem found").
 The command's work (a backup taken, a verification done) is what the exit code reports, so
 the lost reader only stops the output: the stream is pointed at /dev/null and the command
 runs to its own end and exit status.
+
+Whatever reaches stdout or stderr without SafeConsole (print, click, logging, a traceback) has
+its control characters escaped (sbtc_ops.termsafe.install_output_escaping, installed by
+main() beside these guards), so no path can forget it.
 """
 
 from __future__ import annotations

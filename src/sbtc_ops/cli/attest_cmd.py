@@ -27,7 +27,7 @@ def verify(
     target: Annotated[
         str,
         typer.Argument(
-            metavar="BACKUP|FILE", help="A backup id, or one statement file (*.intoto.json)."
+            metavar="TARGET", help="A backup id, or one statement file (*.intoto.json)."
         ),
     ],
     allowed_signers: Annotated[
@@ -39,7 +39,7 @@ def verify(
     ] = None,
     to: Annotated[
         list[str] | None,
-        typer.Option("--to", "--repo", help="Backup location(s) to look the id up in."),
+        typer.Option("--to", help="Backup location(s) to look the id up in (default: the config)."),
     ] = None,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sbtc_ops.audit.probe import ProbeSpec
 from sbtc_ops.cli import _common
 from sbtc_ops.errors import UsageError
 from sbtc_ops.results import Status
+
+if TYPE_CHECKING:
+    from sbtc_ops.audit.probe import ProbeSpec
 
 audit_app = typer.Typer(
     help="Audit this host against the sBTC signer best practices (exit 1 on findings).",
@@ -95,6 +97,8 @@ def firewall(
     parent = ctx.obj or {}
     json_output = json_output or bool(parent.get("json"))
     _common.set_json_mode(json_output)
+    from sbtc_ops.audit.probe import ProbeSpec
+
     spec = ProbeSpec(probe, connect_timeout, deadline) if probe is not None else None
     _audit_and_exit(
         ["firewall"],

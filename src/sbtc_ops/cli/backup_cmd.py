@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from sbtc_ops.cli import _common
+from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.render import format_size
 
 TO_OPTION = typer.Option(
@@ -26,9 +28,19 @@ def backup(
         str | None, typer.Option("--format", help="custom (default) or directory.")
     ] = None,
     compression: Annotated[
-        str | None, typer.Option("--compress", help="pg_dump compression, e.g. zstd:1, gzip:6.")
+        str | None,
+        typer.Option(
+            "--compress",
+            help="pg_dump compression, e.g. zstd:1, gzip:6.",
+            show_default="backup.compression, gzip:1",
+        ),
     ] = None,
-    jobs: Annotated[int | None, typer.Option("--jobs", help="Parallel jobs (directory).")] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs", help="Parallel dump jobs (directory format).", show_default="backup.jobs, 2"
+        ),
+    ] = None,
     recipient: Annotated[
         list[str] | None, typer.Option("--recipient", help="age recipient (age1…), repeatable.")
     ] = None,
@@ -51,8 +63,20 @@ def backup(
         },
     )
     request = request_from_settings(settings, to or None, dkg_only=dkg_only)
-    outcome = run_backup(settings, request)
+    started = time.time()
+    try:
+        outcome = run_backup(settings, request)
+    except SbtcOpsError as exc:
+        _record_run(settings.state_dir, started, "error", exc.message, {"kind": request.kind})
+        raise
     manifest = outcome.manifest
+    _record_run(
+        settings.state_dir,
+        started,
+        "ok" if not outcome.failed else "problem",
+        f"{manifest.id}: {manifest.kind}, {format_size(manifest.total_size)}",
+        {"backup": manifest.id, "kind": manifest.kind, "size": manifest.total_size},
+    )
     failed = [{"location": name, "error": why} for name, why in outcome.failed.items()]
     if json_output:
         _common.emit_json(
@@ -89,6 +113,15 @@ def _print_backup(outcome: Any) -> None:
         out.print(f"  NOT stored  {location}", markup=False)
 
 
+def _record_run(
+    state_dir: Path, started: float, outcome: str, summary: str, data: dict[str, Any]
+) -> None:
+    """`history --job backup` lists backups taken from the command line too."""
+    from sbtc_ops.history import record_cli_outcome
+
+    record_cli_outcome(state_dir, "backup", started, outcome, summary, data)
+
+
 def backups(
     to: Annotated[list[str] | None, TO_OPTION] = None,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
@@ -115,13 +148,14 @@ def _print_backups(rows: list[dict[str, Any]]) -> None:
     if not rows:
         _common.out.print("no backups found", markup=False)
         return
-    table = _rich_table(("id", "age", "size", "state", "signed drill", "location"))
+    table = _rich_table(("id", "kind", "age", "size", "state", "signed drill", "location"))
     invalid = [row for row in rows if row["state"] == "invalid"]
     for row in rows:
         evidence = row["attestation"]
         signed = f"yes ({evidence['signatures']} sig)" if evidence["signed_match"] else "no"
         cells = (
-            row["id"], row["age"], format_size(row["size"]), row["state"], signed, row["location"]
+            row["id"], row["kind"] or "-", row["age"], format_size(row["size"]), row["state"],
+            signed, row["location"],
         )  # fmt: skip
         table.add_row(*(_common.cell(value) for value in cells))
     _common.out.print(table)

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from sbtc_ops.clarity import ClarityError
 from sbtc_ops.cli import _common
 from sbtc_ops.errors import UsageError
 
@@ -31,6 +30,7 @@ def decode(
 ) -> None:
     """Decode a Clarity value, e.g. the result of `curl …/v2/contracts/call-read/…`."""
     _common.set_json_mode(json_output)
+    from sbtc_ops.clarity import ClarityError
     from sbtc_ops.stacks import decode_hex_or_answer
 
     if hex_value is None or hex_value == "-":

@@ -3,13 +3,17 @@ validation with every problem named by layer, and a commented sample written fro
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sbtc_ops.cli import _common
-from sbtc_ops.config import InvalidConfig, Settings, redacted_view
+from sbtc_ops.redact import REDACTED
+
+if TYPE_CHECKING:  # sbtc_ops.config loads when a command runs, not for -h
+    from sbtc_ops.config import InvalidConfig, Settings
 
 config_app = typer.Typer(help="Inspect sbtc-ops' configuration.", no_args_is_help=True)
 
@@ -18,11 +22,13 @@ config_app = typer.Typer(help="Inspect sbtc-ops' configuration.", no_args_is_hel
 def show(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
     """Print the effective configuration (flags > env > sbtc-ops.toml > signer config > preset)."""
     _common.set_json_mode(json_output)
+    from sbtc_ops.config import redacted_view
+
     view = redacted_view(_common.load_settings())
     if json_output:
         _common.emit_json(view)
         return
-    _print_tree(view, indent=0)
+    _print_tree(view)
 
 
 @config_app.command("check")
@@ -30,6 +36,8 @@ def check(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
     """Validate the configuration: exit 0 valid, 1 problems (each named with the file,
     environment variable or signer config it came from), 2 a file cannot be read."""
     _common.set_json_mode(json_output)
+    from sbtc_ops.config import InvalidConfig
+
     try:
         settings: Settings = _common.load_settings()
     except InvalidConfig as exc:
@@ -81,21 +89,48 @@ def sample(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
     raw.flush()
 
 
-def _print_tree(node: object, indent: int) -> None:
-    pad = "  " * indent
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                _common.out.print(f"{pad}{key}:", markup=False)
-                _print_tree(value, indent + 1)
-            else:
-                _common.out.print(f"{pad}{key}: {_scalar(value)}", markup=False)
+def _print_tree(node: object, indent: int = 0) -> None:
+    """The effective configuration as TOML (what sbtc-ops.toml would say): `true`, not
+    Python's `True`; a setting with no value is a comment, since TOML has no null."""
+    for line in toml_lines(node):
+        _common.out.print(line, markup=False)
 
 
-def _scalar(value: object) -> str:
-    if isinstance(value, list):
-        return ", ".join(str(item) for item in value) if value else "[]"
-    return "-" if value is None else str(value)
+def toml_lines(node: object, table: tuple[str, ...] = ()) -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    lines = []
+    if table and any(not isinstance(v, dict) for v in node.values()):
+        lines.append(f"[{'.'.join(_toml_key(k) for k in table)}]")
+    for key, value in node.items():
+        if value is None:
+            lines.append(f"# {_toml_key(key)} (not set)")
+        elif value == REDACTED:  # a comment: the output scrubber rewrites `key = "…"` lines
+            lines.append(f"# {_toml_key(key)} (set) {REDACTED}")
+        elif not isinstance(value, dict):
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in node.items():
+        if isinstance(value, dict):
+            lines += ["", *toml_lines(value, (*table, str(key)))]
+    return lines
+
+
+def _toml_key(key: object) -> str:
+    text = str(key)
+    return text if text and all(c.isalnum() or c in "_-" for c in text) else json.dumps(text)
+
+
+def _toml_value(value: object) -> str:
+    from sbtc_ops.config_sample import toml_value
+
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if value is None:
+        return '""'
+    return toml_value(value if isinstance(value, bool | int | float | str) else str(value))
 
 
 def register(app: typer.Typer) -> None:

@@ -7,19 +7,20 @@ a file descriptor (`--passphrase-fd N`), never from argv or the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from sbtc_ops.cli import _common
 from sbtc_ops.errors import UsageError
-from sbtc_ops.keys.backup import BackupReport, BackupRequest, Method
-from sbtc_ops.keys.secretio import get_passphrase
-from sbtc_ops.keys.service import CheckReport, backup_key, check_key, verify_key_backups
-from sbtc_ops.keys.verify import Secrets, VerifyReport
 from sbtc_ops.render import CheckLine, render_checks, status_summary
 from sbtc_ops.results import Status
+
+if TYPE_CHECKING:  # the key modules (and the Stacks client they use) load when a command runs
+    from sbtc_ops.keys.backup import BackupReport, Method
+    from sbtc_ops.keys.service import CheckReport
+    from sbtc_ops.keys.verify import VerifyReport
 
 key_app = typer.Typer(
     help="Custody of the signer's private key: check it, back it up cold, prove the backup.",
@@ -48,6 +49,8 @@ def check(
 ) -> None:
     """Check the key: file mode and owner, signer sets, not a public test key, cold backup age."""
     _common.set_json_mode(json_output)
+    from sbtc_ops.keys.service import check_key
+
     report = check_key(_common.load_settings(), key_file=key_file, offline=offline)
     if json_output:
         _common.emit_json(report.to_json())
@@ -101,6 +104,10 @@ def backup(
 ) -> None:
     """Write an offline cold backup of the key: age (passphrase or recipients) or SLIP-39 shares."""
     _common.set_json_mode(json_output)
+    from sbtc_ops.keys.backup import BackupRequest
+    from sbtc_ops.keys.secretio import get_passphrase
+    from sbtc_ops.keys.service import backup_key
+
     request = BackupRequest(
         method=_method(
             passphrase or passphrase_fd is not None, recipients or [], shares, threshold
@@ -189,6 +196,10 @@ def verify_backup(
 ) -> None:
     """Restore backups in memory and prove they hold the signer's key; records the date."""
     _common.set_json_mode(json_output)
+    from sbtc_ops.keys.secretio import get_passphrase
+    from sbtc_ops.keys.service import verify_key_backups
+    from sbtc_ops.keys.verify import Secrets
+
     secrets = Secrets(
         passphrase=lambda: get_passphrase(
             passphrase_fd, confirm=False, prompt="Passphrase of the cold backup: "

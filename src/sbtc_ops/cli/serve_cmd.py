@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -21,9 +22,22 @@ ONCE_OPTION = typer.Option(
 )
 
 
+class LogFormatChoice(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+LOG_FORMAT_OPTION = typer.Option(
+    "--log-format",
+    help="Each finished job run is one line on stderr: text, or json (JSON lines).",
+    case_sensitive=False,
+)
+
+
 def serve(
     bind: Annotated[str | None, BIND_OPTION] = None,
     once: Annotated[list[str] | None, ONCE_OPTION] = None,
+    log_format: Annotated[LogFormatChoice, LOG_FORMAT_OPTION] = LogFormatChoice.TEXT,
 ) -> None:
     """Run backups, verification, audits and chain checks on schedule; serve metrics and status."""
     from sbtc_ops.serve.daemon import exit_code, run_once
@@ -40,7 +54,12 @@ def serve(
                 f"{_common.plain(result.summary)}"
             )
         raise typer.Exit(exit_code(results))
-    raise typer.Exit(run_daemon(settings, bind=bind, config_path=config_path))
+    from sbtc_ops.serve.joblog import LogFormat
+
+    code = run_daemon(
+        settings, bind=bind, config_path=config_path, log_format=LogFormat(log_format.value)
+    )
+    raise typer.Exit(code)
 
 
 def history(
@@ -50,9 +69,10 @@ def history(
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs, newest first.")] = 50,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
-    """Job runs recorded in the state database (by serve, serve --once and the CLI's verify)."""
+    """Job runs recorded in the state database (by serve, serve --once and the CLI's backup
+    and verify)."""
     _common.set_json_mode(json_output)
-    from sbtc_ops.history import check_job_name, history_rows
+    from sbtc_ops.history import NOTHING_RECORDED, check_job_name, history_rows
     from sbtc_ops.state import StateStore
 
     check_job_name(job)
@@ -63,7 +83,7 @@ def history(
         _common.emit_json({"runs": rows})
         return
     if not rows:
-        _common.err.print("no job runs recorded yet (start `sbtc-ops serve`)", markup=False)
+        _common.err.print(NOTHING_RECORDED, markup=False)
         return
     table = Table(box=None, pad_edge=False)
     for column in ("started", "job", "outcome", "duration", "summary"):

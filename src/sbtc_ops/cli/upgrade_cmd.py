@@ -19,11 +19,19 @@ def upgrade_check(
     ],
     from_version: Annotated[
         str | None,
-        typer.Option("--from", help="Running release, when it cannot be read from the host."),
+        typer.Option(
+            "--from",
+            help="Running release, when neither the image nor the database's applied "
+            "migrations tell it.",
+        ),
     ] = None,
     plan_only: Annotated[
         bool,
-        typer.Option("--plan-only", help="Report the plan only: no backup, no verdict."),
+        typer.Option(
+            "--plan-only",
+            help="Print the plan only: no backup, no go/no-go (exit 1 if the plan has a "
+            "blocking problem).",
+        ),
     ] = False,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
@@ -44,13 +52,18 @@ def upgrade_check(
         _common.emit_json(report.to_json())
     else:
         _render(report.to_json())
-    if report.go is False:
+    if not report.ok:
         raise typer.Exit(1)
 
 
 def _render(doc: dict[str, Any]) -> None:
     say = _common.out.print
-    say(f"upgrade v{doc['from']} ({doc['from_source']}) -> v{doc['to']}", markup=False)
+    title = "upgrade plan" if doc["plan_only"] else "upgrade"
+    say(f"{title} v{doc['from']} ({doc['from_source']}) -> v{doc['to']}", markup=False)
+    applied = doc["applied_migrations"]
+    if isinstance(applied, list):
+        newest = applied[-1] if applied else "none"
+        say(f"database: {len(applied)} migrations applied, newest {newest}", markup=False)
     backup = doc["backup"]
     verify = doc["verify"]
     if isinstance(backup, dict):
@@ -74,7 +87,7 @@ def _render(doc: dict[str, Any]) -> None:
         ("missing_required_keys", "keys the target requires, not set"),
         ("new_keys", "keys the target adds"),
         ("warnings", "warnings"),
-        ("reasons", "NO-GO because"),
+        ("reasons", "blocking problems in this plan" if doc["plan_only"] else "NO-GO because"),
     ):
         items = doc[key]
         if items:
@@ -83,8 +96,10 @@ def _render(doc: dict[str, Any]) -> None:
             for item in listed:
                 shown = f"{item[0]} (removed in {item[1]})" if isinstance(item, tuple) else item
                 say(f"  {shown}", markup=False)
-    go = doc["go"]
-    say("verdict: " + ("plan only" if go is None else "GO" if go else "NO-GO"), markup=False)
+    if doc["plan_only"]:
+        say("plan only: no backup taken, no go/no-go (run without --plan-only)", markup=False)
+        return
+    say("verdict: " + ("GO" if doc["go"] else "NO-GO"), markup=False)
     rollback = doc["rollback"]
     if isinstance(rollback, list) and rollback:
         say("rollback:", markup=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,6 +17,11 @@ if TYPE_CHECKING:
     from sbtc_ops.verify.drill import VerifyReport
 
 log = logging.getLogger(__name__)
+
+
+class BackupKind(StrEnum):
+    FULL = "full"
+    DKG_ONLY = "dkg-only"
 
 
 def _parse_key_hex(text: str) -> bytes:
@@ -47,7 +53,17 @@ def verify(
         str | None,
         typer.Argument(metavar="[BACKUP]", help="Backup id, or a path to any pg_dump output."),
     ] = None,
-    latest: Annotated[bool, typer.Option("--latest", help="Verify the newest backup.")] = False,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="Verify the newest backup (of --kind).")
+    ] = False,
+    kind: Annotated[
+        BackupKind,
+        typer.Option(
+            "--kind",
+            help="With --latest: the newest full backup, or the newest DKG-only export.",
+            case_sensitive=False,
+        ),
+    ] = BackupKind.FULL,
     expected_key: Annotated[
         str | None,
         typer.Option("--expected-key", help="Compare with this key instead of reading the chain."),
@@ -71,7 +87,12 @@ def verify(
     network: Annotated[
         str | None, typer.Option("--network", help="mainnet, testnet or devnet.")
     ] = None,
-    jobs: Annotated[int | None, typer.Option("--jobs", help="Parallel restore jobs.")] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs", help="Parallel restore jobs.", show_default="the CPU count, at most 4"
+        ),
+    ] = None,
     keep_cluster: Annotated[
         bool, typer.Option("--keep-cluster", help="Leave the throwaway cluster running.")
     ] = False,
@@ -92,6 +113,10 @@ def verify(
 
     if backup is None and not latest:
         raise UsageError("name a BACKUP (id or path) or pass --latest")
+    if kind != BackupKind.FULL and not latest:
+        raise UsageError(
+            "--kind chooses what --latest picks; a BACKUP named by id has its own kind"
+        )
     settings = _common.load_settings(
         network=network,
         stacks={"endpoints": stacks_url or None},
@@ -100,6 +125,7 @@ def verify(
     request = VerifyRequest(
         backup_ref=backup,
         latest=latest,
+        kind=kind.value,
         expected_key=_parse_key_hex(expected_key) if expected_key else None,
         stacks_urls=stacks_url or None,
         signer_secret=_read_signer_secret(signer_key_file) if signer_key_file else None,
@@ -120,7 +146,7 @@ def verify(
         started,
         "ok" if report.ok else "error" if report.could_not_run else "problem",
         _summary(report),
-        {"backup": report.backup, "verdict": report.verdict},
+        {"backup": report.backup, "verdict": report.verdict, "key_source": report.key_source},
     )
     if html is not None:
         from sbtc_ops.verify.html import write_html
@@ -138,6 +164,8 @@ def verify(
 def _summary(report: VerifyReport) -> str:
     failed = [c.id for c in report.checks if c.status.is_problem]
     text = f"{report.backup}: {report.verdict}"
+    if report.expected_aggregate_key is not None:
+        text += f" against the {report.key_source} key"
     return text + (f" ({', '.join(failed)} failed)" if failed else "")
 
 
@@ -145,12 +173,9 @@ def _record_run(
     state_dir: Path, started: float, outcome: str, summary: str, data: dict[str, Any]
 ) -> None:
     """`history` lists verify runs made from the command line too."""
-    from sbtc_ops.history import CliRun, record_cli_run
+    from sbtc_ops.history import record_cli_outcome
 
-    try:
-        record_cli_run(state_dir, CliRun("verify", started, time.time(), outcome, summary, data))
-    except SbtcOpsError as exc:  # the report matters more than its history entry
-        log.warning("verify run not recorded in history: %s", exc)
+    record_cli_outcome(state_dir, "verify", started, outcome, summary, data)
 
 
 def register(app: typer.Typer) -> None:

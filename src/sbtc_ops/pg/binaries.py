@@ -95,6 +95,32 @@ def parse_version(text: str) -> tuple[int, str] | None:
     return major, f"{major}.{match.group(2)}" if match.group(2) is not None else str(major)
 
 
+# The first minor release of each major whose psql knows `\\restrict` (CVE-2025-8714): an
+# older psql treats it as an invalid command and goes on, so a later `\\!` in a plain dump
+# runs. Majors after 17 all have it; majors before 13 never got it.
+RESTRICT_SINCE: dict[int, int] = {17: 6, 16: 10, 15: 14, 14: 19, 13: 22}
+RESTRICT_MAJOR = 18
+
+
+def restrict_floor(major: int) -> str | None:
+    """The oldest version of this major whose psql has `\\restrict` (None: no such version)."""
+    if major >= RESTRICT_MAJOR:
+        return f"{major}.0"
+    minor = RESTRICT_SINCE.get(major)
+    return None if minor is None else f"{major}.{minor}"
+
+
+def has_restrict(version: str) -> bool:
+    """Whether a psql of this "major.minor" version honours `\\restrict`."""
+    major_text, _, minor_text = version.partition(".")
+    if not major_text.isdigit():
+        return False
+    major, minor = int(major_text), int(minor_text) if minor_text.isdigit() else 0
+    if major >= RESTRICT_MAJOR:
+        return True
+    return major in RESTRICT_SINCE and minor >= RESTRICT_SINCE[major]
+
+
 def run_version(path: Path, **popen: Any) -> subprocess.CompletedProcess[str]:
     """`<path> --version`, bounded in time, without PG* variables; popen as for subprocess.run."""
     return subprocess.run(

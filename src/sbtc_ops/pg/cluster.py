@@ -111,6 +111,8 @@ class ThrowawayCluster:
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.announce = announce or _print_to_stderr
+        # --keep-cluster: who the announced connection logs in as (user, dbname, options).
+        self.kept_login: tuple[str | None, str, str | None] = (None, "postgres", None)
         self.timings: dict[str, float] = {}
         self._base: Path | None = None
         self._port = UNIX_SOCKET_PORT
@@ -255,7 +257,7 @@ class ThrowawayCluster:
     ) -> None:
         interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
         if self.keep and self.running and not interrupted:
-            self.announce(self.connection_help())
+            self.announce(self.connection_help(*self.kept_login))
             return
         self.stop()
 
@@ -302,13 +304,23 @@ class ThrowawayCluster:
         if interrupted is not None:
             raise interrupted
 
-    def connection_help(self) -> str:
-        server = self.pid
+    def connection_help(
+        self, user: str | None = None, dbname: str = "postgres", options: str | None = None
+    ) -> str:
+        """How to reach a kept cluster (as `user`, default the superuser) and remove it: the
+        removal kills the server's whole container (PID namespace or process group), so
+        nothing the cluster started (a backend's child, a detached payload) survives."""
+        from psycopg.conninfo import make_conninfo
+
+        conninfo = make_conninfo(
+            self.conninfo(dbname, user), **({"options": options} if options else {})
+        )
+        stop = self.sandbox.kill_command(self._process) if self._process is not None else "true"
         return (
-            f"throwaway cluster kept running (pid {server}), as user {self.run_as.name}, "
+            f"throwaway cluster kept running (pid {self.pid}), as user {self.run_as.name}, "
             f"data in {self.data_dir}\n"
-            f"  connect: psql {_shell_quote(self.conninfo())}\n"
-            f"  remove:  kill -INT {server} && sleep 2 && rm -rf {self.base_dir}"
+            f"  connect: psql {_shell_quote(conninfo)}\n"
+            f"  remove:  {stop} && rm -rf {_shell_quote(str(self.base_dir))}"
         )
 
     def _check_can_execute(self) -> None:

@@ -290,6 +290,36 @@ def _ancestors(paths: Iterable[Path]) -> list[Path]:
     return list(seen)
 
 
+def _namespace_init(proc: subprocess.Popen[Any]) -> int:
+    """The host pid of a contained child's PID-namespace init: the first process below `proc`
+    (unshare → init, bwrap → init, unshare → bwrap → init) that is pid 1 of a namespace of
+    its own; `proc` itself when none is found."""
+    pid = proc.pid
+    for _level in range(4):
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            break
+        if not children or not children[0].isdigit():
+            break
+        pid = int(children[0])
+        if _is_namespace_init(pid):
+            return pid
+    return proc.pid
+
+
+def _is_namespace_init(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            ids = line.split()[1:]
+            return len(ids) > 1 and ids[-1] == "1"
+    return False
+
+
 @dataclass(frozen=True)
 class Sandbox:
     """Runs programs as `run_as` with a minimal environment, contained as described above.
@@ -472,11 +502,21 @@ class Sandbox:
         """SIGKILL everything the child started: the namespace's first process (the kernel
         then kills the rest of the namespace) or the child's process group."""
         if self.contained:
-            with contextlib.suppress(OSError, ValueError):
-                init = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-                if init:
-                    os.kill(int(init[0]), signal.SIGKILL)
+            init = _namespace_init(proc)
+            with contextlib.suppress(OSError):
+                if init != proc.pid:
+                    os.kill(init, signal.SIGKILL)
         signal_group(proc, signal.SIGKILL)
+
+    def kill_command(self, proc: subprocess.Popen[Any]) -> str:
+        """A shell command that kills everything `proc` started, even after we are gone, and
+        returns once it is dead: SIGKILL to the namespace's first process (the kernel then
+        kills the whole namespace), else to the process group (a process that left the group
+        with setsid escapes it: only a PID namespace, i.e. running as root, contains that)."""
+        if self.contained:
+            target = _namespace_init(proc)
+            return f"kill -KILL {target}; while kill -0 {target} 2>/dev/null; do sleep 0.1; done"
+        return f"kill -KILL -- -{proc.pid}; while kill -0 -- -{proc.pid} 2>/dev/null; do sleep 0.1; done"
 
     def sweep(self, proc: subprocess.Popen[Any]) -> None:
         """After the child exited: kill what it left in its process group. (A PID namespace

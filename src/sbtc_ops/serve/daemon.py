@@ -23,6 +23,7 @@ from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.serve.children import child_environment, subprocess_action
 from sbtc_ops.serve.dkgwatch import DkgWatch
 from sbtc_ops.serve.http import StatusServer
+from sbtc_ops.serve.joblog import JobLog, LogFormat, Write, write_stderr
 from sbtc_ops.serve.jobs import job_specs, settings_secret_values
 from sbtc_ops.serve.notify import Notifier
 from sbtc_ops.serve.scheduler import ERROR, OK, PROBLEM, JobResult, Scheduler
@@ -33,14 +34,23 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 90.0
 
 
-def build_scheduler(settings: Settings, config_path: Path | None) -> tuple[Scheduler, Notifier]:
+def build_scheduler(
+    settings: Settings, config_path: Path | None, job_log: JobLog | None = None
+) -> tuple[Scheduler, Notifier]:
     notifier = Notifier(settings.serve.webhooks, settings_secret_values(settings))
+    action = subprocess_action(child_environment(config_path))
+
+    def on_finish(job: str, result: JobResult, previous: str | None) -> None:
+        if job_log is not None:
+            job_log.on_finish(job, result, previous)
+        notifier.on_finish(job, result, previous)
+
     scheduler = Scheduler(
         job_specs(settings),
-        subprocess_action(child_environment(config_path)),
+        job_log.timed(action) if job_log is not None else action,
         settings.state_dir,
         jitter_s=settings.serve.jitter_s,
-        on_finish=notifier.on_finish,
+        on_finish=on_finish,
     )
     return scheduler, notifier
 
@@ -70,13 +80,16 @@ def serve(
     *,
     bind: str | None = None,
     config_path: Path | None = None,
-    announce: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True),
+    log_format: LogFormat = LogFormat.TEXT,
+    write: Write = write_stderr,
     extra_metrics: Callable[[Snapshot], Iterator[Metric]] | None = None,
 ) -> int:
     # Many scraper threads wait for the GIL; a shorter switch interval keeps their tail
     # latency low (the daemon's own threads mostly sleep or wait on child processes).
     sys.setswitchinterval(0.0005)
-    scheduler, notifier = build_scheduler(settings, config_path)
+    job_log = JobLog(log_format, settings_secret_values(settings), write)
+    announce = job_log.announce
+    scheduler, notifier = build_scheduler(settings, config_path, job_log)
     interrupted = scheduler.start()
     if interrupted:
         announce(

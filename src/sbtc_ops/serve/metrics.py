@@ -28,7 +28,13 @@ from sbtc_ops import __version__
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.redact import scrub
 from sbtc_ops.serve.signermetrics import signer_metrics
-from sbtc_ops.serve.snapshot import KEY_STATES, VERDICTS, Snapshot, read_snapshot
+from sbtc_ops.serve.snapshot import (
+    BACKUP_KINDS,
+    KEY_STATES,
+    VERDICTS,
+    Snapshot,
+    read_snapshot,
+)
 
 PREFIX = "sbtc_ops"
 JOBS = ("backup", "verify", "verify-rotate", "audit", "chain-check", "dkg-backup", "signer-check")
@@ -74,35 +80,43 @@ class StateCollector(Collector):
             yield from self.more_metrics(snap)
 
 
+# Every backup series carries kind="full" or kind="dkg-only": an 88 KiB DKG export must
+# neither dip the size panel nor satisfy the backup-age alert (the rules select kind="full").
+_BACKUP_SERIES = (
+    ("last_backup_success", "1 if the latest backup attempt of this kind succeeded, else 0."),
+    (
+        "last_backup_success_timestamp_seconds",
+        "When the last successful backup of this kind ended.",
+    ),
+    ("last_backup_success_age_seconds", "Seconds since the last successful backup of this kind."),
+    ("last_backup_duration_seconds", "Duration of the last successful backup of this kind."),
+    ("last_backup_size_bytes", "Size of the last successful backup of this kind."),
+)
+
+
 def _backup_metrics(snap: Snapshot) -> Iterator[Metric]:
-    last = snap.last_backup
-    ok = snap.last_backup_ok
+    families = {
+        name: GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["kind"])
+        for name, doc in _BACKUP_SERIES
+    }
+    for kind in BACKUP_KINDS:
+        for name, value in _backup_values(snap, kind).items():
+            families[name].add_metric([kind], value)
+    yield from (family for family in families.values() if family.samples)
+
+
+def _backup_values(snap: Snapshot, kind: str) -> dict[str, float]:
+    last = snap.last_of(kind)
+    ok = snap.last_of(kind, ok=True)
+    values: dict[str, float] = {}
     if last is not None:
-        yield from _gauge(
-            "last_backup_success",
-            "1 if the latest backup attempt succeeded, else 0.",
-            1.0 if last.outcome == "ok" else 0.0,
-        )
-    if ok is None:
-        return
-    yield from _gauge(
-        "last_backup_success_timestamp_seconds", "When the last successful backup ended.", ok.at
-    )
-    yield from _gauge(
-        "last_backup_success_age_seconds",
-        "Seconds since the last successful backup.",
-        max(0.0, snap.now - ok.at),
-    )
-    yield from _gauge(
-        "last_backup_duration_seconds",
-        "Duration of the last successful backup.",
-        float(ok.data.get("duration_s") or 0.0),
-    )
-    yield from _gauge(
-        "last_backup_size_bytes",
-        "Size of the last successful backup.",
-        float(ok.data.get("size") or 0),
-    )
+        values["last_backup_success"] = 1.0 if last.outcome == "ok" else 0.0
+    if ok is not None:
+        values["last_backup_success_timestamp_seconds"] = ok.at
+        values["last_backup_success_age_seconds"] = max(0.0, snap.now - ok.at)
+        values["last_backup_duration_seconds"] = float(ok.data.get("duration_s") or 0.0)
+        values["last_backup_size_bytes"] = float(ok.data.get("size") or 0)
+    return values
 
 
 def _verify_metrics(snap: Snapshot) -> Iterator[Metric]:

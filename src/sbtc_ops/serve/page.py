@@ -169,11 +169,16 @@ def _schedule_table(snap: Snapshot, next_runs: dict[str, float | None] | None) -
         last = snap.last_runs.get(job)
         state = "running" if job in snap.running else (last.outcome if last else "never ran")
         when = _when(due) if due is not None else "on demand"
+        # Every outcome but ok says why (the run's one-line summary).
+        why = "" if last is None or last.outcome == "ok" else str(last.data.get("summary") or "")
         rows.append(
             f"<tr><td>{escape(job)}</td><td>{escape(state)}</td>"
-            f"<td>{_when(last.started_at) if last else '-'}</td><td>{when}</td></tr>"
+            f"<td>{_when(last.started_at) if last else '-'}</td><td>{when}</td>"
+            f"<td>{escape(why[:300])}</td></tr>"
         )
-    head = "<tr><th>job</th><th>last outcome</th><th>last run</th><th>next run</th></tr>"
+    head = (
+        "<tr><th>job</th><th>last outcome</th><th>last run</th><th>next run</th><th>why</th></tr>"
+    )
     return f"<h2>Schedule</h2><table id='schedule'>{head}{''.join(rows)}</table>"
 
 

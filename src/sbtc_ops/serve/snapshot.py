@@ -12,16 +12,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sbtc_ops.serve.scheduler import JobOutcome
 from sbtc_ops.state import Event, EventKind, Run, StateStore
+from sbtc_ops.verify.checks import Verdict as VerifyVerdict
 
 BACKUP_MAX_AGE_S = 26 * 3600
 VERIFY_MAX_AGE_S = 8 * 86400
 DKG_MAX_UNPROTECTED_S = 15 * 60
-VERDICTS = ("match", "stale", "mismatch", "corrupt", "incomplete", "error")
+# Every list of verdicts or outcomes comes from its one enum (a value added there, e.g. a new
+# verdict, is exported and shown without touching this module).
+VERDICTS = tuple(v.value for v in VerifyVerdict)
 KEY_STATES = ("match", "stale", "mismatch", "unknown")
 GREEN, AMBER, RED = "green", "amber", "red"
 _RANK = {GREEN: 0, AMBER: 1, RED: 2}
-FINISHED = ("ok", "problem", "error", "interrupted")
+FINISHED = tuple(o.value for o in JobOutcome)
+
+
+FULL = "full"
+DKG_ONLY = "dkg-only"
+BACKUP_KINDS = (FULL, DKG_ONLY)
+
+
+def backup_kind(event: Event) -> str:
+    """A backup event's kind; failed attempts and records older than the kind say "full"
+    unless they name it."""
+    return DKG_ONLY if event.data.get("kind") == DKG_ONLY else FULL
 
 
 @dataclass(frozen=True)
@@ -54,17 +69,27 @@ class Snapshot:
 
     # -- backups ----------------------------------------------------------------------------
 
+    # Full backups and DKG-only exports are different kinds: an 88 KiB export is never "the
+    # latest backup" (size, duration, age, the Backups tile); its own series carry kind=.
+    def backups_of(self, kind: str) -> list[Event]:
+        return [e for e in self.backups if backup_kind(e) == kind]
+
+    def last_of(self, kind: str, *, ok: bool = False) -> Event | None:
+        return next((e for e in self.backups_of(kind) if not ok or e.outcome == "ok"), None)
+
     @property
     def last_backup(self) -> Event | None:
-        return self.backups[0] if self.backups else None
+        """The newest full backup attempt."""
+        return self.last_of(FULL)
 
     @property
     def last_backup_ok(self) -> Event | None:
-        return next((e for e in self.backups if e.outcome == "ok"), None)
+        """The newest successful full backup."""
+        return self.last_of(FULL, ok=True)
 
     @property
     def full_backups_ok(self) -> list[Event]:
-        return [e for e in self.backups if e.outcome == "ok" and e.data.get("kind") != "dkg-only"]
+        return [e for e in self.backups_of(FULL) if e.outcome == "ok"]
 
     # -- verification -----------------------------------------------------------------------
 
@@ -113,18 +138,21 @@ class Snapshot:
 
     @property
     def key_state(self) -> str:
-        """match / stale / mismatch by the last verify, re-judged against a newer chain read:
-        a rotation after that verify makes the backed-up key stale until a backup has it."""
-        verdict = self.last_verdict
-        if verdict in ("stale", "mismatch"):
+        """match / stale / mismatch by the last verify that read the chain, re-judged against a
+        newer chain read: a rotation after that verify makes the backed-up key stale until a
+        backup has it. A verify against a key typed with --expected-key says nothing here."""
+        last = next((e for e in self.verifies if not e.data.get("expected_aggregate_key")), None)
+        verdict = None if last is None else str(last.data.get("verdict") or last.outcome)
+        if verdict in (VerifyVerdict.STALE, VerifyVerdict.MISMATCH):
             return verdict
-        if verdict != "match" or self.last_verify is None:
+        if verdict != VerifyVerdict.MATCH or last is None:
             return "unknown"
-        verified = self.last_verify.data.get("onchain_aggregate_key")
+        verified = last.data.get("onchain_aggregate_key")
         chain = self.chain_key
         if chain is None or chain == verified:
             return "match"
-        newest = self.last_backup_ok
+        # The newest backup of either kind holding the key protects it (a DKG export does).
+        newest = next((e for e in self.backups if e.outcome == "ok"), None)
         if newest is not None and newest.data.get("newest_verified_aggregate_key") == chain:
             return "match"
         return "stale"
@@ -174,6 +202,7 @@ class Snapshot:
         ]
         if self.dkg_watch_last is not None:
             verdicts.append(self._dkg_verdict())
+        verdicts.append(self._jobs_verdict())
         return verdicts
 
     def overall(self) -> str:
@@ -189,7 +218,8 @@ class Snapshot:
             return Verdict("Backups", RED, text + " (older than 26 h)")
         last = self.last_backup
         if last is not None and last.outcome != "ok":
-            return Verdict("Backups", AMBER, text + "; the latest attempt failed")
+            error = str(last.data.get("error") or "no reason recorded")
+            return Verdict("Backups", AMBER, f"{text}; the latest attempt failed: {error}")
         return Verdict("Backups", GREEN, text)
 
     def _verify_verdict(self) -> Verdict:
@@ -197,8 +227,11 @@ class Snapshot:
         if last is None:
             return Verdict("Verification", AMBER, "no backup verified yet")
         if last.outcome != "ok":
+            failed = ", ".join(last.data.get("failed_checks") or []) or "no check named"
             return Verdict(
-                "Verification", RED, f"last verify of {last.subject}: {self.last_verdict}"
+                "Verification",
+                RED,
+                f"last verify of {last.subject}: {self.last_verdict} (not passed: {failed})",
             )
         age = self.now - last.at
         if age > VERIFY_MAX_AGE_S:
@@ -228,7 +261,11 @@ class Snapshot:
         endpoints = self.endpoints
         if not endpoints:
             return Verdict("Chain endpoints", AMBER, "not checked yet")
-        down = [e["endpoint"] for e in endpoints if not e.get("up")]
+        down = [
+            f"{e['endpoint']} ({e['error']})" if e.get("error") else str(e["endpoint"])
+            for e in endpoints
+            if not e.get("up")
+        ]
         if not down:
             return Verdict("Chain endpoints", GREEN, f"{len(endpoints)} up")
         colour = RED if len(down) == len(endpoints) else AMBER
@@ -241,7 +278,9 @@ class Snapshot:
         failing = [f for f in findings if f.get("status") in ("fail", "error")]
         text = f"score {self.audit_score}, {len(findings)} open findings"
         if failing:
-            return Verdict("Audit", RED, text)
+            first = failing[0]
+            worst = f"{first.get('id')} {first.get('title') or first.get('detail') or ''}"
+            return Verdict("Audit", RED, f"{text}; worst: {worst.strip()}")
         return Verdict("Audit", AMBER if findings else GREEN, text)
 
     def _dkg_verdict(self) -> Verdict:
@@ -258,6 +297,19 @@ class Snapshot:
             "DKG shares", colour, f"the newest DKG shares are in no backup for {human_age(seconds)}"
         )
 
+    def _jobs_verdict(self) -> Verdict:
+        """Every job whose last run did not end ok, with the run's own reason (a signer-check
+        "problem" is otherwise a word without a why)."""
+        failing = [
+            f"{job}: {run.outcome} — {run.data.get('summary') or 'no reason recorded'}"
+            for job, run in sorted(self.last_runs.items())
+            if run.outcome != "ok"
+        ]
+        if not failing:
+            return Verdict("Jobs", GREEN, "every job's last run ended ok")
+        # Amber: the tiles above judge backups, verification and the key; this one says why.
+        return Verdict("Jobs", AMBER, "; ".join(failing))
+
 
 def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
     with StateStore.open(state_dir) as store:
@@ -268,9 +320,11 @@ def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
             e.subject for e in store.events(EventKind.BACKUP_DELETED, limit=10 * history)
         }
         snap.attestations = store.events(EventKind.ATTESTATION, limit=10 * history)
-        snap.chain = store.last_run("chain-check", ("ok", "problem", "error"))
+        snap.chain = store.last_run(
+            "chain-check", (JobOutcome.OK, JobOutcome.PROBLEM, JobOutcome.ERROR)
+        )
         snap.audit = store.last_event(EventKind.AUDIT)
-        snap.audit_run = store.last_run("audit", ("ok", "problem"))
+        snap.audit_run = store.last_run("audit", (JobOutcome.OK, JobOutcome.PROBLEM))
         snap.run_counts = store.run_counts()
         jobs = {job for job, _ in snap.run_counts}
         for job in jobs:

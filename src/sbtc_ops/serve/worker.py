@@ -18,6 +18,7 @@ from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.redact import ScrubbingFormatter, install_output_scrubbing, scrub_data
 from sbtc_ops.serve.jobs import JOB_NAMES, run_job, scrub, settings_secret_values
 from sbtc_ops.serve.scheduler import ERROR, INTERRUPTED, OK, JobResult, one_line_reason
+from sbtc_ops.termsafe import install_output_escaping
 
 _EXIT_CODES: dict[str, int] = {OK: 0, ERROR: 2, INTERRUPTED: 130}
 
@@ -29,6 +30,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str]) -> NoReturn:
     signal.signal(signal.SIGTERM, _interrupt)
     install_output_scrubbing()
+    install_output_escaping()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(ScrubbingFormatter("%(name)s: %(message)s"))

@@ -33,6 +33,7 @@ class UpgradePlan:
     new_keys: list[str] = field(default_factory=list)
     incidents: list[dict[str, str]] = field(default_factory=list)
     config_read: bool = False
+    unknown_migrations: list[str] = field(default_factory=list)  # applied, in no known release
 
     @property
     def destructive(self) -> list[dict[str, Any]]:
@@ -40,13 +41,22 @@ class UpgradePlan:
 
 
 def plan_upgrade(
-    current: str, target: str, config_keys: Iterable[str] | None, table: Knowledge | None = None
+    current: str,
+    target: str,
+    config_keys: Iterable[str] | None,
+    table: Knowledge | None = None,
+    applied: Iterable[str] | None = None,
 ) -> UpgradePlan:
+    """`applied`: the migrations the database has (public.__sbtc_migrations); when known the
+    plan starts from them, not from what `current` is supposed to have applied."""
     table = table or load()
-    before, after = table.migrations_at(current), table.migrations_at(target)
+    after = table.migrations_at(target)
+    before = tuple(applied) if applied is not None else table.migrations_at(current)
+    done, target_numbers = _numbers(before), _numbers(after)
+    known = _numbers(table.migrations_at(HEAD))
     plan = UpgradePlan(current, target, config_read=config_keys is not None)
     for name in after:
-        if name not in before:
+        if migration_number(name) not in done:
             effect = table.migration_effects.get(name)
             plan.migrations.append(
                 {
@@ -55,7 +65,9 @@ def plan_upgrade(
                     "detail": effect.detail if effect else "",
                 }
             )
-    plan.downgrade_migrations = [m for m in before if m not in after]
+    # Only migrations the table knows can make a downgrade; others are reported as unknown.
+    plan.downgrade_migrations = [m for m in before if migration_number(m) in known - target_numbers]
+    plan.unknown_migrations = [m for m in before if migration_number(m) not in known]
     plan.new_keys = sorted(table.keys_at(target) - table.keys_at(current))
     if config_keys is not None:
         report = judge_keys(config_keys, target, table)
@@ -77,12 +89,20 @@ class UpgradeReport:
     reasons: list[str] = field(default_factory=list)  # why not go
     warnings: list[str] = field(default_factory=list)
     rollback: list[str] = field(default_factory=list)
+    applied: tuple[str, ...] | None = None  # the database's migrations, when read
+    plan_only: bool = False  # no backup, no verdict: `reasons` are problems of the plan
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons if self.plan_only else self.go is not False
 
     def to_json(self) -> dict[str, Any]:
         plan = self.plan
         return {
-            "ok": self.go is not False,
+            "ok": self.ok,
             "go": self.go,
+            "plan_only": self.plan_only,
+            "applied_migrations": list(self.applied) if self.applied is not None else None,
             "from": plan.current,
             "from_source": self.current_source,
             "to": plan.target,
@@ -91,6 +111,7 @@ class UpgradeReport:
             "migrations": plan.migrations,
             "destructive_migrations": [m["name"] for m in plan.destructive],
             "downgrade_migrations": plan.downgrade_migrations,
+            "unknown_migrations": plan.unknown_migrations,
             "config_read": plan.config_read,
             "removed_keys": plan.removed_keys,
             "missing_required_keys": plan.missing_required,
@@ -117,17 +138,95 @@ def target_version(text: str, table: Knowledge | None = None) -> str:
     return version
 
 
-def current_version(settings: Settings, given: str | None) -> tuple[str, str]:
-    """--from, else what the audit sees running (image tag/label, /info build_info)."""
+@dataclass(frozen=True)
+class Current:
+    """The running release, how it was found, and the database's applied migrations."""
+
+    version: str
+    source: str
+    applied: tuple[str, ...] | None  # None: the database could not be read
+    notes: tuple[str, ...] = ()
+
+
+def current_release(
+    settings: Settings, given: str | None, table: Knowledge | None = None
+) -> Current:
+    """--from, else the running image (tag, label, /info build_info), else the release whose
+    migrations are exactly those the database has applied. The applied migrations are read
+    whenever the database answers: they, not a version's nominal set, are what a plan starts
+    from."""
+    table = table or load()
+    applied, why_no_db = applied_migrations(settings)
+    notes: list[str] = []
     if given:
-        return target_version(given), "--from"
+        version, source = target_version(given, table), "--from"
+    else:
+        try:
+            version, source = _running_image_version(settings)
+        except UsageError as image_error:
+            if applied is None:
+                raise UsageError(
+                    f"cannot tell the running signer version ({image_error.message}; "
+                    f"{why_no_db}); pass --from"
+                ) from None
+            version, source = version_from_migrations(applied, table)
+    if applied is not None:
+        differs = _numbers(applied) ^ _numbers(table.migrations_at(version))
+        if differs and source != "__sbtc_migrations":
+            notes.append(
+                f"the database's applied migrations are not those of v{version} ({source}): "
+                f"the plan starts from what is applied ({len(applied)} migrations)"
+            )
+    else:
+        notes.append(f"the applied migrations were not read ({why_no_db}): planned from v{version}")
+    return Current(version, source, applied, tuple(notes))
+
+
+def _running_image_version(settings: Settings) -> tuple[str, str]:
     from sbtc_ops.audit.framework import HostContext, Skip
     from sbtc_ops.audit.signerside import running_version
 
     try:
         return running_version(HostContext(settings))
     except Skip as exc:
-        raise UsageError(f"cannot tell the running signer version ({exc}); pass --from") from None
+        raise UsageError(str(exc)) from None
+
+
+def applied_migrations(settings: Settings) -> tuple[tuple[str, ...] | None, str]:
+    """(the migrations public.__sbtc_migrations lists, or None and why not)."""
+    from sbtc_ops.audit.framework import EvidenceError, HostContext, Skip
+    from sbtc_ops.audit.signerside import db_rows
+    from sbtc_ops.signer.dbfacts import MIGRATIONS
+
+    try:
+        rows = db_rows(HostContext(settings), MIGRATIONS)
+    except (Skip, EvidenceError) as exc:
+        return None, str(exc)
+    return tuple(str(row[0]) for row in rows), ""
+
+
+def migration_number(name: str) -> str:
+    """`0022__add_is_canonical….sql` → `0022`: migrations are applied in number order, and
+    the number is what identifies one across the signer's renames."""
+    return name.split("__", 1)[0]
+
+
+def _numbers(names: Iterable[str]) -> set[str]:
+    return {migration_number(n) for n in names}
+
+
+def version_from_migrations(applied: Iterable[str], table: Knowledge) -> tuple[str, str]:
+    """The newest tagged release all of whose migrations are applied (releases without a
+    migration of their own share a set: the newest is named, and the plan is the same)."""
+    wanted = _numbers(applied)
+    tagged = [v for v in table.versions if v != HEAD and _numbers(table.migrations_at(v)) <= wanted]
+    if not tagged:
+        newest = sorted(wanted)[-1] if wanted else "none"
+        raise UsageError(
+            f"the database's applied migrations (newest {newest}) match no release in "
+            "sbtc-ops' table; pass --from"
+        )
+    return tagged[-1], "__sbtc_migrations"
 
 
 def config_keys(settings: Settings) -> set[str] | None:
@@ -153,11 +252,13 @@ def run_upgrade_check(
     phase: Phase = lambda _: None,
 ) -> UpgradeReport:
     target = target_version(to)
-    current, source = current_version(settings, from_version)
-    plan = plan_upgrade(current, target, config_keys(settings))
-    report = UpgradeReport(plan, source)
+    current = current_release(settings, from_version)
+    plan = plan_upgrade(current.version, target, config_keys(settings), applied=current.applied)
+    report = UpgradeReport(plan, current.source, applied=current.applied)
+    report.warnings.extend(current.notes)
     _judge_plan(report)
     if plan_only:
+        report.plan_only = True
         return report
     _backup_and_verify(settings, report, phase)
     report.go = not report.reasons
@@ -167,7 +268,7 @@ def run_upgrade_check(
 
 def _judge_plan(report: UpgradeReport) -> None:
     plan = report.plan
-    if plan.current == plan.target:
+    if plan.current == plan.target and not plan.migrations:
         report.warnings.append(f"already on v{plan.current}: nothing to migrate")
     if plan.downgrade_migrations:
         report.reasons.append(
@@ -181,6 +282,11 @@ def _judge_plan(report: UpgradeReport) -> None:
         )
     for migration in plan.destructive:
         report.warnings.append(f"{migration['name']} {migration['detail']}")
+    if plan.unknown_migrations:
+        report.warnings.append(
+            "applied migrations no release in sbtc-ops' table ships (a newer signer, or a "
+            f"hand-made change?): {', '.join(plan.unknown_migrations)}"
+        )
     if plan.removed_keys:
         keys = ", ".join(f"{k} (removed in {v})" for k, v in plan.removed_keys.items())
         report.warnings.append(f"v{plan.target} ignores these configured keys: {keys}")

@@ -6,6 +6,7 @@ none of them prints anything. Ids are stable: scripts and alerts match on them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -88,6 +89,12 @@ def verdict_for_failures(failed: set[str]) -> Verdict | None:
     return next((v for v in _SEVERITY if v in implied), None)
 
 
+ON_CHAIN = "on-chain"
+# A key typed with --expected-key: nobody read it from the chain, so it never proves a
+# rotation (no "stale") and is never remembered as an on-chain key.
+GIVEN_BY_HAND = "expected (given by hand)"
+
+
 def _result(
     check_id: str, status: Status, detail: str, remediation: str | None = None, **data: Any
 ) -> CheckResult:
@@ -100,10 +107,13 @@ def skipped(check_id: str, why: str) -> CheckResult:
     return _result(check_id, Status.SKIP, why)
 
 
-def database_error(done: dict[str, CheckResult], exc: Exception) -> CheckResult:
-    """A query of the restored database failed: blame the first database check not yet run."""
+def database_error(
+    done: dict[str, CheckResult], exc: Exception, check_id: str | None = None
+) -> CheckResult:
+    """A query of the restored database failed: blame `check_id`, else the first database
+    check not yet run."""
     order = [spec.id for spec in CHECKS if spec.failure == Verdict.INCOMPLETE]
-    check_id = next((c for c in order if c not in done), "dkg.verified_key_present")
+    check_id = check_id or next((c for c in order if c not in done), "dkg.verified_key_present")
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return _result(
         check_id,
@@ -218,18 +228,17 @@ SELECT 'foreign server ' || fs.srvname FROM pg_catalog.pg_foreign_server fs
 UNION ALL
 SELECT 'schema ' || n.nspname FROM pg_catalog.pg_namespace n
  WHERE n.nspname <> ALL (%(schemas)s) AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
-UNION ALL
-SELECT 'database setting ' || pg_catalog.array_to_string(s.setconfig, ', ')
-  FROM pg_catalog.pg_db_role_setting s
- WHERE s.setdatabase = (SELECT oid FROM pg_catalog.pg_database
-                         WHERE datname = pg_catalog.current_database())
 ORDER BY 1
 """
 
 
-def unexpected_objects(conn: psycopg.Connection[Any]) -> CheckResult:
+def unexpected_objects(
+    conn: psycopg.Connection[Any], database_facts: Sequence[str] = ()
+) -> CheckResult:
     """Objects no signer database contains: how a crafted backup would run code. Their
-    presence means the backup was altered (or is not a signer's): verdict `tampered`."""
+    presence means the backup was altered (or is not a signer's): verdict `tampered`.
+    `database_facts`: database/role settings, connection limit… the restore attached (read
+    and reset by the drill before this check, verify/dbfacts.py)."""
     rows = conn.execute(
         UNEXPECTED_OBJECTS_QUERY,
         {
@@ -238,7 +247,7 @@ def unexpected_objects(conn: psycopg.Connection[Any]) -> CheckResult:
             "schemas": list(_EXPECTED_SCHEMAS),
         },
     ).fetchall()
-    found = [str(row[0]) for row in rows]
+    found = [*database_facts, *(str(row[0]) for row in rows)]
     if not found:
         return _result(
             "schema.unexpected_objects",
@@ -311,6 +320,14 @@ def migrations_present(conn: psycopg.Connection[Any], manifest: Manifest | None)
     )
 
 
+# By name, not to_regclass(): a manifest's key is data, never parsed as SQL names.
+_TABLE_EXISTS = (
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+    "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
+    "AND c.relkind IN ('r', 'p'))"
+)
+
+
 def rows_match_manifest(conn: psycopg.Connection[Any], manifest: Manifest | None) -> CheckResult:
     if manifest is None:
         return skipped("rows.match_manifest", "no manifest: row counts cannot be compared")
@@ -318,8 +335,11 @@ def rows_match_manifest(conn: psycopg.Connection[Any], manifest: Manifest | None
 
     differences = []
     for table, expected in sorted(manifest.rows.items()):
-        schema, name = table.split(".", 1)
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+        schema, dot, name = table.partition(".")
+        if not (dot and schema and name):  # the manifest is hostile input: never a crash
+            differences.append(f"{table!r}: not a schema-qualified table name")
+            continue
+        exists = conn.execute(_TABLE_EXISTS, (schema, name)).fetchone()
         if not exists or not exists[0]:
             differences.append(f"{table}: missing (manifest: {expected} rows)")
             continue
@@ -417,7 +437,9 @@ def endpoints_agree(
 ) -> CheckResult:
     """outcomes: (endpoint, value hex or 'not set', error)."""
     if expected is not None and not outcomes:
-        return skipped("chain.endpoints_agree", "--expected-key given: the chain was not read")
+        return skipped(
+            "chain.endpoints_agree", f"{GIVEN_BY_HAND} with --expected-key: the chain was not read"
+        )
     answered = [(url, value) for url, value, error in outcomes if error is None]
     failed = [f"{url}: {error}" for url, _value, error in outcomes if error is not None]
     if not answered:
@@ -454,10 +476,12 @@ def matches_chain(
     rows: list[DkgRow],
     onchain: bytes | None,
     known_onchain_history: set[bytes],
-    reference: str = "on-chain",
+    reference: str = ON_CHAIN,
 ) -> tuple[CheckResult, str]:
     """Returns the check and the verdict: match, stale or mismatch. `reference` names where
-    the compared key came from: "on-chain", or "expected" (--expected-key, no chain read)."""
+    the compared key came from: ON_CHAIN, or GIVEN_BY_HAND (--expected-key, no chain read).
+    Only a chain reading can make a backup stale; a key given by hand that differs is a
+    mismatch, whatever the history says."""
     if newest is None:
         return skipped(
             "dkg.matches_chain", "no verified key in the backup to compare"
@@ -469,15 +493,20 @@ def matches_chain(
             f"the {reference} key is not known (not set yet, or no endpoint answered)",
             "pass --expected-key HEX or fix the Stacks endpoints",
         ), "error"
+    keys = {
+        "db_key": newest.hex(),
+        "onchain_key" if reference == ON_CHAIN else "expected_key": onchain.hex(),
+    }
     if newest == onchain:
         return _result(
             "dkg.matches_chain",
             Status.PASS,
             f"backup's newest verified key equals the {reference} key {onchain.hex()}",
-            db_key=newest.hex(),
-            onchain_key=onchain.hex(),
+            **keys,
         ), "match"
     older_keys = {r.aggregate_key for r in rows if r.aggregate_key != newest}
+    if reference != ON_CHAIN:
+        return _by_hand_mismatch(newest, onchain, onchain in older_keys, keys), "mismatch"
     if onchain in older_keys or newest in known_onchain_history:
         why = (
             f"the {reference} key {onchain.hex()} is an earlier DKG round in this backup, whose "
@@ -492,8 +521,7 @@ def matches_chain(
             f"stale: {why}",
             "the backup predates (or postdates) a key rotation; take a new backup "
             "now so the current key shares are protected",
-            db_key=newest.hex(),
-            onchain_key=onchain.hex(),
+            **keys,
         ), "stale"
     return _result(
         "dkg.matches_chain",
@@ -502,9 +530,27 @@ def matches_chain(
         f"chain ({reference} key {onchain.hex()})",
         "this backup is not from this signer or this network; check network/deployer "
         "and the backup's origin",
-        db_key=newest.hex(),
-        onchain_key=onchain.hex(),
+        **keys,
     ), "mismatch"
+
+
+def _by_hand_mismatch(
+    newest: bytes, expected: bytes, older_round: bool, keys: dict[str, str]
+) -> CheckResult:
+    where = (
+        "it is an earlier DKG round in this backup"
+        if older_round
+        else "the backup holds no DKG round with that key"
+    )
+    return _result(
+        "dkg.matches_chain",
+        Status.FAIL,
+        f"mismatch: backup's newest verified key {newest.hex()} is not the {GIVEN_BY_HAND} "
+        f"key {expected.hex()} ({where}; the chain was not read)",
+        "check the key you typed (a typo looks like this), or verify without --expected-key "
+        "so the key is read from the chain",
+        **keys,
+    )
 
 
 def signer_set_matches(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,6 +51,7 @@ from sbtc_ops.stacks import (
 )
 from sbtc_ops.state import EventKind, StateStore
 from sbtc_ops.verify import checks
+from sbtc_ops.verify.dbfacts import DatabaseFacts, read_and_neutralise
 
 RESTORED_DB = "signer"
 T = TypeVar("T")
@@ -65,13 +65,28 @@ RESTORE_ROLE = "sbtc_ops_restore"
 READER_ROLE = "sbtc_ops_reader"
 OUR_ROLES = (ADMIN_ROLE, RESTORE_ROLE, READER_ROLE)
 AMCHECK_SCHEMA = checks.OUR_SCHEMAS[0]
-READER_OPTIONS = "-c search_path=pg_catalog"
+# The reader's session, pinned at connection time (on top of the neutralised database and role
+# settings, verify/dbfacts.py): what the drill's queries mean and that none of them can be
+# cut short or write, whatever the restored archive set.
+READER_OPTIONS = " ".join(
+    f"-c {name}={value}"
+    for name, value in (
+        ("search_path", "pg_catalog"),
+        ("default_transaction_read_only", "on"),
+        ("statement_timeout", "0"),
+        ("lock_timeout", "0"),
+        ("idle_in_transaction_session_timeout", "0"),
+        ("idle_session_timeout", "0"),
+        ("client_min_messages", "warning"),
+    )
+)
 
 
 @dataclass(frozen=True)
 class VerifyRequest:
     backup_ref: str | None
     latest: bool = False
+    kind: str = "full"  # with latest: full backups, or "dkg-only" exports
     expected_key: bytes | None = None
     stacks_urls: list[str] | None = None
     signer_secret: bytes | None = None
@@ -91,7 +106,8 @@ class VerifyReport:
     timings: dict[str, float] = field(default_factory=dict)
     manifest: dict[str, Any] | None = None
     archive: dict[str, Any] = field(default_factory=dict)
-    key_source: str = "chain"  # or "expected" (--expected-key: no chain read)
+    key_source: str = "chain"  # or checks.GIVEN_BY_HAND (--expected-key: no chain read)
+    expected_aggregate_key: str | None = None  # --expected-key: never an on-chain reading
     # The layers the archive's programs ran in (pg/sandbox.py Isolation.as_dict).
     sandbox: dict[str, Any] = field(default_factory=dict)
     # For the attestation: the newest verified row's signer set and threshold, and what each
@@ -130,6 +146,7 @@ class VerifyReport:
             "backup": self.backup,
             "db_aggregate_key": self.db_aggregate_key,
             "onchain_aggregate_key": self.onchain_aggregate_key,
+            "expected_aggregate_key": self.expected_aggregate_key,
             "key_source": self.key_source,
             "summary": self.summary,
             # The one JSON shape of a check, shared with audit and key check.
@@ -162,10 +179,12 @@ class Drill:
         self.phase_hook = phase
         self.report = VerifyReport(backup=request.backup_ref or "latest")
         if request.expected_key is not None:
-            self.report.key_source = "expected"
+            self.report.key_source = checks.GIVEN_BY_HAND
+            self.report.expected_aggregate_key = request.expected_key.hex()
         self._results: dict[str, CheckResult] = {}
         self._key_verdict = "error"
         self._shown_name: str | None = None
+        self._kept: list[str] = []  # --keep-cluster: said once the verdict is known
         # The unprivileged user the server and every client that reads the archive run as.
         self.run_as = resolve_run_as(settings.postgres.run_as)
         self.located: LocatedBackup | None = None  # once found (for the attestation)
@@ -207,6 +226,7 @@ class Drill:
             # A verify that could not finish is still a verify the history and the status
             # page must show (outcome "error" does not mark the backup failed).
             self._record_failure(exc)
+            _announce_kept(self._kept, "error")  # a kept cluster is never left unannounced
             raise
 
     def _record_failure(self, exc: Exception) -> None:
@@ -280,6 +300,7 @@ class Drill:
             self.report.timings["total"] = time.perf_counter() - total
         self.report.verdict = self._verdict()
         self._record()
+        _announce_kept(self._kept, self.report.verdict)
         return self.report
 
     def _locate(self, fetch_dir: Path, locks: ExitStack) -> LocatedBackup:
@@ -296,7 +317,9 @@ class Drill:
         state_dir = self.settings.state_dir
         if ref and storages and not self.request.latest:
             inuse.hold_by_id(locks, state_dir, storages, ref)
-        located = locate(ref or "", storages, fetch_dir, latest=self.request.latest)
+        located = locate(
+            ref or "", storages, fetch_dir, latest=self.request.latest, kind=self.request.kind
+        )
         inuse.hold_located(locks, state_dir, located)
         return located
 
@@ -371,9 +394,12 @@ class Drill:
                 run_as=self.run_as,
                 superuser=ADMIN_ROLE,
                 keep=self.request.keep_cluster,
-                announce=_announce_kept,
+                announce=self._kept.append,
             ) as cluster,
         ):
+            # A kept cluster is reached as the reader, never as the superuser: the database
+            # is the archive's, and may be hostile (docs/threat-model.md).
+            cluster.kept_login = (READER_ROLE, RESTORED_DB, READER_OPTIONS)
             self.report.timings.update({f"cluster.{k}": v for k, v in cluster.timings.items()})
             prepared = self._check_archive(located, staging, staging_work)
             if prepared is None:
@@ -385,25 +411,46 @@ class Drill:
                 run = self._restore(cluster, prepared)
             tool = "psql" if prepared.format == "plain" else "pg_restore"
             self._add(checks.restore_complete(run.returncode, run.errors, tool), started)
+            facts = _neutralise(cluster)
             amcheck = self._start_amcheck(cluster, has_amcheck)
-            with (
-                self._timed("checks"),
-                cluster.connect(RESTORED_DB, user=READER_ROLE, options=READER_OPTIONS) as conn,
-            ):
-                try:
-                    started = time.perf_counter()
-                    self._add(checks.unexpected_objects(conn), started)
-                    rows = self._database_checks(conn, located)
-                    newest = checks.newest_verified_key(conn) if rows is not None else None
-                except psycopg.Error as exc:
-                    self._add(checks.database_error(self._results, exc))
-                    rows, newest = None, None
-                self._collect_chain(chain, newest, rows or [])
-                started = time.perf_counter()
-                self._add(checks.shares_decrypt(conn, newest, self.request.signer_secret), started)
+            with self._timed("checks"):
+                self._read_restored(cluster, located, chain, facts)
             with self._timed("amcheck"):
                 self._finish_amcheck(cluster, amcheck)
         return True
+
+    def _read_restored(
+        self,
+        cluster: ThrowawayCluster,
+        located: LocatedBackup,
+        chain: _ChainFutures,
+        facts: DatabaseFacts,
+    ) -> None:
+        """The checks that read the restored database, as the reader. Its connection is opened
+        here, inside the error handling: a refused connection is a failed check, not a crash."""
+        rows: list[checks.DkgRow] | None = None
+        newest: bytes | None = None
+        with ExitStack() as stack:
+            try:
+                conn = stack.enter_context(
+                    cluster.connect(RESTORED_DB, user=READER_ROLE, options=READER_OPTIONS)
+                )
+                started = time.perf_counter()
+                self._add(checks.unexpected_objects(conn, facts.findings), started)
+                rows = self._database_checks(conn, located)
+                newest = checks.newest_verified_key(conn) if rows is not None else None
+            except psycopg.Error as exc:
+                self._add(checks.database_error(self._results, exc))
+                rows, newest, conn = None, None, None
+            self._collect_chain(chain, newest, rows or [])
+            if conn is None:
+                return
+            started = time.perf_counter()
+            try:
+                decrypted = checks.shares_decrypt(conn, newest, self.request.signer_secret)
+            except psycopg.Error as exc:
+                decrypted = checks.database_error(self._results, exc, "dkg.shares_decrypt")
+            self._add(decrypted, started)
 
     def _restore(self, cluster: ThrowawayCluster, prepared: PreparedArchive) -> Any:
         jobs = self.request.jobs if prepared.format in ("custom", "directory") else 1
@@ -437,7 +484,7 @@ class Drill:
         ]
         proc = cluster.sandbox.popen(
             argv,
-            env=cluster.client_env(READER_ROLE),
+            env={**cluster.client_env(READER_ROLE), "PGOPTIONS": READER_OPTIONS},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -501,7 +548,7 @@ class Drill:
                 why_no_chain = "the registry has no aggregate key yet"
         else:
             self._add(checks.endpoints_agree([], self.request.expected_key), started)
-        self.report.onchain_aggregate_key = onchain.hex() if onchain else None
+        by_hand = self.request.expected_key is not None
         self.report.db_aggregate_key = newest.hex() if newest else None
         row = next((r for r in rows if r.aggregate_key == newest), None)
         if row is not None:
@@ -510,15 +557,16 @@ class Drill:
                 "threshold": row.threshold,
                 "created_at": row.created_at,
             }
-        if onchain is not None:
-            self._remember_chain_key(onchain)
+        if not by_hand:  # only a chain reading is an on-chain key (report, state, retention)
+            self.report.onchain_aggregate_key = onchain.hex() if onchain else None
+            if onchain is not None:
+                self._remember_chain_key(onchain)
         if newest is None and not rows and "dkg.verified_key_present" not in self._results:
             return
         started = time.perf_counter()
-        reference = "on-chain" if self.request.expected_key is None else "expected"
-        result, self._key_verdict = checks.matches_chain(
-            newest, rows, onchain, self._history(), reference
-        )
+        reference = checks.GIVEN_BY_HAND if by_hand else checks.ON_CHAIN
+        history = set() if by_hand else self._history()
+        result, self._key_verdict = checks.matches_chain(newest, rows, onchain, history, reference)
         self._add(result, started)
         self._add(checks.signer_set_matches(newest, rows, signer_data, why_no_chain))
 
@@ -554,11 +602,23 @@ class Drill:
                     "verdict": report.verdict,
                     "db_aggregate_key": report.db_aggregate_key,
                     "onchain_aggregate_key": report.onchain_aggregate_key,
+                    "expected_aggregate_key": report.expected_aggregate_key,
+                    "key_source": report.key_source,
                     "failed_checks": [c.id for c in report.checks if c.status.is_problem],
                     "duration_s": round(report.timings.get("total", 0.0), 3),
                     "sandbox": report.sandbox,  # for the audit (BAK-006)
                 },
             )
+
+
+def _neutralise(cluster: ThrowawayCluster) -> DatabaseFacts:
+    """Read, then reset, what the restore attached to the database and roles (settings,
+    connection limit, ALLOW_CONNECTIONS), as the superuser from the `postgres` database."""
+    try:
+        with cluster.connect() as admin:
+            return read_and_neutralise(admin, RESTORED_DB)
+    except psycopg.Error as exc:
+        raise SbtcOpsError(f"could not reset the restored database's settings: {exc}") from exc
 
 
 def _prepare_database(cluster: ThrowawayCluster) -> bool:
@@ -594,36 +654,69 @@ def _prepare_database(cluster: ThrowawayCluster) -> bool:
     return True
 
 
+# Names CREATE ROLE refuses (reserved), whether the dump quotes them or not: such a name in a
+# dump is never made; its statements fail, and the restore reports them.
+MAX_DUMP_ROLES = 100
+_RESERVED_ROLES = frozenset({"public", "none", "current_user", "session_user", "current_role"})
+
+
+def _creatable(role: str) -> bool:
+    return (
+        role.lower() not in _RESERVED_ROLES
+        and not role.startswith("pg_")
+        and role not in OUR_ROLES
+        and 0 < len(role.encode()) < 64  # NAMEDATALEN: longer names would be truncated
+        and "\0" not in role
+    )
+
+
 def _create_roles(cluster: ThrowawayCluster, roles: set[str]) -> None:
     """The roles a plain dump names, as plain NOLOGIN roles the restore role may act as (and
     that may create in `public`), so its ALTER … OWNER TO and GRANTs succeed. Roles of ours
-    are never granted: a dump naming them fails on that statement."""
-    if not roles:
+    and reserved names are never made or granted: a dump naming them fails on that
+    statement. Names are always quoted (sql.Identifier); one the server refuses is skipped."""
+    # A signer's dump names a role or two; a dump naming thousands gets the first ones only
+    # (the statements of the others fail, and the restore reports them).
+    wanted = sorted(r for r in roles if _creatable(r))[:MAX_DUMP_ROLES]
+    if not wanted:
         return
     from psycopg import sql
 
+    made = []
     with cluster.connect() as conn:
         existing = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
-        for role in sorted(roles - existing - set(OUR_ROLES)):
+        for role in wanted:
             name = sql.Identifier(role)
-            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(name))
-            conn.execute(sql.SQL("GRANT {} TO {}").format(name, sql.Identifier(RESTORE_ROLE)))
-    with cluster.connect(RESTORED_DB) as conn:
-        for role in sorted(roles - set(OUR_ROLES)):
-            if role.startswith("pg_"):
+            try:
+                if role not in existing:
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(name))
+                    conn.execute(
+                        sql.SQL("GRANT {} TO {}").format(name, sql.Identifier(RESTORE_ROLE))
+                    )
+            except psycopg.Error:
                 continue
+            made.append(role)
+    with cluster.connect(RESTORED_DB) as conn:
+        for role in made:
             conn.execute(
                 sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role))
             )
 
 
-def _announce_kept(connection_help: str) -> None:
-    """--keep-cluster: how to reach the cluster, and which database holds the backup."""
-    print(
-        f"{connection_help}\n  the restored backup is the database {RESTORED_DB!r} "
-        f"(connect with dbname={RESTORED_DB})",
-        file=sys.stderr,
-    )
+def _announce_kept(messages: list[str], verdict: str) -> None:
+    """--keep-cluster: how to reach the kept cluster and remove it, after the verdict; a loud
+    warning unless the backup was proven (`match`)."""
+    if not messages:
+        return
+    if verdict != checks.Verdict.MATCH:
+        echo(
+            f"WARNING: the kept database holds a backup with verdict {verdict!r}: treat it as "
+            "hostile. Connect only as shown (the unprivileged reader, search_path pinned, "
+            "read-only), never as a superuser, never from a signer host; remove it when done."
+        )
+    for message in messages:
+        echo(message)
+    echo(f"  the restored backup is the database {RESTORED_DB!r}")
 
 
 def _key_text(value: bytes | None) -> str | None:

@@ -58,7 +58,8 @@ def build_evidence(
             **(report.dkg_newest or {}),
         },
         chain={
-            "key": report.onchain_aggregate_key,
+            "key": report.onchain_aggregate_key,  # a chain reading only
+            "expected_key": report.expected_aggregate_key,  # --expected-key, given by hand
             "key_source": report.key_source,
             "endpoints": report.chain_endpoints,
             "tip": _tip(settings, answered_urls),

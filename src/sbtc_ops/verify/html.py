@@ -69,10 +69,11 @@ def _section(title: str, body: str) -> str:
 
 
 def _keys(report: VerifyReport) -> str:
-    label = "expected key (given by hand)" if report.key_source == "expected" else "on-chain key"
+    by_hand = report.expected_aggregate_key is not None
+    label = "expected key (given by hand)" if by_hand else "on-chain key"
     rows = [
         ("newest verified key in the backup", report.db_aggregate_key),
-        (label, report.onchain_aggregate_key),
+        (label, report.expected_aggregate_key if by_hand else report.onchain_aggregate_key),
     ]
     tip = report.chain_tip
     body = "".join(

@@ -7,6 +7,7 @@ from rich.console import Console
 from sbtc_ops.progress import StepProgress
 from sbtc_ops.render import CheckLine, render_checks
 from sbtc_ops.results import CheckResult
+from sbtc_ops.verify.checks import GIVEN_BY_HAND
 from sbtc_ops.verify.drill import VerifyReport
 
 _VERDICT_STYLE = {"match": "bold green", "stale": "bold yellow"}
@@ -19,10 +20,11 @@ def render_terminal(report: VerifyReport, console: Console) -> None:
     console.print(f"verdict: [{verdict_style}]{report.verdict}[/]")
     if report.failed_checks:
         console.print(f"  not passed: {', '.join(report.failed_checks)}", markup=False)
-    if report.db_aggregate_key or report.onchain_aggregate_key:
-        label = "expected key" if report.key_source == "expected" else "on-chain key"
+    compared = report.expected_aggregate_key or report.onchain_aggregate_key
+    if report.db_aggregate_key or compared:
+        label = "on-chain key" if report.expected_aggregate_key is None else GIVEN_BY_HAND
         console.print(f"  backup key   {report.db_aggregate_key or '-'}", markup=False)
-        console.print(f"  {label:<12} {report.onchain_aggregate_key or '-'}", markup=False)
+        console.print(f"  {label:<12} {compared or '-'}", markup=False)
     phases = ", ".join(
         f"{name} {seconds:.1f}s" for name, seconds in report.timings.items() if "." not in name
     )
