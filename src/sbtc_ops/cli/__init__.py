@@ -149,9 +149,18 @@ def _signal_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    # Our interrupt landed where Python ignores exceptions (an at-fork callback): it is
+    # noted (proc.note_interrupt) and raised at the next wait, so nothing to print here.
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _interrupted_by_signal:
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _signal_as_interrupt)
     signal.signal(signal.SIGINT, _signal_as_interrupt)
+    sys.unraisablehook = _unraisable
     _streams.guard_closed_pipes()
     _common.install_output_scrubbing()
     install_output_escaping()
