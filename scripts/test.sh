@@ -13,6 +13,11 @@ DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
 DEBIAN_PACKAGES+=(util-linux gzip zstd bubblewrap uidmap)
 # The fault matrix's real faults: a loop device (losetup, util-linux) holding ext4 (mkfs.ext4).
 DEBIAN_PACKAGES+=(e2fsprogs)
+# PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin, run by our own throwaway clusters, never
+# as a system service): schema identity must hold for sources on 15 as on the embedded 18
+# (tests/test_schema_identity.py), and the shipped schema references must come out the same
+# (tests/test_schema_real_migrations.py, scripts/schema_digests.py --compare-bin-dir).
+DEBIAN_PACKAGES+=(postgresql-15)
 # The documented key restore (docs/key-custody.md, tests/test_recovery_docs.py) runs age -d.
 DEBIAN_PACKAGES+=(age)
 # The Docker lab's packages (tests/lab/lab.sh): installed here with the rest, so the lab's

@@ -21,6 +21,7 @@ from tests.support.backup import (
 )
 from tests.support.cli import CliResult
 from tests.support.pg import SourceServer
+from tests.support.verify import pin_schema
 
 if TYPE_CHECKING:
     from sbtc_ops.devtools.signer_db import GeneratedDb
@@ -306,9 +307,15 @@ def test_a_missing_target_gets_a_hint_and_create_makes_it(
     assert again.code == 2 and "already has schema sbtc_signer" in again.json()["error"]
 
 
-def test_a_plain_sql_dump_restores_in_one_transaction_and_clean_is_refused(
-    cli: Cli, tmp_path: Path, backup_server: SourceServer, small_db: tuple[str, GeneratedDb]
+def test_a_plain_sql_dump_is_proven_then_restored_through_a_custom_redump(
+    cli: Cli,
+    tmp_path: Path,
+    workdir: Path,
+    backup_server: SourceServer,
+    small_db: tuple[str, GeneratedDb],
 ) -> None:
+    """A plain dump is never replayed against the target: the drill's proven copy is dumped
+    again (custom) in the sandbox and pg_restore'd, so --clean works on it too."""
     from sbtc_ops.pg import find_binaries
 
     url, _ = small_db
@@ -322,12 +329,18 @@ def test_a_plain_sql_dump_restores_in_one_transaction_and_clean_is_refused(
     )
     assert done.returncode == 0, done.stderr
     target = new_target(backup_server)
+    pin_schema(url, workdir / "state")  # a dump sbtc-ops did not take: pin its schema
 
     restored = _restore(cli, dump, target)
 
     assert restored.code == 0, restored.stderr
-    assert restored.json()["single_transaction"] is True
-    assert restored.json()["summary"]["rows_match_manifest"] is None  # no manifest
+    doc = restored.json()
+    assert doc["single_transaction"] is True
+    assert doc["format"] == "custom" and "re-dumped" in " ".join(doc["steps"])
+    assert doc["identity"]["verified"] is True and doc["forced_unverified"] is False
+    assert "not restored" in doc["not_restored"]
+    assert doc["summary"]["rows_match_manifest"] is None  # no manifest
     assert table_counts(target) == table_counts(url)
-    refused = _restore(cli, dump, target, "--clean")
-    assert refused.code == 2 and "plain SQL dump" in refused.json()["error"]
+    cleaned = _restore(cli, dump, target, "--clean")
+    assert cleaned.code == 0, cleaned.stderr
+    assert table_counts(target) == table_counts(url)

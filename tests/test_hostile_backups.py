@@ -5,7 +5,8 @@ Each case is one archive built here from a realistic signer database plus one ho
 For each: exit 1 and no `match`; no canary file written (by any user) in a world-writable
 directory; no process of the payload left running; no postgres left; and none of the secrets
 in sbtc-ops' environment visible to the payload (every payload writes `env` to its canary).
-Clean backups still pass, and `schema.unexpected_objects` names what does not belong.
+Clean backups still pass, and `schema.identity` names what does not belong (the base
+database's schema is pinned as the reference, as an operator pins a live signer's).
 Clean backups of every format are covered by tests/test_verify_formats.py.
 """
 
@@ -61,7 +62,7 @@ from tests.support.hostile import (
 from tests.support.hostile_s3 import HostileS3Proxy
 from tests.support.pg import SourceServer, assert_no_postgres_left, new_signer_database
 from tests.support.s3 import S3Server
-from tests.support.verify import Verifier, VerifyRun, take_backup
+from tests.support.verify import Verifier, VerifyRun, pin_schema, take_backup
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]
 
@@ -133,9 +134,10 @@ def corpus(
             "custom": pg_dump(source_server, BASE_DB, archives / "clean.dump", "c"),
             "plain": pg_dump(source_server, BASE_DB, archives / "clean.sql", "p"),
         }
-        corpus = Corpus(
-            root, source_server, facts, canary_dir, marker, Verifier(root / "work"), clean
-        )
+        reference = root / "reference-state"
+        pin_schema(source_server.url_for(BASE_DB), reference)
+        verify = Verifier(root / "work", reference_from=reference)
+        corpus = Corpus(root, source_server, facts, canary_dir, marker, verify, clean)
         _build_hostile(corpus, archives)
         yield corpus
     finally:
@@ -187,7 +189,7 @@ def test_hostile_archive_has_no_effect_outside_the_throwaway_database(
     context = f"{case}: {intent(case)}\n{run.result.stdout[-3000:]} {run.result.stderr[-2000:]}"
     assert run.code == 1, context
     assert run.doc["verdict"] != "match", context
-    run.check("schema.unexpected_objects")  # reported on every run
+    run.check("schema.identity")  # reported on every run
     vector = VECTORS.get(case.split(" ", 1)[1])
     if vector is not None:
         assert_foreign_objects_reported(run, vector.objects, refused=True)
@@ -222,16 +224,17 @@ def restore_script(archive: Path) -> str:
 
 
 def assert_foreign_objects_reported(run: VerifyRun, names: tuple[str, ...], refused: bool) -> None:
-    """`schema.unexpected_objects` fails naming `names`, verdict tampered; when the sandbox
+    """`schema.identity` fails naming `names`, verdict tampered; when the sandbox
     refused part of the archive (`refused`) and the restore failed, tampered or corrupt."""
     context = f"{run.result.stdout[-3000:]} {run.result.stderr[-2000:]}"
     assert run.code == 1, context
     if refused and run.check("restore.complete")["status"] != "pass":
         assert run.doc["verdict"] in NOT_TRUSTED, context
         return
-    check = run.check("schema.unexpected_objects")
+    check = run.check("schema.identity")
     assert check["status"] == "fail", context
-    assert all(name in check["detail"] for name in names), check
+    shown = check["detail"] + " ".join(check["data"].get("differences", []))
+    assert all(name in shown for name in names), check
     assert run.doc["verdict"] == "tampered", context
 
 
@@ -248,10 +251,10 @@ def test_foreign_objects_are_named_and_the_backup_not_trusted(corpus: Corpus, ki
 
 
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
-def test_clean_signer_backup_has_no_unexpected_objects(corpus: Corpus, fmt: str) -> None:
+def test_clean_signer_backup_is_identical_to_the_reference(corpus: Corpus, fmt: str) -> None:
     run = corpus.run(corpus.clean[fmt])
     run.expect(code=0, verdict="match")
-    assert run.check("schema.unexpected_objects")["status"] == "pass"
+    assert run.check("schema.identity")["status"] == "pass"
 
 
 # -- decompression bombs ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from tests.support.cli import CliResult
 from tests.support.pg import SourceServer
 from tests.support.s3 import S3Server
 from tests.support.terminal import ThrottledProxy, hold, run_on_terminal
+from tests.support.verify import copy_schema_references
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -38,6 +39,11 @@ def taken(tmp_path_factory: pytest.TempPathFactory, medium_db: tuple[str, Genera
     )  # fmt: skip
     assert result.code == 0, result.stderr
     return repo / str(result.json()["backup"]["id"])
+
+
+def with_reference(taken: Path, state: Path) -> None:
+    """The schema reference `taken`'s backup recorded, in `state` (a run of its own)."""
+    copy_schema_references(taken.parent.parent / "state", state)
 
 
 def test_backup_shows_bytes_written_then_a_bar_and_eta(
@@ -66,6 +72,7 @@ def test_restore_shows_how_much_of_the_archive_was_read(
     workdir: Path, tmp_path: Path, taken: Path, backup_server: SourceServer
 ) -> None:
     target = fresh_database(backup_server, "progress_restore")
+    with_reference(taken, tmp_path / "state")
     run = run_on_terminal(
         "restore", str(taken), "--target-db", target,
         cwd=workdir, state_dir=tmp_path / "state", while_running=hold("pg_restore", "--dbname="),
@@ -79,6 +86,7 @@ def test_verify_shows_its_phases(
     workdir: Path, tmp_path: Path, taken: Path, medium_db: tuple[str, GeneratedDb]
 ) -> None:
     key = medium_db[1].newest_verified_key.hex()
+    with_reference(taken, tmp_path / "state")
     run = run_on_terminal(
         "verify", str(taken), "--expected-key", key,
         cwd=workdir, state_dir=tmp_path / "state", while_running=hold("pg_restore", "--dbname="),
@@ -93,6 +101,7 @@ def test_nothing_drawn_with_json_on_a_terminal(
     workdir: Path, tmp_path: Path, taken: Path, medium_db: tuple[str, GeneratedDb]
 ) -> None:
     key = medium_db[1].newest_verified_key.hex()
+    with_reference(taken, tmp_path / "state")
     run = run_on_terminal(
         "verify", str(taken), "--expected-key", key, "--json",
         cwd=workdir, state_dir=tmp_path / "state", while_running=hold("pg_restore", "--dbname="),
@@ -103,9 +112,14 @@ def test_nothing_drawn_with_json_on_a_terminal(
 
 
 def test_nothing_drawn_when_piped_and_verbose_says_steps_and_commands(
-    cli: Cli, taken: Path, medium_db: tuple[str, GeneratedDb], backup_server: SourceServer
+    cli: Cli,
+    workdir: Path,
+    taken: Path,
+    medium_db: tuple[str, GeneratedDb],
+    backup_server: SourceServer,
 ) -> None:
     key = medium_db[1].newest_verified_key.hex()
+    with_reference(taken, workdir / "state")
     quiet = cli("verify", str(taken), "--expected-key", key)
     assert quiet.code == 0, quiet.stderr
     assert quiet.stderr == "" or (ESCAPE not in quiet.stderr and "eta" not in quiet.stderr)

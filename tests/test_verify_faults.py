@@ -94,7 +94,7 @@ def area(
             node=node,
             repo=repo,
             state=state,
-            verify=Verifier(root),
+            verify=Verifier(root, reference_from=state),
             server=source_server,
             backup_id=backup_id,
             backup_dir=backup_dir,
@@ -232,8 +232,11 @@ def test_signer_schema_of_another_shape_is_reported_not_crashed(area_with_chain:
         "ALTER TABLE sbtc_signer.dkg_shares DROP COLUMN signer_set_public_keys",
     )
     repo = area.root / "repo-other-shape"
-    take_backup(url, repo, area.state)
-    run = area.verify("--latest", "--to", str(repo), "--stacks-url", area.node.url)
+    # Its own state: its backup records the other shape as the live schema of that migration
+    # level (which would replace the module's reference in the shared state).
+    state = area.root / "state-other-shape"
+    take_backup(url, repo, state)
+    run = area.verify("--latest", "--to", str(repo), "--stacks-url", area.node.url, state_dir=state)
     check = run.expect(code=1, verdict="incomplete", failing="dkg.verified_key_present")
     assert "query on the restored database failed" in check["detail"]
     assert "signer_set_public_keys" in check["detail"]

@@ -99,7 +99,7 @@ def area(
             node=node,
             repo=repo,
             state=state,
-            verify=Verifier(root / "work"),
+            verify=Verifier(root / "work", reference_from=state),
             custom_id=custom_id,
             directory_id=directory_id,
             encrypted_id=encrypted_id,
@@ -462,7 +462,7 @@ def read_until_closed(fd: int) -> str:
 
 
 def test_outcome_is_recorded_for_backups_listing(area: Area) -> None:
-    state = area.root / "record-state"
+    state = area.verify.fresh_state()  # with the backup's schema reference
     # A failing verification first (a chain that holds another key), then a passing one: the
     # newest outcome is shown. (A key typed with --expected-key never fails a backup.)
     with FakeStacksNode(deployer=area.facts.deployer) as elsewhere:

@@ -54,7 +54,35 @@ CREATE TABLE IF NOT EXISTS pruned_run_counts (
     count INTEGER NOT NULL,
     PRIMARY KEY (job, outcome)
 );
+-- The live signer database's canonical schema (pg/schema_identity.py) per migration level,
+-- read at each backup from the same snapshot as the dump, or pinned (`schema pin`): the
+-- reference a restored backup's schema must equal. Never read from a backup or manifest.
+CREATE TABLE IF NOT EXISTS schema_references (
+    level TEXT PRIMARY KEY,      -- JSON list of the applied migration keys, sorted
+    newest TEXT NOT NULL,        -- the newest migration key
+    digest TEXT NOT NULL,        -- sha256 hex of the canonical schema
+    objects TEXT NOT NULL,       -- the canonical schema (canonical JSON)
+    source TEXT NOT NULL,        -- 'backup <id>' or 'pin <where>'
+    recorded_at REAL NOT NULL
+);
 """
+
+
+@dataclass(frozen=True)
+class SchemaReference:
+    """A recorded canonical schema of the live signer database at one migration level."""
+
+    migrations: list[str]
+    newest: str
+    digest: str
+    objects_json: str
+    source: str
+    recorded_at: float
+
+
+def migration_level(migrations: list[str]) -> str:
+    """The key of a migration level: the sorted applied migration keys, as JSON."""
+    return json.dumps(sorted(migrations), separators=(",", ":"))
 
 
 class EventKind(StrEnum):
@@ -73,6 +101,8 @@ class EventKind(StrEnum):
     SIGNER_IMAGE = "signer-image"
     DB_SIZE = "db-size"
     ATTESTATION = "attestation"
+    SCHEMA_REFERENCE = "schema-reference"
+    RESTORE = "restore"
 
 
 @dataclass(frozen=True)
@@ -175,6 +205,51 @@ class StateStore:
             Event(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
             for row in self._conn.execute(query, params)
         ]
+
+    # -- schema references ------------------------------------------------------------------
+
+    def record_schema_reference(
+        self, migrations: list[str], digest: str, objects_json: str, source: str
+    ) -> bool:
+        """Record (or replace) the reference of this migration level; True when it is new or
+        its digest changed (also recorded as an event, so a changed live schema is seen)."""
+        level = migration_level(migrations)
+        newest = sorted(migrations)[-1] if migrations else ""
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT digest FROM schema_references WHERE level = ?", (level,)
+            ).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO schema_references"
+                "(level, newest, digest, objects, source, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (level, newest, digest, objects_json, scrub(source), time.time()),
+            )
+        changed = row is None or row[0] != digest
+        if changed:
+            self.record_event(
+                EventKind.SCHEMA_REFERENCE,
+                newest,
+                "recorded" if row is None else "changed",
+                {"digest": digest, "previous": row[0] if row else None, "source": source},
+            )
+        return changed
+
+    def schema_reference(self, migrations: list[str]) -> SchemaReference | None:
+        row = self._conn.execute(
+            "SELECT level, newest, digest, objects, source, recorded_at FROM schema_references "
+            "WHERE level = ?",
+            (migration_level(migrations),),
+        ).fetchone()
+        if row is None:
+            return None
+        return SchemaReference(json.loads(row[0]), row[1], row[2], row[3], row[4], row[5])
+
+    def schema_references(self) -> list[SchemaReference]:
+        rows = self._conn.execute(
+            "SELECT level, newest, digest, objects, source, recorded_at FROM schema_references "
+            "ORDER BY recorded_at"
+        ).fetchall()
+        return [SchemaReference(json.loads(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     # -- job runs ----------------------------------------------------------------------------
 

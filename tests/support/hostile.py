@@ -179,7 +179,7 @@ class Vector:
 
     name: str
     statements: Callable[[str], list[str]]  # shell command -> SQL
-    objects: tuple[str, ...]  # names that `schema.unexpected_objects` must mention
+    objects: tuple[str, ...]  # names that `schema.identity` must mention
     before_data: tuple[str, str] | None = None  # (desc, tag) to move before the data
 
 
@@ -241,7 +241,7 @@ VECTORS: dict[str, Vector] = {
     "event-trigger": Vector("event-trigger", _event_trigger, ("evt_payload",)),
 }
 
-# Foreign objects that run nothing at restore: what `schema.unexpected_objects` must name in
+# Foreign objects that run nothing at restore: what `schema.identity` must name in
 # an archive that otherwise restores cleanly. (statements, names to report, restorable by
 # the owner of the database alone: a trusted extension may still be refused by a sandbox.)
 INERT_OBJECTS: dict[str, tuple[list[str], tuple[str, ...], bool]] = {

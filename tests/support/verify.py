@@ -27,6 +27,7 @@ from coincurve import PrivateKey
 
 from sbtc_ops.devtools.signer_db import GeneratedDb
 from sbtc_ops.pg import find_binaries
+from sbtc_ops.state import StateStore
 from tests.fakes.stacks_node import FakeStacksNode
 from tests.support.cli import CliResult, clean_env, run_cli
 from tests.support.pg import SourceServer, assert_no_postgres_left
@@ -94,14 +95,22 @@ class VerifyRun:
 
 
 class Verifier:
-    """Runs `sbtc-ops verify …` as a real process, each run in its own TMPDIR and state."""
+    """Runs `sbtc-ops verify …` as a real process, each run in its own TMPDIR and state.
 
-    def __init__(self, workdir: Path) -> None:
+    `reference_from`: a state directory whose schema references (recorded by `sbtc-ops
+    backup` or `schema pin`) every fresh state starts with: the generated test database is
+    not the real signer schema, so only its own recorded schema vouches for its dumps."""
+
+    def __init__(self, workdir: Path, reference_from: Path | None = None) -> None:
         self.workdir = workdir
+        self.reference_from = reference_from
         workdir.mkdir(parents=True, exist_ok=True)
 
     def fresh_state(self) -> Path:
-        return Path(tempfile.mkdtemp(prefix="state-", dir=self.workdir))
+        state = Path(tempfile.mkdtemp(prefix="state-", dir=self.workdir))
+        if self.reference_from is not None:
+            copy_schema_references(self.reference_from, state)
+        return state
 
     def env(self, state_dir: Path, tmpdir: Path, extra: dict[str, str] | None) -> dict[str, str]:
         return clean_env(state_dir, {"TMPDIR": str(tmpdir), **FAST_CHAIN_ENV, **(extra or {})})
@@ -160,6 +169,24 @@ def take_backup(
     assert result.code == 0, result.stderr
     backup_id = str(result.json()["backup"]["id"])
     return backup_id, repo / backup_id
+
+
+def pin_schema(db_url: str, state_dir: Path) -> dict[str, Any]:
+    """`sbtc-ops schema pin --db URL`: the database's schema becomes the reference for its
+    migration level in `state_dir` (what an operator does for dumps sbtc-ops did not take)."""
+    result = run_cli(
+        "schema", "pin", "--db", db_url, "--json", cwd=state_dir.parent, env=clean_env(state_dir)
+    )
+    assert result.code == 0, result.stderr
+    document = result.json()
+    assert isinstance(document, dict)
+    return document
+
+
+def copy_schema_references(source: Path, target: Path) -> None:
+    with StateStore.open(source) as src, StateStore.open(target) as dst:
+        for ref in src.schema_references():
+            dst.record_schema_reference(ref.migrations, ref.digest, ref.objects_json, ref.source)
 
 
 def operator_dump(server: SourceServer, dbname: str, target: Path, *pg_dump_args: str) -> Path:

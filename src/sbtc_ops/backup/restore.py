@@ -87,8 +87,9 @@ def _pg_major(version: str | None) -> int | None:
 
 
 def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str, Any]:
-    target = parse_target(request.target_db, what="--target-db")
-    _refuse_live(target, settings, request.overwrite_live)
+    """Restore without the drill's gate (verify/gate.py is the command's entry point): stage,
+    check, prepare, then restore_prepared."""
+    target = preflight(settings, request)
     run_as = resolve_run_as(settings.postgres.run_as)
     if run_as.userns:  # the restore reads the staged archive as us (below): keep it ours
         run_as = current_user()
@@ -116,48 +117,78 @@ def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str
             settings.backup.identity_file,
             max_expanded_bytes=max_mb << 20 if max_mb else None,
         )
-        if request.clean and archive.format == "plain":
-            raise UsageError(
-                "--clean needs a custom, directory or tar archive (pg_restore lists what it "
-                "contains); this is a plain SQL dump; nothing was restored",
-                hint="restore it into a new database with --create",
-            )
         manifest = located.manifest
-        binaries = find_binaries(
-            settings.postgres.bin_dir,
-            min_major=_pg_major(manifest.pg_dump_version if manifest else None),
-            tool_hint="pg_restore",
-            need=("pg_restore", "psql"),
+        return restore_prepared(
+            settings,
+            request,
+            target,
+            archive,
+            backup=located.backup_id or located.ref,
+            expected_rows=manifest.rows if manifest else None,
+            dump_version=manifest.pg_dump_version if manifest else None,
         )
-        # The operator's own credentials (pgpass, service files) reach the target: the
-        # clients run as the invoking user, in a process group of their own, with only the
-        # libpq environment (psql replays plain SQL restricted all the same).
-        sandbox = Sandbox(current_user())
-        created = _ensure_database(target, request.create)
-        try:
-            _check_target(target, binaries, archive, request, sandbox)
-            run, atomic = _run(binaries, archive, target, request, settings.backup.jobs, sandbox)
-            if not run.ok:
-                detail = "; ".join(target.scrub(e) for e in run.errors[:5])
-                raise SbtcOpsError(
-                    f"restore into {target.shown} failed: {detail or f'exit {run.returncode}'}; "
-                    + ("the database it created was dropped" if created else atomic_note(atomic))
-                )
-        except BaseException:
-            if created:
-                _drop_created(target)  # failed or interrupted: leave the server as we found it
-            raise
-        return {
-            "backup": located.backup_id or located.ref,
-            "target": target.shown,
-            "format": archive.format,
-            "steps": archive.steps,
-            "duration_s": round(run.duration_s, 3),
-            "created": created,
-            "cleaned": request.clean,
-            "single_transaction": atomic,
-            "summary": restored_summary(target, manifest.rows if manifest else None),
-        }
+
+
+def preflight(settings: Settings, request: RestoreRequest) -> ConnectionTarget:
+    """The checks that need no archive: the target parses and is not the live database."""
+    target = parse_target(request.target_db, what="--target-db")
+    _refuse_live(target, settings, request.overwrite_live)
+    return target
+
+
+def restore_prepared(
+    settings: Settings,
+    request: RestoreRequest,
+    target: ConnectionTarget,
+    archive: PreparedArchive,
+    *,
+    backup: str,
+    expected_rows: dict[str, int] | None,
+    dump_version: str | None,
+) -> dict[str, Any]:
+    """Restore a checked, prepared archive into the target (created, cleaned, refused as
+    the request says); what the target holds afterwards."""
+    if request.clean and archive.format == "plain":
+        raise UsageError(
+            "--clean needs a custom, directory or tar archive (pg_restore lists what it "
+            "contains); this is a plain SQL dump; nothing was restored",
+            hint="restore it into a new database with --create",
+        )
+    binaries = find_binaries(
+        settings.postgres.bin_dir,
+        min_major=_pg_major(dump_version),
+        tool_hint="pg_restore",
+        need=("pg_restore", "psql"),
+    )
+    # The operator's own credentials (pgpass, service files) reach the target: the
+    # clients run as the invoking user, in a process group of their own, with only the
+    # libpq environment (psql replays plain SQL restricted all the same).
+    sandbox = Sandbox(current_user())
+    created = _ensure_database(target, request.create)
+    try:
+        _check_target(target, binaries, archive, request, sandbox)
+        run, atomic = _run(binaries, archive, target, request, settings.backup.jobs, sandbox)
+        if not run.ok:
+            detail = "; ".join(target.scrub(e) for e in run.errors[:5])
+            raise SbtcOpsError(
+                f"restore into {target.shown} failed: {detail or f'exit {run.returncode}'}; "
+                + ("the database it created was dropped" if created else atomic_note(atomic))
+            )
+    except BaseException:
+        if created:
+            _drop_created(target)  # failed or interrupted: leave the server as we found it
+        raise
+    return {
+        "backup": backup,
+        "target": target.shown,
+        "format": archive.format,
+        "steps": archive.steps,
+        "duration_s": round(run.duration_s, 3),
+        "created": created,
+        "cleaned": request.clean,
+        "single_transaction": atomic,
+        "summary": restored_summary(target, expected_rows),
+    }
 
 
 def atomic_note(atomic: bool) -> str:

@@ -8,6 +8,7 @@ exactly what was dumped even while the signer keeps writing.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,9 @@ from sbtc_ops import redact
 from sbtc_ops.errors import ConfigError, DependencyError, SbtcOpsError
 from sbtc_ops.pg import libpq
 from sbtc_ops.pg.libpq import ClientTarget
+from sbtc_ops.pg.schema_identity import CanonicalSchema, read_canonical_schema
+
+log = logging.getLogger(__name__)
 
 SIGNER_SCHEMA = "sbtc_signer"
 MIGRATIONS_TABLE = "public.__sbtc_migrations"
@@ -114,6 +118,9 @@ class SourceFacts:
     rows: dict[str, int] = field(default_factory=dict)
     migrations: list[str] = field(default_factory=list)
     dkg_keys: list[DkgKeyRow] = field(default_factory=list)
+    # The canonical schema, from the dump's own snapshot: the live reference a restored
+    # backup at this migration level must equal (None: it could not be read).
+    schema: CanonicalSchema | None = None
 
     @property
     def newest_verified_key(self) -> str | None:
@@ -180,6 +187,10 @@ class SnapshotSession:
                     DkgKeyRow(str(key), str(status), created.isoformat())
                     for key, status, created in cur.fetchall()
                 ]
+        try:
+            facts.schema = read_canonical_schema(self.conn)
+        except psycopg.Error as exc:  # the backup is still good; verify will say unknown-schema
+            log.warning("could not read the canonical schema: %s", self.target.scrub(str(exc)))
         return facts
 
 

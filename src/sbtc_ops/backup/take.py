@@ -52,6 +52,7 @@ from sbtc_ops.errors import describe_os_error
 from sbtc_ops.pg.binaries import PgBinaries, find_binaries
 from sbtc_ops.pg.libpq import ClientInvocation, client_invocation
 from sbtc_ops.progress import byte_progress, shown, step, watch_growth
+from sbtc_ops.state import StateStore
 from sbtc_ops.statedir import make_state_subdir
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,7 @@ def _take_locked(request: BackupRequest, failed: dict[str, str]) -> BackupOutcom
                 facts = facts_future.result()
             phases["dump"] = time.perf_counter() - t0
             dump_version = binaries[1] if isinstance(binaries, tuple) else binaries.version
+        _record_schema(request.state_dir, facts, backup_id)
         t0 = time.perf_counter()
         with step("checksums"):
             files = _checksums(work_dir)
@@ -243,6 +245,18 @@ def _take_locked(request: BackupRequest, failed: dict[str, str]) -> BackupOutcom
         if staging_root is not None:
             shutil.rmtree(staging_root, ignore_errors=True)
     return BackupOutcome(manifest, locations, failed)
+
+
+def _record_schema(state_dir: Path, facts: SourceFacts, backup_id: str) -> None:
+    """The live schema at this migration level, read in the dump's snapshot, becomes the
+    reference restored copies of it are compared with (verify/reference.py)."""
+    if facts.schema is None or not facts.migrations:
+        return
+    with StateStore.open(state_dir) as store:
+        if store.record_schema_reference(
+            facts.migrations, facts.schema.digest, facts.schema.to_json(), f"backup {backup_id}"
+        ):
+            log.info("schema reference recorded: digest %s", facts.schema.digest)
 
 
 def _binaries(request: BackupRequest, facts: SourceFacts) -> PgBinaries | tuple[str, str]:

@@ -239,27 +239,64 @@ def restore(
             help="Allow restoring into the live signer database; must repeat its name.",
         ),
     ] = None,
+    force_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--force-unverified",
+            help="Restore even when the drill cannot prove the backup's schema identical to "
+            "the signer's (dangerous; recorded).",
+        ),
+    ] = False,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
-    """Disaster recovery: check the checksums, decrypt on the fly, pg_restore into a database."""
+    """Disaster recovery: the backup is first restored in a throwaway sandbox and its whole
+    schema compared with the signer's (as `verify` does); only a proven backup is then
+    restored into the database you name, without owners, privileges or settings."""
     _common.set_json_mode(json_output)
-    from sbtc_ops.backup.restore import RestoreRequest, run_restore_command
+    from sbtc_ops.backup.restore import RestoreRequest
+    from sbtc_ops.verify.drill import default_jobs
+    from sbtc_ops.verify.gate import run_gated_restore
 
     settings = _common.load_settings(backup={"identity_file": identity})
-    result = run_restore_command(
+    result = run_gated_restore(
         settings,
         RestoreRequest(
             backup_ref, target_db, to or None, force, overwrite_live, create=create, clean=clean
         ),
+        force_unverified=force_unverified,
+        jobs=default_jobs(),
     )
-    # Restored, but not the rows the backup recorded: a problem found (exit 1).
+    if result["refused"]:
+        if json_output:
+            _common.emit_json(result)
+        else:
+            _print_refused(result)
+        raise typer.Exit(1)
+    # Restored, but not the rows the backup recorded (or unverified): a problem (exit 1).
     intact = result["summary"]["rows_match_manifest"] is not False
+    ok = intact and not result["forced_unverified"]
     if json_output:
-        _common.emit_json({"ok": intact, **result})
+        _common.emit_json({**result, "ok": ok})
     else:
         _print_restored(result)
-    if not intact:
+    if not ok:
         raise typer.Exit(1)
+
+
+def _print_refused(result: dict[str, Any]) -> None:
+    from sbtc_ops.pg.schema_identity import escape
+
+    _common.print_error(
+        f"backup {escape(result['backup'])} is not proven safe to restore; nothing was "
+        "written to the target"
+    )
+    for problem in result["identity"]["problems"][:10]:
+        _common.err.print(f"  {escape(problem, 400)}", markup=False, highlight=False)
+    _common.err.print(
+        "  verify it (`sbtc-ops verify`) for the full report; pin the live schema if it is "
+        "unknown (`sbtc-ops schema pin`); --force-unverified restores it anyway (recorded)",
+        markup=False,
+    )
 
 
 def _print_restored(result: dict[str, Any]) -> None:
@@ -288,6 +325,11 @@ def _print_restored(result: dict[str, Any]) -> None:
         out.print(f"  differ      {', '.join(summary['rows_differ'])}", markup=False)
     out.print(f"  newest DKG  {summary['newest_dkg_key'] or 'none'}", markup=False)
     out.print(f"  verified    {summary['newest_verified_dkg_key'] or 'none'}", markup=False)
+    if result["forced_unverified"]:
+        out.print("  schema      NOT VERIFIED (--force-unverified; recorded)", markup=False)
+    else:
+        out.print("  schema      identical to the signer's (checked in the sandbox)", markup=False)
+    out.print(f"  note        {result['not_restored']}", markup=False)
 
 
 def _rich_table(columns: tuple[str, ...]) -> Any:

@@ -16,8 +16,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sbtc_ops.backup.manifest import Manifest
+from sbtc_ops.pg.schema_identity import DRILL_SCHEMA, CanonicalSchema, escape
 from sbtc_ops.results import CheckResult, Status
 from sbtc_ops.stacks import SignerData
+from sbtc_ops.verify.reference import Reference
 
 SECTION = "periodically verify backup integrity"
 NONCE_LENGTH = 12
@@ -44,6 +46,7 @@ class Verdict(StrEnum):
     STALE = "stale"
     MISMATCH = "mismatch"
     TAMPERED = "tampered"
+    UNKNOWN_SCHEMA = "unknown-schema"
     CORRUPT = "corrupt"
     INCOMPLETE = "incomplete"
     ERROR = "error"
@@ -66,8 +69,13 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("restore.complete", "the restore finished with no error", Verdict.CORRUPT),
     CheckSpec("restore.amcheck", "no corruption in restored tables and indexes", Verdict.CORRUPT),
     CheckSpec(
-        "schema.unexpected_objects",
-        "nothing a signer database never holds (functions, triggers, …)",
+        "schema.reference",
+        "a reference schema is known for the backup's migration level",
+        Verdict.UNKNOWN_SCHEMA,
+    ),
+    CheckSpec(
+        "schema.identity",
+        "the whole schema is identical to the signer's at that migration level",
         Verdict.TAMPERED,
     ),
     CheckSpec("schema.present", "the signer's schema and dkg_shares table", Verdict.INCOMPLETE),
@@ -80,7 +88,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("dkg.shares_decrypt", "the shares decrypt with the signer's key", None),
 )
 CHECK_IDS = tuple(spec.id for spec in CHECKS)
-_SEVERITY = (Verdict.TAMPERED, Verdict.CORRUPT, Verdict.INCOMPLETE)
+_SEVERITY = (Verdict.TAMPERED, Verdict.CORRUPT, Verdict.INCOMPLETE, Verdict.UNKNOWN_SCHEMA)
 
 
 def verdict_for_failures(failed: set[str]) -> Verdict | None:
@@ -179,90 +187,99 @@ def amcheck(returncode: int, output: list[str]) -> CheckResult:
 
 # -- the restored database ---------------------------------------------------------------------
 
-# What the signer's migrations (0001-0022) create besides tables, indexes and enum types.
-SIGNER_FUNCTIONS = (
-    "bitcoin_blockchain_of",
-    "bitcoin_blockchain_until",
-    "stacks_blockchain_of",
-    "reverse_bytea",
+OUR_SCHEMAS = (DRILL_SCHEMA,)  # made by the drill itself, before the restore
+UNKNOWN_SCHEMA_REMEDIATION = (
+    "do not restore this backup until its schema is vouched for: on the host that reaches "
+    "the live signer database run `sbtc-ops schema pin` (or take a backup there with sbtc-ops, "
+    "which records it), then copy that state directory's reference, or verify where it was "
+    "pinned; or upgrade sbtc-ops to a version that ships this signer release's schema"
 )
-OUR_SCHEMAS = ("sbtc_ops_amcheck",)  # made by the drill itself, before the restore
-_EXPECTED_SCHEMAS = ("pg_catalog", "information_schema", "public", SIGNER_SCHEMA, *OUR_SCHEMAS)
-# Every kind of object through which restored data could run code or change behaviour,
-# outside what a signer database holds. Read as the unprivileged reader role.
-UNEXPECTED_OBJECTS_QUERY = """
-SELECT 'function ' || p.oid::pg_catalog.regprocedure::text
-  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
- WHERE n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])
-   AND NOT (n.nspname = 'sbtc_signer' AND p.proname = ANY (%(functions)s))
-   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                    WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
-                      AND d.objid = p.oid AND d.deptype = 'e')
-UNION ALL
-SELECT 'trigger ' || t.tgname || ' on ' || t.tgrelid::pg_catalog.regclass::text
-  FROM pg_catalog.pg_trigger t WHERE NOT t.tgisinternal
-UNION ALL
-SELECT 'event trigger ' || e.evtname FROM pg_catalog.pg_event_trigger e
-UNION ALL
-SELECT CASE c.relkind WHEN 'm' THEN 'materialized view ' WHEN 'v' THEN 'view '
-                      ELSE 'foreign table ' END || c.oid::pg_catalog.regclass::text
-  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind IN ('m', 'v', 'f')
-   AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])
-UNION ALL
-SELECT 'rule ' || r.rulename || ' on ' || r.ev_class::pg_catalog.regclass::text
-  FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE r.rulename <> '_RETURN' AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema'])
-UNION ALL
-SELECT 'extension ' || x.extname FROM pg_catalog.pg_extension x
-  JOIN pg_catalog.pg_namespace n ON n.oid = x.extnamespace
- WHERE x.extname <> 'plpgsql' AND NOT (x.extname = 'amcheck' AND n.nspname = ANY (%(ours)s))
-UNION ALL
-SELECT 'language ' || l.lanname FROM pg_catalog.pg_language l
- WHERE l.lanname <> ALL (ARRAY['internal', 'c', 'sql', 'plpgsql'])
-UNION ALL
-SELECT 'publication ' || pb.pubname FROM pg_catalog.pg_publication pb
-UNION ALL
-SELECT 'foreign server ' || fs.srvname FROM pg_catalog.pg_foreign_server fs
-UNION ALL
-SELECT 'schema ' || n.nspname FROM pg_catalog.pg_namespace n
- WHERE n.nspname <> ALL (%(schemas)s) AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
-ORDER BY 1
-"""
 
 
-def unexpected_objects(
-    conn: psycopg.Connection[Any], database_facts: Sequence[str] = ()
-) -> CheckResult:
-    """Objects no signer database contains: how a crafted backup would run code. Their
-    presence means the backup was altered (or is not a signer's): verdict `tampered`.
-    `database_facts`: database/role settings, connection limit… the restore attached (read
-    and reset by the drill before this check, verify/dbfacts.py)."""
-    rows = conn.execute(
-        UNEXPECTED_OBJECTS_QUERY,
-        {
-            "functions": list(SIGNER_FUNCTIONS),
-            "ours": list(OUR_SCHEMAS),
-            "schemas": list(_EXPECTED_SCHEMAS),
-        },
-    ).fetchall()
-    found = [*database_facts, *(str(row[0]) for row in rows)]
-    if not found:
+def schema_reference(migrations: list[str] | None, reference: Reference | None) -> CheckResult:
+    """Which reference the restored schema is compared with; none: `unknown-schema`."""
+    if reference is not None:
         return _result(
-            "schema.unexpected_objects",
+            "schema.reference",
             Status.PASS,
-            "no functions, triggers, views, extensions or settings beyond the signer's own",
+            f"reference: {reference.described}",
+            origin=reference.origin,
+            digest=reference.digest,
         )
+    level = (
+        f"{len(migrations)} migrations, newest {escape(migrations[-1])}"
+        if migrations
+        else "no applied migrations readable"
+    )
+    return _result(
+        "schema.reference",
+        Status.FAIL,
+        f"no reference schema for this migration level ({level}): neither recorded from the "
+        "live signer database nor shipped with this sbtc-ops",
+        UNKNOWN_SCHEMA_REMEDIATION,
+    )
+
+
+def schema_identity(
+    actual: CanonicalSchema | None,
+    reference: Reference | None,
+    restore_ok: bool,
+    read_error: str | None = None,
+    database_facts: Sequence[str] = (),
+) -> CheckResult:
+    """Every object of the restored database equals the reference's: a backup can keep a
+    function's name and change its body, add a policy, a default, a cast… Any difference is
+    `tampered`. When the restore itself failed, objects it did not create are its fault
+    (restore.complete says so), but anything added or changed still is tampering.
+    `database_facts`: database/role settings, connection limit… the restore attached, read
+    and reset by the drill before this check (verify/dbfacts.py): tampering with or without
+    a reference (a signer backup carries none)."""
+    check_id = "schema.identity"
+    if read_error is not None:
+        return _result(
+            check_id,
+            Status.FAIL,
+            f"the restored schema could not be read: {escape(read_error)}",
+            _TAMPERED_REMEDIATION,
+        )
+    facts = [f"added {escape(fact)}" for fact in database_facts]
+    if (actual is None or reference is None) and not facts:
+        return skipped(check_id, "no reference schema to compare with (schema.reference)")
+    found = reference.compare(actual) if actual is not None and reference is not None else []
+    if not restore_ok:
+        found = [line for line in found if not line.startswith("removed ")]
+    found = facts + found
+    if not found and not restore_ok:
+        return skipped(
+            check_id,
+            "the restore failed (restore.complete): its missing objects are not "
+            "compared; nothing was added or changed",
+        )
+    if not found and actual is not None and reference is not None:
+        return _result(
+            check_id,
+            Status.PASS,
+            f"{len(actual.objects)} objects identical to {reference.origin} reference "
+            f"(sha256 {actual.digest[:16]}…)",
+            digest=actual.digest,
+        )
+    against = reference.described if reference is not None else "any signer database"
     shown = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
     return _result(
-        "schema.unexpected_objects",
+        check_id,
         Status.FAIL,
-        f"{len(found)} object(s) a signer database never holds: {shown}",
-        "treat this backup as tampered with: do not restore it onto a signer; find who "
-        "could write to the backup location, and verify an older backup",
-        objects=found[:50],
+        f"the schema differs from {against}: {shown}",
+        _TAMPERED_REMEDIATION,
+        differences=found[:50],
+        digest=actual.digest if actual is not None else None,
+        reference_digest=reference.digest if reference is not None else None,
     )
+
+
+_TAMPERED_REMEDIATION = (
+    "treat this backup as tampered with: do not restore it onto a signer (sbtc-ops restore "
+    "refuses it); find who could write to the backup location, and verify an older backup"
+)
 
 
 def schema_present(conn: psycopg.Connection[Any]) -> CheckResult:

@@ -40,6 +40,7 @@ from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.cluster import ThrowawayCluster
 from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.pg.sandbox import isolation_of
+from sbtc_ops.pg.schema_identity import CanonicalSchema, read_canonical_schema
 from sbtc_ops.proc import InBackground
 from sbtc_ops.progress import echo
 from sbtc_ops.results import CheckResult, Status
@@ -50,7 +51,7 @@ from sbtc_ops.stacks import (
     read_signer_data,
 )
 from sbtc_ops.state import EventKind, StateStore
-from sbtc_ops.verify import checks
+from sbtc_ops.verify import checks, reference
 from sbtc_ops.verify.dbfacts import DatabaseFacts, read_and_neutralise
 
 RESTORED_DB = "signer"
@@ -94,6 +95,30 @@ class VerifyRequest:
     locations: list[str] | None = None
     # Parallel restore jobs: no default here; the caller picks (serve.verify_jobs, --jobs).
     jobs: int = field(kw_only=True)
+    # The restore gate (verify/gate.py): called while the drill's cluster and the checked,
+    # prepared archive still exist; no chain is read and no verify is recorded.
+    gate: Callable[[GateContext], None] | None = field(default=None, kw_only=True)
+
+
+# What a backup must pass before `restore` writes it anywhere (archive.checksum may be skipped:
+# a bare dump has no manifest).
+GATE_CHECKS = ("restore.complete", "schema.reference", "schema.identity")
+
+
+@dataclass(frozen=True)
+class GateContext:
+    cluster: ThrowawayCluster
+    prepared: PreparedArchive
+    located: LocatedBackup
+    results: dict[str, CheckResult]
+
+    @property
+    def proven(self) -> bool:
+        """The archive restored cleanly and its schema equals the reference."""
+        return all(
+            check in self.results and self.results[check].status == Status.PASS
+            for check in GATE_CHECKS
+        )
 
 
 @dataclass
@@ -184,6 +209,7 @@ class Drill:
         self._results: dict[str, CheckResult] = {}
         self._key_verdict = "error"
         self._shown_name: str | None = None
+        self.schema: CanonicalSchema | None = None  # the restored schema, once read
         self._kept: list[str] = []  # --keep-cluster: said once the verdict is known
         # The unprivileged user the server and every client that reads the archive run as.
         self.run_as = resolve_run_as(settings.postgres.run_as)
@@ -230,6 +256,8 @@ class Drill:
             raise
 
     def _record_failure(self, exc: Exception) -> None:
+        if self.request.gate is not None:
+            return  # a restore, not a verify: restore records its own outcome
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         with StateStore.open(self.settings.state_dir) as store:
             store.record_event(
@@ -324,7 +352,7 @@ class Drill:
         return located
 
     def _start_chain_reads(self, pool: ThreadPoolExecutor) -> _ChainFutures:
-        if self.request.expected_key is not None:
+        if self.request.expected_key is not None or self.request.gate is not None:
             return _ChainFutures(None, None)
         urls = self.request.stacks_urls or None
         return _ChainFutures(
@@ -417,7 +445,26 @@ class Drill:
                 self._read_restored(cluster, located, chain, facts)
             with self._timed("amcheck"):
                 self._finish_amcheck(cluster, amcheck)
+            if self.request.gate is not None:
+                self.request.gate(GateContext(cluster, prepared, located, dict(self._results)))
         return True
+
+    def _identity_checks(self, conn: psycopg.Connection[Any], facts: list[str]) -> None:
+        """schema.reference and schema.identity: the whole restored schema equals the
+        reference of its migration level (verify/reference.py)."""
+        started = time.perf_counter()
+        migrations = reference.restored_migrations(conn)
+        found = reference.find_reference(self.settings.state_dir, migrations or [])
+        self._add(checks.schema_reference(migrations, found), started)
+        started = time.perf_counter()
+        actual, error = None, None
+        try:
+            actual = read_canonical_schema(conn, include_deployment=True)
+        except psycopg.Error as exc:
+            error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        restore_ok = self._results["restore.complete"].status == Status.PASS
+        self._add(checks.schema_identity(actual, found, restore_ok, error, facts), started)
+        self.schema = actual
 
     def _read_restored(
         self,
@@ -436,7 +483,7 @@ class Drill:
                     cluster.connect(RESTORED_DB, user=READER_ROLE, options=READER_OPTIONS)
                 )
                 started = time.perf_counter()
-                self._add(checks.unexpected_objects(conn, facts.findings), started)
+                self._identity_checks(conn, facts.findings)
                 rows = self._database_checks(conn, located)
                 newest = checks.newest_verified_key(conn) if rows is not None else None
             except psycopg.Error as exc:
@@ -591,6 +638,8 @@ class Drill:
         return "error"
 
     def _record(self) -> None:
+        if self.request.gate is not None:
+            return
         report = self.report
         outcome = "ok" if report.ok else report.verdict
         with StateStore.open(self.settings.state_dir) as store:
@@ -733,7 +782,8 @@ def run_verify(
     started = time.time()
     drill = Drill(settings, request, phase)
     report = drill.run()
-    _attest(settings, request, drill, (started, time.time()))
+    if request.gate is None:  # a restore's gate compares no key: no drill evidence
+        _attest(settings, request, drill, (started, time.time()))
     return report
 
 

@@ -44,7 +44,7 @@ def build_evidence(
     window: tuple[float, float],
 ) -> DrillEvidence:
     checks = [c.to_json() for c in report.checks]
-    identity = next((c for c in checks if str(c.get("id", "")).startswith("schema.")), None)
+    identity = next((c for c in checks if c.get("id") == "schema.identity"), None)
     document = report.to_json()
     return DrillEvidence(
         backup_id=report.backup,
