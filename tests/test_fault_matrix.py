@@ -413,9 +413,13 @@ def test_restore(
         *(["--identity", str(age_keys.identity_file)] if encrypted else []),
     ]  # fmt: skip
     if fault == "EPIPE":
+        # The same restore's exit code with a reader: a closed stdout must not change it.
+        other = backup_server.create_signer_database(f"{name}_reader")
+        seen = sbtc_ops(*[other if a == target else a for a in args], state=case.state,
+                        env=read_env(case))  # fmt: skip
         run = sbtc_ops(*args, state=case.state, env=read_env(case), stdout=closed_pipe())
-        assert run.code == 0 and "Traceback" not in run.stderr, run.stderr
-        assert restored_schema(target)
+        assert run.code == seen.code and "Traceback" not in run.stderr, run.stderr
+        assert restored_schema(target) == restored_schema(other)
     else:
         if fault in SIGNALS:
             run = interrupt(
