@@ -11,11 +11,13 @@ DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
 # The restore drill's sandbox: bubblewrap, newuidmap (uidmap), unshare/setpriv (util-linux) and
 # the decompressors it runs.
 DEBIAN_PACKAGES+=(util-linux gzip zstd bubblewrap uidmap)
+# PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin, run by our own throwaway clusters, never
+# as a system service): schema identity must hold for sources on 15 as on the embedded 18
+# (tests/test_schema_identity.py), and the shipped schema references must come out the same
+# (tests/test_schema_real_migrations.py, scripts/schema_digests.py --compare-bin-dir).
+DEBIAN_PACKAGES+=(postgresql-15)
 # The documented key restore (docs/key-custody.md, tests/test_recovery_docs.py) runs age -d.
 DEBIAN_PACKAGES+=(age)
-# A PostgreSQL 15 server: schema identity must hold for sources on 15 as on the embedded 18
-# (tests/test_schema_identity.py runs a throwaway 15 cluster from /usr/lib/postgresql/15/bin).
-DEBIAN_PACKAGES+=(postgresql-15)
 # The Docker lab's packages (tests/lab/lab.sh): installed here with the rest, so the lab's
 # own install step has nothing left to do; its postinst must not start a stock dockerd.
 # A machine that already has a Docker engine (e.g. docker-ce, which conflicts with docker.io)

@@ -136,9 +136,10 @@ class Writer(threading.Thread):
         conn.execute(
             "INSERT INTO sbtc_signer.dkg_shares (aggregate_key, tweaked_aggregate_key, "
             "encrypted_private_shares, public_shares, script_pubkey, signer_set_public_keys, "
-            "signature_share_threshold, created_at, dkg_shares_status) VALUES "
+            "signature_share_threshold, created_at, dkg_shares_status, "
+            "started_at_bitcoin_block_hash, started_at_bitcoin_block_height) VALUES "
             "(%s, %s, %s, %s, %s, ARRAY[%s], 2, "
-            "'2100-01-01'::timestamptz + %s * interval '1 second', 'verified')",
+            "'2100-01-01'::timestamptz + %s * interval '1 second', 'verified', %s, %s)",
             (
                 b"\x02" + secrets.token_bytes(32),
                 b"\x03" + secrets.token_bytes(32),
@@ -147,6 +148,8 @@ class Writer(threading.Thread):
                 secrets.token_bytes(34),
                 b"\x02" + secrets.token_bytes(32),
                 self.keys,
+                secrets.token_bytes(32),
+                20_000_000 + self.keys,
             ),
         )
         self.keys += 1

@@ -23,6 +23,7 @@ from sbtc_ops.devtools.signer_db import (
     row_counts,
 )
 from sbtc_ops.errors import UsageError
+from sbtc_ops.signer.knowledge import load
 from tests.support.pg import (
     SourceServer,
     new_signer_database,
@@ -111,8 +112,12 @@ def test_counts_migrations_and_references_hold(signer_db: tuple[str, GeneratedDb
         " (SELECT 1 FROM sbtc_signer.bitcoin_blocks b"
         "  WHERE b.block_hash = d.started_at_bitcoin_block_hash"
         "  AND b.block_height = d.started_at_bitcoin_block_height)",
-        "deposit key set": "SELECT count(*) FROM sbtc_signer.deposit_requests r WHERE NOT EXISTS"
-        " (SELECT 1 FROM sbtc_signer.signer_key_sets k WHERE k.key_set_id = r.key_set_id)",
+        "deposit signers key": "SELECT count(*) FROM sbtc_signer.deposit_requests r WHERE NOT"
+        " EXISTS (SELECT 1 FROM sbtc_signer.dkg_shares d"
+        "  WHERE substr(d.aggregate_key, 2) = r.signers_public_key)",
+        "withdrawal tx output": "SELECT count(*) FROM sbtc_signer.bitcoin_withdrawal_tx_outputs o"
+        " WHERE NOT EXISTS (SELECT 1 FROM sbtc_signer.withdrawal_requests w"
+        "  WHERE w.request_id = o.request_id)",
         "rotation block": "SELECT count(*) FROM sbtc_signer.rotate_keys_transactions t"
         " WHERE NOT EXISTS (SELECT 1 FROM sbtc_signer.stacks_blocks s"
         "  WHERE s.block_hash = t.block_hash)",
@@ -125,7 +130,9 @@ def test_counts_migrations_and_references_hold(signer_db: tuple[str, GeneratedDb
     # Deposits are locked to the verified key in force when they were made.
     used = {
         bytes(row[0])
-        for row in query(url, "SELECT DISTINCT key_set_id FROM sbtc_signer.deposit_requests")
+        for row in query(
+            url, "SELECT DISTINCT signers_public_key FROM sbtc_signer.deposit_requests"
+        )
     }
     assert used == {k.aggregate_key[1:] for k in facts.keys if k.status == "verified"}
 
@@ -187,3 +194,45 @@ def test_command_line_entry_writes_facts_and_a_private_key_file(
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert private_key not in done.stdout + done.stderr
     assert source_server.signer_password not in done.stdout + done.stderr
+
+
+def test_migrations_are_the_newest_releases_real_list() -> None:
+    knowledge = load()
+    newest = knowledge.newest_release.version
+    assert knowledge.migrations_at(newest) == MIGRATIONS
+    assert len(MIGRATIONS) == 21 and "0002" not in " ".join(MIGRATIONS)
+
+
+def test_the_signers_functions_walk_the_generated_chains(
+    signer_db: tuple[str, GeneratedDb],
+) -> None:
+    """Our own bodies of the signer's four functions give what the signer relies on."""
+    url, facts = signer_db
+    with psycopg.connect(url) as conn:
+        tip, height = conn.execute(
+            "SELECT block_hash, block_height FROM sbtc_signer.bitcoin_blocks"
+            " ORDER BY block_height DESC LIMIT 1"
+        ).fetchone() or (None, None)
+        walked = conn.execute(
+            "SELECT block_height FROM sbtc_signer.bitcoin_blockchain_of(%s, 5)", (tip,)
+        ).fetchall()
+        assert [r[0] for r in walked] == [height - i for i in range(5)]
+        until = conn.execute(
+            "SELECT min(block_height), count(*) FROM sbtc_signer.bitcoin_blockchain_until(%s, %s)",
+            (tip, height - 3),
+        ).fetchone()
+        assert until == (height - 3, 4)
+        stacks_tip = conn.execute(
+            "SELECT block_hash FROM sbtc_signer.stacks_blocks ORDER BY block_height DESC LIMIT 1"
+        ).fetchone()
+        assert stacks_tip is not None
+        stacks = conn.execute(
+            "SELECT count(*) FROM sbtc_signer.stacks_blockchain_of(%s, %s, 2)",
+            (stacks_tip[0], tip),
+        ).fetchone()
+        assert stacks == (12,)  # the stacks blocks anchored in the two newest bitcoin blocks
+        reversed_ = conn.execute(
+            "SELECT sbtc_signer.reverse_bytea('\\x010203'::bytea), sbtc_signer.reverse_bytea(NULL)"
+        ).fetchone()
+        assert reversed_ == (b"\x03\x02\x01", None)
+    assert facts.migrations == list(MIGRATIONS)

@@ -30,7 +30,6 @@ from tests.support.cli import CliResult, clean_env, run_cli
 from tests.support.hostile import copy_database, pg_dump, plain_with
 from tests.support.pg import SIGNER_ROLE, SourceServer, new_signer_database
 from tests.support.schema_corpus import (
-    BASE_FUNCTION,
     BY_NAME,
     CATALOG_CASES,
     PLAIN_ONLY_CASES,
@@ -85,7 +84,6 @@ def corpus(source_server: SourceServer, tmp_path_factory: pytest.TempPathFactory
     root = tmp_path_factory.mktemp("identity")
     url, facts = new_signer_database(source_server, target_mb=0.1, seed=20, dbname=BASE_DB)
     with source_server.connect(BASE_DB) as conn:
-        conn.execute(BASE_FUNCTION)
         conn.execute(TEST_ONLY_MIGRATION)
     state = root / "reference-state"
     pin_schema(url, state)
@@ -209,6 +207,28 @@ def test_no_reference_is_unknown_schema(corpus: Corpus) -> None:
     assert run.check("schema.identity")["status"] == "skip"
 
 
+def test_generated_schema_on_a_bare_host_is_checked_against_the_shipped_release(
+    corpus: Corpus,
+) -> None:
+    """At the real v1.3.x level (the test-only migration removed) the shipped table is the
+    reference; the generator's function bodies are ours, not the signer's: named, never
+    `match`."""
+    dbname, target = "identity_release_level", corpus.root / "release-level.dump"
+    copy_database(
+        corpus.server,
+        BASE_DB,
+        dbname,
+        ["DELETE FROM public.__sbtc_migrations WHERE key LIKE '9999%'"],
+    )
+    pg_dump(corpus.server, dbname, target, FORMATS["custom"])
+    run = Verifier(corpus.root / "bare-generated")(str(target), "--expected-key", corpus.key)
+    check = run.expect(code=1, verdict="tampered", failing="schema.identity")
+    assert "shipped with sbtc-ops" in run.check("schema.reference")["detail"]
+    text = json.dumps(check)
+    assert "changed function sbtc_signer.reverse_bytea(bytea)" in text
+    assert "dkg_shares" not in text  # every other object is the real one
+
+
 # -- the restore gate ----------------------------------------------------------------------------
 
 
@@ -325,7 +345,6 @@ def pg15_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         url = cluster.tcp_url("signer", SIGNER_ROLE, "pw-identity15")
         generate(url, target_mb=0.1, seed=20)
         with cluster.connect("signer") as conn:
-            conn.execute(BASE_FUNCTION)
             conn.execute(TEST_ONLY_MIGRATION)
         yield url, cluster.conninfo("signer")
     finally:

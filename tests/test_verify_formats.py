@@ -462,7 +462,7 @@ def read_until_closed(fd: int) -> str:
 
 
 def test_outcome_is_recorded_for_backups_listing(area: Area) -> None:
-    state = area.verify.fresh_state()
+    state = area.verify.fresh_state()  # with the backup's schema reference
     # A failing verification first (a chain that holds another key), then a passing one: the
     # newest outcome is shown. (A key typed with --expected-key never fails a backup.)
     with FakeStacksNode(deployer=area.facts.deployer) as elsewhere:

@@ -5,9 +5,9 @@ and changes one thing the old deny-list never looked at: a function body behind 
 name, a forced RLS policy, an index expression, a default, a constraint… Each must make the
 drill's schema identity fail, naming the object (tests/test_schema_identity.py).
 
-The base database is the generated signer DB plus one function of the signer's own
-(`bitcoin_blockchain_of`, with a body of our own writing), so a body can be swapped behind
-its name. Variants are copies of it (CREATE DATABASE … TEMPLATE: cheap) changed by the
+The base database is the generated signer DB, which has the signer's four functions with
+bodies of our own writing (devtools/signer_schema.sql), so a body can be swapped behind a
+real name and signature. Variants are copies of it (CREATE DATABASE … TEMPLATE: cheap) changed by the
 case's statements; plain-only cases are text appended to a clean plain dump (what only a
 hand-crafted SQL file can hold: ALTER ROLE … SET, DO blocks).
 """
@@ -15,17 +15,6 @@ hand-crafted SQL file can hold: ALTER ROLE … SET, DO blocks).
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-# Our own stand-in for the signer's function of that name (not the signer's SQL), made by
-# the signer role as the signer's migrations are: a plain dump then names one owner only.
-BASE_FUNCTION = (
-    "SET ROLE signer; "
-    "CREATE FUNCTION sbtc_signer.bitcoin_blockchain_of(chain_tip bytea, depth integer) "
-    "RETURNS SETOF sbtc_signer.bitcoin_blocks LANGUAGE sql STABLE AS "
-    "$fn$ SELECT * FROM sbtc_signer.bitcoin_blocks WHERE block_hash = chain_tip "
-    "LIMIT depth $fn$; RESET ROLE"
-)
-
 
 # A migration level no signer release has: the shipped table never vouches for the corpus
 # (its generated schema is not the real one), only the pinned live reference does.
@@ -47,10 +36,11 @@ CASES: tuple[Case, ...] = (
         "function-body",
         (
             "CREATE OR REPLACE FUNCTION sbtc_signer.bitcoin_blockchain_of(chain_tip bytea, "
-            "depth integer) RETURNS SETOF sbtc_signer.bitcoin_blocks LANGUAGE plpgsql "
-            "SECURITY DEFINER AS $fn$ BEGIN COPY (SELECT 1) TO PROGRAM 'id'; "
-            "RETURN QUERY SELECT * FROM sbtc_signer.bitcoin_blocks WHERE block_hash = chain_tip "
-            "LIMIT depth; END $fn$",
+            "max_depth integer) RETURNS TABLE (block_hash bytea, parent_hash bytea, "
+            "block_height bigint) LANGUAGE plpgsql SECURITY DEFINER AS $fn$ BEGIN "
+            "COPY (SELECT 1) TO PROGRAM 'id'; RETURN QUERY SELECT b.block_hash, b.parent_hash, "
+            "b.block_height FROM sbtc_signer.bitcoin_blocks b WHERE b.block_hash = chain_tip "
+            "LIMIT max_depth; END $fn$",
         ),
         ("changed function sbtc_signer.bitcoin_blockchain_of(bytea,integer)",),
     ),

@@ -1,7 +1,8 @@
 """A generator of realistic sBTC signer databases, for tests and benchmarks.
 
-The schema is the final shape left by the signer's migrations (signer_schema.sql beside this
-file). The data is deterministic for a seed and scales with a target size:
+The schema is the shape the signer's migrations leave at the newest release's level
+(signer_schema.sql beside this file: our own DDL, with our own function bodies, so its
+canonical digest is deliberately not one of signer/schema_digests.toml's). The data is deterministic for a seed and scales with a target size:
 
 - `dkg_shares` holds six DKG rounds with real secp256k1 keys (aggregate key, its BIP-341
   tweaked key and P2TR script), statuses mixed (three `verified` at different times, two
@@ -46,34 +47,31 @@ Progress = Callable[[int, int], None]
 MAINNET_DEPLOYER = "SM3VDXK3WZZSA84XXFKAFAF15NNZX32CTSG82JFQ4"
 SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
-# Migration files of stacks-sbtc/sbtc signer/migrations/. Names from 0016 on are the real
-# ones; the reference index available when this was written lacks the names of 0001–0015,
-# so those follow the repository's `NNNN__what.sql` pattern without claiming to be exact.
+# The migration files of stacks-sbtc/sbtc signer/migrations/ whose result signer_schema.sql
+# describes: releases v1.3.0 to v1.3.3 (there is no 0002). tests/test_generator.py keeps this
+# equal to the newest release's list in signer/releases.toml.
 MIGRATIONS: tuple[str, ...] = (
-    "0001__create_tables.sql",
-    "0002__deposit_signers_index.sql",
-    "0003__create_bitcoin_tx_sighashes.sql",
-    "0004__create_bitcoin_withdrawals_outputs.sql",
-    "0005__add_dkg_shares_status.sql",
-    "0006__create_bitcoin_tx_inputs_outputs.sql",
-    "0007__drop_sweep_tables.sql",
-    "0008__add_x_only_public_key_to_sighashes.sql",
-    "0009__add_completed_deposit_events_indexes.sql",
-    "0010__add_withdrawal_events_indexes.sql",
-    "0011__add_bitcoin_anchor_to_stacks_blocks.sql",
-    "0012__add_started_at_to_dkg_shares.sql",
-    "0013__add_output_type_donation.sql",
-    "0014__add_rotate_keys_indexes.sql",
-    "0015__add_deposit_lock_time.sql",
-    "0016__add_block_hash_rotate_keys_events.sql",
+    "0001__create_schema.sql",
+    "0003__create_tables.sql",
+    "0004__create_functions.sql",
+    "0005__create_sighashes_and_withdrawal_outputs_tables.sql",
+    "0006__fix_stacks_event_block_hashes.sql",
+    "0007__create_bitcoin_blockchain_from.sql",
+    "0008__create_indices_bitcoin_tx_tables.sql",
+    "0009__drop_sweep_tables.sql",
+    "0010__add_bitcoin_tx_related_indices.sql",
+    "0011__add_aggregate_key_sighashes_table.sql",
+    "0012__dkg_verification_extensions.sql",
+    "0013__consolidate_withdrawal_tables.sql",
+    "0014__add_bitcoin_tx_outputs_.sql",
+    "0015__drop_transactions_tx_column.sql",
+    "0016__modify_rotate_keys_transactions_table.sql",
     "0017__remove_stacks_transactions_table.sql",
     "0018__store_reclaim_script_hash.sql",
     "0019__p2p_peers.sql",
     "0020__drop_reclaim_script_column.sql",
     "0021__alter_max_fee_column.sql",
     "0022__add_is_canonical_to_bitcoin_blocks.sql",
-    "0023__drop_sighash_validation_columns.sql",
-    "0024__add_signer_key_sets.sql",
 )
 
 SIGNER_COUNT = 15
@@ -88,7 +86,7 @@ BATCH_UNITS = 20_000
 # Measured on PostgreSQL 18: bytes of table, TOAST and index data per unit (one bitcoin
 # block with its stacks blocks, deposit, withdrawal, votes and bitcoin transactions), and
 # the size of the schema with no bulk data.
-BYTES_PER_UNIT = 14_300
+BYTES_PER_UNIT = 15_400
 FIXED_BYTES = 1_000_000
 
 # (position along the chain, status) of each DKG round, oldest first. The newest row is
@@ -315,7 +313,7 @@ BULK_INSERTS: tuple[tuple[str, str], ...] = (
     (
         "deposit_requests",
         f"""INSERT INTO sbtc_signer.deposit_requests
-            (txid, output_index, spend_script, recipient, amount, lock_time, key_set_id,
+            (txid, output_index, spend_script, recipient, amount, lock_time, signers_public_key,
              sender_script_pub_keys, created_at, reclaim_script_hash, max_fee)
         SELECT {_h("dtx", "u")}, 0,
                '\\x1e'::bytea || substr({_h("spend", "u")}, 1, 30) || {_h("spend2", "u")}
@@ -338,12 +336,13 @@ BULK_INSERTS: tuple[tuple[str, str], ...] = (
     (
         "withdrawal_requests",
         f"""INSERT INTO sbtc_signer.withdrawal_requests
-            (request_id, txid, block_hash, recipient, amount, max_fee, sender_address, created_at)
+            (request_id, txid, block_hash, recipient, amount, max_fee, sender_address, created_at,
+             bitcoin_block_height)
         SELECT u, {_h("wtx", "u")}, {_h("stx", f"u * {_S}")},
                '\\x0014'::bytea || substr({_h("wrc", "u")}, 1, 20),
                5000 + (u * 104729) %% 50000000, 20000,
                'SP' || upper(substr(encode({_h("wsa", "u")}, 'hex'), 1, 38)),
-               {_TIME} + interval '1 minute'
+               {_TIME} + interval '1 minute', %(btc0)s + u
         FROM {_UNITS}""",
     ),
     (
@@ -358,11 +357,11 @@ BULK_INSERTS: tuple[tuple[str, str], ...] = (
         "bitcoin_tx_sighashes",
         f"""INSERT INTO sbtc_signer.bitcoin_tx_sighashes
             (sighash, txid, chain_tip, prevout_txid, prevout_output_index, prevout_type,
-             created_at, key_set_id)
+             validation_result, is_valid_tx, will_sign, created_at, x_only_public_key)
         SELECT {_h("sgh", "u * 2 + t")}, {_h("btx", "u * 2")}, {_h("btc", "u")},
                CASE WHEN t = 0 THEN {_h("btx", "u * 2 - 2")} ELSE {_h("dtx", "u")} END, 0,
                (CASE WHEN t = 0 THEN 'signers_input' ELSE 'deposit' END)::sbtc_signer.prevout_type,
-               {_TIME} + interval '4 minutes', {_SIGNER_XONLY}
+               'ok', true, true, {_TIME} + interval '4 minutes', {_SIGNER_XONLY}
         FROM {_UNITS}, generate_series(0, 1) AS t""",
     ),
     (
@@ -382,21 +381,31 @@ BULK_INSERTS: tuple[tuple[str, str], ...] = (
         "bitcoin_tx_outputs",
         f"""INSERT INTO sbtc_signer.bitcoin_tx_outputs
             (txid, output_index, amount, script_pubkey, output_type, created_at)
-        SELECT {_h("btx", "u * 2")}, t, CASE WHEN t = 0 THEN 1000000000 + u ELSE 0 END,
-               CASE WHEN t = 0 THEN {_SIGNERS_SCRIPT}
-                    ELSE '\\x6a15'::bytea || substr({_h("opr", "u")}, 1, 21) END,
-               (CASE WHEN t = 0 THEN 'signers_output' ELSE 'signers_op_return' END)
-                   ::sbtc_signer.output_type,
+        SELECT {_h("btx", "u * 2")}, t,
+               CASE t WHEN 0 THEN 1000000000 + u WHEN 1 THEN 0
+                      ELSE 5000 + (u * 104729) %% 50000000 - 1500 END,
+               CASE t WHEN 0 THEN {_SIGNERS_SCRIPT}
+                      WHEN 1 THEN '\\x6a15'::bytea || substr({_h("opr", "u")}, 1, 21)
+                      ELSE '\\x0014'::bytea || substr({_h("wrc", "u")}, 1, 20) END,
+               (CASE t WHEN 0 THEN 'signers_output' WHEN 1 THEN 'signers_op_return'
+                       ELSE 'withdrawal' END)::sbtc_signer.output_type,
                {_TIME} + interval '5 minutes'
-        FROM {_UNITS}, generate_series(0, 1) AS t""",
+        FROM {_UNITS}, generate_series(0, 2) AS t""",
+    ),
+    (
+        "bitcoin_withdrawal_tx_outputs",
+        f"""INSERT INTO sbtc_signer.bitcoin_withdrawal_tx_outputs
+            (txid, output_index, request_id, created_at)
+        SELECT {_h("btx", "u * 2")}, 2, u, {_TIME} + interval '5 minutes'
+        FROM {_UNITS}""",
     ),
     (
         "bitcoin_withdrawals_outputs",
         f"""INSERT INTO sbtc_signer.bitcoin_withdrawals_outputs
             (bitcoin_txid, bitcoin_chain_tip, output_index, request_id, stacks_txid,
-             stacks_block_hash, created_at)
+             stacks_block_hash, validation_result, is_valid_tx, created_at)
         SELECT {_h("btx", "u * 2")}, {_h("btc", "u")}, 2, u, {_h("wtx", "u")},
-               {_h("stx", f"u * {_S}")}, {_TIME} + interval '6 minutes'
+               {_h("stx", f"u * {_S}")}, 'ok', true, {_TIME} + interval '6 minutes'
         FROM {_UNITS}""",
     ),
     (
@@ -567,19 +576,6 @@ def _insert_small_tables(conn: psycopg.Connection[Any], plan: _Plan, deployer: s
                     key.status,
                     key.started_at_bitcoin_block_hash,
                     key.started_at_bitcoin_block_height,
-                ),
-            )
-            cur.execute(
-                """INSERT INTO sbtc_signer.signer_key_sets
-                    (key_set_id, script_version, script_pubkey, signer_public_keys,
-                     signatures_required, created_at)
-                VALUES (%s, 'v1', %s, %s, %s, %s)""",
-                (
-                    key.aggregate_key[1:],
-                    key.script_pubkey,
-                    [pk[1:] for pk in key.signer_set_public_keys],
-                    key.threshold,
-                    key.created_at,
                 ),
             )
             if key.status == "verified":

@@ -23,7 +23,7 @@ import psycopg
 from sbtc_ops.backup.source import ConnectionTarget
 from sbtc_ops.errors import DependencyError
 from sbtc_ops.pg.schema_identity import CanonicalSchema, differences, escape, read_canonical_schema
-from sbtc_ops.signer.schema_digests import ShippedLevel, shipped_level
+from sbtc_ops.signer import schema_refs
 from sbtc_ops.state import StateStore
 
 MAX_MIGRATIONS = 10_000
@@ -40,7 +40,7 @@ class Reference:
     digest: str
     described: str
     schema: CanonicalSchema | None = None  # live: every definition
-    object_keys: tuple[str, ...] = ()  # shipped: the object names only
+    shipped: schema_refs.SchemaLevel | None = None  # shipped: names and short digests
 
     def compare(self, actual: CanonicalSchema, limit: int = 50) -> list[str]:
         """What differs from the reference (empty: identical)."""
@@ -48,21 +48,21 @@ class Reference:
             return []
         if self.schema is not None:
             return differences(self.schema, actual, limit) or ["changed: the digest differs"]
-        keys = set(self.object_keys)
-        lines = [f"added {escape(k)}" for k in sorted(actual.objects.keys() - keys)]
-        lines += [f"removed {escape(k)}" for k in sorted(keys - actual.objects.keys())]
+        if self.shipped is None:
+            return ["changed: the digest differs"]
+        lines = [escape(line) for line in self.shipped.differences(actual.objects)]
         if not lines:
             lines = [
-                "changed: a definition differs from the release's (the shipped table lists "
-                "objects, not their definitions: pin the live database's schema to name it)"
+                "changed: a definition differs from the release's (the shipped table names "
+                "no object: pin the live database's schema to name it)"
             ]
         return lines[:limit] + ([f"and {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
 def find_reference(
-    state_dir: Path, migrations: list[str], shipped: tuple[ShippedLevel, ...] | None = None
+    state_dir: Path, migrations: list[str], table: schema_refs.SchemaTable | None = None
 ) -> Reference | None:
-    """The reference for exactly this migration level (`shipped`: the shipped table, by
+    """The reference for exactly this migration level (`table`: the shipped table, by
     default the one in the package)."""
     if not migrations:
         return None
@@ -76,13 +76,13 @@ def find_reference(
             f"the live signer database's schema at this migration level ({stored.source}, {when})",
             schema=CanonicalSchema.from_json(stored.objects_json),
         )
-    level = shipped_level(migrations, shipped)
-    if level is not None:
+    shipped = (table if table is not None else schema_refs.load()).for_migrations(migrations)
+    if shipped is not None:
         return Reference(
             "shipped",
-            level.digest,
-            f"signer release {level.release}'s schema (shipped with sbtc-ops)",
-            object_keys=level.objects,
+            shipped.digest,
+            f"the signer's schema at {shipped.describe()}, shipped with sbtc-ops",
+            shipped=shipped,
         )
     return None
 
