@@ -11,6 +11,8 @@ DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
 # The restore drill's sandbox: bubblewrap, newuidmap (uidmap), unshare/setpriv (util-linux) and
 # the decompressors it runs.
 DEBIAN_PACKAGES+=(util-linux gzip zstd bubblewrap uidmap)
+# The fault matrix's real faults: a loop device (losetup, util-linux) holding ext4 (mkfs.ext4).
+DEBIAN_PACKAGES+=(e2fsprogs)
 # PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin, run by our own throwaway clusters, never
 # as a system service): schema identity must hold for sources on 15 as on the embedded 18
 # (tests/test_schema_identity.py), and the shipped schema references must come out the same

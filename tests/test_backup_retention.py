@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -173,19 +174,46 @@ def test_prune_never_deletes_the_newest_complete_backup(cli: Cli, tmp_path: Path
     assert listing(repo) == {newest_complete}
 
 
-def test_prune_deletes_nothing_when_a_listing_fails(cli: Cli, tmp_path: Path) -> None:
+def test_prune_works_on_the_locations_it_can_list_and_names_the_others(
+    cli: Cli, tmp_path: Path
+) -> None:
     good = tmp_path / "good"
     write_fake_backups(good, YEAR, INCOMPLETE)
-    before = listing(good)
+    alone = tmp_path / "alone"
+    write_fake_backups(alone, YEAR, INCOMPLETE)
+    assert cli("prune", "--to", str(alone), "--json").code == 0
     broken = tmp_path / "broken"
     broken.write_text("a file where a backup directory should be\n")
 
     result = cli("prune", "--to", str(good), "--to", str(broken), "--json")
 
+    assert result.code == 1  # a problem found; the reachable location was still pruned
+    assert listing(good) == listing(alone)
+    doc = result.json()
+    assert doc["ok"] is False
+    pruned, failed = doc["locations"]
+    assert pruned["location"] == str(good) and "error" not in pruned
+    assert failed["location"] == str(broken) and failed["deleted"] == []
+    assert f"backup location {broken} is not a directory" == failed["error"]
+    assert f"error: backup location {broken} is not a directory; nothing was deleted there" in (
+        " ".join(result.stderr.split())
+    )
+
+
+@pytest.mark.parametrize("command", ["backups", "prune"])
+@pytest.mark.parametrize("json_flag", [True, False])
+def test_a_location_that_does_not_exist_is_an_error_never_empty(
+    cli: Cli, tmp_path: Path, command: str, json_flag: bool
+) -> None:
+    missing = tmp_path / "does-not-exist"
+    result = cli(command, "--to", str(missing), *(["--json"] if json_flag else []))
     assert result.code == 2
-    assert listing(good) == before
-    error = result.json()["error"]
-    assert str(broken) in error and "nothing was deleted" in error
+    assert f"backup location {missing} does not exist" in " ".join(result.stderr.split())
+    assert "no backups found" not in result.stdout and "kept 0" not in result.stdout
+    if json_flag:
+        assert result.json()["ok"] is False
+        assert str(missing) in result.json()["error"]
+    assert not missing.exists()  # listing never creates it
 
 
 def test_prune_leaves_incomplete_backups_alone_while_a_backup_runs(

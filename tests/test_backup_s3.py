@@ -198,15 +198,14 @@ def test_prune_applies_retention_in_the_bucket(
     assert dry.code == 0, dry.stderr
     assert s3_server.keys(bucket) == before
 
+    # A location that cannot be listed costs the bucket nothing: pruned there, named here.
     broken = tmp_path / "not-a-dir"
     broken.write_text("")
-    failed = cli("prune", "--to", location, "--to", str(broken), "--json", env=env)
-    assert failed.code == 2 and "nothing was deleted" in failed.json()["error"]
-    assert s3_server.keys(bucket) == before
-
-    pruned = cli("prune", "--to", location, "--json", env=env)
-    assert pruned.code == 0, pruned.stderr
-    (report,) = pruned.json()["locations"]
+    pruned = cli("prune", "--to", location, "--to", str(broken), "--json", env=env)
+    assert pruned.code == 1, pruned.stderr
+    report, failed = pruned.json()["locations"]
+    assert failed["location"] == str(broken) and "is not a directory" in failed["error"]
+    assert "nothing was deleted there" in pruned.stderr
     assert report["incomplete_removed"] == ["20251211T030000Z"]
     assert sorted(report["deleted"]) == days[:7]
     kept = {key.split("/")[1] for key in s3_server.keys(bucket)}

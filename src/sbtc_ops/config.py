@@ -158,6 +158,22 @@ class S3Settings(_Section):
     secret_access_key: SecretStr | None = Field(
         None, description="Secret access key (with access_key_id).", examples=["<secret>"]
     )
+    timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Wall-clock deadline, in seconds, of each S3 operation (checking the "
+        "bucket, a listing, a manifest read, a delete), retries included. A location that "
+        "misses it is reported unreachable for the rest of the run; the others go on.",
+        examples=[30.0],
+    )
+    min_transfer_mib_s: float = Field(
+        1.0,
+        gt=0,
+        description="Slowest transfer accepted, in MiB/s: an upload or download gets "
+        "timeout_s plus its size at this rate as its deadline (a 10 GiB backup at 1 MiB/s: "
+        "about 3 hours), then it is abandoned and the location reported as failed.",
+        examples=[10.0],
+    )
 
 
 class RetentionSettings(_Section):
@@ -656,8 +672,10 @@ class Settings(BaseModel):
     )
     state_dir: Path = Field(
         default_factory=lambda: _default_state_dir(),
-        description="sbtc-ops' own state (state.db, locks, caches). Default: /var/lib/sbtc-ops "
-        "as root, else $XDG_STATE_HOME/sbtc-ops.",
+        description="sbtc-ops' own state (state.db, locks, caches), one per host: the service "
+        "and the administrator must share it. Default: $STATE_DIRECTORY (set by systemd's "
+        "StateDirectory=), else /var/lib/sbtc-ops for root and any user who may write there, "
+        "else $XDG_STATE_HOME/sbtc-ops.",
         examples=["/var/lib/sbtc-ops"],
         json_schema_extra=COMPUTED_DEFAULT,
     )
@@ -736,10 +754,9 @@ class Settings(BaseModel):
 
 
 def _default_state_dir() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/lib/sbtc-ops")
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "sbtc-ops"
+    from sbtc_ops.statedir import default_state_dir
+
+    return default_state_dir()
 
 
 def find_config_file(

@@ -31,3 +31,10 @@ class UsageError(SbtcOpsError):
 
 class DependencyError(SbtcOpsError):
     """Something sbtc-ops needs (a binary, a server, a network endpoint) is unavailable."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An OSError as one line for an operator: the cause, then the file it concerns
+    (`No space left on device: /var/backups/…`), never a traceback."""
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    return f"{cause}: {exc.filename}" if exc.filename else cause

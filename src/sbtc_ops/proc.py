@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Generic, TypeVar, cast
 
@@ -99,6 +100,37 @@ def minimal_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+_INTERRUPT_PENDING = threading.Event()
+
+
+def note_interrupt() -> None:
+    """Called by the CLI's SIGINT/SIGTERM handler before it raises KeyboardInterrupt.
+
+    A handler's exception is lost when the signal lands while Python runs code whose
+    exceptions are "ignored" (an at-fork callback such as logging's, a __del__, a weakref
+    callback): it is printed and swallowed, and a run blocked on a child that will never
+    answer would then never stop. Places that block on a child check this first."""
+    _INTERRUPT_PENDING.set()
+
+
+def raise_if_interrupted() -> None:
+    """Raise the KeyboardInterrupt a signal asked for, once (cleanup after it runs on)."""
+    if _INTERRUPT_PENDING.is_set():
+        _INTERRUPT_PENDING.clear()
+        raise KeyboardInterrupt
+
+
+def wait_child(proc: subprocess.Popen[Any]) -> int:
+    """`proc.wait()` in short slices, so an interrupt whose exception was lost still ends
+    the wait (a stopped child is never reaped)."""
+    while True:
+        raise_if_interrupted()
+        try:
+            return proc.wait(0.2)
+        except subprocess.TimeoutExpired:
+            continue
+
+
 class InBackground(Generic[T]):
     """`fn()` in a daemon thread; `result()` waits and re-raises its exception.
 
@@ -122,11 +154,12 @@ class InBackground(Generic[T]):
     def result(self, timeout: float | None = None) -> T:
         """Wait for it (forever when `timeout` is None, in short slices so that a signal
         handler of the main thread still runs) and return its value or raise its error."""
-        if timeout is None:
-            while self._thread.is_alive():
-                self._thread.join(0.2)
-        else:
-            self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._thread.is_alive():
+            left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if left <= 0:
+                break
+            self._thread.join(left)
         if self._thread.is_alive():
             raise TimeoutError("background work still running")
         if self._error is not None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.redact import scrub, scrub_data
+from sbtc_ops.statedir import open_state_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -137,12 +138,10 @@ class StateStore:
     @classmethod
     def open(cls, state_dir: Path) -> StateStore:
         try:
-            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = state_dir / "state.db"
-            if not path.exists():
-                # Create it private before SQLite does, so it is never world-readable.
-                fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-                os.close(fd)
+            # Created (or its mode set) before SQLite opens it: never world-readable, shared
+            # with the service's group in a shared state directory (sbtc_ops.statedir).
+            os.close(open_state_file(state_dir, path, os.O_RDONLY))
             return cls(path)
         except (OSError, sqlite3.Error) as exc:
             raise SbtcOpsError(

@@ -55,10 +55,13 @@ def put(storage: Storage, backup_id: str, name: str, data: bytes) -> str:
         return str(path)
     if isinstance(storage, S3Storage):
         key = storage._key(backup_id, DIRECTORY, name)
-        with storage._errors(f"writing {key}"):
+
+        def write() -> None:
             if _s3_exists(storage, key):
                 raise StorageError(f"{storage.url}/{key} exists already: never replaced")
             storage.client.put_object(Bucket=storage.bucket, Key=key, Body=data)
+
+        storage.bounded(f"writing {key}", write, len(data))
         return f"{storage.url}/{key}"
     raise StorageError(f"{storage.name}: attestations are not supported there")
 
@@ -86,12 +89,7 @@ def names(storage: Storage, backup_id: str) -> list[str]:
             found = [p.name for p in directory.iterdir() if p.is_file() and not p.is_symlink()]
     elif isinstance(storage, S3Storage):
         prefix = storage._key(backup_id, DIRECTORY) + "/"
-        with storage._errors(f"listing {prefix}"):
-            paginator = storage.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=storage.bucket, Prefix=prefix):
-                found += [obj["Key"][len(prefix) :] for obj in page.get("Contents", [])]
-                if len(found) > MAX_LISTED:
-                    break
+        found = storage.bounded(f"listing {prefix}", lambda: _s3_names(storage, prefix))
     return sorted(n for n in found[:MAX_LISTED] if valid_name(n))
 
 
@@ -137,29 +135,49 @@ def file_digest(storage: Storage, backup_id: str, name: str, max_bytes: int) -> 
     if isinstance(storage, S3Storage):
         key = storage._key(backup_id, *parts)
         try:
-            with storage._errors(f"reading {key}"):
-                body = storage.client.get_object(Bucket=storage.bucket, Key=key)["Body"]
-                try:
-                    while chunk := body.read(HASH_CHUNK):
-                        seen += len(chunk)
-                        if seen > max_bytes:
-                            return None
-                        digest.update(chunk)
-                finally:
-                    body.close()
+            return storage.bounded(
+                f"reading {key}", lambda: _s3_digest(storage, key, max_bytes), max_bytes
+            )
         except StorageError:
             return None
-        return digest.hexdigest()
     return None
 
 
+def _s3_names(storage: S3Storage, prefix: str) -> list[str]:
+    found: list[str] = []
+    paginator = storage.client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=storage.bucket, Prefix=prefix):
+        found += [obj["Key"][len(prefix) :] for obj in page.get("Contents", [])]
+        if len(found) > MAX_LISTED:
+            break
+    return found
+
+
+def _s3_digest(storage: S3Storage, key: str, max_bytes: int) -> str | None:
+    digest = hashlib.sha256()
+    seen = 0
+    body = storage.client.get_object(Bucket=storage.bucket, Key=key)["Body"]
+    try:
+        while chunk := body.read(HASH_CHUNK):
+            seen += len(chunk)
+            if seen > max_bytes:
+                return None
+            digest.update(chunk)
+    finally:
+        body.close()
+    return digest.hexdigest()
+
+
 def _s3_read(storage: S3Storage, key: str, max_bytes: int) -> bytes:
-    with storage._errors(f"reading {key}"):
+    def read() -> bytes:
         body = storage.client.get_object(Bucket=storage.bucket, Key=key)["Body"]
         try:
             data: bytes = body.read(max_bytes + 1)
         finally:
             body.close()
+        return data
+
+    data = storage.bounded(f"reading {key}", read, max_bytes)
     if len(data) > max_bytes:
         raise StorageError(f"{storage.url}/{key} is larger than {max_bytes} bytes")
     return data

@@ -12,6 +12,7 @@ only the finished archive is handed to the sandbox user that restores it.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -25,13 +26,15 @@ from sbtc_ops.backup.crypto import AGE_MAGIC, AGE_SUFFIX
 from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
 from sbtc_ops.backup.staging import Staging, stage_manifest_files, stage_unlisted
-from sbtc_ops.backup.storage import LocalStorage, Storage
+from sbtc_ops.backup.storage import LocalStorage, Storage, StorageError
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.files import create_private, read_capped, write_all
 from sbtc_ops.pg.sandbox import Sandbox
 from sbtc_ops.progress import Advance, byte_progress, say, step, watch_growth
 
 ArchiveFormat = Literal["custom", "directory", "tar", "plain"]
+
+log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -99,8 +102,15 @@ def locate(
             return _locate_path(ref, path)
         if not is_backup_id(ref):
             raise UsageError(f"{ref!r} is neither an existing file or directory nor a backup id")
+    unreachable: dict[str, str] = {}
     for storage in storages:
-        backups = [b for b in storage.list_backups() if b.complete]
+        try:
+            backups = [b for b in storage.list_backups() if b.complete]
+        except StorageError as exc:
+            # Looked for in the others; named if the backup is found nowhere.
+            log.warning("%s; looking in the other locations", exc.message)
+            unreachable[storage.name] = exc.message
+            continue
         newest = [b for b in backups if b.manifest is not None and b.manifest.kind == kind]
         chosen = max(newest, key=lambda b: b.id) if latest and newest else None
         if not latest:
@@ -112,6 +122,10 @@ def locate(
         say(f"backup {chosen.id} found in {storage.name}")
         return LocatedBackup(ref, chosen.id, root, chosen.manifest, storage.name)
     where = ", ".join(s.name for s in storages) or "no configured location"
+    if unreachable:
+        what = "no complete backup found" if latest else f"backup {ref} not found"
+        searched = "" if len(unreachable) == len(storages) else " in the reachable locations"
+        raise StorageError(f"{what}{searched}; " + "; ".join(unreachable.values()))
     if latest:
         raise UsageError(f"no complete {kind} backup found in {where}")
     raise UsageError(f"backup {ref} not found (or incomplete) in {where}")

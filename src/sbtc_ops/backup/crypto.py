@@ -12,6 +12,7 @@ from typing import IO, Any
 import pyrage
 
 from sbtc_ops.errors import ConfigError, SbtcOpsError
+from sbtc_ops.proc import raise_if_interrupted
 
 AGE_SUFFIX = ".age"
 AGE_MAGIC = b"age-encryption.org/v1"
@@ -81,8 +82,79 @@ def identity_lines(identity_file: Path | None) -> list[str]:
     return identities
 
 
+class _Relay:
+    """A file object handed to pyrage that remembers what its read/write raised.
+
+    pyrage calls our Python file objects from Rust and folds whatever they raise into one
+    `pyrage.EncryptError` whose text is the original's repr: a full disk, an I/O error, a
+    closed pipe, Ctrl-C or SIGTERM (raised by our signal handler) would all leave the
+    command as an unexpected traceback. The original is kept here and re-raised instead."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target = target
+        self.raised: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            raise_if_interrupted()  # before blocking on a child that may never write again
+            return self.target.read(size)
+        except BaseException as exc:
+            self.raised = self.raised or exc
+            raise
+
+    def readinto(self, buffer: Any) -> int | None:
+        try:
+            raise_if_interrupted()
+            return self.target.readinto(buffer)  # type: ignore[attr-defined,no-any-return]
+        except BaseException as exc:
+            self.raised = self.raised or exc
+            raise
+
+    def write(self, data: Any) -> int:
+        try:
+            raise_if_interrupted()
+            return self.target.write(data)
+        except BaseException as exc:
+            self.raised = self.raised or exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.target.flush()
+        except BaseException as exc:
+            self.raised = self.raised or exc
+            raise
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+
+class EncryptionError(SbtcOpsError):
+    """Writing the encrypted copy failed (the message names the cause: disk full, I/O)."""
+
+
 def encrypt_stream(reader: IO[bytes], writer: IO[bytes], recipients: list[str]) -> None:
-    pyrage.encrypt_io(reader, writer, parse_recipients(recipients))
+    """Encrypt `reader` into `writer`. A failure of either side comes out as itself (an
+    OSError, KeyboardInterrupt), not as pyrage's wrapper; anything else pyrage reports
+    becomes an EncryptionError (exit 2)."""
+    parsed = parse_recipients(recipients)
+    source, sink = _Relay(reader), _Relay(writer)
+    try:
+        pyrage.encrypt_io(source, sink, parsed)
+        sink.flush()
+    except pyrage.EncryptError as exc:
+        raised = source.raised or sink.raised
+        if raised is not None:
+            raise raised from None
+        raise EncryptionError(f"age encryption failed: {exc}") from None
+    # A failure pyrage did not pass on (read as an end of input, say) still ends the run:
+    # a truncated archive must never be taken for a complete one.
+    raised = source.raised or sink.raised
+    if raised is not None:
+        raise raised
 
 
 def decrypt_stream(reader: IO[bytes], writer: IO[bytes], identities: list[Any]) -> None:

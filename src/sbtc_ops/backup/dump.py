@@ -15,7 +15,7 @@ from sbtc_ops.backup.crypto import HashingWriter, encrypt_stream
 from sbtc_ops.backup.source import ConnectionTarget
 from sbtc_ops.errors import DependencyError
 from sbtc_ops.pg.binaries import PgBinaries
-from sbtc_ops.proc import InBackground, die_with_parent
+from sbtc_ops.proc import InBackground, die_with_parent, wait_child
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _pg_dump(
         assert proc.stderr is not None
         stderr = InBackground(proc.stderr.read, name="pg_dump-stderr")
         yield proc
-        proc.wait()
+        wait_child(proc)
         collected = stderr.result()
     except BaseException:
         _stop(proc)

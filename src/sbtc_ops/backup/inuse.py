@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.statedir import make_state_subdir, open_state_file
 
 if TYPE_CHECKING:
     from sbtc_ops.backup.archive import LocatedBackup
@@ -39,9 +40,8 @@ def lock_path(state_dir: Path, location: str, backup_id: str) -> Path:
 
 
 def _open(state_dir: Path, location: str, backup_id: str) -> int:
-    directory = state_dir / LOCKS_DIR
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return os.open(lock_path(state_dir, location, backup_id), os.O_RDWR | os.O_CREAT, 0o600)
+    make_state_subdir(state_dir, LOCKS_DIR)
+    return open_state_file(state_dir, lock_path(state_dir, location, backup_id))
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.statedir import open_state_file
 
 
 class LockHeld(SbtcOpsError):
@@ -20,9 +21,10 @@ class LockHeld(SbtcOpsError):
 
 @contextmanager
 def exclusive_lock(state_dir: Path, name: str) -> Iterator[None]:
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = state_dir / f"{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    # Shared with the service user (sbtc_ops.statedir): a manual run and the daemon's
+    # must exclude each other.
+    fd = open_state_file(state_dir, path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -41,7 +43,7 @@ def is_locked(state_dir: Path, name: str) -> bool:
     path = state_dir / f"{name}.lock"
     if not path.exists():
         return False
-    fd = os.open(path, os.O_RDWR)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # flock needs no write access
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

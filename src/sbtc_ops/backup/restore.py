@@ -167,14 +167,17 @@ def restore_prepared(
     created = _ensure_database(target, request.create)
     try:
         _check_target(target, binaries, archive, request, sandbox)
+        run, atomic = _run(binaries, archive, target, request, settings.backup.jobs, sandbox)
+        if not run.ok:
+            detail = "; ".join(target.scrub(e) for e in run.errors[:5])
+            raise SbtcOpsError(
+                f"restore into {target.shown} failed: {detail or f'exit {run.returncode}'}; "
+                + ("the database it created was dropped" if created else atomic_note(atomic))
+            )
     except BaseException:
         if created:
-            _drop_created(target)  # leave the server as we found it
+            _drop_created(target)  # failed or interrupted: leave the server as we found it
         raise
-    run, atomic = _run(binaries, archive, target, request, settings.backup.jobs, sandbox)
-    if not run.ok:
-        detail = "; ".join(target.scrub(e) for e in run.errors[:5]) or f"exit {run.returncode}"
-        raise SbtcOpsError(f"restore into {target.shown} failed: {detail}; {atomic_note(atomic)}")
     return {
         "backup": backup,
         "target": target.shown,
@@ -230,7 +233,10 @@ def _ensure_database(target: ConnectionTarget, create: bool) -> bool:
 def _drop_created(target: ConnectionTarget) -> None:
     name = str(target.params.get("dbname") or "")
     with _maintenance(target).connect(autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        # FORCE: an interrupted pg_restore's session may not have ended on the server yet.
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def _maintenance(target: ConnectionTarget) -> ConnectionTarget:

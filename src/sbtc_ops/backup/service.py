@@ -13,6 +13,7 @@ from sbtc_ops.backup.inuse import deleting
 from sbtc_ops.backup.lock import is_locked
 from sbtc_ops.backup.retention import RetentionPlan, RetentionPolicy, plan_retention
 from sbtc_ops.backup.storage import (
+    LocationMissing,
     Storage,
     StorageError,
     StoredBackup,
@@ -92,6 +93,7 @@ def run_backup(settings: Settings, request: BackupRequest) -> BackupOutcome:
             "duration_s": manifest.duration_s,
             "newest_verified_aggregate_key": manifest.newest_verified_aggregate_key,
             "locations": outcome.locations,
+            "failed_locations": outcome.failed,
             "dkg_created_at": manifest.dkg_keys[0].created_at if manifest.dkg_keys else None,
         },
     )
@@ -140,32 +142,73 @@ def _mismatch_by_hand(data: dict[str, Any]) -> bool:
     )
 
 
-def list_all(settings: Settings, locations: list[str] | None) -> list[dict[str, Any]]:
-    rows = []
+@dataclass(frozen=True)
+class Survey:
+    """Every backup of the locations that could be listed, and why the others could not."""
+
+    rows: list[dict[str, Any]]
+    unreachable: dict[str, str]  # location → why it could not be listed
+
+
+def survey(
+    settings: Settings, locations: list[str] | None, *, missing_is_empty: bool = False
+) -> Survey:
+    """List what is reachable and name what is not; with nothing reachable, an error.
+    `missing_is_empty`: a local directory that does not exist holds no backup (for the
+    audit, whose finding is then "no backup"); elsewhere it is an error, never "empty"."""
+    storages = storages_for(settings, locations)
+    rows: list[dict[str, Any]] = []
+    unreachable: dict[str, str] = {}
     with StateStore.open(settings.state_dir) as store:
-        for storage in storages_for(settings, locations):
-            for backup in storage.list_backups():
-                manifest = backup.manifest
-                rows.append(
-                    {
-                        "id": backup.id,
-                        "age": _age(backup.id),
-                        "size": backup.size,
-                        "state": backup_state(backup, store),
-                        "reason": backup.invalid,
-                        "kind": manifest.kind if manifest else None,
-                        "location": backup.location,
-                        "storage": storage.name,
-                        "encrypted": manifest.encrypted if manifest else None,
-                        "newest_verified_aggregate_key": manifest.newest_verified_aggregate_key
-                        if manifest
-                        else None,
-                        "dkg_keys": [k.model_dump() for k in manifest.dkg_keys] if manifest else [],
-                        "attestation": _evidence(settings, storage, backup),
-                    }
-                )
+        for storage in storages:
+            try:
+                backups = storage.list_backups()
+            except LocationMissing as exc:
+                if not missing_is_empty:
+                    unreachable[storage.name] = exc.message
+                    continue
+                backups = []
+            except StorageError as exc:
+                unreachable[storage.name] = exc.message
+                continue
+            rows.extend(_row(settings, storage, backup, store) for backup in backups)
+    if unreachable and len(unreachable) == len(storages):
+        raise StorageError("; ".join(unreachable.values()))
     rows.sort(key=lambda row: (row["id"], row["storage"]), reverse=True)
-    return rows
+    return Survey(rows, unreachable)
+
+
+def list_all(
+    settings: Settings, locations: list[str] | None, *, missing_is_empty: bool = False
+) -> list[dict[str, Any]]:
+    """Every backup of every location; an error if any location cannot be listed (for
+    evidence that must be complete, e.g. the audit)."""
+    found = survey(settings, locations, missing_is_empty=missing_is_empty)
+    if found.unreachable:
+        raise StorageError("; ".join(found.unreachable.values()))
+    return found.rows
+
+
+def _row(
+    settings: Settings, storage: Storage, backup: StoredBackup, store: StateStore
+) -> dict[str, Any]:
+    manifest = backup.manifest
+    return {
+        "id": backup.id,
+        "age": _age(backup.id),
+        "size": backup.size,
+        "state": backup_state(backup, store),
+        "reason": backup.invalid,
+        "kind": manifest.kind if manifest else None,
+        "location": backup.location,
+        "storage": storage.name,
+        "encrypted": manifest.encrypted if manifest else None,
+        "newest_verified_aggregate_key": manifest.newest_verified_aggregate_key
+        if manifest
+        else None,
+        "dkg_keys": [k.model_dump() for k in manifest.dkg_keys] if manifest else [],
+        "attestation": _evidence(settings, storage, backup),
+    }
 
 
 def _evidence(settings: Settings, storage: Storage, backup: StoredBackup) -> dict[str, Any]:
@@ -181,19 +224,24 @@ def _evidence(settings: Settings, storage: Storage, backup: StoredBackup) -> dic
 def prune_all(
     settings: Settings, locations: list[str] | None, *, dry_run: bool
 ) -> list[dict[str, Any]]:
-    """Retention per storage. Listing every storage comes first: if any listing fails,
-    nothing at all is deleted."""
+    """Retention per storage, on the storages that can be listed (each one's retention is
+    its own); one that cannot is reported (an entry with `error`) and nothing is deleted
+    there. With none listed, an error."""
     policy = RetentionPolicy(**settings.backup.retention.model_dump())
     storages = storages_for(settings, locations)
     # A backup being written right now is incomplete too: leave those alone while one runs.
     backup_running = is_locked(settings.state_dir, "backup")
     listings: list[tuple[Storage, list[StoredBackup], list[str]]] = []
+    unreachable: list[dict[str, Any]] = []
     for storage in storages:
         try:
             abandoned = [] if backup_running else storage.clean_abandoned(dry_run=True)
             listings.append((storage, storage.list_backups(), abandoned))
         except StorageError as exc:
-            raise StorageError(f"{exc.message}; nothing was deleted") from None
+            unreachable.append(_unreachable_entry(storage.name, exc.message))
+    if not listings:
+        messages = "; ".join(entry["error"] for entry in unreachable)
+        raise StorageError(f"{messages}; nothing was deleted")
     with StateStore.open(settings.state_dir) as store:
         verified = {
             b.id
@@ -203,7 +251,7 @@ def prune_all(
         }
         chain_event = store.last_event(EventKind.CHAIN_KEY)
     facts = _ProtectFacts(verified, chain_event.subject if chain_event else None)
-    return [
+    pruned = [
         _prune_one(
             settings.state_dir,
             storage,
@@ -216,6 +264,22 @@ def prune_all(
         )
         for storage, backups, abandoned in listings
     ]
+    return pruned + unreachable
+
+
+def _unreachable_entry(location: str, error: str) -> dict[str, Any]:
+    """prune's report for a location it could not list: nothing done there."""
+    return {
+        "location": location,
+        "error": error,
+        "kept": {},
+        "deleted": [],
+        "incomplete_removed": [],
+        "invalid_removed": [],
+        "abandoned_uploads": [],
+        "skipped_in_use": [],
+        "decisions": [],
+    }
 
 
 @dataclass(frozen=True)

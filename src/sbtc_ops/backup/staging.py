@@ -48,6 +48,22 @@ class StagingError(SbtcOpsError):
     """A file could not be staged safely (symlink, special file, unsafe name, too large)."""
 
 
+class StagingIOError(SbtcOpsError):
+    """This host failed while staging (disk full, an I/O error): the backup may be fine, so
+    it is no checksum problem, but the run cannot go on (exit 2)."""
+
+
+def _io_error(action: str, path: Path | str, exc: OSError) -> StagingIOError:
+    return StagingIOError(f"cannot {action} {path}: {exc.strerror or exc}")
+
+
+def _read_chunk(fd: int, source: Path | str) -> bytes:
+    try:
+        return os.read(fd, HASH_CHUNK)
+    except OSError as exc:
+        raise _io_error("read", source, exc) from None
+
+
 @dataclass
 class Staging:
     """One run's staging directory; a context manager that removes it whatever happens."""
@@ -156,18 +172,27 @@ def _open_member(root: Path, parts: tuple[str, ...]) -> int:
     return fd
 
 
-def copy_hashed(source_fd: int, target: Path, max_bytes: int) -> tuple[str, int]:
-    """Copy an open file into a new private file; (sha256, size) of the bytes copied."""
+def copy_hashed(
+    source_fd: int, target: Path, max_bytes: int, source: Path | str = "the backup"
+) -> tuple[str, int]:
+    """Copy an open file into a new private file; (sha256, size) of the bytes copied. A
+    fault of either side (an unreadable medium, a full disk) is a StagingIOError naming it."""
     digest = hashlib.sha256()
     size = 0
-    out = create_private(target)
     try:
-        while chunk := os.read(source_fd, HASH_CHUNK):
+        out = create_private(target)
+    except OSError as exc:
+        raise _io_error("create", target, exc) from None
+    try:
+        while chunk := _read_chunk(source_fd, source):
             size += len(chunk)
             if size > max_bytes:
                 raise StagingError(f"{target.name}: larger than expected ({max_bytes} bytes)")
             digest.update(chunk)
-            write_all(out, chunk)
+            try:
+                write_all(out, chunk)
+            except OSError as exc:
+                raise _io_error("write", target, exc) from None
     finally:
         os.close(out)
     return digest.hexdigest(), size
@@ -178,7 +203,7 @@ def hash_file(path: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     try:
-        while chunk := os.read(fd, HASH_CHUNK):
+        while chunk := _read_chunk(fd, path):
             size += len(chunk)
             digest.update(chunk)
     finally:
@@ -225,7 +250,9 @@ def stage_manifest_files(
                 fd = _open_member(source_root, parts)
                 try:
                     # A few bytes of slack: the size mismatch is then reported as such.
-                    digest, size = copy_hashed(fd, target, entry.size + 1)
+                    digest, size = copy_hashed(
+                        fd, target, entry.size + 1, source_root.joinpath(*parts)
+                    )
                 finally:
                     os.close(fd)
         except FileNotFoundError:

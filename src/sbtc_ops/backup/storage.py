@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from sbtc_ops.backup.ids import is_backup_id
@@ -30,6 +30,7 @@ from sbtc_ops.files import (
     read_capped,
     write_private_atomic,
 )
+from sbtc_ops.proc import InBackground
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -39,11 +40,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
+T = TypeVar("T")
 Progress = Callable[[int], None]
 
 
 class StorageError(SbtcOpsError):
     """A storage could not be read or written."""
+
+
+class LocationMissing(StorageError):
+    """A local backup location that does not exist (never written to, or a typo)."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +116,13 @@ class Storage(Protocol):
 def fsync_tree(root: Path) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
+            path = Path(dirpath) / name
+            fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
+            except OSError as exc:
+                # A failing disk reports here (writeback): name the file it failed to write.
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
             finally:
                 os.close(fd)
         fsync_dir(Path(dirpath))
@@ -191,12 +201,16 @@ class LocalStorage:
             raise
 
     def list_backups(self) -> list[StoredBackup]:
+        # A location that is not there is an error, never "no backups": a typo in --to, an
+        # unmounted disk or a missing permission must not look like an empty repository.
         if not self.root.exists():
-            return []
+            raise LocationMissing(f"backup location {self.root} does not exist")
+        if not self.root.is_dir():
+            raise StorageError(f"backup location {self.root} is not a directory")
         try:
             children = sorted(self.root.iterdir())
         except OSError as exc:
-            raise StorageError(f"cannot list {self.root}: {exc.strerror}") from None
+            raise StorageError(f"cannot list backup location {self.root}: {exc.strerror}") from None
         found = []
         for child in children:
             backup_id = child.name.removesuffix(PARTIAL_SUFFIX)
@@ -301,6 +315,14 @@ def check_uploaded(
         raise StorageError(f"{url}: {key} SHA-256 metadata differs from the local file")
 
 
+# A HEAD request has no body: its error is the bare status code. Said in words.
+_HEAD_MEANINGS = {
+    "404": "Not Found (NoSuchBucket: the bucket does not exist)",
+    "403": "Forbidden (AccessDenied: check the credentials and the bucket policy)",
+    "301": "Moved Permanently (the bucket is in another region: set backup.s3.region)",
+}
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc:
@@ -309,13 +331,22 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 
 class S3Storage:
-    """An S3-compatible bucket and prefix (AWS, MinIO, SeaweedFS, …)."""
+    """An S3-compatible bucket and prefix (AWS, MinIO, SeaweedFS, …).
+
+    Every operation runs against a wall-clock deadline (backup.s3.timeout_s, plus the size
+    at backup.s3.min_transfer_mib_s for a transfer): boto3's own connect and read timeouts
+    bound each socket wait but not an operation, which an endpoint that accepts and never
+    answers, or trickles, can stretch without end. The call runs in a worker thread; at the
+    deadline it is abandoned (the thread dies with the process, its client is dropped) and
+    the location is unreachable for the rest of the run, so one storage never holds up the
+    others."""
 
     def __init__(self, url: str, settings: S3Settings) -> None:
         self.url = url.rstrip("/")
         self.bucket, self.prefix = parse_s3_url(url)
         self.settings = settings
         self._client: S3Client | None = None
+        self._abandoned: str | None = None
 
     @property
     def name(self) -> str:
@@ -328,6 +359,7 @@ class S3Storage:
             from botocore.config import Config
 
             secret = self.settings.secret_access_key
+            timeout = self.settings.timeout_s
             self._client = boto3.client(
                 "s3",
                 endpoint_url=self.settings.endpoint_url,
@@ -335,9 +367,9 @@ class S3Storage:
                 aws_access_key_id=self.settings.access_key_id,
                 aws_secret_access_key=secret.get_secret_value() if secret else None,
                 config=Config(
-                    connect_timeout=10,
-                    read_timeout=60,
-                    retries={"max_attempts": 5, "mode": "standard"},
+                    connect_timeout=min(10.0, timeout),
+                    read_timeout=min(60.0, timeout),
+                    retries={"max_attempts": 3, "mode": "standard"},
                     s3={"addressing_style": "path"},
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",
@@ -357,19 +389,53 @@ class S3Storage:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = error.get("Code", "error")
-            message = error.get("Message", "")
+            message = _HEAD_MEANINGS.get(code, "") or error.get("Message", "")
             raise StorageError(f"{self.url}: {action} failed: {code} {message}".strip()) from None
         except BotoCoreError as exc:
             raise StorageError(f"{self.url}: {action} failed: {exc}") from None
 
+    def deadline_s(self, size: int = 0) -> float:
+        """The deadline of one operation moving `size` bytes."""
+        rate = self.settings.min_transfer_mib_s * 1024 * 1024
+        return self.settings.timeout_s + size / rate
+
+    def _bounded(self, action: str, fn: Callable[[], T], size: int = 0) -> T:
+        """`fn()` (boto3 calls) within the operation's deadline, its errors made ours."""
+        if self._abandoned is not None:
+            raise StorageError(f"{self.url}: {action} not attempted: {self._abandoned}")
+
+        def work() -> T:
+            with self._errors(action):
+                return fn()
+
+        seconds = self.deadline_s(size)
+        running = InBackground(work, name="s3")
+        try:
+            return running.result(timeout=seconds)
+        except TimeoutError:
+            if running.done():
+                raise  # the call's own error, not our deadline
+        self._abandoned = f"an earlier operation did not finish within {seconds:.0f} s"
+        self._client = None  # the worker may still hold the old one; never reused
+        raise StorageError(
+            f"{self.url}: {action} did not finish within {seconds:.0f} s "
+            "(backup.s3.timeout_s, backup.s3.min_transfer_mib_s); the location is treated "
+            "as unreachable for the rest of this run"
+        )
+
+    def bounded(self, action: str, fn: Callable[[], T], size: int = 0) -> T:
+        """`fn()` (calls on `self.client`) under this location's deadline, for modules that
+        keep their own objects beside the backups (attest/store.py)."""
+        return self._bounded(action, fn, size)
+
     def check_writable(self) -> None:
-        with self._errors("checking the bucket"):
-            self.client.head_bucket(Bucket=self.bucket)
+        self._bounded("checking the bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
 
     def _list_objects(self) -> dict[str, list[dict[str, Any]]]:
-        by_backup: dict[str, list[dict[str, Any]]] = {}
         prefix = self._key("") + "/" if self.prefix else ""
-        with self._errors("listing backups"):
+
+        def listing() -> dict[str, list[dict[str, Any]]]:
+            by_backup: dict[str, list[dict[str, Any]]] = {}
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
@@ -377,7 +443,9 @@ class S3Storage:
                     backup_id, _, _name = rest.partition("/")
                     if is_backup_id(backup_id):
                         by_backup.setdefault(backup_id, []).append(dict(obj))
-        return by_backup
+            return by_backup
+
+        return self._bounded("listing backups", listing)
 
     def list_backups(self) -> list[StoredBackup]:
         found = []
@@ -410,31 +478,44 @@ class S3Storage:
         """Abort the multipart uploads a killed backup left under the prefix: invisible in
         listings, their parts still take space (and cost money) until aborted."""
         prefix = self._key("") + "/" if self.prefix else ""
-        found: list[tuple[str, str]] = []
-        with self._errors("listing unfinished uploads"):
+
+        def unfinished() -> list[tuple[str, str]]:
+            found: list[tuple[str, str]] = []
             paginator = self.client.get_paginator("list_multipart_uploads")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for upload in page.get("Uploads", []):
                     key = upload.get("Key", "")
                     if is_backup_id(key[len(prefix) :].partition("/")[0]):
                         found.append((key, upload.get("UploadId", "")))
+            return found
+
+        found = self._bounded("listing unfinished uploads", unfinished)
         if not dry_run:
-            with self._errors("aborting unfinished uploads"):
-                for key, upload_id in found:
-                    self.client.abort_multipart_upload(
-                        Bucket=self.bucket, Key=key, UploadId=upload_id
-                    )
+            for key, upload_id in found:
+                self._bounded(
+                    "aborting unfinished uploads",
+                    functools.partial(
+                        self.client.abort_multipart_upload,
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                    ),
+                )
         return sorted(key for key, _ in found)
 
     def _manifest_bytes(self, backup_id: str) -> bytes:
         """The manifest object, read up to MAX_MANIFEST_BYTES (a larger one is refused)."""
         key = self._key(backup_id, MANIFEST_NAME)
-        with self._errors(f"reading {key}"):
+
+        def read() -> bytes:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
             try:
                 data: bytes = body.read(MAX_MANIFEST_BYTES + 1)
             finally:
                 body.close()
+            return data
+
+        data = self._bounded(f"reading {key}", read, MAX_MANIFEST_BYTES)
         if len(data) > MAX_MANIFEST_BYTES:
             raise UnsafeFileError(f"{self.url}/{key} is larger than {MAX_MANIFEST_BYTES} bytes")
         return data
@@ -446,15 +527,20 @@ class S3Storage:
     def _upload(self, path: Path, key: str, sha256: str | None, progress: Progress) -> None:
         from boto3.s3.transfer import TransferConfig
 
+        # No transfer threads of boto3's own: they are not daemon threads, and one stuck in
+        # a read would keep the process alive after an abandoned upload.
         config = TransferConfig(
-            multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, max_concurrency=4
+            multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, use_threads=False
         )
         extra = {"Metadata": {SHA256_METADATA: sha256}} if sha256 else None
-        with self._errors(f"uploading {key}"):
+
+        def upload() -> Mapping[str, Any]:
             self.client.upload_file(
                 str(path), self.bucket, key, ExtraArgs=extra, Config=config, Callback=progress
             )
-            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            return self.client.head_object(Bucket=self.bucket, Key=key)
+
+        head = self._bounded(f"uploading {key}", upload, path.stat().st_size)
         check_uploaded(self.url, key, path, head, sha256)
 
     def store(
@@ -467,13 +553,16 @@ class S3Storage:
                     relative = path.relative_to(source_dir).as_posix()
                     key = self._key(backup_id, relative)
                     self._upload(path, key, digests.get(relative), progress)
-            with self._errors("writing the manifest"):
-                self.client.put_object(
+            self._bounded(
+                "writing the manifest",
+                functools.partial(
+                    self.client.put_object,
                     Bucket=self.bucket,
                     Key=self._key(backup_id, MANIFEST_NAME),
                     Body=manifest.to_bytes(),
                     ContentType="application/json",
-                )
+                ),
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 self.delete(backup_id)
@@ -484,9 +573,12 @@ class S3Storage:
         # Manifest first: an interrupted delete leaves an incomplete backup, never a
         # complete-looking one with files missing.
         keys.sort(key=lambda key: not key.endswith("/" + MANIFEST_NAME))
-        with self._errors(f"deleting {backup_id}"):
+
+        def delete_all() -> None:
             for key in keys:
                 self.client.delete_object(Bucket=self.bucket, Key=key)
+
+        self._bounded(f"deleting {backup_id}", delete_all)
 
     def fetch(self, backup_id: str, work_dir: Path, progress: Progress) -> Path:
         """Download exactly the files the manifest names (each name checked, each kept
@@ -507,14 +599,28 @@ class S3Storage:
             except OSError:  # e.g. listed both as a file and as a directory: reported later
                 continue
             key = self._key(backup_id, entry.path)
-            with self._errors(f"downloading {key}"):
-                size = int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
-                if size != entry.size:
-                    # Not downloaded: the checksum check reports the missing file.
-                    continue
-                self.client.download_file(self.bucket, key, str(destination), Callback=progress)
-            destination.chmod(0o600)
+            self._bounded(
+                f"downloading {key}",
+                functools.partial(self._download, key, entry.size, destination, progress),
+                entry.size,
+            )
+            if destination.exists():
+                destination.chmod(0o600)
         return target
+
+    def _download(self, key: str, size: int, destination: Path, progress: Progress) -> None:
+        found = int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+        if found != size:
+            return  # not downloaded: the checksum check reports the missing file
+        from boto3.s3.transfer import TransferConfig
+
+        self.client.download_file(
+            self.bucket,
+            key,
+            str(destination),
+            Callback=progress,
+            Config=TransferConfig(use_threads=False),  # see _upload
+        )
 
 
 # -- selection ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,11 +47,13 @@ from sbtc_ops.backup.source import (
     parse_target,
     snapshot_session,
 )
-from sbtc_ops.backup.storage import LocalStorage, Storage
+from sbtc_ops.backup.storage import LocalStorage, Storage, StorageError
+from sbtc_ops.errors import describe_os_error
 from sbtc_ops.pg.binaries import PgBinaries, find_binaries
 from sbtc_ops.pg.libpq import ClientInvocation, client_invocation
 from sbtc_ops.progress import byte_progress, shown, step, watch_growth
 from sbtc_ops.state import StateStore
+from sbtc_ops.statedir import make_state_subdir
 
 log = logging.getLogger(__name__)
 
@@ -80,36 +82,79 @@ class BackupRequest:
 @dataclass(frozen=True)
 class BackupOutcome:
     manifest: Manifest
-    locations: list[str]
+    locations: list[str]  # where the backup was stored
+    failed: dict[str, str] = field(default_factory=dict)  # location → why it is not there
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _unique_id(storages: list[Storage], kind: str) -> str:
-    """A new id (UTC second) used by no backup in any storage: a backup that reused one,
-    even in S3 only, would overwrite the earlier backup's objects."""
+def _unique_id(
+    storages: list[Storage], kind: str, failed: dict[str, str]
+) -> tuple[str, list[Storage]]:
+    """A new id (UTC second) used by no backup in any storage (a backup that reused one,
+    even in S3 only, would overwrite the earlier backup's objects), and the storages that
+    could be listed: one that cannot is reported in `failed` and left out."""
     suffix = "dkg" if kind == "dkg-only" else None
-    existing = {backup_id for s in storages for backup_id in s.backup_ids()}
+    existing: set[str] = set()
+    listed = []
+    for storage in storages:
+        try:
+            existing |= storage.backup_ids()
+            listed.append(storage)
+        except StorageError as exc:
+            _location_failed(failed, storage, exc)
+    if not listed:
+        raise StorageError("no backup location is reachable: " + "; ".join(failed.values()))
     backup_id = new_backup_id(suffix=suffix)
     while backup_id in existing:
         time.sleep(1.0)
         backup_id = new_backup_id(suffix=suffix)
-    return backup_id
+    return backup_id, listed
+
+
+def _location_failed(failed: dict[str, str], storage: Storage, exc: StorageError) -> None:
+    failed[storage.name] = exc.message
+    log.warning("%s", exc.message)
+
+
+def _reachable(storages: list[Storage]) -> tuple[list[Storage], dict[str, str]]:
+    """The storages that can take a backup now; the others, with why. One location that
+    fails never costs the others their backup; with none reachable there is no backup."""
+    reachable: list[Storage] = []
+    failed: dict[str, str] = {}
+    for storage in storages:
+        try:
+            storage.check_writable()
+            reachable.append(storage)
+        except StorageError as exc:
+            if len(storages) == 1:
+                raise
+            _location_failed(failed, storage, exc)
+    if not reachable:
+        raise StorageError("no backup location is reachable: " + "; ".join(failed.values()))
+    return reachable, failed
 
 
 def take_backup(request: BackupRequest) -> BackupOutcome:
-    for storage in request.storages:
-        storage.check_writable()
+    reachable, failed = _reachable(request.storages)
     with exclusive_lock(request.state_dir, "backup"):
-        return _take_locked(request)
+        try:
+            return _take_locked(replace(request, storages=reachable), failed)
+        except OSError as exc:
+            # Disk full, an I/O error, a closed pipe while writing our own files (pg_dump's
+            # own failures are DependencyErrors already); the partial files are gone.
+            raise StorageError(
+                f"backup failed: {describe_os_error(exc)}; its partial files were removed"
+            ) from None
 
 
-def _take_locked(request: BackupRequest) -> BackupOutcome:
+def _take_locked(request: BackupRequest, failed: dict[str, str]) -> BackupOutcome:
     started = _now()
     phases: dict[str, float] = {}
-    backup_id = _unique_id(request.storages, request.kind)
+    backup_id, storages = _unique_id(request.storages, request.kind, failed)
+    request = replace(request, storages=storages)
     primary = next((s for s in request.storages if isinstance(s, LocalStorage)), None)
     staging_root: Path | None = None
     if primary is not None:
@@ -188,7 +233,7 @@ def _take_locked(request: BackupRequest) -> BackupOutcome:
         )
         t0 = time.perf_counter()
         with step("store"):
-            locations = _store_everywhere(request, primary, backup_id, work_dir, manifest)
+            locations = _store_everywhere(request, primary, backup_id, work_dir, manifest, failed)
         manifest.phases_s["store"] = time.perf_counter() - t0
         log.info("backup %s complete at %s", backup_id, ", ".join(locations))
     except BaseException:
@@ -199,7 +244,7 @@ def _take_locked(request: BackupRequest) -> BackupOutcome:
     finally:
         if staging_root is not None:
             shutil.rmtree(staging_root, ignore_errors=True)
-    return BackupOutcome(manifest, locations)
+    return BackupOutcome(manifest, locations, failed)
 
 
 def _record_schema(state_dir: Path, facts: SourceFacts, backup_id: str) -> None:
@@ -244,8 +289,7 @@ def _run_container_dump(
 
 
 def _staging_parent(request: BackupRequest) -> Path:
-    parent = request.state_dir / "staging"
-    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    parent = make_state_subdir(request.state_dir, "staging")
     # We hold the backup lock: anything still here was left by a backup that was killed.
     for stale in parent.iterdir():
         log.info("removing %s, left by an interrupted backup", stale)
@@ -377,7 +421,10 @@ def _store_everywhere(
     backup_id: str,
     work_dir: Path,
     manifest: Manifest,
+    failed: dict[str, str],
 ) -> list[str]:
+    """Commit the local copy, then upload to each other storage; a storage that fails is
+    recorded in `failed` and the others still get their copy."""
     locations = []
     if primary is not None:
         final = primary.commit(backup_id, manifest)
@@ -388,7 +435,15 @@ def _store_everywhere(
     for storage in request.storages:
         if storage is primary:
             continue
-        with byte_progress(f"upload to {storage.name}", total=manifest.total_size) as advance:
-            storage.store(backup_id, source_dir, manifest, advance)
+        try:
+            with byte_progress(f"upload to {storage.name}", total=manifest.total_size) as advance:
+                storage.store(backup_id, source_dir, manifest, advance)
+        except StorageError as exc:
+            _location_failed(failed, storage, exc)
+            continue
         locations.append(f"{storage.name}/{backup_id}")
+    if not locations:
+        raise StorageError(
+            f"backup {backup_id} could not be stored anywhere: " + "; ".join(failed.values())
+        )
     return locations

@@ -13,7 +13,8 @@ from typing import Annotated, NoReturn
 import typer
 
 from sbtc_ops.cli import _common, _streams, helpstyle
-from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.errors import SbtcOpsError, describe_os_error
+from sbtc_ops.proc import note_interrupt
 from sbtc_ops.redact import scrub
 from sbtc_ops.termsafe import install_output_escaping
 
@@ -146,12 +147,22 @@ def _signal_as_interrupt(signum: int, frame: object) -> None:
     # silent exit code 130, and the interruption must still be reported (JSON document too).
     global _interrupted_by_signal
     _interrupted_by_signal = True
+    note_interrupt()  # in case this exception is swallowed where it lands (proc.py)
     raise KeyboardInterrupt
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    # Our interrupt landed where Python ignores exceptions (an at-fork callback): it is
+    # noted (proc.note_interrupt) and raised at the next wait, so nothing to print here.
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _interrupted_by_signal:
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _signal_as_interrupt)
     signal.signal(signal.SIGINT, _signal_as_interrupt)
+    sys.unraisablehook = _unraisable
     _streams.guard_closed_pipes()
     _common.install_output_scrubbing()
     install_output_escaping()
@@ -185,6 +196,10 @@ def _run() -> None:
         _fail(str(exc), exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         _interrupted()
+    except OSError as exc:
+        # The last net for a fault of the host (disk full, I/O error, a pipe closed) that no
+        # layer turned into its own message: still `error: …`, exit 2, one JSON document.
+        _fail(describe_os_error(exc), 2)
     except typer.TyperException as exc:  # usage errors: exit 2 with the parser's message
         if _json_requested():
             _common.emit_json({"ok": False, "error": scrub(exc.format_message())})

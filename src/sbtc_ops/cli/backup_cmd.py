@@ -73,15 +73,30 @@ def backup(
     _record_run(
         settings.state_dir,
         started,
-        "ok",
+        "ok" if not outcome.failed else "problem",
         f"{manifest.id}: {manifest.kind}, {format_size(manifest.total_size)}",
         {"backup": manifest.id, "kind": manifest.kind, "size": manifest.total_size},
     )
+    failed = [{"location": name, "error": why} for name, why in outcome.failed.items()]
     if json_output:
         _common.emit_json(
-            {"ok": True, "backup": manifest.model_dump(mode="json"), "locations": outcome.locations}
+            {
+                "ok": not failed,
+                "backup": manifest.model_dump(mode="json"),
+                "locations": outcome.locations,
+                "failed_locations": failed,
+            }
         )
-        return
+    else:
+        _print_backup(outcome)
+    for entry in failed:
+        _common.print_error(f"{entry['error']}; the backup was not stored there")
+    if failed:
+        raise typer.Exit(1)  # stored, but not everywhere: a problem found
+
+
+def _print_backup(outcome: Any) -> None:
+    manifest = outcome.manifest
     out = _common.out
     out.print(f"backup {manifest.id} complete ({manifest.kind})", markup=False)
     out.print(
@@ -94,6 +109,8 @@ def backup(
     out.print(f"  encrypted   {'yes (age)' if manifest.encrypted else 'no'}", markup=False)
     for location in outcome.locations:
         out.print(f"  stored at   {location}", markup=False)
+    for location in outcome.failed:
+        out.print(f"  NOT stored  {location}", markup=False)
 
 
 def _record_run(
@@ -111,13 +128,23 @@ def backups(
 ) -> None:
     """List backups in every configured location, with their state."""
     _common.set_json_mode(json_output)
-    from sbtc_ops.backup.service import list_all
+    from sbtc_ops.backup.service import survey
 
     settings = _common.load_settings()
-    rows = list_all(settings, to or None)
+    found = survey(settings, to or None)
+    rows = found.rows
+    unreachable = [{"location": k, "error": v} for k, v in found.unreachable.items()]
     if json_output:
-        _common.emit_json({"ok": True, "backups": rows})
-        return
+        _common.emit_json({"ok": not unreachable, "backups": rows, "unreachable": unreachable})
+    else:
+        _print_backups(rows)
+    for entry in unreachable:
+        _common.print_error(f"{entry['error']}; its backups are not listed")
+    if unreachable:
+        raise typer.Exit(1)  # the others were listed; this one is a problem found
+
+
+def _print_backups(rows: list[dict[str, Any]]) -> None:
     if not rows:
         _common.out.print("no backups found", markup=False)
         return
@@ -147,11 +174,22 @@ def prune(
 
     settings = _common.load_settings()
     report = prune_all(settings, to or None, dry_run=dry_run)
+    failed = [location for location in report if location.get("error")]
     if json_output:
-        _common.emit_json({"ok": True, "dry_run": dry_run, "locations": report})
-        return
+        _common.emit_json({"ok": not failed, "dry_run": dry_run, "locations": report})
+    else:
+        _print_pruned(report, dry_run)
+    for location in failed:
+        _common.print_error(f"{location['error']}; nothing was deleted there")
+    if failed:
+        raise typer.Exit(1)  # the others were pruned; this one is a problem found
+
+
+def _print_pruned(report: list[dict[str, Any]], dry_run: bool) -> None:
     verb = "would delete" if dry_run else "deleted"
     for location in report:
+        if location.get("error"):
+            continue
         _common.out.print(f"{location['location']}:", markup=False)
         for decision in location["decisions"]:
             action = "keep" if decision["action"] == "keep" else verb

@@ -147,6 +147,11 @@ def backup_job(settings: Settings, *, dkg_only: bool = False) -> JobResult:
     if settings.serve.prune_after_backup and not dkg_only:
         report = prune_all(settings, None, dry_run=False)
         data["pruned"] = sum(len(r["deleted"]) for r in report)
+    if outcome.failed:
+        # Stored, but not everywhere: the job is a problem, naming where it is missing.
+        data["failed_locations"] = outcome.failed
+        missing = "; ".join(outcome.failed.values())
+        return JobResult(PROBLEM, f"{summary}; not stored everywhere: {missing}", data)
     return JobResult(OK, summary, data)
 
 
@@ -156,10 +161,10 @@ def verify_latest_job(settings: Settings) -> JobResult:
 
 def verify_rotate_job(settings: Settings) -> JobResult:
     """Verify an older retained backup: the one verified longest ago (never, first)."""
-    from sbtc_ops.backup.service import list_all
+    from sbtc_ops.backup.service import survey
     from sbtc_ops.state import EventKind, StateStore
 
-    rows = list_all(settings, None)
+    rows = survey(settings, None).rows  # what is reachable (one storage down costs no verify)
     with StateStore.open(settings.state_dir) as store:
 
         def last_verified(backup_id: str) -> float:

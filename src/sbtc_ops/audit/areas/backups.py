@@ -44,7 +44,8 @@ def _list_backups(ctx: HostContext) -> list[dict[str, Any]]:
     from sbtc_ops.errors import SbtcOpsError
 
     try:
-        return list_all(ctx.settings, None)
+        # A configured directory not created yet holds no backup: the finding says so.
+        return list_all(ctx.settings, None, missing_is_empty=True)
     except SbtcOpsError as exc:
         raise EvidenceError(f"cannot list backups: {exc}") from None
 
