@@ -60,7 +60,9 @@ def area(source_server: SourceServer, tmp_path_factory: pytest.TempPathFactory) 
     url, facts = new_signer_database(source_server, target_mb=0.1, seed=20, dbname=BASE_DB)
     plain = pg_dump(source_server, BASE_DB, root / "clean.sql", "p")
     _, backup_dir = take_backup(url, root / "repo", root / "state")
-    yield Area(root, facts, plain, backup_dir, Verifier(root / "work"))
+    # The backup recorded the base database's schema: the reference of every run.
+    verify = Verifier(root / "work", reference_from=root / "state")
+    yield Area(root, facts, plain, backup_dir, verify)
 
 
 def on_database(statement: str) -> str:

@@ -160,7 +160,8 @@ CASES: tuple[Case, ...] = (
     Case(
         "alter-role-set",
         (),
-        ("added role setting sbtc_ops_restore search_path",),
+        # Read and reset by the drill before the checks (verify/dbfacts.py), then reported.
+        ("added role sbtc_ops_restore setting search_path",),
         plain_only="ALTER ROLE CURRENT_USER SET search_path = public, pg_catalog;",
     ),
     Case(
