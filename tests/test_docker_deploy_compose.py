@@ -164,6 +164,22 @@ def test_compose_service_verify_runs_its_drill_in_a_sandbox(
         input_text=str(identity) + "\n",
     )
     key = docker_lab.db.newest_verified_key.hex()
+    # The service knows the live signer's schema (as its own backups record it): pinned once.
+    pin = [
+        DOCKER_CLI,
+        "exec",
+        "-e",
+        "SBTC_OPS_DB__URL=postgresql://postgres:postgres@postgres:5432/signer",
+    ]
+    pin += [container, "sbtc-ops", "--config", "/etc/sbtc-ops/sbtc-ops.toml", "schema", "pin"]
+    pinned = subprocess.run(
+        [*pin, "--json"],
+        env={**os.environ, "DOCKER_HOST": DOCKER_HOST},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr
     argv = [DOCKER_CLI, "exec", container, "sbtc-ops", "--config", "/etc/sbtc-ops/sbtc-ops.toml"]
     argv += [
         "verify",
