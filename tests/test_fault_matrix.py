@@ -345,6 +345,7 @@ class ReadCase:
     archive: Archive
     tmpdir: Path
     state: Path
+    env: dict[str, str]
 
 
 def read_case(
@@ -372,7 +373,9 @@ def read_case(
         cleanup.append(disk.close)
         cut = disk.used_bytes()  # the archive's data all lands past the metadata
         archive_files = [
-            p for p in (repo / archive.backup_id).iterdir() if p.name != "manifest.json"
+            p
+            for p in (repo / archive.backup_id).iterdir()
+            if p.is_file() and p.name != "manifest.json"  # not attestations/ of earlier drills
         ]
         for path in archive_files:
             shutil.copy(path, disk.path / path.name)
@@ -385,11 +388,14 @@ def read_case(
     # A fresh state per case that knows the schema the backup recorded (else: unknown-schema).
     state = tmp_path / "state"
     copy_schema_references(archive.state, state)
-    return ReadCase(archive, tmpdir, state)
+    # The drill's own free-space reserve would stop it before the filesystem fills: the
+    # matrix wants the filesystem's ENOSPC itself (the budget has its own tests).
+    env = {"SBTC_OPS_VERIFY__DISK_RESERVE_MB": "0"} if fault == "ENOSPC" else {}
+    return ReadCase(archive, tmpdir, state, env)
 
 
 def read_env(case: ReadCase) -> dict[str, str]:
-    return {"TMPDIR": str(case.tmpdir), **FAST_CHAIN_ENV}
+    return {"TMPDIR": str(case.tmpdir), **FAST_CHAIN_ENV, **case.env}
 
 
 def assert_nothing_left(case: ReadCase) -> None:

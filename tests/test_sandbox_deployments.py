@@ -45,6 +45,7 @@ from tests.support.cli import CliResult, clean_env, sbtc_ops_executable
 from tests.support.pg import SourceServer, assert_no_postgres_left, new_signer_database
 from tests.support.verify import (
     FAST_CHAIN_ENV,
+    copy_schema_references,
     gzip_file,
     operator_dump,
     stacks_node_for,
@@ -191,6 +192,8 @@ def _deploy(area: Area, uid: int, gid: int) -> Deployment:
     dep = Deployment(base, uid, gid)
     shutil.copytree(area.repo, dep.repo)
     dep.state.mkdir()
+    # The service knows the schema its backups recorded (the generated one is no release's).
+    copy_schema_references(area.root / "state", dep.state)
     dep.tmp.mkdir()
     dep.identity.write_text(area.identity + "\n")
     dep.signer_config.write_text(SIGNER_CONFIG)
