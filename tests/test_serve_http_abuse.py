@@ -73,7 +73,11 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 
 
 def wait_until_closed(server: StatusServer) -> None:
-    """Poll (bounded by the test's timeout) until the server holds no connection."""
+    """Poll (bounded by the test's timeout) until the server has accepted the clients'
+    connections and then holds none: checked before the accept, "none open" proves nothing."""
+    deadline = time.monotonic() + 10
+    while not server._open and time.monotonic() < deadline:
+        time.sleep(0.01)
     while server._open:
         time.sleep(0.05)
 
