@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sbtc_ops.discover import docker_api as api
-from sbtc_ops.discover.compose import Project
 from sbtc_ops.errors import DependencyError
+from sbtc_ops.host.compose import Project
 
 URL_VARIABLES = (
     "SIGNER_SIGNER__DB_ENDPOINT",

@@ -16,8 +16,13 @@ from typing import Any
 
 from sbtc_ops.config import Settings, redact_url
 from sbtc_ops.errors import SbtcOpsError, UsageError
+from sbtc_ops.host.context import HostContext
+from sbtc_ops.host.errors import EvidenceError, Unavailable
+from sbtc_ops.host.signer import db_rows, signer_config
 from sbtc_ops.signer.configkeys import judge_keys
+from sbtc_ops.signer.dbfacts import MIGRATIONS
 from sbtc_ops.signer.knowledge import HEAD, Knowledge, load, normalise_version
+from sbtc_ops.signer.running import running_version
 
 
 @dataclass
@@ -183,24 +188,17 @@ def current_release(
 
 
 def _running_image_version(settings: Settings) -> tuple[str, str]:
-    from sbtc_ops.audit.framework import HostContext, Skip
-    from sbtc_ops.audit.signerside import running_version
-
     try:
         return running_version(HostContext(settings))
-    except Skip as exc:
+    except Unavailable as exc:
         raise UsageError(str(exc)) from None
 
 
 def applied_migrations(settings: Settings) -> tuple[tuple[str, ...] | None, str]:
     """(the migrations public.__sbtc_migrations lists, or None and why not)."""
-    from sbtc_ops.audit.framework import EvidenceError, HostContext, Skip
-    from sbtc_ops.audit.signerside import db_rows
-    from sbtc_ops.signer.dbfacts import MIGRATIONS
-
     try:
         rows = db_rows(HostContext(settings), MIGRATIONS)
-    except (Skip, EvidenceError) as exc:
+    except (Unavailable, EvidenceError) as exc:
         return None, str(exc)
     return tuple(str(row[0]) for row in rows), ""
 
@@ -231,12 +229,9 @@ def version_from_migrations(applied: Iterable[str], table: Knowledge) -> tuple[s
 
 def config_keys(settings: Settings) -> set[str] | None:
     """The keys of the signer's configuration (file + SIGNER_* env), None when not readable."""
-    from sbtc_ops.audit.framework import EvidenceError, HostContext, Skip
-    from sbtc_ops.audit.signerside import signer_config
-
     try:
         return set(signer_config(HostContext(settings)).values)
-    except (Skip, EvidenceError):
+    except (Unavailable, EvidenceError):
         return None
 
 
@@ -295,6 +290,9 @@ def _judge_plan(report: UpgradeReport) -> None:
 
 
 def _backup_and_verify(settings: Settings, report: UpgradeReport, phase: Phase) -> None:
+    # Imported here, not at the top: verify imports the signer's schema tables
+    # (signer.schema_refs), so a module-level import closes a signer <-> verify cycle. The
+    # step belongs to the caller (the CLI could pass it in); until then, only --full pays it.
     from sbtc_ops.backup.service import request_from_settings, run_backup
     from sbtc_ops.verify.drill import VerifyRequest, run_verify
 

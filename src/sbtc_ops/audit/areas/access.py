@@ -16,11 +16,6 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from sbtc_ops.audit.compose import (
-    compose_files,
-    compose_files_if_configured,
-    service_environment,
-)
 from sbtc_ops.audit.framework import (
     HostContext,
     HostFileError,
@@ -33,6 +28,11 @@ from sbtc_ops.audit.framework import (
     warned,
 )
 from sbtc_ops.audit.sshd import SshdView, effective_views
+from sbtc_ops.host.compose import (
+    compose_files,
+    compose_files_if_configured,
+    service_environment,
+)
 from sbtc_ops.redact import parse_dsn, url_credentials
 
 AREA = "access"

@@ -14,13 +14,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sbtc_ops.audit.compose import (
-    PublishedPort,
-    command_text,
-    compose_files,
-    compose_files_if_configured,
-    published_ports,
-)
 from sbtc_ops.audit.framework import (
     CommandTimeout,
     EvidenceError,
@@ -34,6 +27,13 @@ from sbtc_ops.audit.framework import (
     warned,
 )
 from sbtc_ops.audit.ports import CRITICAL_PORTS, SERVICE_NAMES, Port, allowed_ports, describe
+from sbtc_ops.host.compose import (
+    PublishedPort,
+    command_text,
+    compose_files,
+    compose_files_if_configured,
+    published_ports,
+)
 
 AREA = "firewall"
 SECTION = "Strict firewall, DEFAULT DENY"

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sbtc_ops.audit.areas.secrets import files_holding
-from sbtc_ops.audit.compose import compose_paths_with_env
 from sbtc_ops.audit.framework import (
     EvidenceError,
     HostContext,
@@ -23,6 +22,7 @@ from sbtc_ops.audit.framework import (
     passed,
     warned,
 )
+from sbtc_ops.host.compose import compose_paths_with_env
 from sbtc_ops.keys.wellknown import well_known
 from sbtc_ops.state import EventKind
 

@@ -10,11 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sbtc_ops.audit.compose import (
-    compose_files_if_configured,
-    compose_paths_with_env,
-    service_environment,
-)
 from sbtc_ops.audit.framework import (
     PUBLIC_DEFAULT_PASSWORDS,
     HostContext,
@@ -28,6 +23,11 @@ from sbtc_ops.audit.framework import (
     warned,
 )
 from sbtc_ops.audit.inventory import roster, secrets_inventory
+from sbtc_ops.host.compose import (
+    compose_files_if_configured,
+    compose_paths_with_env,
+    service_environment,
+)
 from sbtc_ops.redact import redact_url, url_credentials
 
 AREA = "secrets"
