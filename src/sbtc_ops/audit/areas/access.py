@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+import psycopg
+
 from sbtc_ops.audit.framework import (
     HostContext,
     HostFileError,
@@ -531,7 +533,6 @@ def _compose_db_endpoint(ctx: HostContext) -> str | None:
 
 
 def _role_attributes(url: str, user: str) -> Outcome:
-    import psycopg
 
     try:
         with psycopg.connect(url, connect_timeout=3) as conn:

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from sbtc_ops.audit.areas.backups import backup_configured, backup_rows
-from sbtc_ops.audit.areas.firewall import FirewallView, firewall_view
+from sbtc_ops.audit.backuplist import backup_configured, backup_rows
+from sbtc_ops.audit.firewallview import FirewallView, firewall_view
 from sbtc_ops.audit.framework import (
     EvidenceError,
     HostContext,
