@@ -1,6 +1,6 @@
 """The audit framework, one import away: check declarations (registry), the host they inspect
-(sbtc_ops.host: context, commands), the runner and the report with its score. This module only re-exports them,
-so an area imports everything it needs from here.
+(sbtc_ops.host: context, commands), the runner and the report with its score. This module
+only re-exports them, so an area imports everything it needs of the framework from here.
 
 Adding an area
 --------------
@@ -8,15 +8,18 @@ Adding an area
    level. Every module of ``sbtc_ops.audit.areas`` is imported by :func:`load_areas`, so no
    other file needs editing. An area imports this module, ``sbtc_ops.host`` (facts about the
    host and the signer beside it) and audit-only helpers of ``sbtc_ops.audit`` — never
-   another area. Add the area to ``AREA_ORDER`` in registry only to fix its position in reports (unknown areas are listed last, alphabetically).
+   another area. Add the area to ``AREA_ORDER`` in registry only to fix its position in
+   reports (unknown areas are listed last, alphabetically).
 2. Declare each check as a function ``(ctx: HostContext) -> Outcome`` decorated with
    :func:`check`: a stable id (``LOG-001``; ids never change meaning once released), the
    area, a title, a :class:`Severity`, the best-practice section it serves, the rationale
    and the default remediation.
 3. Return :func:`passed`, :func:`warned`, :func:`failed` or :func:`skipped`. Raise
    :class:`Skip` from anywhere (helpers included) when the check cannot apply: not root,
-   tool missing, not configured. Any other exception becomes an ``error`` finding with the
-   exception text, never a crash — so raise with messages that hold no secret.
+   tool missing, not configured (``Skip`` is the host layer's ``Unavailable``, so a host
+   fact that is not there skips the check with the host layer's reason). Any other
+   exception becomes an ``error`` finding with the exception text, never a crash — so
+   raise with messages that hold no secret.
 4. Touch the host only through the context: ``ctx.read_text``/``read_optional``/``stat``/
    ``glob``/``exists`` (they honour ``--root``) and ``ctx.run([...])`` (the injectable
    command runner, with timeouts; identical commands run once per audit and are shared).
