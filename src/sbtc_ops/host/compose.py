@@ -143,7 +143,8 @@ def parse_services(
 
 
 def compose_files(ctx: HostContext) -> list[ComposeFile]:
-    """Every configured compose file, parsed; a broken file is Unavailable naming it."""
+    """Every configured compose file, parsed: a missing or unreadable one is Unavailable, one
+    that is not a compose file (or past the YAML bounds) an EvidenceError, each naming it."""
     return ctx.memo("compose.files", lambda: _load_all(ctx))
 
 
