@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sbtc_ops.config import PRESETS, load_settings, redact_url, redacted_view
+from sbtc_ops.config import PRESETS, redact_url, redacted_view
+from sbtc_ops.discover.load import load_settings
 from sbtc_ops.errors import ConfigError
 from tests.support.cli import CliResult
 

@@ -313,7 +313,7 @@ def _backup_and_verify(settings: Settings, report: UpgradeReport, phase: Phase) 
         "newest_verified_aggregate_key": manifest.newest_verified_aggregate_key,
     }
     phase(f"verifying backup {manifest.id}")
-    verify_request = VerifyRequest(backup_ref=manifest.id, jobs=settings.serve.verify_jobs)
+    verify_request = VerifyRequest(backup_ref=manifest.id, jobs=settings.verify.jobs)
     verified = run_verify(settings, verify_request)
     failed = [c.id for c in verified.checks if c.status.is_problem]
     report.verify = {"verdict": verified.verdict, "ok": verified.ok, "failed_checks": failed}
