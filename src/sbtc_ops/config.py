@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from croniter import croniter
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -34,8 +35,7 @@ from pydantic.fields import FieldInfo
 
 from sbtc_ops import redact
 from sbtc_ops.errors import ConfigError
-from sbtc_ops.redact import REDACTED as REDACTED  # re-exported for older callers
-from sbtc_ops.redact import redact_url as redact_url
+from sbtc_ops.redact import REDACTED, redact_url
 from sbtc_ops.statedir import default_state_dir
 
 Network = Literal["mainnet", "testnet", "devnet"]
@@ -647,8 +647,6 @@ class ServeSettings(_Section):
     )
     @classmethod
     def _cron(cls, value: str) -> str:
-        from croniter import croniter
-
         if value.strip() and not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a 5-field cron expression")
         return value.strip()
@@ -1215,6 +1213,8 @@ def redacted_view(settings: Settings) -> dict[str, Any]:
         "stacks_endpoints": [redact_url(url) for url in settings.effective_stacks_endpoints],
         "api_key_hosts": settings.effective_api_key_hosts,
         "db_url": _show_value(settings.effective_db_url),
+        # Where the imported private key was found: reported, not a setting.
+        "private_key_source": settings.signer.private_key_source,
     }
     shown["config_files"] = list(settings.source_files)
     return shown

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sbtc_ops.config import Settings, redact_url
+from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
+from sbtc_ops.redact import redact_url
 from sbtc_ops.signer.configkeys import judge_keys
 from sbtc_ops.signer.knowledge import HEAD, Knowledge, load, normalise_version
 
