@@ -97,6 +97,13 @@ def test_the_readme_lists_the_layers_in_the_order_tested() -> None:
     assert rows == items
 
 
+def test_clashing_environment_variables_are_a_configuration_error() -> None:
+    environ = {"SBTC_OPS_STACKS": "x", "SBTC_OPS_STACKS__RETRIES": "2"}
+    with pytest.raises(InvalidConfig) as raised:
+        load_settings(environ=dict(sorted(environ.items())))
+    assert raised.value.problems[0].layer == "environment SBTC_OPS_STACKS__RETRIES"
+
+
 # -- discovery: explicit ---------------------------------------------------------------------
 
 

@@ -954,15 +954,16 @@ def migrate_layer(layer: str, doc: Mapping[str, Any]) -> tuple[dict[str, Any], l
     out = _copy_tables(doc)
     notes = []
     for migration in MIGRATIONS:
-        if not migration.honoured:
+        table, name = _table_of(out, migration.old)
+        if not migration.honoured or table is None or name not in table:
             continue
-        found, value = _pop(out, migration.old)
-        if not found:
-            continue
+        value = table.pop(name)
         note = f"{layer}: {migration.old} is deprecated ({migration.why})"
         if migration.new is None:
             notes.append(f"{note}; it is ignored: remove it ({MIGRATIONS_DOC})")
-        elif _pop(_copy_tables(out), migration.new)[0]:
+            continue
+        new_table, new_name = _table_of(out, migration.new)
+        if new_table is not None and new_name in new_table:
             notes.append(f"{note}; ignored, {migration.new} is also set: remove it")
         else:
             _put(out, migration.new, value)
@@ -982,14 +983,13 @@ def _copy_tables(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _copy_tables(v) if isinstance(v, Mapping) else v for k, v in doc.items()}
 
 
-def _pop(doc: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+def _table_of(doc: dict[str, Any], dotted: str) -> tuple[dict[str, Any] | None, str]:
+    """The table holding `dotted` (None when a table on the way is missing or not one)."""
     *tables, name = dotted.split(".")
     node: Any = doc
     for table in tables:
         node = node.get(table) if isinstance(node, dict) else None
-    if not isinstance(node, dict) or name not in node:
-        return False, None
-    return True, node.pop(name)
+    return (node if isinstance(node, dict) else None), name
 
 
 def _put(doc: dict[str, Any], dotted: str, value: Any) -> None:
@@ -1061,6 +1061,10 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
         node = layer
         for part in path[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # SBTC_OPS_A=x beside SBTC_OPS_A__B=y
+                message = "sets a key inside a value another SBTC_OPS_* variable sets"
+                problem = ConfigProblem(f"{ENV_LAYER} {name}", ".".join(path), message)
+                raise InvalidConfig(str(problem), [problem])
         parsed: Any = value
         if value.startswith(("[", "{")):
             try:
