@@ -25,7 +25,7 @@ def settings_fields(
     """(dotted key, field, is a section) for every field of the model, recursively."""
     for name, field in model.model_fields.items():
         if field.exclude:
-            continue  # bookkeeping (source_files), not a setting
+            continue  # bookkeeping, not a setting
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             yield f"{prefix}{name}", field, True

@@ -97,6 +97,14 @@ def test_the_readme_lists_the_layers_in_the_order_tested() -> None:
     assert rows == items
 
 
+def test_what_loading_reports_is_not_a_setting(tmp_path: Path) -> None:
+    config = write(tmp_path / "sbtc-ops.toml", 'source_files = ["/elsewhere.toml"]\n')
+    with pytest.raises(InvalidConfig, match="source_files: unknown setting"):
+        load_settings(config_path=config, environ={})
+    config.write_text("")
+    assert load_settings(config_path=config, environ={}).source_files == [str(config)]
+
+
 def test_clashing_environment_variables_are_a_configuration_error() -> None:
     environ = {"SBTC_OPS_STACKS": "x", "SBTC_OPS_STACKS__RETRIES": "2"}
     with pytest.raises(InvalidConfig) as raised:

@@ -814,9 +814,9 @@ class Settings(BaseModel):
         description="Drill attestations: the signing key and who may sign.",
     )
 
-    # Where the file layer came from, for messages; not a setting.
-    source_files: list[str] = Field(default_factory=list, exclude=True)
-    # Deprecated keys read (MIGRATIONS), one message each; loading says them on stderr.
+    # Not settings (no layer can set them): the sbtc-ops.toml read, for messages, and the
+    # deprecated keys read (MIGRATIONS), one message each, said on stderr by loading.
+    _source_files: list[str] = PrivateAttr(default_factory=list)
     _deprecations: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="wrap")
@@ -834,6 +834,10 @@ class Settings(BaseModel):
     @property
     def deprecations(self) -> list[str]:
         return self._deprecations
+
+    @property
+    def source_files(self) -> list[str]:
+        return self._source_files
 
     # -- effective values (presets applied) ------------------------------------------------
 
@@ -1207,11 +1211,7 @@ def _looks_secret(name: str) -> bool:
 
 def redacted_view(settings: Settings) -> dict[str, Any]:
     """The effective configuration with every secret redacted, presets applied."""
-    shown = {
-        name: _show_value(getattr(settings, name))
-        for name in Settings.model_fields
-        if name != "source_files"
-    }
+    shown = {name: _show_value(getattr(settings, name)) for name in Settings.model_fields}
     shown["effective"] = {
         "deployer": settings.effective_deployer,
         "stacks_endpoints": [redact_url(url) for url in settings.effective_stacks_endpoints],
