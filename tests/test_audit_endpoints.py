@@ -39,7 +39,10 @@ def _deployment(tmp_path: Path, env: dict[str, str], *, network_mode: str | None
 
 def _cfg_008(tmp_path: Path, root: Path, **signer: str) -> Finding:
     settings = make_settings(
-        tmp_path, audit={"compose_files": [COMPOSE], "signer_version": "1.3.0"}, signer=signer
+        tmp_path,
+        docker={"compose_files": [COMPOSE]},
+        audit={"signer_version": "1.3.0"},
+        signer=signer,
     )
     return run_area("signer-config", settings, root=root)["CFG-008"]
 

@@ -1,13 +1,8 @@
-"""The signer's environment as its compose project gives it, made reachable from this host.
-
-The compose reader itself is sbtc_ops.host.compose (one reader for audit and discovery)."""
+"""A compose project as discovery reads it. The reader itself is sbtc_ops.host.compose (one
+reader for the audit and discovery); its names stay importable here for discovery's modules."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from sbtc_ops.discover.resolve import reachable_env, service_addresses
-from sbtc_ops.errors import ConfigError
 from sbtc_ops.host.compose import (
     PRIMARY_NAMES,
     Project,
@@ -17,7 +12,8 @@ from sbtc_ops.host.compose import (
     service_env,
 )
 
-# The project reader's names, for discovery's callers (discover.core imports them from here).
+SIGNER_CONFIG_TARGET = "/signer-config.toml"
+
 __all__ = [
     "PRIMARY_NAMES",
     "SIGNER_CONFIG_TARGET",
@@ -26,20 +22,4 @@ __all__ = [
     "find_compose_files",
     "load_project",
     "service_env",
-    "signer_environment",
 ]
-
-SIGNER_CONFIG_TARGET = "/signer-config.toml"
-
-
-def signer_environment(directory: Path, files: list[Path], service: str) -> dict[str, str]:
-    """The SIGNER_* variables compose gives the signer's container (for load_settings), with
-    compose host names replaced by the running containers' addresses (see resolve)."""
-    project = load_project(directory, files)
-    found = project.services.get(service)
-    if found is None:
-        raise ConfigError(
-            f"docker.signer_service {service!r} is not a service of {', '.join(map(str, files))}"
-        )
-    env = {k: v for k, v in service_env(project, found).items() if k.startswith("SIGNER_")}
-    return reachable_env(env, service_addresses(project))

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sbtc_ops.config import read_env_file
 from sbtc_ops.errors import ConfigError
 from sbtc_ops.files import UnsafeFileError, read_capped
 from sbtc_ops.host.context import HostContext
 from sbtc_ops.host.errors import EvidenceError, Unavailable
+from sbtc_ops.host.signer_import import read_env_file
 from sbtc_ops.yamlsafe import MAX_YAML_BYTES, YamlError, load_bounded
 
 _VAR = re.compile(
@@ -166,9 +166,9 @@ def compose_paths_with_env(ctx: HostContext) -> list[str]:
 
 
 def _load_all(ctx: HostContext) -> list[ComposeFile]:
-    paths = ctx.settings.audit.compose_files
+    paths = ctx.settings.docker.compose_paths()
     if not paths:
-        raise Unavailable("no compose files configured (audit.compose_files)")
+        raise Unavailable("no compose files configured (docker.compose_files)")
     return [_load(ctx, PurePosixPath(str(path))) for path in paths]
 
 

@@ -20,13 +20,13 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from sbtc_ops.config import read_env_file
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.host.compose import compose_files_if_configured, service_environment
 from sbtc_ops.host.context import HostContext, parse_toml, url_password
 from sbtc_ops.host.endpoints import HOST_VIEW, Endpoint, NetworkView, container_view, endpoints_of
 from sbtc_ops.host.errors import EvidenceError, Unavailable
 from sbtc_ops.host.roles import SIGNER, RoleService, image_tag, role_services, service_role
+from sbtc_ops.host.signer_import import read_env_file
 from sbtc_ops.stacks import SignerData, StacksError, read_signer_data
 
 DB_CONNECT_TIMEOUT_S = 3
@@ -212,7 +212,7 @@ def signer_image_version(ctx: HostContext) -> tuple[tuple[int, ...], str]:
             return version, f"image label org.opencontainers.image.version={label}"
     if images:
         raise Unavailable(f"the signer image {images[0]!r} names no version (pin a release tag)")
-    raise Unavailable("no sBTC signer image found (audit.compose_files or a running container)")
+    raise Unavailable("no sBTC signer image found (docker.compose_files or a running container)")
 
 
 # -- the chain ------------------------------------------------------------------------------
