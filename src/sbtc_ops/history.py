@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,23 @@ from sbtc_ops.state import EventKind, StateStore
 log = logging.getLogger(__name__)
 CLI_RUN_EVENT = EventKind.CLI_RUN
 CLI_RUNS_KEPT = 1000  # per state database; older CLI runs are dropped as new ones are recorded
+
+
+class JobName(StrEnum):
+    """The jobs `serve` runs (serve/jobs.py has their schedules and bodies); their runs are
+    what `history` lists. Here, below serve, so that history and the CLI can name them."""
+
+    BACKUP = "backup"
+    VERIFY = "verify"
+    VERIFY_ROTATE = "verify-rotate"
+    AUDIT = "audit"
+    CHAIN_CHECK = "chain-check"
+    DKG_BACKUP = "dkg-backup"
+    SIGNER_CHECK = "signer-check"
+
+
 # Commands that record their CLI runs, besides the daemon's jobs.
-CLI_JOBS = ("backup", "verify")
+CLI_JOBS = (JobName.BACKUP, JobName.VERIFY)
 NOTHING_RECORDED = (
     "no runs recorded yet: `history` lists the runs of `sbtc-ops serve` (and `serve --once`) "
     "and the `backup` and `verify` commands"
@@ -42,9 +58,7 @@ class CliRun:
 
 
 def valid_jobs() -> tuple[str, ...]:
-    from sbtc_ops.serve.jobs import JOB_NAMES
-
-    return tuple(dict.fromkeys((*JOB_NAMES, *CLI_JOBS)))
+    return tuple(dict.fromkeys((*JobName, *CLI_JOBS)))
 
 
 def check_job_name(job: str | None) -> None:
