@@ -32,7 +32,7 @@ err: Console = make_console(stderr=True)
 
 @dataclass
 class RunContext:
-    """Global options given before the command name."""
+    """The global options, given before or after the command name (cli/globalopts.py)."""
 
     config_path: Path | None = None
     verbose: int = 0
@@ -53,11 +53,13 @@ def reset(ctx: RunContext) -> None:
     _CURRENT = ctx
 
 
-def set_json_mode(enabled: bool) -> None:
-    """Commands call this first so errors are rendered as JSON on stdout too (and no
-    progress is drawn)."""
-    _CURRENT.json_mode = enabled
-    progress.configure(quiet=enabled)
+def set_json_mode(enabled: bool) -> bool:
+    """Commands call this first with their own --json so errors are rendered as JSON on
+    stdout too (and no progress is drawn); returns whether JSON is wanted (the command's
+    --json, or the global one given before the command name)."""
+    _CURRENT.json_mode = _CURRENT.json_mode or enabled
+    progress.configure(quiet=_CURRENT.json_mode)
+    return _CURRENT.json_mode
 
 
 def print_error(message: object, console: Console | None = None) -> None:

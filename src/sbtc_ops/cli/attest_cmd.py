@@ -44,7 +44,7 @@ def verify(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Check every signature of a backup's drill attestations and recompute its digests."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.attest.service import verify_target
     from sbtc_ops.backup.service import storages_for
 
@@ -106,7 +106,7 @@ def sign(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Add your signature to a drill statement after review (kept as its own file)."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.attest.service import cosign, record_cosignature
 
     settings = _common.load_settings()

@@ -63,7 +63,7 @@ def audit(
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"json": json_output, "html": html, "fail_on": fail_on, "root": root}
         return
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     areas = [a for a in (only or "").split(",") if a.strip()]
     if list_checks:
         _list(areas, json_output)
@@ -96,7 +96,7 @@ def firewall(
     """Audit the firewall area, or probe a host's reachable ports with --probe."""
     parent = ctx.obj or {}
     json_output = json_output or bool(parent.get("json"))
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.audit.probe import ProbeSpec
 
     spec = ProbeSpec(probe, connect_timeout, deadline) if probe is not None else None
@@ -116,7 +116,7 @@ def _list(areas: list[str], json_output: bool) -> None:
 
     checks = select_checks(areas)
     if json_output:
-        _common.emit_json({"checks": catalogue(checks)})
+        _common.emit_json({"ok": True, "checks": catalogue(checks)})
     else:
         render_catalogue(checks, _common.out)
 

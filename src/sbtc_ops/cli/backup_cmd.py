@@ -50,7 +50,7 @@ def backup(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Take a consistent, checksummed (optionally encrypted) backup of the signer database."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.backup.service import request_from_settings, run_backup
 
     settings = _common.load_settings(
@@ -127,7 +127,7 @@ def backups(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """List backups in every configured location, with their state."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.backup.service import survey
 
     settings = _common.load_settings()
@@ -169,7 +169,7 @@ def prune(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Apply the retention policy (keep N daily, weekly, monthly) to every location."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.backup.service import prune_all
 
     settings = _common.load_settings()
@@ -252,7 +252,7 @@ def restore(
     """Disaster recovery: the backup is first restored in a throwaway sandbox and its whole
     schema compared with the signer's (as `verify` does); only a proven backup is then
     restored into the database you name, without owners, privileges or settings."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.backup.restore import RestoreRequest
     from sbtc_ops.verify.drill import default_jobs
     from sbtc_ops.verify.gate import run_gated_restore

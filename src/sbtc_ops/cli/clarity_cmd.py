@@ -29,7 +29,7 @@ def decode(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Decode a Clarity value, e.g. the result of `curl …/v2/contracts/call-read/…`."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.clarity import ClarityError
     from sbtc_ops.stacks import decode_hex_or_answer
 

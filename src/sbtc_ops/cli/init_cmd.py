@@ -32,7 +32,7 @@ def init(
 ) -> None:
     """Find the signer deployment (compose files, running containers, standard paths), show
     what was found and where from, and write sbtc-ops.toml (0600; secrets referenced)."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.discover import discover
 
     if output.exists() and not force and not dry_run:

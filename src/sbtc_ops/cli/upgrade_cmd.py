@@ -37,7 +37,7 @@ def upgrade_check(
 ) -> None:
     """Back up and verify now, then report what the target release does to the database and
     the configuration, the incidents it fixes, go/no-go and the rollback command."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.signer.upgrade import run_upgrade_check
 
     settings = _common.load_settings()

@@ -107,7 +107,7 @@ def verify(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Restore a backup into a throwaway PostgreSQL and prove it holds the on-chain key."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.verify.drill import VerifyRequest, default_jobs, run_verify
     from sbtc_ops.verify.render import PhaseSpinner, render_terminal
 

@@ -13,7 +13,7 @@ from sbtc_ops.cli import _common
 
 def version(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
     """The version, the SHA-256 of the dependency lock, and whether this environment is it."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops import __version__
     from sbtc_ops.install import inspect_environment
 
