@@ -30,7 +30,7 @@ DELETED_EVENT = EventKind.BACKUP_DELETED
 
 
 def storages_for(settings: Settings, locations: list[str] | None) -> list[Storage]:
-    """`--to` locations when given, else the configured local directory and S3 bucket."""
+    """`--repo` locations when given, else the configured local directory and S3 bucket."""
     if locations:
         return [storage_for(location, settings.backup.s3) for location in locations]
     return configured_storages(

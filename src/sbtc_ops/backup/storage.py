@@ -201,7 +201,7 @@ class LocalStorage:
             raise
 
     def list_backups(self) -> list[StoredBackup]:
-        # A location that is not there is an error, never "no backups": a typo in --to, an
+        # A location that is not there is an error, never "no backups": a typo in --repo, an
         # unmounted disk or a missing permission must not look like an empty repository.
         if not self.root.exists():
             raise LocationMissing(f"backup location {self.root} does not exist")
@@ -647,6 +647,6 @@ def configured_storages(
     if not storages:
         raise DependencyError(
             "no backup location configured",
-            hint="set backup.local_dir and/or backup.s3.url in sbtc-ops.toml, or pass --to DIR|s3://bucket/prefix",
+            hint="set backup.local_dir and/or backup.s3.url in sbtc-ops.toml, or pass --repo DIR|s3://bucket/prefix",
         )
     return storages

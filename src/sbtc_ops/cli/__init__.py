@@ -45,8 +45,8 @@ def _global_options(
             "--config",
             "-c",
             envvar="SBTC_OPS_CONFIG",
-            help="sbtc-ops.toml to use (default: ./sbtc-ops.toml, then /etc/sbtc-ops/sbtc-ops.toml). "
-            "Like every option here, accepted before or after the command.",
+            help="sbtc-ops.toml to use (default: ./sbtc-ops.toml, then /etc/sbtc-ops/sbtc-ops.toml; "
+            "before or after the command).",
         ),
     ] = None,
     verbose: Annotated[
@@ -55,19 +55,24 @@ def _global_options(
             "--verbose",
             "-v",
             count=True,
-            help="On stderr: -v each step and every command run, -vv with timings.",
+            help="On stderr: -v each step and every command run, -vv with timings (before or "
+            "after the command).",
         ),
     ] = 0,
     metrics_textfile: Annotated[
         Path | None,
         typer.Option(
             "--metrics-textfile",
-            help="Also write sbtc-ops metrics to this node_exporter textfile-collector file.",
+            help="Also write sbtc-ops metrics to this node_exporter textfile-collector file "
+            "(before or after the command).",
         ),
     ] = None,
     json_output: Annotated[
         bool,
-        typer.Option("--json", help="Print one JSON document on stdout, nothing else."),
+        typer.Option(
+            "--json",
+            help="Print one JSON document on stdout, nothing else (before or after the command).",
+        ),
     ] = False,
     version: Annotated[
         bool,

@@ -37,10 +37,13 @@ def verify(
             help="OpenSSH allowed-signers file (default: attest.allowed_signers).",
         ),
     ] = None,
-    to: Annotated[
+    repo: Annotated[
         list[str] | None,
-        typer.Option("--to", help="Backup location(s) to look the id up in (default: the config)."),
+        typer.Option(
+            "--repo", help="Backup location(s) to look the id up in (default: the config)."
+        ),
     ] = None,
+    to: Annotated[list[str] | None, _common.DEPRECATED_TO_OPTION] = None,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Check every signature of a backup's drill attestations and recompute its digests."""
@@ -53,7 +56,9 @@ def verify(
     if allowed is None:
         raise UsageError("name the allowed-signers file (--allowed-signers FILE)")
     # A statement file is checked against the backup directory it lies in.
-    storages = [] if Path(target).is_file() else storages_for(settings, to)
+    storages = (
+        [] if Path(target).is_file() else storages_for(settings, _common.repositories(repo, to))
+    )
     report = verify_target(target, allowed, storages)
     if json_output:
         _common.emit_json(report.to_json())

@@ -12,18 +12,13 @@ from sbtc_ops.cli import _common
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.render import format_size
 
-TO_OPTION = typer.Option(
-    "--to",
-    help="Backup location: a directory or s3://bucket/prefix (repeatable; default: the config).",
-)
-
 
 def backup(
     db: Annotated[
         str | None,
         typer.Option("--db", help="Signer database URL (default: the config's db_endpoint)."),
     ] = None,
-    to: Annotated[list[str] | None, TO_OPTION] = None,
+    repo: Annotated[list[str] | None, _common.BACKUP_REPO_OPTION] = None,
     dump_format: Annotated[
         str | None, typer.Option("--format", help="custom (default) or directory.")
     ] = None,
@@ -62,7 +57,7 @@ def backup(
             "recipients": recipient or None,
         },
     )
-    request = request_from_settings(settings, to or None, dkg_only=dkg_only)
+    request = request_from_settings(settings, repo or None, dkg_only=dkg_only)
     started = time.time()
     try:
         outcome = run_backup(settings, request)
@@ -123,7 +118,8 @@ def _record_run(
 
 
 def backups(
-    to: Annotated[list[str] | None, TO_OPTION] = None,
+    repo: Annotated[list[str] | None, _common.REPO_OPTION] = None,
+    to: Annotated[list[str] | None, _common.DEPRECATED_TO_OPTION] = None,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """List backups in every configured location, with their state."""
@@ -131,7 +127,7 @@ def backups(
     from sbtc_ops.backup.service import survey
 
     settings = _common.load_settings()
-    found = survey(settings, to or None)
+    found = survey(settings, _common.repositories(repo, to))
     rows = found.rows
     unreachable = [{"location": k, "error": v} for k, v in found.unreachable.items()]
     if json_output:
@@ -164,7 +160,8 @@ def _print_backups(rows: list[dict[str, Any]]) -> None:
 
 
 def prune(
-    to: Annotated[list[str] | None, TO_OPTION] = None,
+    repo: Annotated[list[str] | None, _common.REPO_OPTION] = None,
+    to: Annotated[list[str] | None, _common.DEPRECATED_TO_OPTION] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, delete nothing.")] = False,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
@@ -173,7 +170,7 @@ def prune(
     from sbtc_ops.backup.service import prune_all
 
     settings = _common.load_settings()
-    report = prune_all(settings, to or None, dry_run=dry_run)
+    report = prune_all(settings, _common.repositories(repo, to), dry_run=dry_run)
     failed = [location for location in report if location.get("error")]
     if json_output:
         _common.emit_json({"ok": not failed, "dry_run": dry_run, "locations": report})
@@ -211,7 +208,8 @@ def restore(
     target_db: Annotated[
         str, typer.Option("--target-db", help="URL of the database to restore into.")
     ],
-    to: Annotated[list[str] | None, TO_OPTION] = None,
+    repo: Annotated[list[str] | None, _common.REPO_OPTION] = None,
+    to: Annotated[list[str] | None, _common.DEPRECATED_TO_OPTION] = None,
     identity: Annotated[
         Path | None, typer.Option("--identity", help="age identity file for encrypted backups.")
     ] = None,
@@ -261,7 +259,13 @@ def restore(
     result = run_gated_restore(
         settings,
         RestoreRequest(
-            backup_ref, target_db, to or None, force, overwrite_live, create=create, clean=clean
+            backup_ref,
+            target_db,
+            _common.repositories(repo, to),
+            force,
+            overwrite_live,
+            create=create,
+            clean=clean,
         ),
         force_unverified=force_unverified,
         jobs=default_jobs(),

@@ -46,6 +46,7 @@ def decode(
     if json_output:
         _common.emit_json(
             {
+                "ok": True,
                 "type": str(value.clarity_type),
                 "text": value.to_text(),
                 "value": value.to_json(),

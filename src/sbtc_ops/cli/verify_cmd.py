@@ -81,9 +81,10 @@ def verify(
     identity: Annotated[
         Path | None, typer.Option("--identity", help="age identity for encrypted backups.")
     ] = None,
-    to: Annotated[
-        list[str] | None, typer.Option("--to", help="Backup location(s) to look the id up in.")
+    repo: Annotated[
+        list[str] | None, typer.Option("--repo", help="Backup location(s) to look the id up in.")
     ] = None,
+    to: Annotated[list[str] | None, _common.DEPRECATED_TO_OPTION] = None,
     network: Annotated[
         str | None, typer.Option("--network", help="mainnet, testnet or devnet.")
     ] = None,
@@ -130,7 +131,7 @@ def verify(
         stacks_urls=stacks_url or None,
         signer_secret=_read_signer_secret(signer_key_file) if signer_key_file else None,
         keep_cluster=keep_cluster,
-        locations=to or None,
+        locations=_common.repositories(repo, to),
         jobs=jobs or default_jobs(),
     )
     started = time.time()
