@@ -73,7 +73,9 @@ def test_help_uses_the_conventional_notation(
     for param in getattr(command, "params", []):
         if isinstance(param, TyperOption) and param.metavar and not param.hidden:
             long_name = next(o for o in param.opts if o.startswith("--"))
-            shown = re.escape(long_name) + r"\s+(-\w\s+)?" + re.escape(param.metavar)
+            # An alias is shown beside the name: `--repo,--to LOCATION`.
+            aliases = r"(,--[\w-]+)*"
+            shown = re.escape(long_name) + aliases + r"\s+(-\w\s+)?" + re.escape(param.metavar)
             assert re.search(shown, text), f"{long_name} {param.metavar} not in:\n{text}"
 
 
