@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -88,6 +90,38 @@ def record_cli_outcome(
         record_cli_run(state_dir, CliRun(job, started, time.time(), outcome, summary, data))
     except SbtcOpsError as exc:  # the command's result matters more than its history entry
         log.warning("%s run not recorded in history: %s", job, exc)
+
+
+@dataclass
+class RunRecorder:
+    """What a command run from the CLI says about itself when it ends (`finished`)."""
+
+    outcome: str | None = None
+    summary: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def finished(self, outcome: str, summary: str, data: dict[str, Any]) -> None:
+        self.outcome, self.summary, self.data = outcome, summary, data
+
+
+@contextmanager
+def recorded_cli_run(
+    state_dir: Path, job: str, error_data: dict[str, Any] | None = None
+) -> Iterator[RunRecorder]:
+    """Record the run of the body for `history`: as the body said (`RunRecorder.finished`),
+    or as an error when it raises one (a usage error is no run). Recording never fails it."""
+    started = time.time()
+    recorder = RunRecorder()
+    try:
+        yield recorder
+    except SbtcOpsError as exc:
+        if not isinstance(exc, UsageError):
+            record_cli_outcome(state_dir, job, started, "error", exc.message, error_data or {})
+        raise
+    if recorder.outcome is not None:
+        record_cli_outcome(
+            state_dir, job, started, recorder.outcome, recorder.summary, recorder.data
+        )
 
 
 def history_rows(store: StateStore, job: str | None, limit: int) -> list[dict[str, Any]]:

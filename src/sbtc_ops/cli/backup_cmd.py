@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from sbtc_ops.cli import _common
-from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.history import JobName, recorded_cli_run
 from sbtc_ops.render import format_size
 
 
@@ -58,20 +57,15 @@ def backup(
         },
     )
     request = request_from_settings(settings, repo or None, dkg_only=dkg_only)
-    started = time.time()
-    try:
+    # `history --job backup` lists backups taken from the command line too.
+    with recorded_cli_run(settings.state_dir, JobName.BACKUP, {"kind": request.kind}) as run:
         outcome = run_backup(settings, request)
-    except SbtcOpsError as exc:
-        _record_run(settings.state_dir, started, "error", exc.message, {"kind": request.kind})
-        raise
-    manifest = outcome.manifest
-    _record_run(
-        settings.state_dir,
-        started,
-        "ok" if not outcome.failed else "problem",
-        f"{manifest.id}: {manifest.kind}, {format_size(manifest.total_size)}",
-        {"backup": manifest.id, "kind": manifest.kind, "size": manifest.total_size},
-    )
+        manifest = outcome.manifest
+        run.finished(
+            "ok" if not outcome.failed else "problem",
+            f"{manifest.id}: {manifest.kind}, {format_size(manifest.total_size)}",
+            {"backup": manifest.id, "kind": manifest.kind, "size": manifest.total_size},
+        )
     failed = [{"location": name, "error": why} for name, why in outcome.failed.items()]
     if json_output:
         _common.emit_json(
@@ -108,15 +102,6 @@ def _print_backup(outcome: Any) -> None:
         out.print(f"  NOT stored  {location}", markup=False)
 
 
-def _record_run(
-    state_dir: Path, started: float, outcome: str, summary: str, data: dict[str, Any]
-) -> None:
-    """`history --job backup` lists backups taken from the command line too."""
-    from sbtc_ops.history import record_cli_outcome
-
-    record_cli_outcome(state_dir, "backup", started, outcome, summary, data)
-
-
 def backups(
     repo: Annotated[list[str] | None, _common.REPO_OPTION] = None,
     to: Annotated[list[str] | None, _common.DEPRECATED_TO_OPTION] = None,
@@ -124,10 +109,12 @@ def backups(
 ) -> None:
     """List backups in every configured location, with their state."""
     json_output = _common.set_json_mode(json_output)
+    from sbtc_ops.attest.service import evidence_reader
     from sbtc_ops.backup.service import survey
 
     settings = _common.load_settings()
-    found = survey(settings, _common.repositories(repo, to))
+    evidence = evidence_reader(settings.state_dir, settings.attest.allowed_signers)
+    found = survey(settings, _common.repositories(repo, to), evidence=evidence)
     rows = found.rows
     unreachable = [{"location": k, "error": v} for k, v in found.unreachable.items()]
     if json_output:
