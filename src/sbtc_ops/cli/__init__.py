@@ -1,6 +1,9 @@
 """The `sbtc-ops` command line: thin; each command parses, calls one function, renders.
 
-Command groups live in sibling modules, each exposing `register(app)`.
+Command groups live in sibling modules, each exposing `register(app)`. They import the
+services they call inside the command functions, on purpose: `sbtc-ops` (every `-h`, every
+timer run) starts without loading the configuration model, HTTP clients, psycopg or boto3
+(tests/test_cli_usage.py); each command loads only what it runs.
 """
 
 from __future__ import annotations

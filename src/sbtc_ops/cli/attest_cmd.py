@@ -4,6 +4,8 @@ Exit codes of `attest verify`: 0 every statement is signed by an allowed key and
 digests match the repository; 1 a statement is unsigned, a signature does not verify, or a
 digest differs (tampered); 2 cannot check (no allowed-signers file, no ssh-keygen, a location
 unreachable, no such backup).
+
+Services are imported inside the commands: see the package docstring (startup cost).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 `sbtc-ops audit [--only AREA,…]` runs every area; `sbtc-ops audit firewall --probe HOST[:PORTS]`
 scans a host from here instead. Exit 0 when nothing is at or above --fail-on, 1 otherwise,
 2 when the audit cannot run.
+
+Services are imported inside the commands: see the package docstring (startup cost).
 """
 
 from __future__ import annotations

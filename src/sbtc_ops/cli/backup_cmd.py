@@ -1,4 +1,7 @@
-"""`sbtc-ops backup`, `backups`, `prune`, `restore`."""
+"""`sbtc-ops backup`, `backups`, `prune`, `restore`.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 Every endpoint is reported. Exit 0 when the answering endpoints agree (failures of the
 others are shown as warnings), 1 when they disagree, 2 when none answered.
+
+Services are imported inside the commands: see the package docstring (startup cost).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""`sbtc-ops clarity decode`: a serialized Clarity value (or a whole call-read answer) as text."""
+"""`sbtc-ops clarity decode`: a serialized Clarity value (or a whole call-read answer) as text.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """`sbtc-ops config show|check|sample`: the effective configuration (secrets redacted), its
-validation with every problem named by layer, and a commented sample written from the model."""
+validation with every problem named by layer, and a commented sample written from the model.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`sbtc-ops demo`: try the whole backup-and-verify cycle with nothing but sbtc-ops."""
+"""`sbtc-ops demo`: try the whole backup-and-verify cycle with nothing but sbtc-ops.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 Only the public key is ever printed. Passphrases come from the terminal without echo or from
 a file descriptor (`--passphrase-fd N`), never from argv or the environment.
+
+Services are imported inside the commands: see the package docstring (startup cost).
 """
 
 from __future__ import annotations

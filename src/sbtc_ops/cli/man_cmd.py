@@ -2,6 +2,8 @@
 its help and its options), so the page the systemd units point at (`Documentation=man:
 sbtc-ops(1)`) never drifts from the program. Install it with
 `sbtc-ops man > /usr/local/share/man/man1/sbtc-ops.1`.
+
+Services are imported inside the commands: see the package docstring (startup cost).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""`sbtc-ops schema pin`: record the live signer database's schema as the reference."""
+"""`sbtc-ops schema pin`: record the live signer database's schema as the reference.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`sbtc-ops serve` (the daemon, or `--once JOB` for timers) and `sbtc-ops history`."""
+"""`sbtc-ops serve` (the daemon, or `--once JOB` for timers) and `sbtc-ops history`.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 

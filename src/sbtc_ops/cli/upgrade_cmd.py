@@ -1,4 +1,7 @@
-"""`sbtc-ops upgrade-check`: a verified backup and a go/no-go before changing the signer image."""
+"""`sbtc-ops upgrade-check`: a verified backup and a go/no-go before changing the signer image.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 

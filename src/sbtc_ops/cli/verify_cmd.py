@@ -1,4 +1,7 @@
-"""`sbtc-ops verify`: the automated restore drill."""
+"""`sbtc-ops verify`: the automated restore drill.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """`sbtc-ops version`: the version, the dependency lock it runs on, and whether the running
-environment is exactly that lock (the digest drill attestations record)."""
+environment is exactly that lock (the digest drill attestations record).
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 

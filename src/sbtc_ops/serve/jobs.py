@@ -148,6 +148,7 @@ def run_job(name: str, settings: Settings) -> JobResult:
 
 def signer_check_job(settings: Settings) -> JobResult:
     """DKG state, DB size/growth, event lag, and a backup when the signer's image changes."""
+    # Also inside the function because signercheck imports this module (its scrub helpers).
     from sbtc_ops.serve.signercheck import signer_check_job as body
 
     return body(settings)

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from sbtc_ops.serve.dkgwatch import unprotected_seconds
 from sbtc_ops.serve.scheduler import JobOutcome
 from sbtc_ops.state import Event, EventKind, Run, StateStore
 from sbtc_ops.verify.checks import Verdict as VerifyVerdict
@@ -202,8 +203,6 @@ class Snapshot:
 
     @property
     def dkg_unprotected_s(self) -> float | None:
-        from sbtc_ops.serve.dkgwatch import unprotected_seconds
-
         return unprotected_seconds(self.dkg_watch, self.backups, self.now)
 
     @property

@@ -14,6 +14,7 @@ import sys
 from typing import NoReturn
 
 from sbtc_ops import progress
+from sbtc_ops.config import load_settings
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.history import JobName
 from sbtc_ops.redact import ScrubbingFormatter, install_output_scrubbing, scrub_data
@@ -42,8 +43,6 @@ def main(argv: list[str]) -> NoReturn:
         sys.exit(2)
     secrets: list[str] = []
     try:
-        from sbtc_ops.config import load_settings
-
         settings = load_settings()
         secrets = settings_secret_values(settings)
         result = run_job(argv[0], settings)
