@@ -39,6 +39,16 @@ class JobName(StrEnum):
     SIGNER_CHECK = "signer-check"
 
 
+class JobOutcome(StrEnum):
+    """How a job run ended (stored in state.db, shown by `history`, exported as metrics);
+    a CLI run of `backup` or `verify` ends the same ways."""
+
+    OK = "ok"
+    PROBLEM = "problem"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
+
+
 # Commands that record their CLI runs, besides the daemon's jobs.
 CLI_JOBS = (JobName.BACKUP, JobName.VERIFY)
 NOTHING_RECORDED = (
@@ -54,7 +64,7 @@ class CliRun:
     job: str
     started_at: float
     ended_at: float
-    outcome: str  # 'ok', 'problem', 'error'
+    outcome: str  # a JobOutcome
     summary: str
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -116,7 +126,9 @@ def recorded_cli_run(
         yield recorder
     except SbtcOpsError as exc:
         if not isinstance(exc, UsageError):
-            record_cli_outcome(state_dir, job, started, "error", exc.message, error_data or {})
+            record_cli_outcome(
+                state_dir, job, started, JobOutcome.ERROR, exc.message, error_data or {}
+            )
         raise
     if recorder.outcome is not None:
         record_cli_outcome(

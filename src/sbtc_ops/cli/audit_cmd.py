@@ -30,8 +30,10 @@ audit_app = typer.Typer(
 
 
 class FailOn(StrEnum):
-    WARN = "warn"
-    FAIL = "fail"
+    """The statuses --fail-on can name (a subset of results.Status, same values)."""
+
+    WARN = Status.WARN.value
+    FAIL = Status.FAIL.value
 
 
 ONLY_OPTION = typer.Option(

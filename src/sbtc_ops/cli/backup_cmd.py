@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from sbtc_ops.cli import _common
-from sbtc_ops.history import JobName, recorded_cli_run
+from sbtc_ops.history import JobName, JobOutcome, recorded_cli_run
 from sbtc_ops.render import format_size
 
 
@@ -65,7 +65,7 @@ def backup(
         outcome = run_backup(settings, request)
         manifest = outcome.manifest
         run.finished(
-            "ok" if not outcome.failed else "problem",
+            JobOutcome.PROBLEM if outcome.failed else JobOutcome.OK,
             f"{manifest.id}: {manifest.kind}, {format_size(manifest.total_size)}",
             {"backup": manifest.id, "kind": manifest.kind, "size": manifest.total_size},
         )

@@ -14,7 +14,7 @@ import typer
 
 from sbtc_ops.cli import _common
 from sbtc_ops.errors import UsageError
-from sbtc_ops.history import JobName, recorded_cli_run
+from sbtc_ops.history import JobName, JobOutcome, recorded_cli_run
 
 if TYPE_CHECKING:
     from sbtc_ops.verify.drill import VerifyReport
@@ -159,7 +159,13 @@ def _check_usage(backup: str | None, latest: bool, kind: BackupKind) -> None:
 
 def _history_entry(report: VerifyReport) -> tuple[str, str, dict[str, Any]]:
     """`history` lists verify runs made from the command line too."""
-    outcome = "ok" if report.ok else "error" if report.could_not_run else "problem"
+    outcome = (
+        JobOutcome.OK
+        if report.ok
+        else JobOutcome.ERROR
+        if report.could_not_run
+        else JobOutcome.PROBLEM
+    )
     data = {"backup": report.backup, "verdict": report.verdict, "key_source": report.key_source}
     return outcome, _summary(report), data
 

@@ -13,8 +13,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from sbtc_ops.history import JobOutcome
+from sbtc_ops.results import Status
 from sbtc_ops.serve.dkgwatch import unprotected_seconds
-from sbtc_ops.serve.scheduler import JobOutcome
 from sbtc_ops.state import Event, EventKind, Run, StateStore
 from sbtc_ops.verify.checks import Verdict as VerifyVerdict
 
@@ -298,7 +299,7 @@ class Snapshot:
         if self.audit is None:
             return Tile("Audit", Colour.AMBER, "not run yet")
         findings = self.open_findings
-        failing = [f for f in findings if f.get("status") in ("fail", "error")]
+        failing = [f for f in findings if f.get("status") in (Status.FAIL, Status.ERROR)]
         text = f"score {self.audit_score}, {len(findings)} open findings"
         if failing:
             first = failing[0]
