@@ -22,7 +22,6 @@ from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.state import EventKind, StateStore
 
 log = logging.getLogger(__name__)
-CLI_RUN_EVENT = EventKind.CLI_RUN
 CLI_RUNS_KEPT = 1000  # per state database; older CLI runs are dropped as new ones are recorded
 
 
@@ -83,13 +82,13 @@ def check_job_name(job: str | None) -> None:
 def record_cli_run(state_dir: Path, run: CliRun) -> None:
     with StateStore.open(state_dir) as store, store.transaction():
         store.record_event(
-            CLI_RUN_EVENT,
+            EventKind.CLI_RUN,
             run.job,
             run.outcome,
             {**run.data, "summary": run.summary, "ended_at": run.ended_at},
             at=run.started_at,
         )
-        store.prune_events(CLI_RUN_EVENT, CLI_RUNS_KEPT)
+        store.prune_events(EventKind.CLI_RUN, CLI_RUNS_KEPT)
 
 
 def record_cli_outcome(
@@ -139,7 +138,7 @@ def recorded_cli_run(
 def history_rows(store: StateStore, job: str | None, limit: int) -> list[dict[str, Any]]:
     """Job runs and CLI runs, newest first, at most `limit`."""
     rows = [_run_row(run) for run in store.runs(job, limit=limit)]
-    rows += [_event_row(event) for event in store.events(CLI_RUN_EVENT, job, limit=limit)]
+    rows += [_event_row(event) for event in store.events(EventKind.CLI_RUN, job, limit=limit)]
     rows.sort(key=lambda row: row["_at"], reverse=True)
     for row in rows:
         del row["_at"]
@@ -183,7 +182,3 @@ def _event_row(event: Any) -> dict[str, Any]:
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
-
-
-def now() -> float:
-    return time.time()

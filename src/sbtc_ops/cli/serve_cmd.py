@@ -13,7 +13,7 @@ from rich.table import Table
 
 from sbtc_ops.cli import _common
 from sbtc_ops.errors import UsageError
-from sbtc_ops.history import JobName
+from sbtc_ops.history import NOTHING_RECORDED, JobName, check_job_name, history_rows
 
 BIND_OPTION = typer.Option(
     "--bind",
@@ -97,7 +97,6 @@ def history(
     """Job runs recorded in the state database (by serve, serve --once and the CLI's backup
     and verify)."""
     json_output = _common.set_json_mode(json_output)
-    from sbtc_ops.history import NOTHING_RECORDED, check_job_name, history_rows
     from sbtc_ops.state import StateStore
 
     check_job_name(job)
