@@ -93,9 +93,7 @@ def verify(
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option(
-            "--jobs", help="Parallel restore jobs.", show_default="the CPU count, at most 4"
-        ),
+        typer.Option("--jobs", help="Parallel restore jobs.", show_default="verify.jobs (2)"),
     ] = None,
     keep_cluster: Annotated[
         bool, typer.Option("--keep-cluster", help="Leave the throwaway cluster running.")
@@ -112,7 +110,7 @@ def verify(
 ) -> None:
     """Restore a backup into a throwaway PostgreSQL and prove it holds the on-chain key."""
     json_output = _common.set_json_mode(json_output)
-    from sbtc_ops.verify.drill import VerifyRequest, default_jobs, run_verify
+    from sbtc_ops.verify.drill import VerifyRequest, run_verify
     from sbtc_ops.verify.render import PhaseSpinner, render_terminal
 
     _check_usage(backup, latest, kind)
@@ -130,7 +128,7 @@ def verify(
         signer_secret=_read_signer_secret(signer_key_file) if signer_key_file else None,
         keep_cluster=keep_cluster,
         locations=_common.repositories(repo, to),
-        jobs=jobs or default_jobs(),
+        jobs=jobs or settings.verify.jobs,
     )
     with recorded_cli_run(settings.state_dir, JobName.VERIFY) as run, PhaseSpinner() as spinner:
         report = run_verify(settings, request, phase=spinner.update)

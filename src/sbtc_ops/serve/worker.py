@@ -14,7 +14,6 @@ import sys
 from typing import NoReturn
 
 from sbtc_ops import progress
-from sbtc_ops.config import load_settings
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.history import JobName
 from sbtc_ops.redact import ScrubbingFormatter, install_output_scrubbing, scrub_data
@@ -43,7 +42,10 @@ def main(argv: list[str]) -> NoReturn:
         sys.exit(2)
     secrets: list[str] = []
     try:
-        settings = load_settings()
+        # Imported inside the try: even a broken install ends as this job's error result.
+        from sbtc_ops.discover.load import load_for_command
+
+        settings = load_for_command(None)[0]
         secrets = settings_secret_values(settings)
         result = run_job(argv[0], settings)
     except SbtcOpsError as exc:
