@@ -206,7 +206,19 @@ def restore_complete(returncode: int, errors: list[str], tool: str) -> CheckResu
     )
 
 
-def amcheck(returncode: int, output: list[str]) -> CheckResult:
+def amcheck(returncode: int, output: list[str], *, cut_at: int | None = None) -> CheckResult:
+    """pg_amcheck's exit status and report; `cut_at`: it printed more than that many bytes
+    and was stopped there (a clean database prints nothing)."""
+    if cut_at is not None:
+        return _result(
+            "restore.amcheck",
+            Status.FAIL,
+            f"pg_amcheck reported more than {cut_at >> 10} KiB of problems and was stopped "
+            f"there: {'; '.join(output[:3])}",
+            "the restored data is internally inconsistent (or the archive makes pg_amcheck "
+            "print without end); do not rely on this backup",
+            output=output[:20],
+        )
     if returncode == 0:
         return _result(
             "restore.amcheck", Status.PASS, "pg_amcheck found no corruption in tables and indexes"
