@@ -43,7 +43,7 @@ from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.cluster import ThrowawayCluster
 from sbtc_ops.pg.limits import Breach
 from sbtc_ops.pg.runas import resolve_run_as
-from sbtc_ops.pg.sandbox import isolation_of
+from sbtc_ops.pg.sandbox import Sandbox, isolation_of
 from sbtc_ops.pg.schema_identity import CanonicalSchema, read_canonical_schema
 from sbtc_ops.proc import InBackground, read_capped
 from sbtc_ops.progress import echo
@@ -554,28 +554,9 @@ class Drill:
     def _finish_amcheck(
         self, cluster: ThrowawayCluster, started: tuple[subprocess.Popen[bytes], Stopwatch] | None
     ) -> None:
-        """pg_amcheck's report, read up to AMCHECK_MAX_OUTPUT: a clean database prints
-        nothing, and a restored archive must not make us hold without end what it prints
-        (over the cap it is stopped, and the check fails). The deadline bounds its time."""
-        if started is None:
-            return
-        proc, watch = started
-        assert proc.stdout is not None
-        try:
-            with proc.stdout:
-                output, more = read_capped(proc.stdout, AMCHECK_MAX_OUTPUT)
-            if more:
-                cluster.sandbox.kill(proc)
-            proc.wait()
-        except BaseException:
-            cluster.sandbox.kill(proc)
-            proc.wait()
-            raise
-        cluster.sandbox.sweep(proc)
-        text = output.decode(errors="replace")
-        lines = [line for line in text.splitlines() if line.strip()]
-        cut_at = AMCHECK_MAX_OUTPUT if more else None
-        self._add(checks.amcheck(proc.returncode, lines, cut_at=cut_at).timed(watch.elapsed()))
+        if started is not None:
+            proc, watch = started
+            self._add(amcheck_result(proc, cluster.sandbox).timed(watch.elapsed()))
 
     def _database_checks(self, conn: Any, located: LocatedBackup) -> list[checks.DkgRow] | None:
         schema = timed_check(checks.schema_present, conn)
@@ -789,6 +770,29 @@ def _announce_kept(messages: list[str], verdict: str) -> None:
     for message in messages:
         echo(message)
     echo(f"  the restored backup is the database {RESTORED_DB!r}")
+
+
+def amcheck_result(
+    proc: subprocess.Popen[bytes], sandbox: Sandbox, max_output: int = AMCHECK_MAX_OUTPUT
+) -> CheckResult:
+    """The check of a pg_amcheck run: its report read up to `max_output` bytes (a clean
+    database prints nothing, and a restored archive must not make us hold without end what
+    it prints: over the cap it is stopped, and the check fails). The deadline bounds its time
+    (the watchdog kills the sandbox)."""
+    assert proc.stdout is not None
+    try:
+        with proc.stdout:
+            output, more = read_capped(proc.stdout, max_output)
+        if more:
+            sandbox.kill(proc)
+        proc.wait()
+    except BaseException:
+        sandbox.kill(proc)
+        proc.wait()
+        raise
+    sandbox.sweep(proc)
+    lines = [line for line in output.decode(errors="replace").splitlines() if line.strip()]
+    return checks.amcheck(proc.returncode, lines, cut_at=max_output if more else None)
 
 
 def _wait_quietly(work: InBackground[Any]) -> None:
