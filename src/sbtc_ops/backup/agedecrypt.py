@@ -26,6 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyrage
+
 from sbtc_ops.backup.crypto import AGE_MAGIC, decrypt_stream, identity_lines
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.files import UnsafeFileError, create_private, open_regular
@@ -119,8 +121,6 @@ def _remove(pairs: list[tuple[Path, Path]]) -> None:
 
 
 def _child() -> int:
-    import pyrage
-
     document = json.loads(sys.stdin.buffer.read())
     identities = [pyrage.x25519.Identity.from_str(line) for line in document["identities"]]
     for source, target in document["files"]:
