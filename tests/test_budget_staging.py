@@ -91,10 +91,11 @@ def verify(
     env: dict[str, str],
     *args: str,
     freeze: Callable[[int], bool] | None = None,
+    during: Callable[[subprocess.Popen[str]], None] | None = None,
 ) -> Run:
     """Run verify on `archive` with TMPDIR `tmpdir`; with `freeze`, the first process below
-    it that matches is frozen (SIGSTOP) as soon as it is seen. Afterwards nothing of the run
-    may be left: process, directory or cgroup."""
+    it that matches is frozen (SIGSTOP) as soon as it is seen; `during` is called while it
+    runs. Afterwards nothing of the run may be left: process, directory or cgroup."""
     state = tmpdir.parent / f"{tmpdir.name}-state"
     argv = [sbtc_ops_executable(), "verify", str(archive), "--expected-key", EXPECTED_KEY]
     proc = subprocess.Popen(
@@ -110,6 +111,8 @@ def verify(
     try:
         if freeze is not None:
             frozen = _freeze_first(proc, freeze)
+        if during is not None:
+            during(proc)
         stdout, stderr = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
@@ -127,14 +130,19 @@ def verify(
     return Run(proc.returncode, stdout, stderr, frozen)
 
 
-def _freeze_first(proc: subprocess.Popen[str], match: Callable[[int], bool]) -> int:
+def _first_below(proc: subprocess.Popen[str], match: Callable[[int], bool]) -> int:
     while True:
         found = [pid for pid in descendants(proc.pid) if match(pid)]
         if found:
-            os.kill(found[0], signal.SIGSTOP)
             return found[0]
-        assert proc.poll() is None, "verify ended before the child to freeze was seen"
-        time.sleep(0.005)  # polling a condition: the child works for a second or more
+        assert proc.poll() is None, "verify ended before the process looked for was seen"
+        time.sleep(0.005)  # polling a condition: the process works for a second or more
+
+
+def _freeze_first(proc: subprocess.Popen[str], match: Callable[[int], bool]) -> int:
+    pid = _first_below(proc, match)
+    os.kill(pid, signal.SIGSTOP)
+    return pid
 
 
 def _cmdline(pid: int) -> bytes:
@@ -147,9 +155,8 @@ def _cmdline(pid: int) -> bytes:
 # -- the copy: a pipe that sends a little, then nothing ------------------------------------------------
 
 
-def test_a_pipe_that_stops_sending_is_ended_at_the_deadline(tmpdir: Path) -> None:
-    """`verify <(curl …)` where the far end stalls: the copy (in sbtc-ops itself, no child
-    to kill) waits on the pipe, and the deadline stops it."""
+def stalled_pipe(tmpdir: Path, env: dict[str, str], during: Any = None) -> Run:
+    """verify of a pipe that sends the first bytes of a gzip file, then nothing."""
     source = tmpdir.parent / f"{tmpdir.name}-in"
     source.mkdir()
     fifo = source / "dump.sql.gz"
@@ -158,12 +165,64 @@ def test_a_pipe_that_stops_sending_is_ended_at_the_deadline(tmpdir: Path) -> Non
     held = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
     try:
         os.write(held, gzip.compress(PLAIN_SQL * 100)[:200])
-        run = verify(fifo, tmpdir, _deadline(10))
+        return verify(fifo, tmpdir, env, during=during)
     finally:
         os.close(held)
         shutil.rmtree(source)
+
+
+def test_a_pipe_that_stops_sending_is_ended_at_the_deadline(tmpdir: Path) -> None:
+    """`verify <(curl …)` where the far end stalls: the copy (in sbtc-ops itself, no child
+    to kill) waits on the pipe, and the deadline stops it."""
+    run = stalled_pipe(tmpdir, _deadline(10))
     run.expect_over_time()
     assert run.doc["budgets"]["time"]["deadline_s"] == 10
+
+
+# -- the cluster runs in the drill's cgroup, with the budget's limits ------------------------------------
+
+
+def cgroup_limits(pid: int) -> dict[str, str]:
+    """The memory and pids limits of the cgroups `pid` is in (v2: memory.max and pids.max
+    of one directory; v1: memory.limit_in_bytes and pids.max of each hierarchy), with the
+    directories' names."""
+    root = Path("/sys/fs/cgroup")
+    unified = (root / "cgroup.controllers").exists()
+    found: dict[str, str] = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        number, controllers, path = line.split(":", 2)
+        if unified and number == "0":
+            where = root / path.lstrip("/")
+            found["memory"] = (where / "memory.max").read_text().strip()
+            found["pids"] = (where / "pids.max").read_text().strip()
+            found["name"] = where.name
+        elif not unified and controllers in ("memory", "pids"):
+            where = root / controllers / path.lstrip("/")
+            name = "memory.limit_in_bytes" if controllers == "memory" else "pids.max"
+            found[controllers] = (where / name).read_text().strip()
+            found[f"{controllers}.name"] = where.name
+    return found
+
+
+def test_the_drills_cluster_runs_in_its_cgroup_with_the_budgets_limits(tmpdir: Path) -> None:
+    """Where a cgroup is writable (v2 with memory and pids delegated, else v1's memory and
+    pids hierarchies), the server the drill starts is in the drill's own cgroup, limited
+    as the budget says (verify.memory_mb, verify.max_processes)."""
+    seen: dict[str, str] = {}
+
+    def look(proc: subprocess.Popen[str]) -> None:
+        postgres = _first_below(proc, lambda pid: process_comm(pid) == "postgres")
+        seen.update(cgroup_limits(postgres))
+
+    env = {**_deadline(10), "SBTC_OPS_VERIFY__MAX_PROCESSES": "48"}
+    run = stalled_pipe(tmpdir, env, during=look)
+    run.expect_over_time()
+    layers = run.doc["budgets"]["layers"]
+    if not any(layer.startswith("cgroup") for layer in layers):
+        pytest.skip(f"no writable cgroup on this host: limits in force {layers}")
+    assert seen["memory"] == str(1024 << 20), seen
+    assert seen["pids"] == "48", seen
+    assert all(seen[key].startswith("sbtc-ops-") for key in seen if key.endswith("name")), seen
 
 
 # -- staging's children: decryption and decompression --------------------------------------------------
