@@ -88,17 +88,20 @@ def emit_json(document: Any) -> None:
 
 def load_settings(**overrides: Any) -> Any:
     """Settings for this run: global --config plus the command's own flags as overrides."""
-    from sbtc_ops.config import load_settings as _load
+    # Imported when a command runs, not for -h (pydantic, the settings model).
+    from sbtc_ops.discover.load import load_for_command
 
-    settings = _load(config_path=_CURRENT.config_path, overrides=overrides)
+    # With no configuration at all, the deployment is discovered here (never while loading).
+    settings, discovered = load_for_command(_CURRENT.config_path, overrides)
     weak = redact.weak_secrets_warning()  # registered by loading; said once per run
     if weak:
         err.print(weak, markup=False)
-    if settings.discovered_from and not _CURRENT.discovery_noted:
+    if discovered and not _CURRENT.discovery_noted:
         # stderr: with --json, stdout carries only the command's document.
         err.print(
             f"note: no sbtc-ops.toml found; running on settings discovered from the compose "
-            f"project in {settings.discovered_from} (`sbtc-ops init` writes them down)",
+            f"project in {discovered.compose_dir} (`sbtc-ops init` writes them down; "
+            f"SBTC_OPS_NO_DISCOVERY=1 turns discovery off)",
             markup=False,
         )
         _CURRENT.discovery_noted = True

@@ -254,7 +254,6 @@ def restore(
     restored into the database you name, without owners, privileges or settings."""
     _common.set_json_mode(json_output)
     from sbtc_ops.backup.restore import RestoreRequest
-    from sbtc_ops.verify.drill import default_jobs
     from sbtc_ops.verify.gate import run_gated_restore
 
     settings = _common.load_settings(backup={"identity_file": identity})
@@ -264,7 +263,7 @@ def restore(
             backup_ref, target_db, to or None, force, overwrite_live, create=create, clean=clean
         ),
         force_unverified=force_unverified,
-        jobs=default_jobs(),
+        jobs=settings.verify.jobs,
     )
     if result["refused"]:
         if json_output:

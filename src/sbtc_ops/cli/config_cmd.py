@@ -20,7 +20,8 @@ config_app = typer.Typer(help="Inspect sbtc-ops' configuration.", no_args_is_hel
 
 @config_app.command("show")
 def show(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
-    """Print the effective configuration (flags > env > sbtc-ops.toml > signer config > preset)."""
+    """Print the effective configuration, secrets redacted (its layers, in precedence order:
+    docs/configuration.md)."""
     _common.set_json_mode(json_output)
     from sbtc_ops.config import redacted_view
 

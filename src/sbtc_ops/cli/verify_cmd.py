@@ -89,9 +89,7 @@ def verify(
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option(
-            "--jobs", help="Parallel restore jobs.", show_default="the CPU count, at most 4"
-        ),
+        typer.Option("--jobs", help="Parallel restore jobs.", show_default="verify.jobs (2)"),
     ] = None,
     keep_cluster: Annotated[
         bool, typer.Option("--keep-cluster", help="Leave the throwaway cluster running.")
@@ -108,7 +106,7 @@ def verify(
 ) -> None:
     """Restore a backup into a throwaway PostgreSQL and prove it holds the on-chain key."""
     _common.set_json_mode(json_output)
-    from sbtc_ops.verify.drill import VerifyRequest, default_jobs, run_verify
+    from sbtc_ops.verify.drill import VerifyRequest, run_verify
     from sbtc_ops.verify.render import PhaseSpinner, render_terminal
 
     if backup is None and not latest:
@@ -131,7 +129,7 @@ def verify(
         signer_secret=_read_signer_secret(signer_key_file) if signer_key_file else None,
         keep_cluster=keep_cluster,
         locations=to or None,
-        jobs=jobs or default_jobs(),
+        jobs=jobs or settings.verify.jobs,
     )
     started = time.time()
     try:

@@ -28,7 +28,7 @@ from sbtc_ops.config import PostgresSettings, Settings
 from sbtc_ops.devtools.signer_db import MAINNET_DEPLOYER, GeneratedDb, generate
 from sbtc_ops.devtools.standin_node import LABEL, StandInNode, registry_values
 from sbtc_ops.pg.cluster import ThrowawayCluster
-from sbtc_ops.verify.drill import VerifyReport, VerifyRequest, default_jobs, run_verify
+from sbtc_ops.verify.drill import VerifyReport, VerifyRequest, run_verify
 
 DEMO_DB = "signer"
 DEMO_ROLE = "signer"
@@ -106,7 +106,7 @@ def run_demo(
                 VerifyRequest(
                     backup_ref=manifest.id,
                     signer_secret=facts.signer_private_key,
-                    jobs=default_jobs(),
+                    jobs=settings.verify.jobs,
                 ),
                 phase=phase,
             )

@@ -207,7 +207,7 @@ def _verify(settings: Settings, backup_id: str | None) -> JobResult:
     from sbtc_ops.verify.drill import VerifyRequest, run_verify
 
     request = VerifyRequest(
-        backup_ref=backup_id, latest=backup_id is None, jobs=settings.serve.verify_jobs
+        backup_ref=backup_id, latest=backup_id is None, jobs=settings.verify.jobs
     )
     report = run_verify(settings, request)
     failed = [c.id for c in report.checks if c.status.is_problem]

@@ -41,9 +41,10 @@ def main(argv: list[str]) -> NoReturn:
         sys.exit(2)
     secrets: list[str] = []
     try:
-        from sbtc_ops.config import load_settings
+        # Imported inside the try: even a broken install ends as this job's error result.
+        from sbtc_ops.discover.load import load_for_command
 
-        settings = load_settings()
+        settings = load_for_command(None)[0]
         secrets = settings_secret_values(settings)
         result = run_job(argv[0], settings)
     except SbtcOpsError as exc:
