@@ -38,11 +38,11 @@ NEXT_STEPS = (
     ("read the aggregate key the signers hold on chain", "sbtc-ops chain aggregate-key"),
     (
         "back up your signer's database",
-        "sbtc-ops backup --db postgresql://signer@127.0.0.1:5432/signer --to /var/backups/sbtc-ops",
+        "sbtc-ops backup --db postgresql://signer@127.0.0.1:5432/signer --repo /var/backups/sbtc-ops",
     ),
     (
         "restore it in a throwaway cluster and compare with the chain",
-        "sbtc-ops verify --latest --to /var/backups/sbtc-ops",
+        "sbtc-ops verify --latest --repo /var/backups/sbtc-ops",
     ),
 )
 
