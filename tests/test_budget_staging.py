@@ -214,7 +214,9 @@ def test_the_drills_cluster_runs_in_its_cgroup_with_the_budgets_limits(tmpdir: P
         postgres = _first_below(proc, lambda pid: process_comm(pid) == "postgres")
         seen.update(cgroup_limits(postgres))
 
-    env = {**_deadline(10), "SBTC_OPS_VERIFY__MAX_PROCESSES": "48"}
+    # The pipe holds the drill until its deadline: long enough that the server is looked at
+    # while it runs, not as the breach kills it (a dying process has left its cgroups).
+    env = {**_deadline(DEADLINE_S), "SBTC_OPS_VERIFY__MAX_PROCESSES": "48"}
     run = stalled_pipe(tmpdir, env, during=look)
     run.expect_over_time()
     layers = run.doc["budgets"]["layers"]
