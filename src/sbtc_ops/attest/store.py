@@ -10,7 +10,12 @@ import re
 from pathlib import Path
 
 from sbtc_ops.backup.ids import is_backup_id
-from sbtc_ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, member_parts
+from sbtc_ops.backup.manifest import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    member_parts,
+    sha256_capped,
+)
 from sbtc_ops.backup.storage import LocalStorage, S3Storage, Storage, StorageError
 from sbtc_ops.errors import UsageError
 from sbtc_ops.files import confined_path, create_private, fsync_dir, read_capped, write_all
@@ -23,7 +28,6 @@ NAME = re.compile(
     r"(?:\.sig|\.cosig-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\.sig)?"
 )
 MAX_LISTED = 10_000
-HASH_CHUNK = 1 << 20
 
 
 def valid_name(name: str) -> bool:
@@ -54,28 +58,10 @@ def put(storage: Storage, backup_id: str, name: str, data: bytes) -> str:
         fsync_dir(directory)
         return str(path)
     if isinstance(storage, S3Storage):
-        key = storage._key(backup_id, DIRECTORY, name)
-
-        def write() -> None:
-            if _s3_exists(storage, key):
-                raise StorageError(f"{storage.url}/{key} exists already: never replaced")
-            storage.client.put_object(Bucket=storage.bucket, Key=key, Body=data)
-
-        storage.bounded(f"writing {key}", write, len(data))
+        key = storage.key(backup_id, DIRECTORY, name)
+        storage.put_new(key, data)
         return f"{storage.url}/{key}"
     raise StorageError(f"{storage.name}: attestations are not supported there")
-
-
-def _s3_exists(storage: S3Storage, key: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        storage.client.head_object(Bucket=storage.bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    return True
 
 
 def names(storage: Storage, backup_id: str) -> list[str]:
@@ -88,8 +74,7 @@ def names(storage: Storage, backup_id: str) -> list[str]:
         if directory.is_dir() and not directory.is_symlink():
             found = [p.name for p in directory.iterdir() if p.is_file() and not p.is_symlink()]
     elif isinstance(storage, S3Storage):
-        prefix = storage._key(backup_id, DIRECTORY) + "/"
-        found = storage.bounded(f"listing {prefix}", lambda: _s3_names(storage, prefix))
+        found = storage.object_names(storage.key(backup_id, DIRECTORY) + "/", MAX_LISTED)
     return sorted(n for n in found[:MAX_LISTED] if valid_name(n))
 
 
@@ -98,7 +83,7 @@ def read(storage: Storage, backup_id: str, name: str, max_bytes: int) -> bytes:
     if isinstance(storage, LocalStorage):
         return read_capped(storage.root / backup_id / DIRECTORY / name, max_bytes)
     if isinstance(storage, S3Storage):
-        return _s3_read(storage, storage._key(backup_id, DIRECTORY, name), max_bytes)
+        return storage.read_object(storage.key(backup_id, DIRECTORY, name), max_bytes)
     raise StorageError(f"{storage.name}: attestations are not supported there")
 
 
@@ -107,8 +92,7 @@ def manifest_digest(storage: Storage, backup_id: str) -> str:
     if isinstance(storage, LocalStorage):
         data = read_capped(storage.root / backup_id / MANIFEST_NAME, MAX_MANIFEST_BYTES)
     elif isinstance(storage, S3Storage):
-        key = storage._key(backup_id, MANIFEST_NAME)
-        data = _s3_read(storage, key, MAX_MANIFEST_BYTES)
+        data = storage.read_object(storage.key(backup_id, MANIFEST_NAME), MAX_MANIFEST_BYTES)
     else:
         raise StorageError(f"{storage.name}: not supported")
     return hashlib.sha256(data).hexdigest()
@@ -118,69 +102,19 @@ def file_digest(storage: Storage, backup_id: str, name: str, max_bytes: int) -> 
     """SHA-256 of one archive file as the repository holds it now (None: missing, or larger
     than `max_bytes`, the size its manifest records)."""
     parts = member_parts(name)
-    digest = hashlib.sha256()
-    seen = 0
     if isinstance(storage, LocalStorage):
         path = confined_path(storage.root / backup_id, parts)
         try:
             with path.open("rb") as handle:
-                while chunk := handle.read(HASH_CHUNK):
-                    seen += len(chunk)
-                    if seen > max_bytes:
-                        return None
-                    digest.update(chunk)
+                return sha256_capped(handle, max_bytes)
         except OSError:
             return None
-        return digest.hexdigest()
     if isinstance(storage, S3Storage):
-        key = storage._key(backup_id, *parts)
         try:
-            return storage.bounded(
-                f"reading {key}", lambda: _s3_digest(storage, key, max_bytes), max_bytes
-            )
+            return storage.object_digest(storage.key(backup_id, *parts), max_bytes)
         except StorageError:
             return None
     return None
-
-
-def _s3_names(storage: S3Storage, prefix: str) -> list[str]:
-    found: list[str] = []
-    paginator = storage.client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=storage.bucket, Prefix=prefix):
-        found += [obj["Key"][len(prefix) :] for obj in page.get("Contents", [])]
-        if len(found) > MAX_LISTED:
-            break
-    return found
-
-
-def _s3_digest(storage: S3Storage, key: str, max_bytes: int) -> str | None:
-    digest = hashlib.sha256()
-    seen = 0
-    body = storage.client.get_object(Bucket=storage.bucket, Key=key)["Body"]
-    try:
-        while chunk := body.read(HASH_CHUNK):
-            seen += len(chunk)
-            if seen > max_bytes:
-                return None
-            digest.update(chunk)
-    finally:
-        body.close()
-    return digest.hexdigest()
-
-
-def _s3_read(storage: S3Storage, key: str, max_bytes: int) -> bytes:
-    def read() -> bytes:
-        body = storage.client.get_object(Bucket=storage.bucket, Key=key)["Body"]
-        try:
-            data: bytes = body.read(max_bytes + 1)
-        finally:
-            body.close()
-        return data
-
-    data = storage.bounded(f"reading {key}", read, max_bytes)
-    if len(data) > max_bytes:
-        raise StorageError(f"{storage.url}/{key} is larger than {max_bytes} bytes")
-    return data
 
 
 def local_backup_of(statement_path: Path) -> tuple[LocalStorage, str] | None:

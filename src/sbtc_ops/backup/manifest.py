@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -125,6 +125,22 @@ class Manifest(BaseModel):
 
 def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+class Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+def sha256_capped(stream: Readable, max_bytes: int) -> str | None:
+    """SHA-256 of what `stream` holds, read in chunks (None: more than `max_bytes`)."""
+    digest = hashlib.sha256()
+    seen = 0
+    while chunk := stream.read(HASH_CHUNK):
+        seen += len(chunk)
+        if seen > max_bytes:
+            return None
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def sha256_file(path: Path) -> tuple[str, int]:

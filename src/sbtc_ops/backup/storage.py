@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from sbtc_ops.backup.ids import is_backup_id
-from sbtc_ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, member_parts
+from sbtc_ops.backup.manifest import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    member_parts,
+    sha256_capped,
+)
 from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
 from sbtc_ops.files import (
     PRIVATE_DIR_MODE,
@@ -381,7 +387,8 @@ class S3Storage:
             )
         return self._client
 
-    def _key(self, *parts: str) -> str:
+    def key(self, *parts: str) -> str:
+        """The object key of `parts` under this location's prefix."""
         return "/".join(p for p in (self.prefix, *parts) if p)
 
     @contextlib.contextmanager
@@ -427,16 +434,11 @@ class S3Storage:
             "as unreachable for the rest of this run"
         )
 
-    def bounded(self, action: str, fn: Callable[[], T], size: int = 0) -> T:
-        """`fn()` (calls on `self.client`) under this location's deadline, for modules that
-        keep their own objects beside the backups (attest/store.py)."""
-        return self._bounded(action, fn, size)
-
     def check_writable(self) -> None:
         self._bounded("checking the bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
 
     def _list_objects(self) -> dict[str, list[dict[str, Any]]]:
-        prefix = self._key("") + "/" if self.prefix else ""
+        prefix = self.key("") + "/" if self.prefix else ""
 
         def listing() -> dict[str, list[dict[str, Any]]]:
             by_backup: dict[str, list[dict[str, Any]]] = {}
@@ -481,7 +483,7 @@ class S3Storage:
     def clean_abandoned(self, *, dry_run: bool) -> list[str]:
         """Abort the multipart uploads a killed backup left under the prefix: invisible in
         listings, their parts still take space (and cost money) until aborted."""
-        prefix = self._key("") + "/" if self.prefix else ""
+        prefix = self.key("") + "/" if self.prefix else ""
 
         def unfinished() -> list[tuple[str, str]]:
             found: list[tuple[str, str]] = []
@@ -508,21 +510,76 @@ class S3Storage:
         return sorted(key for key, _ in found)
 
     def _manifest_bytes(self, backup_id: str) -> bytes:
-        """The manifest object, read up to MAX_MANIFEST_BYTES (a larger one is refused)."""
-        key = self._key(backup_id, MANIFEST_NAME)
+        """The manifest object, read up to MAX_MANIFEST_BYTES (a larger one is refused as
+        unsafe: that backup is invalid, the location still lists)."""
+        key = self.key(backup_id, MANIFEST_NAME)
+        return self.read_object(key, MAX_MANIFEST_BYTES, too_large=UnsafeFileError)
+
+    def read_object(
+        self, key: str, max_bytes: int, *, too_large: type[SbtcOpsError] = StorageError
+    ) -> bytes:
+        """One object's bytes; one larger than `max_bytes` is refused (`too_large`) after
+        reading at most one byte more."""
 
         def read() -> bytes:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
             try:
-                data: bytes = body.read(MAX_MANIFEST_BYTES + 1)
+                data: bytes = body.read(max_bytes + 1)
             finally:
                 body.close()
             return data
 
-        data = self._bounded(f"reading {key}", read, MAX_MANIFEST_BYTES)
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise UnsafeFileError(f"{self.url}/{key} is larger than {MAX_MANIFEST_BYTES} bytes")
+        data = self._bounded(f"reading {key}", read, max_bytes)
+        if len(data) > max_bytes:
+            raise too_large(f"{self.url}/{key} is larger than {max_bytes} bytes")
         return data
+
+    def object_digest(self, key: str, max_bytes: int) -> str | None:
+        """SHA-256 of one object, streamed (None: larger than `max_bytes`)."""
+
+        def digest() -> str | None:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                return sha256_capped(body, max_bytes)
+            finally:
+                body.close()
+
+        return self._bounded(f"reading {key}", digest, max_bytes)
+
+    def object_names(self, prefix: str, limit: int) -> list[str]:
+        """Names of the objects under `prefix` (keys without it), in listing order; the
+        listing stops once more than `limit` are found (a hostile bucket can hold millions)."""
+
+        def listing() -> list[str]:
+            found: list[str] = []
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                found += [obj["Key"][len(prefix) :] for obj in page.get("Contents", [])]
+                if len(found) > limit:
+                    break
+            return found
+
+        return self._bounded(f"listing {prefix}", listing)
+
+    def put_new(self, key: str, data: bytes) -> None:
+        """Write one object that must not exist yet (objects that are only ever added)."""
+        from botocore.exceptions import ClientError
+
+        def exists() -> bool:
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+            return True
+
+        def write() -> None:
+            if exists():
+                raise StorageError(f"{self.url}/{key} exists already: never replaced")
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+        self._bounded(f"writing {key}", write, len(data))
 
     def read_manifest(self, backup_id: str) -> Manifest:
         body = self._manifest_bytes(backup_id)
@@ -555,14 +612,14 @@ class S3Storage:
             for path in sorted(source_dir.rglob("*")):
                 if path.is_file() and path.name != MANIFEST_NAME:
                     relative = path.relative_to(source_dir).as_posix()
-                    key = self._key(backup_id, relative)
+                    key = self.key(backup_id, relative)
                     self._upload(path, key, digests.get(relative), progress)
             self._bounded(
                 "writing the manifest",
                 functools.partial(
                     self.client.put_object,
                     Bucket=self.bucket,
-                    Key=self._key(backup_id, MANIFEST_NAME),
+                    Key=self.key(backup_id, MANIFEST_NAME),
                     Body=manifest.to_bytes(),
                     ContentType="application/json",
                 ),
@@ -602,7 +659,7 @@ class S3Storage:
                 destination = confined_path(target, member_parts(entry.path))
             except OSError:  # e.g. listed both as a file and as a directory: reported later
                 continue
-            key = self._key(backup_id, entry.path)
+            key = self.key(backup_id, entry.path)
             self._bounded(
                 f"downloading {key}",
                 functools.partial(self._download, key, entry.size, destination, progress),

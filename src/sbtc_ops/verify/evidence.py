@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sbtc_ops import __version__
 from sbtc_ops.attest import store
 from sbtc_ops.attest.service import host_name
 from sbtc_ops.attest.statement import DrillEvidence, Subject
-from sbtc_ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES
+from sbtc_ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, sha256_file
 from sbtc_ops.backup.storage import Storage, StorageError
 from sbtc_ops.files import UnsafeFileError, read_capped
 from sbtc_ops.install import lock_digest
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
     from sbtc_ops.backup.archive import LocatedBackup
     from sbtc_ops.config import Settings
     from sbtc_ops.verify.report import VerifyReport
-
-HASH_CHUNK = 1 << 20
 
 
 def iso(timestamp: float) -> str:
@@ -85,18 +82,10 @@ def _subjects(report: VerifyReport, located: LocatedBackup | None) -> list[Subje
     root = located.root
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     return [
-        Subject(p.name if p == root else p.relative_to(root).as_posix(), _sha256(p))
+        Subject(p.name if p == root else p.relative_to(root).as_posix(), sha256_file(p)[0])
         for p in files
         if p.name != MANIFEST_NAME and store.DIRECTORY not in p.relative_to(root.parent).parts
     ]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _manifest_sha256(located: LocatedBackup | None, storages: list[Storage]) -> str | None:
