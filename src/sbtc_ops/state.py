@@ -194,17 +194,13 @@ class StateStore:
         return events[0] if events else None
 
     def events(self, kind: str, subject: str | None = None, limit: int = 100) -> list[Event]:
-        query = "SELECT id, kind, subject, at, outcome, data FROM events WHERE kind = ?"
-        params: list[Any] = [kind]
-        if subject is not None:
-            query += " AND subject = ?"
-            params.append(subject)
-        query += " ORDER BY at DESC, id DESC LIMIT ?"
-        params.append(limit)
-        return [
-            Event(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
-            for row in self._conn.execute(query, params)
-        ]
+        rows = self._newest(
+            "SELECT id, kind, subject, at, outcome, data FROM events",
+            {"kind": kind, "subject": subject},
+            "at",
+            limit,
+        )
+        return [Event(*row) for row in rows]
 
     # -- schema references ------------------------------------------------------------------
 
@@ -351,17 +347,27 @@ class StateStore:
         return cursor.rowcount
 
     def runs(self, job: str | None = None, limit: int = 100) -> list[Run]:
-        query = "SELECT id, job, started_at, ended_at, outcome, data FROM runs"
-        params: list[Any] = []
-        if job is not None:
-            query += " WHERE job = ?"
-            params.append(job)
-        query += " ORDER BY started_at DESC, id DESC LIMIT ?"
-        params.append(limit)
-        return [
-            Run(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
-            for row in self._conn.execute(query, params)
-        ]
+        rows = self._newest(
+            "SELECT id, job, started_at, ended_at, outcome, data FROM runs",
+            {"job": job},
+            "started_at",
+            limit,
+        )
+        return [Run(*row) for row in rows]
+
+    def _newest(
+        self, select: str, equal: dict[str, Any], at_column: str, limit: int
+    ) -> list[tuple[Any, ...]]:
+        """The newest `limit` rows of `select` (whose last column is the JSON data, decoded
+        here) whose columns equal the values of `equal` that are not None. Column names are
+        this module's constants, never input."""
+        conditions = {column: value for column, value in equal.items() if value is not None}
+        query = select
+        if conditions:
+            query += " WHERE " + " AND ".join(f"{column} = ?" for column in conditions)
+        query += f" ORDER BY {at_column} DESC, id DESC LIMIT ?"
+        rows = self._conn.execute(query, [*conditions.values(), limit])
+        return [(*row[:-1], json.loads(row[-1])) for row in rows]
 
 
 def _json(data: dict[str, Any] | None) -> str:

@@ -9,6 +9,7 @@ Services are imported inside the commands: see the package docstring (startup co
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -41,12 +42,6 @@ StacksUrlOption = Annotated[
 ]
 
 
-def _settings(network: str | None, stacks_urls: list[str] | None) -> Settings:
-    stacks = {"endpoints": list(stacks_urls)} if stacks_urls else None
-    settings: Settings = _common.load_settings(network=network, stacks=stacks)
-    return settings
-
-
 @chain_app.command("aggregate-key")
 def aggregate_key(
     network: NetworkOption = None,
@@ -54,11 +49,7 @@ def aggregate_key(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """The registry's current aggregate key (get-current-aggregate-pubkey), per endpoint."""
-    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.stacks import NOT_SET, read_aggregate_key
-
-    settings = _settings(network, stacks_url)
-    reading = read_aggregate_key(settings)
 
     def show(raw: bytes) -> str:
         return "no aggregate key set yet (0x00)" if raw == NOT_SET else raw.hex()
@@ -67,7 +58,9 @@ def aggregate_key(
         key = raw if raw is not None and raw != NOT_SET else None
         return {"aggregate_key": key.hex() if key else None, "not_set": raw == NOT_SET}
 
-    _report(settings, reading, show, show, as_json, json_output)
+    _read_and_report(
+        read_aggregate_key, _Rendering(show, show, as_json), network, stacks_url, json_output
+    )
 
 
 @chain_app.command("signer-data")
@@ -77,11 +70,7 @@ def signer_data(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """The registry's current signer data (get-current-signer-data), per endpoint."""
-    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.stacks import SignerData, read_signer_data
-
-    settings = _settings(network, stacks_url)
-    reading = read_signer_data(settings)
 
     def show(data: SignerData) -> str:
         key = data.aggregate_key.hex() if data.aggregate_key else "no aggregate key set yet"
@@ -105,18 +94,33 @@ def signer_data(
     def as_json(data: SignerData | None) -> dict[str, Any]:
         return {"signer_data": data.to_json() if data else None}
 
-    _report(settings, reading, show, summary, as_json, json_output)
+    _read_and_report(
+        read_signer_data, _Rendering(show, summary, as_json), network, stacks_url, json_output
+    )
 
 
-def _report(
-    settings: Settings,
-    reading: Reading[Any],
-    show: Callable[[Any], str],
-    summary: Callable[[Any], str],
-    as_json: Callable[[Any], dict[str, Any]],
+@dataclass(frozen=True)
+class _Rendering:
+    """How one command shows a value: in full, in one line (disagreements), in JSON."""
+
+    show: Callable[[Any], str]
+    summary: Callable[[Any], str]
+    as_json: Callable[[Any], dict[str, Any]]
+
+
+def _read_and_report(
+    read: Callable[[Settings], Reading[Any]],
+    rendering: _Rendering,
+    network: str | None,
+    stacks_urls: list[str] | None,
     json_output: bool,
 ) -> None:
-    """Render a reading and set the exit code: 0 agree, 1 disagree, 2 nothing answered."""
+    """Read on every endpoint (the configured ones or `--stacks-url`), render the reading and
+    set the exit code: 0 agree, 1 disagree, 2 nothing answered."""
+    json_output = _common.set_json_mode(json_output)
+    stacks = {"endpoints": list(stacks_urls)} if stacks_urls else None
+    settings: Settings = _common.load_settings(network=network, stacks=stacks)
+    reading = read(settings)
     if reading.all_failed:
         status = "unreachable"
     elif reading.disagree:
@@ -124,9 +128,9 @@ def _report(
     else:
         status = "not-set" if getattr(reading, "not_set", False) else "agree"
     if json_output:
-        _common.emit_json(_document(settings, reading, status, as_json))
+        _common.emit_json(_document(settings, reading, status, rendering.as_json))
     elif not reading.all_failed:
-        _print_outcomes(settings, reading, show)
+        _print_outcomes(settings, reading, rendering.show)
     if reading.all_failed:
         errors = "\n".join(f"  {o.display_url}: {o.error}" for o in reading.outcomes)
         message = f"no Stacks endpoint answered {reading.function}:\n{errors}"
@@ -139,7 +143,9 @@ def _report(
             f"warning: {outcome.display_url} did not answer: {outcome.error}", markup=False
         )
     if reading.disagree:
-        values = "\n".join(f"  {o.display_url}: {summary(o.value)}" for o in reading.succeeded)
+        values = "\n".join(
+            f"  {o.display_url}: {rendering.summary(o.value)}" for o in reading.succeeded
+        )
         _common.err.print(f"error: the endpoints disagree:\n{values}", markup=False)
         raise typer.Exit(1)
 

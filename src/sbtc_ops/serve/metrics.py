@@ -27,18 +27,10 @@ from prometheus_client.registry import Collector
 from sbtc_ops import __version__
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.redact import scrub
+from sbtc_ops.serve.gauges import PREFIX, gauge, state_set
 from sbtc_ops.serve.signermetrics import signer_metrics
 from sbtc_ops.serve.snapshot import BACKUP_KINDS, KeyState, Snapshot, read_snapshot
 from sbtc_ops.verify.checks import Verdict
-
-PREFIX = "sbtc_ops"
-
-
-def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
-    if value is not None:
-        family = GaugeMetricFamily(f"{PREFIX}_{name}", doc)
-        family.add_metric([], value)
-        yield family
 
 
 class StateCollector(Collector):
@@ -115,27 +107,25 @@ def _verify_metrics(snap: Snapshot) -> Iterator[Metric]:
     last = snap.last_verify
     if last is None:
         return
-    yield from _gauge("last_verify_timestamp_seconds", "When the last verify ended.", last.at)
-    yield from _gauge(
+    yield from gauge("last_verify_timestamp_seconds", "When the last verify ended.", last.at)
+    yield from gauge(
         "last_verify_success",
         "1 if the last verify passed every check with a matching key, else 0.",
         1.0 if last.outcome == "ok" else 0.0,
     )
-    verdict = GaugeMetricFamily(
-        f"{PREFIX}_last_verify_verdict",
+    yield state_set(
+        "last_verify_verdict",
         "The last verify's verdict (1 for the current one).",
-        labels=["verdict"],
+        "verdict",
+        [name.value for name in Verdict],
+        snap.last_verdict,
     )
-    current = snap.last_verdict
-    for name in Verdict:
-        verdict.add_metric([name.value], 1.0 if name == current else 0.0)
-    yield verdict
     ok = snap.last_verify_ok
     if ok is not None:
-        yield from _gauge(
+        yield from gauge(
             "last_verify_success_timestamp_seconds", "When the last successful verify ended.", ok.at
         )
-        yield from _gauge(
+        yield from gauge(
             "last_verify_success_age_seconds",
             "Seconds since the last successful verify.",
             max(0.0, snap.now - ok.at),
@@ -169,7 +159,7 @@ def _attestation_metrics(snap: Snapshot) -> Iterator[Metric]:
 
 def _key_metrics(snap: Snapshot) -> Iterator[Metric]:
     state = snap.key_state
-    yield from _gauge(
+    yield from gauge(
         "aggregate_key_match",
         "1 if the newest verified key in the backups is the on-chain aggregate key, else 0.",
         1.0 if state == KeyState.MATCH else 0.0,
@@ -195,7 +185,7 @@ def _chain_metrics(snap: Snapshot) -> Iterator[Metric]:
     for endpoint in snap.endpoints:
         up.add_metric([str(endpoint["endpoint"])], 1.0 if endpoint.get("up") else 0.0)
     yield up
-    yield from _gauge(
+    yield from gauge(
         "chain_check_timestamp_seconds",
         "When the on-chain key was last read.",
         snap.chain.ended_at or snap.chain.started_at,
@@ -207,8 +197,8 @@ def _audit_metrics(snap: Snapshot) -> Iterator[Metric]:
         return
     score = snap.audit_score
     if score is not None:
-        yield from _gauge("audit_score", "Audit hardening score, 0-100.", float(score))
-    yield from _gauge("audit_timestamp_seconds", "When the last audit ran.", snap.audit.at)
+        yield from gauge("audit_score", "Audit hardening score, 0-100.", float(score))
+    yield from gauge("audit_timestamp_seconds", "When the last audit ran.", snap.audit.at)
     findings = GaugeMetricFamily(
         f"{PREFIX}_audit_findings",
         "Open audit findings (warn, fail, error) by area, severity and status.",
@@ -227,10 +217,10 @@ def _dkg_metrics(snap: Snapshot) -> Iterator[Metric]:
     up = snap.dkg_watch_up
     if up is None:
         return  # no DKG watch here
-    yield from _gauge(
+    yield from gauge(
         "dkg_watch_up", "1 if the DKG watch's last poll of the signer DB succeeded.", float(up)
     )
-    yield from _gauge(
+    yield from gauge(
         "dkg_unprotected_seconds",
         "Seconds the newest DKG shares have existed without a backup containing them (0: safe).",
         snap.dkg_unprotected_s,

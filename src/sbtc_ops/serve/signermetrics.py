@@ -9,26 +9,12 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from sbtc_ops.serve.gauges import PREFIX, gauge, number, state_set
 from sbtc_ops.serve.snapshot import Snapshot
 from sbtc_ops.signer.dkgstate import STATUSES
 
-PREFIX = "sbtc_ops"
 SIGNER_CHECK = "signer-check"
 KEY_STATES = ("match", "pending", "missing", "unknown")
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _gauge(name: str, doc: str, value: Any) -> Iterator[Metric]:
-    number = _number(value)
-    if number is not None:
-        family = GaugeMetricFamily(f"{PREFIX}_{name}", doc)
-        family.add_metric([], number)
-        yield family
 
 
 def signer_metrics(snap: Snapshot) -> Iterator[Metric]:
@@ -36,19 +22,19 @@ def signer_metrics(snap: Snapshot) -> Iterator[Metric]:
     if run is None:
         return
     data = run.data
-    yield from _gauge(
+    yield from gauge(
         "signer_check_timestamp_seconds",
         "When the signer's DKG, database and event-lag state was last read.",
         run.ended_at or run.started_at,
     )
     yield from _dkg(data)
     yield from _database(data)
-    yield from _gauge(
+    yield from gauge(
         "stacks_event_lag_blocks",
         "Stacks node tip minus the signer's Stacks tip (GET /info): event delivery lag.",
         data.get("stacks_event_lag_blocks"),
     )
-    yield from _gauge(
+    yield from gauge(
         "bitcoin_lag_blocks",
         "Bitcoin node tip minus the signer's Bitcoin tip (GET /info).",
         data.get("bitcoin_event_lag_blocks"),
@@ -59,31 +45,29 @@ def _dkg(data: dict[str, Any]) -> Iterator[Metric]:
     status = data.get("dkg_newest_status")
     if status not in STATUSES:
         return
-    family = GaugeMetricFamily(
-        f"{PREFIX}_dkg_newest_status",
+    yield state_set(
+        "dkg_newest_status",
         "Status of the newest dkg_shares row (1 for the current one; none: no row).",
-        labels=["status"],
+        "status",
+        STATUSES,
+        status,
     )
-    for name in STATUSES:
-        family.add_metric([name], 1.0 if name == status else 0.0)
-    yield family
-    yield from _gauge(
+    yield from gauge(
         "dkg_unverified_blocks",
         "Bitcoin blocks the newest DKG shares have been unverified (0 unless unverified).",
         data.get("dkg_unverified_blocks"),
     )
     key_state = data.get("dkg_registry_key_state")
     if key_state in KEY_STATES:
-        states = GaugeMetricFamily(
-            f"{PREFIX}_dkg_registry_key_state",
+        yield state_set(
+            "dkg_registry_key_state",
             "Newest verified DKG key vs the registry's: match, pending (registry older), "
             "missing (the registry's key is not among the shares), unknown.",
-            labels=["state"],
+            "state",
+            KEY_STATES,
+            key_state,
         )
-        for name in KEY_STATES:
-            states.add_metric([name], 1.0 if name == key_state else 0.0)
-        yield states
-    yield from _gauge(
+    yield from gauge(
         "dkg_verification_window_blocks",
         "The signer's dkg_verification_window (Bitcoin blocks).",
         data.get("dkg_verification_window"),
@@ -91,8 +75,8 @@ def _dkg(data: dict[str, Any]) -> Iterator[Metric]:
 
 
 def _database(data: dict[str, Any]) -> Iterator[Metric]:
-    yield from _gauge("db_size_bytes", "Size of the signer database.", data.get("db_bytes"))
-    yield from _gauge(
+    yield from gauge("db_size_bytes", "Size of the signer database.", data.get("db_bytes"))
+    yield from gauge(
         "db_growth_bytes_per_day",
         "Growth of the signer database over the recorded sizes of the last 30 days.",
         data.get("db_growth_bytes_per_day"),
@@ -114,10 +98,10 @@ def _database(data: dict[str, Any]) -> Iterator[Metric]:
         if not isinstance(entry, dict):
             continue
         holds = "+".join(str(r) for r in entry.get("roles", []))
-        avail = _number(entry.get("avail"))
+        avail = number(entry.get("avail"))
         if avail is not None:
             free.add_metric([str(mount), holds], avail)
-        left = _number(entry.get("days_until_full"))
+        left = number(entry.get("days_until_full"))
         if left is not None:
             days.add_metric([str(mount), holds], left)
     yield free
