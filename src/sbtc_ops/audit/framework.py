@@ -15,7 +15,7 @@ Adding an area
    area, a title, a :class:`Severity`, the best-practice section it serves, the rationale
    and the default remediation.
 3. Return :func:`passed`, :func:`warned`, :func:`failed` or :func:`skipped`. Raise
-   :class:`Skip` from anywhere (helpers included) when the check cannot apply: not root,
+   :class:`Skip` (or take a fact through :func:`skip_unless`) from anywhere (helpers included) when the check cannot apply: not root,
    tool missing, not configured (``Skip`` is the host layer's ``Unavailable``, so a host
    fact that is not there skips the check with the host layer's reason). Any other
    exception becomes an ``error`` finding with the exception text, never a crash — so
@@ -55,6 +55,7 @@ from sbtc_ops.audit.registry import (
     load_areas,
     passed,
     select_checks,
+    skip_unless,
     skipped,
     warned,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "run_audit",
     "select_checks",
     "settings_secrets",
+    "skip_unless",
     "skipped",
     "url_password",
     "warned",

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sbtc_ops.errors import UsageError
 from sbtc_ops.host.context import HostContext
@@ -33,6 +33,7 @@ __all__ = [
 
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 # Areas in report order; areas not listed here follow, alphabetically.
@@ -96,6 +97,14 @@ def skipped(reason: str, **data: Any) -> Outcome:
 # host layer's Unavailable, so a fact the host does not offer (HostFileError, ToolMissing, an
 # unreachable source) skips the check that needed it, with the host layer's reason.
 Skip = Unavailable
+
+
+def skip_unless(value: T | None, reason: str) -> T:
+    """`value` when there is one (not None, not empty); otherwise the check is skipped with
+    `reason`: `admins = skip_unless(roster(ctx), "the roster lists no administrator")`."""
+    if not value:
+        raise Skip(reason)
+    return value
 
 
 @dataclass(frozen=True)

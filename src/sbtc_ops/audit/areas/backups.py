@@ -18,6 +18,7 @@ from sbtc_ops.audit.framework import (
     check,
     failed,
     passed,
+    skip_unless,
     warned,
 )
 from sbtc_ops.backup.ids import backup_time
@@ -78,9 +79,7 @@ def recent_backup(ctx: HostContext) -> Outcome:
 )
 def verified_backup(ctx: HostContext) -> Outcome:
 
-    complete = _complete_full(ctx)
-    if not complete:
-        raise Skip("no complete backup to have verified")
+    complete = skip_unless(_complete_full(ctx), "no complete backup to have verified")
     attest = ctx.settings.attest
     signing = attest.signing_key is not None or attest.allowed_signers is not None
     unsigned: list[Any] = []

@@ -30,6 +30,7 @@ from sbtc_ops.audit.framework import (
     check,
     failed,
     passed,
+    skip_unless,
     warned,
 )
 from sbtc_ops.host.compose import compose_files
@@ -412,9 +413,9 @@ def _judge_service(ctx: HostContext, service: RoleService) -> tuple[str, str]:
     "enough journal space; size json-file max-size × max-file for 90 days at the observed rate.",
 )
 def docker_log_retention(ctx: HostContext) -> Outcome:
-    services = role_services(ctx)
-    if not services:
-        raise Skip("no signer, Stacks or Bitcoin service found in the compose files")
+    services = skip_unless(
+        role_services(ctx), "no signer, Stacks or Bitcoin service found in the compose files"
+    )
     verdicts = [_judge_service(ctx, service) for service in services]
     data: dict[str, Any] = {"services": [{"status": s, "detail": d} for s, d in verdicts]}
     missing = sorted(set(ROLE_NAMES) - {s.role for s in services})
@@ -494,9 +495,10 @@ def _feeds_from(document: dict[str, Any], sink: dict[str, Any], sources: set[str
     "sink to durable storage; set the sink's retention to at least 90 days and confirm it there.",
 )
 def shipping_sink(ctx: HostContext) -> Outcome:
-    shipped = [s for s in role_services(ctx) if service_logging(ctx, s).driver == "fluentd"]
-    if not shipped:
-        raise Skip("no service ships its logs with the fluentd driver")
+    shipped = skip_unless(
+        [s for s in role_services(ctx) if service_logging(ctx, s).driver == "fluentd"],
+        "no service ships its logs with the fluentd driver",
+    )
     found = _shipper_config(ctx)
     names = ", ".join(s.name for s in shipped)
     if found is None:
@@ -631,9 +633,10 @@ def _node_log_rule(rule: RotateRule, patterns: list[str]) -> bool:
 )
 def logrotate_retention(ctx: HostContext) -> Outcome:
     patterns = list(ctx.settings.audit.log_files)
-    rules = [r for r in logrotate_rules(ctx) if _node_log_rule(r, patterns)]
-    if not rules:
-        raise Skip("no logrotate rule covers the signer's or nodes' logs")
+    rules = skip_unless(
+        [r for r in logrotate_rules(ctx) if _node_log_rule(r, patterns)],
+        "no logrotate rule covers the signer's or nodes' logs",
+    )
     need = retention_days(ctx)
     verdicts = []
     for rule in rules:
@@ -729,9 +732,9 @@ def first_line_time(ctx: HostContext, path: str) -> datetime | None:
     "bitcoind shrinks debug.log at startup unless -shrinkdebugfile=0.",
 )
 def local_log_age(ctx: HostContext) -> Outcome:
-    patterns = ctx.settings.audit.log_files
-    if not patterns:
-        raise Skip("no local log files configured (audit.log_files)")
+    patterns = skip_unless(
+        ctx.settings.audit.log_files, "no local log files configured (audit.log_files)"
+    )
     need = retention_days(ctx)
     verdicts: list[tuple[str, str]] = []
     data: dict[str, Any] = {}

@@ -27,6 +27,7 @@ from sbtc_ops.audit.framework import (
     check,
     failed,
     passed,
+    skip_unless,
     skipped,
     warned,
 )
@@ -35,13 +36,12 @@ from sbtc_ops.audit.netsource import (
     Unreachable,
     failed_if_unreachable,
     fetch,
-    fetch_json,
     local_source_url,
-    require_mapping,
 )
 from sbtc_ops.audit.ports import allowed_ports
 from sbtc_ops.audit.statefiles import read_state, write_state
 from sbtc_ops.host.compose import compose_files_if_configured, published_ports
+from sbtc_ops.host.nodes import signer_info
 
 AREA = "monitoring"
 SECTION = "Logs and Prometheus metrics"
@@ -314,9 +314,10 @@ def counters_advance(ctx: HostContext) -> Outcome:
     "address only, or drop it in DOCKER-USER; let Prometheus scrape over a private network.",
 )
 def metrics_port_exposure(ctx: HostContext) -> Outcome:
-    endpoint = ctx.settings.signer.prometheus_exporter_endpoint
-    if not endpoint:
-        raise Skip("the signer's prometheus_exporter_endpoint is not configured")
+    endpoint = skip_unless(
+        ctx.settings.signer.prometheus_exporter_endpoint,
+        "the signer's prometheus_exporter_endpoint is not configured",
+    )
     port = urlsplit(f"//{endpoint.split('://')[-1]}").port or DEFAULT_METRICS_PORT
     allowed = {number for number, proto in allowed_ports(ctx) if proto == "tcp"}
     if port in allowed:
@@ -366,21 +367,6 @@ def _published_publicly(ctx: HostContext, port: int) -> list[str]:
 
 
 # -- the signer's /info ---------------------------------------------------------------------
-
-
-def signer_info_url(ctx: HostContext) -> str:
-    return local_source_url(
-        ctx.settings.audit.signer_info_url,
-        ctx.settings.signer.event_observer_bind,
-        "/info",
-        "the signer's event observer address is not configured "
-        "(signer event_observer.bind or audit.signer_info_url)",
-    )
-
-
-def signer_info(ctx: HostContext) -> dict[str, Any]:
-    document = fetch_json(ctx, signer_info_url(ctx), what="signer GET /info")
-    return require_mapping(document, "signer GET /info")
 
 
 def _info_or_fail(ctx: HostContext) -> dict[str, Any] | Outcome:

@@ -22,6 +22,7 @@ from sbtc_ops.audit.framework import (
     check,
     failed,
     passed,
+    skip_unless,
     warned,
 )
 from sbtc_ops.audit.netsource import failed_if_unreachable
@@ -378,9 +379,10 @@ def hardware_memory(ctx: HostContext) -> Outcome:
     "10% free; list them in audit.chainstate_paths.",
 )
 def hardware_disk(ctx: HostContext) -> Outcome:
-    paths = ctx.settings.audit.chainstate_paths
-    if not paths:
-        raise Skip("no chainstate paths configured (audit.chainstate_paths)")
+    paths = skip_unless(
+        ctx.settings.audit.chainstate_paths,
+        "no chainstate paths configured (audit.chainstate_paths)",
+    )
     filesystems: dict[str, tuple[int, int, list[str]]] = {}
     for path in paths:
         result = ctx.run_ok(["df", "-B1", "--output=target,size,avail", str(path)])

@@ -31,10 +31,10 @@ from sbtc_ops.audit.framework import (
     HostContext,
     Outcome,
     Severity,
-    Skip,
     check,
     failed,
     passed,
+    skip_unless,
     warned,
 )
 from sbtc_ops.audit.inventory import parse_roster_date, roster_document
@@ -194,9 +194,7 @@ def two_administrators(ctx: HostContext) -> Outcome:
     "enroll a FIDO hardware key (hardware_key = true once done).",
 )
 def administrators_complete(ctx: HostContext) -> Outcome:
-    admins = roster(ctx)
-    if not admins:
-        raise Skip("the roster lists no administrator (see OPS-001)")
+    admins = skip_unless(roster(ctx), "the roster lists no administrator (see OPS-001)")
     no_key = [a.name for a in admins if not a.hardware_key]
     problems = [f"{a.name}: {p}" for a in admins for p in a.problems]
     problems += [f"{a.name}: no contact" for a in admins if not a.contact]
@@ -249,9 +247,10 @@ def _when(hour: int) -> str:
     "reaches audit.coverage_min_percent.",
 )
 def hours_covered(ctx: HostContext) -> Outcome:
-    admins = [a for a in roster(ctx) if a.timezone is not None and a.hours]
-    if not admins:
-        raise Skip("no administrator with a time zone and working hours (see OPS-002)")
+    admins = skip_unless(
+        [a for a in roster(ctx) if a.timezone is not None and a.hours],
+        "no administrator with a time zone and working hours (see OPS-002)",
+    )
     covered = week_coverage(admins, ctx.now)
     percent = 100 * sum(covered) / HOURS_PER_WEEK
     minimum = ctx.settings.audit.coverage_min_percent

@@ -34,6 +34,7 @@ from sbtc_ops.audit.framework import (
     check,
     failed,
     passed,
+    skip_unless,
     warned,
 )
 from sbtc_ops.audit.netsource import Malformed, fetch, require_mapping
@@ -593,9 +594,9 @@ def judge_advisories(what: str, packages: Iterable[Package], advisories: list[Ad
     "unattended-upgrades for security updates, and reboot or restart affected services.",
 )
 def host_package_vulnerabilities(ctx: HostContext) -> Outcome:
-    packages = debian_packages(ctx)
-    if not packages:
-        raise Skip("no installed package found in the dpkg status file")
+    packages = skip_unless(
+        debian_packages(ctx), "no installed package found in the dpkg status file"
+    )
     return judge_advisories("packages", packages, osv_advisories(ctx, packages))
 
 

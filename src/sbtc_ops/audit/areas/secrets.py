@@ -18,6 +18,7 @@ from sbtc_ops.audit.framework import (
     check,
     failed,
     passed,
+    skip_unless,
     warned,
 )
 from sbtc_ops.audit.inventory import roster, secrets_inventory
@@ -170,9 +171,9 @@ def weakness(cred: Credential) -> str | None:
     "and Bitcoin RPC, update the signer's db_endpoint / rpc_endpoints and the services.",
 )
 def weak_credentials(ctx: HostContext) -> Outcome:
-    creds = credentials(ctx)
-    if not creds:
-        raise Skip("no credentials found (database URL, Bitcoin RPC endpoints, compose env)")
+    creds = skip_unless(
+        credentials(ctx), "no credentials found (database URL, Bitcoin RPC endpoints, compose env)"
+    )
     weak = [
         {"where": cred.where, "user": cred.user, "problem": problem}
         for cred in creds

@@ -21,6 +21,7 @@ from sbtc_ops.audit.framework import (
     check,
     failed,
     passed,
+    skip_unless,
     warned,
 )
 from sbtc_ops.config import PRESETS
@@ -346,9 +347,10 @@ def events_observer_timeout(ctx: HostContext) -> Outcome:
     "extra_hosts: host-gateway); or run the signer with network_mode: host.",
 )
 def endpoints_reach_nodes(ctx: HostContext) -> Outcome:
-    endpoints = signer_endpoints(ctx)
-    if not endpoints:
-        raise Skip("the signer's configuration names no Stacks, Bitcoin RPC or database endpoint")
+    endpoints = skip_unless(
+        signer_endpoints(ctx),
+        "the signer's configuration names no Stacks, Bitcoin RPC or database endpoint",
+    )
     view = endpoints[0].view
     own = [e for e in endpoints if e.reaches_itself]
     data: dict[str, Any] = {
