@@ -20,6 +20,7 @@ from sbtc_ops.attest import sshsig
 from sbtc_ops.attest.statement import PREDICATE_TYPE, STATEMENT_TYPE
 from sbtc_ops.devtools.signer_db import GeneratedDb
 from tests.fakes.stacks_node import FakeStacksNode
+from tests.support.browser import dump_dom, needs_chromium
 from tests.support.cli import CliResult, clean_env, run_cli
 from tests.support.pg import SourceServer, new_signer_database
 from tests.support.verify import Verifier, stacks_node_for, take_backup
@@ -286,29 +287,7 @@ def test_bad_input_to_attest_verify_is_a_clear_error(area: Area, tmp_path: Path)
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"
 
 
-def chromium_dom(page: Path, profile: Path) -> str:
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.skip("chromium is not installed (Debian: chromium)")
-    argv = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
+@needs_chromium
 def test_html_report_opens_in_chromium_with_hostile_text_escaped(
     area: Area, source_server: SourceServer, tmp_path: Path
 ) -> None:
@@ -323,7 +302,7 @@ def test_html_report_opens_in_chromium_with_hostile_text_escaped(
     assert page.stat().st_mode & 0o777 == 0o600
     text = page.read_text()
     assert HOSTILE not in text  # escaped, never raw markup
-    dom = chromium_dom(page, tmp_path / "profile")
+    dom = dump_dom(page.as_uri(), tmp_path / "profile", timeout=90)
     assert "<title>sbtc-ops restore drill report</title>" in dom
     assert "pwned" not in dom.split("<body")[0]  # the title was not rewritten by a script
     restore = run.check("restore.complete")
@@ -333,6 +312,7 @@ def test_html_report_opens_in_chromium_with_hostile_text_escaped(
     assert area.facts.newest_verified_key.hex() in dom
 
 
+@needs_chromium
 def test_html_report_of_a_signed_match(area: Area, tmp_path: Path) -> None:
     page = tmp_path / "match.html"
     env = {"SBTC_OPS_ATTEST__SIGNING_KEY": str(area.serve_key)}
@@ -348,7 +328,7 @@ def test_html_report_of_a_signed_match(area: Area, tmp_path: Path) -> None:
         env=env,
     )
     run.expect(code=0, verdict="match")
-    dom = chromium_dom(page, tmp_path / "profile")
+    dom = dump_dom(page.as_uri(), tmp_path / "profile", timeout=90)
     assert 'data-verdict="match"' in dom
     assert run.doc["attestation"]["statement_sha256"] in dom
     assert "Stacks tip" in dom

@@ -37,7 +37,7 @@ from sbtc_ops.config import Settings
 from sbtc_ops.errors import UsageError
 from sbtc_ops.results import Status
 from tests.support.backup import wait_gone
-from tests.test_serve_browser import CHROMIUM, chromium
+from tests.support.browser import dump_dom, needs_chromium
 
 SECRET_PASSWORD = "s3cr3t-Pa55word-xyz"
 
@@ -331,12 +331,11 @@ def test_the_html_report_lists_failures_first_by_severity_with_contents(tmp_path
     assert "#finding-T-001" not in toc  # passing checks are counted, not listed
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed")
+@needs_chromium
 def test_the_html_report_in_chromium_starts_with_the_worst_failure(tmp_path: Path) -> None:
     report_path = tmp_path / "report.html"
     write_html(_mixed_report(tmp_path), report_path)
-    dom = chromium(tmp_path / "profile", "--dump-dom", report_path.as_uri())
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    statuses = re.findall(r'<tr id="finding-(T-\d+)" data-status="(\w+)">', dom.stdout)
+    dom = dump_dom(report_path.as_uri(), tmp_path / "profile")
+    statuses = re.findall(r'<tr id="finding-(T-\d+)" data-status="(\w+)">', dom)
     assert statuses[0] == ("T-005", "fail") and statuses[-1] == ("T-002", "skip")
-    assert '<nav id="toc">' in dom.stdout and 'href="#finding-T-005"' in dom.stdout
+    assert '<nav id="toc">' in dom and 'href="#finding-T-005"' in dom

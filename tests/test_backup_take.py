@@ -3,10 +3,7 @@ failures that leave nothing behind, secrets, permissions and the lock."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import pty
 import secrets
 import subprocess
 import threading
@@ -31,8 +28,9 @@ from tests.support.backup import (
     table_counts,
     wait_for_dump,
 )
-from tests.support.cli import CliResult, clean_env, sbtc_ops_executable
+from tests.support.cli import CliResult
 from tests.support.pg import SourceServer, new_signer_database
+from tests.support.terminal import run_on_terminal
 
 if TYPE_CHECKING:
     from sbtc_ops.devtools.signer_db import GeneratedDb
@@ -394,35 +392,23 @@ def test_progress_on_a_terminal_and_only_json_on_stdout(
     """stderr is a terminal but --json asks for a document: no progress is drawn (the
     drawn progress is tests/test_progress.py's); stdout, a pipe, carries the JSON alone."""
     repo = tmp_path / "r"
-    controller, terminal = pty.openpty()
-    proc = subprocess.Popen(
-        [sbtc_ops_executable(), "backup", "--db", medium_db[0], "--to", str(repo), "--json"],
+
+    def hold_the_dump(proc: subprocess.Popen[bytes]) -> None:
+        pg_dump = wait_for_dump(proc)
+        while not any(p.stat().st_size for p in repo.rglob("signer.dump")):
+            threading.Event().wait(0.01)
+        with stopped(pg_dump):  # hold the dump with bytes written: the display polls twice a second
+            threading.Event().wait(2.0)
+
+    run = run_on_terminal(
+        *("backup", "--db", medium_db[0], "--to", str(repo), "--json"),
         cwd=workdir,
-        env=clean_env(workdir / "state", {"TERM": "xterm", "COLUMNS": "120"}),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=terminal,
+        state_dir=workdir / "state",
+        env={"COLUMNS": "120"},
+        while_running=hold_the_dump,
+        timeout_s=120,
     )
-    os.close(terminal)
-    drawn = bytearray()
-
-    def read_terminal() -> None:
-        with contextlib.suppress(OSError):  # EIO once the process closed the terminal
-            while chunk := os.read(controller, 65536):
-                drawn.extend(chunk)
-
-    reader = threading.Thread(target=read_terminal, daemon=True)
-    reader.start()
-    pg_dump = wait_for_dump(proc)
-    while not any(p.stat().st_size for p in repo.rglob("signer.dump")):
-        threading.Event().wait(0.01)
-    with stopped(pg_dump):  # hold the dump with bytes written: the display polls twice a second
-        threading.Event().wait(2.0)
-    stdout, _ = proc.communicate(timeout=120)
-    reader.join(10)
-    os.close(controller)
-
-    screen = drawn.decode(errors="replace")
-    assert proc.returncode == 0, screen
+    screen = run.screen
+    assert run.code == 0, screen
     assert "pg_dump" not in screen and "eta" not in screen, screen
-    assert parse_json_output(0, stdout.decode(), screen).doc["ok"] is True
+    assert parse_json_output(0, run.stdout, screen).doc["ok"] is True

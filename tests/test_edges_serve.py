@@ -14,7 +14,7 @@ import pytest
 
 from sbtc_ops.serve.http import StatusServer
 from sbtc_ops.serve.ratelog import RateLimitedLog
-from tests.support.serve import populate
+from tests.support.serve import http_get, start_status_server
 
 CAP = 8
 CROWD = 60  # far more idle connections than the cap (bounded: loopback, one test process)
@@ -22,30 +22,11 @@ CROWD = 60  # far more idle connections than the cap (bounded: loopback, one tes
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[tuple[StatusServer, int]]:
-    populate(tmp_path / "state")
-    server = StatusServer(
-        "127.0.0.1:0",
-        tmp_path / "state",
-        healthy=lambda: (True, "ok"),
-        ready=lambda: (True, "ready"),
-        max_connections=CAP,
-        idle_timeout_s=60.0,
-    )
-    _, port = server.start()
+    server, port = start_status_server(tmp_path / "state", max_connections=CAP, idle_timeout_s=60.0)
     try:
         yield server, port
     finally:
         server.stop()
-
-
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def _open_idle(port: int, count: int) -> list[socket.socket]:
@@ -62,10 +43,10 @@ def test_a_crowd_of_idle_connections_does_not_starve_metrics(
     server, port = app
     crowd = _open_idle(port, CROWD)
     try:
-        status, body = _get(port, "/metrics")
+        status, body = http_get(port, "/metrics")
         assert status == 200 and b"sbtc_ops_" in body
-        assert _get(port, "/readyz") == (200, b"ready\n")
-        assert _get(port, "/healthz") == (200, b"ok\n")
+        assert http_get(port, "/readyz") == (200, b"ready\n")
+        assert http_get(port, "/healthz") == (200, b"ok\n")
         assert _open_connections(server) <= CAP
         assert server.evicted >= CROWD - CAP
     finally:
@@ -77,7 +58,7 @@ def test_evicted_idle_connections_are_closed_by_the_server(app: tuple[StatusServ
     _, port = app
     crowd = _open_idle(port, CAP * 3)
     try:
-        assert _get(port, "/healthz")[0] == 200
+        assert http_get(port, "/healthz")[0] == 200
         # The oldest ones made room: the server closed them (EOF, no answer).
         assert crowd[0].recv(1) == b""
     finally:
@@ -110,15 +91,7 @@ def test_a_keep_alive_client_keeps_working_among_the_crowd(app: tuple[StatusServ
 
 
 def test_idle_and_slow_clients_are_closed(tmp_path: Path) -> None:
-    populate(tmp_path / "state")
-    server = StatusServer(
-        "127.0.0.1:0",
-        tmp_path / "state",
-        healthy=lambda: (True, "ok"),
-        ready=lambda: (True, "ready"),
-        idle_timeout_s=0.5,
-    )
-    _, port = server.start()
+    server, port = start_status_server(tmp_path / "state", idle_timeout_s=0.5)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as idle:
             assert idle.recv(1) == b""  # closed by the server, not by our timeout
@@ -139,10 +112,10 @@ def test_repeated_errors_are_logged_a_bounded_number_of_times(
         (server.state_dir / f"state.db{suffix}").unlink(missing_ok=True)
     with caplog.at_level(logging.ERROR, logger="sbtc_ops.serve.http"):
         for _ in range(200):
-            assert _get(port, "/")[0] == 500
+            assert http_get(port, "/")[0] == 500
     records = [r for r in caplog.records if r.name == "sbtc_ops.serve.http"]
     assert 1 <= len(records) <= server.errors.burst
-    assert _get(port, "/healthz")[0] == 200
+    assert http_get(port, "/healthz")[0] == 200
 
 
 def test_rate_limited_log_reports_what_it_suppressed(caplog: pytest.LogCaptureFixture) -> None:

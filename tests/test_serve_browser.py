@@ -4,47 +4,18 @@ screenshot is saved under test-artifacts/. Chromium is gone afterwards."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.browser import chromium, dump_dom, needs_chromium
 from tests.support.serve import NO_JOBS, populate, processes_with, running_daemon, write_config
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(), reason="chromium is not installed (Debian: chromium)"
-    ),
-]
-
-
-def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        *args,
-    ]
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    finally:
-        deadline = time.monotonic() + 10
-        while processes_with(str(profile)) and time.monotonic() < deadline:
-            time.sleep(0.1)
+pytestmark = [pytest.mark.timeout(120), needs_chromium]
 
 
 def test_status_page_renders_verdicts_and_chart_in_chromium(tmp_path: Path) -> None:
@@ -56,14 +27,12 @@ def test_status_page_renders_verdicts_and_chart_in_chromium(tmp_path: Path) -> N
     screenshot = ARTIFACTS / "serve-status-page.png"
     screenshot.unlink(missing_ok=True)
     with running_daemon(config, state) as daemon:
-        dom = chromium(profile, "--dump-dom", daemon.url + "/")
-        assert dom.returncode == 0, dom.stderr[-2000:]
+        html = dump_dom(daemon.url + "/", profile)
         shot = chromium(
             profile, f"--screenshot={screenshot}", "--window-size=1280,1700", daemon.url + "/"
         )
         assert shot.returncode == 0, shot.stderr[-2000:]
         assert daemon.terminate() == 0
-    html = dom.stdout
     overall = re.search(r'id="overall" data-verdict="(\w+)"', html)
     assert overall is not None and overall.group(1) == "red"  # a critical audit finding
     cards = dict(re.findall(r"<b>([A-Za-z ]+): (OK|ATTENTION|PROBLEM)</b>", html))

@@ -9,7 +9,6 @@ stuck connections give way to new ones. Bounds are the tests' timeouts, never ti
 from __future__ import annotations
 
 import contextlib
-import http.client
 import logging
 import socket
 import time
@@ -21,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from sbtc_ops.serve.http import DEFAULT_MAX_CONNECTIONS, StatusServer
 from sbtc_ops.serve.snapshot import Snapshot
-from tests.support.serve import populate
+from tests.support.serve import http_get, start_status_server
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -39,19 +38,6 @@ def big_metrics(_snapshot: Snapshot) -> Iterator[Metric]:
     yield family
 
 
-def start(tmp_path: Path, **options: object) -> tuple[StatusServer, int]:
-    populate(tmp_path / "state")
-    server = StatusServer(
-        "127.0.0.1:0",
-        tmp_path / "state",
-        healthy=lambda: (True, "ok"),
-        ready=lambda: (True, "ready"),
-        **options,  # type: ignore[arg-type]
-    )
-    _, port = server.start()
-    return server, port
-
-
 def pipeline_without_reading(port: int, count: int) -> socket.socket:
     """A client that sends `count` GET /metrics at once (as much as the kernel takes) and
     never reads an answer."""
@@ -60,16 +46,6 @@ def pipeline_without_reading(port: int, count: int) -> socket.socket:
     with contextlib.suppress(BlockingIOError, ConnectionError):
         sock.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * count)
     return sock
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def wait_until_closed(server: StatusServer) -> None:
@@ -110,12 +86,14 @@ def crowd() -> Iterator[list[socket.socket]]:
 def test_healthz_answers_while_64_clients_pipeline_metrics_and_never_read(
     tmp_path: Path, crowd: list[socket.socket]
 ) -> None:
-    server, port = start(tmp_path, idle_timeout_s=600.0)  # no help from the idle timeout
+    server, port = start_status_server(
+        tmp_path / "state", idle_timeout_s=600.0
+    )  # no help from the idle timeout
     try:
         assert DEFAULT_MAX_CONNECTIONS == MISBEHAVING
         crowd.extend(pipeline_without_reading(port, PIPELINED) for _ in range(MISBEHAVING))
-        assert get(port, "/healthz") == (200, b"ok\n")
-        status, body = get(port, "/metrics")
+        assert http_get(port, "/healthz") == (200, b"ok\n")
+        status, body = http_get(port, "/metrics")
         assert status == 200 and b"sbtc_ops_" in body
         # Each was closed: by the cap on pipelined requests, or to make room.
         wait_until_closed(server)
@@ -127,18 +105,20 @@ def test_healthz_answers_while_64_clients_pipeline_metrics_and_never_read(
 def test_a_client_that_does_not_take_its_answer_is_closed_at_the_write_deadline(
     tmp_path: Path, crowd: list[socket.socket]
 ) -> None:
-    server, port = start(tmp_path, write_timeout_s=1.0, extra_metrics=big_metrics)
+    server, port = start_status_server(
+        tmp_path / "state", write_timeout_s=1.0, extra_metrics=big_metrics
+    )
     try:
         crowd.append(pipeline_without_reading(port, 1))  # one request: no pipelining
         wait_until_closed(server)
         assert closed_by_server(crowd[0])
-        assert get(port, "/healthz") == (200, b"ok\n")
+        assert http_get(port, "/healthz") == (200, b"ok\n")
     finally:
         server.stop()
 
 
 def test_a_well_behaved_pipelining_client_gets_every_answer(tmp_path: Path) -> None:
-    server, port = start(tmp_path)
+    server, port = start_status_server(tmp_path / "state")
     count = 50
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
@@ -157,7 +137,9 @@ def test_pipelining_past_unread_answers_is_capped(
     tmp_path: Path, crowd: list[socket.socket], caplog: pytest.LogCaptureFixture
 ) -> None:
     # Small answers: the socket buffers fill long before the write deadline could apply.
-    server, port = start(tmp_path, idle_timeout_s=600.0, write_timeout_s=600.0)
+    server, port = start_status_server(
+        tmp_path / "state", idle_timeout_s=600.0, write_timeout_s=600.0
+    )
     try:
         with caplog.at_level(logging.WARNING, logger="sbtc_ops.serve.http"):
             sock = socket.create_connection(("127.0.0.1", port), timeout=30)

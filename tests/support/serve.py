@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from sbtc_ops.serve.http import StatusServer
 from sbtc_ops.state import Run, StateStore
 from tests.support.cli import clean_env, sbtc_ops_executable
 
@@ -328,3 +330,29 @@ class WebhookSink:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+
+def start_status_server(state_dir: Path, **options: Any) -> tuple[StatusServer, int]:
+    """The daemon's HTTP side alone, healthy and ready, on a free loopback port over a
+    populated state directory: (server, port). The caller stops it."""
+    populate(state_dir)
+    server = StatusServer(
+        "127.0.0.1:0",
+        state_dir,
+        healthy=lambda: (True, "ok"),
+        ready=lambda: (True, "ready"),
+        **options,
+    )
+    _, port = server.start()
+    return server, port
+
+
+def http_get(port: int, path: str, timeout: float = 30) -> tuple[int, bytes]:
+    """GET `path` from 127.0.0.1:`port` on a new connection: (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
