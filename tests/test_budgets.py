@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.pg.sandbox import Sandbox
 from sbtc_ops.serve.jobs import job_specs
 from sbtc_ops.verify.budget import MIB, SERVE_GRACE_S, DrillBudget
-from tests.support.cli import CliResult, clean_env, sbtc_ops_executable
+from tests.support.cli import CliResult, clean_env, communicate_sampling, sbtc_ops_executable
 from tests.support.hostile import _ARMED, copy_database, pg_dump, plain_with, short_tmpdir
 from tests.support.pg import SourceServer, assert_no_postgres_left, new_signer_database
 from tests.support.verify import FAST_CHAIN_ENV, copy_schema_references, pin_schema
@@ -123,26 +122,13 @@ def watched_verify(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     peak_disk, hwm = 0, 0
-    done = threading.Event()
 
     def sample() -> None:
         nonlocal peak_disk, hwm
-        while not done.is_set():
-            peak_disk = max(peak_disk, allocated_bytes(tmpdir))
-            hwm = max(hwm, _vm_hwm(proc.pid) or 0)
-            done.wait(0.02)
+        peak_disk = max(peak_disk, allocated_bytes(tmpdir))
+        hwm = max(hwm, _vm_hwm(proc.pid) or 0)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        stdout, stderr = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise
-    finally:
-        done.set()
-        sampler.join()
+    stdout, stderr = communicate_sampling(proc, sample, timeout=600, every_s=0.02)
     try:
         assert "Traceback" not in stderr, stderr
         assert_no_postgres_left(tmpdir)

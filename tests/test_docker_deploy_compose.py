@@ -11,13 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.cli import communicate_sampling
 from tests.support.docker_lab import DOCKER_CLI, DOCKER_HOST, DockerLab, lab_step
 from tests.support.serve import NO_JOBS, wait_until, write_config
 from tests.support.verify import take_backup
@@ -201,20 +201,9 @@ def test_compose_service_verify_runs_its_drill_in_a_sandbox(
         text=True,
     )
     samples: list[tuple[int, str, int, list[str]]] = []
-    done = threading.Event()
-
-    def sampler() -> None:
-        while not done.is_set():
-            samples.extend(_readers_in(container_id))
-            done.wait(0.01)
-
-    thread = threading.Thread(target=sampler, daemon=True)
-    thread.start()
-    try:
-        out, err = proc.communicate(timeout=300)
-    finally:
-        done.set()
-        thread.join()
+    out, err = communicate_sampling(
+        proc, lambda: samples.extend(_readers_in(container_id)), timeout=300, every_s=0.01
+    )
     doc = json.loads(out)
     budget = next((c["detail"] for c in doc["checks"] if c["id"] == "drill.budget"), None)
     assert proc.returncode == 0 and doc["verdict"] == "match", (doc["summary"], budget, err)

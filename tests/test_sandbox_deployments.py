@@ -27,7 +27,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from sbtc_ops.discover.load import load_settings
 from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.pg.sandbox import Mode, Sandbox
 from sbtc_ops.results import Status
-from tests.support.cli import CliResult, clean_env, sbtc_ops_executable
+from tests.support.cli import CliResult, clean_env, communicate_sampling, sbtc_ops_executable
 from tests.support.pg import SourceServer, assert_no_postgres_left, new_signer_database
 from tests.support.verify import (
     FAST_CHAIN_ENV,
@@ -262,20 +261,9 @@ def _run_verify(
         argv, env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     samples: list[Sample] = []
-    done = threading.Event()
-
-    def sampler() -> None:
-        while not done.is_set():
-            samples.extend(_sample(proc.pid, dep.secrets))
-            done.wait(0.01)
-
-    thread = threading.Thread(target=sampler, daemon=True)
-    thread.start()
-    try:
-        out, err = proc.communicate(timeout=300)
-    finally:
-        done.set()
-        thread.join()
+    out, err = communicate_sampling(
+        proc, lambda: samples.extend(_sample(proc.pid, dep.secrets)), timeout=300, every_s=0.01
+    )
     assert "Traceback" not in err, err
     return CliResult(proc.returncode, out, err), samples
 

@@ -39,7 +39,7 @@ from sbtc_ops.pg import ThrowawayCluster, find_binaries
 from sbtc_ops.pg.schema_identity import read_canonical_schema
 from sbtc_ops.signer import schema_refs
 from sbtc_ops.verify.checks import Verdict
-from tests.support.pg import SIGNER_ROLE, SourceServer, assert_no_postgres_left
+from tests.support.pg import SIGNER_ROLE, SourceServer, assert_no_postgres_left, start_source_on
 from tests.support.verify import Verifier, operator_dump, take_backup
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -128,17 +128,7 @@ def test_generator_differs_from_the_real_schema_only_in_function_bodies(
 
 def _start_source(binaries_dir: Path | None) -> SourceServer:
     binaries = find_binaries(binaries_dir, tool_hint="postgres")
-    cluster = ThrowawayCluster(binaries, tcp_port=0)
-    cluster.start()
-    try:
-        password = "pw-" + secrets.token_hex(12)
-        cluster.create_role(SIGNER_ROLE, password)
-        server = SourceServer(cluster, password)
-        server.create_signer_database(SIGNER_ROLE)
-    except BaseException:
-        cluster.stop()
-        raise
-    return server
+    return start_source_on(ThrowawayCluster(binaries, tcp_port=0))
 
 
 def _insert_verified_dkg_round(url: str) -> bytes:

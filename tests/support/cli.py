@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,3 +66,29 @@ def run_cli(
         check=False,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def communicate_sampling(
+    proc: subprocess.Popen[str], sample: Callable[[], None], *, timeout: float, every_s: float
+) -> tuple[str, str]:
+    """`proc.communicate()` (stdout, stderr) while another thread calls `sample()` every
+    `every_s` seconds until the process is done; past `timeout` it is killed and
+    TimeoutExpired raised."""
+    done = threading.Event()
+
+    def sampler() -> None:
+        while not done.is_set():
+            sample()
+            done.wait(every_s)
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    finally:
+        done.set()
+        thread.join()

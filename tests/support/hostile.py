@@ -20,14 +20,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sbtc_ops.pg import find_binaries
-from tests.support.cli import CliResult, clean_env, sbtc_ops_executable
+from tests.support.cli import CliResult, clean_env, communicate_sampling, sbtc_ops_executable
 from tests.support.pg import SourceServer
 from tests.support.pgtoc import move_before_data
 
@@ -399,25 +398,12 @@ def verify_watched(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     peak = 0
-    done = threading.Event()
 
     def sample() -> None:
         nonlocal peak
-        while not done.is_set():
-            peak = max(peak, staged_bytes(tmpdir))
-            time.sleep(0.02)
+        peak = max(peak, staged_bytes(tmpdir))
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        stdout, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise
-    finally:
-        done.set()
-        sampler.join()
+    stdout, stderr = communicate_sampling(proc, sample, timeout=120, every_s=0.02)
     return WatchedRun(CliResult(proc.returncode, stdout, stderr), peak)
 
 

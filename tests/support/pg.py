@@ -77,10 +77,15 @@ def start_source_server(parent: Path | None = None) -> SourceServer:
         binaries = find_binaries(tool_hint="postgres")
     except DependencyError as exc:
         pytest.skip(f"no PostgreSQL binaries: {exc}")
-    password = "pw-" + secrets.token_hex(12)
-    cluster = ThrowawayCluster(binaries, parent=parent, tcp_port=0)
+    return start_source_on(ThrowawayCluster(binaries, parent=parent, tcp_port=0))
+
+
+def start_source_on(cluster: ThrowawayCluster) -> SourceServer:
+    """Start `cluster` (TCP) with the `signer` role (a random password) and an empty `signer`
+    database; the cluster is stopped again if that fails."""
     cluster.start()
     try:
+        password = "pw-" + secrets.token_hex(12)
         cluster.create_role(SIGNER_ROLE, password)
         server = SourceServer(cluster, password)
         server.create_signer_database(SIGNER_ROLE)
