@@ -18,9 +18,11 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from typing import Any
 import pytest
 
 from sbtc_ops.pg.cluster import free_tcp_port
+from tests.support.proxy import LoopbackProxy
 
 START_TIMEOUT_S = 90.0
 # weed finishes its own shutdown in ~15 s (an internal wait after every service stopped);
@@ -252,47 +255,21 @@ def s3_server() -> Iterator[S3Server]:
         _stop_and_check(server)
 
 
-class FreezingProxy:
+class FreezingProxy(LoopbackProxy):
     """A TCP proxy in front of the S3 server that freezes all traffic towards it once a
     request contains `trigger` (e.g. b"partNumber=" mid-multipart, b"manifest.json" just
     before the manifest): the client then hangs at a known point, to be killed there."""
 
     def __init__(self, upstream_port: int, trigger: bytes) -> None:
-        import socket
-        import threading
-
-        self.upstream_port = upstream_port
         self.trigger = trigger
         self.frozen = threading.Event()
-        self._closed = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._listener.getsockname()[1])
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream_port)
 
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        import socket
-        import threading
-
-        while not self._closed.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            self._sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, source: Any, sink: Any, towards_server: bool) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, towards_upstream: bool) -> None:
         tail = b""
         try:
             while chunk := source.recv(65536):
-                if towards_server:
+                if towards_upstream:
                     if self.trigger in tail + chunk:
                         self.frozen.set()
                     tail = chunk[-len(self.trigger) :]
@@ -306,10 +283,3 @@ class FreezingProxy:
     def wait_frozen(self, timeout_s: float = 60.0) -> None:
         if not self.frozen.wait(timeout_s):
             raise AssertionError(f"no request with {self.trigger!r} within {timeout_s} s")
-
-    def close(self) -> None:
-        self._closed.set()
-        self._listener.close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import socket
 import subprocess
 import threading
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from sbtc_ops.progress import descendants
 from tests.support.backup import _argv, process_name, stopped
 from tests.support.cli import clean_env, sbtc_ops_executable
+from tests.support.proxy import LoopbackProxy
 
 Hook = Callable[[subprocess.Popen[bytes]], None]
 
@@ -95,52 +97,21 @@ def hold(name: str, with_arg: str, seconds: float = 1.5) -> Hook:
     return freeze
 
 
-class ThrottledProxy:
+class ThrottledProxy(LoopbackProxy):
     """A TCP proxy that passes bytes at about `bytes_per_s` each way, so a transfer to a
     loopback S3 server lasts long enough for its progress to be drawn."""
 
     def __init__(self, upstream_port: int, bytes_per_s: int) -> None:
-        import socket
-
-        self.upstream_port = upstream_port
         self.delay_per_byte = 1.0 / bytes_per_s
-        self._closed = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._listener.getsockname()[1])
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(upstream_port)
 
     def __enter__(self) -> ThrottledProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._closed.set()
-        self._listener.close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
+        self.close()
 
-    def _accept(self) -> None:
-        import socket
-
-        while not self._closed.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source: object, sink: object) -> None:
-        import socket
-
-        assert isinstance(source, socket.socket) and isinstance(sink, socket.socket)
+    def _pump(self, source: socket.socket, sink: socket.socket, towards_upstream: bool) -> None:
         try:
             while chunk := source.recv(16384):
                 sink.sendall(chunk)
