@@ -15,11 +15,12 @@ Adding an area
    area, a title, a :class:`Severity`, the best-practice section it serves, the rationale
    and the default remediation.
 3. Return :func:`passed`, :func:`warned`, :func:`failed` or :func:`skipped`. Raise
-   :class:`Skip` (or take a fact through :func:`skip_unless`) from anywhere (helpers included) when the check cannot apply: not root,
+   :class:`Skip` from anywhere (helpers included) when the check cannot apply: not root,
    tool missing, not configured (``Skip`` is the host layer's ``Unavailable``, so a host
-   fact that is not there skips the check with the host layer's reason). Any other
-   exception becomes an ``error`` finding with the exception text, never a crash — so
-   raise with messages that hold no secret.
+   fact that is not there skips the check with the host layer's reason);
+   ``x = skip_unless(fact, reason)`` takes a fact or skips when it is None or empty. Any
+   other exception becomes an ``error`` finding with the exception text, never a crash —
+   so raise with messages that hold no secret.
 4. Touch the host only through the context: ``ctx.read_text``/``read_optional``/``stat``/
    ``glob``/``exists`` (they honour ``--root``) and ``ctx.run([...])`` (the injectable
    command runner, with timeouts; identical commands run once per audit and are shared).
