@@ -14,7 +14,6 @@ role runs no program).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -37,7 +36,7 @@ from sbtc_ops.verify.budget import MIB, SERVE_GRACE_S, DrillBudget
 from tests.support.cli import CliResult, clean_env, communicate_sampling, sbtc_ops_executable
 from tests.support.hostile import _ARMED, copy_database, pg_dump, plain_with, short_tmpdir
 from tests.support.pg import SourceServer, assert_no_postgres_left, new_signer_database
-from tests.support.verify import FAST_CHAIN_ENV, copy_schema_references, pin_schema
+from tests.support.verify import FAST_CHAIN_ENV, VerifyRun, copy_schema_references, pin_schema
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(900)]
 
@@ -60,33 +59,13 @@ SMALL = {
 
 
 @dataclass
-class BudgetRun:
-    result: CliResult
-    peak_disk: int  # bytes allocated in the run's TMPDIR, sampled every 20 ms
-    root_hwm: int  # VmHWM of the sbtc-ops process (bytes), last sample before it exited
-
-    @property
-    def doc(self) -> dict[str, Any]:
-        document = json.loads(self.result.stdout)
-        assert isinstance(document, dict)
-        return document
-
-    def check(self, check_id: str) -> dict[str, Any]:
-        found = [c for c in self.doc["checks"] if c["id"] == check_id]
-        assert len(found) == 1, self.context
-        return dict(found[0])
-
-    @property
-    def context(self) -> str:
-        return f"stdout={self.result.stdout[-3000:]!r} stderr={self.result.stderr[-2000:]!r}"
+class BudgetRun(VerifyRun):
+    peak_disk: int = 0  # bytes allocated in the run's TMPDIR, sampled every 20 ms
+    root_hwm: int = 0  # VmHWM of the sbtc-ops process (bytes), last sample before it exited
 
     def expect_over_budget(self, resource: str) -> dict[str, Any]:
-        assert self.result.code == 1, self.context
-        assert self.doc["verdict"] == "over-budget", self.context
-        budget = self.check("drill.budget")
-        assert budget["status"] == "fail", self.context
+        budget = self.expect(code=1, verdict="over-budget", failing="drill.budget")
         assert budget["data"]["resource"] == resource, self.context
-        assert budget["remediation"]
         assert self.doc["budgets"]["breach"]["resource"] == resource
         return budget
 
@@ -137,7 +116,9 @@ def watched_verify(
         assert cgroups_of(proc.pid) == [], "verify left its cgroups behind"
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    return BudgetRun(CliResult(proc.returncode, stdout, stderr), peak_disk, hwm)
+    result = CliResult(proc.returncode, stdout, stderr)
+    # leftovers: none, asserted above
+    return BudgetRun(result, leftovers=[], peak_disk=peak_disk, root_hwm=hwm)
 
 
 # -- the corpus ---------------------------------------------------------------------------------

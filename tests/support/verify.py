@@ -71,8 +71,13 @@ class VerifyRun:
 
     def check(self, check_id: str) -> dict[str, Any]:
         found: list[dict[str, Any]] = [c for c in self.doc["checks"] if c["id"] == check_id]
-        assert len(found) == 1, f"{check_id} reported {len(found)} times"
+        assert len(found) == 1, f"{check_id} reported {len(found)} times; {self.context}"
         return found[0]
+
+    @property
+    def context(self) -> str:
+        """The ends of stdout and stderr, for an assertion's message."""
+        return f"stdout={self.result.stdout[-3000:]!r} stderr={self.result.stderr[-2000:]!r}"
 
     def problems(self) -> set[str]:
         return {c["id"] for c in self.doc["checks"] if c["status"] in ("fail", "error")}
@@ -81,7 +86,7 @@ class VerifyRun:
         self, *, code: int, verdict: str, failing: str | None = None, status: str = "fail"
     ) -> dict[str, Any]:
         """Assert the exit code, the verdict and the one failing check; return that check."""
-        context = f"stdout={self.result.stdout[-3000:]!r} stderr={self.result.stderr[-2000:]!r}"
+        context = self.context
         assert self.code == code, context
         assert self.doc["verdict"] == verdict, context
         assert self.doc["ok"] is (code == 0), context
