@@ -19,7 +19,7 @@ from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.keys.chain import OnchainSignerSet
 from sbtc_ops.keys.material import KeySource
 from sbtc_ops.keys.wellknown import well_known
-from sbtc_ops.results import CheckResult, Status, run_timed
+from sbtc_ops.results import CheckResult, Status, timed_check
 from sbtc_ops.state import EventKind, StateStore
 
 SECTION = "protect the private key; keep an offline cold-storage backup"
@@ -290,4 +290,4 @@ def run_key_checks(
         lambda: check_onchain_set(facts, onchain_reader),
         lambda: check_cold_backup(facts, store, options),
     ]
-    return [run_timed(check) for check in checks]
+    return [timed_check(check) for check in checks]

@@ -22,8 +22,10 @@ from typing import Any
 
 import psycopg
 
+from sbtc_ops.backup.source import dkg_fingerprint, parse_target
 from sbtc_ops.config import Settings
-from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.errors import ConfigError, SbtcOpsError
+from sbtc_ops.serve.jobs import scrub, settings_secret_values
 from sbtc_ops.state import Event, EventKind, StateStore
 
 log = logging.getLogger(__name__)
@@ -183,8 +185,6 @@ class DkgWatch:
     # -- the database -----------------------------------------------------------------------
 
     def _read(self) -> tuple[tuple[Any, ...], NewestRow | None]:
-        from sbtc_ops.backup.source import dkg_fingerprint
-
         if self._conn is None:
             self._conn = self._connect()
         fingerprint = dkg_fingerprint(self._conn)
@@ -193,9 +193,6 @@ class DkgWatch:
         return tuple(_plain(v) for v in fingerprint), row
 
     def _connect(self) -> Any:
-        from sbtc_ops.backup.source import parse_target
-        from sbtc_ops.errors import ConfigError
-
         url = self.settings.effective_db_url
         if url is None:
             raise ConfigError("no signer database configured (db.url or the signer's db_endpoint)")
@@ -210,8 +207,6 @@ class DkgWatch:
             self._conn = None
 
     def _describe(self, exc: Exception) -> str:
-        from sbtc_ops.serve.jobs import scrub, settings_secret_values
-
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return scrub(text, settings_secret_values(self.settings))
 

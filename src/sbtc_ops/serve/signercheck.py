@@ -25,11 +25,12 @@ from sbtc_ops import redact
 from sbtc_ops.backup.service import request_from_settings, run_backup
 from sbtc_ops.config import Settings, secret_values
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.history import JobOutcome
 from sbtc_ops.host.context import HostContext
 from sbtc_ops.host.errors import EvidenceError, Unavailable
 from sbtc_ops.host.nodes import bitcoin_height, signer_info, signer_revision
 from sbtc_ops.host.signer import data_volumes, registry_signer_data, signer_images, volume_free
-from sbtc_ops.serve.scheduler import OK, PROBLEM, JobResult
+from sbtc_ops.serve.scheduler import JobResult
 from sbtc_ops.signer import dbfacts
 from sbtc_ops.signer.dkgstate import DkgState
 from sbtc_ops.signer.running import database_size_bytes, dkg_state, window_of
@@ -55,7 +56,7 @@ def signer_check_job(settings: Settings, now: float | None = None) -> JobResult:
         except Exception as exc:  # noqa: BLE001 - each part fails alone, named in the result
             data["errors"][name] = _reason(exc, settings)
     summary = _summary(data)
-    return JobResult(PROBLEM if data["errors"] else OK, summary, data)
+    return JobResult(JobOutcome.PROBLEM if data["errors"] else JobOutcome.OK, summary, data)
 
 
 def _reason(exc: Exception, settings: Settings) -> str:
