@@ -23,7 +23,6 @@ from sbtc_ops.results import CheckResult, Status, timed_check
 from sbtc_ops.state import EventKind, StateStore
 
 SECTION = "protect the private key; keep an offline cold-storage backup"
-VERIFY_EVENT = EventKind.KEY_BACKUP_VERIFY
 DAY = 86400.0
 
 
@@ -231,7 +230,7 @@ def check_cold_backup(
     facts: KeyFacts, store: StateStore, options: KeySettings, now: float | None = None
 ) -> CheckResult:
     now = time.time() if now is None else now
-    events = store.events(VERIFY_EVENT, facts.public_key, limit=200)
+    events = store.events(EventKind.KEY_BACKUP_VERIFY, facts.public_key, limit=200)
     create = (
         "create one with `sbtc-ops key backup` and prove it restores with "
         "`sbtc-ops key verify-backup` (see docs/key-custody.md)"

@@ -31,7 +31,6 @@ from sbtc_ops.state import Event, EventKind, StateStore
 log = logging.getLogger(__name__)
 
 DKG_BACKUP = "dkg-backup"
-WATCH_EVENT = EventKind.DKG_WATCH
 _EVENTS_KEPT = 200
 _RETRY_S = 300.0  # while unprotected, a failed dkg backup is tried again this often
 
@@ -146,7 +145,7 @@ class DkgWatch:
         self, fingerprint: tuple[Any, ...], row: NewestRow | None, now: float, *, recovered: bool
     ) -> None:
         with StateStore.open(self.settings.state_dir) as store:
-            previous = last_observation(store.events(WATCH_EVENT, "live", limit=20))
+            previous = last_observation(store.events(EventKind.DKG_WATCH, "live", limit=20))
             backups = store.events(EventKind.BACKUP, limit=50)
         known = previous.data.get("fingerprint") if previous is not None else None
         changed = self.fingerprint is not None and fingerprint != self.fingerprint
@@ -212,8 +211,8 @@ class DkgWatch:
 
     def _record(self, outcome: str, data: dict[str, Any], now: float) -> None:
         with StateStore.open(self.settings.state_dir) as store:
-            store.record_event(WATCH_EVENT, "live", outcome, data, at=now)
-            store.prune_events(WATCH_EVENT, _EVENTS_KEPT)
+            store.record_event(EventKind.DKG_WATCH, "live", outcome, data, at=now)
+            store.prune_events(EventKind.DKG_WATCH, _EVENTS_KEPT)
 
 
 def _is_new_round(previous: Event | None, row: NewestRow) -> bool:

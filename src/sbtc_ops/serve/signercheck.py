@@ -36,7 +36,6 @@ from sbtc_ops.signer.dkgstate import DkgState
 from sbtc_ops.signer.running import database_size_bytes, dkg_state, window_of
 from sbtc_ops.state import EventKind, StateStore
 
-IMAGE_EVENT = EventKind.SIGNER_IMAGE
 IMAGE_SUBJECT = "signer"
 _IMAGE_EVENTS_KEPT = 200
 
@@ -153,7 +152,7 @@ def _image_part(ctx: HostContext, settings: Settings, now: float) -> dict[str, A
     if not image and not revision:
         return {}
     with StateStore.open(settings.state_dir) as store:
-        previous = store.last_event(IMAGE_EVENT, IMAGE_SUBJECT)
+        previous = store.last_event(EventKind.SIGNER_IMAGE, IMAGE_SUBJECT)
         before = next(
             (e for e in store.events(EventKind.BACKUP, limit=50) if e.outcome == "ok"), None
         )
@@ -193,5 +192,5 @@ def _backup_now(settings: Settings) -> dict[str, Any]:
 
 def _record_image(settings: Settings, now: float, data: dict[str, Any]) -> None:
     with StateStore.open(settings.state_dir) as store:
-        store.record_event(IMAGE_EVENT, IMAGE_SUBJECT, "ok", data, at=now)
-        store.prune_events(IMAGE_EVENT, _IMAGE_EVENTS_KEPT)
+        store.record_event(EventKind.SIGNER_IMAGE, IMAGE_SUBJECT, "ok", data, at=now)
+        store.prune_events(EventKind.SIGNER_IMAGE, _IMAGE_EVENTS_KEPT)
