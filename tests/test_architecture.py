@@ -4,6 +4,7 @@ order, and every package and module of src/sbtc_ops sits in one of them."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 from pathlib import Path
@@ -33,7 +34,7 @@ def first_mention(name: str, text: str) -> int:
 def test_the_diagram_lists_the_contracts_layers_in_order() -> None:
     text = diagram()
     positions = [[first_mention(name, text) for name in layer] for layer in contract_layers()]
-    for upper, lower in zip(positions, positions[1:], strict=False):
+    for upper, lower in itertools.pairwise(positions):
         assert max(upper) < min(lower), (upper, lower)
 
 
