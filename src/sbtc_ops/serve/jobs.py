@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from sbtc_ops import redact
 from sbtc_ops.config import Settings, secret_values
 from sbtc_ops.history import JobName, JobOutcome
-from sbtc_ops.host.endpoints import public_url as endpoint_label
+from sbtc_ops.host.endpoints import public_url
 from sbtc_ops.proc import InBackground
 from sbtc_ops.results import Status
 from sbtc_ops.serve.scheduler import JobResult, JobSpec
@@ -277,7 +277,7 @@ def chain_check_job(settings: Settings) -> JobResult:
     secrets = settings_secret_values(settings)
     endpoints = [
         {
-            "endpoint": endpoint_label(outcome.url),
+            "endpoint": public_url(outcome.url),
             "up": outcome.ok,
             "elapsed_s": round(outcome.elapsed_s, 3),
             "error": None if outcome.ok else scrub(outcome.error or "", secrets)[:200],
