@@ -38,9 +38,10 @@ def prepare(workdir: Path) -> Path:
         "[signer]\n"
         f'config_path = "{tree}/opt/sbtc/sbtc-signer/signer-config.toml"\n'
         f'env_file = "{tree}/opt/sbtc/.env"\n'
-        "[audit]\n"
+        "[docker]\n"
         f'compose_files = ["{tree}/opt/sbtc/docker-compose.yml", '
         f'"{tree}/opt/sbtc/nodes/docker-compose.chains.yml"]\n'
+        "[audit]\n"
         f'secrets_inventory = "{tree}/etc/sbtc-ops/secrets.toml"\n'
         f'roster_file = "{tree}/etc/sbtc-ops/roster.toml"\n'
         f'pg_hba_files = ["{tree}/opt/sbtc/postgres/data/pg_hba.conf"]\n'

@@ -177,7 +177,7 @@ def contenders(source: Source, work: Path, recipient: str) -> dict[str, Callable
     def sbtc_ops(extra: tuple[str, ...]) -> Callable[[int], dict[str, Any]]:
         def go(run: int) -> dict[str, Any]:
             repo = work / f"repo-{run}"
-            argv = [str(SBTC_OPS), "backup", "--to", str(repo), "--json", *extra]
+            argv = [str(SBTC_OPS), "backup", "--repo", str(repo), "--json", *extra]
             result = run_measured(argv, source.sbtc_env(work / "state"), sample_rss=True)
             manifest = json.loads(result.pop("stdout"))["backup"]
             result["size"] = manifest["total_size"]

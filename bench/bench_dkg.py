@@ -75,7 +75,7 @@ def main() -> None:
                         "--dkg-only",
                         "--db",
                         url,
-                        "--to",
+                        "--repo",
                         f"{tmp}/repo",
                         "--json",
                     ],

@@ -7,7 +7,7 @@ measured in the same run, alternating (the order rotates every round), medians o
       query in psql (what an operator does by hand);
   (b) floor:  initdb + start a cluster tuned like ThrowawayCluster (TUNED_SETTINGS) +
       `pg_restore -j 2`, no checks;
-  (c) verify: `sbtc-ops verify BACKUP --to REPO --stacks-url FAKE --json` end to end (checksum,
+  (c) verify: `sbtc-ops verify BACKUP --repo REPO --stacks-url FAKE --json` end to end (checksum,
       restore, amcheck, every check, cluster removal) with a fake Stacks node serving the
       right key; its own peak RSS (VmHWM) and its client children's are sampled.
 
@@ -81,7 +81,7 @@ def prepare_backup(data: Path, size_mb: float, seed: int) -> dict[str, Any]:
         log(f"  {generated.schema_bytes / 2**20:.0f} MB in {generate_s:.0f} s; backing up…")
         started = time.monotonic()
         backup = run(
-            [str(SBTC_OPS), "backup", "--db", url, "--to", str(data / "repo"), "--json"],
+            [str(SBTC_OPS), "backup", "--db", url, "--repo", str(data / "repo"), "--json"],
             env=sbtc_env(data / "state"),
         )
         backup_s = time.monotonic() - started
@@ -218,7 +218,7 @@ def verify_end_to_end(facts: dict[str, Any], data: Path, node_url: str) -> dict[
         str(SBTC_OPS),
         "verify",
         facts["backup_id"],
-        "--to",
+        "--repo",
         str(data / "repo"),
         "--stacks-url",
         node_url,

@@ -10,7 +10,8 @@ import pytest
 
 from sbtc_ops.audit.service import audit_host
 from sbtc_ops.backup.service import request_from_settings, run_backup
-from sbtc_ops.config import Settings, load_settings
+from sbtc_ops.config import Settings
+from sbtc_ops.discover.load import load_settings
 from sbtc_ops.results import Status
 from sbtc_ops.state import StateStore
 from tests.support.pg import SourceServer, new_signer_database

@@ -29,10 +29,11 @@ import pytest
 
 from sbtc_ops.config import Settings
 from sbtc_ops.devtools.signer_db import GeneratedDb
+from sbtc_ops.history import JobName
 from sbtc_ops.pg.limits import Limits, ProcessLimits, Watchdog, allocated_bytes, cgroups_of
 from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.pg.sandbox import Sandbox
-from sbtc_ops.serve.jobs import VERIFY, VERIFY_ROTATE, job_specs
+from sbtc_ops.serve.jobs import job_specs
 from sbtc_ops.verify.budget import MIB, SERVE_GRACE_S, DrillBudget
 from tests.support.cli import CliResult, clean_env, sbtc_ops_executable
 from tests.support.hostile import _ARMED, copy_database, pg_dump, plain_with, short_tmpdir
@@ -483,7 +484,7 @@ def test_serve_stops_a_verify_job_only_after_the_longest_drill_deadline() -> Non
         {"serve": {"verify_rotate_cron": "0 3 * * 0"}, "verify": {"deadline_max_s": 7200}}
     )
     timeouts = {spec.name: spec.timeout_s for spec in job_specs(settings)}
-    assert timeouts[VERIFY] == timeouts[VERIFY_ROTATE] == 7200 + SERVE_GRACE_S
+    assert timeouts[JobName.VERIFY] == timeouts[JobName.VERIFY_ROTATE] == 7200 + SERVE_GRACE_S
 
 
 def test_a_restores_error_output_is_read_in_bounded_pieces() -> None:
@@ -499,11 +500,3 @@ def test_a_restores_error_output_is_read_in_bounded_pieces() -> None:
     assert len(errors) == MAX_ERRORS_KEPT + 1
     assert errors[-1] == f"… and {5001 - MAX_ERRORS_KEPT} more error line(s)"
     assert all(len(line) <= MAX_LINE for line in errors)
-
-
-def test_serve_exports_every_verdict_including_over_budget() -> None:
-    from sbtc_ops.serve.snapshot import VERDICTS
-    from sbtc_ops.verify.checks import Verdict
-
-    assert set(VERDICTS) == {verdict.value for verdict in Verdict}
-    assert "over-budget" in VERDICTS

@@ -30,14 +30,15 @@ def test_usage_error_exits_2_with_usage_and_message(
 
 
 def test_help_shows_the_defaults_of_compress_and_jobs(cli: Callable[..., CliResult]) -> None:
-    from sbtc_ops.config import BackupSettings
+    from sbtc_ops.config import BackupSettings, VerifySettings
 
     defaults = BackupSettings()
     backup = " ".join(cli("backup", "-h").stdout.split())
     assert f"backup.compression, {defaults.compression}" in backup
     assert f"backup.jobs, {defaults.jobs}" in backup
     verify = " ".join(cli("verify", "-h").stdout.split())
-    assert "the CPU count, at most 4" in verify
+    # One setting per fact (issue 22): the CLI's default is verify.jobs, as serve's.
+    assert f"verify.jobs ({VerifySettings().jobs})" in verify
 
 
 def test_the_cli_starts_without_loading_what_commands_load_themselves() -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sbtc_ops.config import PRESETS, load_settings, redact_url, redacted_view
+from sbtc_ops.config import PRESETS, redacted_view
+from sbtc_ops.discover.load import load_settings
 from sbtc_ops.errors import ConfigError
+from sbtc_ops.redact import redact_url
 from tests.support.cli import CliResult
 
 DB_PASSWORD = "Zq8-sbtc-db-pass-7731"
@@ -70,6 +72,9 @@ def test_signer_config_is_imported(signer_config: Path, tmp_path: Path) -> None:
     assert settings.signer.private_key is not None
     assert settings.signer.private_key.get_secret_value() == PRIVATE_KEY
     assert settings.signer.private_key_source == f"{signer_config} [signer] private_key"
+    shown = redacted_view(settings)
+    assert shown["effective"]["private_key_source"] == settings.signer.private_key_source
+    assert "private_key_source" not in shown["signer"]  # reported, not a setting
     db_url = settings.effective_db_url
     assert db_url is not None and DB_PASSWORD in db_url.get_secret_value()
 

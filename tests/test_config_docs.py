@@ -13,8 +13,9 @@ import pytest
 from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
-from sbtc_ops.config import Settings, is_computed_default, load_settings
+from sbtc_ops.config import Settings, is_computed_default
 from sbtc_ops.config_sample import sample_toml
+from sbtc_ops.discover.load import load_settings
 from tests.support.cli import CliResult
 
 
@@ -24,7 +25,7 @@ def settings_fields(
     """(dotted key, field, is a section) for every field of the model, recursively."""
     for name, field in model.model_fields.items():
         if field.exclude:
-            continue  # bookkeeping (source_files), not a setting
+            continue  # bookkeeping, not a setting
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             yield f"{prefix}{name}", field, True
@@ -243,4 +244,5 @@ def test_the_documentation_has_settings_examples() -> None:
 
 @pytest.mark.parametrize(("where", "doc"), DOC_BLOCKS, ids=[w for w, _ in DOC_BLOCKS])
 def test_documented_settings_are_valid(where: str, doc: dict[str, Any]) -> None:
-    Settings.model_validate(doc)  # an unknown or misspelt key fails here
+    settings = Settings.model_validate(doc)  # an unknown or misspelt key fails here
+    assert settings.deprecations == []  # nor a renamed one (docs/configuration.md)

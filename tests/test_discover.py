@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sbtc_ops.config import load_settings
 from sbtc_ops.discover import discover
 from sbtc_ops.discover.compose import find_compose_files
+from sbtc_ops.discover.load import load_settings
 from sbtc_ops.errors import UsageError
 from tests.support.cli import CliResult, clean_env, run_cli
 

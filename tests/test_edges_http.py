@@ -16,7 +16,8 @@ from pydantic import SecretStr
 
 from sbtc_ops.audit.framework import HostContext
 from sbtc_ops.audit.netsource import Malformed, Unreachable, fetch
-from sbtc_ops.config import Settings, load_settings
+from sbtc_ops.config import Settings
+from sbtc_ops.discover.load import load_settings
 from sbtc_ops.httpdeadline import AnswerTooLarge, DeadlineExceeded, bounded_request
 from sbtc_ops.serve.notify import Notification, Notifier
 from sbtc_ops.stacks import read_aggregate_key

@@ -71,9 +71,11 @@ def test_help_uses_the_conventional_notation(
         assert USAGE_ARGUMENT.match(piece), f"argument {piece!r} in {usage.strip()!r}"
     command = dict((tuple(p), c) for p, c in COMMANDS)[tuple(path)]
     for param in getattr(command, "params", []):
-        if isinstance(param, TyperOption) and param.metavar:
+        if isinstance(param, TyperOption) and param.metavar and not param.hidden:
             long_name = next(o for o in param.opts if o.startswith("--"))
-            shown = re.escape(long_name) + r"\s+(-\w\s+)?" + re.escape(param.metavar)
+            # An alias is shown beside the name: `--repo,--to LOCATION`.
+            aliases = r"(,--[\w-]+)*"
+            shown = re.escape(long_name) + aliases + r"\s+(-\w\s+)?" + re.escape(param.metavar)
             assert re.search(shown, text), f"{long_name} {param.metavar} not in:\n{text}"
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from sbtc_ops.config import KeySettings, Settings, load_settings
+from sbtc_ops.config import KeySettings, Settings
+from sbtc_ops.discover.load import load_settings
 from sbtc_ops.errors import ConfigError
 from sbtc_ops.keys.chain import read_onchain_signer_set
 from sbtc_ops.keys.check import (

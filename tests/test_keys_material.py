@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sbtc_ops.config import load_settings
+from sbtc_ops.discover.load import load_settings
 from sbtc_ops.errors import ConfigError
 from sbtc_ops.keys.locate import locate_signer_key
 from sbtc_ops.keys.material import KeyFormatError, KeySource, parse_private_key

@@ -244,3 +244,23 @@ def test_background_work_returns_its_value_or_raises_its_error() -> None:
 def test_process_exists() -> None:
     assert proc.process_exists(os.getpid())
     assert not proc.process_exists(999999999)
+
+
+def test_streaming_child_feeds_stdin_collects_stderr_and_waits() -> None:
+    script = (
+        "import sys; data = sys.stdin.read(); sys.stdout.write(data.upper()); "
+        "sys.stderr.write('note')"
+    )
+    argv = [sys.executable, "-c", script]
+    with proc.streaming_child(argv, env=proc.minimal_env(), stdin_bytes=b"abc") as child:
+        out = child.stdout.read()
+    assert out == b"ABC"
+    assert child.returncode == 0 and child.stderr == b"note"
+
+
+def test_streaming_child_is_killed_and_reaped_when_the_body_fails() -> None:
+    argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with pytest.raises(RuntimeError), proc.streaming_child(argv, env=proc.minimal_env()) as child:
+        raise RuntimeError("the reader failed")
+    assert child.proc.returncode is not None  # reaped, not left running
+    assert not proc.process_exists(child.proc.pid)

@@ -37,7 +37,7 @@ import pyrage
 import pytest
 
 from sbtc_ops.audit.service import audit_host
-from sbtc_ops.config import load_settings
+from sbtc_ops.discover.load import load_settings
 from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.pg.sandbox import Mode, Sandbox
 from sbtc_ops.results import Status

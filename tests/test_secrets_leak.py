@@ -26,7 +26,8 @@ from urllib.parse import quote
 import pytest
 
 from sbtc_ops import redact
-from sbtc_ops.config import Settings, load_settings
+from sbtc_ops.config import Settings
+from sbtc_ops.discover.load import load_settings
 from sbtc_ops.errors import ConfigError
 from sbtc_ops.pg.cluster import free_tcp_port
 from sbtc_ops.pg.libpq import ClientTarget, client_invocation

@@ -68,7 +68,7 @@ def test_a_dkg_export_is_never_the_latest_backup(tmp_path: Path) -> None:
     assert value(found, "sbtc_ops_last_backup_success", **export) == 0
     snap = read_snapshot(tmp_path, NOW)
     assert snap.last_backup_ok is not None and snap.last_backup_ok.subject == "20260101T060000Z"
-    tile = next(v for v in snap.verdicts() if v.name == "Backups")
+    tile = next(v for v in snap.tiles() if v.name == "Backups")
     assert "20260101T060000Z" in tile.detail and "failed" not in tile.detail
 
 
@@ -113,7 +113,7 @@ def test_a_failed_verify_and_a_rotated_key(tmp_path: Path) -> None:
     assert value(found, "sbtc_ops_aggregate_key_state", state="stale") == 1
     assert value(found, "sbtc_ops_aggregate_key_match") == 0
     snap = read_snapshot(rotated, NOW)
-    assert {v.name: v.colour for v in snap.verdicts()}["Aggregate key"] == "amber"
+    assert {v.name: v.colour for v in snap.tiles()}["Aggregate key"] == "amber"
 
 
 def test_empty_state_has_build_info_and_no_backup_series(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_empty_state_has_build_info_and_no_backup_series(tmp_path: Path) -> None
 def test_verdicts_and_page(tmp_path: Path) -> None:
     populate(tmp_path)
     snap = read_snapshot(tmp_path, NOW)
-    colours = {v.name: v.colour for v in snap.verdicts()}
+    colours = {v.name: v.colour for v in snap.tiles()}
     assert colours == {
         "Backups": "green",
         "Verification": "green",
@@ -142,7 +142,7 @@ def test_verdicts_and_page(tmp_path: Path) -> None:
     assert "&lt;script&gt;" in html and "<script" not in html
     assert "20260101T060000Z" in html
     old = read_snapshot(tmp_path, NOW + 3 * 86400)
-    assert {v.name: v.colour for v in old.verdicts()}["Backups"] == "red"
+    assert {v.name: v.colour for v in old.tiles()}["Backups"] == "red"
 
 
 def test_a_mismatch_against_a_key_typed_by_hand_says_nothing_about_the_key(
@@ -166,7 +166,7 @@ def test_a_mismatch_against_a_key_typed_by_hand_says_nothing_about_the_key(
         )
     snap = read_snapshot(tmp_path, NOW)
     assert snap.key_state == "match"  # the chain reading of the previous verify still holds
-    assert {v.name: v.colour for v in snap.verdicts()}["Aggregate key"] == "green"
+    assert {v.name: v.colour for v in snap.tiles()}["Aggregate key"] == "green"
 
 
 def test_every_tile_and_job_that_is_not_ok_says_why(tmp_path: Path) -> None:
@@ -177,7 +177,7 @@ def test_every_tile_and_job_that_is_not_ok_says_why(tmp_path: Path) -> None:
         store.finish_run(run, "problem", {"summary": why}, at=NOW - 90)
         store.record_event("backup", "-", "error", {"error": "pg_dump: disk full"}, at=NOW - 50)
     snap = read_snapshot(tmp_path, NOW)
-    tiles = {v.name: v for v in snap.verdicts()}
+    tiles = {v.name: v for v in snap.tiles()}
     assert f"signer-check: problem — {why}" in tiles["Jobs"].detail
     assert tiles["Backups"].detail.endswith("the latest attempt failed: pg_dump: disk full")
     assert "worst:" in tiles["Audit"].detail
@@ -372,7 +372,7 @@ def test_dkg_unprotected_seconds_and_card(
     found = metrics(tmp_path)
     assert value(found, "sbtc_ops_dkg_unprotected_seconds") == expected
     assert value(found, "sbtc_ops_dkg_watch_up") == 1
-    cards = {v.name: v.colour for v in read_snapshot(tmp_path, NOW).verdicts()}
+    cards = {v.name: v.colour for v in read_snapshot(tmp_path, NOW).tiles()}
     assert cards["DKG shares"] == colour
 
 
@@ -385,7 +385,7 @@ def test_dkg_watch_down_keeps_the_last_observation(tmp_path: Path) -> None:
     found = metrics(tmp_path)
     assert value(found, "sbtc_ops_dkg_watch_up") == 0
     assert value(found, "sbtc_ops_dkg_unprotected_seconds") == 1200.0
-    card = next(v for v in read_snapshot(tmp_path, NOW).verdicts() if v.name == "DKG shares")
+    card = next(v for v in read_snapshot(tmp_path, NOW).tiles() if v.name == "DKG shares")
     assert card.colour == "amber" and "connection refused" in card.detail
 
 
@@ -430,7 +430,7 @@ def test_an_unwritable_textfile_keeps_stdout_one_json_document(
 ) -> None:
     result = cli("--metrics-textfile", str(workdir / "no-such-dir" / "m.prom"), "history", "--json")
     assert result.code == 2
-    assert result.json() == {"runs": []}  # json.loads fails on a second document
+    assert result.json() == {"ok": True, "runs": []}  # json.loads fails on a second document
     assert "cannot write the metrics textfile" in result.stderr
 
 
@@ -443,3 +443,13 @@ def test_every_verdict_is_a_metric_label_value(tmp_path: Path, current: Verdict)
     labels = {lab["verdict"]: v for lab, v in found["sbtc_ops_last_verify_verdict"]}
     assert set(labels) == {v.value for v in Verdict}
     assert labels == {v.value: float(v == current) for v in Verdict}
+
+
+@pytest.mark.parametrize("verdict", list(Verdict))
+def test_every_verify_verdict_has_its_metric_value(tmp_path: Path, verdict: Verdict) -> None:
+    """The verdict gauge lists every member of the one Verdict enum (one was lost once)."""
+    populate(tmp_path, verify_outcome="ok" if verdict == Verdict.MATCH else verdict.value)
+    found = metrics(tmp_path)
+    exported = {labels["verdict"]: v for labels, v in found["sbtc_ops_last_verify_verdict"]}
+    assert set(exported) == {member.value for member in Verdict}
+    assert {name for name, v in exported.items() if v == 1} == {verdict.value}

@@ -143,7 +143,7 @@ def test_version_comes_from_the_compose_image_tag(tmp_path: Path) -> None:
         "services:\n  sbtc-signer:\n    image: ghcr.io/stacks-sbtc/sbtc:signer-v1.0.3\n",
     )
     found = audit_config(
-        tmp_path, config_for("1.3.3"), version=None, audit={"compose_files": [str(compose)]}
+        tmp_path, config_for("1.3.3"), version=None, docker={"compose_files": [str(compose)]}
     )
     assert found["CFG-001"].data["version"] == "1.0.3"
     assert "signer-v1.0.3" in found["CFG-001"].data["version_source"]

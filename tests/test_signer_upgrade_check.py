@@ -154,6 +154,8 @@ def test_without_from_the_release_is_read_from_the_applied_migrations(
     write_db_only(workdir, url)
     result = cli("upgrade-check", "--to", "v1.3.3", "--plan-only", "--json")
     assert result.code == 0, result.stderr
+    # The old spelling of --dry-run still works, and says it is deprecated (stderr only).
+    assert "--plan-only is deprecated; use --dry-run" in result.stderr
     doc = result.json()
     assert (doc["from"], doc["from_source"]) == ("1.3.3", "__sbtc_migrations")
     assert doc["applied_migrations"] == facts.migrations
@@ -163,20 +165,20 @@ def test_without_from_the_release_is_read_from_the_applied_migrations(
 
 
 @pytest.mark.postgres
-def test_plan_only_prints_a_plan_from_what_is_applied_and_no_verdict(
+def test_dry_run_prints_a_plan_from_what_is_applied_and_no_verdict(
     cli: Callable[..., CliResult], workdir: Path, signer_db: tuple[str, Any]
 ) -> None:
     url, _ = signer_db
     write_db_only(workdir, url)
-    given = cli("upgrade-check", "--to", "v1.3.3", "--from", "v1.2.0", "--plan-only")
+    given = cli("upgrade-check", "--to", "v1.3.3", "--from", "v1.2.0", "--dry-run")
     assert given.code == 0, given.stderr
     assert "0021__alter_max_fee_column.sql" not in given.stdout  # applied already
     assert "not those of v1.2.0 (--from)" in given.stdout
     assert "upgrade plan v1.2.0" in given.stdout
     assert "verdict" not in given.stdout and "NO-GO" not in given.stdout
-    assert given.stdout.rstrip().endswith("no go/no-go (run without --plan-only)")
+    assert given.stdout.rstrip().endswith("no go/no-go (run without --dry-run)")
     # A plan that cannot work (the database is ahead of the target) is a problem: exit 1.
-    down = cli("upgrade-check", "--to", "v1.2.0", "--plan-only")
+    down = cli("upgrade-check", "--to", "v1.2.0", "--dry-run")
     assert down.code == 1, down.stderr
     assert "blocking problems in this plan:" in down.stdout
     assert "0022__add_is_canonical_to_bitcoin_blocks.sql" in down.stdout
@@ -187,7 +189,7 @@ def test_from_is_asked_for_only_when_neither_image_nor_database_answers(
     cli: Callable[..., CliResult], workdir: Path
 ) -> None:
     write_db_only(workdir, "postgresql://signer@127.0.0.1:9/signer?connect_timeout=2")
-    result = cli("upgrade-check", "--to", "v1.3.3", "--plan-only", "--json")
+    result = cli("upgrade-check", "--to", "v1.3.3", "--dry-run", "--json")
     assert result.code == 2
     error = result.json()["error"]
     assert "pass --from" in error and "cannot query the signer database" in error

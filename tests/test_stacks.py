@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from sbtc_ops.clarity import Buffer, ClarityError, Int, List, Tuple, UInt
-from sbtc_ops.config import Settings, load_settings
+from sbtc_ops.config import Settings
+from sbtc_ops.discover.load import load_settings
 from sbtc_ops.stacks import (
     FN_AGGREGATE_KEY,
     FN_SIGNER_DATA,

@@ -1,36 +1,52 @@
-"""sbtc-ops settings and the signer's own configuration.
+"""sbtc-ops' settings: the model, its own layers (sbtc-ops.toml, SBTC_OPS_* variables, the
+command's flags), renamed and removed keys, and how layers are merged and validated.
 
-Precedence, highest first: command-line flags > SBTC_OPS_* environment > sbtc-ops.toml >
-the signer's signer-config.toml (plus its SIGNER_<SECTION>__<KEY> environment) > network preset.
-
+Loading the effective settings also reads the signer's configuration (host.signer_import) and
+its compose project: sbtc_ops.discover.load does it, and lists the layers in precedence order.
 The file is found via --config, $SBTC_OPS_CONFIG, ./sbtc-ops.toml, /etc/sbtc-ops/sbtc-ops.toml.
-Every secret is a SecretStr (or a URL whose password is redacted when shown).
+Every secret is a SecretStr (or a URL whose password is redacted when shown). Nothing here
+reads anything but sbtc-ops.toml: no Docker, no signer files.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from sbtc_ops import redact
-from sbtc_ops.errors import ConfigError, SbtcOpsError
-from sbtc_ops.redact import REDACTED as REDACTED  # re-exported for older callers
-from sbtc_ops.redact import redact_url as redact_url
+from sbtc_ops.errors import ConfigError
+from sbtc_ops.redact import REDACTED, redact_url
+from sbtc_ops.statedir import default_state_dir
 
 Network = Literal["mainnet", "testnet", "devnet"]
 
 DEFAULT_CONFIG_PATHS = (Path("sbtc-ops.toml"), Path("/etc/sbtc-ops/sbtc-ops.toml"))
 ENV_PREFIX = "SBTC_OPS_"
-SIGNER_ENV_PREFIX = "SIGNER_"
+CONFIG_VARIABLE = "SBTC_OPS_CONFIG"
+# Turns off discovery of the deployment when no configuration is found (docs/configuration.md).
+NO_DISCOVERY_VARIABLE = "SBTC_OPS_NO_DISCOVERY"
+# SBTC_OPS_* variables that are not settings.
+NOT_SETTINGS = frozenset({CONFIG_VARIABLE, NO_DISCOVERY_VARIABLE})
 # Marks a setting whose default depends on the host (not written as a value by `config sample`).
 COMPUTED_DEFAULT: dict[str, Any] = {"computed_default": True}
 
@@ -278,11 +294,6 @@ class SignerSettings(_Section):
         description="The signer's private key (usually imported; prefer key_file).",
         examples=["<64 hex digits>"],
     )
-    private_key_source: str | None = Field(
-        None,
-        description="Where the private key was found; set by sbtc-ops when it imports the key.",
-        examples=["/opt/signer/signer-config.toml [signer] private_key"],
-    )
     key_file: Path | None = Field(
         None,
         description="A file holding the signer's private key.",
@@ -318,6 +329,16 @@ class SignerSettings(_Section):
         description="The signer's [bitcoin] rpc_endpoints (usually imported).",
         examples=[["http://user:<password>@bitcoind:8332"]],
     )
+    # Where the imported private key was found (signer-config.toml or a SIGNER_* variable):
+    # reported by `key check` and the audit, set by loading, never read from a layer.
+    _private_key_source: str | None = PrivateAttr(None)
+
+    @property
+    def private_key_source(self) -> str | None:
+        return self._private_key_source
+
+    def record_key_source(self, source: str | None) -> None:
+        self._private_key_source = source
 
 
 class AttestSettings(_Section):
@@ -354,12 +375,6 @@ class AuditSettings(_Section):
         "(a bind mount of the postgres service): DB-004 judges the free space of its volume.",
         examples=["/opt/sbtc/postgres/data"],
     )
-
-    compose_files: list[Path] = Field(
-        default_factory=list,
-        description="docker compose files of the signer and its nodes.",
-        examples=[["/opt/sbtc/docker-compose.yml"]],
-    )
     secrets_inventory: Path | None = Field(
         None,
         description="secrets.toml: name, location, owner, last_rotated, max_age_days.",
@@ -392,12 +407,6 @@ class AuditSettings(_Section):
         default_factory=list,
         description="pg_hba.conf files besides /etc/postgresql/*/main and compose volumes.",
         examples=[["/srv/postgres/pg_hba.conf"]],
-    )
-    key_backup_max_age_days: int = Field(
-        365,
-        ge=1,
-        description="Warn (KEY checks) when the last verified cold key backup is older.",
-        examples=[180],
     )
     rotation_warn_days: int = Field(
         14, ge=0, description="Warn this many days before a secret is due.", examples=[30]
@@ -536,7 +545,8 @@ class DockerSettings(_Section):
     )
     compose_files: list[Path] = Field(
         default_factory=list,
-        description="Its compose files (default: the standard names found in compose_dir).",
+        description="Its compose files, absolute or relative to compose_dir (default: the "
+        "standard names found in compose_dir). The audit reads these.",
         examples=[["docker-compose.yml", "nodes/docker-compose.chains.yml"]],
     )
     signer_service: str = Field(
@@ -550,6 +560,11 @@ class DockerSettings(_Section):
         description="Back up through `docker exec` into this container (pg_dump inside).",
         examples=["sbtc-signer-postgres-1"],
     )
+
+    def compose_paths(self) -> list[Path]:
+        """compose_files, a relative one taken from compose_dir (as compose does)."""
+        base = self.compose_dir
+        return [f if f.is_absolute() or base is None else base / f for f in self.compose_files]
 
 
 class ServeSettings(_Section):
@@ -610,9 +625,6 @@ class ServeSettings(_Section):
     prune_after_backup: bool = Field(
         True, description="Apply backup.retention after a backup.", examples=[False]
     )
-    verify_jobs: int = Field(
-        2, ge=1, le=64, description="Parallel restore jobs of a scheduled verify.", examples=[4]
-    )
     job_timeout_s: float = Field(
         6 * 3600.0,
         gt=0,
@@ -635,8 +647,6 @@ class ServeSettings(_Section):
     )
     @classmethod
     def _cron(cls, value: str) -> str:
-        from croniter import croniter
-
         if value.strip() and not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a 5-field cron expression")
         return value.strip()
@@ -728,6 +738,15 @@ class VerifySettings(_Section):
         "connects), never beyond the deadline.",
         examples=[600.0],
     )
+    jobs: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Parallel restore jobs (pg_restore --jobs) of a drill: `verify` (its --jobs "
+        "overrides it), serve's scheduled verifies, `upgrade-check`. Two leave the signer's "
+        "host its other cores.",
+        examples=[4],
+    )
 
 
 class Settings(BaseModel):
@@ -795,10 +814,30 @@ class Settings(BaseModel):
         description="Drill attestations: the signing key and who may sign.",
     )
 
-    # Where the file layer came from, for messages; not a setting.
-    source_files: list[str] = Field(default_factory=list, exclude=True)
-    # Set when no configuration was found and the deployment was discovered instead.
-    discovered_from: str | None = Field(None, exclude=True)
+    # Not settings (no layer can set them): the sbtc-ops.toml read, for messages, and the
+    # deprecated keys read (MIGRATIONS), one message each, said on stderr by loading.
+    _source_files: list[str] = PrivateAttr(default_factory=list)
+    _deprecations: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _migrate(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """Deprecated keys given straight to the model (loading migrates each layer first,
+        to keep the precedence and name the layer)."""
+        notes: list[str] = []
+        if isinstance(data, dict):
+            data, notes = migrate_layer("settings", data)
+        settings = handler(data)
+        settings._deprecations.extend(notes)
+        return settings
+
+    @property
+    def deprecations(self) -> list[str]:
+        return self._deprecations
+
+    @property
+    def source_files(self) -> list[str]:
+        return self._source_files
 
     # -- effective values (presets applied) ------------------------------------------------
 
@@ -830,12 +869,10 @@ class Settings(BaseModel):
         ]
 
 
-# ---------------------------------------------------------------------------------------
+# -- where sbtc-ops' own settings are ------------------------------------------------------
 
 
 def _default_state_dir() -> Path:
-    from sbtc_ops.statedir import default_state_dir
-
     return default_state_dir()
 
 
@@ -848,11 +885,11 @@ def find_config_file(
         if not explicit.is_file():
             raise ConfigError(f"config file {explicit} does not exist or is not a file")
         return explicit
-    env = environ.get("SBTC_OPS_CONFIG")
+    env = environ.get(CONFIG_VARIABLE)
     if env:
         path = Path(env)
         if not path.is_file():
-            raise ConfigError(f"config file {path} (from $SBTC_OPS_CONFIG) does not exist")
+            raise ConfigError(f"config file {path} (from ${CONFIG_VARIABLE}) does not exist")
         return path
     for candidate in DEFAULT_CONFIG_PATHS:
         if candidate.is_file():
@@ -871,131 +908,112 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-# -- the signer's own configuration --------------------------------------------------------
-
-_SIGNER_NETWORKS = {"mainnet": "mainnet", "testnet": "testnet", "regtest": "devnet"}
+# -- settings that were renamed or removed --------------------------------------------------
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """Parse a docker-compose style .env file (KEY=VALUE, # comments, optional quotes)."""
-    values: dict[str, str] = {}
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read env file: {exc.strerror}") from None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
+@dataclass(frozen=True)
+class Migration:
+    """A key that is no longer a setting. `honoured`: read (as `new`, or ignored when there is
+    no new key) with a deprecation warning; otherwise it is an error naming `new`."""
+
+    old: str
+    new: str | None
+    honoured: bool
+    why: str
+
+
+MIGRATIONS = (
+    Migration(
+        "audit.compose_files",
+        "docker.compose_files",
+        honoured=True,
+        why="one list of compose files for every command",
+    ),
+    Migration(
+        "audit.key_backup_max_age_days",
+        "key.backup_max_age_days",
+        honoured=False,
+        why="one age limit for `key check` and the audit; its default is 90 days, not 365",
+    ),
+    Migration(
+        "serve.verify_jobs",
+        "verify.jobs",
+        honoured=True,
+        why="one number of restore jobs for every drill",
+    ),
+    Migration(
+        "signer.private_key_source",
+        None,
+        honoured=True,
+        why="where the key was found is worked out at every run and reported, not set",
+    ),
+)
+MIGRATIONS_DOC = "docs/configuration.md, Migrating settings"
+
+
+def migrate_layer(layer: str, doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """`doc` with each honoured deprecated key moved to its new one (a new key also set in
+    the same layer wins); one warning per key found. Removed keys stay, for validation to
+    reject with `removed_message`."""
+    out = _copy_tables(doc)
+    notes = []
+    for migration in MIGRATIONS:
+        table, name = _table_of(out, migration.old)
+        if not migration.honoured or table is None or name not in table:
             continue
-        name, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[name.strip()] = value
-    return values
-
-
-def _apply_signer_env(doc: dict[str, Any], env: Mapping[str, str]) -> list[str]:
-    """Overlay SIGNER_<SECTION>__<KEY> variables onto the signer config; returns names used."""
-    used = []
-    for name, value in env.items():
-        if not name.startswith(SIGNER_ENV_PREFIX) or "__" not in name:
+        value = table.pop(name)
+        note = f"{layer}: {migration.old} is deprecated ({migration.why})"
+        if migration.new is None:
+            notes.append(f"{note}; it is ignored: remove it ({MIGRATIONS_DOC})")
             continue
-        path = [part.lower() for part in name[len(SIGNER_ENV_PREFIX) :].split("__")]
-        node = doc
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                break
-            node = child
+        new_table, new_name = _table_of(out, migration.new)
+        if new_table is not None and new_name in new_table:
+            notes.append(f"{note}; ignored, {migration.new} is also set: remove it")
         else:
-            node[path[-1]] = _parse_env_value(value)
-            used.append(name)
-    return used
+            _put(out, migration.new, value)
+            notes.append(f"{note}; read as {migration.new}: rename it ({MIGRATIONS_DOC})")
+    return out, notes
 
 
-def _parse_env_value(value: str) -> Any:
-    # The signer's config crate parses lists from comma-separated env values.
-    if "," in value and not value.startswith(("postgres", "http")):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
+def removed_message(key: str) -> str | None:
+    """The error for a key that was removed without being honoured, naming its successor."""
+    for migration in MIGRATIONS:
+        if migration.old == key and not migration.honoured:
+            return f"removed: use {migration.new} ({migration.why}; {MIGRATIONS_DOC})"
+    return None
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return [str(item) for item in value]
+def _copy_tables(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _copy_tables(v) if isinstance(v, Mapping) else v for k, v in doc.items()}
 
 
-def signer_layer(
-    config_path: Path | None, env_file: Path | None, environ: Mapping[str, str]
-) -> dict[str, Any]:
-    """sbtc-ops settings derived from the signer's config (+ its env conventions)."""
-    doc: dict[str, Any] = read_toml(config_path) if config_path else {}
-    env: dict[str, str] = {}
-    if env_file:
-        env.update(read_env_file(env_file))
-    env.update({k: v for k, v in environ.items() if k.startswith(SIGNER_ENV_PREFIX)})
-    used_env = _apply_signer_env(doc, env)
-    if not doc:
-        return {}
-    signer = doc.get("signer", {}) or {}
-    layer: dict[str, Any] = {"signer": {}}
-    out = layer["signer"]
-    if config_path:
-        out["config_path"] = str(config_path)
-    if env_file:
-        out["env_file"] = str(env_file)
-    if signer.get("db_endpoint"):
-        out["db_endpoint"] = signer["db_endpoint"]
-    if signer.get("private_key"):
-        out["private_key"] = signer["private_key"]
-        env_name = "SIGNER_SIGNER__PRIVATE_KEY"
-        if env_name in used_env:
-            where = (
-                f"env file {env_file}"
-                if env_file and env_name in read_env_file(env_file)
-                else "environment"
-            )
-            out["private_key_source"] = f"{env_name} ({where})"
-        else:
-            out["private_key_source"] = f"{config_path} [signer] private_key"
-    for key in ("bootstrap_signing_set",):
-        if key in signer:
-            out[key] = _as_list(signer[key])
-    if signer.get("prometheus_exporter_endpoint"):
-        out["prometheus_exporter_endpoint"] = str(signer["prometheus_exporter_endpoint"])
-    p2p = signer.get("p2p", {}) or {}
-    if p2p.get("listen_on"):
-        out["listen_on"] = _as_list(p2p["listen_on"])
-    observer = signer.get("event_observer", {}) or {}
-    if observer.get("bind"):
-        out["event_observer_bind"] = str(observer["bind"])
-    bitcoin = doc.get("bitcoin", {}) or {}
-    if bitcoin.get("rpc_endpoints"):
-        out["bitcoin_rpc_endpoints"] = _as_list(bitcoin["rpc_endpoints"])
-    if signer.get("network"):
-        network = _SIGNER_NETWORKS.get(str(signer["network"]))
-        if network is None:
-            where = str(config_path) if config_path else "SIGNER_SIGNER__NETWORK"
-            problem = ConfigProblem(
-                where,
-                "signer.network",
-                f"{signer['network']!r} is not one of mainnet, testnet, regtest",
-            )
-            raise InvalidConfig(f"{where}: signer.network = {problem.message}", [problem])
-        layer["network"] = network
-    if signer.get("deployer"):
-        layer["deployer"] = str(signer["deployer"])
-    stacks = doc.get("stacks", {}) or {}
-    if stacks.get("endpoints"):
-        layer["stacks"] = {"endpoints": _as_list(stacks["endpoints"])}
-    return layer
+def _table_of(doc: dict[str, Any], dotted: str) -> tuple[dict[str, Any] | None, str]:
+    """The table holding `dotted` (None when a table on the way is missing or not one)."""
+    *tables, name = dotted.split(".")
+    node: Any = doc
+    for table in tables:
+        node = node.get(table) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), name
 
 
-# -- loading -----------------------------------------------------------------------------
+def _put(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    *tables, name = dotted.split(".")
+    node = doc
+    for table in tables:
+        child = node.setdefault(table, {})
+        if not isinstance(child, dict):
+            return  # a malformed table: validation reports it
+        node = child
+    node[name] = value
+
+
+# -- layers --------------------------------------------------------------------------------
+
+# A layer of settings: the name messages give it (a file, "environment", "command line") and
+# the nested values it sets.
+Layer = tuple[str, dict[str, Any]]
+ENV_LAYER = "environment"
+FLAG_LAYER = "command line"
 
 
 def deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -1008,18 +1026,49 @@ def deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
-    """SBTC_OPS_SECTION__KEY=value → nested dict (lists as JSON or comma-separated)."""
-    import json
+def merge_layers(layers: list[Layer]) -> dict[str, Any]:
+    """The layers' values, each over the ones before it."""
+    merged: dict[str, Any] = {}
+    for _, layer in layers:
+        merged = deep_merge(merged, layer)
+    return merged
 
+
+def own_layers(
+    config_path: Path | None, overrides: Mapping[str, Any] | None, environ: Mapping[str, str]
+) -> tuple[Path | None, list[Layer]]:
+    """sbtc-ops' own layers, lowest first: its file, SBTC_OPS_* variables, the command's flags
+    (with the file's path, None when there is none)."""
+    file_path = find_config_file(config_path, environ)
+    return file_path, [
+        (
+            str(file_path) if file_path else "sbtc-ops.toml",
+            read_toml(file_path) if file_path else {},
+        ),
+        (ENV_LAYER, env_layer(environ)),
+        (FLAG_LAYER, _prune_none(overrides or {})),
+    ]
+
+
+def _setting_variables(environ: Mapping[str, str]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """Each SBTC_OPS_SECTION__KEY variable that names a setting, with its key path."""
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name not in NOT_SETTINGS:
+            yield name, tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """SBTC_OPS_SECTION__KEY=value → nested dict (lists as JSON or comma-separated)."""
     layer: dict[str, Any] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == "SBTC_OPS_CONFIG":
-            continue
-        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+    for name, path in _setting_variables(environ):
+        value = environ[name]
         node = layer
         for part in path[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # SBTC_OPS_A=x beside SBTC_OPS_A__B=y
+                message = "sets a key inside a value another SBTC_OPS_* variable sets"
+                problem = ConfigProblem(f"{ENV_LAYER} {name}", ".".join(path), message)
+                raise InvalidConfig(str(problem), [problem])
         parsed: Any = value
         if value.startswith(("[", "{")):
             try:
@@ -1042,11 +1091,28 @@ def _prune_none(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-ENV_LAYER = "environment"
+def build_settings(layers: list[Layer], environ: Mapping[str, str]) -> Settings:
+    """Migrate each layer's deprecated keys, merge the layers lowest first and validate once;
+    raises InvalidConfig naming the layer of every bad value."""
+    migrated: list[Layer] = []
+    notes: list[str] = []
+    for name, doc in layers:
+        layer, found = migrate_layer(name, doc)
+        migrated.append((name, layer))
+        notes += found
+    try:
+        # Everything is passed as init values so the precedence of the layers is the only one.
+        settings = Settings.model_validate(merge_layers(migrated))
+    except ValidationError as exc:
+        problems = _problems(exc, migrated, environ)
+        lines = ["invalid configuration:", *(f"  {problem}" for problem in problems)]
+        raise InvalidConfig("\n".join(lines), problems) from None
+    settings.deprecations[:0] = notes
+    return settings
 
 
-def _locate(path: tuple[Any, ...], layers: list[tuple[str, dict[str, Any]]]) -> str:
-    """Name the layer (file, env, flag) a bad key came from, for the error message."""
+def layer_of(path: tuple[Any, ...], layers: list[Layer]) -> str | None:
+    """The name of the highest layer that sets `path` (a file, env, flag), None if none does."""
     for layer_name, layer in reversed(layers):
         node: Any = layer
         for part in path:
@@ -1058,128 +1124,36 @@ def _locate(path: tuple[Any, ...], layers: list[tuple[str, dict[str, Any]]]) -> 
                 break
         else:
             return str(layer_name)
-    return "settings"
+    return None
 
 
 def _env_variable(path: tuple[Any, ...], environ: Mapping[str, str]) -> str | None:
     """The SBTC_OPS_* variable that set `path` (or the table or list holding it)."""
     keys = tuple(str(part) for part in path)
-    for name in environ:
-        if not name.startswith(ENV_PREFIX) or name == "SBTC_OPS_CONFIG":
-            continue
-        parts = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+    for name, parts in _setting_variables(environ):
         if keys[: len(parts)] == parts:
             return name
     return None
 
 
-def _signer_layer_name(config_path: Path | None, env_file: Path | None) -> str:
-    if config_path is not None:
-        return f"the signer's configuration ({config_path})"
-    if env_file is not None:
-        return f"the signer's environment ({env_file})"
-    return "the signer's environment (SIGNER_*)"
+def _problems(
+    exc: ValidationError, layers: list[Layer], environ: Mapping[str, str]
+) -> list[ConfigProblem]:
+    problems = []
+    for error in exc.errors():
+        location = tuple(error["loc"])
+        key = ".".join(str(p) for p in location)
+        origin = layer_of(location, layers) or "settings"
+        if origin == ENV_LAYER:
+            origin = f"environment {_env_variable(location, environ) or '(SBTC_OPS_*)'}"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = removed_message(key) or "unknown setting"
+        problems.append(ConfigProblem(origin, key, message))
+    return problems
 
 
-def load_settings(
-    config_path: Path | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Settings:
-    """Build the effective settings; raises ConfigError naming file, key and problem
-    (InvalidConfig, with every problem and its layer, when what was read is wrong)."""
-    environ = os.environ if environ is None else environ
-    file_path = find_config_file(config_path, environ)
-    file_doc = read_toml(file_path) if file_path else {}
-    env_doc = _env_layer(environ)
-    flag_doc = _prune_none(overrides or {})
-
-    # The signer config's location can be set in any layer above it.
-    pre = deep_merge(deep_merge(file_doc, env_doc), flag_doc)
-    signer_pre = pre.get("signer", {}) if isinstance(pre.get("signer"), dict) else {}
-    discovered_doc, discovered_from = _discovered_layer(file_path, pre, environ)
-    pre = deep_merge(discovered_doc, pre)
-    signer_pre = pre.get("signer", {}) if isinstance(pre.get("signer"), dict) else {}
-    signer_cfg = Path(signer_pre["config_path"]) if signer_pre.get("config_path") else None
-    signer_env = Path(signer_pre["env_file"]) if signer_pre.get("env_file") else None
-    compose_env = _compose_signer_env(pre)
-    signer_doc = signer_layer(signer_cfg, signer_env, {**compose_env, **environ})
-    _name_compose_key_source(signer_doc, compose_env, environ, pre)
-    layers = [
-        ("discovered deployment", discovered_doc),
-        (_signer_layer_name(signer_cfg, signer_env), signer_doc),
-        (str(file_path) if file_path else "sbtc-ops.toml", file_doc),
-        (ENV_LAYER, env_doc),
-        ("command line", flag_doc),
-    ]
-    merged: dict[str, Any] = {}
-    for _, layer in layers:
-        merged = deep_merge(merged, layer)
-    try:
-        # Everything is passed as init values so the precedence above is the only one.
-        settings = Settings.model_validate(merged)
-    except ValidationError as exc:
-        problems = _problems(exc, layers, environ)
-        lines = ["invalid configuration:", *(f"  {problem}" for problem in problems)]
-        raise InvalidConfig("\n".join(lines), problems) from None
-    if file_path:
-        settings.source_files.append(str(file_path))
-    settings.discovered_from = discovered_from
-    register_secrets(settings, {**compose_env, **environ})
-    return settings
-
-
-def _discovered_layer(
-    file_path: Path | None, pre: dict[str, Any], environ: Mapping[str, str]
-) -> tuple[dict[str, Any], str | None]:
-    """With no sbtc-ops.toml and no signer configuration anywhere, find the deployment the
-    way `sbtc-ops init` does (current directory, running containers, standard paths)."""
-    signer = pre.get("signer") if isinstance(pre.get("signer"), dict) else {}
-    docker = pre.get("docker") if isinstance(pre.get("docker"), dict) else {}
-    if file_path or (signer or {}).get("config_path") or (docker or {}).get("compose_dir"):
-        return {}, None
-    if (pre.get("db") or {}).get("url") or environ.get("SBTC_OPS_NO_DISCOVERY"):
-        return {}, None
-    from sbtc_ops.discover import discover
-
-    try:
-        found = discover(environ=environ)
-    except (SbtcOpsError, OSError):  # discovery is a convenience; a failure is "not found"
-        return {}, None
-    if not found.found:
-        return {}, None
-    return found.settings_layer(), str(found.value("compose.dir"))
-
-
-def _name_compose_key_source(
-    signer_doc: dict[str, Any],
-    compose_env: Mapping[str, str],
-    environ: Mapping[str, str],
-    pre: dict[str, Any],
-) -> None:
-    """A private key compose passes to the signer is reported as coming from there."""
-    name = "SIGNER_SIGNER__PRIVATE_KEY"
-    signer = signer_doc.get("signer") or {}
-    source = str(signer.get("private_key_source") or "")
-    if name in compose_env and name not in environ and source.endswith("(environment)"):
-        directory = (pre.get("docker") or {}).get("compose_dir")
-        signer["private_key_source"] = f"{name} (compose project {directory})"
-
-
-def _compose_signer_env(pre: dict[str, Any]) -> dict[str, str]:
-    """The SIGNER_* variables compose gives the signer container, when docker.compose_dir is
-    set: the secrets stay in the deployment's .env, sbtc-ops.toml only points at it."""
-    docker = pre.get("docker") if isinstance(pre.get("docker"), dict) else None
-    if not docker or not docker.get("compose_dir"):
-        return {}
-    from sbtc_ops.discover.compose import find_compose_files, signer_environment
-
-    directory = Path(str(docker["compose_dir"]))
-    files = [Path(str(f)) for f in docker.get("compose_files") or []]
-    files = files or find_compose_files(directory)
-    if not files:
-        raise ConfigError(f"docker.compose_dir {directory}: no compose file in it")
-    return signer_environment(directory, files, str(docker.get("signer_service") or "sbtc-signer"))
+# -- secrets -------------------------------------------------------------------------------
 
 
 def secret_values(settings: Settings) -> list[str]:
@@ -1211,32 +1185,6 @@ def secret_values(settings: Settings) -> list[str]:
     return [v for v in values if v]
 
 
-def register_secrets(settings: Settings, environ: Mapping[str, str]) -> None:
-    """Make every secret of these settings, and of the environment and the signer's env file,
-    unprintable by this process (see sbtc_ops.redact)."""
-    redact.register(*secret_values(settings))
-    redact.register_environment(environ)
-    env_file = settings.signer.env_file
-    if env_file is not None:
-        # Already read once by signer_layer; a file gone since holds nothing to hide.
-        with contextlib.suppress(ConfigError):
-            redact.register_environment(read_env_file(env_file))
-
-
-def _problems(
-    exc: ValidationError, layers: list[tuple[str, dict[str, Any]]], environ: Mapping[str, str]
-) -> list[ConfigProblem]:
-    problems = []
-    for error in exc.errors():
-        location = tuple(error["loc"])
-        origin = _locate(location, layers)
-        if origin == ENV_LAYER:
-            origin = f"environment {_env_variable(location, environ) or '(SBTC_OPS_*)'}"
-        message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
-        problems.append(ConfigProblem(origin, ".".join(str(p) for p in location), message))
-    return problems
-
-
 # -- showing -----------------------------------------------------------------------------
 
 
@@ -1263,16 +1211,14 @@ def _looks_secret(name: str) -> bool:
 
 def redacted_view(settings: Settings) -> dict[str, Any]:
     """The effective configuration with every secret redacted, presets applied."""
-    shown = {
-        name: _show_value(getattr(settings, name))
-        for name in Settings.model_fields
-        if name != "source_files"
-    }
+    shown = {name: _show_value(getattr(settings, name)) for name in Settings.model_fields}
     shown["effective"] = {
         "deployer": settings.effective_deployer,
         "stacks_endpoints": [redact_url(url) for url in settings.effective_stacks_endpoints],
         "api_key_hosts": settings.effective_api_key_hosts,
         "db_url": _show_value(settings.effective_db_url),
+        # Where the imported private key was found: reported, not a setting.
+        "private_key_source": settings.signer.private_key_source,
     }
     shown["config_files"] = list(settings.source_files)
     return shown

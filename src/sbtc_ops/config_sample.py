@@ -32,10 +32,12 @@ HEADER = """\
 # Written by `sbtc-ops config sample` from the settings model; check a file with
 # `sbtc-ops config check`. Looked up at --config, $SBTC_OPS_CONFIG, ./sbtc-ops.toml,
 # /etc/sbtc-ops/sbtc-ops.toml. Precedence, highest first: command-line flags >
-# SBTC_OPS_<SECTION>__<KEY> environment > this file > the signer's signer-config.toml >
-# network preset. Every setting is commented out with its default ("# default") or, if it has
-# none, an example ("# example"): uncomment and edit only what you need, so the values sbtc-ops
-# reads from the signer's configuration are not hidden by this file.
+# SBTC_OPS_<SECTION>__<KEY> environment > this file > the signer's configuration (its
+# signer-config.toml under its SIGNER_* variables) > a discovered deployment (only with no
+# configuration) > network preset > defaults; every layer: docs/configuration.md. Every
+# setting is commented out with its default ("# default") or, if it has none, an example
+# ("# example"): uncomment and edit only what you need, so the values sbtc-ops reads from the
+# signer's configuration are not hidden by this file.
 """
 
 

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
@@ -216,3 +216,58 @@ def run_interruptible(
         proc.wait()
         raise
     return subprocess.CompletedProcess(argv, proc.returncode, out or b"", err)
+
+
+class StreamingChild:
+    """A child whose stdout the caller consumes while it runs (see `streaming_child`);
+    `returncode` and `stderr` are set when the `with` block has waited for it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.returncode: int | None = None
+        self.stderr = b""
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        if self.proc.stdout is None:
+            raise ValueError("this child's stdout is not a pipe")
+        return self.proc.stdout
+
+
+@contextlib.contextmanager
+def streaming_child(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    stdin_bytes: bytes | None = None,
+    pipe_stdout: bool = True,
+    name: str = "child",
+) -> Iterator[StreamingChild]:
+    """Start `argv` (dying with us on kill -9), hand it `stdin_bytes` (the place for a
+    secret: never argv or the environment) or nothing, collect its stderr in the background,
+    and let the body read its stdout. On leaving the body the child is waited for
+    (interruptibly); if the body raises, it is killed and reaped first."""
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL if stdin_bytes is None else subprocess.PIPE,
+        stdout=subprocess.PIPE if pipe_stdout else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+        preexec_fn=die_with_parent(),
+    )
+    child = StreamingChild(proc)
+    try:
+        assert proc.stderr is not None
+        errors = InBackground(proc.stderr.read, name=f"{name}-stderr")
+        if stdin_bytes is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin_bytes)
+            proc.stdin.close()
+        yield child
+        child.returncode = wait_child(proc)
+        child.stderr = errors.result()
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        raise

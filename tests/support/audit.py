@@ -24,7 +24,8 @@ from sbtc_ops.audit.framework import (
     run_audit,
     select_checks,
 )
-from sbtc_ops.config import Settings, load_settings
+from sbtc_ops.config import Settings
+from sbtc_ops.discover.load import load_settings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "audit"
 # The one "today" of every audit test (support/audit2.py uses it too): rotation dates, backup

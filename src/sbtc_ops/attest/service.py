@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 from sbtc_ops.attest import sshsig, statement, store
 from sbtc_ops.backup.ids import is_backup_id
-from sbtc_ops.backup.storage import Storage, StorageError
+from sbtc_ops.backup.storage import Storage, StorageError, StoredBackup
 from sbtc_ops.errors import DependencyError, UsageError
 from sbtc_ops.files import read_capped
 from sbtc_ops.state import EventKind, StateStore
@@ -326,6 +327,20 @@ class BackupEvidence:
 
 
 NO_EVIDENCE = BackupEvidence(False, 0, None, None)
+
+
+def evidence_reader(
+    state_dir: Path, allowed: Path | None
+) -> Callable[[Storage, StoredBackup], dict[str, Any]]:
+    """For backup.service.survey: whether a signed drill proved each backup, and its
+    signatures (an incomplete backup has none)."""
+
+    def read(storage: Storage, backup: StoredBackup) -> dict[str, Any]:
+        if not backup.complete:
+            return NO_EVIDENCE.to_json()
+        return backup_evidence(storage, backup.id, state_dir, allowed).to_json()
+
+    return read
 
 
 def backup_evidence(

@@ -14,8 +14,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from sbtc_ops.audit.framework import EvidenceError, HostContext, Skip
-from sbtc_ops.config import read_env_file
 from sbtc_ops.errors import ConfigError
+from sbtc_ops.host.signer_import import read_env_file
 from sbtc_ops.yamlsafe import YamlError, load_bounded
 
 _VAR = re.compile(
@@ -135,9 +135,9 @@ def compose_paths_with_env(ctx: HostContext) -> list[str]:
 
 
 def _load_all(ctx: HostContext) -> list[ComposeFile]:
-    paths = ctx.settings.audit.compose_files
+    paths = ctx.settings.docker.compose_paths()
     if not paths:
-        raise Skip("no compose files configured (audit.compose_files)")
+        raise Skip("no compose files configured (docker.compose_files)")
     return [_load(ctx, PurePosixPath(str(path))) for path in paths]
 
 

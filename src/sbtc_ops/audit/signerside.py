@@ -20,8 +20,8 @@ from typing import Any, LiteralString
 from sbtc_ops.audit.compose import compose_files_if_configured, service_environment
 from sbtc_ops.audit.framework import EvidenceError, HostContext, Skip, parse_toml
 from sbtc_ops.audit.roles import SIGNER, service_role
-from sbtc_ops.config import read_env_file
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.host.signer_import import read_env_file
 from sbtc_ops.signer.configkeys import env_keys, flatten
 from sbtc_ops.signer.knowledge import HEAD, Knowledge, load, normalise_version
 from sbtc_ops.stacks import SignerData

@@ -11,6 +11,8 @@ signer DB that only the compose network reaches and a host with no matching pg_d
   `sh` script that exports it to pg_dump alone.
 - Custom format only (one stream); a kill of sbtc-ops kills the docker client, and closing
   its stream ends pg_dump in the container.
+
+`ContainerDumper` is the `backup.dump.Dumper` for it; every docker command runs through proc.py.
 """
 
 from __future__ import annotations
@@ -20,17 +22,16 @@ import os
 import re
 import shutil
 import subprocess
-import threading
-from pathlib import Path
-from typing import IO
+from dataclasses import dataclass
 
 from psycopg.conninfo import make_conninfo
 
-from sbtc_ops.backup.crypto import HashingWriter, encrypt_stream
-from sbtc_ops.backup.dump import DumpOptions
+from sbtc_ops.backup.crypto import AGE_SUFFIX
+from sbtc_ops.backup.dump import ARCHIVE_NAME, DumpJob, DumpOptions, run_pg_dump
 from sbtc_ops.backup.source import ConnectionTarget
 from sbtc_ops.errors import DependencyError
-from sbtc_ops.proc import die_with_parent
+from sbtc_ops.proc import run_interruptible
+from sbtc_ops.progress import watch_growth
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ FIND_PG_DUMP = (
     'for f in /usr/lib/postgresql/*/bin/pg_dump; do [ -x "$f" ] && echo "$f"; done; '
     "command -v pg_dump || true"
 )
-CHUNK = 1 << 20
+DOCKER_TIMEOUT_S = 30.0
 
 
 def docker_cli() -> str:
@@ -52,11 +53,22 @@ def docker_cli() -> str:
     return found
 
 
-def _run(argv: list[str], timeout: float = 30) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+def _docker_env() -> dict[str, str]:
+    """Ours (DOCKER_HOST and friends) without the PG* settings meant for the host's libpq."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        done = run_interruptible(argv, timeout_s=DOCKER_TIMEOUT_S, env=_docker_env())
+    except subprocess.TimeoutExpired:
+        raise DependencyError(
+            f"{' '.join(argv[:4])}…: no answer in {DOCKER_TIMEOUT_S:.0f}s"
+        ) from None
     if done.returncode != 0:
-        raise DependencyError(f"{' '.join(argv[:4])}…: {done.stderr.strip() or done.returncode}")
-    return done.stdout
+        error = done.stderr.decode(errors="replace").strip() or done.returncode
+        raise DependencyError(f"{' '.join(argv[:4])}…: {error}")
+    return done.stdout.decode(errors="replace")
 
 
 def _major(version_text: str) -> tuple[int, str]:
@@ -136,51 +148,32 @@ def exec_argv(
     return argv
 
 
-def dump_through_container(
-    container: str,
-    pg_dump: tuple[str, str],
-    target: ConnectionTarget,
-    options: DumpOptions,
-    output: Path,
-    recipients: list[str],
-) -> None:
-    """Stream the archive out of the container into `output` (age-encrypted if recipients)."""
-    argv = exec_argv(container, pg_dump, target, options)
-    log.debug("docker exec pg_dump: %s (password on stdin only)", " ".join(argv))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        preexec_fn=die_with_parent(),
-    )
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    errors: list[bytes] = []
-    reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    try:
-        proc.stdin.write((target.password or "").encode() + b"\n")
-        proc.stdin.close()
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as raw:
-            if recipients:
-                encrypt_stream(proc.stdout, HashingWriter(raw), recipients)  # type: ignore[arg-type]
-            else:
-                _copy(proc.stdout, raw)
-        proc.wait()
-        reader.join()
-    except BaseException:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        raise
-    if proc.returncode != 0:
-        message = target.scrub(b"".join(errors).decode(errors="replace"))
-        raise DependencyError(f"pg_dump in container {container} failed: {message}")
+@dataclass(frozen=True)
+class ContainerDumper:
+    """pg_dump inside `container`: `path` and `version` found by `find_container_dumper`."""
+
+    container: str
+    path: str
+    version: str
+    writes_directories: bool = False
+
+    def dump(self, job: DumpJob) -> None:
+        """Stream the archive out of the container (age-encrypted if there are recipients)."""
+        output = job.work_dir / (ARCHIVE_NAME + (AGE_SUFFIX if job.recipients else ""))
+        argv = exec_argv(self.container, (self.path, self.version), job.target, job.options)
+        log.debug("docker exec pg_dump: %s (password on stdin only)", " ".join(argv))
+        with watch_growth(f"docker exec {self.container} pg_dump", output):
+            run_pg_dump(
+                argv,
+                job.target,
+                _docker_env(),
+                output=output,
+                recipients=job.recipients,
+                stdin_bytes=(job.target.password or "").encode() + b"\n",
+                what=f"pg_dump in container {self.container}",
+            )
 
 
-def _copy(source: IO[bytes], sink: IO[bytes]) -> None:
-    while chunk := source.read(CHUNK):
-        sink.write(chunk)
+def find_container_dumper(container: str, server_major: int) -> ContainerDumper:
+    path, version = container_pg_dump(container, server_major)
+    return ContainerDumper(container, path, version)

@@ -1,26 +1,34 @@
-"""Running pg_dump: argv without secrets; the password reaches it through its environment
-(or a 0600 service file for an sslpassword), as sbtc_ops.pg.libpq prepares them."""
+"""Running pg_dump, behind one interface (`Dumper`) for its two places: the host's own
+pg_dump (`LocalDumper`, here) and the DB container's (`backup/docker_dump.ContainerDumper`).
+
+Argv holds no secret: the local pg_dump gets the password through its environment (or a 0600
+service file for an sslpassword), as sbtc_ops.pg.libpq prepares them; the container's reads it
+on stdin. Both run through proc.streaming_child (dies with us, killed and reaped on failure).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from sbtc_ops.backup.crypto import HashingWriter, encrypt_stream
+from sbtc_ops.backup.crypto import AGE_SUFFIX, HashingWriter, encrypt_stream
 from sbtc_ops.backup.source import ConnectionTarget
 from sbtc_ops.errors import DependencyError
+from sbtc_ops.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, create_private
 from sbtc_ops.pg.binaries import PgBinaries
-from sbtc_ops.proc import InBackground, die_with_parent, wait_child
+from sbtc_ops.pg.libpq import client_invocation
+from sbtc_ops.proc import StreamingChild, streaming_child
+from sbtc_ops.progress import watch_growth
 
 log = logging.getLogger(__name__)
 
 ARCHIVE_NAME = "signer.dump"  # custom format; the directory format uses "signer.dir/"
 DIRECTORY_NAME = "signer.dir"
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,62 @@ class DumpOptions:
     jobs: int
     snapshot: str
     exclude_table_data: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DumpJob:
+    """One dump into `work_dir`: what to dump, how, encrypted for whom."""
+
+    target: ConnectionTarget
+    options: DumpOptions
+    work_dir: Path
+    recipients: list[str]
+    expected_size: int | None = None  # for the progress bar's ETA
+
+
+class Dumper(Protocol):
+    """A pg_dump that can dump the source server; `version` goes into the manifest."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def writes_directories(self) -> bool:
+        """Whether it can write the directory format (one stream out of a container cannot)."""
+        ...
+
+    def dump(self, job: DumpJob) -> None: ...
+
+
+def run_pg_dump(
+    argv: Sequence[str],
+    target: ConnectionTarget,
+    env: Mapping[str, str],
+    *,
+    output: Path | None = None,
+    recipients: Sequence[str] = (),
+    stdin_bytes: bytes | None = None,
+    what: str = "pg_dump",
+) -> None:
+    """Run a pg_dump; with `output`, its stdout is written there (age-encrypted for
+    `recipients`), else pg_dump writes its files itself. Raises on its failure."""
+    with streaming_child(
+        argv, env=env, stdin_bytes=stdin_bytes, pipe_stdout=output is not None, name="pg_dump"
+    ) as child:
+        if output is not None:
+            _write_stream(child, output, recipients)
+    if child.returncode != 0:
+        message = target.scrub(child.stderr.decode(errors="replace"))
+        raise DependencyError(f"{what} failed: {message or f'exit status {child.returncode}'}")
+
+
+def _write_stream(child: StreamingChild, output: Path, recipients: Sequence[str]) -> None:
+    with os.fdopen(create_private(output), "wb") as raw:
+        if recipients:
+            encrypt_stream(child.stdout, HashingWriter(raw), list(recipients))  # type: ignore[arg-type]
+            return
+        while chunk := child.stdout.read(CHUNK):
+            raw.write(chunk)
 
 
 def pg_dump_argv(
@@ -54,64 +118,53 @@ def pg_dump_argv(
     return argv
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+@dataclass(frozen=True)
+class LocalDumper:
+    """The host's pg_dump (custom or directory format)."""
+
+    binaries: PgBinaries
+    writes_directories: bool = True
+
+    @property
+    def version(self) -> str:
+        return self.binaries.version
+
+    def dump(self, job: DumpJob) -> None:
+        with client_invocation(job.target.client) as invocation:
+            conninfo, env = invocation.conninfo, invocation.env
+            if job.options.format == "directory":
+                self._dump_directory(job, conninfo, env)
+                return
+            encrypted = bool(job.recipients)
+            output = job.work_dir / (ARCHIVE_NAME + (AGE_SUFFIX if encrypted else ""))
+            # Encrypted, pg_dump writes to stdout and we encrypt on the fly.
+            argv = pg_dump_argv(self.binaries, conninfo, job.options, None if encrypted else output)
+            with watch_growth(
+                "pg_dump | age" if encrypted else "pg_dump", output, job.expected_size
+            ):
+                if encrypted:
+                    run_pg_dump(argv, job.target, env, output=output, recipients=job.recipients)
+                else:
+                    run_pg_dump(argv, job.target, env)
+            output.chmod(PRIVATE_FILE_MODE)
+
+    def _dump_directory(self, job: DumpJob, conninfo: str, env: Mapping[str, str]) -> None:
+        out_dir = job.work_dir / DIRECTORY_NAME
+        with watch_growth("pg_dump", out_dir, job.expected_size):
+            run_pg_dump(
+                pg_dump_argv(self.binaries, conninfo, job.options, out_dir), job.target, env
+            )
+        for path in out_dir.rglob("*"):
+            path.chmod(PRIVATE_DIR_MODE if path.is_dir() else PRIVATE_FILE_MODE)
+        if job.recipients:
+            _encrypt_tree(out_dir, job.recipients)
 
 
-def _raise_on_failure(
-    proc: subprocess.Popen[bytes], stderr: bytes, target: ConnectionTarget
-) -> None:
-    if proc.returncode != 0:
-        message = target.scrub(stderr.decode(errors="replace")) or f"exit status {proc.returncode}"
-        raise DependencyError(f"pg_dump failed: {message}")
-
-
-@contextmanager
-def _pg_dump(
-    argv: Sequence[str], target: ConnectionTarget, env: Mapping[str, str], *, pipe_stdout: bool
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run pg_dump; the body consumes stdout if piped. Waits, then raises on failure."""
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE if pipe_stdout else subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=dict(env),
-        # A kill -9 of sbtc-ops must not leave pg_dump writing into the partial backup.
-        preexec_fn=die_with_parent(),
-    )
-    try:
-        assert proc.stderr is not None
-        stderr = InBackground(proc.stderr.read, name="pg_dump-stderr")
-        yield proc
-        wait_child(proc)
-        collected = stderr.result()
-    except BaseException:
-        _stop(proc)
-        raise
-    _raise_on_failure(proc, collected, target)
-
-
-def dump_to_path(argv: Sequence[str], target: ConnectionTarget, env: Mapping[str, str]) -> None:
-    """pg_dump writes the archive itself (custom file or directory)."""
-    with _pg_dump(argv, target, env, pipe_stdout=False):
-        pass
-
-
-def dump_encrypted(
-    argv: Sequence[str],
-    target: ConnectionTarget,
-    env: Mapping[str, str],
-    output: Path,
-    recipients: list[str],
-) -> tuple[str, int]:
-    """pg_dump to stdout, age-encrypted on the fly into `output`; returns (sha256, size)."""
-    with _pg_dump(argv, target, env, pipe_stdout=True) as proc:
-        assert proc.stdout is not None
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as raw:
-            writer = HashingWriter(raw)
-            encrypt_stream(proc.stdout, writer, recipients)  # type: ignore[arg-type]
-    return writer.digest.hexdigest(), writer.size
+def _encrypt_tree(root: Path, recipients: list[str]) -> None:
+    """Directory format: each file is encrypted on its own, the clear copy removed at once."""
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        encrypted = path.with_name(path.name + AGE_SUFFIX)
+        with path.open("rb") as reader, encrypted.open("wb") as writer:
+            encrypted.chmod(PRIVATE_FILE_MODE)
+            encrypt_stream(reader, writer, recipients)
+        path.unlink()

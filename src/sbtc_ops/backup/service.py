@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ DELETED_EVENT = EventKind.BACKUP_DELETED
 
 
 def storages_for(settings: Settings, locations: list[str] | None) -> list[Storage]:
-    """`--to` locations when given, else the configured local directory and S3 bucket."""
+    """`--repo` locations when given, else the configured local directory and S3 bucket."""
     if locations:
         return [storage_for(location, settings.backup.s3) for location in locations]
     return configured_storages(
@@ -150,12 +151,22 @@ class Survey:
     unreachable: dict[str, str]  # location → why it could not be listed
 
 
+# Reads a backup's drill evidence (attest.service.evidence_reader): given by the caller, since
+# the attestations live in a layer above this one.
+EvidenceReader = Callable[[Storage, StoredBackup], dict[str, Any]]
+
+
 def survey(
-    settings: Settings, locations: list[str] | None, *, missing_is_empty: bool = False
+    settings: Settings,
+    locations: list[str] | None,
+    *,
+    missing_is_empty: bool = False,
+    evidence: EvidenceReader | None = None,
 ) -> Survey:
     """List what is reachable and name what is not; with nothing reachable, an error.
     `missing_is_empty`: a local directory that does not exist holds no backup (for the
-    audit, whose finding is then "no backup"); elsewhere it is an error, never "empty"."""
+    audit, whose finding is then "no backup"); elsewhere it is an error, never "empty".
+    `evidence`: each row's `attestation` (None without it)."""
     storages = storages_for(settings, locations)
     rows: list[dict[str, Any]] = []
     unreachable: dict[str, str] = {}
@@ -171,7 +182,7 @@ def survey(
             except StorageError as exc:
                 unreachable[storage.name] = exc.message
                 continue
-            rows.extend(_row(settings, storage, backup, store) for backup in backups)
+            rows.extend(_row(storage, backup, store, evidence) for backup in backups)
     if unreachable and len(unreachable) == len(storages):
         raise StorageError("; ".join(unreachable.values()))
     rows.sort(key=lambda row: (row["id"], row["storage"]), reverse=True)
@@ -190,7 +201,7 @@ def list_all(
 
 
 def _row(
-    settings: Settings, storage: Storage, backup: StoredBackup, store: StateStore
+    storage: Storage, backup: StoredBackup, store: StateStore, evidence: EvidenceReader | None
 ) -> dict[str, Any]:
     manifest = backup.manifest
     return {
@@ -207,18 +218,8 @@ def _row(
         if manifest
         else None,
         "dkg_keys": [k.model_dump() for k in manifest.dkg_keys] if manifest else [],
-        "attestation": _evidence(settings, storage, backup),
+        "attestation": evidence(storage, backup) if evidence is not None else None,
     }
-
-
-def _evidence(settings: Settings, storage: Storage, backup: StoredBackup) -> dict[str, Any]:
-    """Whether a signed drill proved this backup, and its signatures (attest/service.py)."""
-    from sbtc_ops.attest.service import NO_EVIDENCE, backup_evidence
-
-    if not backup.complete:
-        return NO_EVIDENCE.to_json()
-    allowed = settings.attest.allowed_signers
-    return backup_evidence(storage, backup.id, settings.state_dir, allowed).to_json()
 
 
 def prune_all(

@@ -29,6 +29,7 @@ from typing import Self
 from sbtc_ops.backup.manifest import HASH_CHUNK, FileEntry, Manifest, member_parts
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.files import (
+    PRIVATE_DIR_MODE,
     UnsafeFileError,
     abandoned_run_directories,
     confined_path,
@@ -84,7 +85,7 @@ class Staging:
             write_all(fd, f"{os.getpid()}\n".encode())
         finally:
             os.close(fd)
-        self.archive.mkdir(mode=0o700)
+        self.archive.mkdir(mode=PRIVATE_DIR_MODE)
         return self
 
     def __exit__(
@@ -107,7 +108,7 @@ class Staging:
 
     def new_dir(self, name: str) -> Path:
         path = self.root / name
-        path.mkdir(mode=0o700)
+        path.mkdir(mode=PRIVATE_DIR_MODE)
         return path
 
     def hand_over(self, path: Path) -> None:
@@ -276,7 +277,7 @@ def stage_unlisted(path: Path, staging: Staging) -> Path:
     be a symlink, but nothing inside a directory is followed."""
     if path.is_dir():
         target = staging.archive / "dump.dir"
-        target.mkdir(mode=0o700)
+        target.mkdir(mode=PRIVATE_DIR_MODE)
         for child in sorted(path.iterdir()):
             if child.is_symlink() or not child.is_file():
                 continue

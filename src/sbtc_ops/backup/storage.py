@@ -24,6 +24,8 @@ from sbtc_ops.backup.ids import is_backup_id
 from sbtc_ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, member_parts
 from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
 from sbtc_ops.files import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
     UnsafeFileError,
     confined_path,
     fsync_dir,
@@ -144,7 +146,7 @@ class LocalStorage:
 
     def ensure(self) -> None:
         try:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.root.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(
                 f"cannot create backup directory {self.root}: {exc.strerror}"
@@ -167,7 +169,7 @@ class LocalStorage:
         partial = self.root / f"{backup_id}{PARTIAL_SUFFIX}"
         if partial.exists():
             shutil.rmtree(partial)
-        partial.mkdir(mode=0o700)
+        partial.mkdir(mode=PRIVATE_DIR_MODE)
         return partial
 
     def abort(self, backup_id: str) -> None:
@@ -191,9 +193,9 @@ class LocalStorage:
             for path in sorted(source_dir.rglob("*")):
                 if path.is_file() and path.name != MANIFEST_NAME:
                     target = partial / path.relative_to(source_dir)
-                    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    target.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
                     shutil.copyfile(path, target)
-                    target.chmod(0o600)
+                    target.chmod(PRIVATE_FILE_MODE)
                     progress(path.stat().st_size)
             self.commit(backup_id, manifest)
         except BaseException:
@@ -201,7 +203,7 @@ class LocalStorage:
             raise
 
     def list_backups(self) -> list[StoredBackup]:
-        # A location that is not there is an error, never "no backups": a typo in --to, an
+        # A location that is not there is an error, never "no backups": a typo in --repo, an
         # unmounted disk or a missing permission must not look like an empty repository.
         if not self.root.exists():
             raise LocationMissing(f"backup location {self.root} does not exist")
@@ -355,6 +357,8 @@ class S3Storage:
     @property
     def client(self) -> S3Client:
         if self._client is None:
+            # boto3 is imported here and below, not at the top: it takes a noticeable
+            # fraction of a second to load, and only runs that reach S3 should pay for it.
             import boto3
             from botocore.config import Config
 
@@ -588,7 +592,7 @@ class S3Storage:
             raise UsageError(f"{backup_id!r} is not a backup id")
         manifest = self.read_manifest(backup_id)
         target = work_dir / backup_id
-        target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         fetched: set[str] = set()
         for entry in manifest.files:
             if entry.path in fetched:  # listed twice: the checksum check says so (corrupt)
@@ -605,7 +609,7 @@ class S3Storage:
                 entry.size,
             )
             if destination.exists():
-                destination.chmod(0o600)
+                destination.chmod(PRIVATE_FILE_MODE)
         return target
 
     def _download(self, key: str, size: int, destination: Path, progress: Progress) -> None:
@@ -647,6 +651,6 @@ def configured_storages(
     if not storages:
         raise DependencyError(
             "no backup location configured",
-            hint="set backup.local_dir and/or backup.s3.url in sbtc-ops.toml, or pass --to DIR|s3://bucket/prefix",
+            hint="set backup.local_dir and/or backup.s3.url in sbtc-ops.toml, or pass --repo DIR|s3://bucket/prefix",
         )
     return storages

@@ -12,7 +12,9 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,15 +22,8 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from sbtc_ops import __version__
-from sbtc_ops.backup.crypto import AGE_SUFFIX, encrypt_stream
-from sbtc_ops.backup.dump import (
-    ARCHIVE_NAME,
-    DIRECTORY_NAME,
-    DumpOptions,
-    dump_encrypted,
-    dump_to_path,
-    pg_dump_argv,
-)
+from sbtc_ops.backup.docker_dump import find_container_dumper
+from sbtc_ops.backup.dump import Dumper, DumpJob, DumpOptions, LocalDumper
 from sbtc_ops.backup.ids import new_backup_id
 from sbtc_ops.backup.lock import exclusive_lock
 from sbtc_ops.backup.manifest import (
@@ -42,16 +37,16 @@ from sbtc_ops.backup.manifest import (
 from sbtc_ops.backup.source import (
     MIGRATIONS_TABLE,
     SIGNER_SCHEMA,
-    ConnectionTarget,
     SourceFacts,
     parse_target,
     snapshot_session,
 )
 from sbtc_ops.backup.storage import LocalStorage, Storage, StorageError
 from sbtc_ops.errors import describe_os_error
-from sbtc_ops.pg.binaries import PgBinaries, find_binaries
-from sbtc_ops.pg.libpq import ClientInvocation, client_invocation
-from sbtc_ops.progress import byte_progress, shown, step, watch_growth
+from sbtc_ops.files import PRIVATE_DIR_MODE
+from sbtc_ops.pg.binaries import find_binaries
+from sbtc_ops.progress import byte_progress, shown, step
+from sbtc_ops.results import stopwatch
 from sbtc_ops.state import StateStore
 from sbtc_ops.statedir import make_state_subdir
 
@@ -150,12 +145,52 @@ def take_backup(request: BackupRequest) -> BackupOutcome:
             ) from None
 
 
+@dataclass(frozen=True)
+class Dumped:
+    """What the dump phase leaves for the manifest."""
+
+    facts: SourceFacts  # read in the dump's snapshot
+    dump_version: str
+    source: dict[str, object]  # the server, as the manifest describes it (no secret)
+    snapshot: str
+    options: DumpOptions
+    phases: dict[str, float] = field(default_factory=dict)  # phase → seconds
+
+
+@contextmanager
+def _phase(phases: dict[str, float], name: str) -> Iterator[None]:
+    """A named progress step, its duration recorded in `phases`."""
+    with step(name), stopwatch() as elapsed:
+        yield
+        phases[name] = elapsed()
+
+
 def _take_locked(request: BackupRequest, failed: dict[str, str]) -> BackupOutcome:
     started = _now()
-    phases: dict[str, float] = {}
     backup_id, storages = _unique_id(request.storages, request.kind, failed)
     request = replace(request, storages=storages)
     primary = next((s for s in request.storages if isinstance(s, LocalStorage)), None)
+    with _work_dir(request, primary, backup_id) as work_dir:
+        dumped = _dump_in_snapshot(request, backup_id, work_dir, primary)
+        _record_schema(request.state_dir, dumped.facts, backup_id)
+        with _phase(dumped.phases, "checksums"):
+            files = _checksums(work_dir)
+        log.info(
+            "dumped %d file(s), %d bytes, checksums taken", len(files), sum(f.size for f in files)
+        )
+        manifest = _manifest(request, backup_id, started, dumped, files)
+        with _phase(manifest.phases_s, "store"):
+            locations = _store_everywhere(request, primary, backup_id, work_dir, manifest, failed)
+        log.info("backup %s complete at %s", backup_id, ", ".join(locations))
+    return BackupOutcome(manifest, locations, failed)
+
+
+@contextmanager
+def _work_dir(
+    request: BackupRequest, primary: LocalStorage | None, backup_id: str
+) -> Iterator[Path]:
+    """Where the backup is written: the local storage's partial directory, else a staging
+    directory under the state dir (removed afterwards). On failure nothing partial stays."""
     staging_root: Path | None = None
     if primary is not None:
         work_dir = primary.begin(backup_id)
@@ -164,78 +199,9 @@ def _take_locked(request: BackupRequest, failed: dict[str, str]) -> BackupOutcom
             tempfile.mkdtemp(prefix="sbtc-ops-staging-", dir=_staging_parent(request))
         )
         work_dir = staging_root / backup_id
-        work_dir.mkdir(mode=0o700)
+        work_dir.mkdir(mode=PRIVATE_DIR_MODE)
     try:
-        target = parse_target(request.db_url)
-        log.info("backup %s of %s into %s", backup_id, target.shown, work_dir)
-        with snapshot_session(target) as session:
-            facts = session.begin()
-            # pg_dump must reach the server that exported the snapshot (multi-host URLs).
-            target = target.pinned_to(session.conn)
-            log.info(
-                "snapshot %s exported (server %s, %d tables)",
-                session.snapshot_id,
-                facts.server_version,
-                len(facts.tables),
-            )
-            binaries = _binaries(request, facts)
-            count_tables = _tables_to_count(request.kind, facts)
-            options = DumpOptions(
-                # One stream out of a container: custom format there.
-                format=request.format
-                if request.kind == "full" and not request.docker_container
-                else "custom",
-                compression=request.compression,
-                jobs=request.jobs,
-                snapshot=session.snapshot_id,
-                exclude_table_data=_excluded_data(request.kind, facts),
-            )
-            t0 = time.perf_counter()
-            expected = _expected_size(primary, request.kind) if shown() else None
-            with ThreadPoolExecutor(max_workers=1) as pool, step("dump"):
-                # The facts are read from the same snapshot while pg_dump runs.
-                facts_future = pool.submit(session.read_facts, count_tables)
-                if isinstance(binaries, tuple):
-                    _run_container_dump(request, binaries, target, options, work_dir)
-                else:
-                    with client_invocation(target.client) as invocation:
-                        _run_dump(
-                            binaries,
-                            target,
-                            invocation,
-                            options,
-                            work_dir,
-                            request.recipients,
-                            expected,
-                        )
-                facts = facts_future.result()
-            phases["dump"] = time.perf_counter() - t0
-            dump_version = binaries[1] if isinstance(binaries, tuple) else binaries.version
-        _record_schema(request.state_dir, facts, backup_id)
-        t0 = time.perf_counter()
-        with step("checksums"):
-            files = _checksums(work_dir)
-        phases["checksums"] = time.perf_counter() - t0
-        log.info(
-            "dumped %d file(s), %d bytes, checksums taken", len(files), sum(f.size for f in files)
-        )
-        manifest = _manifest(
-            request,
-            backup_id,
-            started,
-            facts,
-            files,
-            dump_version,
-            target.describe(),
-            session.snapshot_id,
-            options,
-            phases,
-        )
-        t0 = time.perf_counter()
-        with step("store"):
-            locations = _store_everywhere(request, primary, backup_id, work_dir, manifest, failed)
-        manifest.phases_s["store"] = time.perf_counter() - t0
-        log.info("backup %s complete at %s", backup_id, ", ".join(locations))
+        yield work_dir
     except BaseException:
         log.info("backup %s failed; removing its partial files", backup_id)
         if primary is not None:
@@ -244,7 +210,43 @@ def _take_locked(request: BackupRequest, failed: dict[str, str]) -> BackupOutcom
     finally:
         if staging_root is not None:
             shutil.rmtree(staging_root, ignore_errors=True)
-    return BackupOutcome(manifest, locations, failed)
+
+
+def _dump_in_snapshot(
+    request: BackupRequest, backup_id: str, work_dir: Path, primary: LocalStorage | None
+) -> Dumped:
+    """pg_dump with an exported snapshot while the manifest's facts are read from it."""
+    target = parse_target(request.db_url)
+    log.info("backup %s of %s into %s", backup_id, target.shown, work_dir)
+    with snapshot_session(target) as session:
+        facts = session.begin()
+        # pg_dump must reach the server that exported the snapshot (multi-host URLs).
+        target = target.pinned_to(session.conn)
+        log.info(
+            "snapshot %s exported (server %s, %d tables)",
+            session.snapshot_id,
+            facts.server_version,
+            len(facts.tables),
+        )
+        dumper = _dumper(request, facts)
+        options = DumpOptions(
+            format=request.format
+            if request.kind == "full" and dumper.writes_directories
+            else "custom",
+            compression=request.compression,
+            jobs=request.jobs,
+            snapshot=session.snapshot_id,
+            exclude_table_data=_excluded_data(request.kind, facts),
+        )
+        expected = _expected_size(primary, request.kind) if shown() else None
+        job = DumpJob(target, options, work_dir, request.recipients, expected)
+        phases: dict[str, float] = {}
+        with ThreadPoolExecutor(max_workers=1) as pool, _phase(phases, "dump"):
+            # The facts are read from the same snapshot while pg_dump runs.
+            facts_future = pool.submit(session.read_facts, _tables_to_count(request.kind, facts))
+            dumper.dump(job)
+            facts = facts_future.result()
+    return Dumped(facts, dumper.version, target.describe(), session.snapshot_id, options, phases)
 
 
 def _record_schema(state_dir: Path, facts: SourceFacts, backup_id: str) -> None:
@@ -259,33 +261,15 @@ def _record_schema(state_dir: Path, facts: SourceFacts, backup_id: str) -> None:
             log.info("schema reference recorded: digest %s", facts.schema.digest)
 
 
-def _binaries(request: BackupRequest, facts: SourceFacts) -> PgBinaries | tuple[str, str]:
-    """The host's pg_dump, or (path, version) of the DB container's own pg_dump."""
+def _dumper(request: BackupRequest, facts: SourceFacts) -> Dumper:
+    """The host's pg_dump, or the DB container's own."""
     if request.docker_container:
-        from sbtc_ops.backup.docker_dump import container_pg_dump
-
-        return container_pg_dump(request.docker_container, facts.server_major)
-    return find_binaries(
-        request.bin_dir, min_major=facts.server_major, tool_hint="pg_dump", need=("pg_dump",)
-    )
-
-
-def _run_container_dump(
-    request: BackupRequest,
-    pg_dump: tuple[str, str],
-    target: ConnectionTarget,
-    options: DumpOptions,
-    work_dir: Path,
-) -> None:
-    from sbtc_ops.backup.docker_dump import dump_through_container
-
-    assert request.docker_container is not None
-    name = ARCHIVE_NAME + (AGE_SUFFIX if request.recipients else "")
-    output = work_dir / name
-    with watch_growth(f"docker exec {request.docker_container} pg_dump", output):
-        dump_through_container(
-            request.docker_container, pg_dump, target, options, output, request.recipients
+        return find_container_dumper(request.docker_container, facts.server_major)
+    return LocalDumper(
+        find_binaries(
+            request.bin_dir, min_major=facts.server_major, tool_hint="pg_dump", need=("pg_dump",)
         )
+    )
 
 
 def _staging_parent(request: BackupRequest) -> Path:
@@ -323,48 +307,6 @@ def _expected_size(primary: LocalStorage | None, kind: str) -> int | None:
     return newest.manifest.total_size if newest and newest.manifest else None
 
 
-def _run_dump(
-    binaries: PgBinaries,
-    target: ConnectionTarget,
-    invocation: ClientInvocation,
-    options: DumpOptions,
-    work_dir: Path,
-    recipients: list[str],
-    expected: int | None = None,
-) -> None:
-    conninfo, env = invocation.conninfo, invocation.env
-    if options.format == "directory":
-        out_dir = work_dir / DIRECTORY_NAME
-        with watch_growth("pg_dump", out_dir, expected):
-            dump_to_path(pg_dump_argv(binaries, conninfo, options, out_dir), target, env)
-        for path in out_dir.rglob("*"):
-            path.chmod(0o700 if path.is_dir() else 0o600)
-        if recipients:
-            _encrypt_tree(out_dir, recipients)
-        return
-    if recipients:
-        output = work_dir / (ARCHIVE_NAME + AGE_SUFFIX)
-        with watch_growth("pg_dump | age", output, expected):
-            dump_encrypted(
-                pg_dump_argv(binaries, conninfo, options, None), target, env, output, recipients
-            )
-        return
-    output = work_dir / ARCHIVE_NAME
-    with watch_growth("pg_dump", output, expected):
-        dump_to_path(pg_dump_argv(binaries, conninfo, options, output), target, env)
-    output.chmod(0o600)
-
-
-def _encrypt_tree(root: Path, recipients: list[str]) -> None:
-    """Directory format: each file is encrypted on its own, the clear copy removed at once."""
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        encrypted = path.with_name(path.name + AGE_SUFFIX)
-        with path.open("rb") as reader, encrypted.open("wb") as writer:
-            encrypted.chmod(0o600)
-            encrypt_stream(reader, writer, recipients)
-        path.unlink()
-
-
 def _checksums(work_dir: Path) -> list[FileEntry]:
     return file_entries(work_dir, (p for p in work_dir.rglob("*") if p.is_file()))
 
@@ -373,15 +315,11 @@ def _manifest(
     request: BackupRequest,
     backup_id: str,
     started: datetime,
-    facts: SourceFacts,
+    dumped: Dumped,
     files: list[FileEntry],
-    dump_version: str,
-    source: dict[str, object],
-    snapshot: str,
-    options: DumpOptions,
-    phases: dict[str, float],
 ) -> Manifest:
     ended = _now()
+    facts, options = dumped.facts, dumped.options
     migrations = facts.migrations
     return Manifest(
         id=backup_id,
@@ -389,9 +327,9 @@ def _manifest(
         started_at=started.isoformat(),
         ended_at=ended.isoformat(),
         duration_s=round((ended - started).total_seconds(), 3),
-        source=SourceInfo.model_validate(source),
+        source=SourceInfo.model_validate(dumped.source),
         server_version=facts.server_version,
-        pg_dump_version=dump_version,
+        pg_dump_version=dumped.dump_version,
         format="custom" if options.format == "custom" else "directory",
         compression=options.compression,
         files=files,
@@ -410,8 +348,8 @@ def _manifest(
         if request.recipients
         else None,
         sbtc_ops_version=__version__,
-        snapshot=snapshot,
-        phases_s={k: round(v, 3) for k, v in phases.items()},
+        snapshot=dumped.snapshot,
+        phases_s={k: round(v, 3) for k, v in dumped.phases.items()},
     )
 
 

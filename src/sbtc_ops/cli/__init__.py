@@ -1,6 +1,9 @@
 """The `sbtc-ops` command line: thin; each command parses, calls one function, renders.
 
-Command groups live in sibling modules, each exposing `register(app)`.
+Command groups live in sibling modules, each exposing `register(app)`. They import the
+services they call inside the command functions, on purpose: `sbtc-ops` (every `-h`, every
+timer run) starts without loading the configuration model, HTTP clients, psycopg or boto3
+(tests/test_cli_usage.py); each command loads only what it runs.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from sbtc_ops.cli import _common, _streams, helpstyle
+from sbtc_ops.cli import _common, _streams, globalopts, helpstyle
 from sbtc_ops.errors import SbtcOpsError, describe_os_error
 from sbtc_ops.proc import note_interrupt
 from sbtc_ops.redact import scrub
@@ -45,7 +48,8 @@ def _global_options(
             "--config",
             "-c",
             envvar="SBTC_OPS_CONFIG",
-            help="sbtc-ops.toml to use (default: ./sbtc-ops.toml, then /etc/sbtc-ops/sbtc-ops.toml).",
+            help="sbtc-ops.toml to use (default: ./sbtc-ops.toml, then /etc/sbtc-ops/sbtc-ops.toml; "
+            "before or after the command).",
         ),
     ] = None,
     verbose: Annotated[
@@ -54,16 +58,25 @@ def _global_options(
             "--verbose",
             "-v",
             count=True,
-            help="On stderr: -v each step and every command run, -vv with timings.",
+            help="On stderr: -v each step and every command run, -vv with timings (before or "
+            "after the command).",
         ),
     ] = 0,
     metrics_textfile: Annotated[
         Path | None,
         typer.Option(
             "--metrics-textfile",
-            help="Also write sbtc-ops metrics to this node_exporter textfile-collector file.",
+            help="Also write sbtc-ops metrics to this node_exporter textfile-collector file "
+            "(before or after the command).",
         ),
     ] = None,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON document on stdout, nothing else (before or after the command).",
+        ),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -75,6 +88,7 @@ def _global_options(
         _common.RunContext(config_path=config, verbose=verbose, metrics_textfile=metrics_textfile)
     )
     _common.configure_logging(verbose)
+    _common.set_json_mode(json_output)
 
 
 def _register_commands() -> None:
@@ -117,6 +131,13 @@ def _register_commands() -> None:
 
 
 _register_commands()
+
+
+def command_tree() -> typer.core.TyperCommand | typer.core.TyperGroup:
+    """The click command tree to run: help restyled, global options accepted anywhere."""
+    root = helpstyle.styled_command(app)
+    globalopts.share_global_options(root)
+    return root
 
 
 def _json_requested() -> bool:
@@ -191,7 +212,7 @@ def _run() -> None:
     # Not standalone: typer would turn Ctrl-C/SIGTERM into its own exit before we could
     # report it (and print the JSON error document with --json).
     try:
-        result = helpstyle.styled_command(app)(standalone_mode=False)
+        result = command_tree()(standalone_mode=False)
     except SbtcOpsError as exc:
         _fail(str(exc), exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):

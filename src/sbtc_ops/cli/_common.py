@@ -32,7 +32,7 @@ err: Console = make_console(stderr=True)
 
 @dataclass
 class RunContext:
-    """Global options given before the command name."""
+    """The global options, given before or after the command name (cli/globalopts.py)."""
 
     config_path: Path | None = None
     verbose: int = 0
@@ -53,11 +53,13 @@ def reset(ctx: RunContext) -> None:
     _CURRENT = ctx
 
 
-def set_json_mode(enabled: bool) -> None:
-    """Commands call this first so errors are rendered as JSON on stdout too (and no
-    progress is drawn)."""
-    _CURRENT.json_mode = enabled
-    progress.configure(quiet=enabled)
+def set_json_mode(enabled: bool) -> bool:
+    """Commands call this first with their own --json so errors are rendered as JSON on
+    stdout too (and no progress is drawn); returns whether JSON is wanted (the command's
+    --json, or the global one given before the command name)."""
+    _CURRENT.json_mode = _CURRENT.json_mode or enabled
+    progress.configure(quiet=_CURRENT.json_mode)
+    return _CURRENT.json_mode
 
 
 def print_error(message: object, console: Console | None = None) -> None:
@@ -88,17 +90,20 @@ def emit_json(document: Any) -> None:
 
 def load_settings(**overrides: Any) -> Any:
     """Settings for this run: global --config plus the command's own flags as overrides."""
-    from sbtc_ops.config import load_settings as _load
+    # Imported when a command runs, not for -h (pydantic, the settings model).
+    from sbtc_ops.discover.load import load_for_command
 
-    settings = _load(config_path=_CURRENT.config_path, overrides=overrides)
+    # With no configuration at all, the deployment is discovered here (never while loading).
+    settings, discovered = load_for_command(_CURRENT.config_path, overrides)
     weak = redact.weak_secrets_warning()  # registered by loading; said once per run
     if weak:
         err.print(weak, markup=False)
-    if settings.discovered_from and not _CURRENT.discovery_noted:
+    if discovered and not _CURRENT.discovery_noted:
         # stderr: with --json, stdout carries only the command's document.
         err.print(
             f"note: no sbtc-ops.toml found; running on settings discovered from the compose "
-            f"project in {settings.discovered_from} (`sbtc-ops init` writes them down)",
+            f"project in {discovered.compose_dir} (`sbtc-ops init` writes them down; "
+            f"SBTC_OPS_NO_DISCOVERY=1 turns discovery off)",
             markup=False,
         )
         _CURRENT.discovery_noted = True
@@ -126,3 +131,25 @@ def install_output_scrubbing() -> None:
 
 
 JSON_OPTION = typer.Option("--json", help="Print one JSON document on stdout, nothing else.")
+
+# The backup location(s) a command writes to or reads from: `--repo`, as pgBackRest and borg
+# users say. `backup --to` reads right and stays a visible alias (BACKUP_REPO_OPTION); the
+# commands that read from a location accept `--to` as a hidden, deprecated spelling
+# (DEPRECATED_TO_OPTION, merged by `repositories`), so older scripts keep working.
+REPO_HELP = "Backup location: a directory or s3://bucket/prefix (repeatable; default: the config)."
+REPO_OPTION = typer.Option("--repo", help=REPO_HELP)
+BACKUP_REPO_OPTION = typer.Option("--repo", "--to", help=REPO_HELP)
+DEPRECATED_TO_OPTION = typer.Option("--to", hidden=True, help="Deprecated: use --repo.")
+
+
+def repositories(repo: list[str] | None, deprecated_to: list[str] | None) -> list[str] | None:
+    """The locations a command was given (None: the configured ones); --to says it is
+    deprecated on stderr."""
+    if deprecated_to:
+        err.print("note: --to is deprecated here; use --repo (same meaning)", markup=False)
+    return [*(repo or []), *(deprecated_to or [])] or None
+
+
+def deprecated_spelling(old: str, new: str) -> None:
+    """A renamed option still accepted: say so on stderr (stdout may carry a JSON document)."""
+    err.print(f"note: {old} is deprecated; use {new} (same meaning)", markup=False)

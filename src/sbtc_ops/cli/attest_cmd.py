@@ -4,6 +4,8 @@ Exit codes of `attest verify`: 0 every statement is signed by an allowed key and
 digests match the repository; 1 a statement is unsigned, a signature does not verify, or a
 digest differs (tampered); 2 cannot check (no allowed-signers file, no ssh-keygen, a location
 unreachable, no such backup).
+
+Services are imported inside the commands: see the package docstring (startup cost).
 """
 
 from __future__ import annotations
@@ -37,14 +39,17 @@ def verify(
             help="OpenSSH allowed-signers file (default: attest.allowed_signers).",
         ),
     ] = None,
-    to: Annotated[
+    repo: Annotated[
         list[str] | None,
-        typer.Option("--to", help="Backup location(s) to look the id up in (default: the config)."),
+        typer.Option(
+            "--repo", help="Backup location(s) to look the id up in (default: the config)."
+        ),
     ] = None,
+    to: Annotated[list[str] | None, _common.DEPRECATED_TO_OPTION] = None,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Check every signature of a backup's drill attestations and recompute its digests."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.attest.service import verify_target
     from sbtc_ops.backup.service import storages_for
 
@@ -53,7 +58,9 @@ def verify(
     if allowed is None:
         raise UsageError("name the allowed-signers file (--allowed-signers FILE)")
     # A statement file is checked against the backup directory it lies in.
-    storages = [] if Path(target).is_file() else storages_for(settings, to)
+    storages = (
+        [] if Path(target).is_file() else storages_for(settings, _common.repositories(repo, to))
+    )
     report = verify_target(target, allowed, storages)
     if json_output:
         _common.emit_json(report.to_json())
@@ -106,7 +113,7 @@ def sign(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Add your signature to a drill statement after review (kept as its own file)."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.attest.service import cosign, record_cosignature
 
     settings = _common.load_settings()

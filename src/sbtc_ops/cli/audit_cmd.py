@@ -3,6 +3,8 @@
 `sbtc-ops audit [--only AREA,…]` runs every area; `sbtc-ops audit firewall --probe HOST[:PORTS]`
 scans a host from here instead. Exit 0 when nothing is at or above --fail-on, 1 otherwise,
 2 when the audit cannot run.
+
+Services are imported inside the commands: see the package docstring (startup cost).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ audit_app = typer.Typer(
 
 
 class FailOn(StrEnum):
-    WARN = "warn"
-    FAIL = "fail"
+    """The statuses --fail-on can name (a subset of results.Status, same values)."""
+
+    WARN = Status.WARN.value
+    FAIL = Status.FAIL.value
 
 
 ONLY_OPTION = typer.Option(
@@ -63,7 +67,7 @@ def audit(
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"json": json_output, "html": html, "fail_on": fail_on, "root": root}
         return
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     areas = [a for a in (only or "").split(",") if a.strip()]
     if list_checks:
         _list(areas, json_output)
@@ -96,7 +100,7 @@ def firewall(
     """Audit the firewall area, or probe a host's reachable ports with --probe."""
     parent = ctx.obj or {}
     json_output = json_output or bool(parent.get("json"))
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.audit.probe import ProbeSpec
 
     spec = ProbeSpec(probe, connect_timeout, deadline) if probe is not None else None
@@ -116,7 +120,7 @@ def _list(areas: list[str], json_output: bool) -> None:
 
     checks = select_checks(areas)
     if json_output:
-        _common.emit_json({"checks": catalogue(checks)})
+        _common.emit_json({"ok": True, "checks": catalogue(checks)})
     else:
         render_catalogue(checks, _common.out)
 

@@ -1,21 +1,18 @@
-"""`sbtc-ops backup`, `backups`, `prune`, `restore`."""
+"""`sbtc-ops backup`, `backups`, `prune`, `restore`.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from sbtc_ops.cli import _common
-from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.history import JobName, JobOutcome, recorded_cli_run
 from sbtc_ops.render import format_size
-
-TO_OPTION = typer.Option(
-    "--to",
-    help="Backup location: a directory or s3://bucket/prefix (repeatable; default: the config).",
-)
 
 
 def backup(
@@ -23,7 +20,7 @@ def backup(
         str | None,
         typer.Option("--db", help="Signer database URL (default: the config's db_endpoint)."),
     ] = None,
-    to: Annotated[list[str] | None, TO_OPTION] = None,
+    repo: Annotated[list[str] | None, _common.BACKUP_REPO_OPTION] = None,
     dump_format: Annotated[
         str | None, typer.Option("--format", help="custom (default) or directory.")
     ] = None,
@@ -50,7 +47,7 @@ def backup(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Take a consistent, checksummed (optionally encrypted) backup of the signer database."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.backup.service import request_from_settings, run_backup
 
     settings = _common.load_settings(
@@ -62,21 +59,16 @@ def backup(
             "recipients": recipient or None,
         },
     )
-    request = request_from_settings(settings, to or None, dkg_only=dkg_only)
-    started = time.time()
-    try:
+    request = request_from_settings(settings, repo or None, dkg_only=dkg_only)
+    # `history --job backup` lists backups taken from the command line too.
+    with recorded_cli_run(settings.state_dir, JobName.BACKUP, {"kind": request.kind}) as run:
         outcome = run_backup(settings, request)
-    except SbtcOpsError as exc:
-        _record_run(settings.state_dir, started, "error", exc.message, {"kind": request.kind})
-        raise
-    manifest = outcome.manifest
-    _record_run(
-        settings.state_dir,
-        started,
-        "ok" if not outcome.failed else "problem",
-        f"{manifest.id}: {manifest.kind}, {format_size(manifest.total_size)}",
-        {"backup": manifest.id, "kind": manifest.kind, "size": manifest.total_size},
-    )
+        manifest = outcome.manifest
+        run.finished(
+            JobOutcome.PROBLEM if outcome.failed else JobOutcome.OK,
+            f"{manifest.id}: {manifest.kind}, {format_size(manifest.total_size)}",
+            {"backup": manifest.id, "kind": manifest.kind, "size": manifest.total_size},
+        )
     failed = [{"location": name, "error": why} for name, why in outcome.failed.items()]
     if json_output:
         _common.emit_json(
@@ -113,25 +105,19 @@ def _print_backup(outcome: Any) -> None:
         out.print(f"  NOT stored  {location}", markup=False)
 
 
-def _record_run(
-    state_dir: Path, started: float, outcome: str, summary: str, data: dict[str, Any]
-) -> None:
-    """`history --job backup` lists backups taken from the command line too."""
-    from sbtc_ops.history import record_cli_outcome
-
-    record_cli_outcome(state_dir, "backup", started, outcome, summary, data)
-
-
 def backups(
-    to: Annotated[list[str] | None, TO_OPTION] = None,
+    repo: Annotated[list[str] | None, _common.REPO_OPTION] = None,
+    to: Annotated[list[str] | None, _common.DEPRECATED_TO_OPTION] = None,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """List backups in every configured location, with their state."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
+    from sbtc_ops.attest.service import evidence_reader
     from sbtc_ops.backup.service import survey
 
     settings = _common.load_settings()
-    found = survey(settings, to or None)
+    evidence = evidence_reader(settings.state_dir, settings.attest.allowed_signers)
+    found = survey(settings, _common.repositories(repo, to), evidence=evidence)
     rows = found.rows
     unreachable = [{"location": k, "error": v} for k, v in found.unreachable.items()]
     if json_output:
@@ -164,16 +150,17 @@ def _print_backups(rows: list[dict[str, Any]]) -> None:
 
 
 def prune(
-    to: Annotated[list[str] | None, TO_OPTION] = None,
+    repo: Annotated[list[str] | None, _common.REPO_OPTION] = None,
+    to: Annotated[list[str] | None, _common.DEPRECATED_TO_OPTION] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, delete nothing.")] = False,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Apply the retention policy (keep N daily, weekly, monthly) to every location."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.backup.service import prune_all
 
     settings = _common.load_settings()
-    report = prune_all(settings, to or None, dry_run=dry_run)
+    report = prune_all(settings, _common.repositories(repo, to), dry_run=dry_run)
     failed = [location for location in report if location.get("error")]
     if json_output:
         _common.emit_json({"ok": not failed, "dry_run": dry_run, "locations": report})
@@ -211,7 +198,8 @@ def restore(
     target_db: Annotated[
         str, typer.Option("--target-db", help="URL of the database to restore into.")
     ],
-    to: Annotated[list[str] | None, TO_OPTION] = None,
+    repo: Annotated[list[str] | None, _common.REPO_OPTION] = None,
+    to: Annotated[list[str] | None, _common.DEPRECATED_TO_OPTION] = None,
     identity: Annotated[
         Path | None, typer.Option("--identity", help="age identity file for encrypted backups.")
     ] = None,
@@ -252,19 +240,24 @@ def restore(
     """Disaster recovery: the backup is first restored in a throwaway sandbox and its whole
     schema compared with the signer's (as `verify` does); only a proven backup is then
     restored into the database you name, without owners, privileges or settings."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.backup.restore import RestoreRequest
-    from sbtc_ops.verify.drill import default_jobs
     from sbtc_ops.verify.gate import run_gated_restore
 
     settings = _common.load_settings(backup={"identity_file": identity})
     result = run_gated_restore(
         settings,
         RestoreRequest(
-            backup_ref, target_db, to or None, force, overwrite_live, create=create, clean=clean
+            backup_ref,
+            target_db,
+            _common.repositories(repo, to),
+            force,
+            overwrite_live,
+            create=create,
+            clean=clean,
         ),
         force_unverified=force_unverified,
-        jobs=default_jobs(),
+        jobs=settings.verify.jobs,
     )
     if result["refused"]:
         if json_output:

@@ -2,6 +2,8 @@
 
 Every endpoint is reported. Exit 0 when the answering endpoints agree (failures of the
 others are shown as warnings), 1 when they disagree, 2 when none answered.
+
+Services are imported inside the commands: see the package docstring (startup cost).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def aggregate_key(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """The registry's current aggregate key (get-current-aggregate-pubkey), per endpoint."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.stacks import NOT_SET, read_aggregate_key
 
     settings = _settings(network, stacks_url)
@@ -75,7 +77,7 @@ def signer_data(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """The registry's current signer data (get-current-signer-data), per endpoint."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.stacks import SignerData, read_signer_data
 
     settings = _settings(network, stacks_url)

@@ -1,4 +1,7 @@
-"""`sbtc-ops clarity decode`: a serialized Clarity value (or a whole call-read answer) as text."""
+"""`sbtc-ops clarity decode`: a serialized Clarity value (or a whole call-read answer) as text.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def decode(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Decode a Clarity value, e.g. the result of `curl …/v2/contracts/call-read/…`."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.clarity import ClarityError
     from sbtc_ops.stacks import decode_hex_or_answer
 
@@ -46,6 +49,7 @@ def decode(
     if json_output:
         _common.emit_json(
             {
+                "ok": True,
                 "type": str(value.clarity_type),
                 "text": value.to_text(),
                 "value": value.to_json(),

@@ -1,5 +1,8 @@
 """`sbtc-ops config show|check|sample`: the effective configuration (secrets redacted), its
-validation with every problem named by layer, and a commented sample written from the model."""
+validation with every problem named by layer, and a commented sample written from the model.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 
@@ -20,13 +23,15 @@ config_app = typer.Typer(help="Inspect sbtc-ops' configuration.", no_args_is_hel
 
 @config_app.command("show")
 def show(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
-    """Print the effective configuration (flags > env > sbtc-ops.toml > signer config > preset)."""
-    _common.set_json_mode(json_output)
+    """Print the effective configuration, secrets redacted (its layers, in precedence order:
+    docs/configuration.md)."""
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.config import redacted_view
 
     view = redacted_view(_common.load_settings())
     if json_output:
-        _common.emit_json(view)
+        # `ok` beside the sections (no section is named so): every document has one.
+        _common.emit_json({"ok": True, **view})
         return
     _print_tree(view)
 
@@ -35,7 +40,7 @@ def show(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
 def check(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
     """Validate the configuration: exit 0 valid, 1 problems (each named with the file,
     environment variable or signer config it came from), 2 a file cannot be read."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.config import InvalidConfig
 
     try:
@@ -76,7 +81,7 @@ def sample(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
     (with --json: the same as a reference document)."""
     from sbtc_ops.config_sample import reference, sample_toml
 
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     if json_output:
         _common.emit_json(reference())
         return

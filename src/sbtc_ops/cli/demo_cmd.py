@@ -1,4 +1,7 @@
-"""`sbtc-ops demo`: try the whole backup-and-verify cycle with nothing but sbtc-ops."""
+"""`sbtc-ops demo`: try the whole backup-and-verify cycle with nothing but sbtc-ops.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from sbtc_ops.errors import ConfigError
 
 def demo(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
     """Back up and verify a generated signer database; no network, no input, nothing kept."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.devtools.demo import NEXT_STEPS, run_demo
     from sbtc_ops.devtools.standin_node import LABEL
     from sbtc_ops.verify.render import PhaseSpinner, render_terminal

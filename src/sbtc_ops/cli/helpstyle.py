@@ -52,13 +52,14 @@ OPTION_PLACEHOLDERS = {
     "--probe": "HOST[:PORTS]",
     "--public-key": "HEX",
     "--recipient": "RECIPIENT",
+    "--repo": "LOCATION",
     "--root": "DIR",
     "--shares": "N",
     "--signer-key-file": "FILE",
     "--stacks-url": "URL",
     "--target-db": "URL",
     "--threshold": "K",
-    "--to": "LOCATION",
+    "--to": "RELEASE",  # upgrade-check; backup locations are --repo
 }
 
 # Arguments by parameter name, where the name itself is not the word to show.

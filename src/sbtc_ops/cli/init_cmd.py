@@ -1,9 +1,11 @@
-"""`sbtc-ops init`: discover the signer's compose deployment and write sbtc-ops.toml."""
+"""`sbtc-ops init`: discover the signer's compose deployment and write sbtc-ops.toml.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +13,7 @@ import typer
 
 from sbtc_ops.cli import _common
 from sbtc_ops.errors import UsageError
+from sbtc_ops.files import write_private_atomic
 
 DEFAULT_BACKUP_DIR = Path("/var/backups/sbtc-ops")
 
@@ -32,7 +35,7 @@ def init(
 ) -> None:
     """Find the signer deployment (compose files, running containers, standard paths), show
     what was found and where from, and write sbtc-ops.toml (0600; secrets referenced)."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.discover import discover
 
     if output.exists() and not force and not dry_run:
@@ -101,12 +104,7 @@ def render_toml(layer: dict[str, Any], compose_dir: str | None) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    write_private_atomic(path, text.encode())
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,8 @@
 
 Only the public key is ever printed. Passphrases come from the terminal without echo or from
 a file descriptor (`--passphrase-fd N`), never from argv or the environment.
+
+Services are imported inside the commands: see the package docstring (startup cost).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def check(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Check the key: file mode and owner, signer sets, not a public test key, cold backup age."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.keys.service import check_key
 
     report = check_key(_common.load_settings(), key_file=key_file, offline=offline)
@@ -103,7 +105,7 @@ def backup(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Write an offline cold backup of the key: age (passphrase or recipients) or SLIP-39 shares."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.keys.backup import BackupRequest
     from sbtc_ops.keys.secretio import get_passphrase
     from sbtc_ops.keys.service import backup_key
@@ -195,7 +197,7 @@ def verify_backup(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Restore backups in memory and prove they hold the signer's key; records the date."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.keys.secretio import get_passphrase
     from sbtc_ops.keys.service import verify_key_backups
     from sbtc_ops.keys.verify import Secrets

@@ -2,6 +2,8 @@
 its help and its options), so the page the systemd units point at (`Documentation=man:
 sbtc-ops(1)`) never drifts from the program. Install it with
 `sbtc-ops man > /usr/local/share/man/man1/sbtc-ops.1`.
+
+Services are imported inside the commands: see the package docstring (startup cost).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -23,10 +25,16 @@ _EXIT_STATUS = (
 )
 
 
-def man(ctx: typer.Context) -> None:
-    """Print the sbtc-ops(1) manual page (roff), generated from the commands' own help."""
+def man(ctx: typer.Context, json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
+    """Print the sbtc-ops(1) manual page (roff), generated from the commands' own help
+    (--json: the page in the one document's `page`)."""
+    json_output = _common.set_json_mode(json_output)
     root = ctx.find_root()
-    _common.out.file.write(manual_page(root.command, root))
+    page = manual_page(root.command, root)
+    if json_output:
+        _common.emit_json({"ok": True, "format": "roff", "page": page})
+        return
+    _common.out.file.write(page)
 
 
 def manual_page(command: Any, ctx: Any) -> str:
@@ -43,7 +51,10 @@ def manual_page(command: Any, ctx: Any) -> str:
         ".SH DESCRIPTION",
         _roff(_text(command.help)),
         "Every command takes \\fB\\-h\\fR for its help and \\fB\\-\\-json\\fR for one JSON "
-        "document on standard output (logs and progress go to standard error).",
+        "document on standard output, with an \\fBok\\fR member (logs and progress go to "
+        "standard error). The global options \\fB\\-c\\fR, \\fB\\-v\\fR, "
+        "\\fB\\-\\-metrics\\-textfile\\fR and \\fB\\-\\-json\\fR are accepted before or after "
+        "the command name.",
         ".SH OPTIONS",
         *_options(command, ctx),
         ".SH COMMANDS",

@@ -1,4 +1,7 @@
-"""`sbtc-ops schema pin`: record the live signer database's schema as the reference."""
+"""`sbtc-ops schema pin`: record the live signer database's schema as the reference.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ def pin(
     """Record the live signer database's canonical schema as the reference of its migration
     level, so `verify` and `restore` can vouch for backups of it (every `backup` does this
     too). Run it where the live database is reachable; the reference lives in the state."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.backup.source import parse_target
     from sbtc_ops.verify.reference import pin_live_reference
 

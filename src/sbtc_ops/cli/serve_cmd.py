@@ -1,14 +1,19 @@
-"""`sbtc-ops serve` (the daemon, or `--once JOB` for timers) and `sbtc-ops history`."""
+"""`sbtc-ops serve` (the daemon, or `--once JOB` for timers) and `sbtc-ops history`.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from sbtc_ops.cli import _common
+from sbtc_ops.errors import UsageError
+from sbtc_ops.history import NOTHING_RECORDED, JobName, check_job_name, history_rows
 
 BIND_OPTION = typer.Option(
     "--bind",
@@ -18,7 +23,7 @@ BIND_OPTION = typer.Option(
 ONCE_OPTION = typer.Option(
     "--once",
     help="Run this job now as the daemon would (recorded, notified), then exit; repeatable. "
-    "Jobs: backup, verify, verify-rotate, audit, chain-check, dkg-backup. For systemd timers or cron.",
+    f"Jobs: {', '.join(JobName)}. For systemd timers or cron.",
 )
 
 
@@ -38,27 +43,47 @@ def serve(
     bind: Annotated[str | None, BIND_OPTION] = None,
     once: Annotated[list[str] | None, ONCE_OPTION] = None,
     log_format: Annotated[LogFormatChoice, LOG_FORMAT_OPTION] = LogFormatChoice.TEXT,
+    json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
-    """Run backups, verification, audits and chain checks on schedule; serve metrics and status."""
-    from sbtc_ops.serve.daemon import exit_code, run_once
+    """Run backups, verification, audits and chain checks on schedule; serve metrics and
+    status. With --once, run the named jobs now and exit (--json: one document of their runs)."""
+    json_output = _common.set_json_mode(json_output)
+    if json_output and not once:
+        raise UsageError(
+            "--json is for serve --once; the daemon logs each job run as a JSON line "
+            "with --log-format json"
+        )
     from sbtc_ops.serve.daemon import serve as run_daemon
 
     settings = _common.load_settings()
     config_path = _common.current().config_path
     if once:
-        results = run_once(settings, list(once), config_path)
-        for job, result in results:
-            colour = "green" if result.outcome == "ok" else "red"
-            _common.err.print(
-                f"{_common.plain(job)}: [{colour}]{_common.plain(result.outcome)}[/] "
-                f"{_common.plain(result.summary)}"
-            )
-        raise typer.Exit(exit_code(results))
+        _serve_once(settings, list(once), json_output)
     from sbtc_ops.serve.joblog import LogFormat
 
     code = run_daemon(
         settings, bind=bind, config_path=config_path, log_format=LogFormat(log_format.value)
     )
+    raise typer.Exit(code)
+
+
+def _serve_once(settings: Any, jobs: list[str], json_output: bool) -> None:
+    from sbtc_ops.serve.daemon import exit_code, run_once
+
+    results = run_once(settings, jobs, _common.current().config_path)
+    code = exit_code(results)
+    if json_output:
+        runs = [
+            {"job": job, "outcome": r.outcome, "summary": r.summary, "data": r.data}
+            for job, r in results
+        ]
+        _common.emit_json({"ok": code == 0, "runs": runs})
+    for job, result in results:
+        colour = "green" if result.outcome == "ok" else "red"
+        _common.err.print(
+            f"{_common.plain(job)}: [{colour}]{_common.plain(result.outcome)}[/] "
+            f"{_common.plain(result.summary)}"
+        )
     raise typer.Exit(code)
 
 
@@ -71,8 +96,7 @@ def history(
 ) -> None:
     """Job runs recorded in the state database (by serve, serve --once and the CLI's backup
     and verify)."""
-    _common.set_json_mode(json_output)
-    from sbtc_ops.history import NOTHING_RECORDED, check_job_name, history_rows
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.state import StateStore
 
     check_job_name(job)
@@ -80,7 +104,7 @@ def history(
     with StateStore.open(settings.state_dir) as store:
         rows = history_rows(store, job, limit)
     if json_output:
-        _common.emit_json({"runs": rows})
+        _common.emit_json({"ok": True, "runs": rows})
         return
     if not rows:
         _common.err.print(NOTHING_RECORDED, markup=False)

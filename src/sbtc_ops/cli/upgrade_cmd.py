@@ -1,4 +1,7 @@
-"""`sbtc-ops upgrade-check`: a verified backup and a go/no-go before changing the signer image."""
+"""`sbtc-ops upgrade-check`: a verified backup and a go/no-go before changing the signer image.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 
@@ -25,27 +28,32 @@ def upgrade_check(
             "migrations tell it.",
         ),
     ] = None,
-    plan_only: Annotated[
+    dry_run: Annotated[
         bool,
         typer.Option(
-            "--plan-only",
+            "--dry-run",
             help="Print the plan only: no backup, no go/no-go (exit 1 if the plan has a "
             "blocking problem).",
         ),
+    ] = False,
+    plan_only: Annotated[
+        bool, typer.Option("--plan-only", hidden=True, help="Deprecated: use --dry-run.")
     ] = False,
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Back up and verify now, then report what the target release does to the database and
     the configuration, the incidents it fixes, go/no-go and the rollback command."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops.signer.upgrade import run_upgrade_check
 
+    if plan_only:
+        _common.deprecated_spelling("--plan-only", "--dry-run")
     settings = _common.load_settings()
     report = run_upgrade_check(
         settings,
         to,
         from_version=from_version,
-        plan_only=plan_only,
+        plan_only=dry_run or plan_only,
         phase=lambda text: _common.err.print(f"… {text}", markup=False),
     )
     if json_output:
@@ -97,7 +105,7 @@ def _render(doc: dict[str, Any]) -> None:
                 shown = f"{item[0]} (removed in {item[1]})" if isinstance(item, tuple) else item
                 say(f"  {shown}", markup=False)
     if doc["plan_only"]:
-        say("plan only: no backup taken, no go/no-go (run without --plan-only)", markup=False)
+        say("dry run: no backup taken, no go/no-go (run without --dry-run)", markup=False)
         return
     say("verdict: " + ("GO" if doc["go"] else "NO-GO"), markup=False)
     rollback = doc["rollback"]

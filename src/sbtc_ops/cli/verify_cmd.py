@@ -1,9 +1,11 @@
-"""`sbtc-ops verify`: the automated restore drill."""
+"""`sbtc-ops verify`: the automated restore drill.
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 
 import logging
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -11,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sbtc_ops.cli import _common
-from sbtc_ops.errors import SbtcOpsError, UsageError
+from sbtc_ops.errors import UsageError
+from sbtc_ops.history import JobName, JobOutcome, recorded_cli_run
 
 if TYPE_CHECKING:
     from sbtc_ops.verify.drill import VerifyReport
@@ -81,17 +84,16 @@ def verify(
     identity: Annotated[
         Path | None, typer.Option("--identity", help="age identity for encrypted backups.")
     ] = None,
-    to: Annotated[
-        list[str] | None, typer.Option("--to", help="Backup location(s) to look the id up in.")
+    repo: Annotated[
+        list[str] | None, typer.Option("--repo", help="Backup location(s) to look the id up in.")
     ] = None,
+    to: Annotated[list[str] | None, _common.DEPRECATED_TO_OPTION] = None,
     network: Annotated[
         str | None, typer.Option("--network", help="mainnet, testnet or devnet.")
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option(
-            "--jobs", help="Parallel restore jobs.", show_default="the CPU count, at most 4"
-        ),
+        typer.Option("--jobs", help="Parallel restore jobs.", show_default="verify.jobs (2)"),
     ] = None,
     keep_cluster: Annotated[
         bool, typer.Option("--keep-cluster", help="Leave the throwaway cluster running.")
@@ -107,16 +109,11 @@ def verify(
     json_output: Annotated[bool, _common.JSON_OPTION] = False,
 ) -> None:
     """Restore a backup into a throwaway PostgreSQL and prove it holds the on-chain key."""
-    _common.set_json_mode(json_output)
-    from sbtc_ops.verify.drill import VerifyRequest, default_jobs, run_verify
+    json_output = _common.set_json_mode(json_output)
+    from sbtc_ops.verify.drill import VerifyRequest, run_verify
     from sbtc_ops.verify.render import PhaseSpinner, render_terminal
 
-    if backup is None and not latest:
-        raise UsageError("name a BACKUP (id or path) or pass --latest")
-    if kind != BackupKind.FULL and not latest:
-        raise UsageError(
-            "--kind chooses what --latest picks; a BACKUP named by id has its own kind"
-        )
+    _check_usage(backup, latest, kind)
     settings = _common.load_settings(
         network=network,
         stacks={"endpoints": stacks_url or None},
@@ -130,24 +127,12 @@ def verify(
         stacks_urls=stacks_url or None,
         signer_secret=_read_signer_secret(signer_key_file) if signer_key_file else None,
         keep_cluster=keep_cluster,
-        locations=to or None,
-        jobs=jobs or default_jobs(),
+        locations=_common.repositories(repo, to),
+        jobs=jobs or settings.verify.jobs,
     )
-    started = time.time()
-    try:
-        with PhaseSpinner() as spinner:
-            report = run_verify(settings, request, phase=spinner.update)
-    except SbtcOpsError as exc:
-        if not isinstance(exc, UsageError):
-            _record_run(settings.state_dir, started, "error", exc.message, {})
-        raise
-    _record_run(
-        settings.state_dir,
-        started,
-        "ok" if report.ok else "error" if report.could_not_run else "problem",
-        _summary(report),
-        {"backup": report.backup, "verdict": report.verdict, "key_source": report.key_source},
-    )
+    with recorded_cli_run(settings.state_dir, JobName.VERIFY) as run, PhaseSpinner() as spinner:
+        report = run_verify(settings, request, phase=spinner.update)
+        run.finished(*_history_entry(report))
     if html is not None:
         from sbtc_ops.verify.html import write_html
 
@@ -161,21 +146,34 @@ def verify(
     raise typer.Exit(2 if report.could_not_run else 1)
 
 
+def _check_usage(backup: str | None, latest: bool, kind: BackupKind) -> None:
+    if backup is None and not latest:
+        raise UsageError("name a BACKUP (id or path) or pass --latest")
+    if kind != BackupKind.FULL and not latest:
+        raise UsageError(
+            "--kind chooses what --latest picks; a BACKUP named by id has its own kind"
+        )
+
+
+def _history_entry(report: VerifyReport) -> tuple[str, str, dict[str, Any]]:
+    """`history` lists verify runs made from the command line too."""
+    outcome = (
+        JobOutcome.OK
+        if report.ok
+        else JobOutcome.ERROR
+        if report.could_not_run
+        else JobOutcome.PROBLEM
+    )
+    data = {"backup": report.backup, "verdict": report.verdict, "key_source": report.key_source}
+    return outcome, _summary(report), data
+
+
 def _summary(report: VerifyReport) -> str:
     failed = [c.id for c in report.checks if c.status.is_problem]
     text = f"{report.backup}: {report.verdict}"
     if report.expected_aggregate_key is not None:
         text += f" against the {report.key_source} key"
     return text + (f" ({', '.join(failed)} failed)" if failed else "")
-
-
-def _record_run(
-    state_dir: Path, started: float, outcome: str, summary: str, data: dict[str, Any]
-) -> None:
-    """`history` lists verify runs made from the command line too."""
-    from sbtc_ops.history import record_cli_outcome
-
-    record_cli_outcome(state_dir, "verify", started, outcome, summary, data)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,8 @@
 """`sbtc-ops version`: the version, the dependency lock it runs on, and whether the running
-environment is exactly that lock (the digest drill attestations record)."""
+environment is exactly that lock (the digest drill attestations record).
+
+Services are imported inside the commands: see the package docstring (startup cost).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from sbtc_ops.cli import _common
 
 def version(json_output: Annotated[bool, _common.JSON_OPTION] = False) -> None:
     """The version, the SHA-256 of the dependency lock, and whether this environment is it."""
-    _common.set_json_mode(json_output)
+    json_output = _common.set_json_mode(json_output)
     from sbtc_ops import __version__
     from sbtc_ops.install import inspect_environment
 

@@ -28,7 +28,7 @@ from sbtc_ops.config import PostgresSettings, Settings
 from sbtc_ops.devtools.signer_db import MAINNET_DEPLOYER, GeneratedDb, generate
 from sbtc_ops.devtools.standin_node import LABEL, StandInNode, registry_values
 from sbtc_ops.pg.cluster import ThrowawayCluster
-from sbtc_ops.verify.drill import VerifyReport, VerifyRequest, default_jobs, run_verify
+from sbtc_ops.verify.drill import VerifyReport, VerifyRequest, run_verify
 
 DEMO_DB = "signer"
 DEMO_ROLE = "signer"
@@ -38,11 +38,11 @@ NEXT_STEPS = (
     ("read the aggregate key the signers hold on chain", "sbtc-ops chain aggregate-key"),
     (
         "back up your signer's database",
-        "sbtc-ops backup --db postgresql://signer@127.0.0.1:5432/signer --to /var/backups/sbtc-ops",
+        "sbtc-ops backup --db postgresql://signer@127.0.0.1:5432/signer --repo /var/backups/sbtc-ops",
     ),
     (
         "restore it in a throwaway cluster and compare with the chain",
-        "sbtc-ops verify --latest --to /var/backups/sbtc-ops",
+        "sbtc-ops verify --latest --repo /var/backups/sbtc-ops",
     ),
 )
 
@@ -106,7 +106,7 @@ def run_demo(
                 VerifyRequest(
                     backup_ref=manifest.id,
                     signer_secret=facts.signer_private_key,
-                    jobs=default_jobs(),
+                    jobs=settings.verify.jobs,
                 ),
                 phase=phase,
             )

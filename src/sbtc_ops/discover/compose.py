@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from sbtc_ops.audit.compose import interpolate_tree, service_environment
-from sbtc_ops.config import read_env_file
 from sbtc_ops.errors import ConfigError
 from sbtc_ops.files import UnsafeFileError, read_capped
+from sbtc_ops.host.signer_import import read_env_file
 from sbtc_ops.yamlsafe import MAX_YAML_BYTES, YamlError, load_bounded
 
 PRIMARY_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
@@ -121,21 +121,6 @@ def _services(path: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:
         }
     except YamlError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-
-
-def signer_environment(directory: Path, files: list[Path], service: str) -> dict[str, str]:
-    """The SIGNER_* variables compose gives the signer's container (for load_settings), with
-    compose host names replaced by the running containers' addresses (see resolve)."""
-    from sbtc_ops.discover.resolve import reachable_env, service_addresses
-
-    project = load_project(directory, files)
-    found = project.services.get(service)
-    if found is None:
-        raise ConfigError(
-            f"docker.signer_service {service!r} is not a service of {', '.join(map(str, files))}"
-        )
-    env = {k: v for k, v in service_env(project, found).items() if k.startswith("SIGNER_")}
-    return reachable_env(env, service_addresses(project))
 
 
 def service_env(project: Project, service: Service) -> dict[str, str]:

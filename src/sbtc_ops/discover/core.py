@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from sbtc_ops.config import redact_url
 from sbtc_ops.discover import docker_api as api
 from sbtc_ops.discover.compose import (
     SIGNER_CONFIG_TARGET,
@@ -20,6 +19,7 @@ from sbtc_ops.discover.compose import (
     service_env,
 )
 from sbtc_ops.errors import ConfigError, DependencyError, UsageError
+from sbtc_ops.redact import redact_url
 
 # Where operators put the reference deployment (stacks-sbtc/sbtc docker/mainnet), in order.
 STANDARD_DIRS = (
@@ -87,8 +87,6 @@ class Discovery:
         if self.value("signer.config_path"):
             layer["signer"] = {"config_path": self.value("signer.config_path")}
         audit: dict[str, Any] = {}
-        if self.value("compose.files"):
-            audit["compose_files"] = self.value("compose.files")
         if self.value("signer.metrics_url"):
             audit["metrics_url"] = self.value("signer.metrics_url")
         if self.value("signer.info_url"):

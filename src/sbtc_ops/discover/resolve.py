@@ -11,18 +11,34 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sbtc_ops.discover import docker_api as api
-from sbtc_ops.discover.compose import Project
-from sbtc_ops.errors import DependencyError
+from sbtc_ops.discover.compose import Project, load_project, service_env
+from sbtc_ops.errors import ConfigError, DependencyError
 
 URL_VARIABLES = (
     "SIGNER_SIGNER__DB_ENDPOINT",
     "SIGNER_STACKS__ENDPOINTS",
     "SIGNER_BITCOIN__RPC_ENDPOINTS",
 )
+
+
+def signer_environment(
+    directory: Path, files: list[Path], service: str, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The SIGNER_* variables compose gives the signer's container (for loading settings),
+    with compose host names replaced by the running containers' addresses."""
+    project = load_project(directory, files)
+    found = project.services.get(service)
+    if found is None:
+        raise ConfigError(
+            f"docker.signer_service {service!r} is not a service of {', '.join(map(str, files))}"
+        )
+    env = {k: v for k, v in service_env(project, found).items() if k.startswith("SIGNER_")}
+    return reachable_env(env, service_addresses(project, environ))
 
 
 def service_addresses(project: Project, environ: Mapping[str, str] | None = None) -> dict[str, str]:

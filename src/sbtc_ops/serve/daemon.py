@@ -13,6 +13,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,75 +100,123 @@ def serve(
     loop = threading.Thread(
         target=scheduler.run_forever, args=(stop,), name="scheduler", daemon=True
     )
-
-    def healthy() -> tuple[bool, str]:
-        alive = loop.is_alive() or stop.is_set()
-        return alive, "ok" if alive else "scheduler stopped"
-
-    def ready() -> tuple[bool, str]:
-        if not loop.is_alive():
-            return False, "scheduler not running"
-        try:
-            with StateStore.open(settings.state_dir) as store:
-                store.last_run("backup")
-        except (OSError, sqlite3.Error, SbtcOpsError) as exc:
-            return False, f"state database unreadable: {type(exc).__name__}"
-        return True, "ready"
-
-    def more_metrics(snap: Snapshot) -> Iterator[Metric]:
-        yield schedule_metric(scheduler)
-        if extra_metrics is not None:
-            yield from extra_metrics(snap)
-
-    server = StatusServer(
-        bind or settings.serve.bind,
-        settings.state_dir,
-        healthy=healthy,
-        ready=ready,
-        extra_metrics=more_metrics,
-        schedule=lambda: dict(scheduler.due),
-        max_connections=settings.serve.max_connections,
-        idle_timeout_s=settings.serve.idle_timeout_s,
-    )
+    server = _status_server(settings, bind, scheduler, _Probes(settings, loop, stop), extra_metrics)
     host, port = server.start()
-    shown = f"[{host}]" if ":" in host else host
-    jobs = ", ".join(
-        f"{s.name} ({s.cron or (f'after {s.after}' if s.after else 'on demand')})"
-        for s in scheduler.specs.values()
-    )
-
-    announce(f"sbtc-ops serve: listening on http://{shown}:{port}/ ; jobs: {jobs or 'none'}")
-
-    def request_stop() -> None:
-        stop.set()
-        scheduler.cancel()
-
+    announce(f"sbtc-ops serve: listening on {_url(host, port)} ; jobs: {_jobs_line(scheduler)}")
     watch = _dkg_watch(settings, scheduler, announce)
     watcher = threading.Thread(
         target=watch.run if watch else lambda stop: None, args=(stop,), name="dkg-watch"
     )
     watcher.daemon = True
-    code = 0
-    with _Signals(request_stop):
-        loop.start()
-        watcher.start()
-        try:
-            while not stop.wait(1.0):
-                if not loop.is_alive():
-                    announce("sbtc-ops serve: the scheduler stopped unexpectedly; exiting")
-                    code = 2  # systemd's Restart=on-failure starts a new daemon
-                    break
-        finally:
-            stop.set()
-            still = scheduler.shutdown(STOP_GRACE_S)
-            if still:
-                announce(f"jobs still running after {STOP_GRACE_S:g} s: {', '.join(still)}")
-            loop.join(5)
-            watcher.join(5)
-            server.stop()
-            notifier.wait(5)
+    running = _Running(scheduler, notifier, server, loop, watcher, stop, announce)
+    code = running.until_stopped()
     announce("sbtc-ops serve: stopped")
     return code
+
+
+@dataclass(frozen=True)
+class _Probes:
+    """/healthz and /readyz: the scheduler loop runs (or was asked to stop); the state
+    database is readable."""
+
+    settings: Settings
+    loop: threading.Thread
+    stop: threading.Event
+
+    def healthy(self) -> tuple[bool, str]:
+        alive = self.loop.is_alive() or self.stop.is_set()
+        return alive, "ok" if alive else "scheduler stopped"
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.loop.is_alive():
+            return False, "scheduler not running"
+        try:
+            with StateStore.open(self.settings.state_dir) as store:
+                store.last_run("backup")
+        except (OSError, sqlite3.Error, SbtcOpsError) as exc:
+            return False, f"state database unreadable: {type(exc).__name__}"
+        return True, "ready"
+
+
+def _status_server(
+    settings: Settings,
+    bind: str | None,
+    scheduler: Scheduler,
+    probes: _Probes,
+    extra_metrics: Callable[[Snapshot], Iterator[Metric]] | None,
+) -> StatusServer:
+    def more_metrics(snap: Snapshot) -> Iterator[Metric]:
+        yield schedule_metric(scheduler)
+        if extra_metrics is not None:
+            yield from extra_metrics(snap)
+
+    return StatusServer(
+        bind or settings.serve.bind,
+        settings.state_dir,
+        healthy=probes.healthy,
+        ready=probes.ready,
+        extra_metrics=more_metrics,
+        schedule=lambda: dict(scheduler.due),
+        max_connections=settings.serve.max_connections,
+        idle_timeout_s=settings.serve.idle_timeout_s,
+    )
+
+
+def _url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def _jobs_line(scheduler: Scheduler) -> str:
+    jobs = ", ".join(
+        f"{s.name} ({s.cron or (f'after {s.after}' if s.after else 'on demand')})"
+        for s in scheduler.specs.values()
+    )
+    return jobs or "none"
+
+
+@dataclass(frozen=True)
+class _Running:
+    """The daemon's parts while it runs, and its orderly stop."""
+
+    scheduler: Scheduler
+    notifier: Notifier
+    server: StatusServer
+    loop: threading.Thread
+    watcher: threading.Thread
+    stop: threading.Event
+    announce: Callable[[str], None]
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.scheduler.cancel()
+
+    def until_stopped(self) -> int:
+        """Run until SIGTERM/SIGINT (0) or until the scheduler dies (2: systemd's
+        Restart=on-failure starts a new daemon); then stop everything in order."""
+        code = 0
+        with _Signals(self.request_stop):
+            self.loop.start()
+            self.watcher.start()
+            try:
+                while not self.stop.wait(1.0):
+                    if not self.loop.is_alive():
+                        self.announce("sbtc-ops serve: the scheduler stopped unexpectedly; exiting")
+                        code = 2
+                        break
+            finally:
+                self._shut_down()
+        return code
+
+    def _shut_down(self) -> None:
+        self.stop.set()
+        still = self.scheduler.shutdown(STOP_GRACE_S)
+        if still:
+            self.announce(f"jobs still running after {STOP_GRACE_S:g} s: {', '.join(still)}")
+        self.loop.join(5)
+        self.watcher.join(5)
+        self.server.stop()
+        self.notifier.wait(5)
 
 
 def schedule_metric(scheduler: Scheduler) -> Metric:

@@ -3,6 +3,9 @@
 How the daemon runs each one as a child process is serve/children.py. The job bodies below
 run in that child. Chain and audit results live only in their run's data
 (they run often); backups and verifies also record events through their own services.
+
+Each job body imports its service inside the function: the daemon imports this module for
+`job_specs` and stays small, and each job's child process loads only its own job's code.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from sbtc_ops import redact
 from sbtc_ops.config import Settings, secret_values
+from sbtc_ops.history import JobName
 from sbtc_ops.proc import InBackground
+from sbtc_ops.results import Status
 from sbtc_ops.serve.scheduler import (
     ERROR,
     OK,
@@ -21,17 +26,10 @@ from sbtc_ops.serve.scheduler import (
     JobResult,
     JobSpec,
 )
-from sbtc_ops.state import EventKind
+from sbtc_ops.state import EventKind, StateStore
+from sbtc_ops.verify.budget import verify_job_timeout
 
 T = TypeVar("T")
-BACKUP = "backup"
-VERIFY = "verify"
-VERIFY_ROTATE = "verify-rotate"
-AUDIT = "audit"
-CHAIN_CHECK = "chain-check"
-DKG_BACKUP = "dkg-backup"
-SIGNER_CHECK = "signer-check"
-JOB_NAMES = (BACKUP, VERIFY, VERIFY_ROTATE, AUDIT, CHAIN_CHECK, DKG_BACKUP, SIGNER_CHECK)
 AUDIT_EVENT_KEEP = 48  # open findings of the last two days of hourly audits
 
 # Frequent jobs keep a shorter run history so a year stays small (counts survive pruning).
@@ -39,72 +37,95 @@ _SHORT_HISTORY_DAYS = 35.0
 
 
 def job_specs(settings: Settings) -> list[JobSpec]:
+    """The jobs the settings enable, with their schedules, caps and ordering."""
+    return [*_backup_specs(settings), *_check_specs(settings)]
+
+
+def _backup_specs(settings: Settings) -> list[JobSpec]:
     serve = settings.serve
-    cap = serve.job_timeout_s
     keep = float(serve.history_days)
     specs = []
     if serve.backup_cron:
         # Its prune would delete backups a verify reads (the per-backup locks make it keep
         # them, but then they outlive the policy): at catch-up the backup goes first, and a
         # backup never starts beside a verify.
+        beside = (JobName.VERIFY, JobName.VERIFY_ROTATE) if serve.prune_after_backup else ()
         specs.append(
             JobSpec(
-                BACKUP,
+                JobName.BACKUP,
                 serve.backup_cron,
-                timeout_s=cap,
+                timeout_s=serve.job_timeout_s,
                 keep_days=keep,
-                group=BACKUP,
-                not_beside=(VERIFY, VERIFY_ROTATE) if serve.prune_after_backup else (),
+                group=JobName.BACKUP,
+                not_beside=beside,
                 priority=1,
             )
         )
     # A verify ends itself at its drill's deadline (verify.deadline_*, scaled by the archive's
     # size); the job is stopped only a grace period after the longest such deadline.
-    from sbtc_ops.verify.budget import verify_job_timeout
-
     verify_cap = verify_job_timeout(settings)
     if serve.verify_after_backup and serve.backup_cron:
         specs.append(
-            JobSpec(VERIFY, after=BACKUP, timeout_s=verify_cap, keep_days=keep, priority=2)
+            JobSpec(
+                JobName.VERIFY,
+                after=JobName.BACKUP,
+                timeout_s=verify_cap,
+                keep_days=keep,
+                priority=2,
+            )
         )
     if serve.verify_rotate_cron:
         specs.append(
             JobSpec(
-                VERIFY_ROTATE,
+                JobName.VERIFY_ROTATE,
                 serve.verify_rotate_cron,
                 timeout_s=verify_cap,
                 keep_days=keep,
                 priority=3,
             )
         )
+    return specs
+
+
+def _check_specs(settings: Settings) -> list[JobSpec]:
+    serve = settings.serve
+    cap = serve.job_timeout_s
+    short = _SHORT_HISTORY_DAYS
+    specs = []
     if serve.audit_cron:
         specs.append(
-            JobSpec(AUDIT, serve.audit_cron, timeout_s=min(cap, 600), keep_days=_SHORT_HISTORY_DAYS)
+            JobSpec(JobName.AUDIT, serve.audit_cron, timeout_s=min(cap, 600), keep_days=short)
         )
     if serve.chain_check_cron:
         specs.append(
             JobSpec(
-                CHAIN_CHECK,
+                JobName.CHAIN_CHECK,
                 serve.chain_check_cron,
                 timeout_s=min(cap, 300),
-                keep_days=_SHORT_HISTORY_DAYS,
+                keep_days=short,
             )
         )
     if serve.signer_check_cron:
         # In the backup group: it takes a backup itself when the signer's image changes.
         specs.append(
             JobSpec(
-                SIGNER_CHECK,
+                JobName.SIGNER_CHECK,
                 serve.signer_check_cron,
                 timeout_s=min(cap, 900),
-                keep_days=_SHORT_HISTORY_DAYS,
-                group=BACKUP,
+                keep_days=short,
+                group=JobName.BACKUP,
             )
         )
     if serve.dkg_watch:
         # No schedule of its own: the DKG watch asks for it (or a timer: serve --once).
         specs.append(
-            JobSpec(DKG_BACKUP, timeout_s=min(cap, 900), keep_days=keep, group=BACKUP, priority=0)
+            JobSpec(
+                JobName.DKG_BACKUP,
+                timeout_s=min(cap, 900),
+                keep_days=float(serve.history_days),
+                group=JobName.BACKUP,
+                priority=0,
+            )
         )
     return specs
 
@@ -114,19 +135,20 @@ def job_specs(settings: Settings) -> list[JobSpec]:
 
 def run_job(name: str, settings: Settings) -> JobResult:
     bodies: dict[str, Callable[[Settings], JobResult]] = {
-        BACKUP: backup_job,
-        VERIFY: verify_latest_job,
-        VERIFY_ROTATE: verify_rotate_job,
-        AUDIT: audit_job,
-        CHAIN_CHECK: chain_check_job,
-        DKG_BACKUP: dkg_backup_job,
-        SIGNER_CHECK: signer_check_job,
+        JobName.BACKUP: backup_job,
+        JobName.VERIFY: verify_latest_job,
+        JobName.VERIFY_ROTATE: verify_rotate_job,
+        JobName.AUDIT: audit_job,
+        JobName.CHAIN_CHECK: chain_check_job,
+        JobName.DKG_BACKUP: dkg_backup_job,
+        JobName.SIGNER_CHECK: signer_check_job,
     }
     return bodies[name](settings)
 
 
 def signer_check_job(settings: Settings) -> JobResult:
     """DKG state, DB size/growth, event lag, and a backup when the signer's image changes."""
+    # Also inside the function because signercheck imports this module (its scrub helpers).
     from sbtc_ops.serve.signercheck import signer_check_job as body
 
     return body(settings)
@@ -169,7 +191,6 @@ def verify_latest_job(settings: Settings) -> JobResult:
 def verify_rotate_job(settings: Settings) -> JobResult:
     """Verify an older retained backup: the one verified longest ago (never, first)."""
     from sbtc_ops.backup.service import survey
-    from sbtc_ops.state import EventKind, StateStore
 
     rows = survey(settings, None).rows  # what is reachable (one storage down costs no verify)
     with StateStore.open(settings.state_dir) as store:
@@ -207,7 +228,7 @@ def _verify(settings: Settings, backup_id: str | None) -> JobResult:
     from sbtc_ops.verify.drill import VerifyRequest, run_verify
 
     request = VerifyRequest(
-        backup_ref=backup_id, latest=backup_id is None, jobs=settings.serve.verify_jobs
+        backup_ref=backup_id, latest=backup_id is None, jobs=settings.verify.jobs
     )
     report = run_verify(settings, request)
     failed = [c.id for c in report.checks if c.status.is_problem]
@@ -220,8 +241,6 @@ def _verify(settings: Settings, backup_id: str | None) -> JobResult:
 
 def audit_job(settings: Settings) -> JobResult:
     from sbtc_ops.audit.service import audit_host
-    from sbtc_ops.results import Status
-    from sbtc_ops.state import StateStore
 
     report = interruptible(lambda: audit_host(settings))
     counts: dict[str, int] = {}
@@ -289,8 +308,6 @@ def chain_check_job(settings: Settings) -> JobResult:
 def remember_chain_key(settings: Settings, key: bytes) -> None:
     """The newest on-chain key seen is what retention protects (the newest backup holding
     its shares) and what verify calls current; verify records the keys it reads too."""
-    from sbtc_ops.state import StateStore
-
     with StateStore.open(settings.state_dir) as store:
         if store.last_event(EventKind.CHAIN_KEY, key.hex()) is None:
             store.record_event(EventKind.CHAIN_KEY, key.hex(), "seen")

@@ -28,18 +28,10 @@ from sbtc_ops import __version__
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.redact import scrub
 from sbtc_ops.serve.signermetrics import signer_metrics
-from sbtc_ops.serve.snapshot import (
-    BACKUP_KINDS,
-    KEY_STATES,
-    VERDICTS,
-    Snapshot,
-    read_snapshot,
-)
+from sbtc_ops.serve.snapshot import BACKUP_KINDS, KeyState, Snapshot, read_snapshot
+from sbtc_ops.verify.checks import Verdict
 
 PREFIX = "sbtc_ops"
-JOBS = ("backup", "verify", "verify-rotate", "audit", "chain-check", "dkg-backup", "signer-check")
-OUTCOMES = ("ok", "problem", "error", "interrupted")
-SEVERITIES = ("critical", "high", "medium", "low")
 
 
 def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
@@ -135,8 +127,8 @@ def _verify_metrics(snap: Snapshot) -> Iterator[Metric]:
         labels=["verdict"],
     )
     current = snap.last_verdict
-    for name in VERDICTS:
-        verdict.add_metric([name], 1.0 if name == current else 0.0)
+    for name in Verdict:
+        verdict.add_metric([name.value], 1.0 if name == current else 0.0)
     yield verdict
     ok = snap.last_verify_ok
     if ok is not None:
@@ -180,15 +172,15 @@ def _key_metrics(snap: Snapshot) -> Iterator[Metric]:
     yield from _gauge(
         "aggregate_key_match",
         "1 if the newest verified key in the backups is the on-chain aggregate key, else 0.",
-        1.0 if state == "match" else 0.0,
+        1.0 if state == KeyState.MATCH else 0.0,
     )
     family = GaugeMetricFamily(
         f"{PREFIX}_aggregate_key_state",
         "Backed-up key versus chain: match, stale (predates a rotation), mismatch, unknown.",
         labels=["state"],
     )
-    for name in KEY_STATES:
-        family.add_metric([name], 1.0 if name == state else 0.0)
+    for name in KeyState:
+        family.add_metric([name.value], 1.0 if name == state else 0.0)
     yield family
 
 

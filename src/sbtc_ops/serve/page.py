@@ -12,10 +12,10 @@ from html import escape
 from sbtc_ops import __version__
 from sbtc_ops.redact import scrub
 from sbtc_ops.render import format_size
-from sbtc_ops.serve.snapshot import Snapshot, Verdict, human_age
+from sbtc_ops.serve.snapshot import Colour, Snapshot, Tile, human_age
 
-_COLOURS = {"green": "#1a7f37", "amber": "#b36b00", "red": "#c62828"}
-_WORDS = {"green": "OK", "amber": "ATTENTION", "red": "PROBLEM"}
+_COLOURS = {Colour.GREEN: "#1a7f37", Colour.AMBER: "#b36b00", Colour.RED: "#c62828"}
+_WORDS = {Colour.GREEN: "OK", Colour.AMBER: "ATTENTION", Colour.RED: "PROBLEM"}
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem;color:#1f2328;
@@ -47,7 +47,7 @@ def render_page(snap: Snapshot, next_runs: dict[str, float | None] | None = None
         f" <span class='muted'>as of {_when(snap.now)}",
         f"{' · running: ' + escape(', '.join(snap.running)) if snap.running else ''}</span>",
         "<div class='cards'>",
-        *(_card(verdict) for verdict in snap.verdicts()),
+        *(_card(tile) for tile in snap.tiles()),
         "</div>",
         "<h2>Backup size and duration</h2>",
         backup_chart(snap),
@@ -69,7 +69,7 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _card(verdict: Verdict) -> str:
+def _card(verdict: Tile) -> str:
     return (
         f"<div class='card verdict-{verdict.colour}' data-verdict='{verdict.colour}' "
         f"style='border-color:{_COLOURS[verdict.colour]}'><b>{escape(verdict.name)}: "

@@ -17,25 +17,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from croniter import croniter
 
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.history import JobOutcome
 from sbtc_ops.state import StateStore, process_alive
 
 log = logging.getLogger(__name__)
-
-
-class JobOutcome(StrEnum):
-    """How a job run ended (stored in state.db, shown by `history`, exported as metrics)."""
-
-    OK = "ok"
-    PROBLEM = "problem"
-    ERROR = "error"
-    INTERRUPTED = "interrupted"
 
 
 OK = JobOutcome.OK

@@ -9,23 +9,42 @@ failing audit findings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sbtc_ops.serve.scheduler import JobOutcome
+from sbtc_ops.history import JobOutcome
+from sbtc_ops.results import Status
+from sbtc_ops.serve.dkgwatch import unprotected_seconds
 from sbtc_ops.state import Event, EventKind, Run, StateStore
 from sbtc_ops.verify.checks import Verdict as VerifyVerdict
 
 BACKUP_MAX_AGE_S = 26 * 3600
 VERIFY_MAX_AGE_S = 8 * 86400
 DKG_MAX_UNPROTECTED_S = 15 * 60
-# Every list of verdicts or outcomes comes from its one enum (a value added there, e.g. a new
-# verdict, is exported and shown without touching this module).
-VERDICTS = tuple(v.value for v in VerifyVerdict)
-KEY_STATES = ("match", "stale", "mismatch", "unknown")
-GREEN, AMBER, RED = "green", "amber", "red"
-_RANK = {GREEN: 0, AMBER: 1, RED: 2}
-FINISHED = tuple(o.value for o in JobOutcome)
+# Every list of verdicts, outcomes, key states or colours is its one enum (a value added there,
+# e.g. a new verify verdict, is exported and shown without touching this module).
+
+
+class KeyState(StrEnum):
+    """The backed-up aggregate key versus the chain's (the Aggregate key tile, the metric)."""
+
+    MATCH = "match"
+    STALE = "stale"  # predates a rotation: back up now
+    MISMATCH = "mismatch"
+    UNKNOWN = "unknown"
+
+
+class Colour(StrEnum):
+    """A status-page tile's colour, in rising order of concern."""
+
+    GREEN = "green"
+    AMBER = "amber"
+    RED = "red"
+
+    @property
+    def rank(self) -> int:
+        return list(Colour).index(self)
 
 
 FULL = "full"
@@ -40,9 +59,11 @@ def backup_kind(event: Event) -> str:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Tile:
+    """One area's health on the status page (not a verify verdict: verify.checks.Verdict)."""
+
     name: str
-    colour: str
+    colour: Colour
     detail: str
 
 
@@ -137,25 +158,27 @@ class Snapshot:
         return None if self.chain is None else self.chain.data.get("onchain_aggregate_key")
 
     @property
-    def key_state(self) -> str:
+    def key_state(self) -> KeyState:
         """match / stale / mismatch by the last verify that read the chain, re-judged against a
         newer chain read: a rotation after that verify makes the backed-up key stale until a
         backup has it. A verify against a key typed with --expected-key says nothing here."""
         last = next((e for e in self.verifies if not e.data.get("expected_aggregate_key")), None)
         verdict = None if last is None else str(last.data.get("verdict") or last.outcome)
-        if verdict in (VerifyVerdict.STALE, VerifyVerdict.MISMATCH):
-            return verdict
+        if verdict == VerifyVerdict.STALE:
+            return KeyState.STALE
+        if verdict == VerifyVerdict.MISMATCH:
+            return KeyState.MISMATCH
         if verdict != VerifyVerdict.MATCH or last is None:
-            return "unknown"
+            return KeyState.UNKNOWN
         verified = last.data.get("onchain_aggregate_key")
         chain = self.chain_key
         if chain is None or chain == verified:
-            return "match"
+            return KeyState.MATCH
         # The newest backup of either kind holding the key protects it (a DKG export does).
         newest = next((e for e in self.backups if e.outcome == "ok"), None)
         if newest is not None and newest.data.get("newest_verified_aggregate_key") == chain:
-            return "match"
-        return "stale"
+            return KeyState.MATCH
+        return KeyState.STALE
 
     @property
     def endpoints(self) -> list[dict[str, Any]]:
@@ -181,8 +204,6 @@ class Snapshot:
 
     @property
     def dkg_unprotected_s(self) -> float | None:
-        from sbtc_ops.serve.dkgwatch import unprotected_seconds
-
         return unprotected_seconds(self.dkg_watch, self.backups, self.now)
 
     @property
@@ -192,8 +213,8 @@ class Snapshot:
 
     # -- verdicts ---------------------------------------------------------------------------
 
-    def verdicts(self) -> list[Verdict]:
-        verdicts = [
+    def tiles(self) -> list[Tile]:
+        tiles = [
             self._backup_verdict(),
             self._verify_verdict(),
             self._key_verdict(),
@@ -201,103 +222,106 @@ class Snapshot:
             self._audit_verdict(),
         ]
         if self.dkg_watch_last is not None:
-            verdicts.append(self._dkg_verdict())
-        verdicts.append(self._jobs_verdict())
-        return verdicts
+            tiles.append(self._dkg_verdict())
+        tiles.append(self._jobs_verdict())
+        return tiles
 
-    def overall(self) -> str:
-        return max((v.colour for v in self.verdicts()), key=_RANK.__getitem__)
+    def overall(self) -> Colour:
+        return max((tile.colour for tile in self.tiles()), key=lambda colour: colour.rank)
 
-    def _backup_verdict(self) -> Verdict:
+    def _backup_verdict(self) -> Tile:
         ok = self.last_backup_ok
         if ok is None:
-            return Verdict("Backups", RED, "no successful backup recorded")
+            return Tile("Backups", Colour.RED, "no successful backup recorded")
         age = self.now - ok.at
         text = f"last successful backup {ok.subject}, {human_age(age)} ago"
         if age > BACKUP_MAX_AGE_S:
-            return Verdict("Backups", RED, text + " (older than 26 h)")
+            return Tile("Backups", Colour.RED, text + " (older than 26 h)")
         last = self.last_backup
         if last is not None and last.outcome != "ok":
             error = str(last.data.get("error") or "no reason recorded")
-            return Verdict("Backups", AMBER, f"{text}; the latest attempt failed: {error}")
-        return Verdict("Backups", GREEN, text)
+            return Tile("Backups", Colour.AMBER, f"{text}; the latest attempt failed: {error}")
+        return Tile("Backups", Colour.GREEN, text)
 
-    def _verify_verdict(self) -> Verdict:
+    def _verify_verdict(self) -> Tile:
         last = self.last_verify
         if last is None:
-            return Verdict("Verification", AMBER, "no backup verified yet")
+            return Tile("Verification", Colour.AMBER, "no backup verified yet")
         if last.outcome != "ok":
             failed = ", ".join(last.data.get("failed_checks") or []) or "no check named"
-            return Verdict(
+            return Tile(
                 "Verification",
-                RED,
+                Colour.RED,
                 f"last verify of {last.subject}: {self.last_verdict} (not passed: {failed})",
             )
         age = self.now - last.at
         if age > VERIFY_MAX_AGE_S:
-            return Verdict("Verification", RED, f"no successful verify for {human_age(age)}")
+            return Tile("Verification", Colour.RED, f"no successful verify for {human_age(age)}")
         attestation = self.attestation_of(last.subject)
         signed = (
             f"; attestation signed ({self.signatures_of(attestation)} signature(s))"
             if attestation is not None and attestation.outcome == "signed"
             else "; attestation unsigned"
         )
-        return Verdict(
-            "Verification", GREEN, f"{last.subject} verified {human_age(age)} ago{signed}"
+        return Tile(
+            "Verification", Colour.GREEN, f"{last.subject} verified {human_age(age)} ago{signed}"
         )
 
-    def _key_verdict(self) -> Verdict:
+    def _key_verdict(self) -> Tile:
         state = self.key_state
         details = {
-            "match": (GREEN, "the backed-up key is the on-chain aggregate key"),
-            "stale": (AMBER, "the newest backed-up key predates the on-chain key: back up now"),
-            "mismatch": (RED, "the backed-up key is not the on-chain key"),
-            "unknown": (AMBER, "not compared yet"),
+            KeyState.MATCH: (Colour.GREEN, "the backed-up key is the on-chain aggregate key"),
+            KeyState.STALE: (
+                Colour.AMBER,
+                "the newest backed-up key predates the on-chain key: back up now",
+            ),
+            KeyState.MISMATCH: (Colour.RED, "the backed-up key is not the on-chain key"),
+            KeyState.UNKNOWN: (Colour.AMBER, "not compared yet"),
         }
         colour, detail = details[state]
-        return Verdict("Aggregate key", colour, detail)
+        return Tile("Aggregate key", colour, detail)
 
-    def _endpoint_verdict(self) -> Verdict:
+    def _endpoint_verdict(self) -> Tile:
         endpoints = self.endpoints
         if not endpoints:
-            return Verdict("Chain endpoints", AMBER, "not checked yet")
+            return Tile("Chain endpoints", Colour.AMBER, "not checked yet")
         down = [
             f"{e['endpoint']} ({e['error']})" if e.get("error") else str(e["endpoint"])
             for e in endpoints
             if not e.get("up")
         ]
         if not down:
-            return Verdict("Chain endpoints", GREEN, f"{len(endpoints)} up")
-        colour = RED if len(down) == len(endpoints) else AMBER
-        return Verdict("Chain endpoints", colour, "down: " + ", ".join(down))
+            return Tile("Chain endpoints", Colour.GREEN, f"{len(endpoints)} up")
+        colour = Colour.RED if len(down) == len(endpoints) else Colour.AMBER
+        return Tile("Chain endpoints", colour, "down: " + ", ".join(down))
 
-    def _audit_verdict(self) -> Verdict:
+    def _audit_verdict(self) -> Tile:
         if self.audit is None:
-            return Verdict("Audit", AMBER, "not run yet")
+            return Tile("Audit", Colour.AMBER, "not run yet")
         findings = self.open_findings
-        failing = [f for f in findings if f.get("status") in ("fail", "error")]
+        failing = [f for f in findings if f.get("status") in (Status.FAIL, Status.ERROR)]
         text = f"score {self.audit_score}, {len(findings)} open findings"
         if failing:
             first = failing[0]
             worst = f"{first.get('id')} {first.get('title') or first.get('detail') or ''}"
-            return Verdict("Audit", RED, f"{text}; worst: {worst.strip()}")
-        return Verdict("Audit", AMBER if findings else GREEN, text)
+            return Tile("Audit", Colour.RED, f"{text}; worst: {worst.strip()}")
+        return Tile("Audit", Colour.AMBER if findings else Colour.GREEN, text)
 
-    def _dkg_verdict(self) -> Verdict:
+    def _dkg_verdict(self) -> Tile:
         seconds = self.dkg_unprotected_s
         if self.dkg_watch_up is False:
             error = self.dkg_watch_last.data.get("error") if self.dkg_watch_last else None
-            return Verdict("DKG shares", AMBER, f"the watch cannot read the signer DB: {error}")
+            return Tile("DKG shares", Colour.AMBER, f"the watch cannot read the signer DB: {error}")
         if seconds is None:
-            return Verdict("DKG shares", AMBER, "not observed yet")
+            return Tile("DKG shares", Colour.AMBER, "not observed yet")
         if seconds == 0:
-            return Verdict("DKG shares", GREEN, "the newest DKG shares are in a backup")
-        colour = RED if seconds > DKG_MAX_UNPROTECTED_S else AMBER
-        return Verdict(
+            return Tile("DKG shares", Colour.GREEN, "the newest DKG shares are in a backup")
+        colour = Colour.RED if seconds > DKG_MAX_UNPROTECTED_S else Colour.AMBER
+        return Tile(
             "DKG shares", colour, f"the newest DKG shares are in no backup for {human_age(seconds)}"
         )
 
-    def _jobs_verdict(self) -> Verdict:
+    def _jobs_verdict(self) -> Tile:
         """Every job whose last run did not end ok, with the run's own reason (a signer-check
         "problem" is otherwise a word without a why)."""
         failing = [
@@ -306,9 +330,9 @@ class Snapshot:
             if run.outcome != "ok"
         ]
         if not failing:
-            return Verdict("Jobs", GREEN, "every job's last run ended ok")
+            return Tile("Jobs", Colour.GREEN, "every job's last run ended ok")
         # Amber: the tiles above judge backups, verification and the key; this one says why.
-        return Verdict("Jobs", AMBER, "; ".join(failing))
+        return Tile("Jobs", Colour.AMBER, "; ".join(failing))
 
 
 def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
@@ -328,7 +352,7 @@ def read_snapshot(state_dir: Path, now: float, history: int = 90) -> Snapshot:
         snap.run_counts = store.run_counts()
         jobs = {job for job, _ in snap.run_counts}
         for job in jobs:
-            run = store.last_run(job, FINISHED)
+            run = store.last_run(job, tuple(JobOutcome))
             if run is not None:
                 snap.last_runs[job] = run
         snap.running = store.running_jobs()

@@ -15,8 +15,9 @@ from typing import NoReturn
 
 from sbtc_ops import progress
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.history import JobName
 from sbtc_ops.redact import ScrubbingFormatter, install_output_scrubbing, scrub_data
-from sbtc_ops.serve.jobs import JOB_NAMES, run_job, scrub, settings_secret_values
+from sbtc_ops.serve.jobs import run_job, scrub, settings_secret_values
 from sbtc_ops.serve.scheduler import ERROR, INTERRUPTED, OK, JobResult, one_line_reason
 from sbtc_ops.termsafe import install_output_escaping
 
@@ -36,14 +37,15 @@ def main(argv: list[str]) -> NoReturn:
         handler.setFormatter(ScrubbingFormatter("%(name)s: %(message)s"))
     # Jobs run beside each other under the daemon: no progress bars on its terminal.
     progress.configure(quiet=True)
-    if len(argv) != 1 or argv[0] not in JOB_NAMES:
-        sys.stderr.write(f"usage: python -m sbtc_ops.serve.worker {{{','.join(JOB_NAMES)}}}\n")
+    if len(argv) != 1 or argv[0] not in tuple(JobName):
+        sys.stderr.write(f"usage: python -m sbtc_ops.serve.worker {{{','.join(JobName)}}}\n")
         sys.exit(2)
     secrets: list[str] = []
     try:
-        from sbtc_ops.config import load_settings
+        # Imported inside the try: even a broken install ends as this job's error result.
+        from sbtc_ops.discover.load import load_for_command
 
-        settings = load_settings()
+        settings = load_for_command(None)[0]
         secrets = settings_secret_values(settings)
         result = run_job(argv[0], settings)
     except SbtcOpsError as exc:

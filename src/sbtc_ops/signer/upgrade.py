@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sbtc_ops.config import Settings, redact_url
+from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
+from sbtc_ops.redact import redact_url
 from sbtc_ops.signer.configkeys import judge_keys
 from sbtc_ops.signer.knowledge import HEAD, Knowledge, load, normalise_version
 
@@ -313,7 +314,7 @@ def _backup_and_verify(settings: Settings, report: UpgradeReport, phase: Phase) 
         "newest_verified_aggregate_key": manifest.newest_verified_aggregate_key,
     }
     phase(f"verifying backup {manifest.id}")
-    verify_request = VerifyRequest(backup_ref=manifest.id, jobs=settings.serve.verify_jobs)
+    verify_request = VerifyRequest(backup_ref=manifest.id, jobs=settings.verify.jobs)
     verified = run_verify(settings, verify_request)
     failed = [c.id for c in verified.checks if c.status.is_problem]
     report.verify = {"verdict": verified.verdict, "ok": verified.ok, "failed_checks": failed}

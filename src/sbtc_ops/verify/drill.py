@@ -7,7 +7,6 @@ The chain is read concurrently with the restore. The cluster is removed whatever
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -97,7 +96,7 @@ class VerifyRequest:
     signer_secret: bytes | None = None
     keep_cluster: bool = False
     locations: list[str] | None = None
-    # Parallel restore jobs: no default here; the caller picks (serve.verify_jobs, --jobs).
+    # Parallel restore jobs: no default here; the caller picks (verify.jobs, --jobs).
     jobs: int = field(kw_only=True)
     # The restore gate (verify/gate.py): called while the drill's cluster and the checked,
     # prepared archive still exist; no chain is read and no verify is recorded.
@@ -888,8 +887,4 @@ def _attestation_storages(
         return []
 
 
-def default_jobs() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-__all__ = ["SbtcOpsError", "VerifyReport", "VerifyRequest", "default_jobs", "run_verify"]
+__all__ = ["SbtcOpsError", "VerifyReport", "VerifyRequest", "run_verify"]

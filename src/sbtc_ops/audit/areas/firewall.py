@@ -645,7 +645,7 @@ def _exposed_ports(ctx: HostContext) -> tuple[list[PublishedPort], list[str]]:
         if (port.published, port.protocol) not in seen:
             ports.append(port)
     if not sources:
-        raise Skip("no compose files configured (audit.compose_files) and no running containers")
+        raise Skip("no compose files configured (docker.compose_files) and no running containers")
     return ports, sources
 
 

@@ -162,10 +162,10 @@ def backup_verified(ctx: HostContext) -> Outcome:
     age_days = (ctx.now - when).days
     if event.outcome != "ok":
         return warned(f"the last backup verification ({when:%Y-%m-%d}) ended '{event.outcome}'")
-    max_age = ctx.settings.audit.key_backup_max_age_days
+    max_age = ctx.settings.key.backup_max_age_days
     if age_days > max_age:
         return warned(
-            f"the last verified backup check is {age_days} days old (limit {max_age})",
+            f"the last verified backup check is {age_days} days old (limit {max_age:g})",
             remediation="Verify the cold backup again: `sbtc-ops key verify-backup`.",
         )
     return passed(

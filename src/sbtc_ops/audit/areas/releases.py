@@ -277,7 +277,7 @@ def signer_version(ctx: HostContext) -> tuple[Version, str]:
             return version, f"image label org.opencontainers.image.version={label}"
     if images:
         raise Skip(f"the signer image {images[0]!r} names no version (pin a release tag)")
-    raise Skip("no sBTC signer image found (audit.compose_files or a running container)")
+    raise Skip("no sBTC signer image found (docker.compose_files or a running container)")
 
 
 _STACKS_VERSION = re.compile(r"(\d+\.\d+\.\d+\.\d+\.\d+)")  # stacks-core 3.1.0.0.7
