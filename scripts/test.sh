@@ -60,6 +60,8 @@ LINT_PATHS=(src tests)
 "$VENV/bin/ruff" check "${LINT_PATHS[@]}"
 "$VENV/bin/ruff" format --check "${LINT_PATHS[@]}"
 "$VENV/bin/mypy"
+# The layers and no-cycle contracts of docs/architecture.md ([tool.importlinter] in pyproject.toml).
+"$VENV/bin/lint-imports" --no-cache
 # The Docker lab (tests/lab/lab.sh: docker.io, debootstrap, a dockerd of its own) runs the
 # `docker` tests in a second pytest process, in parallel with the rest; its output is shown
 # when it ends. Either group failing fails the run. SBTC_OPS_DOCKER_LAB=off skips the lab.

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from sbtc_ops.backup.plainsql import plain_dump_roles
+from sbtc_ops.pg.runas import resolve_run_as
+from sbtc_ops.pg.sandbox import Sandbox
+from sbtc_ops.proc import read_capped
 from sbtc_ops.results import Status
 from sbtc_ops.verify import checks
-from sbtc_ops.verify.drill import VerifyReport
+from sbtc_ops.verify.drill import amcheck_result
 from sbtc_ops.verify.render import render_terminal
+from sbtc_ops.verify.report import VerifyReport
 from tests.support.verify import random_public_key
 
 
@@ -123,3 +129,48 @@ def test_restore_errors_are_quoted_and_counted() -> None:
     # "errors ignored on restore" with exit 0 is still a failure.
     ignored = checks.restore_complete(0, ["pg_restore: errors ignored on restore: 2"], "pg_restore")
     assert ignored.status == Status.FAIL
+
+
+# -- pg_amcheck's report is read capped -------------------------------------------------------------
+
+
+def _in_sandbox(argv: list[str]) -> tuple[Sandbox, subprocess.Popen[bytes]]:
+    sandbox = Sandbox(resolve_run_as(None))
+    proc = sandbox.popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    return sandbox, proc
+
+
+@pytest.mark.timeout(60)
+def test_a_report_without_end_is_a_failed_check_not_memory() -> None:
+    # Standing in for a pg_amcheck that prints without end: `yes` never stops by itself.
+    sandbox, proc = _in_sandbox(["/usr/bin/yes", "heap table corrupt"])
+    result = amcheck_result(proc, sandbox, max_output=64 << 10)
+    assert result.status == Status.FAIL
+    assert "more than 64 KiB" in result.detail and "stopped" in result.detail
+    assert result.remediation
+    assert len(result.data["output"]) == 20  # what is kept of it is bounded too
+    assert proc.returncode is not None  # stopped, not left writing into a full pipe
+
+
+@pytest.mark.timeout(60)
+def test_a_report_within_the_cap_is_read_whole() -> None:
+    sandbox, proc = _in_sandbox(["/bin/sh", "-c", "echo 'block 7 is corrupt'; exit 2"])
+    result = amcheck_result(proc, sandbox, max_output=64 << 10)
+    assert result.status == Status.FAIL
+    assert result.detail == "block 7 is corrupt"
+    sandbox, proc = _in_sandbox(["/bin/true"])
+    assert amcheck_result(proc, sandbox).status == Status.PASS
+
+
+def test_read_capped_keeps_exactly_the_cap() -> None:
+    for size, more in ((0, False), (10, False), (11, True)):
+        reader = subprocess.Popen(
+            ["/usr/bin/head", "-c", str(size), "/dev/zero"], stdout=subprocess.PIPE
+        )
+        assert reader.stdout is not None
+        with reader.stdout:
+            kept, over = read_capped(reader.stdout, 10)
+        reader.wait()
+        assert (len(kept), over) == (min(size, 10), more)

@@ -175,6 +175,7 @@ def run_interruptible(
     stdout: int | IO[bytes] | None = None,
     timeout_s: float | None = None,
     env: Mapping[str, str] | None = None,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a helper child of ours to completion and return what it printed (stdout unless
     `stdout` sends it elsewhere, e.g. a file; stderr always).
@@ -185,7 +186,8 @@ def run_interruptible(
     (subprocess.TimeoutExpired), the child's group is killed and reaped before the exception
     propagates. The child dies with us on kill -9, gets `input_bytes` on stdin (a pipe: the
     place for a secret, never argv or the environment) — or reads `stdin` (a file, another
-    child's pipe) — and `env` (default: minimal_env())."""
+    child's pipe) — and `env` (default: minimal_env()). `on_start` gets the child as soon as
+    it runs (e.g. to let a budget's watchdog kill it from another thread)."""
     dies_with_us = die_with_parent()
 
     def preexec() -> None:
@@ -210,12 +212,28 @@ def run_interruptible(
         raise
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a held signal is handled here
+        if on_start is not None:
+            on_start(proc)
         out, err = proc.communicate(input_bytes if stdin is None else None, timeout=timeout_s)
     except BaseException:
         signal_group(proc, signal.SIGKILL)
         proc.wait()
         raise
     return subprocess.CompletedProcess(argv, proc.returncode, out or b"", err)
+
+
+def read_capped(stream: IO[bytes], max_bytes: int) -> tuple[bytes, bool]:
+    """Read a child's output pipe until it closes, keeping at most `max_bytes`: (the bytes
+    kept, whether there was more). Reading stops at the cap, so a child that prints without
+    end costs no memory; the caller then kills it (its writes would block otherwise)."""
+    fd = stream.fileno()
+    kept = bytearray()
+    while len(kept) <= max_bytes:
+        chunk = os.read(fd, min(1 << 16, max_bytes + 1 - len(kept)))
+        if not chunk:
+            return bytes(kept), False
+        kept += chunk
+    return bytes(kept[:max_bytes]), True
 
 
 class StreamingChild:

@@ -6,7 +6,7 @@ document is composed first (aliases are references, composing is linear in the t
 the size it has once every alias is expanded — nodes and scalar bytes — is computed over the
 node graph, each node once, and refused beyond the bounds, as is a recursive alias, before
 anything is constructed. The constructed objects keep aliases shared (interpolation must
-memoize, see audit.compose.interpolate_tree): nobody copies more than the bounds allow.
+memoize, see host.compose.interpolate_tree): nobody copies more than the bounds allow.
 """
 
 from __future__ import annotations

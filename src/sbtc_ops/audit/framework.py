@@ -1,21 +1,25 @@
 """The audit framework, one import away: check declarations (registry), the host they inspect
-(host, commands), the runner and the report with its score. This module only re-exports them,
-so an area imports everything it needs from here.
+(sbtc_ops.host: context, commands), the runner and the report with its score. This module
+only re-exports them, so an area imports everything it needs of the framework from here.
 
 Adding an area
 --------------
 1. Create ``src/sbtc_ops/audit/areas/<module>.py`` and set ``AREA = "<area>"`` at module
    level. Every module of ``sbtc_ops.audit.areas`` is imported by :func:`load_areas`, so no
-   other file needs editing (helpers shared by areas live in ``sbtc_ops.audit``, not there). Add the area to ``AREA_ORDER`` below only to fix its
-   position in reports (unknown areas are listed last, alphabetically).
+   other file needs editing. An area imports this module, ``sbtc_ops.host`` (facts about the
+   host and the signer beside it) and audit-only helpers of ``sbtc_ops.audit`` — never
+   another area. Add the area to ``AREA_ORDER`` in registry only to fix its position in
+   reports (unknown areas are listed last, alphabetically).
 2. Declare each check as a function ``(ctx: HostContext) -> Outcome`` decorated with
    :func:`check`: a stable id (``LOG-001``; ids never change meaning once released), the
    area, a title, a :class:`Severity`, the best-practice section it serves, the rationale
    and the default remediation.
 3. Return :func:`passed`, :func:`warned`, :func:`failed` or :func:`skipped`. Raise
    :class:`Skip` from anywhere (helpers included) when the check cannot apply: not root,
-   tool missing, not configured. Any other exception becomes an ``error`` finding with the
-   exception text, never a crash — so raise with messages that hold no secret.
+   tool missing, not configured (``Skip`` is the host layer's ``Unavailable``, so a host
+   fact that is not there skips the check with the host layer's reason). Any other
+   exception becomes an ``error`` finding with the exception text, never a crash — so
+   raise with messages that hold no secret.
 4. Touch the host only through the context: ``ctx.read_text``/``read_optional``/``stat``/
    ``glob``/``exists`` (they honour ``--root``) and ``ctx.run([...])`` (the injectable
    command runner, with timeouts; identical commands run once per audit and are shared).
@@ -30,21 +34,6 @@ the context knows before it leaves the runner.
 
 from __future__ import annotations
 
-from sbtc_ops.audit.commands import (
-    CommandResult,
-    CommandRunner,
-    OfflineRunner,
-    RecordedRunner,
-    SubprocessRunner,
-)
-from sbtc_ops.audit.host import (
-    MAX_READ_BYTES,
-    REDACTED,
-    HostContext,
-    parse_toml,
-    settings_secrets,
-    url_password,
-)
 from sbtc_ops.audit.registry import (
     AREA_ORDER,
     LOAD_ERRORS,
@@ -71,6 +60,21 @@ from sbtc_ops.audit.registry import (
 )
 from sbtc_ops.audit.report import AuditReport
 from sbtc_ops.audit.runner import run_audit
+from sbtc_ops.host.commands import (
+    CommandResult,
+    CommandRunner,
+    OfflineRunner,
+    RecordedRunner,
+    SubprocessRunner,
+)
+from sbtc_ops.host.context import (
+    MAX_READ_BYTES,
+    REDACTED,
+    HostContext,
+    parse_toml,
+    settings_secrets,
+    url_password,
+)
 from sbtc_ops.redact import PUBLIC_DEFAULT_PASSWORDS
 
 __all__ = [

@@ -1,86 +1,45 @@
-"""Network evidence for the audit: one bounded HTTP request, failures named precisely.
-
-Every source (the signer's /info and metrics, Bitcoin Core RPC, the Stacks node, GitHub, OSV)
-goes through :func:`fetch`, which bounds connect and read time by
-``audit.network_timeout_s`` and turns each way of failing into an exception a check can use:
-
-* :class:`Unreachable` (a :class:`Skip`): refused, reset, DNS, timeout — the source is offline;
-  checks whose criterion is "the service answers" catch it and fail instead.
-* :class:`RateLimited` (a :class:`Skip`): 429, or GitHub's 403 with no requests remaining.
-* :class:`HttpStatus` (an :class:`EvidenceError`, reported as ``error``): any other non-2xx,
-  including 401/403 (credentials rejected) and 5xx.
-* :class:`Malformed` (an :class:`EvidenceError`): a 2xx whose body is not what was promised.
-
-Messages name the host and path only: a URL's userinfo (RPC credentials) never appears.
-"""
+"""Network evidence as checks use it: the host layer's bounded request (sbtc_ops.host.http),
+capped at MAX_ANSWER_BYTES, and the failure for checks whose criterion is "it answers"."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
 
-import httpx
+from sbtc_ops.audit.registry import Outcome, failed
+from sbtc_ops.host import http
+from sbtc_ops.host.context import HostContext
+from sbtc_ops.host.http import (
+    HttpStatus,
+    Malformed,
+    RateLimited,
+    Reply,
+    Unreachable,
+    fetch_json,
+    local_source_url,
+    loopback_url,
+    require_mapping,
+)
 
-from sbtc_ops.audit.framework import EvidenceError, HostContext, Outcome, Skip, failed
-from sbtc_ops.httpdeadline import AnswerTooLarge, bounded_request
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "HttpStatus",
+    "Malformed",
+    "RateLimited",
+    "Reply",
+    "Unreachable",
+    "failed_if_unreachable",
+    "fetch",
+    "fetch_json",
+    "local_source_url",
+    "loopback_url",
+    "require_mapping",
+]
 
 T = TypeVar("T")
 
-MAX_ANSWER_BYTES = 32 * 1024 * 1024
-"""The largest answer read (OSV and GitHub release lists are far smaller)."""
-
-
-class Unreachable(Skip):
-    """The source did not answer (offline, refused, timed out)."""
-
-
-class RateLimited(Skip):
-    """The source refused for now (429, or no API requests remaining)."""
-
-
-class HttpStatus(EvidenceError):
-    def __init__(self, message: str, status: int, body: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
-class Malformed(EvidenceError):
-    """The answer is not in the promised format."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: httpx.Headers
-    text: str
-
-    def json(self, what: str) -> Any:
-        try:
-            return json.loads(self.text)
-        except ValueError:
-            raise Malformed(f"{what}: answer is not JSON ({_snippet(self.text)})") from None
-
-
-def public_url(url: str) -> str:
-    """The URL without userinfo, query or fragment: safe for messages."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{host}:{parts.port}" if parts.port else host
-    except ValueError:
-        return "(invalid URL)"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _snippet(text: str) -> str:
-    flat = " ".join(text.split())
-    return repr(flat[:80] + ("…" if len(flat) > 80 else ""))
+MAX_ANSWER_BYTES = http.MAX_ANSWER_BYTES
+"""The largest answer a check reads (read at each call: tests lower it)."""
 
 
 def fetch(
@@ -94,63 +53,17 @@ def fetch(
     auth: tuple[str, str] | None = None,
     accept_status: tuple[int, ...] = (),
 ) -> Reply:
-    """One request bounded by audit.network_timeout_s; see the module doc for failures."""
-    limit = ctx.settings.audit.network_timeout_s
-    shown = public_url(url)
-    parts = urlsplit(url)
-    if parts.username is not None and auth is None:
-        # userinfo is percent-encoded in URLs (a password with '@' or ':' must be)
-        auth = (unquote(parts.username), unquote(parts.password or ""))
-    if auth is not None and auth[1]:
-        ctx.add_secret(auth[1])
-    clean = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], *parts[2:]))
-    try:
-        with httpx.Client(timeout=httpx.Timeout(limit), follow_redirects=False) as client:
-            response = bounded_request(
-                client,
-                method,
-                clean,
-                deadline_s=limit,
-                max_bytes=MAX_ANSWER_BYTES,
-                json=json_body,
-                headers=dict(headers or {}),
-                auth=auth,
-            )
-            text = response.text
-    except AnswerTooLarge:
-        raise Malformed(f"{what} ({shown}) answered more than {MAX_ANSWER_BYTES} bytes") from None
-    except httpx.TimeoutException:
-        raise Unreachable(f"{what} ({shown}) did not answer within {limit:g}s") from None
-    except httpx.HTTPError as exc:
-        reason = str(exc) or type(exc).__name__
-        raise Unreachable(f"{what} ({shown}) unreachable: {reason}") from None
-    reply = Reply(response.status_code, response.headers, text)
-    if response.is_success or response.status_code in accept_status:
-        return reply
-    raise _status_error(reply, what, shown)
-
-
-def _status_error(reply: Reply, what: str, shown: str) -> Exception:
-    status = reply.status
-    headers = reply.headers
-    if status == 429 or (status == 403 and headers.get("x-ratelimit-remaining") == "0"):
-        wait = headers.get("retry-after") or headers.get("x-ratelimit-reset")
-        hint = f" (retry after {wait})" if wait else ""
-        return RateLimited(f"{what} ({shown}) is rate limiting requests: HTTP {status}{hint}")
-    if status in (401, 403):
-        return HttpStatus(
-            f"{what} ({shown}) rejected the credentials: HTTP {status}", status, reply.text
-        )
-    return HttpStatus(
-        f"{what} ({shown}) answered HTTP {status} {_snippet(reply.text)}", status, reply.text
-    )
-
-
-def fetch_json(ctx: HostContext, url: str, *, what: str, **kwargs: Any) -> Any:
-    """GET a JSON document, shared by every check asking for the same URL in this audit."""
-    return ctx.memo(
-        f"http-json:{url}",
-        lambda: fetch(ctx, "GET", url, what=what, **kwargs).json(what),
+    """sbtc_ops.host.http.fetch, capped at this module's MAX_ANSWER_BYTES."""
+    return http.fetch(
+        ctx,
+        method,
+        url,
+        what=what,
+        json_body=json_body,
+        headers=headers,
+        auth=auth,
+        accept_status=accept_status,
+        max_bytes=MAX_ANSWER_BYTES,
     )
 
 
@@ -160,35 +73,3 @@ def failed_if_unreachable(read: Callable[[], T], remediation: str) -> T | Outcom
         return read()
     except Unreachable as exc:
         return failed(str(exc), remediation)
-
-
-def require_mapping(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise Malformed(f"{what}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def local_source_url(configured: str | None, bind: str | None, path: str, missing: str) -> str:
-    """The configured URL, else the service's bind address reached over loopback; else Skip."""
-    url = configured or loopback_url(bind, path)
-    if url is None:
-        raise Skip(missing)
-    return url
-
-
-def loopback_url(bind: str | None, path: str) -> str | None:
-    """`0.0.0.0:9184` → `http://127.0.0.1:9184{path}` (what the host itself can reach)."""
-    if not bind:
-        return None
-    text = bind.strip()
-    if "://" in text:
-        text = urlsplit(text).netloc
-    host, _, port = text.rpartition(":")
-    if not port.isdigit():
-        return None
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - a wildcard bind is reached via loopback
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}{path}"

@@ -11,17 +11,25 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sbtc_ops.errors import UsageError
-from sbtc_ops.redact import PUBLIC_DEFAULT_PASSWORDS as PUBLIC_DEFAULT_PASSWORDS
+from sbtc_ops.host.context import HostContext
+from sbtc_ops.host.errors import (
+    CommandTimeout,
+    EvidenceError,
+    HostFileError,
+    ToolMissing,
+    Unavailable,
+)
 from sbtc_ops.results import CheckResult, Status
 
-if TYPE_CHECKING:
-    from sbtc_ops.audit.host import HostContext
-
-if TYPE_CHECKING:
-    pass
+__all__ = [
+    "CommandTimeout",
+    "EvidenceError",
+    "HostFileError",
+    "ToolMissing",
+]
 
 
 log = logging.getLogger(__name__)
@@ -84,24 +92,10 @@ def skipped(reason: str, **data: Any) -> Outcome:
     return Outcome(Status.SKIP, reason, data)
 
 
-class Skip(Exception):
-    """Raise anywhere inside a check: the check is reported as skipped with this reason."""
-
-
-class HostFileError(Skip):
-    """A file on the audited host is missing or unreadable."""
-
-
-class ToolMissing(Skip):
-    """A command the check needs is not installed (or commands cannot run: offline image)."""
-
-
-class CommandTimeout(Exception):
-    """A command ran past its timeout and was killed."""
-
-
-class EvidenceError(Exception):
-    """Evidence exists but cannot be understood (garbage output, malformed file): an error."""
+# Raise anywhere inside a check: the check is reported as skipped with this reason. It is the
+# host layer's Unavailable, so a fact the host does not offer (HostFileError, ToolMissing, an
+# unreachable source) skips the check that needed it, with the host layer's reason.
+Skip = Unavailable
 
 
 @dataclass(frozen=True)
@@ -116,7 +110,7 @@ class Finding(CheckResult):
 
 # -- check declarations and the registry ----------------------------------------------------
 
-CheckFunc = Callable[["HostContext"], Outcome]
+CheckFunc = Callable[[HostContext], Outcome]
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sbtc_ops.audit.registry import Finding, Severity
-from sbtc_ops.redact import PUBLIC_DEFAULT_PASSWORDS as PUBLIC_DEFAULT_PASSWORDS
 from sbtc_ops.results import Status
-
-if TYPE_CHECKING:
-    pass
-
 
 # -- running --------------------------------------------------------------------------------
 

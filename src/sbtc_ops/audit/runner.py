@@ -10,25 +10,13 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sbtc_ops.audit.host import HostContext
-from sbtc_ops.audit.registry import (
-    Check,
-    CommandTimeout,
-    EvidenceError,
-    Finding,
-    Outcome,
-    Skip,
-    area_rank,
-)
+from sbtc_ops.audit.registry import Check, Finding, Outcome, Skip, area_rank
 from sbtc_ops.audit.report import AuditReport
-from sbtc_ops.redact import PUBLIC_DEFAULT_PASSWORDS as PUBLIC_DEFAULT_PASSWORDS
+from sbtc_ops.host.context import HostContext
+from sbtc_ops.host.errors import CommandTimeout, EvidenceError
 from sbtc_ops.results import Status
-
-if TYPE_CHECKING:
-    pass
-
 
 log = logging.getLogger(__name__)
 

@@ -18,16 +18,21 @@ into a new private target file.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pyrage
+
 from sbtc_ops.backup.crypto import AGE_MAGIC, decrypt_stream, identity_lines
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.files import UnsafeFileError, create_private, open_regular
-from sbtc_ops.proc import run_interruptible
+from sbtc_ops.pg.limits import Limits
+from sbtc_ops.proc import run_interruptible, signal_group
 
 MAX_HEADER_BYTES = 64 << 10
 MAX_STANZAS = 64
@@ -64,11 +69,17 @@ def check_header(path: Path) -> None:
 
 
 def decrypt_files(
-    pairs: list[tuple[Path, Path]], identity_file: Path | None, *, timeout_s: float | None = None
+    pairs: list[tuple[Path, Path]],
+    identity_file: Path | None,
+    *,
+    timeout_s: float | None = None,
+    limits: Limits | None = None,
 ) -> None:
     """Decrypt each (source, target) in one child process; targets are new 0600 files.
     SbtcOpsError when the identity does not fit or the data is corrupt, AgeHeaderError for
-    a header over the bounds, and an error past the deadline (default: scaled by size)."""
+    a header over the bounds, and an error past the deadline (default: scaled by size).
+    With a drill's `limits`, a breach of its budget kills the child too (it runs as us, not
+    in the sandbox: it holds the identity)."""
     for source, _ in pairs:
         check_header(source)
     document = {
@@ -81,7 +92,10 @@ def decrypt_files(
     argv = [sys.executable, "-I", "-m", "sbtc_ops.backup.agedecrypt"]
     try:
         done = run_interruptible(
-            argv, input_bytes=json.dumps(document).encode(), timeout_s=timeout_s
+            argv,
+            input_bytes=json.dumps(document).encode(),
+            timeout_s=timeout_s,
+            on_start=None if limits is None else functools.partial(_track, limits),
         )
     except subprocess.TimeoutExpired:
         _remove(pairs)
@@ -97,14 +111,16 @@ def decrypt_files(
         raise SbtcOpsError(f"the decryption process failed (exit status {done.returncode})")
 
 
+def _track(limits: Limits, proc: subprocess.Popen[bytes]) -> None:
+    limits.track(proc, functools.partial(signal_group, proc, signal.SIGKILL))
+
+
 def _remove(pairs: list[tuple[Path, Path]]) -> None:
     for _, target in pairs:
         target.unlink(missing_ok=True)
 
 
 def _child() -> int:
-    import pyrage
-
     document = json.loads(sys.stdin.buffer.read())
     identities = [pyrage.x25519.Identity.from_str(line) for line in document["identities"]]
     for source, target in document["files"]:

@@ -166,8 +166,9 @@ class _Preparing:
     steps: list[str] = field(default_factory=list)
 
     def decrypt(self, pairs: list[tuple[Path, Path]]) -> None:
+        self.staging.raise_if_stopped()
         try:
-            decrypt_files(pairs, self.identity_file)
+            decrypt_files(pairs, self.identity_file, limits=self.staging.limits)
         except AgeHeaderError as exc:
             raise ArchiveError(str(exc)) from None
         self.steps.append("decrypted (age)")
@@ -181,9 +182,14 @@ def prepare(
     max_expanded_bytes: int | None = None,
 ) -> PreparedArchive:
     """Decrypt and decompress inside `staging` as needed, detect the archive format, and hand
-    the result to the sandbox user. Call only once the staged files passed their check."""
-    ctx = _Preparing(staging, Sandbox(staging.run_as), identity_file, max_expanded_bytes)
-    prepared = _prepare(staged.root, ctx)
+    the result to the sandbox user. Call only once the staged files passed their check.
+    Under a budget (Staging.put_under) a breach kills the children: StagingStopped."""
+    ctx = _Preparing(staging, staging.sandbox(), identity_file, max_expanded_bytes)
+    try:
+        prepared = _prepare(staged.root, ctx)
+    except SbtcOpsError:
+        staging.raise_if_stopped()  # a child killed at a breach fails as a breach
+        raise
     staging.hand_over(prepared.path)
     return prepared
 
@@ -282,6 +288,7 @@ def _expand(kind: str, source: Path, target: Path, ctx: _Preparing, original_siz
     bytes; it gets them on stdin and has no file access of its own); we only copy its
     output, counting, and stop it at the limit (relative to `original_size`, the file as
     staged) or as soon as its first bytes show another layer of compression or encryption."""
+    ctx.staging.raise_if_stopped()
     free = shutil.disk_usage(target.parent).free
     limit = expansion_limit(original_size, ctx.max_expanded, free)
     tool = shutil.which("gzip" if kind == "gzip" else "zstd")

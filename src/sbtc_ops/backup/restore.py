@@ -1,6 +1,7 @@
 """`sbtc-ops restore`: disaster recovery into a database the operator names.
 
-Checksums first; decrypt on the fly; refuse the live signer database unless
+What writes the target once the drill has proven the archive (verify/gate.py, the command's
+entry point, stages, checks and prepares it first). The live signer database is refused unless
 --overwrite-live-db repeats its name. The target must exist (or --create makes it) and hold
 nothing the backup would collide with: a database that already has the backup's schemas is
 refused unless --clean (drop exactly the objects the archive contains, then restore), and any
@@ -12,27 +13,21 @@ the message says so. Afterwards: what the target now holds (tables, rows, newest
 from __future__ import annotations
 
 import re
-from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from sbtc_ops.backup import inuse
-from sbtc_ops.backup.archive import PreparedArchive, locate, prepare, stage
-from sbtc_ops.backup.ids import is_backup_id
+from sbtc_ops.backup.archive import PreparedArchive
 from sbtc_ops.backup.pgrestore import RestoreRun, restore_argv, run_restore
 from sbtc_ops.backup.sameserver import same_database
-from sbtc_ops.backup.service import storages_for
 from sbtc_ops.backup.source import SIGNER_SCHEMA, ConnectionTarget, parse_target
-from sbtc_ops.backup.staging import Staging, StagingError
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
 from sbtc_ops.pg.binaries import find_binaries
 from sbtc_ops.pg.libpq import client_invocation
-from sbtc_ops.pg.runas import current_user, resolve_run_as
+from sbtc_ops.pg.runas import current_user
 from sbtc_ops.pg.sandbox import Sandbox
 
 
@@ -86,49 +81,6 @@ def _pg_major(version: str | None) -> int | None:
         return None
 
 
-def run_restore_command(settings: Settings, request: RestoreRequest) -> dict[str, Any]:
-    """Restore without the drill's gate (verify/gate.py is the command's entry point): stage,
-    check, prepare, then restore_prepared."""
-    target = preflight(settings, request)
-    run_as = resolve_run_as(settings.postgres.run_as)
-    if run_as.userns:  # the restore reads the staged archive as us (below): keep it ours
-        run_as = current_user()
-    locks = ExitStack()  # shared per-backup locks: no prune deletes what is being restored
-    with locks, Staging(run_as, prefix="sbtc-ops-restore-") as staging:
-        storages = storages_for_restore(settings, request)
-        if storages:
-            inuse.hold_by_id(locks, settings.state_dir, storages, request.backup_ref)
-        located = locate(request.backup_ref, storages, staging.root / "fetched")
-        inuse.hold_located(locks, settings.state_dir, located)
-        try:
-            staged = stage(located, staging)
-            problems = staged.problems
-        except StagingError as exc:
-            problems = [str(exc)]
-        if problems:
-            raise SbtcOpsError(
-                f"backup {located.ref} fails its checksum, nothing was restored: "
-                + "; ".join(problems)
-            )
-        max_mb = settings.backup.max_expanded_mb
-        archive = prepare(
-            staged,
-            staging,
-            settings.backup.identity_file,
-            max_expanded_bytes=max_mb << 20 if max_mb else None,
-        )
-        manifest = located.manifest
-        return restore_prepared(
-            settings,
-            request,
-            target,
-            archive,
-            backup=located.backup_id or located.ref,
-            expected_rows=manifest.rows if manifest else None,
-            dump_version=manifest.pg_dump_version if manifest else None,
-        )
-
-
 def preflight(settings: Settings, request: RestoreRequest) -> ConnectionTarget:
     """The checks that need no archive: the target parses and is not the live database."""
     target = parse_target(request.target_db, what="--target-db")
@@ -136,18 +88,22 @@ def preflight(settings: Settings, request: RestoreRequest) -> ConnectionTarget:
     return target
 
 
+@dataclass(frozen=True)
+class ProvenArchive:
+    """A checked, prepared archive and what its backup says about it."""
+
+    archive: PreparedArchive
+    backup: str  # its id, or the path it was named by
+    expected_rows: dict[str, int] | None  # the manifest's row counts
+    dump_version: str | None  # the pg_dump that wrote it (the pg_restore needed)
+
+
 def restore_prepared(
-    settings: Settings,
-    request: RestoreRequest,
-    target: ConnectionTarget,
-    archive: PreparedArchive,
-    *,
-    backup: str,
-    expected_rows: dict[str, int] | None,
-    dump_version: str | None,
+    settings: Settings, request: RestoreRequest, target: ConnectionTarget, proven: ProvenArchive
 ) -> dict[str, Any]:
     """Restore a checked, prepared archive into the target (created, cleaned, refused as
     the request says); what the target holds afterwards."""
+    archive = proven.archive
     if request.clean and archive.format == "plain":
         raise UsageError(
             "--clean needs a custom, directory or tar archive (pg_restore lists what it "
@@ -156,10 +112,33 @@ def restore_prepared(
         )
     binaries = find_binaries(
         settings.postgres.bin_dir,
-        min_major=_pg_major(dump_version),
+        min_major=_pg_major(proven.dump_version),
         tool_hint="pg_restore",
         need=("pg_restore", "psql"),
     )
+    run, atomic, created = _restore_into(target, binaries, archive, request, settings.backup.jobs)
+    return {
+        "backup": proven.backup,
+        "target": target.shown,
+        "format": archive.format,
+        "steps": archive.steps,
+        "duration_s": round(run.duration_s, 3),
+        "created": created,
+        "cleaned": request.clean,
+        "single_transaction": atomic,
+        "summary": restored_summary(target, proven.expected_rows),
+    }
+
+
+def _restore_into(
+    target: ConnectionTarget,
+    binaries: Any,
+    archive: PreparedArchive,
+    request: RestoreRequest,
+    jobs: int,
+) -> tuple[RestoreRun, bool, bool]:
+    """(the restore, whether it was one transaction, whether --create made the database);
+    a failed or interrupted restore drops the database it created."""
     # The operator's own credentials (pgpass, service files) reach the target: the
     # clients run as the invoking user, in a process group of their own, with only the
     # libpq environment (psql replays plain SQL restricted all the same).
@@ -167,7 +146,7 @@ def restore_prepared(
     created = _ensure_database(target, request.create)
     try:
         _check_target(target, binaries, archive, request, sandbox)
-        run, atomic = _run(binaries, archive, target, request, settings.backup.jobs, sandbox)
+        run, atomic = _run(binaries, archive, target, request, jobs, sandbox)
         if not run.ok:
             detail = "; ".join(target.scrub(e) for e in run.errors[:5])
             raise SbtcOpsError(
@@ -178,17 +157,7 @@ def restore_prepared(
         if created:
             _drop_created(target)  # failed or interrupted: leave the server as we found it
         raise
-    return {
-        "backup": backup,
-        "target": target.shown,
-        "format": archive.format,
-        "steps": archive.steps,
-        "duration_s": round(run.duration_s, 3),
-        "created": created,
-        "cleaned": request.clean,
-        "single_transaction": atomic,
-        "summary": restored_summary(target, expected_rows),
-    }
+    return run, atomic, created
 
 
 def atomic_note(atomic: bool) -> str:
@@ -372,14 +341,3 @@ def _newest_keys(conn: Any) -> dict[str, str | None]:
         "newest": f"{newest[0]} ({newest[1]})" if newest else None,
         "verified": str(verified[0]) if verified else None,
     }
-
-
-def storages_for_restore(settings: Settings, request: RestoreRequest) -> list[Any]:
-    if Path(request.backup_ref).exists():
-        return []
-    if not is_backup_id(request.backup_ref):
-        # Say what is wrong with BACKUP before complaining about missing locations.
-        raise UsageError(
-            f"{request.backup_ref!r} is neither an existing file or directory nor a backup id"
-        )
-    return storages_for(settings, request.locations)

@@ -9,7 +9,10 @@ A backup's files are hostile input (docs/threat-model.md). Before anything reads
   mount view must pass through), with an owner.pid: a run killed with -9 leaves it behind,
   unreadable to anyone but us (the sandbox reached it through its own mount namespace, gone
   with it), and the next run removes it, decrypted archive included;
-- only once checked is the archive handed to the sandbox user that restores it.
+- only once checked is the archive handed to the sandbox user that restores it;
+- under a drill's budget (`put_under`), a breach stops it all: the copy (checked between
+  chunks, and never blocked on a pipe that trickles) and the decryption and decompression
+  children, killed with the sandbox (verify/budget.py).
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import select
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +41,7 @@ from sbtc_ops.files import (
     create_private,
     write_all,
 )
+from sbtc_ops.pg.limits import Limits
 from sbtc_ops.pg.runas import RunAs
 from sbtc_ops.pg.sandbox import Sandbox
 from sbtc_ops.proc import process_exists
@@ -43,6 +49,8 @@ from sbtc_ops.proc import process_exists
 STAGING_PREFIXES = ("sbtc-ops-verify-", "sbtc-ops-restore-")
 OWNER_FILE = "owner.pid"
 ARCHIVE_DIR = "archive"
+# How often a copy waiting on a pipe that sends nothing looks whether it was stopped.
+POLL_MS = 100
 
 
 class StagingError(SbtcOpsError):
@@ -54,11 +62,28 @@ class StagingIOError(SbtcOpsError):
     it is no checksum problem, but the run cannot go on (exit 2)."""
 
 
+class StagingStopped(SbtcOpsError):
+    """Staging was stopped from outside: the drill went over its budget, or ended."""
+
+    def __init__(self) -> None:
+        super().__init__("staging was stopped (the drill went over its budget or ended)")
+
+
 def _io_error(action: str, path: Path | str, exc: OSError) -> StagingIOError:
     return StagingIOError(f"cannot {action} {path}: {exc.strerror or exc}")
 
 
-def _read_chunk(fd: int, source: Path | str) -> bytes:
+def _read_chunk(fd: int, source: Path | str, stop: threading.Event | None = None) -> bytes:
+    """The next chunk; with `stop`, StagingStopped once it is set, even while the source (a
+    pipe the operator named) sends nothing."""
+    if stop is not None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while not poller.poll(POLL_MS):  # a regular file is always ready
+            if stop.is_set():
+                raise StagingStopped
+        if stop.is_set():
+            raise StagingStopped
     try:
         return os.read(fd, HASH_CHUNK)
     except OSError as exc:
@@ -73,6 +98,9 @@ class Staging:
     prefix: str = "sbtc-ops-verify-"
     parent: Path | None = None
     root: Path = field(init=False)
+    # Set to stop the copy, and kept for the children staging starts (put_under).
+    stop: threading.Event = field(init=False, default_factory=threading.Event)
+    limits: Limits | None = field(init=False, default=None)
 
     def __enter__(self) -> Self:
         parent = self.parent or Path(tempfile.gettempdir())
@@ -95,6 +123,21 @@ class Staging:
         tb: TracebackType | None,
     ) -> None:
         self.run_as.remove_tree(self.root)
+
+    def put_under(self, limits: Limits) -> None:
+        """Staging's children run under `limits` (rlimits, cgroup, killed with the sandbox),
+        and a breach stops the copy too."""
+        self.limits = limits
+        limits.on_kill(self.stop.set)
+
+    def sandbox(self) -> Sandbox:
+        """Where staging's parsers (the decompressors) run: as the sandbox user, under the
+        limits staging is under."""
+        return Sandbox(self.run_as, limits=self.limits)
+
+    def raise_if_stopped(self) -> None:
+        if self.stop.is_set():
+            raise StagingStopped
 
     @property
     def _pass_through(self) -> bool:
@@ -174,10 +217,15 @@ def _open_member(root: Path, parts: tuple[str, ...]) -> int:
 
 
 def copy_hashed(
-    source_fd: int, target: Path, max_bytes: int, source: Path | str = "the backup"
+    source_fd: int,
+    target: Path,
+    max_bytes: int,
+    source: Path | str = "the backup",
+    stop: threading.Event | None = None,
 ) -> tuple[str, int]:
     """Copy an open file into a new private file; (sha256, size) of the bytes copied. A
-    fault of either side (an unreadable medium, a full disk) is a StagingIOError naming it."""
+    fault of either side (an unreadable medium, a full disk) is a StagingIOError naming it;
+    StagingStopped once `stop` is set."""
     digest = hashlib.sha256()
     size = 0
     try:
@@ -185,7 +233,7 @@ def copy_hashed(
     except OSError as exc:
         raise _io_error("create", target, exc) from None
     try:
-        while chunk := _read_chunk(source_fd, source):
+        while chunk := _read_chunk(source_fd, source, stop):
             size += len(chunk)
             if size > max_bytes:
                 raise StagingError(f"{target.name}: larger than expected ({max_bytes} bytes)")
@@ -199,12 +247,12 @@ def copy_hashed(
     return digest.hexdigest(), size
 
 
-def hash_file(path: Path) -> tuple[str, int]:
+def hash_file(path: Path, stop: threading.Event | None = None) -> tuple[str, int]:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     digest = hashlib.sha256()
     size = 0
     try:
-        while chunk := _read_chunk(fd, path):
+        while chunk := _read_chunk(fd, path, stop):
             size += len(chunk)
             digest.update(chunk)
     finally:
@@ -242,39 +290,43 @@ def stage_manifest_files(
     if problems:  # a manifest that names one file twice was not written by a backup
         return problems
     for entry in manifest.files:
-        parts = member_parts(entry.path)
-        try:
-            if in_place:
-                digest, size = hash_file(source_root.joinpath(*parts))
-            else:
-                target = confined_path(staging.archive, parts)
-                fd = _open_member(source_root, parts)
-                try:
-                    # A few bytes of slack: the size mismatch is then reported as such.
-                    digest, size = copy_hashed(
-                        fd, target, entry.size + 1, source_root.joinpath(*parts)
-                    )
-                finally:
-                    os.close(fd)
-        except FileNotFoundError:
-            problems.append(f"{entry.path}: missing")
-            continue
-        except (StagingError, UnsafeFileError) as exc:
-            problems.append(str(exc))
-            continue
-        except OSError as exc:  # e.g. a member is both a file and a directory
-            problems.append(f"{entry.path}: {exc.strerror or exc}")
-            continue
-        problem = _compare(entry, digest, size)
+        problem = _stage_entry(source_root, entry, staging, in_place)
         if problem:
             problems.append(problem)
     return problems
 
 
+def _stage_entry(
+    source_root: Path, entry: FileEntry, staging: Staging, in_place: bool
+) -> str | None:
+    """Stage (or hash in place) one file of the manifest; the problem found, if any."""
+    parts = member_parts(entry.path)
+    try:
+        if in_place:
+            digest, size = hash_file(source_root.joinpath(*parts), staging.stop)
+        else:
+            target = confined_path(staging.archive, parts)
+            fd = _open_member(source_root, parts)
+            try:
+                # A few bytes of slack: the size mismatch is then reported as such.
+                digest, size = copy_hashed(
+                    fd, target, entry.size + 1, source_root.joinpath(*parts), staging.stop
+                )
+            finally:
+                os.close(fd)
+    except FileNotFoundError:
+        return f"{entry.path}: missing"
+    except (StagingError, UnsafeFileError) as exc:
+        return str(exc)
+    except OSError as exc:  # e.g. a member is both a file and a directory
+        return f"{entry.path}: {exc.strerror or exc}"
+    return _compare(entry, digest, size)
+
+
 def stage_unlisted(path: Path, staging: Staging) -> Path:
     """A dump the operator named, with no manifest: a file, or a directory-format dump (its
     regular files, one level). Copied as is; the operator chose it, so the path itself may
-    be a symlink, but nothing inside a directory is followed."""
+    be a symlink (or a pipe: `verify <(…)`), but nothing inside a directory is followed."""
     if path.is_dir():
         target = staging.archive / "dump.dir"
         target.mkdir(mode=PRIVATE_DIR_MODE)
@@ -285,11 +337,16 @@ def stage_unlisted(path: Path, staging: Staging) -> Path:
                 member_parts(child.name)
                 fd = _open_member(path, (child.name,))
                 try:
-                    copy_hashed(fd, target / child.name, 1 << 62)
+                    copy_hashed(fd, target / child.name, 1 << 62, stop=staging.stop)
                 finally:
                     os.close(fd)
         return target
     target = staging.archive / "dump"
-    with path.open("rb") as handle:
-        copy_hashed(handle.fileno(), target, 1 << 62)
+    # Never blocked in open() by a FIFO without a writer (it then reads as empty).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        os.set_blocking(fd, True)
+        copy_hashed(fd, target, 1 << 62, path, staging.stop)
+    finally:
+        os.close(fd)
     return target

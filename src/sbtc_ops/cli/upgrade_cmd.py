@@ -45,6 +45,7 @@ def upgrade_check(
     the configuration, the incidents it fixes, go/no-go and the rollback command."""
     json_output = _common.set_json_mode(json_output)
     from sbtc_ops.signer.upgrade import run_upgrade_check
+    from sbtc_ops.verify.fresh import prove_fresh_backup
 
     if plan_only:
         _common.deprecated_spelling("--plan-only", "--dry-run")
@@ -55,6 +56,7 @@ def upgrade_check(
         from_version=from_version,
         plan_only=dry_run or plan_only,
         phase=lambda text: _common.err.print(f"… {text}", markup=False),
+        prove_backup=prove_fresh_backup,
     )
     if json_output:
         _common.emit_json(report.to_json())

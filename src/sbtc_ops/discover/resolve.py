@@ -16,8 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sbtc_ops.discover import docker_api as api
-from sbtc_ops.discover.compose import Project, load_project, service_env
 from sbtc_ops.errors import ConfigError, DependencyError
+from sbtc_ops.host.compose import Project, load_project, service_env
 
 URL_VARIABLES = (
     "SIGNER_SIGNER__DB_ENDPOINT",

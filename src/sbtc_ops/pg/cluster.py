@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Self
+from urllib.parse import quote
 
 from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
 from sbtc_ops.files import (
@@ -41,6 +43,9 @@ from sbtc_ops.pg.runas import RunAs, check_can_execute, resolve_run_as
 from sbtc_ops.pg.sandbox import Sandbox, binaries_view
 from sbtc_ops.proc import process_exists
 
+# psycopg is imported where a cluster is connected to, not here: `sbtc_ops.pg` is imported
+# by everything that builds a sandbox (pg/__init__ imports this module), and most of those
+# never open a connection. (The function-level psycopg imports below are this, nothing else.)
 if TYPE_CHECKING:
     import psycopg
 
@@ -174,7 +179,7 @@ class ThrowawayCluster:
 
     def conninfo(self, dbname: str = "postgres", user: str | None = None) -> str:
         """A libpq keyword string reaching the server over its private unix socket."""
-        from psycopg.conninfo import make_conninfo
+        from psycopg.conninfo import make_conninfo  # lazy (module note)
 
         return make_conninfo(
             host=str(self.socket_dir),
@@ -185,8 +190,6 @@ class ThrowawayCluster:
 
     def tcp_url(self, dbname: str, user: str, password: str) -> str:
         """postgresql://user:password@127.0.0.1:port/dbname (TCP clusters only)."""
-        from urllib.parse import quote
-
         if self.tcp_port is None:
             raise UsageError("this throwaway cluster does not listen on TCP")
         return (
@@ -215,7 +218,7 @@ class ThrowawayCluster:
         user: str | None = None,
         options: str | None = None,
     ) -> psycopg.Connection[Any]:
-        import psycopg
+        import psycopg  # lazy (module note)
 
         conninfo = self.conninfo(dbname, user)
         if options:
@@ -225,7 +228,7 @@ class ThrowawayCluster:
         return psycopg.connect(conninfo, autocommit=autocommit)
 
     def create_database(self, name: str, owner: str | None = None) -> None:
-        from psycopg import sql
+        from psycopg import sql  # lazy (module note)
 
         statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
             sql.Identifier(name)
@@ -236,7 +239,7 @@ class ThrowawayCluster:
             conn.execute(statement)
 
     def create_role(self, name: str, password: str | None = None, *, login: bool = True) -> None:
-        from psycopg import sql
+        from psycopg import sql  # lazy (module note)
 
         statement = sql.SQL("CREATE ROLE {} {}").format(
             sql.Identifier(name), sql.SQL("LOGIN" if login else "NOLOGIN")
@@ -313,7 +316,7 @@ class ThrowawayCluster:
         """How to reach a kept cluster (as `user`, default the superuser) and remove it: the
         removal kills the server's whole container (PID namespace or process group), so
         nothing the cluster started (a backend's child, a detached payload) survives."""
-        from psycopg.conninfo import make_conninfo
+        from psycopg.conninfo import make_conninfo  # lazy (module note)
 
         conninfo = make_conninfo(
             self.conninfo(dbname, user), **({"options": options} if options else {})
@@ -519,7 +522,7 @@ class ThrowawayCluster:
         )
 
     def _accepts_connections(self) -> bool:
-        import psycopg
+        import psycopg  # lazy (module note)
 
         if not (self.socket_dir / f".s.PGSQL.{self.port}").exists():
             return False
@@ -618,8 +621,6 @@ def _print_to_stderr(message: str) -> None:
 
 
 def _shell_quote(value: str) -> str:
-    import shlex
-
     return shlex.quote(value)
 
 

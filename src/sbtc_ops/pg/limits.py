@@ -306,6 +306,7 @@ class Limits:
         self.cgroups = cgroups
         self._nproc = nproc
         self._killers: list[tuple[Any, Callable[[], None]]] = []
+        self._on_kill: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._fds = cgroups.procs_fds()
 
@@ -354,10 +355,20 @@ class Limits:
             self._killers = [(p, k) for p, k in self._killers if p.returncode is None]
             self._killers.append((proc, kill))
 
-    def kill_all(self) -> None:
-        """Every tracked child that still runs (its whole container), then the cgroup."""
+    def on_kill(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from whichever thread finds the breach) before anything is killed:
+        work of our own that no kill reaches (a copy in a thread) stops on it."""
         with self._lock:
+            self._on_kill.append(callback)
+
+    def kill_all(self) -> None:
+        """The callbacks, every tracked child that still runs (its whole container), then
+        the cgroup."""
+        with self._lock:
+            callbacks = list(self._on_kill)
             killers = [(p, k) for p, k in self._killers if p.returncode is None]
+        for callback in callbacks:
+            callback()
         for _proc, kill in killers:
             with contextlib.suppress(OSError, ValueError):
                 kill()

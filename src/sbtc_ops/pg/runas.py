@@ -27,6 +27,7 @@ from typing import Any
 
 from sbtc_ops.errors import ConfigError, DependencyError
 from sbtc_ops.pg.binaries import PgBinaries, is_dir_safe, run_version
+from sbtc_ops.pg.bwrap import bwrap_problem
 
 SERVICE_USER = "sbtc-ops"
 FALLBACK_USER = "nobody"
@@ -162,8 +163,6 @@ def unprivileged_run_as() -> RunAs:
     """Without root: our first subordinate ids when the user namespace that maps them and
     bubblewrap both work; else ourselves, confined by bubblewrap's own user namespace when
     that works; else ourselves, unconfined. `why` says what was missing."""
-    from sbtc_ops.pg.sandbox import bwrap_problem  # the probe builds a sandbox's argv
-
     me = current_user()
     uid_start = subordinate_start(SUBUID_FILE, me.name, me.uid)
     gid_start = subordinate_start(SUBGID_FILE, me.name, me.gid)
@@ -192,8 +191,6 @@ def unprivileged_run_as() -> RunAs:
 
 @functools.lru_cache(maxsize=1)
 def _subuid_problem() -> str | None:
-    from sbtc_ops.pg.sandbox import bwrap_problem
-
     return bwrap_problem(tuple(userns_prefix()), False)
 
 

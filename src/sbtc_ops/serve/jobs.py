@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from sbtc_ops import redact
 from sbtc_ops.config import Settings, secret_values
 from sbtc_ops.history import JobName
+from sbtc_ops.host.endpoints import public_url as endpoint_label
 from sbtc_ops.proc import InBackground
 from sbtc_ops.results import Status
 from sbtc_ops.serve.scheduler import (
@@ -148,7 +148,7 @@ def run_job(name: str, settings: Settings) -> JobResult:
 
 def signer_check_job(settings: Settings) -> JobResult:
     """DKG state, DB size/growth, event lag, and a backup when the signer's image changes."""
-    # Also inside the function because signercheck imports this module (its scrub helpers).
+    # Inside the function like every job body (the module docstring says why).
     from sbtc_ops.serve.signercheck import signer_check_job as body
 
     return body(settings)
@@ -318,18 +318,6 @@ def interruptible(func: Callable[[], T]) -> T:
     the wait at once instead of after its slowest network read (a thread pool joins its
     threads on the way out). Not for backup or verify: they unwind in their own thread."""
     return InBackground(func, name="job").result()
-
-
-def endpoint_label(url: str) -> str:
-    """An endpoint as shown in metrics and pages: no credentials, no query string."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-    except ValueError:
-        return "invalid-url"
-    return redact.scrub(urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", "")))
 
 
 def scrub(text: str, secrets: list[str]) -> str:

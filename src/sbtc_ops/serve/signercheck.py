@@ -21,8 +21,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sbtc_ops.config import Settings
+from sbtc_ops import redact
+from sbtc_ops.backup.service import request_from_settings, run_backup
+from sbtc_ops.config import Settings, secret_values
+from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.host.context import HostContext
+from sbtc_ops.host.errors import EvidenceError, Unavailable
+from sbtc_ops.host.nodes import bitcoin_height, signer_info, signer_revision
+from sbtc_ops.host.signer import data_volumes, registry_signer_data, signer_images, volume_free
 from sbtc_ops.serve.scheduler import OK, PROBLEM, JobResult
+from sbtc_ops.signer import dbfacts
+from sbtc_ops.signer.dkgstate import DkgState
+from sbtc_ops.signer.running import database_size_bytes, dkg_state, window_of
 from sbtc_ops.state import EventKind, StateStore
 
 IMAGE_EVENT = EventKind.SIGNER_IMAGE
@@ -31,8 +41,6 @@ _IMAGE_EVENTS_KEPT = 200
 
 
 def signer_check_job(settings: Settings, now: float | None = None) -> JobResult:
-    from sbtc_ops.audit.framework import HostContext
-
     now = time.time() if now is None else now
     ctx = HostContext(settings)
     data: dict[str, Any] = {"errors": {}}
@@ -51,10 +59,8 @@ def signer_check_job(settings: Settings, now: float | None = None) -> JobResult:
 
 
 def _reason(exc: Exception, settings: Settings) -> str:
-    from sbtc_ops.serve.jobs import scrub, settings_secret_values
-
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return scrub(text, settings_secret_values(settings))[:300]
+    return redact.scrub(text, secret_values(settings))[:300]
 
 
 def _summary(data: dict[str, Any]) -> str:
@@ -72,13 +78,10 @@ def _summary(data: dict[str, Any]) -> str:
 
 # -- parts ----------------------------------------------------------------------------------
 
-Part = Callable[[Any, Settings, float], dict[str, Any]]
+Part = Callable[[HostContext, Settings, float], dict[str, Any]]
 
 
-def _dkg_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
-    from sbtc_ops.audit.areas.dkg import dkg_state, window_of
-    from sbtc_ops.audit.signerside import bitcoin_height
-
+def _dkg_part(ctx: HostContext, settings: Settings, now: float) -> dict[str, Any]:
     state = dkg_state(ctx)
     out: dict[str, Any] = {"dkg_newest_status": state.newest_status, "dkg_rows": len(state.rows)}
     out["dkg_verification_window"] = window_of(ctx)
@@ -90,15 +93,12 @@ def _dkg_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
     return out
 
 
-def _registry_key_state(ctx: Any, state: Any) -> str:
+def _registry_key_state(ctx: HostContext, state: DkgState) -> str:
     """match / pending (the registry holds an older verified key) / missing (the registry's
     key is not among the shares: a missed round) / unknown (registry unreadable or unset)."""
-    from sbtc_ops.audit.framework import EvidenceError, Skip
-    from sbtc_ops.audit.signerside import registry_signer_data
-
     try:
         key = registry_signer_data(ctx).aggregate_key
-    except (Skip, EvidenceError):
+    except (Unavailable, EvidenceError):
         return "unknown"
     if key is None:
         return "unknown"
@@ -109,10 +109,7 @@ def _registry_key_state(ctx: Any, state: Any) -> str:
     return "pending" if held is not None and held.status == "verified" else "missing"
 
 
-def _database_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
-    from sbtc_ops.audit.areas.database import data_volumes, database_size_bytes, volume_free
-    from sbtc_ops.signer import dbfacts
-
+def _database_part(ctx: HostContext, settings: Settings, now: float) -> dict[str, Any]:
     size = database_size_bytes(ctx)
     dbfacts.record_size(settings.state_dir, now, size)
     per_day = dbfacts.growth_per_day(dbfacts.size_history(settings.state_dir), now)
@@ -127,9 +124,7 @@ def _database_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
     return out
 
 
-def _events_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
-    from sbtc_ops.audit.areas.monitoring import signer_info
-
+def _events_part(ctx: HostContext, settings: Settings, now: float) -> dict[str, Any]:
     info = signer_info(ctx)
     out: dict[str, Any] = {}
     for chain in ("stacks", "bitcoin"):
@@ -150,9 +145,10 @@ def _tip_height(tip: Any) -> int | None:
     return height if isinstance(height, int) and not isinstance(height, bool) else None
 
 
-def _image_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
-    image = _signer_image(ctx)
-    revision = _revision(ctx)
+def _image_part(ctx: HostContext, settings: Settings, now: float) -> dict[str, Any]:
+    images = signer_images(ctx)
+    image = images[0] if images else None
+    revision = signer_revision(ctx)
     if not image and not revision:
         return {}
     with StateStore.open(settings.state_dir) as store:
@@ -185,35 +181,8 @@ def _image_part(ctx: Any, settings: Settings, now: float) -> dict[str, Any]:
     return out
 
 
-def _signer_image(ctx: Any) -> str | None:
-    from sbtc_ops.audit.framework import Skip
-    from sbtc_ops.audit.roles import SIGNER, role_services
-
-    try:
-        images = [s.image for s in role_services(ctx) if s.role == SIGNER and s.image]
-    except Skip:
-        return None
-    return images[0] if images else None
-
-
-def _revision(ctx: Any) -> str | None:
-    from sbtc_ops.audit.areas.monitoring import signer_info
-    from sbtc_ops.audit.framework import EvidenceError, Skip
-
-    try:
-        build = signer_info(ctx).get("build_info")
-    except (Skip, EvidenceError):
-        return None
-    if isinstance(build, dict) and build.get("git_revision"):
-        return str(build["git_revision"])
-    return None
-
-
 def _backup_now(settings: Settings) -> dict[str, Any]:
     """A backup right after the change was seen (the migrations may be running now)."""
-    from sbtc_ops.backup.service import request_from_settings, run_backup
-    from sbtc_ops.errors import SbtcOpsError
-
     try:
         outcome = run_backup(settings, request_from_settings(settings, None))
     except SbtcOpsError as exc:

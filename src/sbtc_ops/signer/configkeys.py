@@ -8,36 +8,10 @@ nobody is told: these helpers name such keys. Pure functions, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sbtc_ops.signer.knowledge import Knowledge
-
-ENV_PREFIX = "SIGNER_"
-
-
-def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"signer": {"p2p": {"seeds": []}}} -> {"signer.p2p.seeds": []}; arrays are values."""
-    flat: dict[str, Any] = {}
-    for name, value in doc.items():
-        key = f"{prefix}{name}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{key}."))
-        else:
-            flat[key] = value
-    return flat
-
-
-def env_keys(env: Mapping[str, str]) -> dict[str, str]:
-    """SIGNER_SIGNER__P2P__SEEDS=… -> {"signer.p2p.seeds": "…"} (the config crate's mapping)."""
-    keys: dict[str, str] = {}
-    for name, value in env.items():
-        if name.startswith(ENV_PREFIX) and "__" in name:
-            path = name[len(ENV_PREFIX) :].lower().split("__")
-            if all(path):
-                keys[".".join(path)] = value
-    return keys
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sbtc_ops.config import Settings
-from sbtc_ops.errors import SbtcOpsError, UsageError
+from sbtc_ops.errors import UsageError
+from sbtc_ops.host.context import HostContext
+from sbtc_ops.host.errors import EvidenceError, Unavailable
+from sbtc_ops.host.signer import db_rows, signer_config
 from sbtc_ops.redact import redact_url
 from sbtc_ops.signer.configkeys import judge_keys
+from sbtc_ops.signer.dbfacts import MIGRATIONS
 from sbtc_ops.signer.knowledge import HEAD, Knowledge, load, normalise_version
+from sbtc_ops.signer.running import running_version
 
 
 @dataclass
@@ -184,24 +189,17 @@ def current_release(
 
 
 def _running_image_version(settings: Settings) -> tuple[str, str]:
-    from sbtc_ops.audit.framework import HostContext, Skip
-    from sbtc_ops.audit.signerside import running_version
-
     try:
         return running_version(HostContext(settings))
-    except Skip as exc:
+    except Unavailable as exc:
         raise UsageError(str(exc)) from None
 
 
 def applied_migrations(settings: Settings) -> tuple[tuple[str, ...] | None, str]:
     """(the migrations public.__sbtc_migrations lists, or None and why not)."""
-    from sbtc_ops.audit.framework import EvidenceError, HostContext, Skip
-    from sbtc_ops.audit.signerside import db_rows
-    from sbtc_ops.signer.dbfacts import MIGRATIONS
-
     try:
         rows = db_rows(HostContext(settings), MIGRATIONS)
-    except (Skip, EvidenceError) as exc:
+    except (Unavailable, EvidenceError) as exc:
         return None, str(exc)
     return tuple(str(row[0]) for row in rows), ""
 
@@ -232,16 +230,25 @@ def version_from_migrations(applied: Iterable[str], table: Knowledge) -> tuple[s
 
 def config_keys(settings: Settings) -> set[str] | None:
     """The keys of the signer's configuration (file + SIGNER_* env), None when not readable."""
-    from sbtc_ops.audit.framework import EvidenceError, HostContext, Skip
-    from sbtc_ops.audit.signerside import signer_config
-
     try:
         return set(signer_config(HostContext(settings)).values)
-    except (Skip, EvidenceError):
+    except (Unavailable, EvidenceError):
         return None
 
 
 Phase = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BackupProof:
+    """A backup taken now and its verification, as upgrade-check reports them."""
+
+    backup: dict[str, Any] | None = None  # id, size, migrations, newest verified key
+    verify: dict[str, Any] | None = None  # verdict, ok, failed_checks
+    problem: str | None = None  # why not to upgrade (the backup failed or did not verify)
+
+
+ProveBackup = Callable[[Settings, Phase], BackupProof]
 
 
 def run_upgrade_check(
@@ -251,7 +258,11 @@ def run_upgrade_check(
     from_version: str | None = None,
     plan_only: bool = False,
     phase: Phase = lambda _: None,
+    prove_backup: ProveBackup,
 ) -> UpgradeReport:
+    """The plan from the running release to `to`; unless `plan_only`, a backup taken and
+    verified now (`prove_backup`: the caller's step, so the signer package does not import
+    backup and verify, which import the signer's schema tables) decides go/no-go."""
     target = target_version(to)
     current = current_release(settings, from_version)
     plan = plan_upgrade(current.version, target, config_keys(settings), applied=current.applied)
@@ -261,7 +272,10 @@ def run_upgrade_check(
     if plan_only:
         report.plan_only = True
         return report
-    _backup_and_verify(settings, report, phase)
+    proof = prove_backup(settings, phase)
+    report.backup, report.verify = proof.backup, proof.verify
+    if proof.problem:
+        report.reasons.append(proof.problem)
     report.go = not report.reasons
     report.rollback = _rollback(settings, report, to)
     return report
@@ -293,37 +307,6 @@ def _judge_plan(report: UpgradeReport) -> None:
         report.warnings.append(f"v{plan.target} ignores these configured keys: {keys}")
     if not plan.config_read:
         report.warnings.append("the signer's configuration was not read (signer.config_path)")
-
-
-def _backup_and_verify(settings: Settings, report: UpgradeReport, phase: Phase) -> None:
-    from sbtc_ops.backup.service import request_from_settings, run_backup
-    from sbtc_ops.verify.drill import VerifyRequest, run_verify
-
-    request = request_from_settings(settings, None)  # no database configured: exit 2
-    phase("taking a backup")
-    try:
-        outcome = run_backup(settings, request)
-    except SbtcOpsError as exc:
-        report.reasons.append(f"the backup failed: {exc.message}")
-        return
-    manifest = outcome.manifest
-    report.backup = {
-        "id": manifest.id,
-        "size": manifest.total_size,
-        "migrations": len(manifest.migrations),
-        "newest_verified_aggregate_key": manifest.newest_verified_aggregate_key,
-    }
-    phase(f"verifying backup {manifest.id}")
-    verify_request = VerifyRequest(backup_ref=manifest.id, jobs=settings.verify.jobs)
-    verified = run_verify(settings, verify_request)
-    failed = [c.id for c in verified.checks if c.status.is_problem]
-    report.verify = {"verdict": verified.verdict, "ok": verified.ok, "failed_checks": failed}
-    if not verified.ok:
-        report.reasons.append(
-            f"backup {manifest.id} did not verify ({verified.verdict}"
-            + (f"; {', '.join(failed)}" if failed else "")
-            + "): do not upgrade without a restorable backup"
-        )
 
 
 def _rollback(settings: Settings, report: UpgradeReport, to: str) -> list[str]:

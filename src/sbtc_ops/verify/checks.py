@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from psycopg import sql
 
 from sbtc_ops.backup.manifest import Manifest
 from sbtc_ops.errors import SbtcOpsError
@@ -206,7 +207,19 @@ def restore_complete(returncode: int, errors: list[str], tool: str) -> CheckResu
     )
 
 
-def amcheck(returncode: int, output: list[str]) -> CheckResult:
+def amcheck(returncode: int, output: list[str], *, cut_at: int | None = None) -> CheckResult:
+    """pg_amcheck's exit status and report; `cut_at`: it printed more than that many bytes
+    and was stopped there (a clean database prints nothing)."""
+    if cut_at is not None:
+        return _result(
+            "restore.amcheck",
+            Status.FAIL,
+            f"pg_amcheck reported more than {cut_at >> 10} KiB of problems and was stopped "
+            f"there: {'; '.join(output[:3])}",
+            "the restored data is internally inconsistent (or the archive makes pg_amcheck "
+            "print without end); do not rely on this backup",
+            output=output[:20],
+        )
     if returncode == 0:
         return _result(
             "restore.amcheck", Status.PASS, "pg_amcheck found no corruption in tables and indexes"
@@ -277,13 +290,9 @@ def schema_identity(
             f"the restored schema could not be read: {escape(read_error)}",
             _TAMPERED_REMEDIATION,
         )
-    facts = [f"added {escape(fact)}" for fact in database_facts]
-    if (actual is None or reference is None) and not facts:
+    if (actual is None or reference is None) and not database_facts:
         return skipped(check_id, "no reference schema to compare with (schema.reference)")
-    found = reference.compare(actual) if actual is not None and reference is not None else []
-    if not restore_ok:
-        found = [line for line in found if not line.startswith("removed ")]
-    found = facts + found
+    found = _differences(actual, reference, restore_ok, database_facts)
     if not found and not restore_ok:
         return skipped(
             check_id,
@@ -309,6 +318,20 @@ def schema_identity(
         digest=actual.digest if actual is not None else None,
         reference_digest=reference.digest if reference is not None else None,
     )
+
+
+def _differences(
+    actual: CanonicalSchema | None,
+    reference: Reference | None,
+    restore_ok: bool,
+    database_facts: Sequence[str],
+) -> list[str]:
+    """What the restore attached to the database, then every object added or changed (and,
+    when the restore succeeded, removed) against the reference."""
+    found = reference.compare(actual) if actual is not None and reference is not None else []
+    if not restore_ok:
+        found = [line for line in found if not line.startswith("removed ")]
+    return [f"added {escape(fact)}" for fact in database_facts] + found
 
 
 _TAMPERED_REMEDIATION = (
@@ -395,8 +418,6 @@ _TABLE_EXISTS = (
 def rows_match_manifest(conn: psycopg.Connection[Any], manifest: Manifest | None) -> CheckResult:
     if manifest is None:
         return skipped("rows.match_manifest", "no manifest: row counts cannot be compared")
-    from psycopg import sql
-
     differences = []
     for table, expected in sorted(manifest.rows.items()):
         schema, dot, name = table.partition(".")
@@ -607,21 +628,7 @@ def matches_chain(
     if reference != ON_CHAIN:
         return _by_hand_mismatch(newest, onchain, onchain in older_keys, keys), "mismatch"
     if onchain in older_keys or newest in known_onchain_history:
-        why = (
-            f"the {reference} key {onchain.hex()} is an earlier DKG round in this backup, whose "
-            f"newest verified key {newest.hex()} is not on chain (yet)"
-            if onchain in older_keys
-            else f"the backup's newest verified key {newest.hex()} was on chain before; the "
-            f"chain has moved on to {onchain.hex()} (a key rotation after this backup)"
-        )
-        return _result(
-            "dkg.matches_chain",
-            Status.FAIL,
-            f"stale: {why}",
-            "the backup predates (or postdates) a key rotation; take a new backup "
-            "now so the current key shares are protected",
-            **keys,
-        ), "stale"
+        return _stale(newest, onchain, onchain in older_keys, keys), "stale"
     return _result(
         "dkg.matches_chain",
         Status.FAIL,
@@ -631,6 +638,26 @@ def matches_chain(
         "and the backup's origin",
         **keys,
     ), "mismatch"
+
+
+def _stale(newest: bytes, onchain: bytes, earlier_round: bool, keys: dict[str, str]) -> CheckResult:
+    """The on-chain key is an earlier round of the backup, or the backup's key was on chain
+    before: a key rotation between the backup and now."""
+    why = (
+        f"the {ON_CHAIN} key {onchain.hex()} is an earlier DKG round in this backup, whose "
+        f"newest verified key {newest.hex()} is not on chain (yet)"
+        if earlier_round
+        else f"the backup's newest verified key {newest.hex()} was on chain before; the "
+        f"chain has moved on to {onchain.hex()} (a key rotation after this backup)"
+    )
+    return _result(
+        "dkg.matches_chain",
+        Status.FAIL,
+        f"stale: {why}",
+        "the backup predates (or postdates) a key rotation; take a new backup "
+        "now so the current key shares are protected",
+        **keys,
+    )
 
 
 def _by_hand_mismatch(

@@ -17,10 +17,10 @@ right after the restore: read them into DatabaseFacts, then reset them all.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import psycopg
+import psycopg
+from psycopg import sql
 
 # Every row of pg_db_role_setting (the cluster is fresh: every row came from the restore),
 # and the restored database's connection limit and datallowconn.
@@ -84,8 +84,6 @@ def read_and_neutralise(admin: psycopg.Connection[Any], dbname: str) -> Database
     """Read the facts, then undo them: `admin` is a superuser connection (autocommit) to a
     database other than `dbname`. Role settings of every role are reset (roles of the drill
     included: the restore role may have set its own)."""
-    from psycopg import sql
-
     settings = tuple(
         Setting(str(role), str(database), str(item))
         for role, database, config in admin.execute(_SETTINGS_QUERY).fetchall()

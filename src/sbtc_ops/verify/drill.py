@@ -7,6 +7,7 @@ The chain is read concurrently with the restore. The cluster is removed whatever
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 
+from sbtc_ops.attest.service import attest_drill
 from sbtc_ops.backup import inuse
 from sbtc_ops.backup.archive import (
     ArchiveError,
@@ -39,9 +42,9 @@ from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.pg.cluster import ThrowawayCluster
 from sbtc_ops.pg.limits import Breach
 from sbtc_ops.pg.runas import resolve_run_as
-from sbtc_ops.pg.sandbox import isolation_of
+from sbtc_ops.pg.sandbox import Sandbox, isolation_of
 from sbtc_ops.pg.schema_identity import CanonicalSchema, read_canonical_schema
-from sbtc_ops.proc import InBackground
+from sbtc_ops.proc import InBackground, read_capped
 from sbtc_ops.progress import echo
 from sbtc_ops.results import CheckResult, Status
 from sbtc_ops.stacks import (
@@ -54,6 +57,9 @@ from sbtc_ops.state import EventKind, StateStore
 from sbtc_ops.verify import checks, reference
 from sbtc_ops.verify.budget import DrillBudget, DrillGuard, archive_size
 from sbtc_ops.verify.dbfacts import DatabaseFacts, read_and_neutralise
+from sbtc_ops.verify.evidence import build_evidence
+from sbtc_ops.verify.phases import Phases, Stopwatch, timed_check
+from sbtc_ops.verify.report import VerifyReport
 
 RESTORED_DB = "signer"
 T = TypeVar("T")
@@ -84,6 +90,9 @@ READER_OPTIONS = " ".join(
 )
 # statement_timeout (query_canceled) and transaction_timeout (PostgreSQL 17+)
 _TIMEOUT_STATES = ("57014", "25P04")
+# pg_amcheck prints nothing for a clean database, a line or two per corrupt page otherwise:
+# what it prints past this is not read (it is stopped, and the check fails).
+AMCHECK_MAX_OUTPUT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -124,71 +133,6 @@ class GateContext:
         )
 
 
-@dataclass
-class VerifyReport:
-    backup: str
-    verdict: str = "error"
-    db_aggregate_key: str | None = None
-    onchain_aggregate_key: str | None = None
-    checks: list[CheckResult] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    manifest: dict[str, Any] | None = None
-    archive: dict[str, Any] = field(default_factory=dict)
-    key_source: str = "chain"  # or checks.GIVEN_BY_HAND (--expected-key: no chain read)
-    expected_aggregate_key: str | None = None  # --expected-key: never an on-chain reading
-    budgets: dict[str, Any] | None = None  # the drill's budgets and peak usage (budget.py)
-    # The layers the archive's programs ran in (pg/sandbox.py Isolation.as_dict).
-    sandbox: dict[str, Any] = field(default_factory=dict)
-    # For the attestation: the newest verified row's signer set and threshold, and what each
-    # Stacks endpoint answered.
-    dkg_newest: dict[str, Any] | None = None
-    chain_endpoints: list[dict[str, Any]] = field(default_factory=list)
-    attestation: dict[str, Any] | None = None  # attest.service.AttestOutcome.to_json()
-    chain_tip: dict[str, Any] | None = None  # the Stacks tip seen right after the key read
-
-    @property
-    def ok(self) -> bool:
-        return self.verdict == "match" and not any(c.status.is_problem for c in self.checks)
-
-    @property
-    def failed_checks(self) -> list[str]:
-        return [c.id for c in self.checks if c.status.is_problem]
-
-    @property
-    def summary(self) -> str:
-        """One line: the verdict and every check that did not pass."""
-        failed = self.failed_checks
-        if not failed:
-            return self.verdict
-        return f"{self.verdict}; not passed: {', '.join(failed)}"
-
-    @property
-    def could_not_run(self) -> bool:
-        """Exit 2: no verdict and nothing found wrong (e.g. no endpoint answered). Endpoints
-        that answer but disagree are a problem found (exit 1), though no verdict is given."""
-        return self.verdict == "error" and not any(c.status == Status.FAIL for c in self.checks)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "verdict": self.verdict,
-            "backup": self.backup,
-            "db_aggregate_key": self.db_aggregate_key,
-            "onchain_aggregate_key": self.onchain_aggregate_key,
-            "expected_aggregate_key": self.expected_aggregate_key,
-            "key_source": self.key_source,
-            "summary": self.summary,
-            # The one JSON shape of a check, shared with audit and key check.
-            "checks": [c.to_json() for c in self.checks],
-            "timings": {k: round(v, 3) for k, v in self.timings.items()},
-            "archive": self.archive,
-            "budgets": self.budgets,
-            "sandbox": self.sandbox,
-            "chain_tip": self.chain_tip,
-            "attestation": self.attestation,
-        }
-
-
 Phase = Callable[[str], Any]
 
 
@@ -196,6 +140,17 @@ Phase = Callable[[str], Any]
 class _ChainFutures:
     key: Future[AggregateKeyReading] | None
     signer: Future[SignerDataReading] | None
+
+
+@dataclass
+class _Work:
+    """What one drill works on once the backup is found: where it is, its staging directory,
+    the copy-and-hash running in the background, and the chain reads."""
+
+    located: LocatedBackup
+    staging: Staging
+    staged: InBackground[tuple[CheckResult, StagedBackup]]
+    chain: _ChainFutures
 
 
 class Drill:
@@ -206,8 +161,8 @@ class Drill:
     ) -> None:
         self.settings = settings
         self.request = request
-        self.phase_hook = phase
         self.report = VerifyReport(backup=request.backup_ref or "latest")
+        self.phases = Phases(self.report.timings, phase)
         if request.expected_key is not None:
             self.report.key_source = checks.GIVEN_BY_HAND
             self.report.expected_aggregate_key = request.expected_key.hex()
@@ -225,21 +180,7 @@ class Drill:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    @contextmanager
-    def _timed(self, name: str) -> Iterator[None]:
-        if self.phase_hook:
-            self.phase_hook(name)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.report.timings[name] = self.report.timings.get(name, 0.0) + (
-                time.perf_counter() - start
-            )
-
-    def _add(self, result: CheckResult, started: float | None = None) -> None:
-        if started is not None:
-            result = result.timed(time.perf_counter() - started)
+    def _add(self, result: CheckResult) -> None:
         self._results[result.id] = result
 
     def _finish_checks(self, why_not_run: str) -> None:
@@ -304,59 +245,66 @@ class Drill:
             )
 
     def _run(self) -> VerifyReport:
-        total = time.perf_counter()
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chain")
         locks = ExitStack()  # shared per-backup locks: no prune deletes what is being read
         try:
-            with Staging(self.run_as, prefix="sbtc-ops-verify-") as staging:
-                with self._timed("locate"):
-                    located = self._locate(staging.root / "fetched", locks)
-                self.located = located
-                # Only once the backup is found: a bad argument must not wait for (or cause)
-                # a read from every configured Stacks endpoint (nor a note about clusters).
-                self._notice_run_as()
-                self._notice_sandbox()
-                chain = self._start_chain_reads(pool)
-                self.report.backup = located.backup_id or located.ref
-                self._shown_name = located.root.name
-                if located.manifest is not None:
-                    self.report.manifest = located.manifest.model_dump(mode="json")
-                # Staging the archive (copied and hashed in one pass) overlaps creating the
-                # cluster; nothing is restored before the checksum has passed.
-                staged = InBackground(lambda: self._stage(located, staging), name="stage")
-                restored = self._guarded(located, staging, staged, chain)  # BUDGET HOOK
-                if self._guard is not None and self._guard.breach is not None:
-                    self._finish_checks("not run: the drill went over its budget")
-                elif restored:
-                    self._finish_checks("not run: an earlier check failed")
-                else:
-                    self._collect_chain(chain, None, [])
-                    self._finish_checks("not run: the archive failed before restore")
+            with (
+                self.phases.phase("total", announce=False),
+                Staging(self.run_as, prefix="sbtc-ops-verify-") as staging,
+            ):
+                self._drill(staging, pool, locks)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
             locks.close()
-            self.report.timings["total"] = time.perf_counter() - total
         self.report.verdict = self._verdict()
         self._record()
         _announce_kept(self._kept, self.report.verdict)
         return self.report
 
+    def _drill(self, staging: Staging, pool: ThreadPoolExecutor, locks: ExitStack) -> None:
+        with self.phases.phase("locate"):
+            located = self._locate(staging.root / "fetched", locks)
+        self.located = located
+        # Only once the backup is found: a bad argument must not wait for (or cause)
+        # a read from every configured Stacks endpoint (nor a note about clusters).
+        self._notice_run_as()
+        self._notice_sandbox()
+        chain = self._start_chain_reads(pool)
+        self.report.backup = located.backup_id or located.ref
+        self._shown_name = located.root.name
+        if located.manifest is not None:
+            self.report.manifest = located.manifest.model_dump(mode="json")
+        # Staging the archive (copied and hashed in one pass) overlaps creating the
+        # cluster; nothing is restored before the checksum has passed.
+        staged = InBackground(lambda: self._stage(located, staging), name="stage")
+        try:
+            restored = self._guarded(_Work(located, staging, staged, chain))
+        finally:
+            # However the drill ended (a breach, an error), the copy stops before its
+            # directory is removed: nothing keeps writing into a deleted file.
+            staging.stop.set()
+            _wait_quietly(staged)
+        if self._over_budget():
+            self._finish_checks("not run: the drill went over its budget")
+        elif restored:
+            self._finish_checks("not run: an earlier check failed")
+        else:
+            self._collect_chain(chain, None, [])
+            self._finish_checks("not run: the archive failed before restore")
+
     # -- budgets (verify/budget.py, issue 21) -----------------------------------------------
 
-    def _guarded(
-        self,
-        located: LocatedBackup,
-        staging: Staging,
-        staging_work: InBackground[tuple[CheckResult, StagedBackup]],
-        chain: _ChainFutures,
-    ) -> bool:
-        """The restore and its checks under the drill's budgets. A breach kills the sandbox,
-        so whatever the drill waited for fails: that failure is the breach, not an error."""
-        budget = DrillBudget.for_archive(self.settings.verify, archive_size(located))
+    def _guarded(self, work: _Work) -> bool:
+        """Staging's decryption and decompression, the restore and its checks, under the
+        drill's budgets. A breach kills the sandbox and staging's children and stops the
+        copy, so whatever the drill waited for fails: that failure is the breach, not an
+        error."""
+        budget = DrillBudget.for_archive(self.settings.verify, archive_size(work.located))
         guard = self._guard = DrillGuard(budget, self.run_as.uid, self._started)
-        guard.start(staging.root)
+        work.staging.put_under(guard.limits)
+        guard.start(work.staging.root)
         try:
-            return self._restore_and_check(located, staging, staging_work, chain)
+            return self._restore_and_check(work)
         except Exception:
             if guard.breach is None:
                 raise
@@ -414,44 +362,38 @@ class Drill:
         )
 
     def _stage(self, located: LocatedBackup, staging: Staging) -> tuple[CheckResult, StagedBackup]:
-        started = time.perf_counter()
+        watch = Stopwatch()
         staged = stage(located, staging)
         result = checks.archive_checksum(located.manifest, staged.problems)
-        return result.timed(time.perf_counter() - started), staged
+        return result.timed(watch.elapsed()), staged
 
-    def _check_archive(
-        self,
-        located: LocatedBackup,
-        staging: Staging,
-        staging_work: InBackground[tuple[CheckResult, StagedBackup]],
-    ) -> PreparedArchive | None:
-        if self.phase_hook:
-            self.phase_hook("checksum")
-        waited = time.perf_counter()
+    def _check_archive(self, work: _Work) -> PreparedArchive | None:
+        """The staged archive once its checksum passed, decrypted and decompressed; None
+        (its check recorded) when it fails. Past a breach: StagingStopped."""
+        self.phases.announce("checksum")
         try:
-            result, staged = staging_work.result()
+            with self.phases.phase("checksum.wait", announce=False):
+                result, staged = work.staged.result()
         except StagingError as exc:
-            result = checks.archive_checksum(located.manifest, [str(exc)])
-            self._add(result)
+            self._add(checks.archive_checksum(work.located.manifest, [str(exc)]))
             return None
         # "checksum" is the hashing (alongside initdb); the wait for it once the cluster
         # is up is usually nil.
-        self.report.timings["checksum"] = result.duration_s
-        self.report.timings["checksum.wait"] = time.perf_counter() - waited
+        self.phases.add("checksum", result.duration_s)
         self._add(result)
         if result.status.is_problem:
             return None
-        started = time.perf_counter()
+        watch = Stopwatch()
         try:
-            with self._timed("prepare"):
+            with self.phases.phase("prepare"):
                 prepared = prepare(
                     staged,
-                    staging,
+                    work.staging,
                     self.settings.backup.identity_file,
                     max_expanded_bytes=self._max_expanded(),
                 )
         except ArchiveError as exc:
-            self._add(checks.restore_complete(1, [str(exc)], "sbtc-ops"), started)
+            self._add(checks.restore_complete(1, [str(exc)], "sbtc-ops").timed(watch.elapsed()))
             return None
         self.report.archive = {"format": prepared.format, "steps": prepared.steps}
         return prepared
@@ -460,18 +402,12 @@ class Drill:
         mb = self.settings.backup.max_expanded_mb
         return mb << 20 if mb else None
 
-    def _restore_and_check(
-        self,
-        located: LocatedBackup,
-        staging: Staging,
-        staging_work: InBackground[tuple[CheckResult, StagedBackup]],
-        chain: _ChainFutures,
-    ) -> bool:
+    def _restore_and_check(self, work: _Work) -> bool:
         """False when the archive failed before anything was restored."""
         guard = self._guard
         assert guard is not None
         with (
-            self._timed("cluster"),
+            self.phases.phase("cluster"),
             ThrowawayCluster.from_settings(
                 self.settings,
                 run_as=self.run_as,
@@ -487,44 +423,53 @@ class Drill:
             # is the archive's, and may be hostile (docs/threat-model.md).
             cluster.kept_login = (READER_ROLE, RESTORED_DB, READER_OPTIONS)
             self.report.timings.update({f"cluster.{k}": v for k, v in cluster.timings.items()})
-            prepared = self._check_archive(located, staging, staging_work)
+            prepared = self._check_archive(work)
             if prepared is None or self._over_budget():
                 cluster.keep = False  # nothing was restored: nothing worth keeping
                 return prepared is not None
-            has_amcheck = _prepare_database(cluster)
-            started = time.perf_counter()
-            with self._timed("restore"):
-                run = self._restore(cluster, prepared)
-            guard.note_errors(run.errors)  # BUDGET HOOK: EFBIG, temp_file_limit
-            if self._over_budget():
-                return True
-            tool = "psql" if prepared.format == "plain" else "pg_restore"
-            self._add(checks.restore_complete(run.returncode, run.errors, tool), started)
-            facts = _neutralise(cluster)
-            amcheck = self._start_amcheck(cluster, has_amcheck)
-            with self._timed("checks"):
-                self._read_restored(cluster, located, chain, facts)
-            with self._timed("amcheck"):
-                self._finish_amcheck(cluster, amcheck)
-            if self.request.gate is not None:
-                self.request.gate(GateContext(cluster, prepared, located, dict(self._results)))
+            self._restore_then_check(cluster, prepared, work)
         return True
+
+    def _restore_then_check(
+        self, cluster: ThrowawayCluster, prepared: PreparedArchive, work: _Work
+    ) -> None:
+        """Restore the prepared archive into the cluster, then every check that reads it (and
+        the restore gate, for `restore`)."""
+        guard = self._guard
+        assert guard is not None
+        has_amcheck = _prepare_database(cluster)
+        with self.phases.phase("restore") as watch:
+            run = self._restore(cluster, prepared)
+        guard.note_errors(run.errors)  # BUDGET HOOK: EFBIG, temp_file_limit
+        if self._over_budget():
+            return
+        tool = "psql" if prepared.format == "plain" else "pg_restore"
+        self._add(checks.restore_complete(run.returncode, run.errors, tool).timed(watch.elapsed()))
+        facts = _neutralise(cluster)
+        amcheck = self._start_amcheck(cluster, has_amcheck)
+        with self.phases.phase("checks"):
+            self._read_restored(cluster, work.located, work.chain, facts)
+        with self.phases.phase("amcheck"):
+            self._finish_amcheck(cluster, amcheck)
+        if self.request.gate is not None:
+            self.request.gate(GateContext(cluster, prepared, work.located, dict(self._results)))
 
     def _identity_checks(self, conn: psycopg.Connection[Any], facts: list[str]) -> None:
         """schema.reference and schema.identity: the whole restored schema equals the
         reference of its migration level (verify/reference.py)."""
-        started = time.perf_counter()
+        watch = Stopwatch()
         migrations = reference.restored_migrations(conn)
         found = reference.find_reference(self.settings.state_dir, migrations or [])
-        self._add(checks.schema_reference(migrations, found), started)
-        started = time.perf_counter()
+        self._add(checks.schema_reference(migrations, found).timed(watch.elapsed()))
+        watch = Stopwatch()
         actual, error = None, None
         try:
             actual = read_canonical_schema(conn, include_deployment=True)
         except psycopg.Error as exc:
             error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         restore_ok = self._results["restore.complete"].status == Status.PASS
-        self._add(checks.schema_identity(actual, found, restore_ok, error, facts), started)
+        identity = checks.schema_identity(actual, found, restore_ok, error, facts)
+        self._add(identity.timed(watch.elapsed()))
         self.schema = actual
 
     def _read_restored(
@@ -546,7 +491,6 @@ class Drill:
                 conn = stack.enter_context(
                     cluster.connect(RESTORED_DB, user=READER_ROLE, options=options)
                 )
-                started = time.perf_counter()
                 self._identity_checks(conn, facts.findings)
                 rows = self._database_checks(conn, located)
                 newest = checks.newest_verified_key(conn) if rows is not None else None
@@ -556,16 +500,16 @@ class Drill:
                 self._add(checks.database_error(self._results, exc))
                 rows, newest, conn = None, None, None
             self._collect_chain(chain, newest, rows or [])
-            if conn is None:
-                return
-            started = time.perf_counter()
-            try:
-                decrypted = checks.shares_decrypt(conn, newest, self.request.signer_secret)
-            except psycopg.Error as exc:
-                if exc.sqlstate in _TIMEOUT_STATES:
-                    raise
-                decrypted = checks.database_error(self._results, exc, "dkg.shares_decrypt")
-            self._add(decrypted, started)
+            if conn is not None:
+                self._add(timed_check(self._shares_decrypt, conn, newest))
+
+    def _shares_decrypt(self, conn: psycopg.Connection[Any], newest: bytes | None) -> CheckResult:
+        try:
+            return checks.shares_decrypt(conn, newest, self.request.signer_secret)
+        except psycopg.Error as exc:
+            if exc.sqlstate in _TIMEOUT_STATES:
+                raise
+            return checks.database_error(self._results, exc, "dkg.shares_decrypt")
 
     def _restore(self, cluster: ThrowawayCluster, prepared: PreparedArchive) -> Any:
         jobs = self.request.jobs if prepared.format in ("custom", "directory") else 1
@@ -587,7 +531,7 @@ class Drill:
 
     def _start_amcheck(
         self, cluster: ThrowawayCluster, has_amcheck: bool
-    ) -> tuple[subprocess.Popen[bytes], float] | None:
+    ) -> tuple[subprocess.Popen[bytes], Stopwatch] | None:
         if not cluster.binaries.has("pg_amcheck") or not has_amcheck:
             self._add(checks.skipped("restore.amcheck", "pg_amcheck or amcheck is not available"))
             return None
@@ -604,65 +548,34 @@ class Drill:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        return proc, time.perf_counter()
+        return proc, Stopwatch()
 
     def _finish_amcheck(
-        self, cluster: ThrowawayCluster, started: tuple[subprocess.Popen[bytes], float] | None
+        self, cluster: ThrowawayCluster, started: tuple[subprocess.Popen[bytes], Stopwatch] | None
     ) -> None:
-        if started is None:
-            return
-        proc, t0 = started
-        try:
-            output, _ = proc.communicate(timeout=3600)
-        except BaseException:
-            cluster.sandbox.kill(proc)
-            proc.wait()
-            raise
-        cluster.sandbox.sweep(proc)
-        text = output.decode(errors="replace")
-        lines = [line for line in text.splitlines() if line.strip()]
-        self._add(checks.amcheck(proc.returncode, lines), t0)
+        if started is not None:
+            proc, watch = started
+            self._add(amcheck_result(proc, cluster.sandbox).timed(watch.elapsed()))
 
     def _database_checks(self, conn: Any, located: LocatedBackup) -> list[checks.DkgRow] | None:
-        started = time.perf_counter()
-        schema = checks.schema_present(conn)
-        self._add(schema, started)
+        schema = timed_check(checks.schema_present, conn)
+        self._add(schema)
         if schema.status != Status.PASS:
             return None
-        started = time.perf_counter()
-        self._add(checks.migrations_present(conn, located.manifest), started)
-        started = time.perf_counter()
-        self._add(checks.rows_match_manifest(conn, located.manifest), started)
-        started = time.perf_counter()
+        self._add(timed_check(checks.migrations_present, conn, located.manifest))
+        self._add(timed_check(checks.rows_match_manifest, conn, located.manifest))
+        watch = Stopwatch()
         rows = checks.read_dkg_rows(conn)
         newest = checks.newest_verified_key(conn)
-        self._add(checks.verified_key_present(rows, newest), started)
+        self._add(checks.verified_key_present(rows, newest).timed(watch.elapsed()))
         return rows
 
     def _collect_chain(
         self, chain: _ChainFutures, newest: bytes | None, rows: list[checks.DkgRow]
     ) -> None:
-        started = time.perf_counter()
-        onchain: bytes | None = self.request.expected_key
-        signer_data = None
-        why_no_chain = "--expected-key given: the signer set was not read"
-        if chain.key is not None and chain.signer is not None:
-            with self._timed("chain"):
-                key_reading = chain.key.result()
-                signer_reading = chain.signer.result()
-            outcomes = [(o.display_url, _key_text(o.value), o.error) for o in key_reading.outcomes]
-            self.report.chain_endpoints = [
-                {"endpoint": url, "value": value, "error": error} for url, value, error in outcomes
-            ]
-            self.answered_urls = [o.url for o in key_reading.outcomes if o.error is None]
-            self._add(checks.endpoints_agree(outcomes, None), started)
-            onchain = key_reading.agreed_key
-            signer_data = signer_reading.agreed
-            why_no_chain = "get-current-signer-data: no agreed answer"
-            if key_reading.not_set:
-                why_no_chain = "the registry has no aggregate key yet"
-        else:
-            self._add(checks.endpoints_agree([], self.request.expected_key), started)
+        """The on-chain (or given) key against the restored one: the key checks, the report's
+        keys and the newest row's signer set."""
+        onchain, signer_data, why_no_chain = self._chain_answers(chain)
         by_hand = self.request.expected_key is not None
         self.report.db_aggregate_key = newest.hex() if newest else None
         row = next((r for r in rows if r.aggregate_key == newest), None)
@@ -678,12 +591,37 @@ class Drill:
                 self._remember_chain_key(onchain)
         if newest is None and not rows and "dkg.verified_key_present" not in self._results:
             return
-        started = time.perf_counter()
+        watch = Stopwatch()
         reference = checks.GIVEN_BY_HAND if by_hand else checks.ON_CHAIN
         history = set() if by_hand else self._history()
         result, self._key_verdict = checks.matches_chain(newest, rows, onchain, history, reference)
-        self._add(result, started)
+        self._add(result.timed(watch.elapsed()))
         self._add(checks.signer_set_matches(newest, rows, signer_data, why_no_chain))
+
+    def _chain_answers(self, chain: _ChainFutures) -> tuple[bytes | None, Any, str]:
+        """(the key to compare with, the agreed signer data, why there is none), with the
+        endpoints' check recorded."""
+        watch = Stopwatch()
+        if chain.key is None or chain.signer is None:
+            self._add(checks.endpoints_agree([], self.request.expected_key).timed(watch.elapsed()))
+            return (
+                self.request.expected_key,
+                None,
+                "--expected-key given: the signer set was not read",
+            )
+        with self.phases.phase("chain"):
+            key_reading = chain.key.result()
+            signer_reading = chain.signer.result()
+        outcomes = [(o.display_url, _key_text(o.value), o.error) for o in key_reading.outcomes]
+        self.report.chain_endpoints = [
+            {"endpoint": url, "value": value, "error": error} for url, value, error in outcomes
+        ]
+        self.answered_urls = [o.url for o in key_reading.outcomes if o.error is None]
+        self._add(checks.endpoints_agree(outcomes, None).timed(watch.elapsed()))
+        why_no_chain = "get-current-signer-data: no agreed answer"
+        if key_reading.not_set:
+            why_no_chain = "the registry has no aggregate key yet"
+        return key_reading.agreed_key, signer_reading.agreed, why_no_chain
 
     def _history(self) -> set[bytes]:
         with StateStore.open(self.settings.state_dir) as store:
@@ -742,7 +680,6 @@ def _prepare_database(cluster: ThrowawayCluster) -> bool:
     """The drill's roles, the database the archive goes into (owned by the restore role) and
     amcheck, installed before anything is restored (so nothing restored can interfere) in a
     schema of ours. Whether amcheck is available."""
-    from psycopg import sql
 
     with cluster.connect() as conn:
         for role in (RESTORE_ROLE, READER_ROLE):
@@ -797,8 +734,6 @@ def _create_roles(cluster: ThrowawayCluster, roles: set[str]) -> None:
     wanted = sorted(r for r in roles if _creatable(r))[:MAX_DUMP_ROLES]
     if not wanted:
         return
-    from psycopg import sql
-
     made = []
     with cluster.connect() as conn:
         existing = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
@@ -836,6 +771,36 @@ def _announce_kept(messages: list[str], verdict: str) -> None:
     echo(f"  the restored backup is the database {RESTORED_DB!r}")
 
 
+def amcheck_result(
+    proc: subprocess.Popen[bytes], sandbox: Sandbox, max_output: int = AMCHECK_MAX_OUTPUT
+) -> CheckResult:
+    """The check of a pg_amcheck run: its report read up to `max_output` bytes (a clean
+    database prints nothing, and a restored archive must not make us hold without end what
+    it prints: over the cap it is stopped, and the check fails). The deadline bounds its time
+    (the watchdog kills the sandbox)."""
+    assert proc.stdout is not None
+    try:
+        with proc.stdout:
+            output, more = read_capped(proc.stdout, max_output)
+        if more:
+            sandbox.kill(proc)
+        proc.wait()
+    except BaseException:
+        sandbox.kill(proc)
+        proc.wait()
+        raise
+    sandbox.sweep(proc)
+    lines = [line for line in output.decode(errors="replace").splitlines() if line.strip()]
+    return checks.amcheck(proc.returncode, lines, cut_at=max_output if more else None)
+
+
+def _wait_quietly(work: InBackground[Any]) -> None:
+    """Wait for background work that was told to stop; what it raised was already reported
+    (or is moot now)."""
+    with contextlib.suppress(Exception):  # reported where the drill waited for it, if at all
+        work.result()
+
+
 def _key_text(value: bytes | None) -> str | None:
     if value is None:
         return None
@@ -859,9 +824,6 @@ def _attest(
     settings: Settings, request: VerifyRequest, drill: Drill, window: tuple[float, float]
 ) -> None:
     """Every drill that reached a verdict leaves signed evidence beside its backup."""
-    from sbtc_ops.attest.service import attest_drill
-    from sbtc_ops.verify.evidence import build_evidence
-
     storages = _attestation_storages(settings, request, drill.located)
     evidence = build_evidence(
         settings, drill.report, drill.located, storages, drill.answered_urls, window

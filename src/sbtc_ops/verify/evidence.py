@@ -26,7 +26,7 @@ from sbtc_ops.stacks import StacksError, get_info
 if TYPE_CHECKING:
     from sbtc_ops.backup.archive import LocatedBackup
     from sbtc_ops.config import Settings
-    from sbtc_ops.verify.drill import VerifyReport
+    from sbtc_ops.verify.report import VerifyReport
 
 HASH_CHUNK = 1 << 20
 

@@ -14,12 +14,13 @@ custom archive, and that is what pg_restore writes. A backup that is not proven 
 from __future__ import annotations
 
 import subprocess
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sbtc_ops.backup.archive import PreparedArchive
-from sbtc_ops.backup.restore import RestoreRequest, preflight, restore_prepared
+from sbtc_ops.backup.restore import ProvenArchive, RestoreRequest, preflight, restore_prepared
+from sbtc_ops.backup.source import ConnectionTarget
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.progress import echo
@@ -48,38 +49,13 @@ def run_gated_restore(
 ) -> dict[str, Any]:
     """The restore command: drill first, then the target. The result's `refused` says the
     gate stopped it (nothing written)."""
-    target = preflight(settings, request)
-    outcome: dict[str, Any] = {}
-
-    def gate(ctx: GateContext) -> None:
-        problems = _gate_problems(ctx)
-        outcome["problems"] = problems
-        if problems and not force_unverified:
-            return
-        if problems:
-            _warn_unverified(problems)
-        archive = ctx.prepared
-        version = ctx.located.manifest.pg_dump_version if ctx.located.manifest else None
-        if archive.format == "plain":
-            archive = _redump(ctx)
-            version = ctx.cluster.binaries.version
-        manifest = ctx.located.manifest
-        outcome["restored"] = restore_prepared(
-            settings,
-            request,
-            target,
-            archive,
-            backup=ctx.located.backup_id or ctx.located.ref,
-            expected_rows=manifest.rows if manifest else None,
-            dump_version=version,
-        )
-
+    gate = _Gate(settings, request, preflight(settings, request), force_unverified)
     drill = VerifyRequest(request.backup_ref, locations=request.locations, jobs=jobs, gate=gate)
     report = run_verify(settings, drill)
-    if "problems" not in outcome:
+    if gate.problems is None:
         _not_restored_in_sandbox(report.backup, report.checks)
-    problems: list[str] = outcome["problems"]
-    restored = outcome.get("restored")
+    problems = gate.problems or []
+    restored = gate.restored
     verified = not problems
     _record(settings, report.backup, restored is not None, problems, force_unverified)
     identity = {
@@ -97,6 +73,39 @@ def run_gated_restore(
         "forced_unverified": not verified,
         "not_restored": NOT_RESTORED,
     }
+
+
+@dataclass
+class _Gate:
+    """Called by the drill while its cluster still holds the restored archive: writes the
+    target when the archive is proven (or --force-unverified)."""
+
+    settings: Settings
+    request: RestoreRequest
+    target: ConnectionTarget
+    force_unverified: bool
+    problems: list[str] | None = None  # None: the drill never reached the gate
+    restored: dict[str, Any] | None = None
+
+    def __call__(self, ctx: GateContext) -> None:
+        self.problems = _gate_problems(ctx)
+        if self.problems and not self.force_unverified:
+            return
+        if self.problems:
+            _warn_unverified(self.problems)
+        archive = ctx.prepared
+        version = ctx.located.manifest.pg_dump_version if ctx.located.manifest else None
+        if archive.format == "plain":
+            archive = _redump(ctx)
+            version = ctx.cluster.binaries.version
+        manifest = ctx.located.manifest
+        proven = ProvenArchive(
+            archive,
+            backup=ctx.located.backup_id or ctx.located.ref,
+            expected_rows=manifest.rows if manifest else None,
+            dump_version=version,
+        )
+        self.restored = restore_prepared(self.settings, self.request, self.target, proven)
 
 
 def _gate_problems(ctx: GateContext) -> list[str]:

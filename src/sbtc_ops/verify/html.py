@@ -14,7 +14,7 @@ from typing import Any
 
 from sbtc_ops import __version__
 from sbtc_ops.files import write_report_file
-from sbtc_ops.verify.drill import VerifyReport
+from sbtc_ops.verify.report import VerifyReport
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:64rem;color:#1f2328}

@@ -8,7 +8,7 @@ from sbtc_ops.progress import StepProgress
 from sbtc_ops.render import CheckLine, render_checks
 from sbtc_ops.results import CheckResult
 from sbtc_ops.verify.checks import GIVEN_BY_HAND
-from sbtc_ops.verify.drill import VerifyReport
+from sbtc_ops.verify.report import VerifyReport
 
 _VERDICT_STYLE = {"match": "bold green", "stale": "bold yellow"}
 

@@ -16,11 +16,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from sbtc_ops.audit.compose import (
-    compose_files,
-    compose_files_if_configured,
-    service_environment,
-)
+import psycopg
+
 from sbtc_ops.audit.framework import (
     HostContext,
     HostFileError,
@@ -33,6 +30,11 @@ from sbtc_ops.audit.framework import (
     warned,
 )
 from sbtc_ops.audit.sshd import SshdView, effective_views
+from sbtc_ops.host.compose import (
+    compose_files,
+    compose_files_if_configured,
+    service_environment,
+)
 from sbtc_ops.redact import parse_dsn, url_credentials
 
 AREA = "access"
@@ -531,7 +533,6 @@ def _compose_db_endpoint(ctx: HostContext) -> str | None:
 
 
 def _role_attributes(url: str, user: str) -> Outcome:
-    import psycopg
 
     try:
         with psycopg.connect(url, connect_timeout=3) as conn:

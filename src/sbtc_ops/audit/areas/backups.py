@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sbtc_ops.audit.backuplist import backup_rows
 from sbtc_ops.audit.framework import (
-    EvidenceError,
     HostContext,
     Outcome,
     Severity,
@@ -20,34 +20,17 @@ from sbtc_ops.audit.framework import (
     passed,
     warned,
 )
+from sbtc_ops.backup.ids import backup_time
+from sbtc_ops.backup.source import parse_target
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.pg.runas import resolve_run_as
+from sbtc_ops.pg.sandbox import isolation_of
+from sbtc_ops.state import EventKind, StateStore
 
 AREA = "backups"
 SECTION = "Daily PostgreSQL backups, periodically verified"
 MAX_BACKUP_AGE = timedelta(hours=26)
 MAX_VERIFY_AGE = timedelta(days=8)
-
-
-def backup_configured(ctx: HostContext) -> bool:
-    return ctx.settings.backup.local_dir is not None or bool(ctx.settings.backup.s3.url)
-
-
-def backup_rows(ctx: HostContext) -> list[dict[str, Any]]:
-    """Every backup in the configured locations (newest first), listed once per audit."""
-    if not backup_configured(ctx):
-        raise Skip("no backup location configured (backup.local_dir / backup.s3.url)")
-    return ctx.memo("backups.list", lambda: _list_backups(ctx))
-
-
-def _list_backups(ctx: HostContext) -> list[dict[str, Any]]:
-    from sbtc_ops.backup.service import list_all
-    from sbtc_ops.errors import SbtcOpsError
-
-    try:
-        # A configured directory not created yet holds no backup: the finding says so.
-        return list_all(ctx.settings, None, missing_is_empty=True)
-    except SbtcOpsError as exc:
-        raise EvidenceError(f"cannot list backups: {exc}") from None
 
 
 def _complete_full(ctx: HostContext) -> list[dict[str, Any]]:
@@ -56,7 +39,6 @@ def _complete_full(ctx: HostContext) -> list[dict[str, Any]]:
 
 
 def _age(ctx: HostContext, backup_id: str) -> timedelta:
-    from sbtc_ops.backup.ids import backup_time
 
     return ctx.now - backup_time(backup_id)
 
@@ -95,7 +77,6 @@ def recent_backup(ctx: HostContext) -> Outcome:
     remediation="Run `sbtc-ops verify --latest` and fix what it reports.",
 )
 def verified_backup(ctx: HostContext) -> Outcome:
-    from sbtc_ops.state import EventKind, StateStore
 
     complete = _complete_full(ctx)
     if not complete:
@@ -224,16 +205,12 @@ def newest_dkg_backed_up(ctx: HostContext) -> Outcome:
     "verify's warning names the missing layer.",
 )
 def drill_sandbox(ctx: HostContext) -> Outcome:
-    from sbtc_ops.state import EventKind, StateStore
 
     with StateStore.open(ctx.settings.state_dir) as store:
         events = [e for e in store.events(EventKind.VERIFY, limit=50) if e.data.get("sandbox")]
     if events:
         layers, source = events[0].data["sandbox"], f"the last verify ({events[0].subject})"
     else:  # no verify recorded one yet: what a drill started by this process would get
-        from sbtc_ops.pg.runas import resolve_run_as
-        from sbtc_ops.pg.sandbox import isolation_of
-
         try:
             run_as = resolve_run_as(ctx.settings.postgres.run_as)
         except SbtcOpsError as exc:
@@ -246,7 +223,6 @@ def drill_sandbox(ctx: HostContext) -> Outcome:
 
 
 def _live_newest_dkg(ctx: HostContext) -> tuple[str, datetime] | None:
-    from sbtc_ops.backup.source import parse_target
 
     db_url = ctx.settings.effective_db_url
     assert db_url is not None

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from pathlib import PurePosixPath
 from typing import Any
 
-from sbtc_ops.audit.compose import compose_files_if_configured
 from sbtc_ops.audit.framework import (
-    EvidenceError,
     HostContext,
     Outcome,
     Severity,
@@ -26,10 +23,11 @@ from sbtc_ops.audit.framework import (
     passed,
     warned,
 )
-from sbtc_ops.audit.signerside import db_rows, running_version
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.host.signer import PG_DATA, data_volumes, volume_free
 from sbtc_ops.signer import dbfacts
 from sbtc_ops.signer.knowledge import load
+from sbtc_ops.signer.running import database_size_bytes, db_query, running_version
 
 AREA = "database"
 SECTION = "Signer database healthy, sized and on the running image's schema"
@@ -42,19 +40,10 @@ DAYS_WARN, DAYS_FAIL = 30.0, 7.0
 DEAD_FRACTION_WARN = 0.2
 DEAD_ROWS_MIN = 10_000
 VACUUM_STALE_S = 7 * 86400
-_PG_DATA = "/var/lib/postgresql/data"
-
-
-def _query(ctx: HostContext) -> dbfacts.Query:
-    return lambda sql, params: db_rows(ctx, sql, params)
-
-
-def database_size_bytes(ctx: HostContext) -> int:
-    return ctx.memo("database.size", lambda: dbfacts.database_bytes(_query(ctx)))
 
 
 def _relations(ctx: HostContext) -> list[dbfacts.Relation]:
-    return ctx.memo("database.relations", lambda: dbfacts.relations(_query(ctx)))
+    return ctx.memo("database.relations", lambda: dbfacts.relations(db_query(ctx)))
 
 
 def _mb(size: float) -> str:
@@ -86,38 +75,6 @@ def database_size(ctx: HostContext) -> Outcome:
     return passed(text, **data)
 
 
-def data_volumes(ctx: HostContext) -> list[tuple[str, str]]:
-    """(role, path) of the volumes holding the data and the backups."""
-    found: list[tuple[str, str]] = []
-    extra = ctx.settings.audit.db_data_path
-    if extra:
-        found.append(("database", str(extra)))
-    for compose in compose_files_if_configured(ctx):
-        for service in compose.services.values():
-            for volume in service.get("volumes") or []:
-                source, _, target = str(volume).partition(":")
-                if target.split(":")[0].rstrip("/") == _PG_DATA and source.startswith((".", "/")):
-                    base = PurePosixPath(source)
-                    path = base if base.is_absolute() else compose.directory / base
-                    found.append(("database", str(path)))
-    if ctx.settings.backup.local_dir is not None:
-        found.append(("backups", str(ctx.settings.backup.local_dir)))
-    return found
-
-
-def volume_free(ctx: HostContext, path: str) -> tuple[str, int, int]:
-    where = PurePosixPath(path)
-    # A backup directory not created yet will live on its nearest existing parent's volume.
-    while not ctx.exists(where) and where != where.parent:
-        where = where.parent
-    result = ctx.run_ok(["df", "-B1", "--output=target,size,avail", str(where)])
-    lines = result.stdout.strip().splitlines()
-    fields = lines[-1].split() if len(lines) >= 2 else []
-    if len(fields) != 3 or not fields[1].isdigit() or not fields[2].isdigit():
-        raise EvidenceError(f"cannot parse `df` output for {path}")
-    return fields[0], int(fields[1]), int(fields[2])
-
-
 @check(
     "DB-004",
     area=AREA,
@@ -143,7 +100,7 @@ def growth_and_free_space(ctx: HostContext) -> Outcome:
     if not volumes:
         raise Skip(
             "no volume to judge (audit.db_data_path, a compose bind mount of "
-            f"{_PG_DATA}, or backup.local_dir); growth {_rate(per_day)}"
+            f"{PG_DATA}, or backup.local_dir); growth {_rate(per_day)}"
         )
     seen: dict[str, dict[str, Any]] = {}
     for role, path in volumes:
@@ -229,7 +186,7 @@ def schema_version(ctx: HostContext) -> Outcome:
     version, source = running_version(ctx)
     table = load()
     expected = list(table.migrations_at(version))
-    applied = dbfacts.applied_migrations(_query(ctx))
+    applied = dbfacts.applied_migrations(db_query(ctx))
     every = set(table.migrations_at("HEAD"))
     behind = [m for m in expected if m not in applied]
     ahead = [m for m in applied if m in every and m not in expected]

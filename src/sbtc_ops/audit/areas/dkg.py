@@ -14,28 +14,18 @@ from sbtc_ops.audit.framework import (
     HostContext,
     Outcome,
     Severity,
-    Skip,
     check,
     failed,
     passed,
     warned,
 )
-from sbtc_ops.audit.signerside import bitcoin_height, db_rows, registry_signer_data, signer_config
-from sbtc_ops.signer.dkgstate import DKG_ROWS_QUERY, DkgState, state_from_rows, verification_window
+from sbtc_ops.host.nodes import bitcoin_height
+from sbtc_ops.host.signer import registry_signer_data
+from sbtc_ops.signer.dkgstate import DkgState
+from sbtc_ops.signer.running import dkg_state, window_of
 
 AREA = "dkg"
 SECTION = "DKG shares verified, current and backed up"
-
-
-def dkg_state(ctx: HostContext) -> DkgState:
-    return ctx.memo("dkg.state", lambda: state_from_rows(db_rows(ctx, DKG_ROWS_QUERY)))
-
-
-def window_of(ctx: HostContext) -> int:
-    try:
-        return verification_window(signer_config(ctx).get("signer.dkg_verification_window"))
-    except Skip:
-        return verification_window(None)
 
 
 def _age(ctx: HostContext, state: DkgState) -> str:

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sbtc_ops.audit.areas.secrets import files_holding
-from sbtc_ops.audit.compose import compose_paths_with_env
+from coincurve import PrivateKey
+
 from sbtc_ops.audit.framework import (
     EvidenceError,
     HostContext,
@@ -23,8 +23,10 @@ from sbtc_ops.audit.framework import (
     passed,
     warned,
 )
+from sbtc_ops.audit.secretfiles import files_holding
+from sbtc_ops.host.compose import compose_paths_with_env
 from sbtc_ops.keys.wellknown import well_known
-from sbtc_ops.state import EventKind
+from sbtc_ops.state import EventKind, StateStore
 
 AREA = "keys"
 SECTION = "Protect the private key; keep an offline cold-storage backup"
@@ -64,7 +66,6 @@ def _load_key(ctx: HostContext) -> SignerKey:
         raise EvidenceError(f"the private key from {source} is not 64 or 66 hex characters")
     secret_hex = normalized[:64]
     ctx.add_secret(secret_hex)
-    from coincurve import PrivateKey
 
     try:
         public = PrivateKey(bytes.fromhex(secret_hex)).public_key.format(compressed=True)
@@ -152,7 +153,6 @@ def backup_verified(ctx: HostContext) -> Outcome:
     state_db = ctx.settings.state_dir / "state.db"
     if not state_db.exists():
         return warned(f"no key backup verification recorded (no state in {state_db.parent})")
-    from sbtc_ops.state import StateStore
 
     with StateStore.open(ctx.settings.state_dir) as store:
         event = store.last_event(KEY_BACKUP_EVENT, key.public_hex)

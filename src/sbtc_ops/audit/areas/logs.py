@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
-from sbtc_ops.audit.compose import compose_files
 from sbtc_ops.audit.framework import (
     EvidenceError,
     HostContext,
@@ -33,7 +32,8 @@ from sbtc_ops.audit.framework import (
     passed,
     warned,
 )
-from sbtc_ops.audit.roles import ROLE_NAMES, RoleService, role_services
+from sbtc_ops.host.compose import compose_files
+from sbtc_ops.host.roles import ROLE_NAMES, RoleService, role_services
 from sbtc_ops.yamlsafe import YamlError, load_bounded
 
 T = TypeVar("T")

@@ -16,9 +16,8 @@ from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from sbtc_ops.audit.areas.backups import backup_configured, backup_rows
-from sbtc_ops.audit.areas.firewall import FirewallView, firewall_view
-from sbtc_ops.audit.compose import compose_files_if_configured, published_ports
+from sbtc_ops.audit.backuplist import backup_configured, backup_rows
+from sbtc_ops.audit.firewallview import FirewallView, firewall_view
 from sbtc_ops.audit.framework import (
     EvidenceError,
     HostContext,
@@ -42,6 +41,7 @@ from sbtc_ops.audit.netsource import (
 )
 from sbtc_ops.audit.ports import allowed_ports
 from sbtc_ops.audit.statefiles import read_state, write_state
+from sbtc_ops.host.compose import compose_files_if_configured, published_ports
 
 AREA = "monitoring"
 SECTION = "Logs and Prometheus metrics"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from sbtc_ops.audit.framework import (
     EvidenceError,
@@ -22,19 +21,18 @@ from sbtc_ops.audit.framework import (
     Skip,
     check,
     failed,
-    parse_toml,
     passed,
     warned,
 )
-from sbtc_ops.audit.netsource import (
-    HttpStatus,
-    failed_if_unreachable,
-    fetch,
-    fetch_json,
-    loopback_url,
-    require_mapping,
+from sbtc_ops.audit.netsource import failed_if_unreachable
+from sbtc_ops.host.nodes import (
+    RpcError,
+    bitcoin_rpc,
+    observers,
+    signer_observers,
+    stacks_info,
+    stacks_node_config,
 )
-from sbtc_ops.stacks import api_key_for
 
 AREA = "nodes"
 SECTION = "Dedicated Bitcoin and Stacks nodes, minimum hardware"
@@ -83,46 +81,6 @@ STACKS_NETWORK_IDS = {"mainnet": (1,), "testnet": (0x80000000,), "devnet": (0x80
 
 
 # -- Bitcoin Core RPC -----------------------------------------------------------------------
-
-
-class RpcError(EvidenceError):
-    def __init__(self, method: str, code: int, message: str) -> None:
-        super().__init__(f"Bitcoin Core RPC {method} returned error {code}: {message}")
-        self.code = code
-
-
-def bitcoin_rpc_url(ctx: HostContext) -> str:
-    audit = ctx.settings.audit
-    if audit.bitcoin_rpc_url is not None:
-        return audit.bitcoin_rpc_url.get_secret_value()
-    endpoints = ctx.settings.signer.bitcoin_rpc_endpoints
-    if endpoints:
-        return endpoints[0].get_secret_value()
-    raise Skip(
-        "no Bitcoin Core RPC endpoint configured (audit.bitcoin_rpc_url or the signer's "
-        "bitcoin.rpc_endpoints)"
-    )
-
-
-def bitcoin_rpc(ctx: HostContext, method: str) -> dict[str, Any]:
-    """One JSON-RPC call (result must be an object), shared across checks."""
-
-    def call() -> dict[str, Any]:
-        url = bitcoin_rpc_url(ctx)
-        body = {"jsonrpc": "1.0", "id": "sbtc-ops", "method": method, "params": []}
-        what = f"Bitcoin Core RPC {method}"
-        # bitcoind answers JSON-RPC 1.0 errors with HTTP 404 (unknown method) or 500.
-        reply = fetch(ctx, "POST", url, what=what, json_body=body, accept_status=(404, 500))
-        document = require_mapping(reply.json(what), what)
-        error = document.get("error")
-        if error:
-            error = require_mapping(error, what)
-            raise RpcError(method, int(error.get("code", 0)), str(error.get("message", "")))
-        if reply.status != 200:
-            raise HttpStatus(f"{what} answered HTTP {reply.status}", reply.status, reply.text)
-        return require_mapping(document.get("result"), f"{what} result")
-
-    return ctx.memo(f"bitcoin-rpc:{method}", call)
 
 
 def _bitcoin_or_fail(ctx: HostContext, method: str) -> dict[str, Any] | Outcome:
@@ -225,24 +183,6 @@ def bitcoin_txindex(ctx: HostContext) -> Outcome:
 # -- Stacks node ----------------------------------------------------------------------------
 
 
-def stacks_node_url(ctx: HostContext) -> str:
-    audit = ctx.settings.audit
-    url = audit.stacks_node_url or next(iter(ctx.settings.stacks.endpoints), None)
-    if not url:
-        raise Skip("no Stacks node configured (audit.stacks_node_url or stacks.endpoints)")
-    return url.rstrip("/")
-
-
-def stacks_info(ctx: HostContext) -> dict[str, Any]:
-    url = f"{stacks_node_url(ctx)}/v2/info"
-    headers = {}
-    api_key = api_key_for(ctx.settings, url)
-    if api_key is not None:
-        headers["x-api-key"] = api_key
-    document = fetch_json(ctx, url, what="Stacks node /v2/info", headers=headers)
-    return require_mapping(document, "Stacks node /v2/info")
-
-
 def _stacks_or_fail(ctx: HostContext) -> dict[str, Any] | Outcome:
     return failed_if_unreachable(
         lambda: stacks_info(ctx), "Start the Stacks node (or fix audit.stacks_node_url)."
@@ -315,11 +255,6 @@ def stacks_network(ctx: HostContext) -> Outcome:
     )
 
 
-def _observer_port(ctx: HostContext) -> int:
-    url = loopback_url(ctx.settings.signer.event_observer_bind, "") or "http://x:8801"
-    return urlsplit(url).port or 8801
-
-
 @check(
     "NODE-006",
     area=AREA,
@@ -334,16 +269,12 @@ def _observer_port(ctx: HostContext) -> int:
     "consumers on their own node; no miner, mock_mining or pre_nakamoto_mock_signing.",
 )
 def stacks_dedicated(ctx: HostContext) -> Outcome:
-    path = ctx.settings.audit.stacks_node_config
-    if path is None:
-        raise Skip("the Stacks node's Config.toml is not configured (audit.stacks_node_config)")
-    config = parse_toml(ctx.read_text(path), path)
-    observers = [o for o in config.get("events_observer") or [] if isinstance(o, dict)]
-    port = _observer_port(ctx)
-    ours = [o for o in observers if _endpoint_port(str(o.get("endpoint", ""))) == port]
-    others = [o for o in observers if o not in ours]
+    path, config = stacks_node_config(ctx)
+    port, ours = signer_observers(ctx, config)
+    every = observers(config)
+    others = [o for o in every if o not in ours]
     data: dict[str, Any] = {
-        "observers": [str(o.get("endpoint")) for o in observers],
+        "observers": [str(o.get("endpoint")) for o in every],
         "signer_port": port,
     }
     if not ours:
@@ -363,11 +294,6 @@ def stacks_dedicated(ctx: HostContext) -> Outcome:
     if problems:
         return warned(f"{path}: " + "; ".join(problems), **data)
     return passed(f"{path}: one events observer, the signer's ({ours[0].get('endpoint')})", **data)
-
-
-def _endpoint_port(endpoint: str) -> int | None:
-    match = re.search(r":(\d+)(/|$)", endpoint)
-    return int(match.group(1)) if match else None
 
 
 def _keys(observer: dict[str, Any]) -> str:

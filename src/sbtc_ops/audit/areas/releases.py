@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sbtc_ops.audit.areas.nodes import bitcoin_rpc, stacks_info
 from sbtc_ops.audit.framework import (
     EvidenceError,
     HostContext,
@@ -38,8 +37,11 @@ from sbtc_ops.audit.framework import (
     warned,
 )
 from sbtc_ops.audit.netsource import Malformed, fetch, require_mapping
-from sbtc_ops.audit.roles import BITCOIN, SIGNER, STACKS, image_tag, role_services
 from sbtc_ops.audit.statefiles import read_state, write_state
+from sbtc_ops.host.nodes import bitcoin_rpc, stacks_info
+from sbtc_ops.host.roles import BITCOIN, STACKS, image_tag, role_services
+from sbtc_ops.host.signer import OCI_VERSION as OCI_VERSION
+from sbtc_ops.host.signer import signer_image_version
 from sbtc_ops.install import inspect_environment, locked_pins
 
 AREA = "releases"
@@ -235,51 +237,6 @@ def _role_tags(ctx: HostContext, role: str) -> list[str]:
     return [tag for image in _role_images(ctx, role) if (tag := image_tag(image))]
 
 
-def _docker_images(ctx: HostContext) -> list[str]:
-    try:
-        result = ctx.run(["docker", "ps", "--format", "{{.Image}}"])
-    except Skip:
-        return []
-    return result.stdout.split() if result.ok else []
-
-
-OCI_VERSION = '{{index .Config.Labels "org.opencontainers.image.version"}}'
-
-
-def _label_version(ctx: HostContext, image: str) -> str | None:
-    """The image's OCI version label (set by the release workflow), for digest-only pins."""
-    try:
-        result = ctx.run(["docker", "image", "inspect", "--format", OCI_VERSION, image])
-    except Skip:
-        return None
-    label = result.stdout.strip()
-    return label if result.ok and label and label != "<no value>" else None
-
-
-def _sbtc_version(text: str) -> Version | None:
-    return SBTC_TRACK.version(text.removeprefix("signer-").removesuffix("-debian"))
-
-
-def signer_version(ctx: HostContext) -> tuple[Version, str]:
-    images = _role_images(ctx, SIGNER)
-    source = "compose image"
-    if not images:
-        images = [image for image in _docker_images(ctx) if "sbtc" in image]
-        source = "docker ps"
-    for image in images:
-        tag = image_tag(image)
-        version = _sbtc_version(tag) if tag else None
-        if version is not None:
-            return version, f"{source} tag {tag}"
-        label = _label_version(ctx, image)
-        version = _sbtc_version(label) if label else None
-        if version is not None:
-            return version, f"image label org.opencontainers.image.version={label}"
-    if images:
-        raise Skip(f"the signer image {images[0]!r} names no version (pin a release tag)")
-    raise Skip("no sBTC signer image found (docker.compose_files or a running container)")
-
-
 _STACKS_VERSION = re.compile(r"(\d+\.\d+\.\d+\.\d+\.\d+)")  # stacks-core 3.1.0.0.7
 
 
@@ -335,7 +292,7 @@ def _release_check(
     "(ghcr.io/stacks-sbtc/sbtc:signer-<version>@sha256:<digest>), following its release notes.",
 )
 def sbtc_release(ctx: HostContext) -> Outcome:
-    return _release_check(ctx, "sBTC signer", SBTC_TRACK, signer_version)
+    return _release_check(ctx, "sBTC signer", SBTC_TRACK, signer_image_version)
 
 
 @check(

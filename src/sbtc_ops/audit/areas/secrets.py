@@ -6,19 +6,12 @@ No secret value is ever put in a finding: findings name where a secret is and wh
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sbtc_ops.audit.compose import (
-    compose_files_if_configured,
-    compose_paths_with_env,
-    service_environment,
-)
 from sbtc_ops.audit.framework import (
     PUBLIC_DEFAULT_PASSWORDS,
     HostContext,
-    HostFileError,
     Outcome,
     Severity,
     Skip,
@@ -28,6 +21,12 @@ from sbtc_ops.audit.framework import (
     warned,
 )
 from sbtc_ops.audit.inventory import roster, secrets_inventory
+from sbtc_ops.audit.secretfiles import files_holding
+from sbtc_ops.host.compose import (
+    compose_files_if_configured,
+    compose_paths_with_env,
+    service_environment,
+)
 from sbtc_ops.redact import redact_url, url_credentials
 
 AREA = "secrets"
@@ -198,34 +197,6 @@ def secret_files(ctx: HostContext) -> list[str]:
         candidates.append(str(settings.backup.identity_file))
     candidates += compose_paths_with_env(ctx)
     return list(dict.fromkeys(ctx.show(path) for path in candidates))
-
-
-@dataclass(frozen=True)
-class SecretFile:
-    path: str
-    mode: int  # permission bits
-    holds: str  # what secret it holds, never the value
-
-    @property
-    def exposed(self) -> bool:
-        return bool(self.mode & 0o077)
-
-
-def files_holding(
-    ctx: HostContext, paths: list[str], holds: Callable[[str], str | None]
-) -> tuple[list[SecretFile], list[tuple[str, HostFileError]]]:
-    """The existing files in which holds(text) names a secret, and those that cannot be read."""
-    found: list[SecretFile] = []
-    unreadable: list[tuple[str, HostFileError]] = []
-    for path in paths:
-        try:
-            text = ctx.read_optional(path)
-            what = None if text is None else holds(text)
-            if what is not None:
-                found.append(SecretFile(path, ctx.stat(path).st_mode & 0o777, what))
-        except HostFileError as exc:
-            unreadable.append((path, exc))
-    return found, unreadable
 
 
 _ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z0-9_.\-]+)\s*[=:]\s*(.*)$")

@@ -23,16 +23,12 @@ from sbtc_ops.audit.framework import (
     passed,
     warned,
 )
-from sbtc_ops.audit.signerside import (
-    bitcoin_height,
-    db_rows,
-    registry_signer_data,
-    running_version,
-    signer_config,
-)
 from sbtc_ops.config import PRESETS
+from sbtc_ops.host.nodes import bitcoin_height, signer_observers, stacks_node_config
+from sbtc_ops.host.signer import db_rows, registry_signer_data, signer_config, signer_endpoints
 from sbtc_ops.signer.configkeys import judge_keys
 from sbtc_ops.signer.knowledge import load
+from sbtc_ops.signer.running import running_version
 
 AREA = "signer-config"
 SECTION = "Signer configuration matches the running release and the registry"
@@ -320,16 +316,8 @@ REFERENCE_TIMEOUT_MS = 10_000  # docker/mainnet/nodes/stacks/Config.toml.in
     "[[events_observer]] whose endpoint is the signer's event observer, then restart the node.",
 )
 def events_observer_timeout(ctx: HostContext) -> Outcome:
-    from sbtc_ops.audit.areas.nodes import _endpoint_port, _observer_port
-    from sbtc_ops.audit.framework import parse_toml
-
-    path = ctx.settings.audit.stacks_node_config
-    if path is None:
-        raise Skip("the Stacks node's Config.toml is not configured (audit.stacks_node_config)")
-    config = parse_toml(ctx.read_text(path), path)
-    port = _observer_port(ctx)
-    observers = [o for o in config.get("events_observer") or [] if isinstance(o, dict)]
-    ours = [o for o in observers if _endpoint_port(str(o.get("endpoint", ""))) == port]
+    path, config = stacks_node_config(ctx)
+    port, ours = signer_observers(ctx, config)
     if not ours:
         raise Skip(f"no [[events_observer]] points at the signer (port {port}); see NODE-006")
     timeout = ours[0].get("timeout_ms")
@@ -341,3 +329,42 @@ def events_observer_timeout(ctx: HostContext) -> Outcome:
             f"{path}: timeout_ms = {timeout}, below the reference {REFERENCE_TIMEOUT_MS}", **data
         )
     return passed(f"{path}: timeout_ms = {timeout} for {data['endpoint']}", **data)
+
+
+@check(
+    "CFG-008",
+    area=AREA,
+    title="The signer's endpoints reach the nodes, not its own container",
+    severity=Severity.HIGH,
+    section=SECTION,
+    rationale="The signer resolves SIGNER_STACKS__ENDPOINTS, SIGNER_BITCOIN__RPC_ENDPOINTS and "
+    "its database endpoint inside its own container: on a compose bridge network 127.0.0.1 and "
+    "localhost are that container, not the host where the nodes listen, so the signer talks to "
+    "nothing (or to whatever else listens in its container).",
+    remediation="Name the node's compose service (stacks-blockchain, bitcoin, postgres) or an "
+    "address the container can reach (the bridge gateway, e.g. host.docker.internal with "
+    "extra_hosts: host-gateway); or run the signer with network_mode: host.",
+)
+def endpoints_reach_nodes(ctx: HostContext) -> Outcome:
+    endpoints = signer_endpoints(ctx)
+    if not endpoints:
+        raise Skip("the signer's configuration names no Stacks, Bitcoin RPC or database endpoint")
+    view = endpoints[0].view
+    own = [e for e in endpoints if e.reaches_itself]
+    data: dict[str, Any] = {
+        "seen_from": view.who,
+        "network_mode": view.mode,
+        "endpoints": [e.describe() for e in endpoints],
+        "loopback_in_container": [e.describe() for e in own],
+    }
+    if own:
+        return failed(
+            f"{view.who} ({view.mode} network) reaches itself, not the host, at: "
+            + "; ".join(f"{e.setting}={e.url}" for e in own),
+            **data,
+        )
+    return passed(
+        f"{len(endpoints)} endpoint(s), as {view.who} ({view.mode}) sees them: "
+        + ", ".join(sorted({e.host for e in endpoints})),
+        **data,
+    )

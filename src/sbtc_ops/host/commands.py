@@ -1,4 +1,4 @@
-"""How audit checks run host commands: the subprocess runner (timeouts, group kills), and the
+"""How the host layer runs host commands: the subprocess runner (timeouts, group kills), and the
 recorded and offline runners tests and --root audits use."""
 
 from __future__ import annotations
@@ -12,15 +12,10 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from sbtc_ops.audit.registry import CommandTimeout, ToolMissing
+from sbtc_ops.host.errors import CommandTimeout, ToolMissing
 from sbtc_ops.proc import signal_group
-from sbtc_ops.redact import PUBLIC_DEFAULT_PASSWORDS as PUBLIC_DEFAULT_PASSWORDS
-
-if TYPE_CHECKING:
-    pass
-
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
-"""The audited host as checks see it: HostContext (files under --root, commands, memo,
-secrets to scrub) and small parsing helpers."""
+"""The host as its readers see it: HostContext (files under --root, commands, memo, secrets
+to scrub) and small parsing helpers. The audit's checks, serve's signer-check and
+upgrade-check all read the host through one context."""
 
 from __future__ import annotations
 
@@ -10,18 +11,14 @@ import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePath, PurePosixPath
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from sbtc_ops import redact
-from sbtc_ops.audit.commands import CommandResult, CommandRunner, OfflineRunner, SubprocessRunner
-from sbtc_ops.audit.registry import EvidenceError, HostFileError, Skip
-from sbtc_ops.audit.rootpath import glob_in_root, resolve_in_root
+from sbtc_ops.config import Settings, secret_values
 from sbtc_ops.files import UnsafeFileError, open_regular, read_capped
-from sbtc_ops.redact import PUBLIC_DEFAULT_PASSWORDS as PUBLIC_DEFAULT_PASSWORDS
-
-if TYPE_CHECKING:
-    from sbtc_ops.config import Settings
-
+from sbtc_ops.host.commands import CommandResult, CommandRunner, OfflineRunner, SubprocessRunner
+from sbtc_ops.host.errors import EvidenceError, HostFileError, Unavailable
+from sbtc_ops.host.rootpath import glob_in_root, resolve_in_root
 
 T = TypeVar("T")
 
@@ -109,10 +106,10 @@ class HostContext:
         return result
 
     def run_ok(self, argv: Sequence[str], *, timeout: float | None = None) -> CommandResult:
-        """Like run, but a non-zero exit is a Skip naming the command's own complaint."""
+        """Like run, but a non-zero exit is Unavailable, naming the command's own complaint."""
         result = self.run(argv, timeout=timeout)
         if not result.ok:
-            raise Skip(f"`{' '.join(argv)}` failed: {result.first_error_line()}")
+            raise Unavailable(f"`{' '.join(argv)}` failed: {result.first_error_line()}")
         return result
 
     # -- files ------------------------------------------------------------------------------
@@ -244,8 +241,6 @@ def _reason(exc: OSError) -> str:
 
 def settings_secrets(settings: Settings) -> list[str]:
     """Every secret value sbtc-ops' settings hold, for scrubbing findings."""
-    from sbtc_ops.config import secret_values
-
     return secret_values(settings)
 
 
