@@ -73,7 +73,15 @@ docker_pid=$!
 main_log=$(mktemp /var/tmp/sbtc-ops-main-tests.XXXXXX)
 trap 'rm -f "$docker_log" "$main_log"' EXIT
 set +e
-pytest -q -m "not docker" "$@" 2>&1 | tee "$main_log"
+# The main group runs on SBTC_OPS_TEST_WORKERS pytest-xdist workers (default 3: on 2 cores most
+# tests wait on child processes — sbtc-ops, PostgreSQL, weed — so a third worker fills the
+# gaps), whole files per worker (--dist loadfile: a module's fixture, e.g. a drill corpus, is
+# built once); docs/testing.md has the measurements. SBTC_OPS_TEST_WORKERS=0 runs it in one
+# process.
+workers="${SBTC_OPS_TEST_WORKERS:-3}"
+parallel=()
+[ "$workers" != 0 ] && parallel=(-n "$workers" --dist loadfile)
+pytest -q "${parallel[@]}" -m "not docker" "$@" 2>&1 | tee "$main_log"
 main_rc=${PIPESTATUS[0]}
 set -e
 docker_rc=0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,19 @@ pytest_plugins = [
     "tests.support.tmphygiene",
     "tests.support.docker_lab",
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def forget_registered_secrets() -> Iterator[None]:
+    """Each test file starts with sbtc-ops' process-wide secret registry (redact.register)
+    as empty as the first one did, whatever ran before it in this process: under
+    pytest-xdist a worker runs an arbitrary subset of the files, and what an in-process test
+    registered (an audit test adds hundreds) changes how much every later scrub costs, and
+    what it hides, in the files after it on that worker."""
+    yield
+    from sbtc_ops import redact
+
+    redact.forget_all()
 
 
 @pytest.fixture

@@ -110,7 +110,7 @@ def drill(area: Area, *, key: Path | None) -> dict[str, Any]:
     env = {"SBTC_OPS_ATTEST__SIGNING_KEY": str(key)} if key else {}
     run = area.verify(
         area.backup_id,
-        "--to",
+        "--repo",
         str(area.repo),
         "--stacks-url",
         area.node.url,
@@ -172,7 +172,7 @@ def test_a_drill_leaves_a_signed_statement_that_openssh_verifies(area: Area) -> 
         "attest",
         "verify",
         area.backup_id,
-        "--to",
+        "--repo",
         str(area.repo),
         "--allowed-signers",
         str(area.allowed),
@@ -200,7 +200,7 @@ def test_unsigned_drill_says_so_and_attest_verify_refuses_it(area: Area, tmp_pat
         "attest",
         "verify",
         area.backup_id,
-        "--to",
+        "--repo",
         str(repo_copy),
         "--allowed-signers",
         str(area.allowed),
@@ -267,7 +267,7 @@ def test_bad_input_to_attest_verify_is_a_clear_error(area: Area, tmp_path: Path)
         "attest",
         "verify",
         area.backup_id,
-        "--to",
+        "--repo",
         str(area.repo),
         "--allowed-signers",
         str(tmp_path / "missing"),
@@ -318,7 +318,7 @@ def test_html_report_of_a_signed_match(area: Area, tmp_path: Path) -> None:
     env = {"SBTC_OPS_ATTEST__SIGNING_KEY": str(area.serve_key)}
     run = area.verify(
         area.backup_id,
-        "--to",
+        "--repo",
         str(area.repo),
         "--stacks-url",
         area.node.url,
@@ -349,12 +349,12 @@ def test_backups_metrics_and_status_page_show_signed_drills(area: Area, tmp_path
     statement_file = area.attestation_dir() / attestation["name"]
     assert area.cli("attest", "sign", str(statement_file), "--key", str(area.admin_key)).code == 0
     # `backups`: this host's record, then signatures verified against the allowed signers.
-    listed = area.cli("backups", "--to", str(area.repo), "--json")
+    listed = area.cli("backups", "--repo", str(area.repo), "--json")
     assert listed.code == 0, listed.stderr
     (row,) = [r for r in listed.json()["backups"] if r["id"] == area.backup_id]
     assert row["attestation"]["signed_match"] is True
     verified = area.cli(
-        "backups", "--to", str(area.repo), "--json",
+        "backups", "--repo", str(area.repo), "--json",
         extra={"SBTC_OPS_ATTEST__ALLOWED_SIGNERS": str(area.allowed)},
     )  # fmt: skip
     (row,) = [r for r in verified.json()["backups"] if r["id"] == area.backup_id]
@@ -364,7 +364,7 @@ def test_backups_metrics_and_status_page_show_signed_drills(area: Area, tmp_path
         "statement": attestation["name"],
         "verified_with": str(area.allowed),
     }
-    table = area.cli("backups", "--to", str(area.repo))
+    table = area.cli("backups", "--repo", str(area.repo))
     assert "yes (" in table.stdout
     # Metrics and the status page read the state: the drill's own signature + the co-signature.
     with StateStore.open(area.state) as store:
@@ -392,7 +392,7 @@ def test_local_and_s3_copies_agree(area: Area, s3_server: Any, tmp_path: Path) -
     assert backup.code == 0, backup.stderr
     backup_id = backup.json()["backup"]["id"]
     run = area.verify(
-        backup_id, "--to", str(repo), "--to", s3_url, "--stacks-url", area.node.url,
+        backup_id, "--repo", str(repo), "--repo", s3_url, "--stacks-url", area.node.url,
         state_dir=state, env=env,
     )  # fmt: skip
     run.expect(code=0, verdict="match")
@@ -403,7 +403,7 @@ def test_local_and_s3_copies_agree(area: Area, s3_server: Any, tmp_path: Path) -
     remote = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
     assert remote == local
     result = run_cli(
-        "attest", "verify", backup_id, "--to", s3_url, "--allowed-signers", str(area.allowed),
+        "attest", "verify", backup_id, "--repo", s3_url, "--allowed-signers", str(area.allowed),
         "--json", cwd=tmp_path, env=clean_env(state, s3_server.env()),
     )  # fmt: skip
     assert result.code == 0, result.stdout + result.stderr
@@ -416,7 +416,7 @@ def test_local_and_s3_copies_agree(area: Area, s3_server: Any, tmp_path: Path) -
     )
     s3_server.client().put_object(Bucket=bucket, Key=archive_key, Body=b"not the archive")
     result = run_cli(
-        "attest", "verify", backup_id, "--to", s3_url, "--allowed-signers", str(area.allowed),
+        "attest", "verify", backup_id, "--repo", s3_url, "--allowed-signers", str(area.allowed),
         "--json", cwd=tmp_path, env=clean_env(state, s3_server.env()),
     )  # fmt: skip
     assert result.code == 1

@@ -185,12 +185,17 @@ def test_secrets_are_scrubbed_from_every_string(tmp_path: Path) -> None:
 
 def test_secrets_added_by_concurrent_checks_are_all_kept(tmp_path: Path) -> None:
     ctx = HostContext(Settings(), root=tmp_path, runner=RecordedRunner({}))
-    found = [f"found-secret-{thread}-{n:03d}" for thread in range(8) for n in range(200)]
+    # 8 × 50: every add also rebuilds the process-wide redaction pattern over all secrets
+    # registered so far (redact._Registry), so the cost grows with the square of the count;
+    # 8 × 200 took ~45 s of the suite for no more interleavings than the 1 µs switch interval
+    # already forces.
+    per_thread = 50
+    found = [f"found-secret-{thread}-{n:03d}" for thread in range(8) for n in range(per_thread)]
     start = threading.Barrier(8)
 
     def add(thread: int) -> None:
         start.wait()
-        for value in found[thread * 200 : (thread + 1) * 200]:
+        for value in found[thread * per_thread : (thread + 1) * per_thread]:
             ctx.add_secret(value)
 
     # Switch threads often so that unsynchronised read-modify-writes would lose secrets.

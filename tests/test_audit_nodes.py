@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sbtc_ops.audit.framework import CommandResult
+from sbtc_ops.host.roles import service_role
 from tests.fakes.bitcoind import FakeBitcoind
 from tests.fakes.http_base import http_error, raw
 from tests.fakes.stacks_node import FakeStacksNode
@@ -295,6 +296,4 @@ def test_http_error_helper_shapes(tmp_path: Path, bitcoind: FakeBitcoind) -> Non
     ],
 )
 def test_service_roles(name: str, image: str, role: str | None) -> None:
-    from sbtc_ops.audit.roles import service_role
-
     assert service_role(name, {"image": image}) == role

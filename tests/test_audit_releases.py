@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from sbtc_ops.audit.areas.releases import OCI_VERSION, debian_packages, python_packages
+from sbtc_ops.audit.areas.releases import debian_packages, python_packages
 from sbtc_ops.audit.framework import HostContext
+from sbtc_ops.host.signer import OCI_VERSION
 from tests.fakes.bitcoind import FakeBitcoind, default_network_info
 from tests.fakes.github_releases import FakeGitHub, reference_releases
 from tests.fakes.http_base import http_error, not_json, slow

@@ -44,7 +44,7 @@ def process_status(pid: int) -> str:
 
 
 def states(cli: Cli, location: str, env: dict[str, str] | None = None) -> dict[str, str]:
-    result = cli("backups", "--to", location, "--json", env=env)
+    result = cli("backups", "--repo", location, "--json", env=env)
     assert result.code == 0, result.stderr
     return {row["id"]: row["state"] for row in result.json()["backups"]}
 
@@ -97,10 +97,10 @@ def test_kill_during_the_dump(
     killed = partials[0].removesuffix(".partial")
     assert states(cli, str(repo)) == {earlier: "complete", killed: "incomplete"}
     assert {p: p.read_bytes() for p in (repo / earlier).iterdir()} == earlier_files
-    assert_restores(cli, backup_server, small_url, earlier, "--to", str(repo))
+    assert_restores(cli, backup_server, small_url, earlier, "--repo", str(repo))
 
     following = backup(cli, small_url, str(repo))
-    pruned = cli("prune", "--to", str(repo), "--json")
+    pruned = cli("prune", "--repo", str(repo), "--json")
     assert pruned.code == 0, pruned.stderr
     assert pruned.json()["locations"][0]["incomplete_removed"] == [killed]
     # `earlier` goes too: the daily rule keeps the newest backup of the day.
@@ -121,7 +121,7 @@ def test_a_backup_without_its_manifest_is_incomplete_and_pruned(
     (repo / cut / "manifest.json").unlink()
 
     assert states(cli, str(repo)) == {first: "complete", cut: "incomplete"}
-    pruned = cli("prune", "--to", str(repo), "--json")
+    pruned = cli("prune", "--repo", str(repo), "--json")
     assert pruned.json()["locations"][0]["incomplete_removed"] == [cut]
     assert [p.name for p in repo.iterdir()] == [first]
 
@@ -196,16 +196,16 @@ def test_kill_during_the_s3_upload_and_before_the_manifest(
     assert listed == {earlier: "complete", **{backup_id: "incomplete" for backup_id in killed}}
     assert len(killed) == 1
     assert s3_server.keys(bucket, f"signer/{earlier}/") == earlier_keys
-    assert_restores(cli, backup_server, small_url, earlier, "--to", location, env=direct)
+    assert_restores(cli, backup_server, small_url, earlier, "--repo", location, env=direct)
 
     following = backup(cli, small_url, location, env=direct)
     staging = workdir / "state" / "staging"
     assert not staging.exists() or list(staging.iterdir()) == [], "stale staging left behind"
     # The multipart upload cut short is invisible in listings but holds its parts.
     assert len(unfinished_uploads(s3_server, bucket)) == 1
-    dry = cli("prune", "--to", location, "--dry-run", "--json", env=direct)
+    dry = cli("prune", "--repo", location, "--dry-run", "--json", env=direct)
     assert dry.json()["locations"][0]["abandoned_uploads"] == unfinished_uploads(s3_server, bucket)
-    pruned = cli("prune", "--to", location, "--json", env=direct)
+    pruned = cli("prune", "--repo", location, "--json", env=direct)
     assert pruned.code == 0, pruned.stderr
     report = pruned.json()["locations"][0]
     assert report["incomplete_removed"] == killed and len(report["abandoned_uploads"]) == 1

@@ -66,7 +66,7 @@ def test_round_trip_gives_the_same_rows(
     backup_id = take(cli, url, repo, "--format", fmt, "--jobs", "2")
     target = new_target(backup_server)
 
-    result = cli("restore", backup_id, "--to", str(repo), "--target-db", target, "--json")
+    result = cli("restore", backup_id, "--repo", str(repo), "--target-db", target, "--json")
 
     assert result.code == 0, result.stderr
     assert result.json()["backup"] == backup_id and result.json()["format"] == fmt
@@ -99,7 +99,7 @@ def test_encrypted_round_trip_needs_the_identity(
     backup_id = take(cli, url, repo, "--recipient", recipient, "--format", fmt)
 
     backup_dir = repo / backup_id
-    manifest = cli("backups", "--to", str(repo), "--json").json()["backups"][0]
+    manifest = cli("backups", "--repo", str(repo), "--json").json()["backups"][0]
     assert manifest["encrypted"] is True
     data_files = [p for p in backup_dir.rglob("*") if p.is_file() and p.name != "manifest.json"]
     assert data_files and all(p.name.endswith(".age") for p in data_files)

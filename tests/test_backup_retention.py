@@ -132,7 +132,7 @@ def test_prune_dry_run_deletes_nothing_and_says_what_it_would(cli: Cli, tmp_path
     write_fake_backups(repo, YEAR, INCOMPLETE)
     before = listing(repo)
 
-    result = cli("prune", "--to", str(repo), "--dry-run", "--json")
+    result = cli("prune", "--repo", str(repo), "--dry-run", "--json")
 
     assert result.code == 0, result.stderr
     assert listing(repo) == before
@@ -147,11 +147,11 @@ def test_prune_keeps_exactly_the_gfs_set_and_removes_incomplete(cli: Cli, tmp_pa
     repo = tmp_path / "repo"
     write_fake_backups(repo, YEAR, INCOMPLETE)
 
-    result = cli("prune", "--to", str(repo), "--json")
+    result = cli("prune", "--repo", str(repo), "--json")
 
     assert result.code == 0, result.stderr
     assert listing(repo) == EXPECTED_YEAR_KEPT
-    listed = cli("backups", "--to", str(repo), "--json").json()["backups"]
+    listed = cli("backups", "--repo", str(repo), "--json").json()["backups"]
     assert {row["id"] for row in listed} == EXPECTED_YEAR_KEPT
     assert {row["state"] for row in listed} == {"complete"}
 
@@ -168,7 +168,7 @@ def test_prune_never_deletes_the_newest_complete_backup(cli: Cli, tmp_path: Path
         "SBTC_OPS_BACKUP__RETENTION__KEEP_MONTHLY": "0",
     }
 
-    result = cli("prune", "--to", str(repo), "--json", env=zero)
+    result = cli("prune", "--repo", str(repo), "--json", env=zero)
 
     assert result.code == 0, result.stderr
     assert listing(repo) == {newest_complete}
@@ -181,11 +181,11 @@ def test_prune_works_on_the_locations_it_can_list_and_names_the_others(
     write_fake_backups(good, YEAR, INCOMPLETE)
     alone = tmp_path / "alone"
     write_fake_backups(alone, YEAR, INCOMPLETE)
-    assert cli("prune", "--to", str(alone), "--json").code == 0
+    assert cli("prune", "--repo", str(alone), "--json").code == 0
     broken = tmp_path / "broken"
     broken.write_text("a file where a backup directory should be\n")
 
-    result = cli("prune", "--to", str(good), "--to", str(broken), "--json")
+    result = cli("prune", "--repo", str(good), "--repo", str(broken), "--json")
 
     assert result.code == 1  # a problem found; the reachable location was still pruned
     assert listing(good) == listing(alone)
@@ -206,7 +206,7 @@ def test_a_location_that_does_not_exist_is_an_error_never_empty(
     cli: Cli, tmp_path: Path, command: str, json_flag: bool
 ) -> None:
     missing = tmp_path / "does-not-exist"
-    result = cli(command, "--to", str(missing), *(["--json"] if json_flag else []))
+    result = cli(command, "--repo", str(missing), *(["--json"] if json_flag else []))
     assert result.code == 2
     assert f"backup location {missing} does not exist" in " ".join(result.stderr.split())
     assert "no backups found" not in result.stdout and "kept 0" not in result.stdout
@@ -227,7 +227,7 @@ def test_prune_leaves_incomplete_backups_alone_while_a_backup_runs(
     fd = os.open(state / "backup.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        result = cli("prune", "--to", str(repo), "--json")
+        result = cli("prune", "--repo", str(repo), "--json")
     finally:
         os.close(fd)
 
@@ -344,7 +344,7 @@ def test_prune_keeps_the_only_verified_backup_and_the_current_key_and_explains(
 ) -> None:
     repo = _protected_repo(tmp_path, workdir)
 
-    dry = cli("prune", "--to", str(repo), "--dry-run", "--json", env=ONE_DAILY)
+    dry = cli("prune", "--repo", str(repo), "--dry-run", "--json", env=ONE_DAILY)
 
     assert dry.code == 0, dry.stderr
     (report,) = dry.json()["locations"]
@@ -356,11 +356,11 @@ def test_prune_keeps_the_only_verified_backup_and_the_current_key_and_explains(
         OLDER[1]: ("delete", [older_reason()]),
         OLDER[0]: ("keep", [f"newest holding the on-chain key's shares ({CHAIN_KEY})"]),
     }
-    text = cli("prune", "--to", str(repo), "--dry-run", env=ONE_DAILY)
+    text = cli("prune", "--repo", str(repo), "--dry-run", env=ONE_DAILY)
     assert f"would delete {SAME_DAY[1]}" in " ".join(text.stdout.split())
     assert "newest verified-ok" in text.stdout
 
-    pruned = cli("prune", "--to", str(repo), "--json", env=ONE_DAILY)
+    pruned = cli("prune", "--repo", str(repo), "--json", env=ONE_DAILY)
 
     assert pruned.code == 0, pruned.stderr
     assert listing(repo) == {SAME_DAY[2], SAME_DAY[0], OLDER[0]}
@@ -382,9 +382,9 @@ def test_prune_skips_a_backup_being_verified_and_deletes_it_next_time(
     # What a verify or restore of `old` holds while it reads it (another process's lock:
     # flock locks of separate open files conflict within one process too).
     with inuse.reading(workdir / "state", str(repo), old):
-        dry = cli("prune", "--to", str(repo), "--dry-run", "--json", env=zero)
-        busy = cli("prune", "--to", str(repo), "--json", env=zero)
-        text = cli("prune", "--to", str(repo), env=zero)
+        dry = cli("prune", "--repo", str(repo), "--dry-run", "--json", env=zero)
+        busy = cli("prune", "--repo", str(repo), "--json", env=zero)
+        text = cli("prune", "--repo", str(repo), env=zero)
     assert dry.json()["locations"][0]["skipped_in_use"] == [old]
     assert busy.code == 0, busy.stderr
     (report,) = busy.json()["locations"]
@@ -393,7 +393,7 @@ def test_prune_skips_a_backup_being_verified_and_deletes_it_next_time(
     assert f"note: {old} is in use" in text.stdout
     assert listing(repo) == {old, new}
 
-    after = cli("prune", "--to", str(repo), "--json", env=zero)
+    after = cli("prune", "--repo", str(repo), "--json", env=zero)
 
     assert after.json()["locations"][0]["deleted"] == [old]
     assert listing(repo) == {new}

@@ -69,14 +69,14 @@ def test_local_and_s3_copies_at_once_and_restore_from_the_bucket(
             == hashlib.sha256((repo / backup_id / name).read_bytes()).digest()
         )
 
-    listed = cli("backups", "--to", str(repo), "--to", location, "--json", env=env).json()
+    listed = cli("backups", "--repo", str(repo), "--repo", location, "--json", env=env).json()
     assert {(row["location"], row["state"]) for row in listed["backups"]} == {
         (str(repo / backup_id), "complete"),
         (f"{location}/{backup_id}", "complete"),
     }
 
     target = fresh_database(backup_server, "restored_from_s3")
-    restored = cli("restore", backup_id, "--to", location, "--target-db", target, env=env)
+    restored = cli("restore", backup_id, "--repo", location, "--target-db", target, env=env)
     assert restored.code == 0, restored.stderr
     assert table_counts(target) == table_counts(url)
 
@@ -128,7 +128,7 @@ def test_a_damaged_object_in_the_bucket_is_refused_at_restore(
     client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
     target = fresh_database(backup_server, "restore_damaged_s3")
 
-    result = cli("restore", backup_id, "--to", location, "--target-db", target, "--json", env=env)
+    result = cli("restore", backup_id, "--repo", location, "--target-db", target, "--json", env=env)
 
     assert result.code == 2
     assert "fails its checksum, nothing was restored" in result.json()["error"]
@@ -194,14 +194,14 @@ def test_prune_applies_retention_in_the_bucket(
     }
     location = f"s3://{bucket}/p"
 
-    dry = cli("prune", "--to", location, "--dry-run", "--json", env=env)
+    dry = cli("prune", "--repo", location, "--dry-run", "--json", env=env)
     assert dry.code == 0, dry.stderr
     assert s3_server.keys(bucket) == before
 
     # A location that cannot be listed costs the bucket nothing: pruned there, named here.
     broken = tmp_path / "not-a-dir"
     broken.write_text("")
-    pruned = cli("prune", "--to", location, "--to", str(broken), "--json", env=env)
+    pruned = cli("prune", "--repo", location, "--repo", str(broken), "--json", env=env)
     assert pruned.code == 1, pruned.stderr
     report, failed = pruned.json()["locations"]
     assert failed["location"] == str(broken) and "is not a directory" in failed["error"]

@@ -79,7 +79,7 @@ def test_manifest_describes_exactly_what_the_source_holds(
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
     assert on_disk["total_size"] == sum(entry["size"] for entry in on_disk["files"])
 
-    listed = cli("backups", "--to", str(repo), "--json").json()["backups"]
+    listed = cli("backups", "--repo", str(repo), "--json").json()["backups"]
     assert [(row["id"], row["state"]) for row in listed] == [(manifest["id"], "complete")]
 
 
@@ -278,7 +278,7 @@ def test_no_suitable_pg_dump_is_said_clearly(
         (["backup", "--db", "x=== y", "--to", "REPO"], "not a valid PostgreSQL URL"),
         (["backups"], "no backup location configured"),
         (["restore", "/no/such/backup", "--target-db", "DB"], "neither an existing file"),
-        (["restore", "20250101T000000Z", "--to", "REPO", "--target-db", "DB"], "not found"),
+        (["restore", "20250101T000000Z", "--repo", "REPO", "--target-db", "DB"], "not found"),
     ],
 )
 def test_bad_usage_exits_2_naming_what_is_wrong(

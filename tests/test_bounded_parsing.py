@@ -13,12 +13,11 @@ from typing import TypeVar
 
 import pytest
 
-from sbtc_ops.audit.compose import compose_files, interpolate_tree
 from sbtc_ops.audit.framework import EvidenceError, HostContext
 from sbtc_ops.backup.plainsql import MAX_STATEMENT_LINE, plain_dump_roles, tokenize
 from sbtc_ops.config import Settings
-from sbtc_ops.discover.compose import load_project
 from sbtc_ops.errors import ConfigError
+from sbtc_ops.host.compose import compose_files, interpolate_tree, load_project
 from sbtc_ops.yamlsafe import YamlError, load_bounded
 from tests.support.cli import clean_env, run_cli
 
@@ -112,7 +111,7 @@ NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 
 def alias_bomb() -> str:
     """Under 600 bytes; 9^9 (387 million) strings once its aliases are expanded (issue 21:
-    4.1 GB of RSS in 76 s, `discover.compose._interpolate` copying every path)."""
+    4.1 GB of RSS in 76 s, the old `discover.compose._interpolate` copying every path)."""
     lines = ['x-0: &l0 ["${X}","${X}","${X}","${X}","${X}","${X}","${X}","${X}","${X}"]']
     for level in range(1, 9):
         ref = f"*l{level - 1}"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from sbtc_ops.discover import discover
-from sbtc_ops.discover.compose import find_compose_files
 from sbtc_ops.discover.load import load_settings
 from sbtc_ops.errors import UsageError
+from sbtc_ops.host.compose import find_compose_files
 from tests.support.cli import CliResult, clean_env, run_cli
 
 WEAK = Path(__file__).parent / "fixtures" / "audit" / "weak" / "root" / "opt" / "sbtc"

@@ -187,7 +187,7 @@ def test_compose_service_verify_runs_its_drill_in_a_sandbox(
     argv += [
         "verify",
         backup_id,
-        "--to",
+        "--repo",
         "/var/backups/sbtc-ops",
         "--identity",
         "/tmp/identity.txt",

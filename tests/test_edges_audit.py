@@ -15,8 +15,8 @@ import pytest
 
 from sbtc_ops.audit.areas.logs import MAX_HEAD_BYTES, first_line_time, observed_rate
 from sbtc_ops.audit.framework import MAX_READ_BYTES, HostContext, HostFileError
-from sbtc_ops.audit.rootpath import glob_in_root, resolve_in_root
 from sbtc_ops.config import Settings
+from sbtc_ops.host.rootpath import glob_in_root, resolve_in_root
 from tests.support.cli import CliResult
 
 Cli = Callable[..., CliResult]

@@ -69,7 +69,7 @@ def test_markup_in_data_job_summaries_and_history(cli: Cli, workdir: Path) -> No
 def test_markup_in_backup_listing(cli: Cli, tmp_path: Path) -> None:
     repo = tmp_path / "[bold]repo[/x]"
     write_fake_backups(repo, ["20260101T000000Z"])
-    result = cli("backups", "--to", str(repo))
+    result = cli("backups", "--repo", str(repo))
     _no_traceback(result)
     assert result.code == 0
     assert "[bold]repo[/x]" in result.stdout.replace("\n", "").replace(" ", "")

@@ -15,9 +15,9 @@ import pytest
 from pydantic import SecretStr
 
 from sbtc_ops.audit.framework import HostContext
-from sbtc_ops.audit.netsource import Malformed, Unreachable, fetch
 from sbtc_ops.config import Settings
 from sbtc_ops.discover.load import load_settings
+from sbtc_ops.host.http import Malformed, Unreachable, fetch
 from sbtc_ops.httpdeadline import AnswerTooLarge, DeadlineExceeded, bounded_request
 from sbtc_ops.serve.notify import Notification, Notifier
 from sbtc_ops.stacks import read_aggregate_key
@@ -100,7 +100,7 @@ def test_audit_source_trickling(tmp_path: Path) -> None:
 
 
 def test_audit_source_answer_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sbtc_ops.audit.netsource.MAX_ANSWER_BYTES", 1000)
+    monkeypatch.setattr("sbtc_ops.host.http.MAX_ANSWER_BYTES", 1000)
     settings = Settings.model_validate({"state_dir": str(tmp_path / "state")})
     ctx = HostContext(settings, root=tmp_path)
     answer = slow_answer(b"[" + b"1," * 2000 + b"1]", padding_headers=0)

@@ -60,13 +60,13 @@ def _spoil(manifest: Path, how: str) -> str:
 def test_an_invalid_manifest_spoils_only_its_backup(cli: Cli, tmp_path: Path, how: str) -> None:
     repo = _repo(tmp_path)
     expected = _spoil(repo / NEWEST / MANIFEST_NAME, how)
-    listed = cli("backups", "--to", str(repo), "--json")
+    listed = cli("backups", "--repo", str(repo), "--json")
     states = _states(listed)
     assert states[OLD][0] == states[MIDDLE][0] == "complete"
     state, reason = states[NEWEST]
     assert state == "invalid"
     assert reason is not None and expected in reason
-    human = cli("backups", "--to", str(repo))
+    human = cli("backups", "--repo", str(repo))
     assert human.code == 0
     assert "invalid" in human.stdout
     assert f"warning: backup {NEWEST} is invalid" in human.stderr
@@ -79,7 +79,7 @@ def test_verify_latest_skips_the_invalid_backup(cli: Cli, tmp_path: Path) -> Non
     # The fake archives do not restore: the verdict is "corrupt" (exit 1); what matters is
     # which backup was chosen, and that the location was usable at all.
     result = cli(
-        "verify", "--latest", "--to", str(repo), "--json", "--stacks-url", "http://127.0.0.1:1"
+        "verify", "--latest", "--repo", str(repo), "--json", "--stacks-url", "http://127.0.0.1:1"
     )
     assert result.code == 1, result.stderr
     assert result.json()["backup"] == MIDDLE
@@ -88,11 +88,11 @@ def test_verify_latest_skips_the_invalid_backup(cli: Cli, tmp_path: Path) -> Non
 def test_prune_removes_the_invalid_backup(cli: Cli, tmp_path: Path) -> None:
     repo = _repo(tmp_path)
     _spoil(repo / NEWEST / MANIFEST_NAME, "wrong-schema")
-    dry = cli("prune", "--to", str(repo), "--dry-run")
+    dry = cli("prune", "--repo", str(repo), "--dry-run")
     assert dry.code == 0, dry.stderr
     assert re.search(rf"would delete +{NEWEST} +invalid", dry.stdout), dry.stdout
     assert (repo / NEWEST).exists()
-    pruned = cli("prune", "--to", str(repo), "--json")
+    pruned = cli("prune", "--repo", str(repo), "--json")
     assert pruned.code == 0, pruned.stderr
     (report,) = pruned.json()["locations"]
     assert report["invalid_removed"] == [NEWEST]
@@ -106,8 +106,8 @@ def test_a_symlinked_manifest_target_is_never_read_or_deleted(cli: Cli, tmp_path
     outside.write_bytes(fake_manifest(NEWEST).to_bytes())
     (repo / NEWEST / MANIFEST_NAME).unlink()
     (repo / NEWEST / MANIFEST_NAME).symlink_to(outside)
-    assert _states(cli("backups", "--to", str(repo), "--json"))[NEWEST][0] == "invalid"
-    assert cli("prune", "--to", str(repo)).code == 0
+    assert _states(cli("backups", "--repo", str(repo), "--json"))[NEWEST][0] == "invalid"
+    assert cli("prune", "--repo", str(repo)).code == 0
     assert outside.read_bytes() == fake_manifest(NEWEST).to_bytes()
 
 
@@ -122,13 +122,13 @@ def test_s3_invalid_manifest(cli: Cli, s3_server: S3Server) -> None:
     client.put_object(Bucket=bucket, Key=f"p/{OLD}/{MANIFEST_NAME}", Body=big)
     location = f"s3://{bucket}/p"
     env = s3_server.env()
-    states = _states(cli("backups", "--to", location, "--json", env=env))
+    states = _states(cli("backups", "--repo", location, "--json", env=env))
     assert states[MIDDLE][0] == "complete"
     assert states[NEWEST][0] == "invalid"
     assert "not a valid sbtc-ops manifest" in (states[NEWEST][1] or "")
     assert states[OLD][0] == "invalid"
     assert f"larger than {MAX_MANIFEST_BYTES} bytes" in (states[OLD][1] or "")
-    pruned = cli("prune", "--to", location, "--json", env=env)
+    pruned = cli("prune", "--repo", location, "--json", env=env)
     assert pruned.code == 0, pruned.stderr
     assert pruned.json()["locations"][0]["invalid_removed"] == [OLD, NEWEST]
     assert {key.split("/")[1] for key in s3_server.keys(bucket)} == {MIDDLE}

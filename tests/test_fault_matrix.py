@@ -289,7 +289,9 @@ def test_backup(
             stdout=closed_pipe(),
         )  # fmt: skip
         assert run.code == 0 and "Traceback" not in run.stderr, run.stderr
-        listed = sbtc_ops("backups", "--to", target.location, "--json", state=target.state, env=env)
+        listed = sbtc_ops(
+            "backups", "--repo", target.location, "--json", state=target.state, env=env
+        )
         states = [row["state"] for row in listed.doc["backups"]]
         assert states == ["complete", "complete"], listed.stdout
         return
@@ -422,7 +424,7 @@ def test_restore(
     name = f"fault_{fault.lower()}_{'age' if encrypted else 'plain'}_{secrets.token_hex(3)}"
     target = backup_server.create_signer_database(name)
     args = [
-        "restore", case.archive.backup_id, "--to", str(case.archive.repo),
+        "restore", case.archive.backup_id, "--repo", str(case.archive.repo),
         "--target-db", target, "--json",
         *(["--identity", str(age_keys.identity_file)] if encrypted else []),
     ]  # fmt: skip
@@ -470,7 +472,7 @@ def test_verify(
     facts = (medium_db if fault in SIGNALS else small_db)[1]
     key = facts.newest_verified_key.hex()
     args = [
-        "verify", case.archive.backup_id, "--to", str(case.archive.repo),
+        "verify", case.archive.backup_id, "--repo", str(case.archive.repo),
         "--expected-key", key, "--json",
         *(["--identity", str(age_keys.identity_file)] if encrypted else []),
     ]  # fmt: skip

@@ -420,7 +420,7 @@ def test_s3_keys_and_manifest_names_never_write_outside_the_staging_dir(
             env = {**s3_server.env(), "SBTC_OPS_BACKUP__S3__ENDPOINT_URL": proxy.endpoint_url}
             runs, written = {}, {}
             for which in [(good_id,), ("--latest",), (EVIL_ID,)]:
-                runs[which] = corpus.verify(*which, "--to", location, "--expected-key", corpus.key, env=env)  # fmt: skip
+                runs[which] = corpus.verify(*which, "--repo", location, "--expected-key", corpus.key, env=env)  # fmt: skip
                 written[which] = sorted(p.name for p in canary_dir.iterdir())
     finally:
         remove_tree(canary_dir)

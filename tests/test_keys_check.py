@@ -13,7 +13,6 @@ from sbtc_ops.discover.load import load_settings
 from sbtc_ops.errors import ConfigError
 from sbtc_ops.keys.chain import read_onchain_signer_set
 from sbtc_ops.keys.check import (
-    VERIFY_EVENT,
     KeyFacts,
     check_bootstrap_set,
     check_cold_backup,
@@ -25,7 +24,7 @@ from sbtc_ops.keys.check import (
 from sbtc_ops.keys.material import KeySource
 from sbtc_ops.keys.service import check_key
 from sbtc_ops.results import Status
-from sbtc_ops.state import StateStore
+from sbtc_ops.state import EventKind, StateStore
 from tests.fakes.stacks_node import FakeStacksNode
 from tests.support.keys import SampleKey, new_key, signer_config, write_private
 
@@ -162,21 +161,25 @@ def test_cold_backup_age(tmp_path: Path) -> None:
     with StateStore.open(tmp_path / "state") as store:
         never = check_cold_backup(facts, store, KeySettings(), now)
         assert never.status is Status.WARN and "no verified cold backup" in never.detail
-        store.record_event(VERIFY_EVENT, new_key().public_key, "ok", at=now)  # another key
+        store.record_event(
+            EventKind.KEY_BACKUP_VERIFY, new_key().public_key, "ok", at=now
+        )  # another key
         assert check_cold_backup(facts, store, KeySettings(), now).status is Status.WARN
-        store.record_event(VERIFY_EVENT, sample.public_key, "ok", at=now - 100 * DAY)
+        store.record_event(EventKind.KEY_BACKUP_VERIFY, sample.public_key, "ok", at=now - 100 * DAY)
         old = check_cold_backup(facts, store, KeySettings(), now)
         assert old.status is Status.WARN and "100 days ago" in old.detail
         assert (
             check_cold_backup(facts, store, KeySettings(backup_max_age_days=120), now).status
             is Status.PASS
         )
-        store.record_event(VERIFY_EVENT, sample.public_key, "ok", at=now - 10 * DAY)
+        store.record_event(EventKind.KEY_BACKUP_VERIFY, sample.public_key, "ok", at=now - 10 * DAY)
         recent = check_cold_backup(facts, store, KeySettings(), now)
         assert recent.status is Status.PASS and recent.data["age_days"] == 10.0
-        store.record_event(VERIFY_EVENT, sample.public_key, "wrong-passphrase", at=now - DAY)
+        store.record_event(
+            EventKind.KEY_BACKUP_VERIFY, sample.public_key, "wrong-passphrase", at=now - DAY
+        )
         assert check_cold_backup(facts, store, KeySettings(), now).status is Status.PASS
-        store.record_event(VERIFY_EVENT, sample.public_key, "mismatch", at=now)
+        store.record_event(EventKind.KEY_BACKUP_VERIFY, sample.public_key, "mismatch", at=now)
         assert check_cold_backup(facts, store, KeySettings(), now).status is Status.FAIL
 
 

@@ -115,14 +115,14 @@ def test_a_manifest_id_that_is_no_backup_id_makes_it_invalid_and_is_shown_escape
     manifest["id"] = f"{bad}\n{HOSTILE}"
     (repo / bad / MANIFEST_NAME).write_text(json.dumps(manifest))
     env = clean_env(tmp_path / "state")
-    listed = run_cli("backups", "--to", str(repo), "--json", cwd=tmp_path, env=env)
+    listed = run_cli("backups", "--repo", str(repo), "--json", cwd=tmp_path, env=env)
     states = {row["id"]: row["state"] for row in listed.json()["backups"]}
     assert states == {good: "complete", bad: "invalid"}
-    human = run_cli("backups", "--to", str(repo), cwd=tmp_path, env=env)
+    human = run_cli("backups", "--repo", str(repo), cwd=tmp_path, env=env)
     assert "not a valid sbtc-ops manifest" in human.stderr
     assert_no_raw_controls(human.stdout + human.stderr)
     shown = run_on_terminal(
-        "backups", "--to", str(repo), cwd=tmp_path, state_dir=tmp_path / "state"
+        "backups", "--repo", str(repo), cwd=tmp_path, state_dir=tmp_path / "state"
     )
     assert_no_raw_controls(shown.stdout + shown.screen, terminal=True)
 

@@ -160,7 +160,7 @@ def test_s3_upload_and_download_show_bytes(
         backup_id = up.stdout.split()[1]
         target = fresh_database(backup_server, "progress_from_s3")
         down = run_on_terminal(
-            "restore", backup_id, "--to", location, "--target-db", target,
+            "restore", backup_id, "--repo", location, "--target-db", target,
             cwd=workdir, state_dir=state, env=env,
         )  # fmt: skip
         assert down.code == 0, down.screen + down.stdout

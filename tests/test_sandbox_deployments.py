@@ -251,7 +251,7 @@ def _run_verify(
     """`sbtc-ops verify --json` as `user` (None: root), with /proc sampled while it runs;
     `nnp`: with no-new-privileges, as the systemd unit's NoNewPrivileges=true gives it."""
     program = [sbtc_ops_executable()] if user is None else _sbtc_ops_as_service()
-    argv = [*program, "verify", target, "--to", str(dep.repo)]
+    argv = [*program, "verify", target, "--repo", str(dep.repo)]
     argv += ["--identity", str(dep.identity), "--stacks-url", area.stacks_url, "--json"]
     if user is not None:
         ids = [f"--reuid={user}", f"--regid={user}", "--init-groups"]

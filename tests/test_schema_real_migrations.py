@@ -203,7 +203,7 @@ def test_real_signer_backup_verifies_match_with_no_live_reference(
 ) -> None:
     verify = Verifier(real_source.root / "work")
     target = real_source.backups[kind]
-    where = ["--to", str(real_source.repo)] if kind.startswith("sbtc-ops") else []
+    where = ["--repo", str(real_source.repo)] if kind.startswith("sbtc-ops") else []
     # A fresh state directory (Verifier's default): nothing was recorded from the live DB.
     run = verify(target, *where, "--expected-key", real_source.key.hex())
     run.expect(code=0, verdict="match")

@@ -17,8 +17,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from sbtc_ops.host.endpoints import public_url
 from sbtc_ops.serve.children import result_from_child
-from sbtc_ops.serve.jobs import endpoint_label, scrub
+from sbtc_ops.serve.jobs import scrub
 from sbtc_ops.serve.metrics import registry_for
 from sbtc_ops.serve.notify import FAILURE, RECOVERY, Notifier, transition
 from sbtc_ops.serve.page import render_page
@@ -256,7 +257,7 @@ def test_child_results_are_parsed_and_a_crash_is_an_error() -> None:
 
 
 def test_endpoint_labels_and_scrubbing_never_carry_secrets() -> None:
-    assert endpoint_label("https://user:hunter22@node.example:20443/?key=abc") == (
+    assert public_url("https://user:hunter22@node.example:20443/?key=abc") == (
         "https://node.example:20443"
     )
     text = "connect to postgresql://signer:s3cret-pw@db:5432/signer failed; key=topsecretvalue"

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from sbtc_ops.history import JobOutcome
 from sbtc_ops.serve.scheduler import (
-    ERROR,
-    OK,
-    PROBLEM,
     JobContext,
     JobResult,
     JobSpec,
@@ -65,7 +63,11 @@ class Recorder:
             if ctx.name in self.gates:
                 assert self.gates[ctx.name].wait(10)
             scripted = self.results.get(ctx.name)
-            result = scripted.pop(0) if scripted else JobResult(OK, f"{ctx.name} done", {"n": 1})
+            result = (
+                scripted.pop(0)
+                if scripted
+                else JobResult(JobOutcome.OK, f"{ctx.name} done", {"n": 1})
+            )
             if result.outcome == "raise":
                 raise RuntimeError(f"{ctx.name} blew up")
             return result
@@ -221,17 +223,17 @@ def test_a_crashing_job_is_recorded_as_failed_and_the_scheduler_keeps_going(
         runs = store.runs("chain-check")
         backup = store.last_run("backup")
     outcomes = [run.outcome for run in reversed(runs)]
-    assert outcomes == [ERROR, OK, OK]
+    assert outcomes == [JobOutcome.ERROR, JobOutcome.OK, JobOutcome.OK]
     crashed = runs[-1]
     assert "RuntimeError: chain-check blew up" in crashed.data["summary"]
     assert crashed.ended_at is not None
-    assert backup is not None and backup.outcome == OK
+    assert backup is not None and backup.outcome == JobOutcome.OK
     # The finish hook sees each transition (what notifications are built on).
     chain_hooks = [h for h in hooks if h[0] == "chain-check"]
     assert chain_hooks == [
-        ("chain-check", ERROR, None),
-        ("chain-check", OK, ERROR),
-        ("chain-check", OK, OK),
+        ("chain-check", JobOutcome.ERROR, None),
+        ("chain-check", JobOutcome.OK, JobOutcome.ERROR),
+        ("chain-check", JobOutcome.OK, JobOutcome.OK),
     ]
 
 
@@ -239,7 +241,10 @@ def test_a_successful_backup_triggers_its_verify_and_a_failed_one_does_not(
     tmp_path: Path,
 ) -> None:
     rec = Recorder()
-    rec.results["backup"] = [JobResult(ERROR, "disk full"), JobResult(OK, "b2")]
+    rec.results["backup"] = [
+        JobResult(JobOutcome.ERROR, "disk full"),
+        JobResult(JobOutcome.OK, "b2"),
+    ]
     specs = [DAILY, JobSpec("verify", after="backup")]
     sched, clock, _ = make(tmp_path, specs, at("2026-03-02T03:00:00"), recorder=rec)
     sched.start()
@@ -254,7 +259,7 @@ def test_a_verify_lost_to_a_restart_is_caught_up(tmp_path: Path) -> None:
     specs = [DAILY, JobSpec("verify", after="backup")]
     with StateStore.open(tmp_path / "state") as store:
         run = store.start_run("backup", at=at("2026-03-02T03:17:00"))
-        store.finish_run(run, OK, {"summary": "b1"}, at=at("2026-03-02T03:18:00"))
+        store.finish_run(run, JobOutcome.OK, {"summary": "b1"}, at=at("2026-03-02T03:18:00"))
     sched, _, rec = make(tmp_path, specs, at("2026-03-02T03:20:00"))
     sched.start()
     assert sched.tick() == ["verify"]
@@ -287,7 +292,7 @@ def test_shutdown_cancels_running_jobs_and_records_them_interrupted(tmp_path: Pa
     def slow(ctx: JobContext) -> JobResult:
         entered.set()
         ctx.cancel.wait(10)
-        return JobResult(ERROR, "killed")
+        return JobResult(JobOutcome.ERROR, "killed")
 
     clock = FakeClock(at("2026-03-02T03:17:00"))
     sched = Scheduler([DAILY], slow, tmp_path / "state", clock=clock)
@@ -309,14 +314,14 @@ def test_history_is_pruned_but_the_run_counters_keep_counting(tmp_path: Path) ->
     with StateStore.open(tmp_path / "state") as store:
         kept = store.runs("chain-check", limit=10_000)
         counts = store.run_counts()
-    assert counts[("chain-check", OK)] == 18 * 6
+    assert counts[("chain-check", JobOutcome.OK)] == 18 * 6
     assert 36 <= len(kept) <= 38
     assert min(run.started_at for run in kept) >= at("2026-03-02T11:40:00")
 
 
 def test_problem_outcome_is_recorded_with_key_figures(tmp_path: Path) -> None:
     rec = Recorder()
-    rec.results["chain-check"] = [JobResult(PROBLEM, "1/2 endpoints up", {"up": 1})]
+    rec.results["chain-check"] = [JobResult(JobOutcome.PROBLEM, "1/2 endpoints up", {"up": 1})]
     sched, _, _ = make(tmp_path, [TEN_MIN], at("2026-03-02T10:00:00"), recorder=rec)
     sched.start()
     sched.tick()
@@ -324,7 +329,11 @@ def test_problem_outcome_is_recorded_with_key_figures(tmp_path: Path) -> None:
     with StateStore.open(tmp_path / "state") as store:
         run = store.last_run("chain-check")
     assert run is not None
-    assert (run.outcome, run.data["summary"], run.data["up"]) == (PROBLEM, "1/2 endpoints up", 1)
+    assert (run.outcome, run.data["summary"], run.data["up"]) == (
+        JobOutcome.PROBLEM,
+        "1/2 endpoints up",
+        1,
+    )
     assert run.started_at == at("2026-03-02T10:00:00")
 
 

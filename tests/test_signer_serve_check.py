@@ -13,9 +13,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from sbtc_ops.serve.metrics import registry_for
-from sbtc_ops.serve.signercheck import IMAGE_EVENT
 from sbtc_ops.signer.knowledge import load
-from sbtc_ops.state import StateStore
+from sbtc_ops.state import EventKind, StateStore
 from tests.fakes.bitcoind import FakeBitcoind
 from tests.fakes.signer_info import FakeSignerInfo
 from tests.fakes.stacks_node import FakeStacksNode
@@ -67,7 +66,7 @@ def run_check(cli: Callable[..., CliResult], config: Path) -> CliResult:
 
 def image_events(state_dir: Path) -> list[dict[str, Any]]:
     with StateStore.open(state_dir) as store:
-        return [e.data for e in reversed(store.events(IMAGE_EVENT, limit=20))]
+        return [e.data for e in reversed(store.events(EventKind.SIGNER_IMAGE, limit=20))]
 
 
 def last_check(state_dir: Path) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def test_service_user_and_root_share_history_and_locks(
     with StateStore.open(state) as store:
         recorded = {event.subject for event in store.events("backup", limit=10)}
     assert {service_id, admin_id} <= recorded
-    listed = run(user, state, "backups", "--to", str(repo), "--json")
+    listed = run(user, state, "backups", "--repo", str(repo), "--json")
     assert listed.code == 0, listed.stderr
     assert {row["id"] for row in listed.json()["backups"]} >= {service_id, admin_id}
 

@@ -100,7 +100,9 @@ def test_listing_and_pruning_work_on_what_is_reachable(
     bucket = "s3://signer-backups/host-1"
     env = s3_env(silent_endpoint)
 
-    listed = cli("backups", "--to", str(repo), "--to", bucket, "--json", env=env, timeout=GUARD_S)
+    listed = cli(
+        "backups", "--repo", str(repo), "--repo", bucket, "--json", env=env, timeout=GUARD_S
+    )
     assert listed.code == 1, listed.stderr
     doc = listed.json()
     assert {row["id"] for row in doc["backups"]} == {
@@ -110,11 +112,11 @@ def test_listing_and_pruning_work_on_what_is_reachable(
     }
     (unreachable,) = doc["unreachable"]
     assert unreachable["location"] == bucket and "did not finish within" in unreachable["error"]
-    text = cli("backups", "--to", str(repo), "--to", bucket, env=env, timeout=GUARD_S)
+    text = cli("backups", "--repo", str(repo), "--repo", bucket, env=env, timeout=GUARD_S)
     assert text.code == 1 and "20251202T030000Z" in text.stdout
     assert "its backups are not listed" in " ".join(text.stderr.split())
 
-    pruned = cli("prune", "--to", str(repo), "--to", bucket, "--json", env=env, timeout=GUARD_S)
+    pruned = cli("prune", "--repo", str(repo), "--repo", bucket, "--json", env=env, timeout=GUARD_S)
     assert pruned.code == 1, pruned.stderr
     local, remote = pruned.json()["locations"]
     assert local["incomplete_removed"] == ["20251203T030000Z"]
@@ -138,7 +140,7 @@ def test_restore_finds_the_backup_in_a_reachable_location(
     bucket = "s3://signer-backups/host-1"
     target = backup_server.create_signer_database("restore_reachable")
     restored = cli(
-        "restore", backup_id, "--target-db", target, "--to", bucket, "--to", str(repo), "--json",
+        "restore", backup_id, "--target-db", target, "--repo", bucket, "--repo", str(repo), "--json",
         env=s3_env(silent_endpoint), timeout=GUARD_S,
     )  # fmt: skip
     assert restored.code == 0, restored.stderr
@@ -146,7 +148,7 @@ def test_restore_finds_the_backup_in_a_reachable_location(
     assert bucket in restored.stderr and "looking in the other locations" in restored.stderr
 
     missing = cli(
-        "restore", "20200101T000000Z", "--target-db", target, "--to", bucket, "--to", str(repo),
+        "restore", "20200101T000000Z", "--target-db", target, "--repo", bucket, "--repo", str(repo),
         "--json", env=s3_env(silent_endpoint), timeout=GUARD_S,
     )  # fmt: skip
     assert missing.code == 2
@@ -164,11 +166,11 @@ def test_no_such_bucket_and_rejected_credentials_are_errors_naming_the_location(
     missing = "s3://no-such-bucket-here/signer"
     env = s3_server.env()
     for command in ("backups", "prune"):
-        result = cli(command, "--to", missing, "--json", env=env, timeout=GUARD_S)
+        result = cli(command, "--repo", missing, "--json", env=env, timeout=GUARD_S)
         assert result.code == 2, result.stdout
         assert missing in result.json()["error"] and "NoSuchBucket" in result.json()["error"]
     wrong_secret = {**env, "SBTC_OPS_BACKUP__S3__SECRET_ACCESS_KEY": "wrong-secret-value"}
-    denied = cli("backups", "--to", f"s3://{bucket}/x", "--json", env=wrong_secret)
+    denied = cli("backups", "--repo", f"s3://{bucket}/x", "--json", env=wrong_secret)
     assert denied.code == 2 and f"s3://{bucket}/x" in denied.json()["error"]
     assert "wrong-secret-value" not in denied.stdout + denied.stderr
 

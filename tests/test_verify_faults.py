@@ -69,7 +69,7 @@ class Area(VerifyArea):
     def verify_backup(self, *args: str, **kwargs: Any) -> VerifyRun:
         """verify the module's backup by id against the fake node (plus `args`)."""
         return self.verify(
-            self.backup_id, "--to", str(self.repo), "--stacks-url", self.node.url, *args, **kwargs
+            self.backup_id, "--repo", str(self.repo), "--stacks-url", self.node.url, *args, **kwargs
         )
 
     def copy_of_backup(self, name: str) -> Path:
@@ -217,7 +217,7 @@ def test_backup_without_a_verified_key(
     url = area.derived_database(name, statement)
     repo = area.root / f"repo-{name}"
     take_backup(url, repo, area.state)
-    run = area.verify("--latest", "--to", str(repo), "--stacks-url", area.node.url)
+    run = area.verify("--latest", "--repo", str(repo), "--stacks-url", area.node.url)
     check = run.expect(code=1, verdict="incomplete", failing="dkg.verified_key_present")
     assert detail in check["detail"]
     assert run.check("rows.match_manifest")["status"] == "pass"
@@ -236,7 +236,9 @@ def test_signer_schema_of_another_shape_is_reported_not_crashed(area_with_chain:
     # level (which would replace the module's reference in the shared state).
     state = area.root / "state-other-shape"
     take_backup(url, repo, state)
-    run = area.verify("--latest", "--to", str(repo), "--stacks-url", area.node.url, state_dir=state)
+    run = area.verify(
+        "--latest", "--repo", str(repo), "--stacks-url", area.node.url, state_dir=state
+    )
     check = run.expect(code=1, verdict="incomplete", failing="dkg.verified_key_present")
     assert "query on the restored database failed" in check["detail"]
     assert "signer_set_public_keys" in check["detail"]
@@ -358,7 +360,7 @@ def test_single_endpoint_that_cannot_answer_means_could_not_verify(
         url = _down()
     else:
         area.node.fail(failure)
-    run = area.verify(area.backup_id, "--to", str(area.repo), "--stacks-url", url)
+    run = area.verify(area.backup_id, "--repo", str(area.repo), "--stacks-url", url)
     check = run.expect(code=2, verdict="error", failing="chain.endpoints_agree", status="error")
     assert "no Stacks endpoint answered" in check["detail"]
     assert reason.lower() in check["detail"].lower()
@@ -376,7 +378,7 @@ def test_single_endpoint_that_cannot_answer_means_could_not_verify(
     [
         ((), "--latest"),
         (("/nonexistent/dump.sql",), "neither an existing file"),
-        (("20990101T000000Z", "--to", "/nonexistent-repo"), "not found"),
+        (("20990101T000000Z", "--repo", "/nonexistent-repo"), "not found"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(

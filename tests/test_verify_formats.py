@@ -143,7 +143,7 @@ def assert_clean_match(run: VerifyRun, facts: GeneratedDb) -> None:
 def test_sbtc_ops_custom_backup_by_id_passes_every_check(area: Area) -> None:
     run = area.verify(
         area.custom_id,
-        "--to",
+        "--repo",
         str(area.repo),
         "--stacks-url",
         area.node.url,
@@ -163,7 +163,7 @@ def test_sbtc_ops_custom_backup_by_id_passes_every_check(area: Area) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="clusters run as another user only under root")
 def test_which_user_runs_the_clusters_is_said_once(area: Area) -> None:
     state = area.verify.fresh_state()
-    args = (area.custom_id, "--to", str(area.repo), "--expected-key")
+    args = (area.custom_id, "--repo", str(area.repo), "--expected-key")
     key = area.facts.newest_verified_key.hex()
     first = area.verify(*args, key, state_dir=state)
     second = area.verify(*args, key, state_dir=state)
@@ -217,7 +217,7 @@ def test_sbtc_ops_directory_and_encrypted_backups_pass(
 
 def test_dkg_only_export_passes_and_is_picked_by_latest_only_when_asked(area: Area) -> None:
     run = area.verify(
-        "--latest", "--kind", "dkg-only", "--to", str(area.repo), "--stacks-url", area.node.url
+        "--latest", "--kind", "dkg-only", "--repo", str(area.repo), "--stacks-url", area.node.url
     )
     assert_clean_match(run, area.facts)
     assert run.doc["backup"] == area.dkg_only_id  # the newest backup of all is this export
@@ -227,22 +227,22 @@ def test_dkg_only_export_passes_and_is_picked_by_latest_only_when_asked(area: Ar
 
 def test_latest_is_the_newest_full_backup_not_a_dkg_export(area: Area) -> None:
     run = area.verify(
-        "--latest", "--to", str(area.repo), "--identity", str(area.identity_file),
+        "--latest", "--repo", str(area.repo), "--identity", str(area.identity_file),
         "--stacks-url", area.node.url,
     )  # fmt: skip
     assert_clean_match(run, area.facts)
     assert run.doc["backup"] == area.encrypted_id != area.dkg_only_id
-    listed = run_cli("backups", "--to", str(area.repo), cwd=area.root, env=clean_env(area.state))
+    listed = run_cli("backups", "--repo", str(area.repo), cwd=area.root, env=clean_env(area.state))
     assert listed.code == 0, listed.stderr
     kinds = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()[1:]}
     assert kinds[area.dkg_only_id] == "dkg-only" and kinds[area.encrypted_id] == "full"
     assert listed.stdout.splitlines()[0].split()[:2] == ["id", "kind"]
-    misused = area.verify(area.custom_id, "--kind", "dkg-only", "--to", str(area.repo))
+    misused = area.verify(area.custom_id, "--kind", "dkg-only", "--repo", str(area.repo))
     assert misused.code == 2 and "--kind" in misused.doc["error"]
 
 
 def test_encrypted_backup_without_identity_is_a_usage_problem(area: Area) -> None:
-    run = area.verify(area.encrypted_id, "--to", str(area.repo), "--stacks-url", area.node.url)
+    run = area.verify(area.encrypted_id, "--repo", str(area.repo), "--stacks-url", area.node.url)
     assert run.code == 2
     assert "identity" in run.result.stderr
     assert run.doc["ok"] is False
@@ -253,7 +253,7 @@ def test_encrypted_backup_with_the_wrong_identity_is_a_usage_problem(area: Area)
     write_secret(wrong, str(pyrage.x25519.Identity.generate()))
     run = area.verify(
         area.encrypted_id,
-        "--to",
+        "--repo",
         str(area.repo),
         "--identity",
         str(wrong),
@@ -299,7 +299,7 @@ def test_manual_procedure_on_kept_cluster_agrees_with_verify(area: Area) -> None
         result = run_cli(
             "verify",
             area.custom_id,
-            "--to",
+            "--repo",
             str(area.repo),
             "--stacks-url",
             area.node.url,
@@ -367,7 +367,7 @@ def test_expected_key_mode_reads_no_chain(area: Area) -> None:
     before = len(area.node.requests)
     run = area.verify(
         area.custom_id,
-        "--to",
+        "--repo",
         str(area.repo),
         "--expected-key",
         "0x" + area.facts.newest_verified_key.hex().upper(),
@@ -384,14 +384,14 @@ def test_expected_key_mode_reads_no_chain(area: Area) -> None:
 
 def test_expected_key_that_differs_is_a_mismatch(area: Area) -> None:
     other = random_public_key()
-    run = area.verify(area.custom_id, "--to", str(area.repo), "--expected-key", other.hex())
+    run = area.verify(area.custom_id, "--repo", str(area.repo), "--expected-key", other.hex())
     check = run.expect(code=1, verdict="mismatch", failing="dkg.matches_chain")
     assert other.hex() in check["detail"] and "given by hand" in check["detail"]
 
 
 @pytest.mark.parametrize("bad", ["zz", "02" + "00" * 31, "04" + "11" * 32])
 def test_malformed_expected_key_is_a_usage_error(area: Area, bad: str) -> None:
-    run = area.verify(area.custom_id, "--to", str(area.repo), "--expected-key", bad)
+    run = area.verify(area.custom_id, "--repo", str(area.repo), "--expected-key", bad)
     assert run.code == 2
     assert "--expected-key" in run.result.stderr
     assert run.doc == {"ok": False, "error": run.doc["error"]}
@@ -402,7 +402,7 @@ def test_malformed_expected_key_is_a_usage_error(area: Area, bad: str) -> None:
 
 def test_terminal_report_is_a_checklist_with_timings(area: Area) -> None:
     run = area.verify(
-        area.custom_id, "--to", str(area.repo), "--stacks-url", area.node.url, json_output=False
+        area.custom_id, "--repo", str(area.repo), "--stacks-url", area.node.url, json_output=False
     )
     assert run.code == 0, run.result.stderr
     lines = run.result.stdout.splitlines()
@@ -433,7 +433,7 @@ def _verify_on_a_pty(area: Area, json_mode: bool) -> tuple[str, str, int]:
     try:
         env = area.verify.env(area.verify.fresh_state(), tmpdir, {"TERM": "xterm"})
         proc = subprocess.Popen(
-            [sbtc_ops_executable(), "verify", area.custom_id, "--to", str(area.repo),
+            [sbtc_ops_executable(), "verify", area.custom_id, "--repo", str(area.repo),
              "--stacks-url", area.node.url, *(["--json"] if json_mode else [])],
             cwd=area.verify.workdir, env=env, stdout=subprocess.PIPE, stderr=secondary,
             stdin=subprocess.DEVNULL, text=True,
@@ -468,16 +468,16 @@ def test_outcome_is_recorded_for_backups_listing(area: Area) -> None:
     with FakeStacksNode(deployer=area.facts.deployer) as elsewhere:
         elsewhere.set_aggregate_key(random_public_key())
         failed = area.verify(
-            area.directory_id, "--to", str(area.repo), "--stacks-url", elsewhere.url,
+            area.directory_id, "--repo", str(area.repo), "--stacks-url", elsewhere.url,
             state_dir=state,
         )  # fmt: skip
     assert failed.code == 1 and failed.doc["verdict"] == "mismatch"
     ok = area.verify(
-        area.custom_id, "--to", str(area.repo), "--stacks-url", area.node.url, state_dir=state
+        area.custom_id, "--repo", str(area.repo), "--stacks-url", area.node.url, state_dir=state
     )
     assert ok.code == 0
     listing = run_cli(
-        "backups", "--to", str(area.repo), "--json", cwd=area.root, env=clean_env(state)
+        "backups", "--repo", str(area.repo), "--json", cwd=area.root, env=clean_env(state)
     )
     assert listing.code == 0, listing.stderr
     states = {row["id"]: row["state"] for row in listing.json()["backups"]}

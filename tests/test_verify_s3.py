@@ -38,7 +38,7 @@ def test_backup_in_s3_is_fetched_verified_and_its_copy_removed(
 
     with stacks_node_for(facts) as node:
         newest = verify(
-            "--latest", "--to", location, "--stacks-url", node.url,
+            "--latest", "--repo", location, "--stacks-url", node.url,
             env=s3_server.env(), state_dir=state,
         )  # fmt: skip
         newest.expect(code=0, verdict="match")
@@ -52,7 +52,7 @@ def test_backup_in_s3_is_fetched_verified_and_its_copy_removed(
         # on-chain key and does not mark the backup failed.
         typed = random_public_key().hex()
         by_hand = verify(
-            backup_id, "--to", location, "--expected-key", typed,
+            backup_id, "--repo", location, "--expected-key", typed,
             env=s3_server.env(), state_dir=state,
         )  # fmt: skip
         check = by_hand.expect(code=1, verdict="mismatch", failing="dkg.matches_chain")
@@ -70,7 +70,7 @@ def test_backup_in_s3_is_fetched_verified_and_its_copy_removed(
         moved_to = random_public_key()
         node.set_aggregate_key(moved_to)
         by_id = verify(
-            backup_id, "--to", location, "--stacks-url", node.url,
+            backup_id, "--repo", location, "--stacks-url", node.url,
             env=s3_server.env(), state_dir=state,
         )  # fmt: skip
     check = by_id.expect(code=1, verdict="stale", failing="dkg.matches_chain")
@@ -80,6 +80,6 @@ def test_backup_in_s3_is_fetched_verified_and_its_copy_removed(
 
 def backup_states(state: Path, location: str, s3_server: S3Server) -> list[str]:
     env = clean_env(state, s3_server.env())
-    listing = run_cli("backups", "--to", location, "--json", cwd=state.parent, env=env)
+    listing = run_cli("backups", "--repo", location, "--json", cwd=state.parent, env=env)
     assert listing.code == 0, listing.stderr
     return [row["state"] for row in listing.json()["backups"]]

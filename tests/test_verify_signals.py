@@ -105,7 +105,7 @@ def test_signal_during_restore_cleans_up(
             sbtc_ops_executable(),
             "verify",
             big_backup.backup_id,
-            "--to",
+            "--repo",
             str(big_backup.repo),
             "--expected-key",
             big_backup.facts.newest_verified_key.hex(),

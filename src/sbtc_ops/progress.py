@@ -327,7 +327,7 @@ class StepProgress:
     """Item progress through the known steps of a job (verify's phases): a bar of steps done,
     elapsed time and ETA on a terminal; each step said at `-v`, its duration at `-vv`.
 
-    `update(step)` (alias `phase`) marks the start of a step; `bytes(description, total)`
+    `update(step)` marks the start of a step; `bytes(description, total)`
     adds a byte row under it for work whose size is known (a download, a restore)."""
 
     def __init__(self, name: str, steps: Sequence[str]) -> None:
@@ -357,8 +357,6 @@ class StepProgress:
             self._progress.update(
                 self._task, completed=self._done, description=f"{self.name}: {step}"
             )
-
-    phase = update
 
     def bytes(self, description: str, total: int | None = None) -> Any:
         return byte_progress(description, total)

@@ -161,6 +161,7 @@ def is_db_url(text: str) -> bool:
 
 def parse_dsn(dsn: str) -> dict[str, str] | None:
     """libpq's own reading of a URL or keyword DSN; None when libpq rejects it."""
+    # psycopg loads only here: every command imports redact, few parse a DSN.
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict
 

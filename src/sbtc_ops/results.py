@@ -6,11 +6,12 @@ Renderers (terminal, JSON, HTML, metrics) only read these.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ParamSpec
+
+P = ParamSpec("P")
 
 
 class Status(StrEnum):
@@ -75,15 +76,19 @@ class CheckResult:
         )
 
 
-def run_timed(check: Callable[[], CheckResult]) -> CheckResult:
-    """Run one check and stamp its duration on the result."""
-    start = time.perf_counter()
-    result = check()
-    return result.timed(time.perf_counter() - start)
+class Stopwatch:
+    """Started when made; `elapsed()` is the seconds since (a monotonic clock). The one way
+    sbtc-ops times its work: checks' `duration_s`, the drill's and the backup's phases."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start
 
 
-@contextmanager
-def stopwatch() -> Iterator[Callable[[], float]]:
-    """`with stopwatch() as elapsed: ...; elapsed()` gives seconds since entry."""
-    start = time.perf_counter()
-    yield lambda: time.perf_counter() - start
+def timed_check(check: Callable[P, CheckResult], *args: P.args, **kwargs: P.kwargs) -> CheckResult:
+    """`check(*args, **kwargs)`, its duration stamped on the result."""
+    watch = Stopwatch()
+    result = check(*args, **kwargs)
+    return result.timed(watch.elapsed())

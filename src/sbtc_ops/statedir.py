@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sbtc_ops.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
+
 SHARED_STATE_DIR = Path("/var/lib/sbtc-ops")
 
 
@@ -60,12 +62,16 @@ def sharing(state_dir: Path) -> Sharing:
     owner = None
     if os.geteuid() == 0 and info.st_uid != 0:
         owner = (info.st_uid, info.st_gid)
-    return Sharing(0o660 if shared else 0o600, 0o2770 if shared else 0o700, owner)
+    # A state directory shared with a group (g+rwx) gets group-writable files and setgid
+    # directories, so every member's runs can read and write them.
+    if shared:
+        return Sharing(0o660, 0o2770, owner)
+    return Sharing(PRIVATE_FILE_MODE, PRIVATE_DIR_MODE, owner)
 
 
 def ensure_state_dir(state_dir: Path) -> Sharing:
     """The state directory (created private when missing) and how to create inside it."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     return sharing(state_dir)
 
 
@@ -74,7 +80,7 @@ def make_state_subdir(state_dir: Path, name: str) -> Path:
     how = ensure_state_dir(state_dir)
     path = state_dir / name
     try:
-        path.mkdir(mode=0o700)
+        path.mkdir(mode=PRIVATE_DIR_MODE)
     except FileExistsError:
         return path
     path.chmod(how.dir_mode)  # not left to the umask

@@ -11,6 +11,11 @@ Registered through `pytest_plugins` in tests/conftest.py.
   create files there too, so only names this suite's fixtures and programs use are counted
   (`LEFTOVER_PREFIXES`), and they fail the run only with SBTC_OPS_STRICT_TMP=1 (a CI job or a
   host running nothing else); otherwise they are a warning.
+- Under pytest-xdist (`-n N`, scripts/test.sh) the workers' basetemps are directories of the
+  controller's (`<basetemp>/gw0`…), removed with it, and only the controller looks for
+  leftovers: it took its list before any worker started and looks again after every worker
+  ended (their session fixtures torn down), so an entry any worker leaked is caught and a
+  worker's live servers never count against another worker.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ LEFTOVER_PREFIXES = ("sbtc-", "seaweedfs-", "weed.", "pytest-of-", "chromium-")
 _ours = pytest.StashKey[Path]()
 _before = pytest.StashKey[set[str]]()
 _leftovers = pytest.StashKey[list[str]]()
+
+
+def is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 def temp_root() -> Path:
@@ -67,6 +76,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)  # after every session fixture (servers, sockets) is gone
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
+    if is_xdist_worker(config):
+        return  # the controller checks once every worker is done (see the module's doc)
     ours = config.stash.get(_ours, None)
     before = config.stash.get(_before, set())
     after = suite_entries(temp_root())

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from sbtc_ops.errors import DependencyError, UsageError
+from sbtc_ops.files import create_private, write_all
 from sbtc_ops.proc import die_with_parent, minimal_env
 
 # The SSHSIG namespace of sbtc-ops' drill attestations: a signature made for another purpose
@@ -144,10 +146,6 @@ class _signature_file:
         self.path: Path | None = None
 
     def __enter__(self) -> Path:
-        import tempfile
-
-        from sbtc_ops.files import create_private, write_all
-
         directory = Path(tempfile.mkdtemp(prefix="sbtc-ops-sig-"))
         self.path = directory / "statement.sig"
         fd = create_private(self.path)

@@ -18,7 +18,14 @@ from sbtc_ops.backup.manifest import (
 )
 from sbtc_ops.backup.storage import LocalStorage, S3Storage, Storage, StorageError
 from sbtc_ops.errors import UsageError
-from sbtc_ops.files import confined_path, create_private, fsync_dir, read_capped, write_all
+from sbtc_ops.files import (
+    PRIVATE_DIR_MODE,
+    confined_path,
+    create_private,
+    fsync_dir,
+    read_capped,
+    write_all,
+)
 
 DIRECTORY = "attestations"
 STATEMENT_SUFFIX = ".intoto.json"
@@ -44,7 +51,7 @@ def put(storage: Storage, backup_id: str, name: str, data: bytes) -> str:
     _check(backup_id, name)
     if isinstance(storage, LocalStorage):
         directory = storage.root / backup_id / DIRECTORY
-        directory.mkdir(mode=0o700, exist_ok=True)
+        directory.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
         path = directory / name
         try:
             fd = create_private(path)  # O_EXCL: never overwrites

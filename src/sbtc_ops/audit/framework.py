@@ -71,13 +71,12 @@ from sbtc_ops.host.commands import (
 )
 from sbtc_ops.host.context import (
     MAX_READ_BYTES,
-    REDACTED,
     HostContext,
     parse_toml,
     settings_secrets,
     url_password,
 )
-from sbtc_ops.redact import PUBLIC_DEFAULT_PASSWORDS
+from sbtc_ops.redact import PUBLIC_DEFAULT_PASSWORDS, REDACTED
 
 __all__ = [
     "AREA_ORDER",

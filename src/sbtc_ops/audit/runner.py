@@ -16,7 +16,7 @@ from sbtc_ops.audit.registry import Check, Finding, Outcome, Skip, area_rank
 from sbtc_ops.audit.report import AuditReport
 from sbtc_ops.host.context import HostContext
 from sbtc_ops.host.errors import CommandTimeout, EvidenceError
-from sbtc_ops.results import Status
+from sbtc_ops.results import Status, Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def run_audit(
 ) -> AuditReport:
     """Run checks concurrently, each bounded by its timeout; never raises for a check."""
     started_at = datetime.now(UTC)
-    start = time.perf_counter()
+    watch = Stopwatch()
     run = _Run(
         ctx,
         concurrency or ctx.settings.audit.concurrency,
@@ -45,7 +45,7 @@ def run_audit(
             kill_all()
     findings = [run.results[item.id] for item in checks]
     areas = sorted({item.area for item in checks}, key=area_rank)
-    return AuditReport(findings, str(ctx.root), started_at, time.perf_counter() - start, areas)
+    return AuditReport(findings, str(ctx.root), started_at, watch.elapsed(), areas)
 
 
 class _Run:
@@ -98,7 +98,7 @@ class _Run:
 
 
 def _execute(ctx: HostContext, item: Check) -> Finding:
-    start = time.perf_counter()
+    watch = Stopwatch()
     try:
         outcome = item.func(ctx)
     except Skip as exc:
@@ -108,7 +108,7 @@ def _execute(ctx: HostContext, item: Check) -> Finding:
     except Exception as exc:
         log.debug("check %s raised", item.id, exc_info=True)
         outcome = Outcome(Status.ERROR, f"check could not run: {type(exc).__name__}: {exc}")
-    return _finding(ctx, item, outcome, time.perf_counter() - start)
+    return _finding(ctx, item, outcome, watch.elapsed())
 
 
 def _finding(ctx: HostContext, item: Check, outcome: Outcome, seconds: float) -> Finding:

@@ -11,7 +11,7 @@ from typing import Any
 
 from sbtc_ops.audit.framework import HostContext
 from sbtc_ops.errors import SbtcOpsError
-from sbtc_ops.files import read_capped, write_private_atomic
+from sbtc_ops.files import PRIVATE_DIR_MODE, read_capped, write_private_atomic
 
 MAX_STATE_BYTES = 16 * 1024 * 1024
 
@@ -28,7 +28,7 @@ def write_state(ctx: HostContext, name: str, document: dict[str, Any]) -> None:
     """Complete or not at all (files.write_private_atomic); a failure is ignored."""
     path = ctx.settings.state_dir / name
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
         write_private_atomic(path, json.dumps(document).encode())
     except OSError:
         pass

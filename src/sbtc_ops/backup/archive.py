@@ -28,7 +28,7 @@ from sbtc_ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
 from sbtc_ops.backup.staging import Staging, stage_manifest_files, stage_unlisted
 from sbtc_ops.backup.storage import LocalStorage, Storage, StorageError
 from sbtc_ops.errors import SbtcOpsError, UsageError
-from sbtc_ops.files import create_private, read_capped, write_all
+from sbtc_ops.files import PRIVATE_DIR_MODE, create_private, read_capped, write_all
 from sbtc_ops.pg.sandbox import Sandbox
 from sbtc_ops.progress import Advance, byte_progress, say, step, watch_growth
 
@@ -208,13 +208,13 @@ def _prepare(root: Path, ctx: _Preparing) -> PreparedArchive:
 def _decrypt_directory(directory: Path, ctx: _Preparing) -> Path:
     """A copy of `directory` with its .age files decrypted (all in one child process)."""
     clear_dir = ctx.staging.root / "decrypted.dir"
-    clear_dir.mkdir(mode=0o700)
+    clear_dir.mkdir(mode=PRIVATE_DIR_MODE)
     pairs = []
     for path in directory.rglob("*"):
         if path.is_file():
             relative = path.relative_to(directory).as_posix().removesuffix(AGE_SUFFIX)
             target = clear_dir / relative
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            target.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
             if path.name.endswith(AGE_SUFFIX):
                 pairs.append((path, target))
             else:

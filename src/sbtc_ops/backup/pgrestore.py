@@ -13,7 +13,6 @@ import re
 import secrets
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -30,6 +29,7 @@ from sbtc_ops.pg.binaries import (
 )
 from sbtc_ops.pg.sandbox import Sandbox
 from sbtc_ops.progress import shown, watch_reads
+from sbtc_ops.results import Stopwatch
 
 _ERROR_LINE = re.compile(r"(pg_restore: error:|ERROR:|FATAL:|psql:.*(ERROR|error))")
 _IGNORED = re.compile(r"errors ignored on restore: (\d+)")
@@ -137,7 +137,7 @@ def run_restore(
     """Run the restore in `sandbox`; a plain dump (`plain_source`) is fed on stdin.
     `progress_of`: the archive, whose size is the total of the progress bar (how much of it
     the restore has read), drawn on a terminal."""
-    start = time.perf_counter()
+    watch = Stopwatch()
     proc = sandbox.popen(
         argv,
         env=env_extra,
@@ -164,7 +164,7 @@ def run_restore(
         errors = [line.replace("psql:<stdin>:", name) for line in errors]
     if ignored is not None and not errors:
         errors.append(f"pg_restore: errors ignored on restore: {ignored}")
-    return RestoreRun(proc.returncode, errors, time.perf_counter() - start, argv)
+    return RestoreRun(proc.returncode, errors, watch.elapsed(), argv)
 
 
 def read_errors(stream: IO[bytes]) -> tuple[list[str], str | None]:

@@ -27,8 +27,6 @@ from sbtc_ops.errors import ConfigError
 from sbtc_ops.redact import scrub
 from sbtc_ops.state import EventKind, StateStore
 
-DELETED_EVENT = EventKind.BACKUP_DELETED
-
 
 def storages_for(settings: Settings, locations: list[str] | None) -> list[Storage]:
     """`--repo` locations when given, else the configured local directory and S3 bucket."""
@@ -386,7 +384,7 @@ def _record_deleted(state_dir: Path, location: str, backup_ids: list[str]) -> No
         return
     with StateStore.open(state_dir) as store:
         for backup_id in backup_ids:
-            store.record_event(DELETED_EVENT, backup_id, "ok", {"location": location})
+            store.record_event(EventKind.BACKUP_DELETED, backup_id, "ok", {"location": location})
 
 
 def _decisions(kept: dict[str, list[str]], why_deleted: dict[str, str]) -> list[dict[str, Any]]:

@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 SIGNER_SCHEMA = "sbtc_signer"
 MIGRATIONS_TABLE = "public.__sbtc_migrations"
-CONNECT_TIMEOUT_S = libpq.CONNECT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class ConnectionTarget:
                 self.conninfo_without_password,
                 password=self.password,
                 sslpassword=self.sslpassword,
-                connect_timeout=CONNECT_TIMEOUT_S,
+                connect_timeout=libpq.CONNECT_TIMEOUT_S,
                 application_name="sbtc-ops",
                 **kwargs,
             )

@@ -393,7 +393,7 @@ class S3Storage:
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError  # lazy: see client
 
         try:
             yield
@@ -563,7 +563,7 @@ class S3Storage:
 
     def put_new(self, key: str, data: bytes) -> None:
         """Write one object that must not exist yet (objects that are only ever added)."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError  # lazy: see client
 
         def exists() -> bool:
             try:
@@ -586,7 +586,7 @@ class S3Storage:
         return Manifest.from_bytes(body, f"{self.url}/{backup_id}/{MANIFEST_NAME}")
 
     def _upload(self, path: Path, key: str, sha256: str | None, progress: Progress) -> None:
-        from boto3.s3.transfer import TransferConfig
+        from boto3.s3.transfer import TransferConfig  # lazy: see client
 
         # No transfer threads of boto3's own: they are not daemon threads, and one stuck in
         # a read would keep the process alive after an abandoned upload.
@@ -673,7 +673,7 @@ class S3Storage:
         found = int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
         if found != size:
             return  # not downloaded: the checksum check reports the missing file
-        from boto3.s3.transfer import TransferConfig
+        from boto3.s3.transfer import TransferConfig  # lazy: see client
 
         self.client.download_file(
             self.bucket,

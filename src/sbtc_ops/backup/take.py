@@ -46,7 +46,7 @@ from sbtc_ops.errors import describe_os_error
 from sbtc_ops.files import PRIVATE_DIR_MODE
 from sbtc_ops.pg.binaries import find_binaries
 from sbtc_ops.progress import byte_progress, shown, step
-from sbtc_ops.results import stopwatch
+from sbtc_ops.results import Stopwatch
 from sbtc_ops.state import StateStore
 from sbtc_ops.statedir import make_state_subdir
 
@@ -160,9 +160,10 @@ class Dumped:
 @contextmanager
 def _phase(phases: dict[str, float], name: str) -> Iterator[None]:
     """A named progress step, its duration recorded in `phases`."""
-    with step(name), stopwatch() as elapsed:
+    with step(name):
+        watch = Stopwatch()
         yield
-        phases[name] = elapsed()
+        phases[name] = watch.elapsed()
 
 
 def _take_locked(request: BackupRequest, failed: dict[str, str]) -> BackupOutcome:

@@ -17,7 +17,7 @@ from sbtc_ops.errors import UsageError
 from sbtc_ops.history import JobName, JobOutcome, recorded_cli_run
 
 if TYPE_CHECKING:
-    from sbtc_ops.verify.drill import VerifyReport
+    from sbtc_ops.verify.report import VerifyReport
 
 log = logging.getLogger(__name__)
 

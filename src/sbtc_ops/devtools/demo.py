@@ -27,8 +27,10 @@ from sbtc_ops.backup.service import request_from_settings, run_backup
 from sbtc_ops.config import PostgresSettings, Settings
 from sbtc_ops.devtools.signer_db import MAINNET_DEPLOYER, GeneratedDb, generate
 from sbtc_ops.devtools.standin_node import LABEL, StandInNode, registry_values
+from sbtc_ops.files import PRIVATE_FILE_MODE
 from sbtc_ops.pg.cluster import ThrowawayCluster
-from sbtc_ops.verify.drill import VerifyReport, VerifyRequest, run_verify
+from sbtc_ops.verify.drill import VerifyRequest, run_verify
+from sbtc_ops.verify.report import VerifyReport
 
 DEMO_DB = "signer"
 DEMO_ROLE = "signer"
@@ -140,7 +142,7 @@ def _source_database(postgres: PostgresSettings, work: Path) -> Iterator[str]:
 def _demo_settings(work: Path, db_url: str, chain_url: str, postgres: PostgresSettings) -> Settings:
     identity = pyrage.x25519.Identity.generate()
     identity_file = work / "demo.agekey"
-    identity_file.touch(mode=0o600)
+    identity_file.touch(mode=PRIVATE_FILE_MODE)
     identity_file.write_text(f"{identity}\n")
     return Settings.model_validate(
         {

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import sql
 
 from sbtc_ops.errors import UsageError
+from sbtc_ops.files import PRIVATE_FILE_MODE
 
 SCHEMA = "sbtc_signer"
 Progress = Callable[[int, int], None]
@@ -673,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(file=sys.stderr)
     if args.key_out:
-        descriptor = os.open(args.key_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        descriptor = os.open(args.key_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(facts.signer_private_key.hex() + "\n")
     print(json.dumps(facts.summary(), indent=2, default=str))

@@ -10,15 +10,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from sbtc_ops.discover import docker_api as api
-from sbtc_ops.discover.compose import (
-    SIGNER_CONFIG_TARGET,
-    Project,
-    Service,
-    find_compose_files,
-    load_project,
-    service_env,
-)
 from sbtc_ops.errors import ConfigError, DependencyError, UsageError
+from sbtc_ops.host.compose import Project, Service, find_compose_files, load_project, service_env
+from sbtc_ops.host.roles import SIGNER_CONFIG_TARGET
 from sbtc_ops.redact import redact_url
 
 # Where operators put the reference deployment (stacks-sbtc/sbtc docker/mainnet), in order.

@@ -45,10 +45,10 @@ from sbtc_ops.config import (
     own_layers,
     secret_values,
 )
-from sbtc_ops.discover.compose import find_compose_files
 from sbtc_ops.discover.core import discover
 from sbtc_ops.discover.resolve import signer_environment
 from sbtc_ops.errors import ConfigError, SbtcOpsError
+from sbtc_ops.host.compose import find_compose_files
 from sbtc_ops.host.signer_import import EnvSource, import_signer, read_env_file
 
 DISCOVERED_LAYER = "discovered deployment"

@@ -24,7 +24,6 @@ T = TypeVar("T")
 
 # Files larger than this are not evidence an audit needs to read whole.
 MAX_READ_BYTES = 8 * 1024 * 1024
-REDACTED = redact.REDACTED
 
 
 # -- the audited host -----------------------------------------------------------------------
@@ -215,9 +214,9 @@ class HostContext:
     def scrub(self, text: str) -> str:
         for secret in self._secrets:  # the list is replaced, never mutated: a safe snapshot
             if secret in text:
-                text = text.replace(secret, REDACTED)
+                text = text.replace(secret, redact.REDACTED)
             elif secret.lower() != secret and secret.lower() in text.lower():
-                text = re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
+                text = re.sub(re.escape(secret), redact.REDACTED, text, flags=re.IGNORECASE)
         return redact.scrub(text)
 
 

@@ -80,10 +80,12 @@ def fetch(
     headers: Mapping[str, str] | None = None,
     auth: tuple[str, str] | None = None,
     accept_status: tuple[int, ...] = (),
-    max_bytes: int = MAX_ANSWER_BYTES,
+    max_bytes: int | None = None,
 ) -> Reply:
-    """One request bounded by audit.network_timeout_s and `max_bytes`; see the module doc
-    for failures."""
+    """One request bounded by audit.network_timeout_s and `max_bytes` (default
+    MAX_ANSWER_BYTES, read at each call: tests lower it); see the module doc for failures."""
+    if max_bytes is None:
+        max_bytes = MAX_ANSWER_BYTES
     limit = ctx.settings.audit.network_timeout_s
     shown = public_url(url)
     parts = urlsplit(url)

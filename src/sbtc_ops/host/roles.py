@@ -14,6 +14,9 @@ from sbtc_ops.host.compose import ComposeFile, compose_files
 from sbtc_ops.host.context import HostContext
 
 SIGNER, STACKS, BITCOIN = "signer", "stacks", "bitcoin"
+SIGNER_CONFIG_TARGET = "/signer-config.toml"
+"""Where the reference deployment mounts signer-config.toml: the mount that marks the signer's
+container (discovery, the audit)."""
 ROLE_NAMES = {SIGNER: "sBTC signer", STACKS: "Stacks node", BITCOIN: "Bitcoin node"}
 _NAMES = {
     SIGNER: ("sbtc-signer", "signer"),

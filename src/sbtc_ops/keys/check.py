@@ -19,11 +19,10 @@ from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.keys.chain import OnchainSignerSet
 from sbtc_ops.keys.material import KeySource
 from sbtc_ops.keys.wellknown import well_known
-from sbtc_ops.results import CheckResult, Status, run_timed
+from sbtc_ops.results import CheckResult, Status, timed_check
 from sbtc_ops.state import EventKind, StateStore
 
 SECTION = "protect the private key; keep an offline cold-storage backup"
-VERIFY_EVENT = EventKind.KEY_BACKUP_VERIFY
 DAY = 86400.0
 
 
@@ -231,7 +230,7 @@ def check_cold_backup(
     facts: KeyFacts, store: StateStore, options: KeySettings, now: float | None = None
 ) -> CheckResult:
     now = time.time() if now is None else now
-    events = store.events(VERIFY_EVENT, facts.public_key, limit=200)
+    events = store.events(EventKind.KEY_BACKUP_VERIFY, facts.public_key, limit=200)
     create = (
         "create one with `sbtc-ops key backup` and prove it restores with "
         "`sbtc-ops key verify-backup` (see docs/key-custody.md)"
@@ -290,4 +289,4 @@ def run_key_checks(
         lambda: check_onchain_set(facts, onchain_reader),
         lambda: check_cold_backup(facts, store, options),
     ]
-    return [run_timed(check) for check in checks]
+    return [timed_check(check) for check in checks]

@@ -9,14 +9,14 @@ import stat
 from pathlib import Path
 
 from sbtc_ops.errors import UsageError
-from sbtc_ops.files import create_private, fsync_dir, write_synced
+from sbtc_ops.files import PRIVATE_DIR_MODE, create_private, fsync_dir, write_synced
 
 
 def prepare_private_dir(path: Path) -> None:
     """Create `path` 0700, or accept an existing directory only if nobody else can enter it."""
     if not path.exists():
         try:
-            path.mkdir(mode=0o700, parents=True)
+            path.mkdir(mode=PRIVATE_DIR_MODE, parents=True)
         except OSError as exc:
             raise UsageError(f"cannot create {path}: {exc.strerror}") from None
         return

@@ -25,8 +25,6 @@ from sbtc_ops.keys.verify import (
 from sbtc_ops.results import CheckResult
 from sbtc_ops.state import EventKind, StateStore
 
-BACKUP_EVENT = EventKind.KEY_BACKUP
-
 # Log lines carry public keys, sources and paths only.
 log = logging.getLogger(__name__)
 
@@ -92,7 +90,7 @@ def backup_key(
         log.debug("wrote %s (%s, mode %04o)", item.path, item.role, item.mode)
     with StateStore.open(settings.state_dir) as store:
         store.record_event(
-            BACKUP_EVENT,
+            EventKind.KEY_BACKUP,
             subject=report.public_key,
             outcome="created",
             data={

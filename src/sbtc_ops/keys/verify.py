@@ -19,11 +19,10 @@ import pyrage
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import ConfigError, DependencyError, SbtcOpsError, UsageError
 from sbtc_ops.keys.chain import OnchainSignerSet
-from sbtc_ops.keys.check import VERIFY_EVENT
 from sbtc_ops.keys.locate import locate_signer_key
 from sbtc_ops.keys.material import SignerKey
 from sbtc_ops.keys.restore import RestoreFailed, classify, restore_age, restore_shares
-from sbtc_ops.state import StateStore
+from sbtc_ops.state import EventKind, StateStore
 
 _PUBLIC_KEY_HEX_LENGTH = 66
 
@@ -268,7 +267,7 @@ def record_verdicts(store: StateStore, report: VerifyReport) -> None:
         subject = report.expected.public_key or (verdict.public_key if verdict.ok else None)
         try:
             store.record_event(
-                VERIFY_EVENT,
+                EventKind.KEY_BACKUP_VERIFY,
                 subject=subject or "unknown",
                 outcome=verdict.outcome,
                 data={

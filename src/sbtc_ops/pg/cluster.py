@@ -31,6 +31,8 @@ from urllib.parse import quote
 
 from sbtc_ops.errors import DependencyError, SbtcOpsError, UsageError
 from sbtc_ops.files import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
     UnsafeFileError,
     abandoned_run_directories,
     create_private,
@@ -222,7 +224,7 @@ class ThrowawayCluster:
 
         conninfo = self.conninfo(dbname, user)
         if options:
-            from psycopg.conninfo import make_conninfo
+            from psycopg.conninfo import make_conninfo  # lazy (module note)
 
             conninfo = make_conninfo(conninfo, options=options)
         return psycopg.connect(conninfo, autocommit=autocommit)
@@ -383,7 +385,7 @@ class ThrowawayCluster:
         finally:
             os.close(fd)
         for handed_over in (self.data_dir, self.socket_dir):
-            handed_over.mkdir(mode=0o700)
+            handed_over.mkdir(mode=PRIVATE_DIR_MODE)
         if self.sandbox.mount_view:
             # We connect to the socket as ourselves; only we can reach it (base is 0700).
             self.socket_dir.chmod(0o711)
@@ -472,6 +474,7 @@ class ThrowawayCluster:
         hba = ["local all all trust"]  # the socket directory is private to the server's user
         if self.tcp_port is not None:
             hba.append("host all all 127.0.0.1/32 scram-sha-256")
+        # readable by the server's user (the file holds no secret: trust on a private socket)
         fd = create_private(self.hba_path, 0o644)
         try:
             write_all(fd, ("\n".join(hba) + "\n").encode())
@@ -489,7 +492,7 @@ class ThrowawayCluster:
         # Opened by us in our own directory; the server only gets the descriptor. (Appended
         # to when the same cluster's server is started again.)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-        self._log = os.fdopen(os.open(self.log_path, flags, 0o600), "ab")
+        self._log = os.fdopen(os.open(self.log_path, flags, PRIVATE_FILE_MODE), "ab")
         self._process = self.sandbox.exposing(ro=(self.hba_path,)).popen(
             self._server_argv(),
             stdin=subprocess.DEVNULL,

@@ -26,6 +26,7 @@ from typing import Any
 from psycopg.conninfo import make_conninfo
 
 from sbtc_ops.errors import ConfigError
+from sbtc_ops.files import PRIVATE_FILE_MODE
 from sbtc_ops.redact import DSN_SECRET_KEYS
 
 CONNECT_TIMEOUT_S = 10
@@ -121,7 +122,7 @@ def _check_service_use(target: ClientTarget, sslpassword: str, env: Mapping[str,
 
 def _write_service_file(directory: Path, sslpassword: str) -> Path:
     path = directory / "pg_service.conf"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(f"[{SECRETS_SERVICE}]\nsslpassword={sslpassword}\n")
     return path

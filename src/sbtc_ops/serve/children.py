@@ -17,16 +17,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from sbtc_ops.history import JobOutcome
 from sbtc_ops.proc import die_with_parent, signal_group
-from sbtc_ops.serve.scheduler import (
-    ERROR,
-    INTERRUPTED,
-    OK,
-    PROBLEM,
-    JobAction,
-    JobContext,
-    JobResult,
-)
+from sbtc_ops.serve.scheduler import JobAction, JobContext, JobResult
 
 _STOP_GRACE_S = 60.0
 
@@ -87,12 +80,14 @@ def result_from_child(stdout: bytes, returncode: int, why_stopped: str | None) -
     except ValueError:
         doc = None
     if why_stopped is not None:
-        outcome = INTERRUPTED if why_stopped == "stopped by shutdown" else ERROR
+        outcome = (
+            JobOutcome.INTERRUPTED if why_stopped == "stopped by shutdown" else JobOutcome.ERROR
+        )
         data = doc.get("data", {}) if isinstance(doc, dict) else {}
         return JobResult(outcome, why_stopped, data)
-    if not isinstance(doc, dict) or doc.get("outcome") not in (OK, PROBLEM, ERROR, INTERRUPTED):
+    if not isinstance(doc, dict) or doc.get("outcome") not in tuple(JobOutcome):
         how = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
-        return JobResult(ERROR, f"the job process ended without a result ({how})")
+        return JobResult(JobOutcome.ERROR, f"the job process ended without a result ({how})")
     return JobResult(str(doc["outcome"]), str(doc.get("summary", "")), dict(doc.get("data", {})))
 
 

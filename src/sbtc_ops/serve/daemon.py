@@ -21,13 +21,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
+from sbtc_ops.history import JobOutcome
 from sbtc_ops.serve.children import child_environment, subprocess_action
 from sbtc_ops.serve.dkgwatch import DkgWatch
 from sbtc_ops.serve.http import StatusServer
 from sbtc_ops.serve.joblog import JobLog, LogFormat, Write, write_stderr
 from sbtc_ops.serve.jobs import job_specs, settings_secret_values
 from sbtc_ops.serve.notify import Notifier
-from sbtc_ops.serve.scheduler import ERROR, OK, PROBLEM, JobResult, Scheduler
+from sbtc_ops.serve.scheduler import JobResult, Scheduler
 from sbtc_ops.serve.snapshot import Snapshot
 from sbtc_ops.state import StateStore
 
@@ -259,7 +260,7 @@ def run_once(
             job = queue.pop(0)
             result = scheduler.run_now(job)
             results.append((job, result))
-            if result.outcome == OK:
+            if result.outcome == JobOutcome.OK:
                 # As in the daemon: a backup is followed by its verify.
                 queue += [
                     s.name
@@ -272,8 +273,8 @@ def run_once(
 
 def exit_code(results: list[tuple[str, JobResult]]) -> int:
     outcomes = {result.outcome for _, result in results}
-    if outcomes <= {OK}:
+    if outcomes <= {JobOutcome.OK}:
         return 0
-    if outcomes <= {OK, PROBLEM}:
+    if outcomes <= {JobOutcome.OK, JobOutcome.PROBLEM}:
         return 1
-    return 2 if ERROR in outcomes else 1
+    return 2 if JobOutcome.ERROR in outcomes else 1

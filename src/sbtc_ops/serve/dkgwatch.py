@@ -22,14 +22,15 @@ from typing import Any
 
 import psycopg
 
+from sbtc_ops.backup.source import dkg_fingerprint, parse_target
 from sbtc_ops.config import Settings
-from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.errors import ConfigError, SbtcOpsError
+from sbtc_ops.serve.jobs import scrub, settings_secret_values
 from sbtc_ops.state import Event, EventKind, StateStore
 
 log = logging.getLogger(__name__)
 
 DKG_BACKUP = "dkg-backup"
-WATCH_EVENT = EventKind.DKG_WATCH
 _EVENTS_KEPT = 200
 _RETRY_S = 300.0  # while unprotected, a failed dkg backup is tried again this often
 
@@ -144,7 +145,7 @@ class DkgWatch:
         self, fingerprint: tuple[Any, ...], row: NewestRow | None, now: float, *, recovered: bool
     ) -> None:
         with StateStore.open(self.settings.state_dir) as store:
-            previous = last_observation(store.events(WATCH_EVENT, "live", limit=20))
+            previous = last_observation(store.events(EventKind.DKG_WATCH, "live", limit=20))
             backups = store.events(EventKind.BACKUP, limit=50)
         known = previous.data.get("fingerprint") if previous is not None else None
         changed = self.fingerprint is not None and fingerprint != self.fingerprint
@@ -183,8 +184,6 @@ class DkgWatch:
     # -- the database -----------------------------------------------------------------------
 
     def _read(self) -> tuple[tuple[Any, ...], NewestRow | None]:
-        from sbtc_ops.backup.source import dkg_fingerprint
-
         if self._conn is None:
             self._conn = self._connect()
         fingerprint = dkg_fingerprint(self._conn)
@@ -193,9 +192,6 @@ class DkgWatch:
         return tuple(_plain(v) for v in fingerprint), row
 
     def _connect(self) -> Any:
-        from sbtc_ops.backup.source import parse_target
-        from sbtc_ops.errors import ConfigError
-
         url = self.settings.effective_db_url
         if url is None:
             raise ConfigError("no signer database configured (db.url or the signer's db_endpoint)")
@@ -210,15 +206,13 @@ class DkgWatch:
             self._conn = None
 
     def _describe(self, exc: Exception) -> str:
-        from sbtc_ops.serve.jobs import scrub, settings_secret_values
-
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return scrub(text, settings_secret_values(self.settings))
 
     def _record(self, outcome: str, data: dict[str, Any], now: float) -> None:
         with StateStore.open(self.settings.state_dir) as store:
-            store.record_event(WATCH_EVENT, "live", outcome, data, at=now)
-            store.prune_events(WATCH_EVENT, _EVENTS_KEPT)
+            store.record_event(EventKind.DKG_WATCH, "live", outcome, data, at=now)
+            store.prune_events(EventKind.DKG_WATCH, _EVENTS_KEPT)
 
 
 def _is_new_round(previous: Event | None, row: NewestRow) -> bool:

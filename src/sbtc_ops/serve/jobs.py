@@ -15,17 +15,11 @@ from typing import Any, TypeVar
 
 from sbtc_ops import redact
 from sbtc_ops.config import Settings, secret_values
-from sbtc_ops.history import JobName
-from sbtc_ops.host.endpoints import public_url as endpoint_label
+from sbtc_ops.history import JobName, JobOutcome
+from sbtc_ops.host.endpoints import public_url
 from sbtc_ops.proc import InBackground
 from sbtc_ops.results import Status
-from sbtc_ops.serve.scheduler import (
-    ERROR,
-    OK,
-    PROBLEM,
-    JobResult,
-    JobSpec,
-)
+from sbtc_ops.serve.scheduler import JobResult, JobSpec
 from sbtc_ops.state import EventKind, StateStore
 from sbtc_ops.verify.budget import verify_job_timeout
 
@@ -160,6 +154,7 @@ def dkg_backup_job(settings: Settings) -> JobResult:
 
 
 def backup_job(settings: Settings, *, dkg_only: bool = False) -> JobResult:
+    # a job's own code, loaded when the job runs (module docstring)
     from sbtc_ops.backup.service import prune_all, request_from_settings, run_backup
 
     outcome = run_backup(settings, request_from_settings(settings, None, dkg_only=dkg_only))
@@ -180,8 +175,8 @@ def backup_job(settings: Settings, *, dkg_only: bool = False) -> JobResult:
         # Stored, but not everywhere: the job is a problem, naming where it is missing.
         data["failed_locations"] = outcome.failed
         missing = "; ".join(outcome.failed.values())
-        return JobResult(PROBLEM, f"{summary}; not stored everywhere: {missing}", data)
-    return JobResult(OK, summary, data)
+        return JobResult(JobOutcome.PROBLEM, f"{summary}; not stored everywhere: {missing}", data)
+    return JobResult(JobOutcome.OK, summary, data)
 
 
 def verify_latest_job(settings: Settings) -> JobResult:
@@ -190,6 +185,7 @@ def verify_latest_job(settings: Settings) -> JobResult:
 
 def verify_rotate_job(settings: Settings) -> JobResult:
     """Verify an older retained backup: the one verified longest ago (never, first)."""
+    # a job's own code, loaded when the job runs (module docstring)
     from sbtc_ops.backup.service import survey
 
     rows = survey(settings, None).rows  # what is reachable (one storage down costs no verify)
@@ -201,7 +197,7 @@ def verify_rotate_job(settings: Settings) -> JobResult:
 
         chosen = choose_rotation(rows, last_verified)
     if chosen is None:
-        return JobResult(OK, "no older backup to verify yet", {})
+        return JobResult(JobOutcome.OK, "no older backup to verify yet", {})
     return _verify(settings, chosen)
 
 
@@ -225,6 +221,7 @@ def choose_rotation(
 
 
 def _verify(settings: Settings, backup_id: str | None) -> JobResult:
+    # a job's own code, loaded when the job runs (module docstring)
     from sbtc_ops.verify.drill import VerifyRequest, run_verify
 
     request = VerifyRequest(
@@ -235,11 +232,14 @@ def _verify(settings: Settings, backup_id: str | None) -> JobResult:
     data = {"backup": report.backup, "verdict": report.verdict, "failed_checks": failed}
     summary = f"{report.backup}: {report.verdict}" + (f" ({', '.join(failed)})" if failed else "")
     if report.ok:
-        return JobResult(OK, summary, data)
-    return JobResult(ERROR if report.could_not_run else PROBLEM, summary, data)
+        return JobResult(JobOutcome.OK, summary, data)
+    return JobResult(
+        JobOutcome.ERROR if report.could_not_run else JobOutcome.PROBLEM, summary, data
+    )
 
 
 def audit_job(settings: Settings) -> JobResult:
+    # a job's own code, loaded when the job runs (module docstring)
     from sbtc_ops.audit.service import audit_host
 
     report = interruptible(lambda: audit_host(settings))
@@ -266,17 +266,18 @@ def audit_job(settings: Settings) -> JobResult:
         store.prune_events(EventKind.AUDIT, AUDIT_EVENT_KEEP)
     problems = sum(1 for f in open_findings if f["status"] != Status.WARN.value)
     summary = f"score {report.score}, {len(open_findings)} open findings ({problems} failing)"
-    return JobResult(PROBLEM if problems else OK, summary, data)
+    return JobResult(JobOutcome.PROBLEM if problems else JobOutcome.OK, summary, data)
 
 
 def chain_check_job(settings: Settings) -> JobResult:
+    # a job's own code, loaded when the job runs (module docstring)
     from sbtc_ops.stacks import NOT_SET, read_aggregate_key
 
     reading = interruptible(lambda: read_aggregate_key(settings))
     secrets = settings_secret_values(settings)
     endpoints = [
         {
-            "endpoint": endpoint_label(outcome.url),
+            "endpoint": public_url(outcome.url),
             "up": outcome.ok,
             "elapsed_s": round(outcome.elapsed_s, 3),
             "error": None if outcome.ok else scrub(outcome.error or "", secrets)[:200],
@@ -301,8 +302,12 @@ def chain_check_job(settings: Settings) -> JobResult:
     if down:
         summary += "; " + "; ".join(down)
     if reading.all_failed:
-        return JobResult(ERROR, summary, data)
-    return JobResult(PROBLEM if up < len(endpoints) or reading.disagree else OK, summary, data)
+        return JobResult(JobOutcome.ERROR, summary, data)
+    return JobResult(
+        JobOutcome.PROBLEM if up < len(endpoints) or reading.disagree else JobOutcome.OK,
+        summary,
+        data,
+    )
 
 
 def remember_chain_key(settings: Settings, key: bytes) -> None:

@@ -20,16 +20,17 @@ import httpx
 from pydantic import SecretStr
 
 from sbtc_ops import __version__
+from sbtc_ops.history import JobOutcome
 from sbtc_ops.httpdeadline import bounded_request
 from sbtc_ops.redact import scrub_data
 from sbtc_ops.serve.jobs import scrub
-from sbtc_ops.serve.scheduler import ERROR, OK, PROBLEM, JobResult
+from sbtc_ops.serve.scheduler import JobResult
 
 log = logging.getLogger(__name__)
 
 FAILURE = "failure"
 RECOVERY = "recovery"
-_FAILING = (PROBLEM, ERROR)  # an interrupted run (shutdown) is not news
+_FAILING = (JobOutcome.PROBLEM, JobOutcome.ERROR)  # an interrupted run (shutdown) is not news
 _MAX_RETRY_AFTER_S = 60.0
 _MAX_ANSWER_BYTES = 1024 * 1024  # a webhook's answer is only looked at for its status
 
@@ -54,7 +55,7 @@ def transition(previous: str | None, current: str) -> str | None:
     """failure when a job starts failing, recovery when it succeeds again; else nothing."""
     if current in _FAILING and previous not in _FAILING:
         return FAILURE
-    if current == OK and previous in _FAILING:
+    if current == JobOutcome.OK and previous in _FAILING:
         return RECOVERY
     return None
 

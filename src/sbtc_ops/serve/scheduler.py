@@ -29,13 +29,6 @@ from sbtc_ops.state import StateStore, process_alive
 log = logging.getLogger(__name__)
 
 
-OK = JobOutcome.OK
-PROBLEM = JobOutcome.PROBLEM
-ERROR = JobOutcome.ERROR
-INTERRUPTED = JobOutcome.INTERRUPTED
-FAILED_OUTCOMES = (PROBLEM, ERROR, INTERRUPTED)
-
-
 class Clock(Protocol):
     def now(self) -> float:
         """Unix time."""
@@ -139,7 +132,7 @@ class Scheduler:
     def _initial_due(self, spec: JobSpec, store: StateStore, now: float) -> float | None:
         last = store.last_run(spec.name)
         if spec.after:
-            trigger = store.last_run(spec.after, (OK,))
+            trigger = store.last_run(spec.after, (JobOutcome.OK,))
             # The trigger succeeded after this job last ran (e.g. the daemon stopped between a
             # backup and its verify): catch up now.
             if trigger is not None and (last is None or trigger.started_at > last.started_at):
@@ -251,7 +244,9 @@ class Scheduler:
 
     def _run(self, spec: JobSpec, now: float) -> JobResult:
         with StateStore.open(self.state_dir) as store:
-            previous = store.last_run(spec.name, (OK, PROBLEM, ERROR))
+            previous = store.last_run(
+                spec.name, (JobOutcome.OK, JobOutcome.PROBLEM, JobOutcome.ERROR)
+            )
             run_id = store.start_run(spec.name, at=now)
         context = JobContext(spec.name, run_id, spec.timeout_s, self._cancel)
         try:
@@ -259,11 +254,11 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - crash isolation: a job's bug fails that run only
             reason = one_line_reason(exc)
             log.error("job %s crashed: %s", spec.name, reason)
-            result = JobResult(ERROR, f"crashed: {reason}")
-        if self._cancel.is_set() and result.outcome != OK:
-            result = JobResult(INTERRUPTED, "stopped by shutdown", result.data)
+            result = JobResult(JobOutcome.ERROR, f"crashed: {reason}")
+        if self._cancel.is_set() and result.outcome != JobOutcome.OK:
+            result = JobResult(JobOutcome.INTERRUPTED, "stopped by shutdown", result.data)
         self._record(spec, run_id, result)
-        if result.outcome == OK:
+        if result.outcome == JobOutcome.OK:
             self._trigger_followers(spec.name)
         if self.on_finish is not None:
             try:

@@ -25,17 +25,17 @@ from sbtc_ops import redact
 from sbtc_ops.backup.service import request_from_settings, run_backup
 from sbtc_ops.config import Settings, secret_values
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.history import JobOutcome
 from sbtc_ops.host.context import HostContext
 from sbtc_ops.host.errors import EvidenceError, Unavailable
 from sbtc_ops.host.nodes import bitcoin_height, signer_info, signer_revision
 from sbtc_ops.host.signer import data_volumes, registry_signer_data, signer_images, volume_free
-from sbtc_ops.serve.scheduler import OK, PROBLEM, JobResult
+from sbtc_ops.serve.scheduler import JobResult
 from sbtc_ops.signer import dbfacts
 from sbtc_ops.signer.dkgstate import DkgState
 from sbtc_ops.signer.running import database_size_bytes, dkg_state, window_of
 from sbtc_ops.state import EventKind, StateStore
 
-IMAGE_EVENT = EventKind.SIGNER_IMAGE
 IMAGE_SUBJECT = "signer"
 _IMAGE_EVENTS_KEPT = 200
 
@@ -55,7 +55,7 @@ def signer_check_job(settings: Settings, now: float | None = None) -> JobResult:
         except Exception as exc:  # noqa: BLE001 - each part fails alone, named in the result
             data["errors"][name] = _reason(exc, settings)
     summary = _summary(data)
-    return JobResult(PROBLEM if data["errors"] else OK, summary, data)
+    return JobResult(JobOutcome.PROBLEM if data["errors"] else JobOutcome.OK, summary, data)
 
 
 def _reason(exc: Exception, settings: Settings) -> str:
@@ -152,7 +152,7 @@ def _image_part(ctx: HostContext, settings: Settings, now: float) -> dict[str, A
     if not image and not revision:
         return {}
     with StateStore.open(settings.state_dir) as store:
-        previous = store.last_event(IMAGE_EVENT, IMAGE_SUBJECT)
+        previous = store.last_event(EventKind.SIGNER_IMAGE, IMAGE_SUBJECT)
         before = next(
             (e for e in store.events(EventKind.BACKUP, limit=50) if e.outcome == "ok"), None
         )
@@ -192,5 +192,5 @@ def _backup_now(settings: Settings) -> dict[str, Any]:
 
 def _record_image(settings: Settings, now: float, data: dict[str, Any]) -> None:
     with StateStore.open(settings.state_dir) as store:
-        store.record_event(IMAGE_EVENT, IMAGE_SUBJECT, "ok", data, at=now)
-        store.prune_events(IMAGE_EVENT, _IMAGE_EVENTS_KEPT)
+        store.record_event(EventKind.SIGNER_IMAGE, IMAGE_SUBJECT, "ok", data, at=now)
+        store.prune_events(EventKind.SIGNER_IMAGE, _IMAGE_EVENTS_KEPT)

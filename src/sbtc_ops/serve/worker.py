@@ -15,13 +15,13 @@ from typing import NoReturn
 
 from sbtc_ops import progress
 from sbtc_ops.errors import SbtcOpsError
-from sbtc_ops.history import JobName
+from sbtc_ops.history import JobName, JobOutcome
 from sbtc_ops.redact import ScrubbingFormatter, install_output_scrubbing, scrub_data
 from sbtc_ops.serve.jobs import run_job, scrub, settings_secret_values
-from sbtc_ops.serve.scheduler import ERROR, INTERRUPTED, OK, JobResult, one_line_reason
+from sbtc_ops.serve.scheduler import JobResult, one_line_reason
 from sbtc_ops.termsafe import install_output_escaping
 
-_EXIT_CODES: dict[str, int] = {OK: 0, ERROR: 2, INTERRUPTED: 130}
+_EXIT_CODES: dict[str, int] = {JobOutcome.OK: 0, JobOutcome.ERROR: 2, JobOutcome.INTERRUPTED: 130}
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -49,11 +49,11 @@ def main(argv: list[str]) -> NoReturn:
         secrets = settings_secret_values(settings)
         result = run_job(argv[0], settings)
     except SbtcOpsError as exc:
-        result = JobResult(ERROR, one_line_reason(exc))
+        result = JobResult(JobOutcome.ERROR, one_line_reason(exc))
     except KeyboardInterrupt:
-        result = JobResult(INTERRUPTED, "stopped by a signal")
+        result = JobResult(JobOutcome.INTERRUPTED, "stopped by a signal")
     except Exception as exc:  # noqa: BLE001 - this run's failure, in one line, type included
-        result = JobResult(ERROR, one_line_reason(exc))
+        result = JobResult(JobOutcome.ERROR, one_line_reason(exc))
         logging.getLogger("sbtc_ops.serve").error(
             "job %s failed: %s", argv[0], scrub(result.summary, secrets)
         )

@@ -18,7 +18,6 @@ from typing import Any, LiteralString
 from sbtc_ops.state import EventKind, StateStore
 
 Query = Callable[[LiteralString, Sequence[Any]], list[tuple[Any, ...]]]
-SIZE_EVENT = EventKind.DB_SIZE
 SIZE_SUBJECT = "signer"
 SAMPLES_KEPT = 3000  # hourly audits for four months
 GROWTH_WINDOW_S = 30 * 86400
@@ -77,14 +76,14 @@ class Sample:
 
 def record_size(state_dir: Path, at: float, size: int) -> None:
     with StateStore.open(state_dir) as store:
-        store.record_event(SIZE_EVENT, SIZE_SUBJECT, "ok", {"bytes": size}, at=at)
-        store.prune_events(SIZE_EVENT, SAMPLES_KEPT)
+        store.record_event(EventKind.DB_SIZE, SIZE_SUBJECT, "ok", {"bytes": size}, at=at)
+        store.prune_events(EventKind.DB_SIZE, SAMPLES_KEPT)
 
 
 def size_history(state_dir: Path, limit: int = SAMPLES_KEPT) -> list[Sample]:
     """Recorded samples, oldest first."""
     with StateStore.open(state_dir) as store:
-        events = store.events(SIZE_EVENT, SIZE_SUBJECT, limit=limit)
+        events = store.events(EventKind.DB_SIZE, SIZE_SUBJECT, limit=limit)
     samples = [Sample(e.at, int(e.data.get("bytes") or 0)) for e in events if "bytes" in e.data]
     return sorted(samples, key=lambda s: s.at)
 

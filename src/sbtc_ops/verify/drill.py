@@ -46,7 +46,7 @@ from sbtc_ops.pg.sandbox import Sandbox, isolation_of
 from sbtc_ops.pg.schema_identity import CanonicalSchema, read_canonical_schema
 from sbtc_ops.proc import InBackground, read_capped
 from sbtc_ops.progress import echo
-from sbtc_ops.results import CheckResult, Status
+from sbtc_ops.results import CheckResult, Status, Stopwatch, timed_check
 from sbtc_ops.stacks import (
     AggregateKeyReading,
     SignerDataReading,
@@ -58,7 +58,7 @@ from sbtc_ops.verify import checks, reference
 from sbtc_ops.verify.budget import DrillBudget, DrillGuard, archive_size
 from sbtc_ops.verify.dbfacts import DatabaseFacts, read_and_neutralise
 from sbtc_ops.verify.evidence import build_evidence
-from sbtc_ops.verify.phases import Phases, Stopwatch, timed_check
+from sbtc_ops.verify.phases import Phases
 from sbtc_ops.verify.report import VerifyReport
 
 RESTORED_DB = "signer"
@@ -847,6 +847,3 @@ def _attestation_storages(
         return storages_for(settings, request.locations)
     except SbtcOpsError:
         return []
-
-
-__all__ = ["SbtcOpsError", "VerifyReport", "VerifyRequest", "run_verify"]

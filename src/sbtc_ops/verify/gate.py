@@ -23,6 +23,7 @@ from sbtc_ops.backup.restore import ProvenArchive, RestoreRequest, preflight, re
 from sbtc_ops.backup.source import ConnectionTarget
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError
+from sbtc_ops.files import PRIVATE_FILE_MODE
 from sbtc_ops.progress import echo
 from sbtc_ops.results import Status
 from sbtc_ops.state import EventKind, StateStore
@@ -156,7 +157,7 @@ def _redump(ctx: GateContext) -> PreparedArchive:
         RESTORED_DB,
     ]
     with output.open("xb") as sink:
-        output.chmod(0o600)
+        output.chmod(PRIVATE_FILE_MODE)
         proc = cluster.sandbox.popen(
             argv,
             env=cluster.client_env(READER_ROLE),

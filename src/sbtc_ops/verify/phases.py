@@ -2,37 +2,17 @@
 
 A drill reports `timings` (seconds per phase: locate, cluster, checksum, prepare, restore,
 checks, amcheck, chain, total, …; a phase entered twice adds up) and each check's
-`duration_s`; both are measured here, nowhere else.
+`duration_s`; both are measured with results.Stopwatch (results.timed_check for a check).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec
+from typing import Any
 
-from sbtc_ops.results import CheckResult
-
-P = ParamSpec("P")
-
-
-class Stopwatch:
-    """Started when made; `elapsed()` is the seconds since (a monotonic clock)."""
-
-    def __init__(self) -> None:
-        self._start = time.perf_counter()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self._start
-
-
-def timed_check(check: Callable[P, CheckResult], *args: P.args, **kwargs: P.kwargs) -> CheckResult:
-    """`check(*args, **kwargs)`, its duration stamped on the result."""
-    watch = Stopwatch()
-    result = check(*args, **kwargs)
-    return result.timed(watch.elapsed())
+from sbtc_ops.results import Stopwatch
 
 
 @dataclass

@@ -25,6 +25,7 @@ from sbtc_ops.audit.framework import (
 )
 from sbtc_ops.discover import docker_api as api
 from sbtc_ops.errors import DependencyError
+from sbtc_ops.host.roles import SIGNER_CONFIG_TARGET
 
 AREA = "containers"
 SECTION = "Containers (running deployment)"
@@ -255,11 +256,11 @@ def _port(bind: str | None, default: int) -> int:
 def _signer(ctx: HostContext) -> dict[str, Any]:
     for container in containers(ctx):
         mounts = container.get("Mounts") or []
-        if any(str(m.get("Destination")) == "/signer-config.toml" for m in mounts):
+        if any(str(m.get("Destination")) == SIGNER_CONFIG_TARGET for m in mounts):
             return container
         if api.labels(container).get(api.SERVICE_LABEL) == "sbtc-signer":
             return container
-    raise Skip("no running sBTC signer container (none mounts /signer-config.toml)")
+    raise Skip(f"no running sBTC signer container (none mounts {SIGNER_CONFIG_TARGET})")
 
 
 @check(

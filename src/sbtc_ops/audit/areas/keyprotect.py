@@ -32,7 +32,6 @@ AREA = "keys"
 SECTION = "Protect the private key; keep an offline cold-storage backup"
 
 # Private keys published in stacks-sbtc/sbtc: one table, kept with key custody.
-KEY_BACKUP_EVENT = EventKind.KEY_BACKUP_VERIFY
 _HEX_KEY = re.compile(r"^[0-9a-f]{64}(01)?$")
 
 
@@ -155,7 +154,7 @@ def backup_verified(ctx: HostContext) -> Outcome:
         return warned(f"no key backup verification recorded (no state in {state_db.parent})")
 
     with StateStore.open(ctx.settings.state_dir) as store:
-        event = store.last_event(KEY_BACKUP_EVENT, key.public_hex)
+        event = store.last_event(EventKind.KEY_BACKUP_VERIFY, key.public_hex)
     if event is None:
         return warned(f"no verified backup recorded for public key {key.public_hex}")
     when = datetime.fromtimestamp(event.at, UTC)

@@ -31,16 +31,16 @@ from sbtc_ops.audit.framework import (
     skipped,
     warned,
 )
-from sbtc_ops.audit.netsource import (
-    Malformed,
-    Unreachable,
-    failed_if_unreachable,
-    fetch,
-    local_source_url,
-)
+from sbtc_ops.audit.netsource import failed_if_unreachable
 from sbtc_ops.audit.ports import allowed_ports
 from sbtc_ops.audit.statefiles import read_state, write_state
 from sbtc_ops.host.compose import compose_files_if_configured, published_ports
+from sbtc_ops.host.http import (
+    Malformed,
+    Unreachable,
+    fetch,
+    local_source_url,
+)
 from sbtc_ops.host.nodes import signer_info
 
 AREA = "monitoring"

@@ -37,11 +37,10 @@ from sbtc_ops.audit.framework import (
     skip_unless,
     warned,
 )
-from sbtc_ops.audit.netsource import Malformed, fetch, require_mapping
 from sbtc_ops.audit.statefiles import read_state, write_state
+from sbtc_ops.host.http import Malformed, fetch, require_mapping
 from sbtc_ops.host.nodes import bitcoin_rpc, stacks_info
 from sbtc_ops.host.roles import BITCOIN, STACKS, image_tag, role_services
-from sbtc_ops.host.signer import OCI_VERSION as OCI_VERSION
 from sbtc_ops.host.signer import signer_image_version
 from sbtc_ops.install import inspect_environment, locked_pins
 

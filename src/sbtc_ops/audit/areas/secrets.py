@@ -34,7 +34,6 @@ AREA = "secrets"
 SECTION = "Secrets managed and rotated"
 
 MIN_PASSWORD_LENGTH = 12
-WEAK_PASSWORDS = PUBLIC_DEFAULT_PASSWORDS
 SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|PRIVATE_KEY|API_KEY|TOKEN|ACCESS_KEY)", re.I)
 
 
@@ -148,7 +147,7 @@ def credentials(ctx: HostContext) -> list[Credential]:
 
 def weakness(cred: Credential) -> str | None:
     password = cred.password
-    if password.lower() in WEAK_PASSWORDS:
+    if password.lower() in PUBLIC_DEFAULT_PASSWORDS:
         return "a well-known default password"
     if cred.user and password.lower() == cred.user.lower():
         return "the password equals the user name"
