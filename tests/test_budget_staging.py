@@ -182,6 +182,12 @@ def test_a_pipe_that_stops_sending_is_ended_at_the_deadline(tmpdir: Path) -> Non
 # -- the cluster runs in the drill's cgroup, with the budget's limits ------------------------------------
 
 
+def _is_postmaster(pid: int) -> bool:
+    argv = _cmdline(pid).split(b"\0")
+    probes = {b"--boot", b"--single", b"--check", b"-C", b"-V", b"--version"}
+    return process_comm(pid) == "postgres" and b"-D" in argv and not probes & set(argv)
+
+
 def cgroup_limits(pid: int) -> dict[str, str]:
     """The memory and pids limits of the cgroups `pid` is in (v2: memory.max and pids.max
     of one directory; v1: memory.limit_in_bytes and pids.max of each hierarchy), with the
@@ -211,7 +217,9 @@ def test_the_drills_cluster_runs_in_its_cgroup_with_the_budgets_limits(tmpdir: P
     seen: dict[str, str] = {}
 
     def look(proc: subprocess.Popen[str]) -> None:
-        postgres = _first_below(proc, lambda pid: process_comm(pid) == "postgres")
+        # The running server, not one of initdb's short-lived postgres runs (--boot,
+        # --single, --check, -C): those may be gone before their cgroups are read.
+        postgres = _first_below(proc, _is_postmaster)
         seen.update(cgroup_limits(postgres))
 
     # The pipe holds the drill until its deadline: long enough that the server is looked at
