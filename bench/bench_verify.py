@@ -213,7 +213,10 @@ def _children(parent: int) -> list[tuple[int, str]]:
 
 
 def verify_end_to_end(facts: dict[str, Any], data: Path, node_url: str) -> dict[str, Any]:
+    # The state the backup was taken with: it holds the schema reference the backup recorded
+    # (a fresh state has none, and the drill would say `unknown-schema`).
     state = Path(tempfile.mkdtemp(prefix="bench-verify-state-"))
+    shutil.copytree(data / "state", state, dirs_exist_ok=True)
     argv = [
         str(SBTC_OPS),
         "verify",
