@@ -202,7 +202,10 @@ def test_run_interruptible_stops_the_child_when_a_signal_handler_raises(tmp_path
     def handler(signum: int, frame: object) -> None:
         raise Interrupted
 
+    waiting = threading.Event()  # set once Popen has returned: the wait has begun
+
     def signal_once_started() -> None:
+        waiting.wait(timeout=60)
         while not marker.exists():
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGUSR1)
@@ -212,7 +215,8 @@ def test_run_interruptible_stops_the_child_when_a_signal_handler_raises(tmp_path
     try:
         with pytest.raises(Interrupted):
             proc.run_interruptible(
-                ["/bin/sh", "-c", f"echo $$ > {marker}.pid; touch {marker}; exec sleep 600"]
+                ["/bin/sh", "-c", f"echo $$ > {marker}.pid; touch {marker}; exec sleep 600"],
+                on_start=lambda _child: waiting.set(),
             )
     finally:
         signal.signal(signal.SIGUSR1, previous)
