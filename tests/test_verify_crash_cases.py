@@ -27,9 +27,9 @@ from sbtc_ops.backup.manifest import MANIFEST_NAME
 from sbtc_ops.devtools.signer_db import GeneratedDb
 from tests.support.cli import CliResult, run_cli
 from tests.support.hostile import (
+    await_marker_processes,
     detached_shell,
     kill_marker_processes,
-    marker_processes,
     pg_dump,
     plain_with,
     sleep_marker,
@@ -267,8 +267,8 @@ def test_kept_hostile_cluster_warns_and_its_removal_kills_everything(area: Area)
                     # Read COPY's row first: a program that exits unread breaks the pipe.
                     payload = f"cat >/dev/null; {detached_shell(marker)}"
                     conn.execute(f"COPY (SELECT 1) TO PROGRAM {_literal(payload)}")
-            assert len(marker_processes(marker)) == 5
+            assert len(await_marker_processes(marker, 5)) == 5
         # The documented removal (run by kept_cluster's exit) left nothing behind.
-        assert marker_processes(marker) == []
+        assert await_marker_processes(marker, 0) == []
     finally:
         kill_marker_processes(marker)

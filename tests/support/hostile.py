@@ -139,6 +139,16 @@ def kill_marker_processes(marker: str) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def await_marker_processes(marker: str, count: int, timeout_s: float = 60.0) -> list[int]:
+    """The live `sleep <marker>` processes once exactly `count` of them run (or at the
+    timeout): a detached shell's `setsid sleep` may still be starting when the command that
+    forked it has returned, and a SIGKILLed one may take a moment to be gone."""
+    deadline = time.monotonic() + timeout_s
+    while len(found := marker_processes(marker)) != count and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling a condition, bounded by the timeout
+    return found
+
+
 def detached_shell(marker: str) -> str:
     """A shell command that leaves a process in a session of its own behind."""
     return f"setsid sleep {marker} </dev/null >/dev/null 2>&1 &"
