@@ -23,7 +23,7 @@ from typing import Any
 
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.redact import scrub, scrub_data
-from sbtc_ops.statedir import open_state_file
+from sbtc_ops.statedir import prepare_database_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -141,7 +141,7 @@ class StateStore:
             path = state_dir / "state.db"
             # Created (or its mode set) before SQLite opens it: never world-readable, shared
             # with the service's group in a shared state directory (sbtc_ops.statedir).
-            os.close(open_state_file(state_dir, path, os.O_RDONLY))
+            prepare_database_file(state_dir, path)
             return cls(path)
         except (OSError, sqlite3.Error) as exc:
             raise SbtcOpsError(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,14 +95,47 @@ def open_state_file(state_dir: Path, path: Path, flags: int = os.O_RDWR) -> int:
     directory's mode (the umask does not decide); one root creates in another user's
     directory is handed to that user."""
     how = ensure_state_dir(state_dir)
-    fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, how.file_mode)
+    fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, how.file_mode)
     try:
-        info = os.fstat(fd)
-        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != how.file_mode:
-            os.fchmod(fd, how.file_mode)
-        if how.owner is not None and info.st_uid == 0:
-            os.fchown(fd, *how.owner)
+        _adopt(fd, path, how)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _adopt(fd: int, path: Path, how: Sharing) -> None:
+    """Give the file behind fd the state directory's mode and owner. fd may be an O_PATH
+    one: its /proc link names this very file, so no path swapped in meanwhile is touched."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(f"{path} is not a regular file")
+    via = f"/proc/self/fd/{fd}"
+    if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != how.file_mode:
+        Path(via).chmod(how.file_mode)
+    if how.owner is not None and info.st_uid == 0:
+        os.chown(via, *how.owner)
+
+
+_DATABASE_PREPARATION = threading.Lock()
+
+
+def prepare_database_file(state_dir: Path, path: Path) -> None:
+    """Create a database file under the state directory, or give it the directory's mode and
+    owner, before SQLite opens it, without ever closing an ordinary fd of it: closing any fd
+    of a file drops every POSIX lock this process holds on it, SQLite's included. Another
+    process's connection may then take the file for its last user and delete the WAL under
+    ours ("disk I/O error"). An O_PATH fd holds no locks and closing it drops none."""
+    how = ensure_state_dir(state_dir)
+    # Serialised: no thread opens a connection while another creates the file.
+    with _DATABASE_PREPARATION:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # Nothing in this process can hold a lock on a file that was not there.
+            os.close(open_state_file(state_dir, path, os.O_RDONLY))
+            return
+        try:
+            _adopt(fd, path, how)
+        finally:
+            os.close(fd)
