@@ -193,7 +193,15 @@ def test_compose_service_is_read_only_and_unprivileged() -> None:
     assert service["read_only"] is True
     assert service["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in service["security_opt"]
-    assert service["user"] != "0" and not str(service["user"]).startswith("0:")
+    # Root only for the entrypoint's first step (the sandbox user's namespace), with SETUID
+    # and SETGID alone; the entrypoint then runs sbtc-ops as 10001 (tests/test_docker_*).
+    assert service["user"] == "0:0"
+    assert sorted(service["cap_add"]) == ["SETGID", "SETUID"]
+    entrypoint = dockerfile_entrypoint()
+    assert entrypoint[:2] == ["sbtc-ops", "sandbox-userns"] and "--exec" in entrypoint
+    assert entrypoint[entrypoint.index("--service-user") + 1] == "10001:10001"
+    assert service["environment"]["SBTC_OPS_SANDBOX_USERNS"].startswith("/run/sbtc-ops/")
+    assert any(t.startswith("/run/sbtc-ops:") and "mode=0755" in t for t in service["tmpfs"])
     config_mounts = [v for v in service["volumes"] if v.split(":")[1].startswith("/etc/")]
     assert config_mounts and all(v.endswith(":ro") for v in config_mounts)
     assert all(port.startswith("127.0.0.1:") for port in service["ports"])
@@ -208,3 +216,34 @@ def test_alloy_snippet_scrapes_sbtc_ops_without_inline_credentials() -> None:
     assert 'prometheus.scrape "sbtc_ops"' in code and "127.0.0.1:9185" in code
     assert re.search(r'password\s*=\s*sys\.env\("', code)
     assert not re.search(r'password\s*=\s*"', code)
+
+
+def dockerfile_entrypoint(path: Path = DEPLOY / "compose" / "Dockerfile") -> list[str]:
+    text = path.read_text().replace("\\\n", " ")
+    line = next(x for x in text.splitlines() if x.startswith("ENTRYPOINT "))
+    return list(json.loads(line.removeprefix("ENTRYPOINT ")))
+
+
+@pytest.mark.parametrize("name", ["sbtc-ops.service", "sbtc-ops-job@.service"])
+def test_units_prepare_and_release_the_sandbox_users_namespace(name: str) -> None:
+    """Root (`+`) keeps the namespace at the path the service is told, and releases it."""
+    directives = unit(name)
+    (prepare,) = directives["ExecStartPre"]
+    (release,) = directives["ExecStopPost"]
+    assert prepare.startswith("+/usr/local/bin/sbtc-ops sandbox-userns ")
+    assert release.startswith("+/usr/local/bin/sbtc-ops sandbox-userns --release ")
+    kept = prepare.split("--keep-at ", 1)[1].split()[0]
+    told = [v for v in directives["Environment"] if v.startswith("SBTC_OPS_SANDBOX_USERNS=")]
+    assert told == [f"SBTC_OPS_SANDBOX_USERNS={kept}"]
+    assert release.split("--release ", 1)[1] == kept
+    runtime = directives["RuntimeDirectory"][0]
+    assert kept == f"/run/{runtime}/sandbox-userns"
+    assert "--service-user sbtc-ops " in prepare and "--sandbox-user sbtc-ops-sandbox" in prepare
+
+
+def test_the_labs_image_starts_as_the_shipped_one() -> None:
+    """The Docker lab builds its own image (no registry): same entry point, same users."""
+    lab = Path(__file__).parent / "lab" / "images" / "sbtc-ops" / "Dockerfile"
+    assert dockerfile_entrypoint(lab) == dockerfile_entrypoint()
+    for user in ("--uid 10001", "--uid 10002"):
+        assert user in lab.read_text() and user in (DEPLOY / "compose" / "Dockerfile").read_text()

@@ -1,8 +1,11 @@
 """deploy/compose as shipped: sbtc-ops as a service of the signer's compose project (the
 override file joins the project's network), built from this checkout, runs `serve` and
 answers /metrics on the compose network; a `verify` inside the service runs its drill in the
-sandbox the service can have (bubblewrap in a user namespace, with the shipped seccomp
-profile): no signer configuration, identity or state in its mount namespace, no network."""
+sandbox the service has: the entrypoint (root with SETUID/SETGID only) maps the service's uid
+10001 and the drill's own uid 10002 in a user namespace, and the drill's programs run as
+10002 under bubblewrap (the shipped seccomp profile): no signer configuration, identity or
+state in their mount namespace, no network. The service itself runs as 10001 without a
+capability."""
 
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ OVERRIDE = (
 )
 SECCOMP = OVERRIDE.parent / "sbtc-ops-seccomp.json"
 SERVICE_UID = 10001
+SANDBOX_UID = 10002
+AS_SERVICE = ["-u", f"{SERVICE_UID}:{SERVICE_UID}"]  # as the compose file's comment says
 READERS = {"postgres", "pg_restore", "psql", "pg_amcheck", "initdb", "gzip", "zstd"}
 # What the drill's programs must not see, as the service itself does.
 HIDDEN = [
@@ -94,15 +99,43 @@ def test_compose_deployed_sbtc_ops_serves_metrics(
             return None
         return response.text if response.status_code == 200 else None
 
-    body = wait_until(scrape, 60)
+    body = wait_until(scrape, 60, lambda: compose(docker_lab, "logs", "sbtc-ops").stdout[-3000:])
     assert "sbtc_ops_build_info{" in body
     assert "sbtc_ops_aggregate_key_match" in body
     inspect = docker_lab.inspect(f"{docker_lab.project_name}-sbtc-ops-1")
-    assert inspect["Config"]["User"] == "10001:10001"
+    # Root only to start: SETUID/SETGID, no other capability; sbtc-ops itself as 10001 with
+    # none at all.
+    assert inspect["Config"]["User"] == "0:0"
+    assert sorted(inspect["HostConfig"]["CapAdd"]) == ["CAP_SETGID", "CAP_SETUID"]
+    assert inspect["HostConfig"]["CapDrop"] == ["ALL"]
+    serving = _service_processes(inspect["Id"])
+    assert serving and all(uid == SERVICE_UID and caps == 0 for uid, caps in serving.values()), (
+        serving
+    )
     assert inspect["HostConfig"]["ReadonlyRootfs"] is True
     assert f"{docker_lab.project_name}_default" in inspect["NetworkSettings"]["Networks"]
     ports = inspect["NetworkSettings"]["Ports"]["9185/tcp"]
     assert ports == [{"HostIp": "127.0.0.1", "HostPort": "9185"}]
+
+
+def _service_processes(container_id: str) -> dict[int, tuple[int, int]]:
+    """pid → (uid, effective capabilities) of the container's `sbtc-ops … serve` processes."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if container_id not in (entry / "cgroup").read_text():
+                continue
+            if b"serve" not in (entry / "cmdline").read_bytes().split(b"\0"):
+                continue
+            status = (entry / "status").read_text().splitlines()
+            uid = int(next(x for x in status if x.startswith("Uid:")).split()[1])
+            caps = int(next(x for x in status if x.startswith("CapEff:")).split()[1], 16)
+        except (OSError, StopIteration, ValueError):
+            continue
+        found[int(entry.name)] = (uid, caps)
+    return found
 
 
 def _readers_in(container_id: str) -> list[tuple[int, str, int, list[str]]]:
@@ -146,7 +179,17 @@ def test_compose_service_verify_runs_its_drill_in_a_sandbox(
     packed = subprocess.run(
         ["tar", "-C", str(repo), "-c", backup_id], capture_output=True, check=True
     ).stdout
-    unpack = [DOCKER_CLI, "exec", "-i", container, "tar", "-x", "-C", "/var/backups/sbtc-ops"]
+    unpack = [
+        DOCKER_CLI,
+        "exec",
+        "-i",
+        *AS_SERVICE,
+        container,
+        "tar",
+        "-x",
+        "-C",
+        "/var/backups/sbtc-ops",
+    ]
     subprocess.run(
         [*unpack, "--no-same-owner"],
         input=packed,
@@ -157,6 +200,7 @@ def test_compose_service_verify_runs_its_drill_in_a_sandbox(
     docker_lab.docker(
         "exec",
         "-i",
+        *AS_SERVICE,
         container,
         "sh",
         "-c",
@@ -168,6 +212,7 @@ def test_compose_service_verify_runs_its_drill_in_a_sandbox(
     pin = [
         DOCKER_CLI,
         "exec",
+        *AS_SERVICE,
         "-e",
         "SBTC_OPS_DB__URL=postgresql://postgres:postgres@postgres:5432/signer",
     ]
@@ -182,7 +227,8 @@ def test_compose_service_verify_runs_its_drill_in_a_sandbox(
     assert pinned.returncode == 0, pinned.stdout + pinned.stderr
     # The lab's container filesystem is a small tmpfs: the drill's free-space reserve is sized
     # for a signer host's disk, not for it.
-    argv = [DOCKER_CLI, "exec", "-e", "SBTC_OPS_VERIFY__DISK_RESERVE_MB=64", container]
+    argv = [DOCKER_CLI, "exec", *AS_SERVICE, "-e", "SBTC_OPS_VERIFY__DISK_RESERVE_MB=64"]
+    argv += [container]
     argv += ["sbtc-ops", "--config", "/etc/sbtc-ops/sbtc-ops.toml"]
     argv += [
         "verify",
@@ -208,12 +254,11 @@ def test_compose_service_verify_runs_its_drill_in_a_sandbox(
     budget = next((c["detail"] for c in doc["checks"] if c["id"] == "drill.budget"), None)
     assert proc.returncode == 0 and doc["verdict"] == "match", (doc["summary"], budget, err)
     layers = doc["sandbox"]
-    assert layers["mode"] == "bwrap-userns", layers
+    assert layers["mode"] == "bwrap-sandbox-user", (layers, err)
     assert layers["mount_view"] and layers["no_network"] and layers["pid_namespace"]
-    # No capability, no-new-privileges: no subordinate uid for the service, and it says so.
-    assert layers["separate_uid"] is False and layers["missing"] == ["a uid of its own"]
-    assert "warning: the restore drill's sandbox (bwrap-userns)" in err
+    assert layers["separate_uid"] is True and layers["full"] is True and layers["missing"] == []
+    assert "warning: the restore drill's sandbox" not in err
     assert "postgres" in {name for _, name, _, _ in samples}, "no archive reader was sampled"
     for pid, name, uid, seen in samples:
         assert not seen, f"{name} (pid {pid}) sees {seen}"
-        assert uid == SERVICE_UID  # the same kernel uid: what the mount view must make up for
+        assert uid == SANDBOX_UID, f"{name} (pid {pid}) runs as {uid}"

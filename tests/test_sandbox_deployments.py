@@ -17,10 +17,12 @@ which the cluster's user cannot read outside the sandbox; the next run reaps the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -37,7 +39,7 @@ import pytest
 
 from sbtc_ops.audit.service import audit_host
 from sbtc_ops.discover.load import load_settings
-from sbtc_ops.pg.runas import resolve_run_as
+from sbtc_ops.pg.runas import SANDBOX_USERNS_ENV, resolve_run_as
 from sbtc_ops.pg.sandbox import Mode, Sandbox
 from sbtc_ops.results import Status
 from tests.support.cli import CliResult, clean_env, communicate_sampling, sbtc_ops_executable
@@ -50,6 +52,7 @@ from tests.support.verify import (
     stacks_node_for,
     take_backup,
 )
+from tests.test_deploy_files import unit
 
 pytestmark = [
     pytest.mark.postgres,
@@ -60,6 +63,7 @@ pytestmark = [
 
 DBNAME = "sandbox_deployments"
 WITH_SUBUID, WITHOUT_SUBUID = "sbtcsb-svc", "sbtcsb-nosub"
+SANDBOX_USER = "sbtcsb-box"  # the unit's dedicated sandbox user (sbtc-ops-sandbox)
 SUBUID_START = 910000  # the test user's range: far from any other user's
 READERS = {"postgres", "pg_restore", "psql", "pg_amcheck", "initdb", "gzip", "zstd"}
 SIGNER_CONFIG = 'db_endpoint = "postgresql://x@y/z"\n[signer]\nprivate_key = "%s"\n' % ("ab" * 32)
@@ -154,12 +158,47 @@ def service_users() -> Iterator[dict[str, pwd.struct_passwd]]:
     users = {
         WITH_SUBUID: _create_user(WITH_SUBUID, True),
         WITHOUT_SUBUID: _create_user(WITHOUT_SUBUID, False),
+        SANDBOX_USER: _create_user(SANDBOX_USER, False),
     }
     try:
         yield users
     finally:
         for name in users:
             subprocess.run(["userdel", name], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def sandbox_userns(service: str) -> Iterator[dict[str, str]]:
+    """What the shipped unit does, its own lines run as root: ExecStartPre=+ keeps the user
+    namespace mapping the service and the sandbox user at a path, Environment= tells the
+    service, ExecStopPost=+ releases it. The test's users and directory stand in for
+    sbtc-ops, sbtc-ops-sandbox and /run/sbtc-ops."""
+    run_dir = Path(tempfile.mkdtemp(prefix="sbtcsb-run-", dir="/tmp"))
+    shutil.chown(run_dir, service, service)  # RuntimeDirectory= belongs to User=
+    directives = unit("sbtc-ops.service")
+
+    def command(line: str) -> list[str]:
+        line = line.removeprefix("+").replace("/run/sbtc-ops/", f"{run_dir}/")
+        argv = shlex.split(line.replace("/usr/local/bin/sbtc-ops", sbtc_ops_executable()))
+        users = {"--service-user": service, "--sandbox-user": SANDBOX_USER}
+        return [users.get(before, arg) for before, arg in zip(["", *argv], argv, strict=False)]
+
+    def run(line: str) -> None:
+        done = subprocess.run(command(line), capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    told = next(v for v in directives["Environment"] if v.startswith(SANDBOX_USERNS_ENV))
+    kept = Path(told.split("=", 1)[1].replace("/run/sbtc-ops/", f"{run_dir}/"))
+    try:
+        run(directives["ExecStartPre"][0])
+        assert kept.is_file()
+        yield {SANDBOX_USERNS_ENV: str(kept)}
+        run(directives["ExecStopPost"][0])
+        assert not os.path.lexists(kept)
+    finally:
+        if os.path.ismount(kept):
+            subprocess.run(["umount", str(kept)], check=False)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @dataclass
@@ -246,7 +285,13 @@ def _sample(ancestor: int, secrets: list[Path]) -> list[Sample]:
 
 
 def _run_verify(
-    dep: Deployment, area: Area, target: str, user: str | None, *, nnp: bool = False
+    dep: Deployment,
+    area: Area,
+    target: str,
+    user: str | None,
+    *,
+    nnp: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[CliResult, list[Sample]]:
     """`sbtc-ops verify --json` as `user` (None: root), with /proc sampled while it runs;
     `nnp`: with no-new-privileges, as the systemd unit's NoNewPrivileges=true gives it."""
@@ -256,7 +301,10 @@ def _run_verify(
     if user is not None:
         ids = [f"--reuid={user}", f"--regid={user}", "--init-groups"]
         argv = ["setpriv", *ids, *(["--no-new-privs"] if nnp else []), "--", *argv]
-    env = clean_env(dep.state, {"TMPDIR": str(dep.tmp), "HOME": str(dep.state), **FAST_CHAIN_ENV})
+    env = clean_env(
+        dep.state,
+        {"TMPDIR": str(dep.tmp), "HOME": str(dep.state), **FAST_CHAIN_ENV, **(extra_env or {})},
+    )
     proc = subprocess.Popen(
         argv, env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -294,12 +342,15 @@ def test_root_cli_drill_runs_as_another_uid_in_a_view_without_secrets(area: Area
 
 
 @pytest.mark.parametrize(
-    ("user", "nnp", "mode", "separate"),
+    ("user", "nnp", "prepared", "mode", "separate"),
     [
-        (WITH_SUBUID, False, "bwrap-subuid", True),  # the CLI as a user with a subuid range
-        (WITHOUT_SUBUID, False, "bwrap-userns", False),
-        # The systemd unit: NoNewPrivileges leaves newuidmap powerless, subuid range or not.
-        (WITH_SUBUID, True, "bwrap-userns", False),
+        (WITH_SUBUID, False, False, "bwrap-subuid", True),  # a CLI user with a subuid range
+        (WITHOUT_SUBUID, False, False, "bwrap-userns", False),
+        # The systemd unit without its prepared namespace: NoNewPrivileges leaves newuidmap
+        # powerless, subuid range or not.
+        (WITH_SUBUID, True, False, "bwrap-userns", False),
+        # The shipped unit: root's ExecStartPre=+ prepared the sandbox user's namespace.
+        (WITHOUT_SUBUID, True, True, "bwrap-sandbox-user", True),
     ],
 )
 def test_service_user_drill_is_sandboxed_as_far_as_the_host_allows(
@@ -307,18 +358,24 @@ def test_service_user_drill_is_sandboxed_as_far_as_the_host_allows(
     service_users: dict[str, pwd.struct_passwd],
     user: str,
     nnp: bool,
+    prepared: bool,
     mode: str,
     separate: bool,
 ) -> None:
     entry = service_users[user]
     dep = _deploy(area, entry.pw_uid, entry.pw_gid)
     try:
-        result, samples = _run_verify(dep, area, area.backup_id, user, nnp=nnp)
+        with contextlib.ExitStack() as stack:
+            env = stack.enter_context(sandbox_userns(user)) if prepared else {}
+            result, samples = _run_verify(dep, area, area.backup_id, user, nnp=nnp, extra_env=env)
         doc = _assert_contained(result, samples, entry.pw_uid, separate)
         layers = doc["sandbox"]
         assert layers["mode"] == mode and layers["mount_view"] and layers["no_network"]
         assert layers["separate_uid"] is separate and layers["full"] is separate
-        if separate:
+        if prepared:
+            assert {s.uid for s in samples} == {service_users[SANDBOX_USER].pw_uid}
+            assert "warning: the restore drill's sandbox" not in result.stderr
+        elif separate:
             assert {s.uid for s in samples} == {SUBUID_START}
         else:  # said on every run, and in --json
             assert (
@@ -374,7 +431,7 @@ print(json.dumps({"uid": os.getuid(), "visible": [p for p in paths if os.path.le
 
 RUNNER = """
 import json, sys
-from sbtc_ops.pg.runas import resolve_run_as
+from sbtc_ops.pg.runas import SANDBOX_USERNS_ENV, resolve_run_as
 from sbtc_ops.pg.sandbox import Sandbox
 sandbox = Sandbox(resolve_run_as())
 done = sandbox.run(["/usr/bin/python3", "-c", sys.argv[1], *sys.argv[2:]], timeout_s=60)
@@ -393,7 +450,12 @@ def listener() -> Iterator[int]:
 
 @pytest.mark.parametrize(
     ("user", "mode"),
-    [(None, "bwrap-root"), (WITH_SUBUID, "bwrap-subuid"), (WITHOUT_SUBUID, "bwrap-userns")],
+    [
+        (None, "bwrap-root"),
+        (WITH_SUBUID, "bwrap-subuid"),
+        (WITHOUT_SUBUID, "bwrap-userns"),
+        (WITHOUT_SUBUID, "bwrap-sandbox-user"),
+    ],
 )
 def test_sandbox_probe_sees_no_secret_no_network_no_process(
     service_users: dict[str, pwd.struct_passwd], listener: int, user: str | None, mode: str
@@ -410,10 +472,17 @@ def test_sandbox_probe_sees_no_secret_no_network_no_process(
         argv = [sys.executable, "-c", RUNNER, PROBE, str(listener), str(secrets / "identity.txt")]
         argv += [str(secrets / "signer-config.toml"), "/etc/sbtc-ops", "/var/lib/sbtc-ops", "/root"]
         if user is not None:
-            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv]
-        done = subprocess.run(
-            argv, capture_output=True, text=True, check=False, cwd="/", timeout=120
-        )
+            ids = [f"--reuid={user}", f"--regid={user}", "--init-groups"]
+            if mode == "bwrap-sandbox-user":  # as the unit runs it
+                ids.append("--no-new-privs")
+            argv = ["setpriv", *ids, "--", *argv]
+        with contextlib.ExitStack() as stack:
+            env = dict(os.environ)
+            if mode == "bwrap-sandbox-user":
+                env |= stack.enter_context(sandbox_userns(WITHOUT_SUBUID))
+            done = subprocess.run(
+                argv, capture_output=True, text=True, check=False, cwd="/", timeout=120, env=env
+            )
         assert done.returncode == 0, done.stderr
         outer = json.loads(done.stdout)
         assert outer["mode"] == mode and outer["rc"] == 0, outer

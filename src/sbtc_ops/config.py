@@ -45,8 +45,11 @@ ENV_PREFIX = "SBTC_OPS_"
 CONFIG_VARIABLE = "SBTC_OPS_CONFIG"
 # Turns off discovery of the deployment when no configuration is found (docs/configuration.md).
 NO_DISCOVERY_VARIABLE = "SBTC_OPS_NO_DISCOVERY"
+# The user namespace root prepared for the restore drill's sandbox user (pg/sandboxuser.py);
+# set by the shipped systemd unit and compose service, not by operators.
+SANDBOX_USERNS_VARIABLE = "SBTC_OPS_SANDBOX_USERNS"
 # SBTC_OPS_* variables that are not settings.
-NOT_SETTINGS = frozenset({CONFIG_VARIABLE, NO_DISCOVERY_VARIABLE})
+NOT_SETTINGS = frozenset({CONFIG_VARIABLE, NO_DISCOVERY_VARIABLE, SANDBOX_USERNS_VARIABLE})
 # Marks a setting whose default depends on the host (not written as a value by `config sample`).
 COMPUTED_DEFAULT: dict[str, Any] = {"computed_default": True}
 

@@ -5,10 +5,13 @@ settings.postgres.run_as, else an existing `sbtc-ops` user, else `nobody`. sbtc-
 loosens a permission to make that work: when that user cannot execute the binaries, it says
 so and stops.
 
-Without root, a different kernel uid is still possible through the user's subordinate ids
-(/etc/subuid, /etc/subgid, newuidmap): the sandbox then runs as the first of them, inside a
-user namespace (pg/sandbox.py, mode bwrap-subuid). Files are handed to that uid, and removed,
-from inside the same kind of namespace, where we are its root.
+Without root, a different kernel uid is still possible two ways, both a user namespace whose
+uid 0 is us and whose uid 1 is another kernel uid: one root prepared for us, mapping a
+dedicated sandbox user (pg/sandboxuser.py, `$SBTC_OPS_SANDBOX_USERNS`; the systemd unit and
+the compose service, whose NoNewPrivileges rules out newuidmap), or our own subordinate ids
+(/etc/subuid, /etc/subgid, newuidmap). The sandbox then runs as uid 1 (pg/sandbox.py, modes
+bwrap-sandbox-user and bwrap-subuid). Files are handed to that uid, and removed, from inside
+the same namespace, where we are its root.
 """
 
 from __future__ import annotations
@@ -21,16 +24,18 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sbtc_ops.config import SANDBOX_USERNS_VARIABLE
 from sbtc_ops.errors import ConfigError, DependencyError
 from sbtc_ops.pg.binaries import PgBinaries, is_dir_safe, run_version
 from sbtc_ops.pg.bwrap import bwrap_problem
 
 SERVICE_USER = "sbtc-ops"
 FALLBACK_USER = "nobody"
+SANDBOX_USERNS_ENV = SANDBOX_USERNS_VARIABLE
 SUBUID_FILE = Path("/etc/subuid")
 SUBGID_FILE = Path("/etc/subgid")
 
@@ -39,7 +44,8 @@ SUBGID_FILE = Path("/etc/subgid")
 class RunAs:
     """An OS user for child processes; `is_current` means no user switch is needed.
 
-    `userns`: uid/gid are our first subordinate ids, reached only through a user namespace.
+    `userns`: uid/gid are reached only through a user namespace where they are uid 1: the
+    one root prepared (`userns_file`, an nsfs file) or one of our subordinate ids.
     `confine`: the current user, whose children still get bubblewrap's own user namespace.
     `why`: why a stronger mode was not available (shown with the sandbox's layers)."""
 
@@ -51,6 +57,7 @@ class RunAs:
     userns: bool = False
     confine: bool = False
     why: str = ""
+    userns_file: str = ""
 
     def popen_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for subprocess.Popen/run that make the child run as this user."""
@@ -61,7 +68,7 @@ class RunAs:
     def chown(self, path: Path) -> None:
         """Give a path sbtc-ops created to this user (a no-op when no switch is needed)."""
         if self.userns:
-            _in_userns(["chown", "--no-dereference", "1:1", "--", str(path)])
+            _in_userns(self.userns_file, ["chown", "--no-dereference", "1:1", "--", str(path)])
         elif not self.is_current:
             os.chown(path, self.uid, self.gid, follow_symlinks=False)
 
@@ -84,7 +91,7 @@ class RunAs:
         only their namespace's root may enter their directories)."""
         shutil.rmtree(path, ignore_errors=True)
         if self.userns and path.exists():
-            _in_userns(["rm", "-rf", "--one-file-system", "--", str(path)])
+            _in_userns(self.userns_file, ["rm", "-rf", "--one-file-system", "--", str(path)])
 
     def can_traverse(self, path: Path) -> bool:
         """Whether this user may reach `path`: search permission on every directory on the way
@@ -121,15 +128,20 @@ def _tree(path: Path) -> Any:
                 yield Path(dirpath) / name
 
 
-def userns_prefix() -> list[str]:
-    """A user namespace where we are root (uid 0 = us) and uids 1… are our subordinate ids."""
+def userns_prefix(userns_file: str = "") -> list[str]:
+    """A user namespace where we are root (uid 0 = us) and uid 1 is the sandbox's: the one
+    root prepared (entered; nsenter makes us its uid 0), else a new one mapping our
+    subordinate ids."""
+    if userns_file:
+        return [shutil.which("nsenter") or "nsenter", f"--user={userns_file}", "--"]
     return [shutil.which("unshare") or "unshare", "--user", "--map-auto", "--map-root-user", "--"]
 
 
-def _in_userns(argv: Sequence[str]) -> None:
-    """Run a coreutils command as root of our subordinate-id namespace (chown, rm)."""
+def _in_userns(userns_file: str, argv: Sequence[str], failure: str = "") -> bytes:
+    """Run a coreutils command as root of the sandbox's user namespace (chown, rm, cat); its
+    output. DependencyError `failure` (default: which command failed) with its last words."""
     done = subprocess.run(
-        [*userns_prefix(), *argv],
+        [*userns_prefix(userns_file), *argv],
         capture_output=True,
         check=False,
         timeout=600,
@@ -138,7 +150,9 @@ def _in_userns(argv: Sequence[str]) -> None:
     )
     if done.returncode != 0:
         detail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-        raise DependencyError(f"{argv[0]} in the sandbox's user namespace failed: {detail[0]}")
+        failure = failure or f"{argv[0]} in the sandbox's user namespace failed"
+        raise DependencyError(f"{failure}: {detail[0]}")
+    return done.stdout
 
 
 def subordinate_start(path: Path, name: str, ident: int) -> int | None:
@@ -160,10 +174,76 @@ def subordinate_start(path: Path, name: str, ident: int) -> int | None:
 
 
 def unprivileged_run_as() -> RunAs:
-    """Without root: our first subordinate ids when the user namespace that maps them and
-    bubblewrap both work; else ourselves, confined by bubblewrap's own user namespace when
-    that works; else ourselves, unconfined. `why` says what was missing."""
+    """Without root: the sandbox user of the namespace root prepared for us; else our first
+    subordinate ids when the user namespace that maps them and bubblewrap both work; else
+    ourselves, confined by bubblewrap's own user namespace when that works; else ourselves,
+    unconfined. `why` says what was missing."""
     me = current_user()
+    prepared, why_not_prepared = prepared_sandbox_user(me)
+    if prepared is not None:
+        return prepared
+    fallback = _subuid_or_self(me)
+    if why_not_prepared:
+        return replace(fallback, why=f"{why_not_prepared}; {fallback.why}".rstrip("; "))
+    return fallback
+
+
+def prepared_sandbox_user(me: RunAs) -> tuple[RunAs | None, str]:
+    """The sandbox user of the user namespace named by $SBTC_OPS_SANDBOX_USERNS (set by the
+    shipped unit and compose service), or why it cannot serve: (None, "") when none is set."""
+    path = os.environ.get(SANDBOX_USERNS_ENV, "")
+    if not path:
+        return None, ""
+    try:
+        ids = read_namespace_ids(path, me)
+    except DependencyError as exc:
+        return None, f"the sandbox user namespace {path} ({SANDBOX_USERNS_ENV}) is unusable: {exc}"
+    problem = _prepared_problem(path)
+    if problem is not None:
+        return None, f"bubblewrap does not work in the sandbox user namespace {path}: {problem}"
+    uid, gid = ids
+    try:
+        name = f"sandbox user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        name = f"sandbox uid {uid}"
+    return RunAs(name, uid, gid, (), False, userns=True, userns_file=path), ""
+
+
+def read_namespace_ids(path: str, me: RunAs) -> tuple[int, int]:
+    """The kernel uid and gid behind uid/gid 1 of the namespace at `path`, checked: the
+    namespace maps exactly us as 0 and one other, unprivileged id as 1."""
+    maps = []
+    for name in ("uid_map", "gid_map"):
+        text = _in_userns(path, ["cat", f"/proc/self/{name}"], "cannot enter it")
+        maps.append(_parse_map(text.decode(errors="replace")[:4096]))
+    uid_map, gid_map = maps
+    if uid_map.get(0) != me.uid or gid_map.get(0) != me.gid:
+        raise DependencyError(f"its uid/gid 0 is not ours ({me.uid}:{me.gid})")
+    if set(uid_map) != {0, 1} or set(gid_map) != {0, 1}:
+        raise DependencyError("it must map exactly two ids (0: us, 1: the sandbox user)")
+    uid, gid = uid_map[1], gid_map[1]
+    if 0 in (uid, gid) or uid == me.uid or gid == me.gid:
+        raise DependencyError(f"its sandbox ids {uid}:{gid} are root's or ours")
+    return uid, gid
+
+
+def _parse_map(text: str) -> dict[int, int]:
+    """/proc/<pid>/uid_map as {inside: outside}, single-id ranges only."""
+    mapping: dict[int, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) != 3 or not all(f.isdigit() for f in fields) or fields[2] != "1":
+            raise DependencyError(f"unexpected id map line {line.strip()[:80]!r}")
+        mapping[int(fields[0])] = int(fields[1])
+    return mapping
+
+
+@functools.lru_cache(maxsize=4)
+def _prepared_problem(path: str) -> str | None:
+    return bwrap_problem(tuple(userns_prefix(path)), False)
+
+
+def _subuid_or_self(me: RunAs) -> RunAs:
     uid_start = subordinate_start(SUBUID_FILE, me.name, me.uid)
     gid_start = subordinate_start(SUBGID_FILE, me.name, me.gid)
     why = ""

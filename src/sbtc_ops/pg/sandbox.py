@@ -8,13 +8,17 @@ decompressors) run through a Sandbox. Which layers it gets depends on how sbtc-o
   system's /usr, the PostgreSQL binaries and the paths a run exposes (cluster directory,
   staged archive); a new network namespace (loopback only), PID, IPC and UTS namespaces; then
   `setpriv` drops to the unprivileged cluster user (postgres.run_as, sbtc-ops or nobody).
+- `bwrap-sandbox-user` (an unprivileged service whose root prepared a user namespace for it,
+  `sbtc-ops sandbox-userns`: the systemd unit, the compose service): nsenter joins it as its
+  uid 0 (us); bubblewrap builds the same view inside it, and `setpriv` drops to uid 1, the
+  dedicated sandbox user (`sbtc-ops-sandbox`). A kernel uid of its own, as under root.
 - `bwrap-subuid` (an unprivileged user with a range in /etc/subuid, and newuidmap usable):
   `unshare --map-auto --map-root-user` makes a user namespace whose uid 1 is the user's first
   subordinate uid; bubblewrap builds the same view inside it, and `setpriv` drops to uid 1. A
   kernel uid of its own, as under root.
-- `bwrap-userns` (an unprivileged user without subordinate ids, e.g. the systemd unit, whose
-  NoNewPrivileges makes newuidmap unusable): bubblewrap's own user namespace; the same view,
-  no network, own PIDs, but the kernel uid is sbtc-ops' own.
+- `bwrap-userns` (an unprivileged user with neither, e.g. a unit without the prepared
+  namespace, whose NoNewPrivileges makes newuidmap unusable): bubblewrap's own user
+  namespace; the same view, no network, own PIDs, but the kernel uid is sbtc-ops' own.
 - `pidns` (root without bubblewrap): the previous PID-namespace container (`unshare --pid
   --fork --kill-child` + `setpriv`), no mount view, network shared.
 - `process-group` (nothing else works): the children run as us in a process group.
@@ -44,15 +48,19 @@ from sbtc_ops.pg.limits import Limits
 from sbtc_ops.pg.runas import RunAs, userns_prefix
 from sbtc_ops.proc import die_with_parent, minimal_env, signal_group
 
-INNER_UID = 1  # the sandbox's uid inside a subordinate-id user namespace (kernel: subuid start)
+INNER_UID = 1  # the sandbox's uid inside its user namespace (kernel: the sandbox user's)
 
 
 class Mode(StrEnum):
     BWRAP_ROOT = "bwrap-root"
+    BWRAP_SANDBOX_USER = "bwrap-sandbox-user"
     BWRAP_SUBUID = "bwrap-subuid"
     BWRAP_USERNS = "bwrap-userns"
     PIDNS = "pidns"
     PROCESS_GROUP = "process-group"
+
+
+BWRAP_MODES = (Mode.BWRAP_ROOT, Mode.BWRAP_SANDBOX_USER, Mode.BWRAP_SUBUID, Mode.BWRAP_USERNS)
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ def namespaces_available() -> bool:
 
 def sandbox_mode(run_as: RunAs) -> Mode:
     if run_as.userns:
-        return Mode.BWRAP_SUBUID
+        return Mode.BWRAP_SANDBOX_USER if run_as.userns_file else Mode.BWRAP_SUBUID
     if not run_as.is_current:  # root, switching to an unprivileged user
         if bwrap_problem() is None:
             return Mode.BWRAP_ROOT
@@ -118,9 +126,10 @@ def sandbox_mode(run_as: RunAs) -> Mode:
 
 def isolation_of(run_as: RunAs) -> Isolation:
     mode = sandbox_mode(run_as)
-    bwrap = mode in (Mode.BWRAP_ROOT, Mode.BWRAP_SUBUID, Mode.BWRAP_USERNS)
+    bwrap = mode in BWRAP_MODES
     why = {
         Mode.BWRAP_ROOT: "",
+        Mode.BWRAP_SANDBOX_USER: "",
         Mode.BWRAP_SUBUID: "",
         Mode.BWRAP_USERNS: run_as.why
         or "no subordinate uid range usable (/etc/subuid and newuidmap)",
@@ -129,7 +138,7 @@ def isolation_of(run_as: RunAs) -> Isolation:
     }[mode]
     return Isolation(
         mode=mode,
-        separate_uid=mode in (Mode.BWRAP_ROOT, Mode.BWRAP_SUBUID, Mode.PIDNS),
+        separate_uid=mode in (*BWRAP_MODES, Mode.PIDNS) and mode != Mode.BWRAP_USERNS,
         mount_view=bwrap,
         no_network=bwrap,
         pid_namespace=bwrap or mode == Mode.PIDNS,
@@ -228,7 +237,7 @@ class Sandbox:
 
     @property
     def mount_view(self) -> bool:
-        return self.mode in (Mode.BWRAP_ROOT, Mode.BWRAP_SUBUID, Mode.BWRAP_USERNS)
+        return self.mode in BWRAP_MODES
 
     def isolation(self) -> Isolation:
         return isolation_of(self.run_as)
@@ -255,7 +264,7 @@ class Sandbox:
 
     def _drop(self) -> list[str]:
         """setpriv to the sandbox user, with no way back to any privilege."""
-        if self.mode == Mode.BWRAP_SUBUID:
+        if self.run_as.userns:
             ids = [f"--reuid={INNER_UID}", f"--regid={INNER_UID}", "--clear-groups"]
         else:
             groups = ",".join(str(g) for g in self.run_as.groups)
@@ -269,7 +278,7 @@ class Sandbox:
 
     def _identity_files(self) -> tuple[str, str]:
         """/etc/passwd and /etc/group for the view: initdb must name its user."""
-        if self.mode == Mode.BWRAP_SUBUID:
+        if self.run_as.userns:
             uid = gid = INNER_UID
         elif self.mode == Mode.BWRAP_USERNS:
             uid, gid = os.geteuid(), os.getegid()
@@ -302,7 +311,7 @@ class Sandbox:
             self.ro, self.rw, self.network, mode == Mode.BWRAP_USERNS, tuple(files), die_with_us
         )
         wrapped = view.bwrap_argv(shutil.which("bwrap") or "bwrap", [cwd] if cwd else [])
-        prefix = userns_prefix() if mode == Mode.BWRAP_SUBUID else []
+        prefix = userns_prefix(self.run_as.userns_file) if self.run_as.userns else []
         drop = [] if mode == Mode.BWRAP_USERNS else self._drop()
         return [*prefix, *wrapped, "--", *drop, *argv]
 
