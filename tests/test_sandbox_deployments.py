@@ -174,11 +174,11 @@ def sandbox_userns(service: str) -> Iterator[dict[str, str]]:
     service, ExecStopPost=+ releases it. The test's users and directory stand in for
     sbtc-ops, sbtc-ops-sandbox and /run/sbtc-ops."""
     run_dir = Path(tempfile.mkdtemp(prefix="sbtcsb-run-", dir="/tmp"))
-    shutil.chown(run_dir, service, service)  # RuntimeDirectory= belongs to User=
+    run_dir.chmod(0o755)  # as /run/sbtc-ops-sandbox: root's, readable
     directives = unit("sbtc-ops.service")
 
     def command(line: str) -> list[str]:
-        line = line.removeprefix("+").replace("/run/sbtc-ops/", f"{run_dir}/")
+        line = line.removeprefix("+").replace("/run/sbtc-ops-sandbox/", f"{run_dir}/")
         argv = shlex.split(line.replace("/usr/local/bin/sbtc-ops", sbtc_ops_executable()))
         users = {"--service-user": service, "--sandbox-user": SANDBOX_USER}
         return [users.get(before, arg) for before, arg in zip(["", *argv], argv, strict=False)]
@@ -188,7 +188,7 @@ def sandbox_userns(service: str) -> Iterator[dict[str, str]]:
         assert done.returncode == 0, done.stderr
 
     told = next(v for v in directives["Environment"] if v.startswith(SANDBOX_USERNS_ENV))
-    kept = Path(told.split("=", 1)[1].replace("/run/sbtc-ops/", f"{run_dir}/"))
+    kept = Path(told.split("=", 1)[1].replace("/run/sbtc-ops-sandbox/", f"{run_dir}/"))
     try:
         run(directives["ExecStartPre"][0])
         assert kept.is_file()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sbtc_ops.errors import DependencyError
+from sbtc_ops.errors import ConfigError, DependencyError
 from sbtc_ops.pg import sandboxuser
 from sbtc_ops.pg.runas import SANDBOX_USERNS_ENV, RunAs, read_namespace_ids
 from tests.support.cli import run_cli, sbtc_ops_executable
@@ -65,6 +65,24 @@ def test_keep_at_maps_exactly_the_service_and_the_sandbox_user(run_dir: Path) ->
     sandboxuser.release(kept)
     assert not os.path.lexists(kept)
     sandboxuser.release(kept)  # twice is fine: ExecStopPost after a failed start
+
+
+@pytest.mark.parametrize("unsafe", ["others may write", "a symlink", "the service's"])
+def test_keep_at_refuses_a_directory_another_user_could_change(run_dir: Path, unsafe: str) -> None:
+    """mount(2) follows a symlink: only in root's own directory may the bind mount be made."""
+    directory = run_dir / "keep"
+    if unsafe == "a symlink":
+        (run_dir / "elsewhere").mkdir()
+        directory.symlink_to(run_dir / "elsewhere")
+    else:
+        directory.mkdir(mode=0o755)
+        if unsafe == "others may write":
+            directory.chmod(0o777)
+        else:
+            os.chown(directory, SERVICE.uid, SERVICE.gid)
+    with pytest.raises(ConfigError, match="no one else may write"):
+        sandboxuser.keep_at(SERVICE, SANDBOX, directory / "userns")
+    assert not any(os.path.ismount(p) for p in run_dir.rglob("*"))
 
 
 def test_another_user_cannot_join_it(run_dir: Path) -> None:

@@ -248,10 +248,16 @@ def _write_map(pid: int, name: str, service_id: int, sandbox_id: int) -> None:
 
 
 def keep_at(service: Ids, sandbox: Ids, path: Path) -> None:
-    """Create the namespace and keep it at `path` (a bind mount of its nsfs file)."""
+    """Create the namespace and keep it at `path` (a bind mount of its nsfs file), in a
+    directory only root may write: mount(2) follows a symlink, and one swapped in by another
+    user would turn our bind mount onto a file of root's choosing."""
     check_pair(service, sandbox)
+    try:
+        path.parent.mkdir(mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path.parent}: {exc.strerror}") from None
+    _check_root_directory(path.parent, "the namespace's")
     release(path)  # a stale one from a crashed start
-    path.parent.mkdir(parents=True, exist_ok=True)
     holder = start_holder(service, sandbox)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
@@ -290,7 +296,7 @@ def exec_as_service(service: Ids, sandbox: Ids, argv: Sequence[str]) -> None:
         os.execvpe(argv[0], list(argv), env)  # noqa: S606 - the entrypoint's own argv
     named = env.get(SANDBOX_USERNS_ENV, "")
     if named:
-        _check_link_directory(Path(named).parent)
+        _check_root_directory(Path(named).parent, f"{SANDBOX_USERNS_ENV}'s link")
     holder = start_holder(service, sandbox)
     target = f"/proc/{holder.pid}/ns/user"
     try:
@@ -307,19 +313,16 @@ def exec_as_service(service: Ids, sandbox: Ids, argv: Sequence[str]) -> None:
     os.execve(setpriv, [setpriv, *drop, "--inh-caps=-all", "--", *argv], env)  # noqa: S606
 
 
-def _check_link_directory(directory: Path) -> None:
-    """The link's directory must be root's and not writable by others (a tmpfs the compose
-    file mounts): only root may replace the link."""
+def _check_root_directory(directory: Path, holds: str) -> None:
+    """Only root may write `directory` (and so replace what we put there)."""
     try:
         info = directory.lstat()
     except OSError as exc:
-        raise ConfigError(
-            f"{directory} ({SANDBOX_USERNS_ENV}'s directory): {exc.strerror}"
-        ) from None
+        raise ConfigError(f"{directory} (for {holds} file): {exc.strerror}") from None
     if info.st_uid != 0 or info.st_mode & 0o022 or not stat.S_ISDIR(info.st_mode):
         raise ConfigError(
             f"{directory} must be a directory of root's that no one else may write "
-            f"(it holds {SANDBOX_USERNS_ENV}'s link)"
+            f"(it holds {holds} file)"
         )
 
 
