@@ -212,11 +212,11 @@ def _children(parent: int) -> list[tuple[int, str]]:
     return found
 
 
-def verify_end_to_end(facts: dict[str, Any], data: Path, node_url: str) -> dict[str, Any]:
-    # The state the backup was taken with: it holds the schema reference the backup recorded
-    # (a fresh state has none, and the drill would say `unknown-schema`).
-    state = Path(tempfile.mkdtemp(prefix="bench-verify-state-"))
-    shutil.copytree(data / "state", state, dirs_exist_ok=True)
+def verify_end_to_end(
+    facts: dict[str, Any], data: Path, node_url: str, state: Path, cold: bool = False
+) -> dict[str, Any]:
+    if cold:
+        shutil.rmtree(state / "cluster-templates", ignore_errors=True)
     argv = [
         str(SBTC_OPS),
         "verify",
@@ -234,7 +234,6 @@ def verify_end_to_end(facts: dict[str, Any], data: Path, node_url: str) -> dict[
     with RssSampler(proc.pid) as rss:
         stdout, stderr = proc.communicate()
     wall = time.monotonic() - started
-    shutil.rmtree(state, ignore_errors=True)
     if proc.returncode != 0:
         raise SystemExit(f"verify failed ({proc.returncode}): {stdout[-3000:]} {stderr[-2000:]}")
     report = json.loads(stdout)
@@ -298,31 +297,53 @@ def main() -> int:
     machine = machine_facts()
     facts = prepare_backup(data, args.size_mb, args.seed)
     dump = data / "repo" / facts["backup_id"] / "signer.dump"
-    results: dict[str, list[Any]] = {"manual": [], "floor": [], "verify": []}
+    results: dict[str, list[Any]] = {"manual": [], "floor": [], "verify": [], "verify_cold": []}
+    # The state the backup was taken with: it holds the schema reference the backup recorded
+    # (a fresh state has none, and the drill would say `unknown-schema`). One state for the
+    # whole run, as on a signer's host: its first verify keeps the throwaway cluster's
+    # template (pg/template.py), measured apart as `verify_first`.
+    state = Path(tempfile.mkdtemp(prefix="bench-verify-state-"))
+    shutil.copytree(data / "state", state, dirs_exist_ok=True)
     with FakeStacksNode(deployer=facts["deployer"]) as node:
         key = bytes.fromhex(facts["aggregate_key"])
         node.set_signer_data(
             key, [bytes.fromhex(k) for k in facts["signer_set"]], threshold=facts["threshold"]
         )
+        first = verify_end_to_end(facts, data, node.url, state)
+        log(f"first verify on this state: {first['total']:.2f} s")
         cases: list[tuple[str, Callable[[], Any]]] = [
             ("manual", lambda: restore_by_hand(dump, tuned=False, jobs=1, query=True)),
             ("floor", lambda: restore_by_hand(dump, tuned=True, jobs=2, query=False)),
-            ("verify", lambda: verify_end_to_end(facts, data, node.url)),
+            ("verify", lambda: verify_end_to_end(facts, data, node.url, state)),
+            # Without a kept cluster template (removed first): initdb as before it existed,
+            # plus the copy that keeps one.
+            ("verify_cold", lambda: verify_end_to_end(facts, data, node.url, state, cold=True)),
         ]
         for round_index in range(args.rounds):
-            order = cases[round_index % 3 :] + cases[: round_index % 3]
+            shift = round_index % len(cases)
+            order = cases[shift:] + cases[:shift]
             for name, case in order:
                 before = cpu_seconds()
                 measured = case()
                 used = [after - prior for after, prior in zip(cpu_seconds(), before, strict=True)]
                 # verify: its whole process tree; (a), (b): this process's part too
-                measured["cpu_s"] = used[0] + (0.0 if name == "verify" else used[1])
+                measured["cpu_s"] = used[0] + (0.0 if name.startswith("verify") else used[1])
                 results[name].append(measured)
                 log(
                     f"round {round_index + 1} {name}: {measured['total']:.2f} s, "
                     f"{measured['cpu_s']:.1f} CPU-s"
                 )
+    shutil.rmtree(state, ignore_errors=True)
     summary = summarize(results)
+    summary["verify_first_s"] = first["total"]
+    cold = median([r["total"] for r in results["verify_cold"]])
+    summary["verify_cold_s"] = cold
+    summary["verify_cold_over_manual"] = cold / summary["manual_s"]
+    summary["verify_cold_over_floor"] = cold / summary["floor_s"]
+    summary["verify_cold_initdb_s"] = median(
+        [r["timings"].get("cluster.initdb", 0.0) for r in results["verify_cold"]]
+    )
+    summary["verify_first_phases_s"] = first["timings"]
     document = {"machine": machine, "data": facts, "summary": summary, "runs": results}
     document["machine"]["loadavg_after"] = os.getloadavg()
     if args.json_out:

@@ -43,6 +43,7 @@ from sbtc_ops.pg.binaries import ALL_TOOLS, PgBinaries, find_binaries, is_dir_sa
 from sbtc_ops.pg.limits import Limits
 from sbtc_ops.pg.runas import RunAs, check_can_execute, resolve_run_as
 from sbtc_ops.pg.sandbox import Sandbox, binaries_view
+from sbtc_ops.pg.template import TEMPLATES_SUBDIR, TemplateCache
 from sbtc_ops.proc import process_exists
 
 # psycopg is imported where a cluster is connected to, not here: `sbtc_ops.pg` is imported
@@ -108,6 +109,7 @@ class ThrowawayCluster:
         stop_timeout_s: float = 15.0,
         announce: Callable[[str], None] | None = None,
         limits: Limits | None = None,
+        templates: Path | None = None,
     ) -> None:
         self.binaries = binaries or find_binaries(tool_hint="postgres", need=ALL_TOOLS)
         self.run_as = run_as or resolve_run_as(None)
@@ -123,6 +125,9 @@ class ThrowawayCluster:
         # --keep-cluster: who the announced connection logs in as (user, dbname, options).
         self.kept_login: tuple[str | None, str, str | None] = (None, "postgres", None)
         self.timings: dict[str, float] = {}
+        # Pristine initdb results kept for the next cluster (pg/template.py), or None.
+        self.templates = templates
+        self.from_template = False
         self._base: Path | None = None
         self._port = UNIX_SOCKET_PORT
         self._process: subprocess.Popen[bytes] | None = None
@@ -140,6 +145,7 @@ class ThrowawayCluster:
             settings.postgres.bin_dir, tool_hint="postgres", need=ALL_TOOLS
         )
         run_as = kwargs.pop("run_as", None) or resolve_run_as(settings.postgres.run_as)
+        kwargs.setdefault("templates", settings.state_dir / TEMPLATES_SUBDIR)
         return cls(binaries, run_as=run_as, **kwargs)
 
     # -- where things are ------------------------------------------------------------------
@@ -282,7 +288,7 @@ class ThrowawayCluster:
             )
             self._make_directories()
             started = time.monotonic()
-            self._initdb()
+            self._initialize_data_directory()
             self.timings["initdb"] = time.monotonic() - started
             self._configure()
             started = time.monotonic()
@@ -430,11 +436,26 @@ class ThrowawayCluster:
                 f"{what} failed (exit {done.returncode}): {' | '.join(lines[-5:]) or 'no output'}"
             )
 
-    def _initdb(self) -> None:
-        argv = [
-            str(self.binaries.initdb),
-            "--pgdata",
-            str(self.data_dir),
+    def _initialize_data_directory(self) -> None:
+        """A copy of the pristine data directory an earlier cluster's initdb made (about a
+        second less per drill), else initdb, kept as that template for the next one."""
+        cache = self._template_cache()
+        if cache is not None and cache.restore(self.data_dir):
+            self.from_template = True
+            return
+        self._initdb()
+        if cache is not None:
+            cache.save(self.data_dir)
+
+    def _template_cache(self) -> TemplateCache | None:
+        # Only a sandbox with its own view reads the template through a read-only bind; the
+        # others would need the state directory opened to the server's user.
+        if self.templates is None or not self.sandbox.mount_view:
+            return None
+        return TemplateCache(self.templates, self.sandbox, self._initdb_options(), self.binaries)
+
+    def _initdb_options(self) -> list[str]:
+        return [
             "--username",
             self.superuser,
             "--auth",
@@ -446,6 +467,9 @@ class ThrowawayCluster:
             "--no-sync",
             "--no-instructions",
         ]
+
+    def _initdb(self) -> None:
+        argv = [str(self.binaries.initdb), "--pgdata", str(self.data_dir), *self._initdb_options()]
         self._run_as_child(argv, "initdb", timeout_s=max(self.start_timeout_s, 60.0))
 
     def _settings(self) -> dict[str, str]:

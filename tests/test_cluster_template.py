@@ -1,0 +1,97 @@
+"""Throwaway clusters copy a kept pristine data directory instead of running initdb
+(pg/template.py): the first cluster keeps one, the next copy it, a broken one falls back to
+initdb, and the running server never sees the template."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from sbtc_ops.errors import DependencyError
+from sbtc_ops.pg import ThrowawayCluster, find_binaries
+from sbtc_ops.pg.runas import resolve_run_as
+from sbtc_ops.pg.sandbox import Sandbox
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(autouse=True)
+def _mount_view() -> None:
+    try:
+        find_binaries(tool_hint="postgres")
+    except DependencyError as exc:
+        pytest.skip(f"no PostgreSQL binaries: {exc}")
+    if not Sandbox(resolve_run_as()).mount_view:
+        pytest.skip("templates are used only by a sandbox with its own mount view")
+
+
+def templates_in(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if not p.name.startswith("."))
+
+
+def answer(cluster: ThrowawayCluster) -> tuple[str, int]:
+    with cluster.connect() as conn:
+        row = conn.execute(
+            "SELECT current_setting('server_encoding'),"
+            " (SELECT count(*) FROM pg_database WHERE datname = 'postgres')"
+        ).fetchone()
+    assert row is not None
+    return str(row[0]), int(row[1])
+
+
+def test_the_second_cluster_copies_the_firsts_pristine_data_directory(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    with ThrowawayCluster(parent=tmp_path, templates=templates) as first:
+        assert first.from_template is False
+        assert answer(first) == ("UTF8", 1)
+        with first.connect() as conn:  # changes after initdb never reach the template
+            conn.execute("CREATE DATABASE made_after_initdb")
+    (kept,) = templates_in(templates)
+    assert (kept / "PG_VERSION").is_file()
+    assert not (kept / "postmaster.pid").exists()
+    with ThrowawayCluster(parent=tmp_path, templates=templates) as second:
+        assert second.from_template is True
+        assert answer(second) == ("UTF8", 1)
+        with second.connect() as conn:
+            names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+        assert "made_after_initdb" not in names
+        # The running server's view has no template (only the copy step had it, read-only).
+        assert second.pid is not None
+        assert not os.path.lexists(f"/proc/{second.pid}/root{kept}")
+        assert not os.path.lexists(f"/proc/{second.pid}/root{templates}")
+    assert templates_in(templates) == [kept]
+
+
+def test_a_template_that_cannot_be_copied_falls_back_to_initdb(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    with ThrowawayCluster(parent=tmp_path, templates=templates):
+        pass
+    (kept,) = templates_in(templates)
+    unreadable = kept / "PG_VERSION"
+    unreadable.chmod(0)  # its owner (the server's user) can no longer read it
+    with ThrowawayCluster(parent=tmp_path, templates=templates) as cluster:
+        assert cluster.from_template is False
+        assert answer(cluster) == ("UTF8", 1)
+    (again,) = templates_in(templates)
+    assert stat.S_IMODE((again / "PG_VERSION").stat().st_mode) != 0
+
+
+def test_templates_of_other_binaries_and_stale_halves_are_pruned(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir(mode=0o700)
+    other = templates / ("0" * 32)  # an older PostgreSQL's
+    other.mkdir()
+    (other / "PG_VERSION").write_text("15\n")
+    stale = templates / ".new-crashed"
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    fresh = templates / ".new-being-written"
+    fresh.mkdir()
+    with ThrowawayCluster(parent=tmp_path, templates=templates):
+        pass
+    left = sorted(p.name for p in templates.iterdir())
+    assert other.name not in left and stale.name not in left
+    assert fresh.name in left and len(left) == 2
