@@ -29,7 +29,7 @@ def _mount_view() -> None:
 
 
 def templates_in(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def answer(cluster: ThrowawayCluster) -> tuple[str, int]:
@@ -79,12 +79,19 @@ def test_a_template_that_cannot_be_copied_falls_back_to_initdb(tmp_path: Path) -
     assert stat.S_IMODE((again / "PG_VERSION").stat().st_mode) != 0
 
 
-def test_templates_of_other_binaries_and_stale_halves_are_pruned(tmp_path: Path) -> None:
+def test_unused_templates_and_stale_halves_are_pruned(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     templates.mkdir(mode=0o700)
-    other = templates / ("0" * 32)  # an older PostgreSQL's
-    other.mkdir()
-    (other / "PG_VERSION").write_text("15\n")
+    unused = templates / ("0" * 32)  # an older PostgreSQL's, unused for a year
+    unused.mkdir()
+    (unused / "PG_VERSION").write_text("15\n")
+    (templates / (unused.name + ".used")).touch()
+    os.utime(templates / (unused.name + ".used"), (0, 0))
+    in_use = templates / ("1" * 32)  # another sandbox user's (root's CLI beside the service)
+    in_use.mkdir()
+    (templates / (in_use.name + ".used")).touch()
+    orphan_marker = templates / (("2" * 32) + ".used")
+    orphan_marker.touch()
     stale = templates / ".new-crashed"
     stale.mkdir()
     os.utime(stale, (0, 0))
@@ -92,6 +99,9 @@ def test_templates_of_other_binaries_and_stale_halves_are_pruned(tmp_path: Path)
     fresh.mkdir()
     with ThrowawayCluster(parent=tmp_path, templates=templates):
         pass
-    left = sorted(p.name for p in templates.iterdir())
-    assert other.name not in left and stale.name not in left
-    assert fresh.name in left and len(left) == 2
+    left = {p.name for p in templates.iterdir()}
+    assert unused.name not in left and unused.name + ".used" not in left
+    assert stale.name not in left and orphan_marker.name not in left
+    assert {in_use.name, in_use.name + ".used", fresh.name} <= left
+    (ours,) = [p for p in templates_in(templates) if p.name not in (in_use.name,)]
+    assert (templates / (ours.name + ".used")).is_file()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +34,10 @@ TEMPLATES_SUBDIR = "cluster-templates"
 COPY_TIMEOUT_S = 120.0
 STAGING_PREFIX = ".new-"
 STALE_STAGING_S = 86400.0  # a crashed run's half-written template: removed after a day
+# Another kind's template (root's CLI and the service share one state directory, each with its
+# own sandbox user) is kept while used; one unused this long (an old PostgreSQL's) goes.
+UNUSED_S = 30 * 86400.0
+USED_SUFFIX = ".used"  # beside each template, ours to touch (the template is the sandbox's)
 
 
 class TemplateCache:
@@ -62,6 +67,7 @@ class TemplateCache:
         copy = ["cp", "-a", "--", f"{self.path}/.", str(data_dir)]
         done = self.sandbox.exposing(ro=(self.path,)).run(copy, timeout_s=COPY_TIMEOUT_S)
         if done.returncode == 0:
+            self._mark_used()
             return True
         log.warning("cluster template %s unusable, running initdb: %s", self.path, done.stderr)
         self._remove(self.path)
@@ -85,6 +91,7 @@ class TemplateCache:
                 raise OSError(f"cp failed: {done.stderr.strip()[-200:]}")
             staging.rename(self.path)  # whole or not at all; another drill's may win
             staging = None
+            self._mark_used()
         except (OSError, SbtcOpsError) as exc:
             log.debug("cluster template not kept: %s", exc)
         finally:
@@ -92,19 +99,35 @@ class TemplateCache:
                 self._remove(staging)
         self._prune()
 
+    def _mark_used(self) -> None:
+        marker = self.path.with_name(self.path.name + USED_SUFFIX)
+        try:
+            marker.touch(mode=0o600)
+            os.utime(marker)
+        except OSError as exc:
+            log.debug("could not mark %s used: %s", self.path, exc)
+
     def _prune(self) -> None:
-        """Templates of other binaries or users (an upgrade leaves the old one), and stale
-        half-written ones."""
+        """Templates unused for UNUSED_S (an upgrade leaves the old PostgreSQL's), stale
+        half-written ones, and markers of templates that are gone."""
         try:
             entries = list(self.root.iterdir())
         except OSError:
             return
         for entry in entries:
-            if entry == self.path:
+            if entry == self.path or entry.name.endswith(USED_SUFFIX):
                 continue
-            if entry.name.startswith(STAGING_PREFIX) and not _older_than(entry, STALE_STAGING_S):
-                continue  # another drill's, being written
-            self._remove(entry)
+            if entry.name.startswith(STAGING_PREFIX):
+                if _older_than(entry, STALE_STAGING_S):
+                    self._remove(entry)
+                continue
+            marker = entry.with_name(entry.name + USED_SUFFIX)
+            if _older_than(marker if marker.exists() else entry, UNUSED_S):
+                self._remove(entry)
+                marker.unlink(missing_ok=True)
+        for marker in entries:
+            if marker.name.endswith(USED_SUFFIX) and not marker.with_suffix("").exists():
+                marker.unlink(missing_ok=True)
 
     def _remove(self, path: Path) -> None:
         try:
