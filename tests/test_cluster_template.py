@@ -42,9 +42,11 @@ def answer(cluster: ThrowawayCluster) -> tuple[str, int]:
     return str(row[0]), int(row[1])
 
 
-def test_the_second_cluster_copies_the_firsts_pristine_data_directory(tmp_path: Path) -> None:
+def test_the_second_cluster_copies_the_firsts_pristine_data_directory(
+    tmp_path: Path, cluster_parent: Path
+) -> None:
     templates = tmp_path / "templates"
-    with ThrowawayCluster(parent=tmp_path, templates=templates) as first:
+    with ThrowawayCluster(parent=cluster_parent, templates=templates) as first:
         assert first.from_template is False
         assert answer(first) == ("UTF8", 1)
         with first.connect() as conn:  # changes after initdb never reach the template
@@ -52,7 +54,7 @@ def test_the_second_cluster_copies_the_firsts_pristine_data_directory(tmp_path: 
     (kept,) = templates_in(templates)
     assert (kept / "PG_VERSION").is_file()
     assert not (kept / "postmaster.pid").exists()
-    with ThrowawayCluster(parent=tmp_path, templates=templates) as second:
+    with ThrowawayCluster(parent=cluster_parent, templates=templates) as second:
         assert second.from_template is True
         assert answer(second) == ("UTF8", 1)
         with second.connect() as conn:
@@ -65,21 +67,23 @@ def test_the_second_cluster_copies_the_firsts_pristine_data_directory(tmp_path: 
     assert templates_in(templates) == [kept]
 
 
-def test_a_template_that_cannot_be_copied_falls_back_to_initdb(tmp_path: Path) -> None:
+def test_a_template_that_cannot_be_copied_falls_back_to_initdb(
+    tmp_path: Path, cluster_parent: Path
+) -> None:
     templates = tmp_path / "templates"
-    with ThrowawayCluster(parent=tmp_path, templates=templates):
+    with ThrowawayCluster(parent=cluster_parent, templates=templates):
         pass
     (kept,) = templates_in(templates)
     unreadable = kept / "PG_VERSION"
     unreadable.chmod(0)  # its owner (the server's user) can no longer read it
-    with ThrowawayCluster(parent=tmp_path, templates=templates) as cluster:
+    with ThrowawayCluster(parent=cluster_parent, templates=templates) as cluster:
         assert cluster.from_template is False
         assert answer(cluster) == ("UTF8", 1)
     (again,) = templates_in(templates)
     assert stat.S_IMODE((again / "PG_VERSION").stat().st_mode) != 0
 
 
-def test_unused_templates_and_stale_halves_are_pruned(tmp_path: Path) -> None:
+def test_unused_templates_and_stale_halves_are_pruned(tmp_path: Path, cluster_parent: Path) -> None:
     templates = tmp_path / "templates"
     templates.mkdir(mode=0o700)
     unused = templates / ("0" * 32)  # an older PostgreSQL's, unused for a year
@@ -97,7 +101,7 @@ def test_unused_templates_and_stale_halves_are_pruned(tmp_path: Path) -> None:
     os.utime(stale, (0, 0))
     fresh = templates / ".new-being-written"
     fresh.mkdir()
-    with ThrowawayCluster(parent=tmp_path, templates=templates):
+    with ThrowawayCluster(parent=cluster_parent, templates=templates):
         pass
     left = {p.name for p in templates.iterdir()}
     assert unused.name not in left and unused.name + ".used" not in left
