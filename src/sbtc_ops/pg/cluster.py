@@ -76,6 +76,10 @@ TUNED_SETTINGS: dict[str, str] = {
     "checkpoint_timeout": "1h",
     "max_wal_size": "16GB",
     "jit": "off",
+    # pg_restore's own jobs (--jobs, up to the CPUs) already keep the cores busy; parallel
+    # index builds on top of them oversubscribe a small host: 0.45 s of a 5 s restore on
+    # 2 cores (bench/RESULTS.md). PostgreSQL's default (2) where cores are left over.
+    "max_parallel_maintenance_workers": str(min(2, max(0, (os.cpu_count() or 1) - 2))),
 }
 
 
