@@ -4,6 +4,7 @@ tests/test_sandbox_deployments.py (the unit) and tests/test_docker_deploy_compos
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -16,7 +17,7 @@ import pytest
 from sbtc_ops.errors import ConfigError, DependencyError
 from sbtc_ops.pg import sandboxuser
 from sbtc_ops.pg.runas import SANDBOX_USERNS_ENV, RunAs, read_namespace_ids
-from tests.support.cli import run_cli, sbtc_ops_executable
+from tests.support.cli import clean_env, run_cli, sbtc_ops_executable
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="maps ids and mounts as root")
 
@@ -262,3 +263,14 @@ def test_exec_refuses_a_link_directory_others_may_write(run_dir: Path) -> None:
     )  # fmt: skip
     assert done.code == 2 and "no one else may write" in done.stderr, done.stderr
     assert not os.path.lexists(run_dir / "userns")
+
+
+def test_root_is_sent_to_the_service_user_where_the_service_runs(run_dir: Path) -> None:
+    """`docker compose exec` without -u: root there would write root's files into the
+    service's state and could not sandbox a drill; told how to run it instead."""
+    env = {**clean_env(run_dir / "state"), SANDBOX_USERNS_ENV: "/run/sbtc-ops/sandbox-userns"}
+    done = run_cli("backups", "--json", cwd=run_dir, env=env)
+    assert done.code == 2
+    assert "docker compose exec -u 10001:10001" in json.loads(done.stdout)["error"]
+    assert not (run_dir / "state").exists()
+    assert run_cli("version", cwd=run_dir, env=env).code == 0

@@ -11,6 +11,7 @@ options); its body parses, calls one service and renders, in a few dozen lines.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from sbtc_ops.cli import _common, _streams, globalopts, helpstyle
-from sbtc_ops.errors import SbtcOpsError, describe_os_error
+from sbtc_ops.errors import SbtcOpsError, UsageError, describe_os_error
 from sbtc_ops.proc import note_interrupt
 from sbtc_ops.redact import scrub
 from sbtc_ops.termsafe import install_output_escaping
@@ -45,6 +46,7 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _global_options(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -92,6 +94,25 @@ def _global_options(
     )
     _common.configure_logging(verbose)
     _common.set_json_mode(json_output)
+    _refuse_root_in_the_services_environment(ctx.invoked_subcommand)
+
+
+def _refuse_root_in_the_services_environment(command: str | None) -> None:
+    """Root where the environment names the unprivileged service's sandbox namespace (a
+    `docker compose exec` without -u): what it wrote in the shared state and backups would
+    be root's, which the service cannot use, and root there has no capability to sandbox a
+    drill. Only the command that prepares that namespace runs as root there."""
+    from sbtc_ops.config import SANDBOX_USERNS_VARIABLE
+
+    if os.geteuid() != 0 or not os.environ.get(SANDBOX_USERNS_VARIABLE):
+        return
+    if command in (None, "sandbox-userns", "version", "man"):
+        return
+    raise UsageError(
+        f"running as root in the sbtc-ops service's environment ({SANDBOX_USERNS_VARIABLE} "
+        "is set): run commands as the service user",
+        hint="docker compose exec -u 10001:10001 sbtc-ops sbtc-ops …",
+    )
 
 
 def _register_commands() -> None:
