@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from sbtc_ops.host.endpoints import public_url
+from sbtc_ops.redact import scrub
 from sbtc_ops.serve.children import result_from_child
-from sbtc_ops.serve.jobs import scrub
 from sbtc_ops.serve.metrics import registry_for
 from sbtc_ops.serve.notify import FAILURE, RECOVERY, Notifier, transition
 from sbtc_ops.serve.page import render_page

@@ -19,14 +19,14 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from sbtc_ops.config import Settings
+from sbtc_ops.config import Settings, secret_values
 from sbtc_ops.errors import SbtcOpsError, UsageError
 from sbtc_ops.history import JobOutcome
 from sbtc_ops.serve.children import child_environment, subprocess_action
 from sbtc_ops.serve.dkgwatch import DkgWatch
 from sbtc_ops.serve.http import StatusServer
 from sbtc_ops.serve.joblog import JobLog, LogFormat, Write, write_stderr
-from sbtc_ops.serve.jobs import job_specs, settings_secret_values
+from sbtc_ops.serve.jobs import job_specs
 from sbtc_ops.serve.notify import Notifier
 from sbtc_ops.serve.scheduler import JobResult, Scheduler
 from sbtc_ops.serve.snapshot import Snapshot
@@ -39,7 +39,7 @@ STOP_GRACE_S = 90.0
 def build_scheduler(
     settings: Settings, config_path: Path | None, job_log: JobLog | None = None
 ) -> tuple[Scheduler, Notifier]:
-    notifier = Notifier(settings.serve.webhooks, settings_secret_values(settings))
+    notifier = Notifier(settings.serve.webhooks, secret_values(settings))
     action = subprocess_action(child_environment(config_path))
 
     def on_finish(job: str, result: JobResult, previous: str | None) -> None:
@@ -89,7 +89,7 @@ def serve(
     # Many scraper threads wait for the GIL; a shorter switch interval keeps their tail
     # latency low (the daemon's own threads mostly sleep or wait on child processes).
     sys.setswitchinterval(0.0005)
-    job_log = JobLog(log_format, settings_secret_values(settings), write)
+    job_log = JobLog(log_format, secret_values(settings), write)
     announce = job_log.announce
     scheduler, notifier = build_scheduler(settings, config_path, job_log)
     interrupted = scheduler.start()

@@ -23,9 +23,9 @@ from typing import Any
 import psycopg
 
 from sbtc_ops.backup.source import dkg_fingerprint, parse_target
-from sbtc_ops.config import Settings
+from sbtc_ops.config import Settings, secret_values
 from sbtc_ops.errors import ConfigError, SbtcOpsError
-from sbtc_ops.serve.jobs import scrub, settings_secret_values
+from sbtc_ops.redact import scrub
 from sbtc_ops.state import Event, EventKind, StateStore
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class DkgWatch:
 
     def _describe(self, exc: Exception) -> str:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return scrub(text, settings_secret_values(self.settings))
+        return scrub(text, secret_values(self.settings))
 
     def _record(self, outcome: str, data: dict[str, Any], now: float) -> None:
         with StateStore.open(self.settings.state_dir) as store:

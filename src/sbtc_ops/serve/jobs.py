@@ -274,13 +274,13 @@ def chain_check_job(settings: Settings) -> JobResult:
     from sbtc_ops.stacks import NOT_SET, read_aggregate_key
 
     reading = interruptible(lambda: read_aggregate_key(settings))
-    secrets = settings_secret_values(settings)
+    secrets = secret_values(settings)
     endpoints = [
         {
             "endpoint": public_url(outcome.url),
             "up": outcome.ok,
             "elapsed_s": round(outcome.elapsed_s, 3),
-            "error": None if outcome.ok else scrub(outcome.error or "", secrets)[:200],
+            "error": None if outcome.ok else redact.scrub(outcome.error or "", secrets)[:200],
         }
         for outcome in reading.outcomes
     ]
@@ -323,12 +323,3 @@ def interruptible(func: Callable[[], T]) -> T:
     the wait at once instead of after its slowest network read (a thread pool joins its
     threads on the way out). Not for backup or verify: they unwind in their own thread."""
     return InBackground(func, name="job").result()
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    """Remove secret values (`secrets` and every registered one) and URL/DSN credentials."""
-    return redact.scrub(text, secrets)
-
-
-def settings_secret_values(settings: Settings) -> list[str]:
-    return secret_values(settings)

@@ -22,8 +22,7 @@ from pydantic import SecretStr
 from sbtc_ops import __version__
 from sbtc_ops.history import JobOutcome
 from sbtc_ops.httpdeadline import bounded_request
-from sbtc_ops.redact import scrub_data
-from sbtc_ops.serve.jobs import scrub
+from sbtc_ops.redact import scrub, scrub_data
 from sbtc_ops.serve.scheduler import JobResult
 
 log = logging.getLogger(__name__)

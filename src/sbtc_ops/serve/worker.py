@@ -14,10 +14,11 @@ import sys
 from typing import NoReturn
 
 from sbtc_ops import progress
+from sbtc_ops.config import secret_values
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.history import JobName, JobOutcome
-from sbtc_ops.redact import ScrubbingFormatter, install_output_scrubbing, scrub_data
-from sbtc_ops.serve.jobs import run_job, scrub, settings_secret_values
+from sbtc_ops.redact import ScrubbingFormatter, install_output_scrubbing, scrub, scrub_data
+from sbtc_ops.serve.jobs import run_job
 from sbtc_ops.serve.scheduler import JobResult, one_line_reason
 from sbtc_ops.termsafe import install_output_escaping
 
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> NoReturn:
         from sbtc_ops.discover.load import load_for_command
 
         settings = load_for_command(None)[0]
-        secrets = settings_secret_values(settings)
+        secrets = secret_values(settings)
         result = run_job(argv[0], settings)
     except SbtcOpsError as exc:
         result = JobResult(JobOutcome.ERROR, one_line_reason(exc))
