@@ -10,20 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from sbtc_ops.errors import DependencyError
-from sbtc_ops.pg import ThrowawayCluster, find_binaries
+from sbtc_ops.pg import ThrowawayCluster
 from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.pg.sandbox import Sandbox
+from tests.support.pg import binaries_or_skip
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(autouse=True)
 def _mount_view() -> None:
-    try:
-        find_binaries(tool_hint="postgres")
-    except DependencyError as exc:
-        pytest.skip(f"no PostgreSQL binaries: {exc}")
+    binaries_or_skip()
     if not Sandbox(resolve_run_as()).mount_view:
         pytest.skip("templates are used only by a sandbox with its own mount view")
 

@@ -14,11 +14,11 @@ import psycopg
 import pytest
 
 from sbtc_ops.errors import DependencyError, UsageError
-from sbtc_ops.pg import ThrowawayCluster, find_binaries, postgres_processes
+from sbtc_ops.pg import ThrowawayCluster, postgres_processes
 from sbtc_ops.pg.cluster import reap_stale_directories
 from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.pg.sandbox import Sandbox
-from tests.support.pg import assert_no_postgres_left
+from tests.support.pg import assert_no_postgres_left, binaries_or_skip
 
 pytestmark = pytest.mark.postgres
 
@@ -27,10 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def _binaries_available() -> None:
-    try:
-        find_binaries(tool_hint="postgres")
-    except DependencyError as exc:
-        pytest.skip(f"no PostgreSQL binaries: {exc}")
+    binaries_or_skip()
 
 
 def process_uid(pid: int) -> int:

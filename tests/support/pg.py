@@ -24,6 +24,7 @@ import pytest
 
 from sbtc_ops.errors import DependencyError
 from sbtc_ops.pg import ThrowawayCluster, find_binaries, postgres_processes
+from sbtc_ops.pg.binaries import PgBinaries
 
 if TYPE_CHECKING:
     import psycopg
@@ -70,13 +71,18 @@ class SourceServer:
         return self.url_for(dbname)
 
 
+def binaries_or_skip() -> PgBinaries:
+    """The PostgreSQL binaries, or the test is skipped saying why there are none."""
+    try:
+        return find_binaries(tool_hint="postgres")
+    except DependencyError as exc:
+        pytest.skip(f"no PostgreSQL binaries: {exc}")
+
+
 def start_source_server(parent: Path | None = None) -> SourceServer:
     """Start a TCP+password server with the `signer` role and an empty `signer` database.
     The caller stops it with `server.cluster.stop()`."""
-    try:
-        binaries = find_binaries(tool_hint="postgres")
-    except DependencyError as exc:
-        pytest.skip(f"no PostgreSQL binaries: {exc}")
+    binaries = binaries_or_skip()
     return start_source_on(ThrowawayCluster(binaries, parent=parent, tcp_port=0))
 
 

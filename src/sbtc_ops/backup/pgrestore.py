@@ -147,18 +147,13 @@ def run_restore(
     )
     feeder = _start_feeder(proc, plain_source)
     total = archive_size(progress_of) if progress_of is not None and shown() else None
-    try:
+    with sandbox.reaped(proc):
         assert proc.stderr is not None
         with watch_reads(Path(argv[0]).name, proc.pid, total):
             errors, ignored = read_errors(proc.stderr)
             proc.wait()
         if feeder is not None:
             feeder.join()
-    except BaseException:
-        sandbox.kill(proc)
-        proc.wait()
-        raise
-    sandbox.sweep(proc)
     if plain_source is not None:  # psql read stdin: say which file the lines are of
         name = f"psql:{shown_name or plain_source.name}:"
         errors = [line.replace("psql:<stdin>:", name) for line in errors]

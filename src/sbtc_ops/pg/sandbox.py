@@ -37,7 +37,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -420,6 +420,19 @@ class Sandbox:
         if not self.contained:
             signal_group(proc, signal.SIGKILL)
 
+    @contextlib.contextmanager
+    def reaped(self, proc: subprocess.Popen[Any]) -> Iterator[None]:
+        """Around the wait for a sandboxed child: on any exception (a timeout, Ctrl-C, a
+        budget breach) its whole container is killed and reaped before the exception goes
+        on; after a normal end, whatever it left in its container is swept."""
+        try:
+            yield
+        except BaseException:
+            self.kill(proc)
+            proc.wait()
+            raise
+        self.sweep(proc)
+
     def run(
         self,
         argv: Sequence[str],
@@ -438,13 +451,8 @@ class Sandbox:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        try:
+        with self.reaped(proc):
             out, err = proc.communicate(input_bytes, timeout=timeout_s)
-        except BaseException:
-            self.kill(proc)
-            proc.wait()
-            raise
-        self.sweep(proc)
         return subprocess.CompletedProcess(
             proc.args,
             proc.returncode,

@@ -779,17 +779,12 @@ def amcheck_result(
     it prints: over the cap it is stopped, and the check fails). The deadline bounds its time
     (the watchdog kills the sandbox)."""
     assert proc.stdout is not None
-    try:
+    with sandbox.reaped(proc):
         with proc.stdout:
             output, more = read_capped(proc.stdout, max_output)
         if more:
             sandbox.kill(proc)
         proc.wait()
-    except BaseException:
-        sandbox.kill(proc)
-        proc.wait()
-        raise
-    sandbox.sweep(proc)
     lines = [line for line in output.decode(errors="replace").splitlines() if line.strip()]
     return checks.amcheck(proc.returncode, lines, cut_at=max_output if more else None)
 

@@ -165,13 +165,8 @@ def _redump(ctx: GateContext) -> PreparedArchive:
             stdout=sink,
             stderr=subprocess.PIPE,
         )
-        try:
+        with cluster.sandbox.reaped(proc):
             _, err = proc.communicate(timeout=3600)
-        except BaseException:
-            cluster.sandbox.kill(proc)
-            proc.wait()
-            raise
-        cluster.sandbox.sweep(proc)
     if proc.returncode != 0:
         message = err.decode(errors="replace").strip().splitlines()[:1]
         raise SbtcOpsError(
