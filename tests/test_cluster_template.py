@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from sbtc_ops.errors import DependencyError
 from sbtc_ops.pg import ThrowawayCluster
+from sbtc_ops.pg.cluster import ClusterSetup, SetupStep
 from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.pg.sandbox import Sandbox
 from tests.support.pg import binaries_or_skip
@@ -106,3 +108,65 @@ def test_unused_templates_and_stale_halves_are_pruned(tmp_path: Path, cluster_pa
     assert {in_use.name, in_use.name + ".used", fresh.name} <= left
     (ours,) = [p for p in templates_in(templates) if p.name not in (in_use.name,)]
     assert (templates / (ours.name + ".used")).is_file()
+
+
+# -- a kind's setup (pg/cluster.ClusterSetup): run once, then part of the template ------------
+
+SETUP = ClusterSetup(
+    (
+        SetupStep("postgres", 'CREATE ROLE "set_up_role" NOLOGIN'),
+        SetupStep("postgres", 'CREATE DATABASE "set_up_db" TEMPLATE template0'),
+        SetupStep("set_up_db", "CREATE EXTENSION no_such_extension", optional=True),
+        SetupStep("set_up_db", "CREATE TABLE marker (made_by text)"),
+        SetupStep("set_up_db", "INSERT INTO marker VALUES ('setup')"),
+    )
+)
+
+
+def set_up_state(cluster: ThrowawayCluster) -> tuple[bool, list[str]]:
+    with cluster.connect() as conn:
+        role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'set_up_role'").fetchone()
+    with cluster.connect("set_up_db") as conn:
+        rows = [str(r[0]) for r in conn.execute("SELECT made_by FROM marker")]
+    return role is not None, rows
+
+
+def test_a_setup_runs_once_then_comes_with_the_template(
+    tmp_path: Path, cluster_parent: Path
+) -> None:
+    templates = tmp_path / "templates"
+    with ThrowawayCluster(parent=cluster_parent, templates=templates, setup=SETUP) as first:
+        assert first.from_template is False and "setup" in first.timings
+        assert set_up_state(first) == (True, ["setup"])  # the optional failure was skipped
+        with first.connect("set_up_db") as conn:  # after the setup: never in the template
+            conn.execute("INSERT INTO marker VALUES ('after')")
+    (kept,) = templates_in(templates)
+    assert not (kept / "postmaster.pid").exists()  # kept from a clean shutdown
+    with ThrowawayCluster(parent=cluster_parent, templates=templates, setup=SETUP) as second:
+        assert second.from_template is True and "setup" not in second.timings
+        assert set_up_state(second) == (True, ["setup"])
+    # Another setup (or none) is another kind: it never gets this template.
+    other = ClusterSetup((*SETUP.steps, SetupStep("set_up_db", "SELECT 1")))
+    with ThrowawayCluster(parent=cluster_parent, templates=templates, setup=other) as third:
+        assert third.from_template is False
+    with ThrowawayCluster(parent=cluster_parent, templates=templates) as plain:
+        assert plain.from_template is False
+        with plain.connect() as conn:
+            assert (
+                conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'set_up_role'").fetchone()
+                is None
+            )
+    assert len(templates_in(templates)) == 3
+
+
+def test_a_failing_setup_step_fails_the_cluster_and_keeps_no_template(
+    tmp_path: Path, cluster_parent: Path
+) -> None:
+    templates = tmp_path / "templates"
+    broken = ClusterSetup((SetupStep("postgres", "CREATE TABLE x (y no_such_type)"),))
+    cluster = ThrowawayCluster(parent=cluster_parent, templates=templates, setup=broken)
+    with pytest.raises(DependencyError, match="setting up the throwaway cluster failed"):
+        cluster.start()
+    assert not cluster.running
+    assert list(cluster_parent.iterdir()) == []
+    assert not templates.exists() or templates_in(templates) == []

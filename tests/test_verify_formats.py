@@ -337,6 +337,32 @@ def test_manual_procedure_on_kept_cluster_agrees_with_verify(area: Area) -> None
         # psql prints bytea as \x…; the operator strips the prefix by eye.
         assert first_row == "\\x" + result.json()["db_aggregate_key"]
         assert result.json()["db_aggregate_key"] == area.facts.newest_verified_key.hex()
+        # The drill's cluster (its setup, pg/template.py): the restored database, owned by the
+        # restore role, and `postgres`; no template0/template1, amcheck in our schema.
+        shape = subprocess.run(
+            [
+                str(find_binaries(tool_hint="psql").psql),
+                "-X",
+                "-A",
+                "-t",
+                "--no-password",
+                "-d",
+                f"{conninfo} dbname={restored.group(1)}",
+                "-c",
+                "SELECT string_agg(datname || ':' || pg_get_userbyid(datdba), ',' ORDER BY datname)"
+                " FROM pg_database",
+                "-c",
+                "SELECT extnamespace::regnamespace FROM pg_extension WHERE extname = 'amcheck'",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert shape.returncode == 0, shape.stderr
+        assert shape.stdout.split() == [
+            f"postgres:sbtc_ops_admin,{restored.group(1)}:sbtc_ops_restore",
+            "sbtc_ops_amcheck",
+        ]
     finally:
         if pid is not None:
             stop_postmaster(pid)
@@ -358,6 +384,22 @@ def stop_postmaster(pid: int, timeout_s: float = 20.0) -> None:
             return
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
+
+
+def test_later_drills_start_from_the_set_up_template(area: Area) -> None:
+    """The first drill on a state runs initdb and the drill's setup and keeps the result as
+    its cluster template; the next one copies it (no setup) and reaches the same verdict."""
+    state = area.verify.fresh_state()
+    args = (area.custom_id, "--repo", str(area.repo), "--expected-key")
+    key = area.facts.newest_verified_key.hex()
+    first = area.verify(*args, key, state_dir=state)
+    second = area.verify(*args, key, state_dir=state)
+    assert first.doc["verdict"] == second.doc["verdict"] == "match"
+    assert "cluster.setup" in first.doc["timings"]
+    if first.doc["sandbox"]["mount_view"]:  # templates need a sandbox with its own view
+        assert "cluster.setup" not in second.doc["timings"]
+        assert [p for p in (state / "cluster-templates").iterdir() if p.is_dir()]
+    assert second.check("restore.amcheck")["status"] == "pass"
 
 
 # -- --expected-key, no chain ---------------------------------------------------------------------

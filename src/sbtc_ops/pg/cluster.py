@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Self
@@ -83,6 +84,30 @@ TUNED_SETTINGS: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class SetupStep:
+    """One statement run as the superuser, in autocommit, in `database`; an `optional` one
+    may fail (e.g. an extension this PostgreSQL build lacks) without failing the cluster."""
+
+    database: str
+    statement: str
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterSetup:
+    """What every cluster of one kind gets right after initdb, before anything else reaches
+    it (the drill's roles and empty database). It depends on nothing but these statements,
+    so it is part of the kind's template (pg/template.py): later clusters start with it in
+    place instead of running it again."""
+
+    steps: tuple[SetupStep, ...]
+
+    def identity(self) -> list[list[str | bool]]:
+        """What a template made with this setup depends on (its cache key)."""
+        return [[s.database, s.statement, s.optional] for s in self.steps]
+
+
 def free_tcp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
@@ -114,6 +139,7 @@ class ThrowawayCluster:
         announce: Callable[[str], None] | None = None,
         limits: Limits | None = None,
         templates: Path | None = None,
+        setup: ClusterSetup | None = None,
     ) -> None:
         self.binaries = binaries or find_binaries(tool_hint="postgres", need=ALL_TOOLS)
         self.run_as = run_as or resolve_run_as(None)
@@ -131,6 +157,7 @@ class ThrowawayCluster:
         self.timings: dict[str, float] = {}
         # Pristine initdb results kept for the next cluster (pg/template.py), or None.
         self.templates = templates
+        self.setup = setup
         self.from_template = False
         self._base: Path | None = None
         self._port = UNIX_SOCKET_PORT
@@ -292,12 +319,18 @@ class ThrowawayCluster:
             )
             self._make_directories()
             started = time.monotonic()
-            self._initialize_data_directory()
+            unsaved = self._initialize_data_directory()
             self.timings["initdb"] = time.monotonic() - started
             self._configure()
             started = time.monotonic()
             self._start_server()
             self.timings["start"] = time.monotonic() - started
+            if not self.from_template and self.setup is not None:
+                started = time.monotonic()
+                self._run_setup(self.setup)
+                if unsaved is not None:
+                    self._save_set_up(unsaved)
+                self.timings["setup"] = time.monotonic() - started
         except BaseException:
             self.stop()
             raise
@@ -440,23 +473,53 @@ class ThrowawayCluster:
                 f"{what} failed (exit {done.returncode}): {' | '.join(lines[-5:]) or 'no output'}"
             )
 
-    def _initialize_data_directory(self) -> None:
-        """A copy of the pristine data directory an earlier cluster's initdb made (about a
-        second less per drill), else initdb, kept as that template for the next one."""
+    def _initialize_data_directory(self) -> TemplateCache | None:
+        """A copy of the data directory an earlier cluster of this kind made (initdb and
+        its setup: about a second less per drill), else initdb, kept as that template for
+        the next one. With a setup the template is kept only once the setup has run: the
+        cache to save it in is returned (None: nothing left to save)."""
         cache = self._template_cache()
         if cache is not None and cache.restore(self.data_dir):
             self.from_template = True
-            return
+            return None
         self._initdb()
-        if cache is not None:
+        if cache is not None and self.setup is None:
             cache.save(self.data_dir)
+            return None
+        return cache
 
     def _template_cache(self) -> TemplateCache | None:
         # Only a sandbox with its own view reads the template through a read-only bind; the
         # others would need the state directory opened to the server's user.
         if self.templates is None or not self.sandbox.mount_view:
             return None
-        return TemplateCache(self.templates, self.sandbox, self._initdb_options(), self.binaries)
+        setup = self.setup.identity() if self.setup is not None else None
+        return TemplateCache(
+            self.templates, self.sandbox, self._initdb_options(), self.binaries, setup
+        )
+
+    def _run_setup(self, setup: ClusterSetup) -> None:
+        import psycopg  # lazy (module note)
+
+        for step in setup.steps:
+            try:
+                with self.connect(step.database) as conn:
+                    conn.execute(step.statement.encode())
+            except psycopg.Error as exc:
+                if not step.optional:
+                    raise DependencyError(
+                        f"setting up the throwaway cluster failed: {exc}".strip()
+                    ) from exc
+
+    def _save_set_up(self, cache: TemplateCache) -> None:
+        """Keep the set-up data directory as this kind's template: the server is stopped
+        cleanly (a template needs no recovery), copied, and started again."""
+        self._stop_server(clean=True)
+        if self._process is not None and self._process.returncode == 0:
+            cache.save(self.data_dir)
+        if self._log is not None:
+            self._log.close()
+        self._start_server()
 
     def _initdb_options(self) -> list[str]:
         return [
@@ -570,15 +633,16 @@ class ThrowawayCluster:
             return "no server log"
         return " | ".join(lines[-count:]) or "empty server log"
 
-    def _stop_server(self) -> None:
+    def _stop_server(self, clean: bool = False) -> None:
         process = self._process
         if process is None or process.poll() is not None:
             self._sweep()
             return
         # The data directory is removed right after: an immediate shutdown (no shutdown
-        # checkpoint writing out what is about to be deleted) is enough, and faster.
+        # checkpoint writing out what is about to be deleted) is enough, and faster. A
+        # template is kept from a clean (fast) shutdown.
         try:
-            os.kill(self.sandbox.main_pid(process), signal.SIGQUIT)
+            os.kill(self.sandbox.main_pid(process), signal.SIGINT if clean else signal.SIGQUIT)
             process.wait(timeout=self.stop_timeout_s)
         except ProcessLookupError:
             pass

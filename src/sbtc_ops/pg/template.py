@@ -1,10 +1,11 @@
 """Pristine data directories of throwaway clusters, kept for the next drill.
 
-initdb costs about a second of every drill (1.1 s of 7.5 s on the 1 GB bench). Its result
-depends only on the PostgreSQL binaries, initdb's options and the user it runs as, never on an
-archive. So the first cluster of a kind keeps a copy of its data directory, taken right after
-initdb and before anything else touches it, under the state directory; the next ones copy it
-instead of running initdb.
+initdb costs about a second of every drill (1.1 s of 7.5 s on the 1 GB bench), and creating the
+drill's roles and empty database a few tenths more. The result depends only on the PostgreSQL
+binaries, initdb's options, the kind's setup statements (pg/cluster.ClusterSetup) and the user
+it runs as, never on an archive. So the first cluster of a kind keeps a copy of its data
+directory, taken right after initdb (or, with a setup, after the setup and a clean shutdown)
+and before anything else touches it, under the state directory; the next ones copy it instead.
 
 Trust: the templates live in the state directory, beside state.db, and are exactly as trusted
 (written only by sbtc-ops' own users; the sandbox's user cannot reach that directory outside
@@ -22,6 +23,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from sbtc_ops.errors import SbtcOpsError
 from sbtc_ops.pg.binaries import PgBinaries
@@ -44,11 +46,16 @@ class TemplateCache:
     """The template for one (binaries, initdb options, sandbox user and mode)."""
 
     def __init__(
-        self, root: Path, sandbox: Sandbox, options: list[str], binaries: PgBinaries
+        self,
+        root: Path,
+        sandbox: Sandbox,
+        options: list[str],
+        binaries: PgBinaries,
+        setup: list[Any] | None = None,
     ) -> None:
         self.root = root
         self.sandbox = sandbox
-        identity = [
+        identity: list[Any] = [
             binaries.version,
             str(binaries.bin_dir),
             options,
@@ -56,6 +63,8 @@ class TemplateCache:
             sandbox.run_as.gid,
             str(sandbox.mode),
         ]
+        if setup is not None:  # (a kind without one keeps the key it always had)
+            identity.append(setup)
         key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
         self.path = root / key
 

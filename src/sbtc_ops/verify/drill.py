@@ -39,7 +39,7 @@ from sbtc_ops.backup.staging import Staging, StagingError
 from sbtc_ops.backup.storage import LocalStorage, Storage
 from sbtc_ops.config import Settings
 from sbtc_ops.errors import SbtcOpsError, UsageError
-from sbtc_ops.pg.cluster import ThrowawayCluster
+from sbtc_ops.pg.cluster import ClusterSetup, SetupStep, ThrowawayCluster
 from sbtc_ops.pg.limits import Breach
 from sbtc_ops.pg.runas import resolve_run_as
 from sbtc_ops.pg.sandbox import Sandbox, isolation_of
@@ -416,6 +416,7 @@ class Drill:
                 announce=self._kept.append,
                 limits=guard.limits,  # BUDGET HOOK: the sandbox's rlimits, cgroup, kill list
                 extra_settings=guard.server_settings(),
+                setup=_drill_setup(),
             ) as cluster,
         ):
             guard.watch(cluster.base_dir)  # BUDGET HOOK: the data directory's disk use
@@ -437,7 +438,7 @@ class Drill:
         the restore gate, for `restore`)."""
         guard = self._guard
         assert guard is not None
-        has_amcheck = _prepare_database(cluster)
+        has_amcheck = _has_amcheck(cluster)
         with self.phases.phase("restore") as watch:
             run = self._restore(cluster, prepared)
         guard.note_errors(run.errors)  # BUDGET HOOK: EFBIG, temp_file_limit
@@ -676,36 +677,50 @@ def _neutralise(cluster: ThrowawayCluster) -> DatabaseFacts:
         raise SbtcOpsError(f"could not reset the restored database's settings: {exc}") from exc
 
 
-def _prepare_database(cluster: ThrowawayCluster) -> bool:
+def _drill_setup() -> ClusterSetup:
     """The drill's roles, the database the archive goes into (owned by the restore role) and
-    amcheck, installed before anything is restored (so nothing restored can interfere) in a
-    schema of ours. Whether amcheck is available."""
+    amcheck in a schema of ours: made before anything is restored (so nothing restored can
+    interfere), and kept in the drill's cluster template (pg/template.py). template0 and
+    template1 are dropped: the drill creates no other database, and a template without them
+    is a third smaller, i.e. faster to copy (a restored `\\connect template1` finds none)."""
 
-    with cluster.connect() as conn:
-        for role in (RESTORE_ROLE, READER_ROLE):
-            conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(
-                    sql.Identifier(role)
-                )
-            )
-        conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(READER_ROLE)))
-    cluster.create_database(RESTORED_DB, owner=RESTORE_ROLE)
+    def ident(name: str) -> str:
+        return sql.Identifier(name).as_string(None)
+
+    restore, reader, db = ident(RESTORE_ROLE), ident(READER_ROLE), ident(RESTORED_DB)
+    schema = ident(AMCHECK_SCHEMA)
+    role = "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+    in_admin = [
+        role.format(restore),
+        role.format(reader),
+        f"GRANT pg_read_all_data TO {reader}",
+        f"CREATE DATABASE {db} TEMPLATE template0 ENCODING 'UTF8' OWNER {restore}",
+    ]
+    in_restored = [
+        f"CREATE SCHEMA {schema}",
+        f"CREATE EXTENSION amcheck SCHEMA {schema}",
+        f"GRANT USAGE ON SCHEMA {schema} TO {reader}",
+        f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO {reader}",
+    ]
+    drops = [
+        statement.format(template)
+        for template in ("template1", "template0")
+        for statement in ("ALTER DATABASE {} IS_TEMPLATE false", "DROP DATABASE {}")
+    ]
+    return ClusterSetup(
+        (
+            *(SetupStep("postgres", s) for s in in_admin),
+            *(SetupStep(RESTORED_DB, s, optional="EXTENSION" in s) for s in in_restored),
+            *(SetupStep("postgres", s) for s in drops),
+        )
+    )
+
+
+def _has_amcheck(cluster: ThrowawayCluster) -> bool:
+    """Whether the setup could install amcheck (asked before anything is restored)."""
     with cluster.connect(RESTORED_DB) as conn:
-        try:
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(AMCHECK_SCHEMA)))
-            conn.execute(
-                sql.SQL("CREATE EXTENSION amcheck SCHEMA {}").format(sql.Identifier(AMCHECK_SCHEMA))
-            )
-        except psycopg.Error:
-            return False
-        for grant in (
-            "GRANT USAGE ON SCHEMA {} TO {}",
-            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {} TO {}",
-        ):
-            conn.execute(
-                sql.SQL(grant).format(sql.Identifier(AMCHECK_SCHEMA), sql.Identifier(READER_ROLE))
-            )
-    return True
+        row = conn.execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'amcheck'")
+        return row.fetchone() is not None
 
 
 # Names CREATE ROLE refuses (reserved), whether the dump quotes them or not: such a name in a
