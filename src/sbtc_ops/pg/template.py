@@ -40,6 +40,22 @@ STALE_STAGING_S = 86400.0  # a crashed run's half-written template: removed afte
 # own sandbox user) is kept while used; one unused this long (an old PostgreSQL's) goes.
 UNUSED_S = 30 * 86400.0
 USED_SUFFIX = ".used"  # beside each template, ours to touch (the template is the sandbox's)
+# The copy is bound by the latency of creating its ~700 files, not by bandwidth: one cp per
+# database directory and per other top-level entry, side by side, take a third of the time
+# of one cp of the whole (0.2 s against 0.57 s on the bench host). $1: template, $2: the
+# empty data directory. Fails if any cp fails.
+PARALLEL_COPY = """
+set -u
+src=$1 dst=$2 pids=
+mkdir -- "$dst/base" && chmod --reference="$src/base" -- "$dst/base" || exit 1
+for entry in "$src"/* "$src"/base/*; do
+  case $entry in "$src/base") continue ;; "$src"/base/*) to=$dst/base ;; *) to=$dst ;; esac
+  cp -a -- "$entry" "$to/" & pids="$pids $!"
+done
+status=0
+for pid in $pids; do wait "$pid" || status=1; done
+exit $status
+"""
 
 
 class TemplateCache:
@@ -73,7 +89,7 @@ class TemplateCache:
         could not be copied (the data directory is then empty again)."""
         if not self.path.is_dir() or self.path.is_symlink():
             return False
-        copy = ["cp", "-a", "--", f"{self.path}/.", str(data_dir)]
+        copy = ["sh", "-c", PARALLEL_COPY, "copy-template", str(self.path), str(data_dir)]
         done = self.sandbox.exposing(ro=(self.path,)).run(copy, timeout_s=COPY_TIMEOUT_S)
         if done.returncode == 0:
             self._mark_used()
