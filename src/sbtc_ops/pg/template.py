@@ -110,7 +110,7 @@ class TemplateCache:
                 return
             staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
             self.sandbox.run_as.chown(staging)
-            copy = ["cp", "-a", "--", f"{data_dir}/.", str(staging)]
+            copy = ["sh", "-c", PARALLEL_COPY, "keep-template", str(data_dir), str(staging)]
             done = self.sandbox.exposing(rw=(staging,)).run(copy, timeout_s=COPY_TIMEOUT_S)
             if done.returncode != 0:
                 raise OSError(f"cp failed: {done.stderr.strip()[-200:]}")
