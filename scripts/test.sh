@@ -11,6 +11,9 @@ DEBIAN_PACKAGES=(nftables iproute2 prometheus chromium openssh-server procps)
 # The restore drill's sandbox: bubblewrap, newuidmap (uidmap), unshare/setpriv (util-linux) and
 # the decompressors it runs.
 DEBIAN_PACKAGES+=(util-linux gzip zstd bubblewrap uidmap)
+# The shipped systemd unit under a real systemd 252 (tests/test_systemd_unit.py: systemd-nspawn
+# boots the host's own /usr with systemd as its PID 1).
+DEBIAN_PACKAGES+=(systemd systemd-container)
 # The fault matrix's real faults: a loop device (losetup, util-linux) holding ext4 (mkfs.ext4).
 DEBIAN_PACKAGES+=(e2fsprogs)
 # PostgreSQL 15 binaries (/usr/lib/postgresql/15/bin, run by our own throwaway clusters, never

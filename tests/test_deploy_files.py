@@ -16,6 +16,9 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sbtc_ops.backup.inuse import LOCKS_DIR
+from sbtc_ops.backup.take import STAGING_SUBDIR
+from sbtc_ops.pg.template import TEMPLATES_SUBDIR
 from sbtc_ops.serve.metrics import registry_for
 from tests.support.cli import sbtc_ops_executable
 from tests.support.serve import NOW, populate
@@ -150,8 +153,27 @@ def test_systemd_units_are_hardened(name: str) -> None:
         assert directives.get(key) == [value], f"{name}: {key}"
     writable = directives["ReadWritePaths"][0].split()
     assert "/var/backups/sbtc-ops" in writable
-    assert directives["StateDirectory"] == ["sbtc-ops"]
+    # The state directory and every subdirectory sbtc-ops makes there (statedir.py): under
+    # RestrictSUIDSGID= only systemd can give them their setgid mode.
+    subdirs = (LOCKS_DIR, STAGING_SUBDIR, TEMPLATES_SUBDIR)
+    assert directives["RestrictSUIDSGID"] == ["true"]
+    assert directives["StateDirectory"] == [
+        " ".join(["sbtc-ops", *(f"sbtc-ops/{d}" for d in subdirs)])
+    ]
     assert "serve" in directives["ExecStart"][0]
+
+
+def test_every_state_subdirectory_is_one_the_units_make() -> None:
+    """Each make_state_subdir() call names one of the constants the units list."""
+    source = Path(__file__).resolve().parent.parent / "src" / "sbtc_ops"
+    calls = [
+        match.group(1)
+        for path in source.rglob("*.py")
+        for match in re.finditer(r"(?<!def )make_state_subdir\(([^)]*)\)", path.read_text())
+    ]
+    names = {call.split(",")[-1].strip() for call in calls}
+    # (pg/template.py's root is state_dir / TEMPLATES_SUBDIR)
+    assert names == {"LOCKS_DIR", "STAGING_SUBDIR", "self.root.name"}, names
 
 
 def test_timers_start_the_job_template_and_catch_up() -> None:
@@ -230,8 +252,10 @@ def test_units_prepare_and_release_the_sandbox_users_namespace(name: str) -> Non
     directives = unit(name)
     (prepare,) = directives["ExecStartPre"]
     (release,) = directives["ExecStopPost"]
-    assert prepare.startswith("+/usr/local/bin/sbtc-ops sandbox-userns ")
-    assert release.startswith("+/usr/local/bin/sbtc-ops sandbox-userns --release ")
+    # In PID 1's mount namespace: a `+` line's own would keep the mount from the service's.
+    in_pid1 = "+/usr/bin/nsenter --mount=/proc/1/ns/mnt -- "
+    assert prepare.startswith(f"{in_pid1}/usr/local/bin/sbtc-ops sandbox-userns ")
+    assert release.startswith(f"{in_pid1}/usr/local/bin/sbtc-ops sandbox-userns --release ")
     kept = prepare.split("--keep-at ", 1)[1].split()[0]
     told = [v for v in directives["Environment"] if v.startswith("SBTC_OPS_SANDBOX_USERNS=")]
     assert told == [f"SBTC_OPS_SANDBOX_USERNS={kept}"]

@@ -178,7 +178,10 @@ def sandbox_userns(service: str) -> Iterator[dict[str, str]]:
     directives = unit("sbtc-ops.service")
 
     def command(line: str) -> list[str]:
-        line = line.removeprefix("+").replace("/run/sbtc-ops-sandbox/", f"{run_dir}/")
+        # (Entering PID 1's mount namespace is systemd's part, which only a real systemd
+        # shows: tests/test_systemd_unit.py. Here the test's own stands in for it.)
+        line = line.removeprefix("+").removeprefix("/usr/bin/nsenter --mount=/proc/1/ns/mnt -- ")
+        line = line.replace("/run/sbtc-ops-sandbox/", f"{run_dir}/")
         argv = shlex.split(line.replace("/usr/local/bin/sbtc-ops", sbtc_ops_executable()))
         users = {"--service-user": service, "--sandbox-user": SANDBOX_USER}
         return [users.get(before, arg) for before, arg in zip(["", *argv], argv, strict=False)]
@@ -306,7 +309,14 @@ def _run_verify(
         {"TMPDIR": str(dep.tmp), "HOME": str(dep.state), **FAST_CHAIN_ENV, **(extra_env or {})},
     )
     proc = subprocess.Popen(
-        argv, env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        argv,
+        env=env,
+        cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # The units' UMask=0077: what the sandbox user must read is not left to the umask.
+        preexec_fn=(lambda: os.umask(0o077)) if user is not None else None,
     )
     samples: list[Sample] = []
     out, err = communicate_sampling(

@@ -19,6 +19,7 @@ nothing. So:
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sbtc_ops.files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
+
+log = logging.getLogger(__name__)
 
 SHARED_STATE_DIR = Path("/var/lib/sbtc-ops")
 
@@ -84,10 +87,20 @@ def make_state_subdir(state_dir: Path, name: str) -> Path:
         path.mkdir(mode=PRIVATE_DIR_MODE)
     except FileExistsError:
         return path
-    path.chmod(how.dir_mode)  # not left to the umask
+    try:
+        path.chmod(how.dir_mode)  # not left to the umask
+    except PermissionError as exc:
+        # systemd's RestrictSUIDSGID= refuses any chmod naming the setgid bit (the shipped
+        # units make these directories themselves, StateDirectory=): ours to use as made,
+        # only the group cannot.
+        log.warning("%s keeps mode %o, not %o: %s", path, _mode(path), how.dir_mode, exc)
     if how.owner is not None:
         os.chown(path, *how.owner)
     return path
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 def open_state_file(state_dir: Path, path: Path, flags: int = os.O_RDWR) -> int:

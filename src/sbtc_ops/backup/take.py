@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 DKG_TABLE = f"{SIGNER_SCHEMA}.dkg_shares"
 
+STAGING_SUBDIR = "staging"  # under the state directory: a backup being written
+
 
 @dataclass(frozen=True, kw_only=True)
 class BackupRequest:
@@ -274,7 +276,7 @@ def _dumper(request: BackupRequest, facts: SourceFacts) -> Dumper:
 
 
 def _staging_parent(request: BackupRequest) -> Path:
-    parent = make_state_subdir(request.state_dir, "staging")
+    parent = make_state_subdir(request.state_dir, STAGING_SUBDIR)
     # We hold the backup lock: anything still here was left by a backup that was killed.
     for stale in parent.iterdir():
         log.info("removing %s, left by an interrupted backup", stale)

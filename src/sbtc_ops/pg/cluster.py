@@ -568,6 +568,7 @@ class ThrowawayCluster:
         # readable by the server's user (the file holds no secret: trust on a private socket)
         fd = create_private(self.hba_path, 0o644)
         try:
+            os.fchmod(fd, 0o644)  # not left to the umask (the units' UMask=0077)
             write_all(fd, ("\n".join(hba) + "\n").encode())
         finally:
             os.close(fd)

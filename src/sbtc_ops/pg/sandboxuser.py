@@ -257,6 +257,9 @@ def keep_at(service: Ids, sandbox: Ids, path: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot create {path.parent}: {exc.strerror}") from None
     _check_root_directory(path.parent, "the namespace's")
+    # The service must reach the namespace: not left to the umask (the units' UMask=0077
+    # applies to their ExecStartPre=+ too, which would make it root's alone).
+    path.parent.chmod(0o755)
     release(path)  # a stale one from a crashed start
     holder = start_holder(service, sandbox)
     try:

@@ -109,6 +109,10 @@ class TemplateCache:
             if self.path.exists():
                 return
             staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
+            # Not the setgid bit a shared state directory (2770) hands down: every directory
+            # copied in would inherit it, and copying those back out under systemd's
+            # RestrictSUIDSGID= is refused. A template is the sandbox user's alone.
+            staging.chmod(0o700)
             self.sandbox.run_as.chown(staging)
             copy = ["sh", "-c", PARALLEL_COPY, "keep-template", str(data_dir), str(staging)]
             done = self.sandbox.exposing(rw=(staging,)).run(copy, timeout_s=COPY_TIMEOUT_S)
