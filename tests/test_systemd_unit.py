@@ -41,7 +41,9 @@ REPO = Path(__file__).resolve().parent.parent
 NSPAWN = shutil.which("systemd-nspawn")
 SYSTEMD = Path("/lib/systemd/systemd")
 SYSTEM_PYTHON = "/usr/bin/python3"
-SERVICE_UID, SANDBOX_UID = 10001, 10002  # the container's sbtc-ops and sbtc-ops-sandbox
+# The container's sbtc-ops and sbtc-ops-sandbox: uids no other test uses (the Docker lab's
+# containers run as 10001/10002 on this kernel, beside this test).
+SERVICE_UID, SANDBOX_UID = 47101, 47102
 UNIT = "sbtc-ops-job@backup.service"
 READERS = {"postgres", "pg_restore", "psql", "pg_amcheck", "initdb"}
 
