@@ -1,16 +1,16 @@
 """The shipped timer unit under a real systemd (issue 21: the drill's own uid where sbtc-ops is
 deployed).
 
-systemd 252 boots as PID 1 of a container (systemd-nspawn --volatile=state: the host's own
-OS tree read-only, /var and /run the container's own), with `deploy/systemd/sbtc-ops-job@.service`
-exactly as shipped. `systemctl start sbtc-ops-job@backup.service` then takes a real backup of a
-real signer database and verifies it (`serve --once backup`), with every directive of the
-unit in force: User=sbtc-ops under NoNewPrivileges, ProtectSystem=strict, PrivateTmp,
-RestrictNamespaces, the system-call filter, and root's ExecStartPre=+ preparing the sandbox
-user's namespace that ExecStopPost=+ releases. What the emulation in
-tests/test_sandbox_deployments.py cannot show is shown here: the namespace root kept in the
-host's mount namespace reaches the service's own, and the drill runs in mode
-`bwrap-sandbox-user`, every program that reads the archive as the sandbox user's uid.
+systemd 252 boots as PID 1 of a container (systemd-nspawn --volatile=yes: the host's own /usr,
+read-only; the rest the container's own), with `deploy/systemd/sbtc-ops-job@.service` exactly
+as shipped. `systemctl start sbtc-ops-job@backup.service` then takes a real backup of a real
+signer database and verifies it (`serve --once backup`), with every directive of the unit in
+force: User=sbtc-ops under NoNewPrivileges, UMask=0077, ProtectSystem=strict, PrivateTmp,
+RestrictNamespaces, RestrictSUIDSGID, the system-call filter, and root's ExecStartPre=+
+preparing the sandbox user's namespace that ExecStopPost=+ releases. What the emulation in
+tests/test_sandbox_deployments.py cannot show is shown here: the namespace kept in PID 1's
+mount namespace reaches the service's own, and the drill runs in mode `bwrap-sandbox-user`,
+every program that reads the archive as the sandbox user's uid.
 """
 
 from __future__ import annotations
@@ -131,9 +131,12 @@ def installed_with_system_python(root: Path) -> list[str]:
     site_dir = Path(f"/usr/local/lib/python{version}/dist-packages")
     site_dir.mkdir(parents=True, exist_ok=True)
     packages = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir())
+    # At paths of their own: the checkout may lie under /tmp or /var/tmp, which the unit's
+    # PrivateTmp= replaces.
+    code = Path("/opt/sbtc-ops-under-test")
     site = root / "site"
     site.mkdir()
-    (site / "sbtc-ops.pth").write_text(f"{REPO / 'src'}\n{packages}\n")
+    (site / "sbtc-ops.pth").write_text(f"{code / 'src'}\n{code / 'site-packages'}\n")
     local_bin = root / "local-bin"
     local_bin.mkdir()
     launcher = local_bin / "sbtc-ops"
@@ -145,7 +148,8 @@ def installed_with_system_python(root: Path) -> list[str]:
     return [
         f"--bind-ro={site}:{site_dir}",
         f"--bind-ro={local_bin}:/usr/local/bin",
-        *(f"--bind-ro={p}" for p in sorted({packages.resolve(), REPO})),
+        f"--bind-ro={REPO / 'src'}:{code / 'src'}",
+        f"--bind-ro={packages.resolve()}:{code / 'site-packages'}",
     ]
 
 
@@ -315,7 +319,7 @@ def test_the_shipped_job_unit_backs_up_and_drills_as_the_sandbox_user(
     sandbox = verify.data["sandbox"]
     assert sandbox["mode"] == "bwrap-sandbox-user", sandbox
     assert sandbox["full"] is True and sandbox["separate_uid"] is True, sandbox
-    assert json.dumps(verify.data).find(key) >= 0  # the key the chain serves was compared
+    assert key in json.dumps(verify.data)  # the key the chain serves was compared
 
     # Every program that read the archive ran as the sandbox user, never as the service.
     # (The server lives for the whole drill; a client of a 1 MB restore may come and go
