@@ -28,8 +28,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
+from sbtc_ops.pg.cluster import free_tcp_port
 from sbtc_ops.state import EventKind, StateStore
 from tests.fakes.stacks_node import FakeStacksNode
 from tests.support.cli import communicate_sampling
@@ -67,6 +69,7 @@ class Booted:
     root: Path
     state: Path
     repo: Path
+    port: int  # the daemon's HTTP
 
     def run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """A command in the container's mount namespace (systemctl, journalctl), as root."""
@@ -198,14 +201,18 @@ def booted(tmp_path: Path, source_server: SourceServer) -> Iterator[tuple[Booted
         textfile = owned_dir(root / "textfile", SERVICE_UID, 0o755)
         etc = root / "etc-sbtc-ops"
         etc.mkdir()
-        config = signer_config(etc, url, node.url, backup_cron="17 3 * * *")
+        port = free_tcp_port()  # the daemon's (the container shares the host's network)
+        config = signer_config(
+            etc, url, node.url, backup_cron="17 3 * * *", bind=f"127.0.0.1:{port}"
+        )
         text = config.read_text().replace(str(etc / "repo"), "/var/backups/sbtc-ops")
         config.write_text(text)
         os.chown(config, 0, SERVICE_UID)
         config.chmod(0o640)
         units = root / "units"
         units.mkdir()
-        shutil.copy(REPO / "deploy/systemd/sbtc-ops-job@.service", units)
+        for shipped in ("sbtc-ops-job@.service", "sbtc-ops.service"):
+            shutil.copy(REPO / "deploy/systemd" / shipped, units)
         (units / "sbtc-test.target").write_text("[Unit]\nDescription=test\n")
         passwd, group = user_files(root)
         binds = [
@@ -231,7 +238,7 @@ def booted(tmp_path: Path, source_server: SourceServer) -> Iterator[tuple[Booted
         try:
             try:
                 init = container_init(nspawn)
-                container = Booted(init, root, state, repo)
+                container = Booted(init, root, state, repo, port)
                 wait_booted(container)
             except AssertionError as exc:
                 log = (root / "nspawn.log").read_text(errors="replace")[-3000:]
@@ -351,3 +358,32 @@ def test_a_unit_from_before_the_state_subdirectories_still_drills(
     assert ": match" in journal, journal
     assert re.search(r"/var/lib/sbtc-ops/locks keeps mode \d+, not 2770", journal), journal
     assert "Traceback" not in journal
+
+
+def test_the_shipped_daemon_unit_serves_with_the_sandbox_users_namespace(
+    booted: tuple[Booted, str],
+) -> None:
+    """sbtc-ops.service (the daemon) starts, answers /readyz, has the sandbox user's
+    namespace in its own mount namespace, and releases it when stopped."""
+    container, _key = booted
+    daemon = "sbtc-ops.service"
+    kept = "/run/sbtc-ops-sandbox/sbtc-ops.userns"
+    started = container.run("systemctl", "start", daemon)
+    assert started.returncode == 0, started.stderr
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{container.port}/readyz", timeout=2)
+            if answer.status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        journal = container.run("journalctl", "--no-pager", "-o", "cat", "-u", daemon).stdout
+        assert time.monotonic() < deadline, f"/readyz never answered 200:\n{journal}"
+        time.sleep(0.2)
+    main = container.run("systemctl", "show", "-P", "MainPID", daemon).stdout.strip()
+    mounts = container.run("cat", f"/proc/{main}/mountinfo").stdout
+    assert any(kept in line and " nsfs " in line for line in mounts.splitlines()), mounts
+    assert container.run("systemctl", "stop", daemon).returncode == 0
+    assert container.run("systemctl", "show", "-P", "Result", daemon).stdout.strip() == "success"
+    assert kept not in Path(f"/proc/{container.init_pid}/mountinfo").read_text()
