@@ -135,10 +135,9 @@ class DrillGuard:
         for line in errors:
             if any(sign in line for sign in _DISK_LIMIT_ERRORS):
                 limit = self.budget.disk_bytes
+                used = max(limit, self.watchdog.measure_disk())
                 self.record(
-                    Breach(
-                        "disk", f"a limit of the disk budget was hit: {line[:200]}", limit, limit
-                    )
+                    Breach("disk", f"a limit of the disk budget was hit: {line[:200]}", limit, used)
                 )
                 return
 
