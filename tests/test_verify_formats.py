@@ -315,23 +315,9 @@ def test_manual_procedure_on_kept_cluster_agrees_with_verify(area: Area) -> None
         assert kept and connect and restored, result.stderr
         pid = int(kept.group(1))
         (conninfo,) = shlex.split(connect.group(1))
+        database = f"{conninfo} dbname={restored.group(1)}"
         # The operator's step, exactly as the page writes it, on the restored copy.
-        page = subprocess.run(
-            [
-                str(find_binaries(tool_hint="psql").psql),
-                "-X",
-                "-A",
-                "-t",
-                "--no-password",
-                "-d",
-                f"{conninfo} dbname={restored.group(1)}",
-                "-c",
-                PAGE_QUERY,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        page = kept_psql(database, PAGE_QUERY)
         assert page.returncode == 0, page.stderr
         first_row = page.stdout.splitlines()[0].strip()
         # psql prints bytea as \x…; the operator strips the prefix by eye.
@@ -339,24 +325,11 @@ def test_manual_procedure_on_kept_cluster_agrees_with_verify(area: Area) -> None
         assert result.json()["db_aggregate_key"] == area.facts.newest_verified_key.hex()
         # The drill's cluster (its setup, pg/template.py): the restored database, owned by the
         # restore role, and `postgres`; no template0/template1, amcheck in our schema.
-        shape = subprocess.run(
-            [
-                str(find_binaries(tool_hint="psql").psql),
-                "-X",
-                "-A",
-                "-t",
-                "--no-password",
-                "-d",
-                f"{conninfo} dbname={restored.group(1)}",
-                "-c",
-                "SELECT string_agg(datname || ':' || pg_get_userbyid(datdba), ',' ORDER BY datname)"
-                " FROM pg_database",
-                "-c",
-                "SELECT extnamespace::regnamespace FROM pg_extension WHERE extname = 'amcheck'",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
+        shape = kept_psql(
+            database,
+            "SELECT string_agg(datname || ':' || pg_get_userbyid(datdba), ',' ORDER BY datname)"
+            " FROM pg_database",
+            "SELECT extnamespace::regnamespace FROM pg_extension WHERE extname = 'amcheck'",
         )
         assert shape.returncode == 0, shape.stderr
         assert shape.stdout.split() == [
@@ -368,6 +341,18 @@ def test_manual_procedure_on_kept_cluster_agrees_with_verify(area: Area) -> None
             stop_postmaster(pid)
         assert_no_postgres_left(tmpdir)
         subprocess.run(["rm", "-rf", str(tmpdir)], check=False)
+
+
+def kept_psql(database: str, *queries: str) -> subprocess.CompletedProcess[str]:
+    """psql as the operator runs it on a kept cluster: unaligned, tuples only."""
+    commands = [arg for query in queries for arg in ("-c", query)]
+    return subprocess.run(
+        [str(find_binaries(tool_hint="psql").psql), "-X", "-A", "-t", "--no-password",
+         "-d", database, *commands],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
 
 
 def stop_postmaster(pid: int, timeout_s: float = 20.0) -> None:

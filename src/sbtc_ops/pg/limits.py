@@ -386,6 +386,12 @@ def allocated_bytes(root: Path) -> int:
     return _walk(root)[0]
 
 
+def _walk_all(directories: Iterable[Path]) -> tuple[int, bool]:
+    """What `directories` hold together, and whether every one could be read whole."""
+    walked = [_walk(d) for d in directories]
+    return sum(size for size, _ in walked), all(complete for _, complete in walked)
+
+
 def _walk(root: Path) -> tuple[int, bool]:
     """(bytes allocated under `root`, whether every directory could be read)."""
     total = 0
@@ -517,7 +523,7 @@ class Watchdog:
         lag a fast writer by a tick."""
         with self._lock:
             directories = list(self._dirs)
-        used = sum(size for size, _complete in (_walk(d) for d in directories))
+        used, _complete = _walk_all(directories)
         self._note_peak(used)
         return used
 
@@ -544,13 +550,11 @@ class Watchdog:
         )
         if not due:
             return min(grown, self._last_walk) if self._walk_complete else grown
-        walked = [_walk(d) for d in directories]
+        self._last_walk, self._walk_complete = _walk_all(directories)
         spent = time.monotonic() - now
         # A slow walk (a loaded host, a huge directory) is not repeated at every tick.
         self._next_walk = now + max(WALK_EVERY_S, 10 * spent)
         self._grown_at_walk = grown
-        self._last_walk = sum(size for size, _complete in walked)
-        self._walk_complete = all(complete for _size, complete in walked)
         if self._walk_complete:
             return self._last_walk
         return max(self._last_walk, grown)

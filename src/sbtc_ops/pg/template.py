@@ -41,9 +41,9 @@ STALE_STAGING_S = 86400.0  # a crashed run's half-written template: removed afte
 UNUSED_S = 30 * 86400.0
 USED_SUFFIX = ".used"  # beside each template, ours to touch (the template is the sandbox's)
 # The copy is bound by the latency of creating its ~700 files, not by bandwidth: one cp per
-# database directory and per other top-level entry, side by side, take a third of the time
-# of one cp of the whole (0.2 s against 0.57 s on the bench host). $1: template, $2: the
-# empty data directory. Fails if any cp fails.
+# database directory and per other top-level entry, side by side, take about half the time of
+# one cp of the whole (0.31 s against 0.57 s in the sandbox on the bench host).
+# $1: the template, $2: the empty data directory. Fails if any cp fails.
 PARALLEL_COPY = """
 set -u
 src=$1 dst=$2 pids=
